@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Writes test/vectors/prefix-hash.json from an independent implementation of
+the prefix hash chain (hashlib only), so the TypeScript and Python clients are
+both checked against a third reading of DESIGN.md rather than against each other."""
+import hashlib
+import json
+import os
+import struct
+
+FIELDS = ["model", "dtype", "kv_layout", "chunk_size", "block_size", "tp_rank",
+          "tp_size", "pp_rank", "pp_size", "mla", "cache_salt"]
+
+
+def canonical(fp):
+    text = "kvtier-namespace-v1\n"
+    for name in FIELDS:
+        v = fp[name]
+        if isinstance(v, bool):
+            v = "1" if v else "0"
+        text += f"{name}={v}\n"
+    return text.encode()
+
+
+def chain(root, tokens, chunk_size, include_partial):
+    out, h = [], root
+    for start in range(0, len(tokens), chunk_size):
+        chunk = tokens[start:start + chunk_size]
+        if len(chunk) < chunk_size and not include_partial:
+            break
+        d = hashlib.sha256(struct.pack(f"<{len(chunk)}I", *chunk)).digest()
+        h = hashlib.sha256(h + d).digest()
+        out.append(h.hex())
+    return out
+
+
+def main():
+    base = {"model": "meta-llama/Llama-3.1-8B-Instruct", "dtype": "bfloat16",
+            "kv_layout": "flash_attn:2xNBxBSxHxD", "chunk_size": 256, "block_size": 16,
+            "tp_rank": 0, "tp_size": 1, "pp_rank": 0, "pp_size": 1, "mla": False, "cache_salt": ""}
+    cases = []
+    specs = [
+        ("empty prompt", base, [], False),
+        ("one full chunk, 256 tokens 0..255", base, list(range(256)), False),
+        ("1000 tokens: 3 full chunks, partial dropped", base, [(i * 7919) % 128256 for i in range(1000)], False),
+        ("1000 tokens with save_unfull_chunk", base, [(i * 7919) % 128256 for i in range(1000)], True),
+        ("large token ids (u32 edge)", {**base, "chunk_size": 16}, [0xFFFFFFFF, 0x80000000, 1, 0] * 8, False),
+        ("another tp rank", {**base, "tp_rank": 3, "tp_size": 8}, list(range(512)), False),
+        ("tenant salt", {**base, "cache_salt": "tenant-a"}, list(range(512)), False),
+        ("MLA, non-ascii model name", {**base, "model": "deepseek-ai/DeepSeek-V3 \u00e9", "mla": True,
+                                        "kv_layout": "mla:NBxBSx576", "chunk_size": 64}, list(range(200)), True),
+    ]
+    for name, fp, tokens, partial in specs:
+        root = hashlib.sha256(canonical(fp)).digest()
+        cases.append({"name": name, "fingerprint": fp, "save_unfull_chunk": partial, "tokens": tokens,
+                      "canonical_fingerprint": canonical(fp).decode(), "root": root.hex(),
+                      "namespace_id": root[:16].hex(),
+                      "chunk_hashes": chain(root, tokens, fp["chunk_size"], partial)})
+    root = hashlib.sha256(canonical(base)).digest()
+    keys = [bytes.fromhex("00" * 32), b"sglang-page-1", bytes(range(40))]
+    key_case = {"name": "opaque keys", "fingerprint": base, "keys_hex": [k.hex() for k in keys],
+                "root": root.hex(),
+                "key_hashes": [hashlib.sha256(root + b"k" + k).digest().hex() for k in keys]}
+    out = {"description": "kvtier prefix hash chain vectors (DESIGN.md: h0 = SHA-256(canonical fingerprint); "
+                          "d_i = SHA-256(LE u32 tokens of chunk i); h_i = SHA-256(h_{i-1} || d_i); "
+                          "opaque key k: SHA-256(h0 || 'k' || k))",
+           "token_cases": cases, "key_cases": [key_case]}
+    path = os.path.join(os.path.dirname(__file__), "..", "test", "vectors", "prefix-hash.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+/**
+ * The prefix hash chain that names every chunk.
+ *
+ *   h0  = namespace root (namespace.ts)
+ *   d_i = SHA-256(tokens of chunk i as little-endian u32)
+ *   h_i = SHA-256(h_{i-1} || d_i)
+ *
+ * h_i covers every token before the end of chunk i, so equal hashes mean
+ * equal prefixes, in every process and on every machine (no language hash
+ * seeds anywhere). Opaque client keys (SGLang page hashes) are already
+ * prefix-chained by their owner and are only scoped to the namespace:
+ *
+ *   h_i = SHA-256(h0 || "k" || key_i)
+ *
+ * Results come back as one Buffer of n*32 bytes: no per-chunk objects on the
+ * lookup path.
+ */
+import { hash } from 'node:crypto';
+
+export const HASH_BYTES = 32;
+
+/** Number of chunks a prompt of `tokenCount` tokens yields. */
+export function chunkCount(tokenCount: number, chunkSize: number, includePartial: boolean): number {
+  const full = Math.floor(tokenCount / chunkSize);
+  return includePartial && tokenCount % chunkSize !== 0 ? full + 1 : full;
+}
+
+/**
+ * Hashes of the first `limit` chunks of `tokens` (packed LE u32).
+ * Stops early when `stop(i, hashes)` returns true after chunk i is hashed,
+ * so a lookup pays only for the chunks it needs.
+ */
+export function hashTokenChunks(
+  root: Buffer,
+  tokens: Uint8Array,
+  chunkSize: number,
+  includePartial: boolean,
+  stop?: (index: number, hashes: Buffer) => boolean,
+): { hashes: Buffer; count: number } {
+  const tokenCount = tokens.byteLength >>> 2;
+  const n = chunkCount(tokenCount, chunkSize, includePartial);
+  const out = Buffer.allocUnsafe(n * HASH_BYTES);
+  const pair = Buffer.allocUnsafe(2 * HASH_BYTES);
+  root.copy(pair, 0, 0, HASH_BYTES);
+  const chunkBytes = chunkSize * 4;
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    const start = i * chunkBytes;
+    const end = Math.min(start + chunkBytes, tokenCount * 4);
+    const digest = hash('sha256', tokens.subarray(start, end), 'buffer');
+    digest.copy(pair, HASH_BYTES);
+    const h = hash('sha256', pair, 'buffer');
+    h.copy(out, i * HASH_BYTES);
+    h.copy(pair, 0);
+    count = i + 1;
+    if (stop !== undefined && stop(i, out)) break;
+  }
+  return { hashes: out.subarray(0, count * HASH_BYTES), count };
+}
+
+export function hashKeys(root: Buffer, keys: readonly Uint8Array[]): Buffer {
+  const out = Buffer.allocUnsafe(keys.length * HASH_BYTES);
+  const k = Buffer.from('k');
+  for (let i = 0; i < keys.length; i++) {
+    hash('sha256', Buffer.concat([root, k, keys[i]]), 'buffer').copy(out, i * HASH_BYTES);
+  }
+  return out;
+}
+
+export function hashHex(hashes: Buffer, index: number): string {
+  return hashes.toString('hex', index * HASH_BYTES, (index + 1) * HASH_BYTES);
+}

@@ -1,0 +1,91 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { makeNamespace, type NamespaceFingerprint } from '../../src/chunking/namespace.js';
+import { hashKeys, hashTokenChunks, hashHex, chunkCount } from '../../src/chunking/prefix-hash.js';
+import { packTokens, unpackTokens } from '../../src/chunking/tokens.js';
+
+interface RawFingerprint {
+  model: string; dtype: string; kv_layout: string; chunk_size: number; block_size: number;
+  tp_rank: number; tp_size: number; pp_rank: number; pp_size: number; mla: boolean; cache_salt: string;
+}
+interface Vectors {
+  token_cases: Array<{ name: string; fingerprint: RawFingerprint; save_unfull_chunk: boolean; tokens: number[];
+    root: string; namespace_id: string; chunk_hashes: string[] }>;
+  key_cases: Array<{ fingerprint: RawFingerprint; keys_hex: string[]; key_hashes: string[] }>;
+}
+
+const vectors = JSON.parse(readFileSync(new URL('../vectors/prefix-hash.json', import.meta.url), 'utf8')) as Vectors;
+
+function fingerprint(raw: RawFingerprint): NamespaceFingerprint {
+  return {
+    model: raw.model, dtype: raw.dtype, kvLayout: raw.kv_layout, chunkSize: raw.chunk_size,
+    blockSize: raw.block_size, tpRank: raw.tp_rank, tpSize: raw.tp_size, ppRank: raw.pp_rank,
+    ppSize: raw.pp_size, mla: raw.mla, cacheSalt: raw.cache_salt,
+  };
+}
+
+describe('prefix hash chain matches the committed vectors', () => {
+  for (const c of vectors.token_cases) {
+    it(c.name, () => {
+      const ns = makeNamespace(fingerprint(c.fingerprint));
+      expect(ns.root.toString('hex')).toBe(c.root);
+      expect(ns.id).toBe(c.namespace_id);
+      const { hashes, count } = hashTokenChunks(ns.root, packTokens(c.tokens), c.fingerprint.chunk_size, c.save_unfull_chunk);
+      expect(count).toBe(c.chunk_hashes.length);
+      expect(Array.from({ length: count }, (_, i) => hashHex(hashes, i))).toEqual(c.chunk_hashes);
+    });
+  }
+  it('opaque keys', () => {
+    for (const c of vectors.key_cases) {
+      const ns = makeNamespace(fingerprint(c.fingerprint));
+      const out = hashKeys(ns.root, c.keys_hex.map((k) => Buffer.from(k, 'hex')));
+      expect(c.key_hashes.map((_, i) => hashHex(out, i))).toEqual(c.key_hashes);
+    }
+  });
+});
+
+describe('prefix hash chain properties', () => {
+  const fp = fingerprint(vectors.token_cases[0].fingerprint);
+  const small = { ...fp, chunkSize: 16 };
+  it('chunk i depends on every token before it and on nothing after it', () => {
+    const root = makeNamespace(small).root;
+    fc.assert(fc.property(fc.array(fc.nat({ max: 0xffffffff }), { minLength: 48, maxLength: 96 }), fc.nat(), (tokens, pick) => {
+      const base = hashTokenChunks(root, packTokens(tokens), 16, false);
+      const pos = pick % tokens.length;
+      const changed = tokens.slice();
+      changed[pos] = (changed[pos] + 1) >>> 0;
+      const other = hashTokenChunks(root, packTokens(changed), 16, false);
+      const touched = Math.floor(pos / 16);
+      for (let i = 0; i < base.count; i++) {
+        expect(hashHex(other.hashes, i) === hashHex(base.hashes, i)).toBe(i < touched);
+      }
+    }), { numRuns: 200 });
+  });
+  it('different namespaces never share a chunk hash', () => {
+    const tokens = packTokens(Array.from({ length: 64 }, (_, i) => i));
+    const a = hashTokenChunks(makeNamespace(small).root, tokens, 16, false);
+    const b = hashTokenChunks(makeNamespace({ ...small, cacheSalt: 'tenant-b' }).root, tokens, 16, false);
+    const c = hashTokenChunks(makeNamespace({ ...small, dtype: 'float16' }).root, tokens, 16, false);
+    for (let i = 0; i < 4; i++) {
+      expect(hashHex(a.hashes, i)).not.toBe(hashHex(b.hashes, i));
+      expect(hashHex(a.hashes, i)).not.toBe(hashHex(c.hashes, i));
+    }
+  });
+  it('stops early when asked', () => {
+    const root = makeNamespace(small).root;
+    const r = hashTokenChunks(root, packTokens(Array.from({ length: 160 }, (_, i) => i)), 16, false, (i) => i === 2);
+    expect(r.count).toBe(3);
+    expect(r.hashes.length).toBe(96);
+  });
+  it('chunkCount and token packing', () => {
+    expect(chunkCount(1000, 256, false)).toBe(3);
+    expect(chunkCount(1000, 256, true)).toBe(4);
+    expect(chunkCount(1024, 256, true)).toBe(4);
+    expect(unpackTokens(packTokens([1, 0xffffffff, 7]))).toEqual([1, 0xffffffff, 7]);
+    expect(() => unpackTokens(Buffer.alloc(5))).toThrow(/multiple of 4/);
+  });
+  it('rejects a fingerprint value with a newline', () => {
+    expect(() => makeNamespace({ ...small, model: 'a\nb' })).toThrow(/newline/);
+  });
+});
