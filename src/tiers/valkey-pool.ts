@@ -1,0 +1,320 @@
+/**
+ * The Valkey connections of one tier, and whether Valkey is reachable.
+ *
+ * Several glide clients, used round-robin: one glide client moves MB values
+ * at a fraction of what the server can do, a few in parallel get close to it.
+ * Every command goes out as a non-atomic batch so that each request gets its
+ * own timeout: base + (bytes queued on that client + its own bytes) / rate,
+ * because glide's 250 ms default is too short for MB values.
+ *
+ *   connecting ──ok──▶ up ──connection error──▶ down ──backoff, retry──▶ up
+ *        └──fail──▶ down                          (clients closed and recreated)
+ *
+ * While not up, run() rejects at once with ValkeyUnavailableError: callers turn
+ * that into a skipped put or a miss. Auth failures become ValkeyAuthError
+ * (redacted URL); the loop keeps retrying at the slowest pace.
+ */
+
+import {
+  Batch,
+  ClosingError,
+  ClusterBatch,
+  ConnectionError,
+  Decoder,
+  GlideClient,
+  GlideClusterClient,
+  Logger,
+  RequestError,
+  TimeUnit,
+  TimeoutError as GlideTimeoutError,
+  type GlideReturnType,
+} from '@valkey/valkey-glide';
+import { errorMessage, KvtierError, ValkeyAuthError, ValkeyUnavailableError } from '../errors.js';
+import type { ValkeyEndpoint } from './valkey-url.js';
+
+export type ValkeyCommand =
+  | { op: 'get'; key: string }
+  | { op: 'getrange'; key: string; start: number; end: number }
+  | { op: 'set'; key: string; value: Buffer; ttlSecs?: number }
+  | { op: 'exists'; key: string }
+  | { op: 'del'; keys: string[] };
+
+/** One result per command: a reply, or the error of that command alone. */
+export type ValkeyReply = GlideReturnType;
+
+export type PoolState = 'connecting' | 'up' | 'down' | 'closed';
+export type LogFn = (level: 'info' | 'warn' | 'error', message: string) => void;
+
+export interface ValkeyPoolOptions {
+  endpoint: ValkeyEndpoint;
+  connections: number;
+  requestTimeoutMs: number;
+  /** Slowest transfer rate a request is given time for, bytes per second. */
+  minBytesPerSec: number;
+  connectTimeoutMs: number;
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+  tlsInsecure: boolean;
+  log: LogFn;
+  onState: (state: PoolState, error?: KvtierError) => void;
+}
+
+type Client = GlideClient | GlideClusterClient;
+
+interface Slot {
+  client: Client;
+  queuedBytes: number;
+}
+
+let glideLogSet = false;
+
+function isAuthMessage(msg: string): boolean {
+  return /WRONGPASS|NOAUTH|invalid username-password|AUTH failed|NOPERM/i.test(msg);
+}
+
+/** Errors after which the connection is not trusted any more. */
+export function isConnectionError(e: unknown): boolean {
+  return e instanceof ConnectionError || e instanceof ClosingError;
+}
+
+export function isTimeoutError(e: unknown): boolean {
+  return e instanceof GlideTimeoutError;
+}
+
+export class ValkeyPool {
+  #o: ValkeyPoolOptions;
+  #slots: Slot[] = [];
+  #next = 0;
+  #state: PoolState = 'connecting';
+  #lastError: KvtierError | undefined;
+  #generation = 0;
+  #everUp = false;
+  #reconnects = 0;
+  #wake: (() => void) | undefined;
+  #firstAttempt: Promise<void>;
+  #loop: Promise<void> | undefined;
+
+  constructor(options: ValkeyPoolOptions) {
+    this.#o = options;
+    if (!glideLogSet) {
+      // glide logs every failed reconnect at ERROR; the tier reports state itself.
+      Logger.setLoggerConfig('off');
+      glideLogSet = true;
+    }
+    let settle!: () => void;
+    this.#firstAttempt = new Promise<void>((r) => (settle = r));
+    this.#loop = this.#connectLoop(settle);
+  }
+
+  #isClosed(): boolean {
+    return this.#state === 'closed';
+  }
+
+  get state(): PoolState {
+    return this.#state;
+  }
+
+  get lastError(): KvtierError | undefined {
+    return this.#lastError;
+  }
+
+  get reconnects(): number {
+    return this.#reconnects;
+  }
+
+  /** Resolves after the first connection attempt succeeded or failed. */
+  firstAttempt(): Promise<void> {
+    return this.#firstAttempt;
+  }
+
+  async #createClients(): Promise<Client[]> {
+    const ep = this.#o.endpoint;
+    const base = {
+      addresses: ep.addresses,
+      useTLS: ep.tls,
+      requestTimeout: this.#o.requestTimeoutMs,
+      defaultDecoder: Decoder.Bytes,
+      clientName: 'kvtier',
+      advancedConfiguration: {
+        connectionTimeout: this.#o.connectTimeoutMs,
+        ...(ep.tls && this.#o.tlsInsecure ? { tlsAdvancedConfiguration: { insecure: true } } : {}),
+      },
+      ...(ep.password !== undefined
+        ? { credentials: ep.username !== undefined ? { username: ep.username, password: ep.password } : { password: ep.password } }
+        : {}),
+    };
+    const made = await Promise.allSettled(
+      Array.from({ length: this.#o.connections }, () =>
+        ep.mode === 'cluster'
+          ? GlideClusterClient.createClient(base)
+          : GlideClient.createClient({ ...base, databaseId: ep.databaseId }),
+      ),
+    );
+    const ok = made.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = made.find((r) => r.status === 'rejected');
+    if (failed) {
+      for (const c of ok) c.close();
+      throw failed.reason;
+    }
+    return ok;
+  }
+
+  #setState(state: PoolState, error?: KvtierError): void {
+    if (this.#state === state || this.#state === 'closed') return;
+    this.#state = state;
+    this.#o.onState(state, error);
+  }
+
+  async #connectLoop(settleFirst: () => void): Promise<void> {
+    let attempt = 0;
+    while (this.#state !== 'closed') {
+      try {
+        const clients = await this.#createClients();
+        if (this.#isClosed()) {
+          for (const c of clients) c.close();
+          break;
+        }
+        this.#slots = clients.map((client) => ({ client, queuedBytes: 0 }));
+        this.#generation++;
+        this.#lastError = undefined;
+        if (this.#everUp) this.#reconnects++;
+        this.#everUp = true;
+        this.#o.log('info', `valkey ${this.#o.endpoint.redacted}: connected (${clients.length} connections)`);
+        this.#setState('up');
+        settleFirst();
+        return;
+      } catch (e) {
+        const msg = errorMessage(e);
+        const auth = isAuthMessage(msg);
+        const err = auth
+          ? new ValkeyAuthError(`valkey ${this.#o.endpoint.redacted}: authentication failed: ${msg.trim()}`, { cause: e })
+          : new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted} unreachable: ${msg.trim()}`, { cause: e });
+        if (attempt === 0 || auth !== (this.#lastError instanceof ValkeyAuthError)) {
+          this.#o.log(auth ? 'error' : 'warn', `${err.message}; retrying in the background`);
+        }
+        this.#lastError = err;
+        this.#setState('down', err);
+        settleFirst();
+      }
+      const delay = this.#lastError instanceof ValkeyAuthError
+        ? this.#o.reconnectMaxMs
+        : Math.min(this.#o.reconnectMaxMs, this.#o.reconnectMinMs * 2 ** Math.min(attempt, 20));
+      attempt++;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay * (0.75 + Math.random() * 0.5));
+        t.unref();
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#wake = undefined;
+    }
+    settleFirst();
+  }
+
+  /** Called when a request saw a broken connection: drop the clients, reconnect. */
+  markDown(cause: unknown): void {
+    if (this.#state !== 'up') return;
+    const err = new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted}: connection lost: ${errorMessage(cause).trim()}`, { cause });
+    this.#o.log('warn', `${err.message}; reconnecting`);
+    this.#lastError = err;
+    const old = this.#slots;
+    this.#slots = [];
+    this.#setState('down', err);
+    for (const s of old) s.client.close();
+    this.#loop = this.#connectLoop(() => undefined);
+  }
+
+  /** A request timed out: if a PING fails too, the connection is down. */
+  async probe(): Promise<void> {
+    const slot = this.#slots[0];
+    if (!slot || this.#state !== 'up') return;
+    const gen = this.#generation;
+    try {
+      const b = slot.client instanceof GlideClusterClient ? new ClusterBatch(false) : new Batch(false);
+      b.ping();
+      await this.#exec(slot.client, b, Math.min(this.#o.requestTimeoutMs, 1000));
+    } catch (e) {
+      if (gen === this.#generation) this.markDown(e);
+    }
+  }
+
+  #timeoutFor(slot: Slot, bytes: number): number {
+    const ms = this.#o.requestTimeoutMs + ((slot.queuedBytes + bytes) * 1000) / this.#o.minBytesPerSec;
+    return Math.ceil(Math.min(ms, 600_000));
+  }
+
+  #exec(client: Client, batch: Batch | ClusterBatch, timeout: number): Promise<GlideReturnType[] | null> {
+    if (client instanceof GlideClusterClient) {
+      return client.exec(batch as ClusterBatch, false, { timeout, decoder: Decoder.Bytes });
+    }
+    return client.exec(batch as Batch, false, { timeout, decoder: Decoder.Bytes });
+  }
+
+  /**
+   * Sends commands as one pipeline on the next connection. Per-command errors
+   * come back in the array (RequestError); a broken connection rejects and
+   * marks the pool down.
+   */
+  async run(commands: readonly ValkeyCommand[], bytes = 0): Promise<ValkeyReply[]> {
+    if (this.#state !== 'up' || this.#slots.length === 0) {
+      throw this.#lastError ?? new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted} is not connected`);
+    }
+    const slot = this.#slots[this.#next++ % this.#slots.length];
+    const cluster = slot.client instanceof GlideClusterClient;
+    const batch = cluster ? new ClusterBatch(false) : new Batch(false);
+    for (const c of commands) {
+      switch (c.op) {
+        case 'get':
+          batch.get(c.key);
+          break;
+        case 'getrange':
+          batch.getrange(c.key, c.start, c.end);
+          break;
+        case 'set':
+          batch.set(c.key, c.value, c.ttlSecs ? { expiry: { type: TimeUnit.Seconds, count: c.ttlSecs } } : undefined);
+          break;
+        case 'exists':
+          batch.exists([c.key]);
+          break;
+        case 'del':
+          batch.del(c.keys);
+          break;
+      }
+    }
+    const timeout = this.#timeoutFor(slot, bytes);
+    slot.queuedBytes += bytes;
+    const gen = this.#generation;
+    try {
+      const out = await this.#exec(slot.client, batch, timeout);
+      if (!out || out.length !== commands.length) {
+        throw new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted}: pipeline of ${commands.length} gave ${out?.length ?? 'no'} replies`);
+      }
+      for (const r of out) {
+        if (isConnectionError(r) && gen === this.#generation) this.markDown(r);
+      }
+      return out;
+    } catch (e) {
+      if (gen === this.#generation) {
+        if (isConnectionError(e)) this.markDown(e);
+        else if (isTimeoutError(e)) void this.probe();
+      }
+      throw e;
+    } finally {
+      slot.queuedBytes -= bytes;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    this.#wake?.();
+    const old = this.#slots;
+    this.#slots = [];
+    for (const s of old) s.client.close();
+    await this.#loop;
+  }
+}
+
+export { RequestError };

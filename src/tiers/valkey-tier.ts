@@ -1,0 +1,367 @@
+/**
+ * The Valkey tier: chunks shared by every worker that points at one Valkey.
+ *
+ * put:  encode (serde) ─▶ small: one SET of header+payload
+ *                        └▶ large: SET every segment in parallel over the
+ *                           connections, then SET the manifest (last, so a
+ *                           reader never sees a half-written chunk)
+ * get:  GET key ─▶ inline: verify ─▶ decode
+ *                └▶ manifest: GET segments in parallel, verify each, join, decode
+ *
+ * Everything that fails on the read side is a miss (null) and never an
+ * exception: a bad value is deleted and counted. Valkey being down means
+ * put() returns false and get()/contains() miss; ValkeyPool reconnects.
+ * Counters are a plain object for src/metrics to read.
+ */
+
+import { CorruptValueError, errorMessage, KvtierError, ValkeyAuthError } from '../errors.js';
+import { checksum } from './checksum.js';
+import { decode, encode, type SerdeName } from './serde.js';
+import type { ChunkKey, Tier } from './tier.js';
+import {
+  chunkRedisKey,
+  decodeValue,
+  encodeValue,
+  FORMAT_VERSION,
+  segmentCount,
+  segmentRange,
+  segmentRedisKey,
+  type ChunkHeader,
+} from './valkey-format.js';
+import { ValkeyPool, type LogFn, type PoolState, type ValkeyCommand, type ValkeyReply } from './valkey-pool.js';
+import { parseValkeyUrl, type ValkeyMode } from './valkey-url.js';
+
+export interface ValkeyTierOptions {
+  /** remote_url: valkey://, valkeys://, redis://, rediss://, valkey-cluster:// */
+  url: string;
+  /** 'cluster' turns a plain URL into cluster seeds (extra_config valkey_mode). */
+  mode?: ValkeyMode;
+  /** Default 'kvtier'. */
+  keyPrefix?: string;
+  /** Expiry of every key; 0 or absent: none. */
+  ttlSecs?: number;
+  /** Default 'naive'. */
+  serde?: SerdeName;
+  /** Payloads above this are stored as segments; default 1 MiB. */
+  segmentBytes?: number;
+  /** glide clients used round-robin; default 4. */
+  connections?: number;
+  /** Base timeout of a request; scaled up by its bytes. Default 1000. */
+  requestTimeoutMs?: number;
+  /** Slowest transfer a request is given time for; default 64 MB/s. */
+  minBytesPerSec?: number;
+  /** TCP/TLS connect timeout; default 1000. */
+  connectTimeoutMs?: number;
+  /** Reconnect backoff bounds; default 100 and 5000 ms. */
+  reconnectMinMs?: number;
+  reconnectMaxMs?: number;
+  /** Skip TLS certificate checks (tests, self-signed). */
+  tlsInsecure?: boolean;
+  /** Default: warn/error lines on stderr. */
+  log?: LogFn;
+  /** Called on every change of `available`, with the reason when it went down. */
+  onAvailability?: (available: boolean, error?: KvtierError) => void;
+}
+
+export interface ValkeyTierCounters {
+  /** Chunks written. */
+  stores: number;
+  /** Puts not done: Valkey down, out of memory, a failed request. */
+  skipped: number;
+  hits: number;
+  misses: number;
+  /** Values that failed verification (magic, header, namespace, length, checksum, serde). */
+  corrupt: number;
+  /** Manifests whose segments were gone (evicted, expired): a miss. */
+  incomplete: number;
+  /** Requests that failed (timeouts, connection loss, server errors). */
+  errors: number;
+  /** Times the connection came back after being lost or absent. */
+  reconnects: number;
+  /** Payload bytes read from / written to Valkey. */
+  bytesIn: number;
+  bytesOut: number;
+}
+
+const DEFAULT_SEGMENT = 1 << 20;
+/** A manifest header fits in this many bytes up to thousands of segments. */
+const HEADER_PROBE_BYTES = 65_536;
+
+function defaultLog(level: 'info' | 'warn' | 'error', message: string): void {
+  if (level !== 'info') process.stderr.write(`kvtier ${level}: ${message}\n`);
+}
+
+function isReplyError(r: ValkeyReply): r is Error {
+  return r instanceof Error;
+}
+
+function asBuffer(r: ValkeyReply): Buffer | null {
+  return Buffer.isBuffer(r) ? r : null;
+}
+
+export class ValkeyTier implements Tier {
+  readonly name = 'valkey' as const;
+  readonly counters: ValkeyTierCounters = {
+    stores: 0, skipped: 0, hits: 0, misses: 0, corrupt: 0, incomplete: 0,
+    errors: 0, reconnects: 0, bytesIn: 0, bytesOut: 0,
+  };
+  #pool: ValkeyPool;
+  #prefix: string;
+  #ttl: number | undefined;
+  #serde: SerdeName;
+  #segmentBytes: number;
+  #log: LogFn;
+  #listeners = new Set<(available: boolean, error?: KvtierError) => void>();
+
+  /** Starts connecting in the background; see ValkeyTier.create to wait for it. */
+  constructor(options: ValkeyTierOptions) {
+    const endpoint = parseValkeyUrl(options.url, options.mode ? { mode: options.mode } : {});
+    this.#prefix = options.keyPrefix ?? 'kvtier';
+    this.#ttl = options.ttlSecs && options.ttlSecs > 0 ? Math.ceil(options.ttlSecs) : undefined;
+    this.#serde = options.serde ?? 'naive';
+    this.#segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT;
+    this.#log = options.log ?? defaultLog;
+    if (options.onAvailability) this.#listeners.add(options.onAvailability);
+    this.#pool = new ValkeyPool({
+      endpoint,
+      connections: Math.max(1, options.connections ?? 4),
+      requestTimeoutMs: options.requestTimeoutMs ?? 1000,
+      minBytesPerSec: options.minBytesPerSec ?? 64e6,
+      connectTimeoutMs: options.connectTimeoutMs ?? 1000,
+      reconnectMinMs: options.reconnectMinMs ?? 100,
+      reconnectMaxMs: options.reconnectMaxMs ?? 5000,
+      tlsInsecure: options.tlsInsecure ?? false,
+      log: this.#log,
+      onState: (state: PoolState, error?: KvtierError) => {
+        this.counters.reconnects = this.#pool?.reconnects ?? 0;
+        if (state === 'up' || state === 'down') {
+          for (const l of this.#listeners) l(state === 'up', error);
+        }
+      },
+    });
+  }
+
+  /**
+   * A tier after its first connection attempt. Valkey unreachable: a tier
+   * that is down and keeps retrying. Wrong credentials: ValkeyAuthError.
+   */
+  static async create(options: ValkeyTierOptions): Promise<ValkeyTier> {
+    const tier = new ValkeyTier(options);
+    await tier.#pool.firstAttempt();
+    const err = tier.#pool.lastError;
+    if (err instanceof ValkeyAuthError) {
+      await tier.close();
+      throw err;
+    }
+    return tier;
+  }
+
+  get available(): boolean {
+    return this.#pool.state === 'up';
+  }
+
+  /** Why the tier is down, when it is. */
+  get lastError(): KvtierError | undefined {
+    return this.#pool.lastError;
+  }
+
+  /** Resolves once the first connection attempt is over (up or down). */
+  ready(): Promise<void> {
+    return this.#pool.firstAttempt();
+  }
+
+  onAvailability(listener: (available: boolean, error?: KvtierError) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** The Valkey key of a chunk (its manifest when segmented). */
+  keyOf(key: ChunkKey): string {
+    return chunkRedisKey(this.#prefix, key);
+  }
+
+  async #run(commands: readonly ValkeyCommand[], bytes = 0): Promise<ValkeyReply[] | null> {
+    if (!this.available) return null;
+    try {
+      return await this.#pool.run(commands, bytes);
+    } catch (e) {
+      this.counters.errors++;
+      if (this.available) this.#log('warn', `valkey request failed: ${errorMessage(e).trim()}`);
+      return null;
+    }
+  }
+
+  async contains(keys: readonly ChunkKey[]): Promise<boolean[]> {
+    if (keys.length === 0) return [];
+    const names = keys.map((k) => this.keyOf(k));
+    const out = await this.#run(names.map((key) => ({ op: 'exists', key })));
+    if (!out) return keys.map(() => false);
+    return out.map((r) => r === 1);
+  }
+
+  async put(key: ChunkKey, payload: Buffer): Promise<boolean> {
+    const base = this.keyOf(key);
+    if (!this.available) {
+      this.counters.skipped++;
+      return false;
+    }
+    let stored: Buffer;
+    try {
+      stored = await encode(this.#serde, payload);
+    } catch (e) {
+      this.#log('warn', `valkey put ${base}: ${this.#serde} encode failed: ${errorMessage(e)}`);
+      this.counters.skipped++;
+      return false;
+    }
+    const header: ChunkHeader = { v: FORMAT_VERSION, ns: key.namespaceId, serde: this.#serde, raw: payload.length, len: stored.length };
+    const ttl = this.#ttl;
+    let ok: boolean;
+    if (stored.length <= this.#segmentBytes) {
+      header.sum = checksum(stored);
+      ok = await this.#set(base, encodeValue(header, stored), ttl);
+    } else {
+      const n = segmentCount(stored.length, this.#segmentBytes);
+      header.seg = this.#segmentBytes;
+      header.segs = [];
+      const writes: Promise<boolean>[] = [];
+      for (let i = 0; i < n; i++) {
+        const [s, e] = segmentRange(header, i);
+        const part = stored.subarray(s, e);
+        header.segs.push(checksum(part));
+        // Segments outlive their manifest by a minute so that an expiring
+        // chunk disappears manifest first.
+        writes.push(this.#set(segmentRedisKey(base, i), part, ttl === undefined ? undefined : ttl + 60));
+      }
+      ok = (await Promise.all(writes)).every(Boolean);
+      if (ok) ok = await this.#set(base, encodeValue(header), ttl);
+    }
+    if (ok) {
+      this.counters.stores++;
+      this.counters.bytesOut += stored.length;
+    } else {
+      this.counters.skipped++;
+    }
+    return ok;
+  }
+
+  async #set(key: string, value: Buffer, ttlSecs: number | undefined): Promise<boolean> {
+    const cmd: ValkeyCommand = ttlSecs === undefined ? { op: 'set', key, value } : { op: 'set', key, value, ttlSecs };
+    const out = await this.#run([cmd], value.length);
+    if (!out) return false;
+    const r = out[0];
+    if (isReplyError(r)) {
+      this.counters.errors++;
+      this.#log('warn', `valkey SET ${key} (${value.length} bytes) refused: ${r.message.trim()}`);
+      return false;
+    }
+    return true;
+  }
+
+  async get(key: ChunkKey): Promise<Buffer | null> {
+    const base = this.keyOf(key);
+    const out = await this.#run([{ op: 'get', key: base }]);
+    const value = out ? asBuffer(out[0]) : null;
+    if (!value) {
+      this.counters.misses++;
+      return null;
+    }
+    let segCount = 0;
+    try {
+      const { header, payload } = decodeValue(value);
+      if (header.ns !== key.namespaceId) {
+        throw new CorruptValueError(`${base} holds a chunk of namespace "${header.ns}"`);
+      }
+      segCount = header.segs?.length ?? 0;
+      let stored: Buffer | null;
+      if (header.segs) {
+        stored = await this.#readSegments(base, header);
+        if (!stored) {
+          this.counters.misses++;
+          return null;
+        }
+      } else {
+        if (checksum(payload) !== header.sum) throw new CorruptValueError(`${base}: checksum mismatch`);
+        stored = payload;
+      }
+      const raw = await decode(header.serde, stored, header.raw);
+      this.counters.hits++;
+      this.counters.bytesIn += stored.length;
+      return raw;
+    } catch (e) {
+      if (!(e instanceof CorruptValueError)) throw e;
+      this.counters.corrupt++;
+      this.counters.misses++;
+      this.#log('warn', `valkey ${base}: ${e.message}; deleted`);
+      await this.#deleteKeys(base, segCount);
+      return null;
+    }
+  }
+
+  /** Joined segment bytes; null for a miss (Valkey down, segment gone). */
+  async #readSegments(base: string, header: ChunkHeader): Promise<Buffer | null> {
+    const sums = header.segs ?? [];
+    const joined = Buffer.allocUnsafe(header.len);
+    const reads = sums.map(async (sum, i) => {
+      const out = await this.#run([{ op: 'get', key: segmentRedisKey(base, i) }], header.seg);
+      if (!out) return 'down' as const;
+      const part = asBuffer(out[0]);
+      if (!part) return 'missing' as const;
+      const [s, e] = segmentRange(header, i);
+      if (part.length !== e - s) return `segment ${i} is ${part.length} bytes, expected ${e - s}`;
+      if (checksum(part) !== sum) return `segment ${i}: checksum mismatch`;
+      part.copy(joined, s);
+      return 'ok' as const;
+    });
+    const results = await Promise.all(reads);
+    if (results.includes('down')) return null;
+    const bad = results.find((r) => r !== 'ok' && r !== 'missing');
+    if (bad) throw new CorruptValueError(`${base}: ${bad}`);
+    if (results.includes('missing')) {
+      this.counters.incomplete++;
+      this.#log('info', `valkey ${base}: segments missing (evicted or expired); deleted`);
+      await this.#deleteKeys(base, sums.length);
+      return null;
+    }
+    return joined;
+  }
+
+  async #deleteKeys(base: string, segments: number): Promise<number> {
+    const keys = [base];
+    for (let i = 0; i < segments; i++) keys.push(segmentRedisKey(base, i));
+    const out = await this.#run([{ op: 'del', keys }]);
+    const n = out?.[0];
+    return typeof n === 'number' ? n : 0;
+  }
+
+  /**
+   * Deletes chunks with their segments (the segment count comes from a
+   * GETRANGE of the manifest's head); counts chunks that existed.
+   */
+  async delete(keys: readonly ChunkKey[]): Promise<number> {
+    if (keys.length === 0) return 0;
+    const bases = keys.map((k) => this.keyOf(k));
+    const heads = await this.#run(bases.map((key) => ({ op: 'getrange', key, start: 0, end: HEADER_PROBE_BYTES - 1 })));
+    if (!heads) return 0;
+    const segs = heads.map((h) => {
+      const b = asBuffer(h);
+      if (!b || b.length === 0) return 0;
+      try {
+        const { header } = decodeValue(b);
+        return header.segs?.length ?? 0;
+      } catch {
+        return 0;
+      }
+    });
+    const dels = await this.#run(bases.map((base, i) => {
+      const list = [base];
+      for (let s = 0; s < segs[i]; s++) list.push(segmentRedisKey(base, s));
+      return { op: 'del', keys: list } as const;
+    }));
+    if (!dels) return 0;
+    return heads.reduce<number>((n, h) => n + (asBuffer(h)?.length ? 1 : 0), 0);
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.close();
+  }
+}
