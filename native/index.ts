@@ -1,0 +1,260 @@
+/**
+ * The only module that loads the native addon (build/Release/kvtier_native.node).
+ *
+ * It validates everything in TypeScript first ("expected X for Y, got Z"),
+ * hands the addon plain numbers, Buffers and a flat segment list, and maps
+ * the addon's coded errors back to the classes in src/errors.ts. Exports:
+ * nativeInfo(), NativePool (the pinned HostMemory) and RegisteredKv (a
+ * worker's registered KV memory with batched gather/scatter). The layout
+ * math is in layout-plan.ts; the C++ side re-checks every segment.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import {
+  BadBlockIdError,
+  BadLayoutError,
+  BadRequestError,
+  KvtierError,
+  NativeError,
+  RegionUnavailableError,
+  errorMessage,
+} from '../src/errors.js';
+import type { HostMemory, HostMemoryInfo, Slab } from '../src/tiers/host-memory.js';
+import { LayoutPlan, type KvLayoutSpec } from './layout-plan.js';
+
+export { SKIP_BLOCK, type KvLayoutSpec, type KvPlaneSpec, type KvRegionSpec } from './layout-plan.js';
+
+interface BindingPool {
+  readonly buffer: ArrayBuffer;
+  alloc(bytes: number): number;
+  free(offset: number): void;
+  info(): { capacityBytes: number; usedBytes: number; liveSlabs: number; pinned: boolean; hugePages: boolean; cudaHost: boolean; detail: string };
+  close(): void;
+}
+
+interface BindingRegion {
+  readonly size: number;
+  readonly kind: 'shm' | 'cuda' | 'closed';
+  close(): void;
+}
+
+interface Binding {
+  info(): { cudaCompiled: boolean; deviceCount: number; reason: string };
+  Pool: new (bytes: number) => BindingPool;
+  Region: {
+    new (shmPath: string, sizeBytes: number): BindingRegion;
+    new (ipcHandle: Uint8Array, sizeBytes: number, device: number): BindingRegion;
+  };
+  copy(scatter: boolean, regions: BindingRegion[], buffers: Uint8Array[], segments: Float64Array): Promise<void>;
+}
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new NativeError(`no package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+}
+
+let binding: Binding | undefined;
+
+function load(): Binding {
+  if (binding !== undefined) return binding;
+  const file = join(packageRoot(), 'build', 'Release', 'kvtier_native.node');
+  if (!existsSync(file)) {
+    throw new NativeError(`the native addon is not built (${file} is missing): run npm run build:native (needs cmake and a C++17 compiler)`);
+  }
+  try {
+    binding = createRequire(import.meta.url)(file) as Binding;
+  } catch (e) {
+    throw new NativeError(`the native addon at ${file} failed to load: ${errorMessage(e)}; rebuild it with npm run build:native`, { cause: e });
+  }
+  return binding;
+}
+
+/** The addon's coded errors as the typed classes of src/errors.ts. */
+function typed(e: unknown): KvtierError {
+  if (e instanceof KvtierError) return e;
+  const code = (e as { code?: unknown } | null)?.code;
+  const message = errorMessage(e);
+  switch (code) {
+    case 'KVT_REGION_UNAVAILABLE': return new RegionUnavailableError(message);
+    case 'KVT_BAD_LAYOUT': return new BadLayoutError(message);
+    case 'KVT_BAD_BLOCK_ID': return new BadBlockIdError(message);
+    case 'KVT_BAD_REQUEST': return new BadRequestError(message);
+    default: return new NativeError(message, { cause: e });
+  }
+}
+
+export interface NativeInfo {
+  backend: 'cpu' | 'cuda';
+  cudaCompiled: boolean;
+  deviceCount: number;
+  reason: string;
+}
+
+/** True when the addon is built and loads (the daemon falls back to HeapMemory otherwise). */
+export function nativeAvailable(): boolean {
+  try {
+    load();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function nativeInfo(): NativeInfo {
+  const i = load().info();
+  const cuda = i.cudaCompiled && i.deviceCount > 0;
+  return {
+    backend: cuda ? 'cuda' : 'cpu',
+    cudaCompiled: i.cudaCompiled,
+    deviceCount: i.deviceCount,
+    reason: cuda ? `${i.deviceCount} CUDA device(s) visible` : i.reason,
+  };
+}
+
+/** The pinned host pool: one allocation at construction, slabs are Buffer views into it. */
+export class NativePool implements HostMemory {
+  readonly capacityBytes: number;
+  #pool: BindingPool;
+  #closed = false;
+
+  constructor(capacityBytes: number) {
+    if (!Number.isSafeInteger(capacityBytes) || capacityBytes < 4096) {
+      throw new BadRequestError(`expected an integer >= 4096 for the pool size in bytes, got ${capacityBytes}`);
+    }
+    const Pool = load().Pool;
+    try {
+      this.#pool = new Pool(capacityBytes);
+    } catch (e) {
+      throw typed(e);
+    }
+    this.capacityBytes = this.#pool.info().capacityBytes;
+  }
+
+  allocate(bytes: number): Slab | null {
+    if (this.#closed) throw new NativeError('the native pool is closed');
+    if (!Number.isSafeInteger(bytes) || bytes < 1) {
+      throw new BadRequestError(`expected a positive integer for slab bytes, got ${bytes}`);
+    }
+    const offset = this.#pool.alloc(bytes);
+    if (offset < 0) return null;
+    const buf = Buffer.from(this.#pool.buffer, offset, bytes);
+    let released = false;
+    return {
+      buf,
+      release: () => {
+        if (released) throw new NativeError(`slab at pool offset ${offset} released twice`);
+        released = true;
+        if (!this.#closed) this.#pool.free(offset);
+      },
+    };
+  }
+
+  info(): HostMemoryInfo {
+    const i = this.#pool.info();
+    return {
+      kind: 'native',
+      capacityBytes: i.capacityBytes,
+      usedBytes: i.usedBytes,
+      pinned: i.pinned,
+      hugePages: i.hugePages,
+      detail: i.detail,
+    };
+  }
+
+  /** Frees the pool; every slab Buffer becomes empty (the ArrayBuffer is detached). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#pool.close();
+  }
+}
+
+export interface GatherJob {
+  blockIds: Uint32Array;
+  dst: Buffer;
+}
+
+export interface ScatterJob {
+  /** SKIP_BLOCK (0xFFFFFFFF) entries are left untouched in the worker's memory. */
+  blockIds: Uint32Array;
+  src: Buffer;
+}
+
+/** A worker's KV memory, mapped: batched gather (blocks -> chunk buffers) and scatter (back). */
+export class RegisteredKv {
+  readonly chunkBytes: number;
+  readonly blocksPerChunk: number;
+  readonly numBlocks: number;
+  readonly backend: 'cpu' | 'cuda';
+  #plan: LayoutPlan;
+  #regions: BindingRegion[] = [];
+  #inflight = new Set<Promise<void>>();
+  #closing: Promise<void> | undefined;
+
+  constructor(spec: KvLayoutSpec) {
+    this.#plan = new LayoutPlan(spec);
+    this.chunkBytes = this.#plan.chunkBytes;
+    this.blocksPerChunk = this.#plan.blocksPerChunk;
+    this.numBlocks = this.#plan.numBlocks;
+    const { Region } = load();
+    try {
+      for (const r of this.#plan.regions) {
+        this.#regions.push(
+          r.shmPath !== undefined && r.shmPath.length > 0
+            ? new Region(r.shmPath, r.sizeBytes)
+            : new Region(r.cudaIpcHandle!, r.sizeBytes, r.deviceIndex ?? 0),
+        );
+      }
+    } catch (e) {
+      for (const region of this.#regions) region.close();
+      throw typed(e);
+    }
+    this.backend = this.#regions.some((r) => r.kind === 'cuda') ? 'cuda' : 'cpu';
+  }
+
+  /** Copies each job's blocks (every plane) into its dst buffer, laid out as one chunk. */
+  gather(jobs: readonly GatherJob[]): Promise<void> {
+    return this.#run(jobs.map((j) => ({ blockIds: j.blockIds, buf: j.dst })), false);
+  }
+
+  /** Copies each job's src chunk buffer back into the given blocks. */
+  scatter(jobs: readonly ScatterJob[]): Promise<void> {
+    return this.#run(jobs.map((j) => ({ blockIds: j.blockIds, buf: j.src })), true);
+  }
+
+  /** Waits for copies in flight, then unmaps every region. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= Promise.allSettled([...this.#inflight]).then(() => {
+      for (const region of this.#regions) region.close();
+    });
+    return this.#closing;
+  }
+
+  #run(jobs: { blockIds: Uint32Array; buf: Uint8Array }[], scatter: boolean): Promise<void> {
+    if (this.#closing !== undefined) {
+      return Promise.reject(new RegionUnavailableError('the KV registration is closed (unregistered or connection gone)'));
+    }
+    let promise: Promise<void>;
+    try {
+      const segments = this.#plan.segments(jobs, scatter);
+      promise = load().copy(scatter, this.#regions, jobs.map((j) => j.buf), segments);
+    } catch (e) {
+      return Promise.reject(typed(e));
+    }
+    // `jobs` (and so every Buffer) stays referenced by this closure until the copy settles.
+    const tracked: Promise<void> = promise.then(
+      () => { this.#inflight.delete(tracked); void jobs; },
+      (e: unknown) => { this.#inflight.delete(tracked); throw typed(e); },
+    );
+    this.#inflight.add(tracked);
+    return tracked;
+  }
+}

@@ -1,0 +1,212 @@
+/**
+ * Chunk layout math for registered KV memory, pure TypeScript (no addon).
+ *
+ * A worker registers regions and planes; plane p's block b lives at
+ * [offset + b*blockStride, +blockBytes) of its region. A chunk of n blocks is
+ * laid out plane by plane, in registration order, each plane's n blocks back
+ * to back:   | p0 b0 b1 .. bn-1 | p1 b0 .. bn-1 | ... |   (n = blocksPerChunk
+ * for a full chunk, so chunkBytes = blocksPerChunk * sum(blockBytes)).
+ * segments() turns block ids into the flat list the addon executes
+ * ([regionIndex, regionOffset, bufferIndex, bufferOffset, length] x N), after
+ * rejecting bad ids here with "expected X for Y, got Z" messages; the addon
+ * re-checks every segment's bounds anyway.
+ */
+import { BadBlockIdError, BadLayoutError } from '../src/errors.js';
+
+export interface KvRegionSpec {
+  regionId: number;
+  sizeBytes: number;
+  /** CPU stand-in: a POSIX shm file holding the worker's KV. */
+  shmPath?: string;
+  /** A 64-byte cudaIpcMemHandle_t. */
+  cudaIpcHandle?: Uint8Array;
+  deviceIndex?: number;
+}
+
+export interface KvPlaneSpec {
+  layer: number;
+  regionId: number;
+  offset: number;
+  blockStride: number;
+  blockBytes: number;
+}
+
+export interface KvLayoutSpec {
+  regions: KvRegionSpec[];
+  /** Chunk bytes are laid out plane by plane in this order. */
+  planes: KvPlaneSpec[];
+  numBlocks: number;
+  /** Tokens per GPU block. */
+  blockSize: number;
+  /** Tokens per chunk; a multiple of blockSize. */
+  chunkTokens: number;
+}
+
+export interface PlannedPlane {
+  readonly regionIndex: number;
+  readonly offset: number;
+  readonly blockStride: number;
+  readonly blockBytes: number;
+}
+
+/** Block id that a scatter leaves untouched (the worker already has it). */
+export const SKIP_BLOCK = 0xffffffff;
+
+const SEGMENT_FIELDS = 5;
+
+function checkInt(value: unknown, key: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new BadLayoutError(`expected an integer >= ${min} for ${key}, got ${String(value)}`);
+  }
+  return value;
+}
+
+export class LayoutPlan {
+  readonly planes: readonly PlannedPlane[];
+  readonly numBlocks: number;
+  readonly blocksPerChunk: number;
+  /** Bytes of one block across all planes (one token-block of every layer). */
+  readonly bytesPerBlockSlot: number;
+  readonly chunkBytes: number;
+  /** regions in spec order; PlannedPlane.regionIndex points into it. */
+  readonly regions: readonly KvRegionSpec[];
+  #stamp: Uint32Array;
+  #generation = 0;
+  #scratch = new Float64Array(0);
+
+  constructor(spec: KvLayoutSpec) {
+    this.numBlocks = checkInt(spec.numBlocks, 'num_blocks', 1);
+    const blockSize = checkInt(spec.blockSize, 'block_size', 1);
+    const chunkTokens = checkInt(spec.chunkTokens, 'chunk_size', 1);
+    if (chunkTokens % blockSize !== 0) {
+      throw new BadLayoutError(`expected chunk_size to be a multiple of block_size ${blockSize}, got ${chunkTokens}`);
+    }
+    this.blocksPerChunk = chunkTokens / blockSize;
+    if (!Array.isArray(spec.regions) || spec.regions.length === 0) {
+      throw new BadLayoutError('expected at least one region, got none');
+    }
+    const indexById = new Map<number, number>();
+    spec.regions.forEach((r, i) => {
+      const id = checkInt(r.regionId, `regions[${i}].region_id`, 0);
+      if (indexById.has(id)) throw new BadLayoutError(`expected unique region ids, got ${id} twice`);
+      checkInt(r.sizeBytes, `regions[${i}].size_bytes`, 1);
+      const hasShm = typeof r.shmPath === 'string' && r.shmPath.length > 0;
+      const hasIpc = r.cudaIpcHandle !== undefined && r.cudaIpcHandle.length > 0;
+      if (hasShm === hasIpc) {
+        throw new BadLayoutError(`expected exactly one of shm_path or cuda_ipc_handle for region ${id}, got ${hasShm ? 'both' : 'neither'}`);
+      }
+      if (hasIpc && r.cudaIpcHandle!.length !== 64) {
+        throw new BadLayoutError(`expected 64 bytes for cuda_ipc_handle of region ${id}, got ${r.cudaIpcHandle!.length}`);
+      }
+      indexById.set(id, i);
+    });
+    this.regions = spec.regions;
+    if (!Array.isArray(spec.planes) || spec.planes.length === 0) {
+      throw new BadLayoutError('expected at least one plane, got none');
+    }
+    let slot = 0;
+    this.planes = spec.planes.map((p, i) => {
+      const key = `planes[${i}] (layer ${String(p.layer)})`;
+      const regionIndex = indexById.get(p.regionId);
+      if (regionIndex === undefined) {
+        throw new BadLayoutError(`expected a registered region id for ${key}.region_id, got ${String(p.regionId)}`);
+      }
+      const offset = checkInt(p.offset, `${key}.offset`, 0);
+      const blockBytes = checkInt(p.blockBytes, `${key}.block_bytes`, 1);
+      const blockStride = checkInt(p.blockStride, `${key}.block_stride`, this.numBlocks > 1 ? blockBytes : 0);
+      const end = offset + (this.numBlocks - 1) * blockStride + blockBytes;
+      const size = spec.regions[regionIndex].sizeBytes;
+      if (!Number.isSafeInteger(end) || end > size) {
+        throw new BadLayoutError(
+          `expected ${key} to end within region ${p.regionId} of ${size} bytes, got offset ${offset} + ` +
+            `${this.numBlocks - 1} x block_stride ${blockStride} + block_bytes ${blockBytes} = ${end}`,
+        );
+      }
+      slot += blockBytes;
+      return { regionIndex, offset, blockStride, blockBytes };
+    });
+    this.bytesPerBlockSlot = slot;
+    this.chunkBytes = slot * this.blocksPerChunk;
+    if (!Number.isSafeInteger(this.chunkBytes)) {
+      throw new BadLayoutError(`expected a chunk size below 2^53 bytes, got ${this.chunkBytes}`);
+    }
+    this.#stamp = new Uint32Array(this.numBlocks);
+  }
+
+  /** Bytes a job of `blocks` block ids occupies in its buffer. */
+  bytesFor(blocks: number): number {
+    return blocks * this.bytesPerBlockSlot;
+  }
+
+  /**
+   * Validates every job (block counts, ids, duplicates across the request,
+   * buffer lengths) and returns the segment list. Buffer i is jobs[i]'s
+   * buffer. The returned array is reused by the next call: hand it to the
+   * addon before planning again.
+   */
+  segments(jobs: readonly { blockIds: Uint32Array; buf: Uint8Array }[], scatter: boolean): Float64Array {
+    const what = scatter ? 'src' : 'dst';
+    if (++this.#generation === 0xffffffff) {
+      this.#stamp.fill(0);
+      this.#generation = 1;
+    }
+    const gen = this.#generation;
+    let maxSegs = 0;
+    jobs.forEach((job, j) => {
+      const ids = job.blockIds;
+      if (!(ids instanceof Uint32Array) || ids.length < 1 || ids.length > this.blocksPerChunk) {
+        throw new BadBlockIdError(
+          `expected 1 to ${this.blocksPerChunk} block ids (a Uint32Array) for job ${j}, got ${ids instanceof Uint32Array ? ids.length : typeof ids}`,
+        );
+      }
+      const need = this.bytesFor(ids.length);
+      if (!(job.buf instanceof Uint8Array) || job.buf.length < need) {
+        throw new BadBlockIdError(`expected at least ${need} bytes for the ${what} buffer of job ${j}, got ${job.buf?.length}`);
+      }
+      for (let k = 0; k < ids.length; k++) {
+        const id = ids[k];
+        if (id === SKIP_BLOCK && scatter) continue;
+        if (id >= this.numBlocks) {
+          throw new BadBlockIdError(`expected a block id below num_blocks ${this.numBlocks} for job ${j} block ${k}, got ${id}`);
+        }
+        if (this.#stamp[id] === gen) {
+          throw new BadBlockIdError(`expected distinct block ids in one request, got ${id} more than once (job ${j} block ${k})`);
+        }
+        this.#stamp[id] = gen;
+      }
+      maxSegs += ids.length * this.planes.length;
+    });
+    if (this.#scratch.length < maxSegs * SEGMENT_FIELDS) this.#scratch = new Float64Array(maxSegs * SEGMENT_FIELDS);
+    const out = this.#scratch;
+    let n = 0;
+    jobs.forEach((job, j) => {
+      const ids = job.blockIds;
+      let planeBase = 0;
+      for (const p of this.planes) {
+        let open = -1; // index of the segment that the next block may extend
+        for (let k = 0; k < ids.length; k++) {
+          const id = ids[k];
+          if (id === SKIP_BLOCK) {
+            open = -1;
+            continue;
+          }
+          const roff = p.offset + id * p.blockStride;
+          const boff = planeBase + k * p.blockBytes;
+          if (open >= 0 && out[open + 1] + out[open + 4] === roff && out[open + 3] + out[open + 4] === boff) {
+            out[open + 4] += p.blockBytes;
+            continue;
+          }
+          open = n * SEGMENT_FIELDS;
+          out[open] = p.regionIndex;
+          out[open + 1] = roff;
+          out[open + 2] = j;
+          out[open + 3] = boff;
+          out[open + 4] = p.blockBytes;
+          n++;
+        }
+        planeBase += ids.length * p.blockBytes;
+      }
+    });
+    return out.subarray(0, n * SEGMENT_FIELDS);
+  }
+}

@@ -1,0 +1,301 @@
+// N-API bindings: the only file that knows about JavaScript values. It turns
+// arguments into plain numbers, pointers and lengths, checks each one at the
+// boundary (type, range, instance of the right class), and hands them to
+// pool/region/copy. Errors thrown or rejected here carry a `code` from
+// src/errors.ts; native/index.ts maps them to the typed classes.
+#include <napi.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "copy.h"
+#include "cuda-backend.h"
+#include "pool.h"
+#include "region.h"
+
+namespace kvtier {
+namespace {
+
+struct AddonData {
+  Napi::FunctionReference regionCtor;
+};
+
+Napi::Error codedError(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Value().Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+[[noreturn]] void throwCoded(Napi::Env env, const std::string& code, const std::string& message) {
+  throw codedError(env, code, message);
+}
+
+size_t sizeArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsNumber()) {
+    throwCoded(info.Env(), "KVT_BAD_REQUEST", std::string("expected a number for ") + what);
+  }
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= 0 && v <= 9007199254740991.0) || std::floor(v) != v) {
+    throwCoded(info.Env(), "KVT_BAD_REQUEST",
+               std::string("expected a non-negative integer for ") + what + ", got " + std::to_string(v));
+  }
+  return static_cast<size_t>(v);
+}
+
+// Live pool memories, so that a copy can hold the pool its buffers point
+// into even if the pool is closed while the copy runs.
+std::mutex gPoolsMu;
+std::vector<std::weak_ptr<PoolMemory>> gPools;
+
+std::shared_ptr<PoolMemory> poolHolding(const uint8_t* p) {
+  std::lock_guard<std::mutex> lock(gPoolsMu);
+  for (auto& w : gPools) {
+    auto mem = w.lock();
+    if (mem && p >= mem->base && p < mem->base + mem->size) return mem;
+  }
+  return nullptr;
+}
+
+class Pool : public Napi::ObjectWrap<Pool> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Pool",
+                       {InstanceMethod("alloc", &Pool::Alloc), InstanceMethod("free", &Pool::Free),
+                        InstanceMethod("info", &Pool::Info), InstanceMethod("close", &Pool::Close)});
+  }
+
+  explicit Pool(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Pool>(info) {
+    Napi::Env env = info.Env();
+    size_t bytes = sizeArg(info, 0, "pool bytes");
+    if (bytes < ExtentAllocator::kGranule) {
+      throwCoded(env, "KVT_BAD_REQUEST",
+                 "expected at least " + std::to_string(ExtentAllocator::kGranule) + " for pool bytes, got " +
+                     std::to_string(bytes));
+    }
+    bytes = bytes / ExtentAllocator::kGranule * ExtentAllocator::kGranule;
+    try {
+      mem_ = allocatePoolMemory(bytes);
+    } catch (const std::exception& e) {
+      throwCoded(env, "KVT_NATIVE", e.what());
+    }
+    alloc_ = std::make_unique<ExtentAllocator>(bytes);
+    {
+      std::lock_guard<std::mutex> lock(gPoolsMu);
+      gPools.erase(std::remove_if(gPools.begin(), gPools.end(), [](auto& w) { return w.expired(); }),
+                   gPools.end());
+      gPools.push_back(mem_);
+    }
+    // The ArrayBuffer holds its own reference; its finalizer drops it.
+    auto* hold = new std::shared_ptr<PoolMemory>(mem_);
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
+        env, mem_->base, mem_->size, [](Napi::Env, void*, std::shared_ptr<PoolMemory>* h) { delete h; }, hold);
+    ab_ = Napi::Persistent(ab);
+    info.This().As<Napi::Object>().Set("buffer", ab);
+  }
+
+ private:
+  void requireOpen(Napi::Env env) {
+    if (!mem_) throwCoded(env, "KVT_NATIVE", "the pool is closed");
+  }
+
+  Napi::Value Alloc(const Napi::CallbackInfo& info) {
+    requireOpen(info.Env());
+    size_t bytes = sizeArg(info, 0, "allocation bytes");
+    return Napi::Number::New(info.Env(), static_cast<double>(alloc_->allocate(bytes)));
+  }
+
+  Napi::Value Free(const Napi::CallbackInfo& info) {
+    requireOpen(info.Env());
+    size_t offset = sizeArg(info, 0, "slab offset");
+    if (alloc_->release(offset) != 0) {
+      throwCoded(info.Env(), "KVT_NATIVE",
+                 "slab at offset " + std::to_string(offset) +
+                     " is not live in this pool (released twice, or never allocated here)");
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("capacityBytes", static_cast<double>(alloc_->capacity()));
+    o.Set("usedBytes", static_cast<double>(alloc_->used()));
+    o.Set("liveSlabs", static_cast<double>(alloc_->liveCount()));
+    o.Set("pinned", mem_ ? mem_->pinned : false);
+    o.Set("hugePages", mem_ ? mem_->hugePages : false);
+    o.Set("cudaHost", mem_ ? mem_->cudaHost : false);
+    o.Set("detail", mem_ ? mem_->detail : std::string("closed"));
+    return o;
+  }
+
+  // Detaches the ArrayBuffer (every Buffer view over it becomes empty, so JS
+  // cannot touch freed memory) and drops the pool's reference.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (!mem_) return info.Env().Undefined();
+    Napi::ArrayBuffer ab = ab_.Value();
+    if (!ab.IsDetached()) ab.Detach();
+    ab_.Reset();
+    mem_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<PoolMemory> mem_;
+  std::unique_ptr<ExtentAllocator> alloc_;
+  Napi::Reference<Napi::ArrayBuffer> ab_;
+};
+
+class Region : public Napi::ObjectWrap<Region> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Region",
+                       {InstanceMethod("close", &Region::Close), InstanceAccessor("size", &Region::Size, nullptr),
+                        InstanceAccessor("kind", &Region::Kind, nullptr)});
+  }
+
+  // new Region(shmPath: string, size) or new Region(ipcHandle: Buffer(64), size, device)
+  explicit Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) {
+    Napi::Env env = info.Env();
+    size_t size = sizeArg(info, 1, "region size_bytes");
+    if (size == 0) throwCoded(env, "KVT_BAD_LAYOUT", "expected a positive size_bytes for a region, got 0");
+    std::string error;
+    if (info[0].IsString()) {
+      mapping_ = openShmRegion(info[0].As<Napi::String>().Utf8Value(), size, &error);
+    } else if (info[0].IsBuffer()) {
+      auto handle = info[0].As<Napi::Buffer<uint8_t>>();
+      if (handle.Length() != 64) {
+        throwCoded(env, "KVT_BAD_LAYOUT",
+                   "expected 64 bytes for cuda_ipc_handle, got " + std::to_string(handle.Length()));
+      }
+      size_t device = sizeArg(info, 2, "device_index");
+      mapping_ = openCudaIpcRegion(handle.Data(), size, static_cast<int>(device), &error);
+    } else {
+      throwCoded(env, "KVT_BAD_LAYOUT", "expected a shm path or a CUDA IPC handle for a region");
+    }
+    if (!mapping_) throwCoded(env, "KVT_REGION_UNAVAILABLE", error);
+  }
+
+  std::shared_ptr<RegionMapping> mapping() const { return mapping_; }
+
+ private:
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    mapping_.reset();
+    return info.Env().Undefined();
+  }
+  Napi::Value Size(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), mapping_ ? static_cast<double>(mapping_->size) : 0);
+  }
+  Napi::Value Kind(const Napi::CallbackInfo& info) {
+    if (!mapping_) return Napi::String::New(info.Env(), "closed");
+    return Napi::String::New(info.Env(), mapping_->kind == RegionKind::Shm ? "shm" : "cuda");
+  }
+
+  std::shared_ptr<RegionMapping> mapping_;
+};
+
+struct PendingCopy {
+  Napi::Promise::Deferred deferred;
+  Napi::ObjectReference keepBuffers;
+  Napi::ThreadSafeFunction tsfn;
+  CopyError result;
+};
+
+// copy(scatter: boolean, regions: Region[], buffers: Uint8Array[], segs: Float64Array): Promise<void>
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* data = env.GetInstanceData<AddonData>();
+  if (info.Length() < 4 || !info[0].IsBoolean() || !info[1].IsArray() || !info[2].IsArray() ||
+      !info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throwCoded(env, "KVT_BAD_REQUEST", "expected (boolean, Region[], Uint8Array[], Float64Array) for copy");
+  }
+  auto batch = std::make_shared<CopyBatch>();
+  batch->scatter = info[0].As<Napi::Boolean>().Value();
+  Napi::Array regions = info[1].As<Napi::Array>();
+  Napi::Function regionCtor = data->regionCtor.Value();
+  for (uint32_t i = 0; i < regions.Length(); ++i) {
+    Napi::Value v = regions.Get(i);
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(regionCtor)) {
+      throwCoded(env, "KVT_BAD_REQUEST", "expected a Region for regions[" + std::to_string(i) + "]");
+    }
+    auto mapping = Region::Unwrap(v.As<Napi::Object>())->mapping();
+    if (!mapping) throwCoded(env, "KVT_REGION_UNAVAILABLE", "region " + std::to_string(i) + " is closed");
+    batch->regions.push_back(std::move(mapping));
+  }
+  if (!batch->regions.empty()) batch->device = batch->regions[0]->device;
+  Napi::Array buffers = info[2].As<Napi::Array>();
+  std::vector<BufferView> views;
+  for (uint32_t i = 0; i < buffers.Length(); ++i) {
+    Napi::Value v = buffers.Get(i);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      throwCoded(env, "KVT_BAD_REQUEST", "expected a Buffer for buffers[" + std::to_string(i) + "]");
+    }
+    auto u8 = v.As<Napi::Uint8Array>();
+    views.push_back({u8.Data(), u8.ByteLength()});
+    if (u8.ByteLength() > 0) {
+      auto mem = poolHolding(u8.Data());
+      if (mem) batch->pools.push_back(std::move(mem));
+    }
+  }
+  Napi::Float64Array segs = info[3].As<Napi::Float64Array>();
+  if (segs.ElementLength() % 5 != 0) {
+    throwCoded(env, "KVT_BAD_REQUEST",
+               "expected a multiple of 5 for the segment array length, got " + std::to_string(segs.ElementLength()));
+  }
+  auto deferred = Napi::Promise::Deferred::New(env);
+  CopyError planned = planCopy(batch.get(), views, segs.Data(), segs.ElementLength() / 5);
+  if (!planned.code.empty()) {
+    deferred.Reject(codedError(env, planned.code, planned.message).Value());
+    return deferred.Promise();
+  }
+  auto* pending = new PendingCopy{deferred, Napi::Persistent(buffers.As<Napi::Object>()), {}, {}};
+  pending->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                                "kvtier-copy", 0, 1);
+  runCopy(batch, [pending](const CopyError& result) {
+    pending->result = result;
+    Napi::ThreadSafeFunction tsfn = pending->tsfn;
+    tsfn.BlockingCall(pending, [](Napi::Env env, Napi::Function, PendingCopy* p) {
+      if (env == nullptr) return;  // the environment is going away: leak rather than touch it
+      std::unique_ptr<PendingCopy> owned(p);
+      Napi::HandleScope scope(env);
+      if (p->result.code.empty()) {
+        p->deferred.Resolve(env.Undefined());
+      } else {
+        p->deferred.Reject(codedError(env, p->result.code, p->result.message).Value());
+      }
+    });
+    tsfn.Release();
+  });
+  return deferred.Promise();
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string reason;
+  int devices = cudaBackendDeviceCount(&reason);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("cudaCompiled", cudaBackendCompiled());
+  o.Set("deviceCount", devices);
+  o.Set("reason", reason);
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  Napi::Function region = Region::Define(env);
+  data->regionCtor = Napi::Persistent(region);
+  env.SetInstanceData(data);
+  exports.Set("Pool", Pool::Define(env));
+  exports.Set("Region", region);
+  exports.Set("copy", Napi::Function::New(env, Copy));
+  exports.Set("info", Napi::Function::New(env, Info));
+  return exports;
+}
+
+}  // namespace
+}  // namespace kvtier
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return kvtier::Init(env, exports); }
+
+NODE_API_MODULE(kvtier_native, InitAddon)

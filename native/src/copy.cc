@@ -1,0 +1,156 @@
+// Segment validation and the CPU/CUDA execution of a batch (see copy.h).
+#include "copy.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+
+#include "sigbus-guard.h"
+#include "thread-pool.h"
+
+namespace kvtier {
+
+static constexpr size_t kPieceMax = 1 << 20;
+static constexpr size_t kBytesPerThread = 256 << 10;
+static constexpr double kMaxExact = 9007199254740991.0;  // 2^53 - 1
+
+static bool asIndex(double v, uint64_t* out) {
+  if (!(v >= 0 && v <= kMaxExact) || std::floor(v) != v) return false;
+  *out = static_cast<uint64_t>(v);
+  return true;
+}
+
+CopyError planCopy(CopyBatch* batch, const std::vector<BufferView>& buffers, const double* segs,
+                   size_t segCount) {
+  batch->pieces.clear();
+  batch->totalBytes = 0;
+  bool anyCuda = false, anyShm = false;
+  for (const auto& r : batch->regions) (r->kind == RegionKind::CudaIpc ? anyCuda : anyShm) = true;
+  if (anyCuda && anyShm) {
+    return {"KVT_BAD_REQUEST", "one copy batch cannot mix CUDA IPC regions and shm regions"};
+  }
+  batch->cuda = anyCuda;
+  for (size_t i = 0; i < segCount; ++i) {
+    const double* s = segs + i * 5;
+    uint64_t ri, roff, bi, boff, len;
+    if (!asIndex(s[0], &ri) || !asIndex(s[1], &roff) || !asIndex(s[2], &bi) || !asIndex(s[3], &boff) ||
+        !asIndex(s[4], &len)) {
+      return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": expected non-negative integers below 2^53"};
+    }
+    if (ri >= batch->regions.size()) {
+      return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": expected region index below " +
+                                     std::to_string(batch->regions.size()) + ", got " + std::to_string(ri)};
+    }
+    if (bi >= buffers.size()) {
+      return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": expected buffer index below " +
+                                     std::to_string(buffers.size()) + ", got " + std::to_string(bi)};
+    }
+    const RegionMapping& region = *batch->regions[ri];
+    const BufferView& buf = buffers[bi];
+    if (len == 0 || len > region.size || roff > region.size - len) {
+      return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": bytes [" + std::to_string(roff) + ", +" +
+                                     std::to_string(len) + ") are outside region " + region.name + " of " +
+                                     std::to_string(region.size) + " bytes"};
+    }
+    if (len > buf.length || boff > buf.length - len) {
+      return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": bytes [" + std::to_string(boff) + ", +" +
+                                     std::to_string(len) + ") are outside buffer " + std::to_string(bi) + " of " +
+                                     std::to_string(buf.length) + " bytes"};
+    }
+    uint8_t* rp = region.base + roff;
+    uint8_t* bp = buf.data + boff;
+    size_t chunk = batch->cuda ? len : kPieceMax;
+    for (uint64_t done = 0; done < len; done += chunk) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, len - done));
+      if (batch->scatter) {
+        batch->pieces.push_back({rp + done, bp + done, n});
+      } else {
+        batch->pieces.push_back({bp + done, rp + done, n});
+      }
+    }
+    batch->totalBytes += len;
+  }
+  if (batch->cuda) {
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      if (!cudaBackendDeviceAccessible(buffers[i].data)) {
+        return {"KVT_BAD_REQUEST", "buffer " + std::to_string(i) +
+                                       ": expected pinned pool memory for a CUDA region copy, got pageable memory"};
+      }
+    }
+  }
+  return {"", ""};
+}
+
+namespace {
+
+struct CpuRun {
+  std::shared_ptr<CopyBatch> batch;
+  std::function<void(const CopyError&)> done;
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> tasksLeft{0};
+  std::atomic<bool> failed{false};
+  std::mutex mu;
+  CopyError error;
+
+  void fail(CopyError e) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (error.code.empty()) error = std::move(e);
+    failed.store(true);
+  }
+};
+
+bool copyOnePiece(void* ctx) {
+  auto* run = static_cast<CpuRun*>(ctx);
+  if (run->failed.load(std::memory_order_relaxed)) return false;
+  size_t i = run->next.fetch_add(1, std::memory_order_relaxed);
+  if (i >= run->batch->pieces.size()) return false;
+  const CopyPiece& p = run->batch->pieces[i];
+  std::memcpy(p.dst, p.src, p.len);
+  return true;
+}
+
+void cpuTask(const std::shared_ptr<CpuRun>& run) {
+  for (const auto& r : run->batch->regions) {
+    std::string why = r->checkLive();
+    if (!why.empty()) {
+      run->fail({"KVT_REGION_UNAVAILABLE", why});
+      break;
+    }
+  }
+  if (!run->failed.load() && !runGuarded(copyOnePiece, run.get())) {
+    run->fail({"KVT_REGION_UNAVAILABLE",
+               "a region became unreadable during the copy (SIGBUS: its file was truncated)"});
+  }
+  if (run->tasksLeft.fetch_sub(1) == 1) {
+    CopyError result;
+    {
+      std::lock_guard<std::mutex> lock(run->mu);
+      result = run->error;
+    }
+    run->done(result);
+  }
+}
+
+}  // namespace
+
+void runCopy(std::shared_ptr<CopyBatch> batch, std::function<void(const CopyError&)> done) {
+  installSigbusGuard();
+  if (batch->cuda) {
+    submitCopyTask([batch, done = std::move(done)] {
+      std::string err = cudaBackendCopy(batch->pieces.data(), batch->pieces.size(), batch->device);
+      done(err.empty() ? CopyError{"", ""} : CopyError{"KVT_NATIVE", "CUDA copy failed: " + err});
+    });
+    return;
+  }
+  auto run = std::make_shared<CpuRun>();
+  run->batch = std::move(batch);
+  run->done = std::move(done);
+  size_t wanted = (run->batch->totalBytes + kBytesPerThread - 1) / kBytesPerThread;
+  size_t tasks = std::clamp<size_t>(std::min(wanted, run->batch->pieces.size()), 1, copyThreadCount());
+  run->tasksLeft.store(tasks);
+  for (size_t t = 0; t < tasks; ++t) submitCopyTask([run] { cpuTask(run); });
+}
+
+}  // namespace kvtier

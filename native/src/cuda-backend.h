@@ -1,0 +1,33 @@
+// The CUDA seam. Everything CUDA goes through these functions; cuda/backend.cu
+// implements them when nvcc was found at build time, cuda-stub.cc otherwise
+// (and every stub reports "not compiled"). Plain pointers and numbers only, so
+// the rest of the addon compiles without CUDA headers.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace kvtier {
+
+struct CopyPiece {
+  uint8_t* dst;
+  const uint8_t* src;
+  size_t len;
+};
+
+bool cudaBackendCompiled();
+// Number of usable devices; 0 with the reason filled when none.
+int cudaBackendDeviceCount(std::string* reason);
+// Portable, not write-combined pinned memory; nullptr (reason set) without a device.
+void* cudaBackendHostAlloc(size_t bytes, std::string* reason);
+void cudaBackendFreeHost(void* p);
+// Opens a 64-byte cudaIpcMemHandle_t on `device`; nullptr with the reason on failure.
+void* cudaBackendOpenIpc(const uint8_t* handle, int device, std::string* reason);
+void cudaBackendCloseIpc(void* p, int device);
+// True when the device can address `p` (device memory or pinned host memory).
+bool cudaBackendDeviceAccessible(const void* p);
+// Runs every piece in one batched kernel launch on the backend's copy stream
+// and waits for it. Returns an empty string on success, else the CUDA error.
+std::string cudaBackendCopy(const CopyPiece* pieces, size_t count, int device);
+
+}  // namespace kvtier
