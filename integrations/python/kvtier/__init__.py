@@ -1,0 +1,20 @@
+"""kvtier: Python client and engine integrations for the kvtier KV-cache daemon.
+
+Importing this package needs only protobuf; torch is imported where tensors
+are touched, vLLM and SGLang only by kvtier.vllm / kvtier.sglang.
+
+    from kvtier import KvtierClient, Fingerprint
+    c = KvtierClient("/tmp/kvtier.sock", Fingerprint(model="m", dtype="bfloat16", kv_layout="kv-NHD-x2"))
+    c.put(b"k", b"v"); c.get(b"k")
+"""
+from .client import KvtierClient, Pending, address
+from .errors import DaemonUnavailable, KvtierError, ProtocolError, RequestTimeout
+from .framing import NO_BLOCK, FrameDecoder, encode_frame, pack_u32, unpack_u32
+from .hashing import Fingerprint, chunk_hashes, key_hash
+
+__all__ = [
+    "KvtierClient", "Pending", "address", "KvtierError", "DaemonUnavailable", "RequestTimeout",
+    "ProtocolError", "NO_BLOCK", "FrameDecoder", "encode_frame", "pack_u32", "unpack_u32",
+    "Fingerprint", "chunk_hashes", "key_hash",
+]
+__version__ = "0.1.0"

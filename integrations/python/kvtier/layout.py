@@ -1,0 +1,205 @@
+"""KV memory layout derived from the tensors themselves: regions and planes.
+
+A region is one allocation (a /dev/shm file, or the cudaMalloc block behind a
+CUDA IPC handle); a plane is a strided array of contiguous blocks inside it:
+block b = bytes [offset + b*block_stride, +block_bytes). Nothing here assumes
+a backend's shape. For each tensor:
+
+    dims:  [plane dims ...] [block dim] [plane dims ...] [content dims ...]
+            e.g. K/V, layers  num_blocks   K/V (flashinfer) block_size, heads, dim
+
+- the block dim is the one of size num_blocks (largest such stride wins);
+- content starts at the first dim after it whose size is block_size and must
+  be one packed byte range (any dim order: NHD, HND, MLA's (bs, 576));
+- every other dim enumerates planes, in row-major order; offsets come from
+  strides and data_ptr relative to the region base.
+
+So flash-attn (2,NB,bs,H,D) and flashinfer (NB,2,bs,H,D) both give a K plane
+and a V plane per layer with identical chunk bytes, MLA gives one plane, and
+layers packed in one buffer give planes with offsets into one region.
+`descriptor` names what makes chunk bytes comparable (content order, planes
+per layer) and goes into the namespace fingerprint's kv_layout.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import proto, shm
+from .torch_compat import storage_nbytes, untyped_storage
+
+
+@dataclass
+class Region:
+    region_id: int
+    size_bytes: int
+    device: str
+    base_ptr: int               # data_ptr of the storage (the tensor-side base)
+    base_offset: int = 0        # bytes from the region (IPC allocation) base to base_ptr
+    shm_path: str = ""
+    cuda_ipc_handle: bytes = b""
+    device_index: int = 0
+    anchor: Any = None          # a tensor keeping the storage alive
+
+
+@dataclass(frozen=True)
+class Plane:
+    layer: int
+    region_id: int
+    offset: int                 # bytes from the region base
+    block_stride: int
+    block_bytes: int
+
+
+@dataclass
+class KvLayout:
+    regions: list[Region]
+    planes: list[Plane]
+    num_blocks: int
+    block_size: int
+    descriptor: str
+    layer_names: list[str] = field(default_factory=list)
+
+    def chunk_bytes(self, chunk_size: int) -> int:
+        """Bytes of one full chunk: every plane's blocks, plane by plane."""
+        blocks = chunk_size // self.block_size
+        return blocks * sum(p.block_bytes for p in self.planes)
+
+    def to_register(self) -> Any:
+        """The RegisterKv request for this layout."""
+        return proto.RegisterKv(
+            regions=[proto.KvRegion(region_id=r.region_id, size_bytes=r.size_bytes, shm_path=r.shm_path,
+                                    cuda_ipc_handle=r.cuda_ipc_handle, device_index=r.device_index)
+                     for r in self.regions],
+            planes=[proto.KvPlane(layer=p.layer, region_id=p.region_id, offset=p.offset,
+                                  block_stride=p.block_stride, block_bytes=p.block_bytes)
+                    for p in self.planes],
+            num_blocks=self.num_blocks, block_size=self.block_size)
+
+
+class LayoutError(ValueError):
+    """The tensors cannot be described as regions and planes."""
+
+
+def _packed_order(sizes: Sequence[int], strides: Sequence[int]) -> Optional[list[int]]:
+    """Dim indices from slowest to fastest if the dims form one packed range, else None."""
+    dims = [i for i in range(len(sizes)) if sizes[i] != 1]
+    dims.sort(key=lambda i: strides[i], reverse=True)
+    expected = 1
+    for i in reversed(dims):
+        if strides[i] != expected:
+            return None
+        expected *= sizes[i]
+    return dims
+
+
+def _block_dim(t: Any, num_blocks: int) -> int:
+    cands = [i for i, s in enumerate(t.shape) if s == num_blocks]
+    if not cands:
+        raise LayoutError(f"expected a dim of size num_blocks={num_blocks} in KV tensor of shape "
+                          f"{tuple(t.shape)}")
+    return max(cands, key=lambda i: t.stride(i))
+
+
+def _region_for(t: Any, regions: dict[tuple[str, int], Region], allow_unshared: bool) -> Region:
+    storage = untyped_storage(t)
+    key = (str(t.device), storage.data_ptr())
+    if key in regions:
+        return regions[key]
+    rid = len(regions)
+    nbytes = storage_nbytes(storage)
+    if t.device.type == "cuda":
+        region = _cuda_region(rid, t, storage, nbytes)
+    else:
+        found = shm.lookup(storage.data_ptr())
+        if found is None and not allow_unshared:
+            raise LayoutError("CPU KV tensor is not in shared memory: allocate it with "
+                              "kvtier.shm.ShmAllocator so kvtierd can map it")
+        region = Region(rid, nbytes, str(t.device), storage.data_ptr(),
+                        shm_path=found.path if found else "")
+    region.anchor = t
+    regions[key] = region
+    return region
+
+
+def _cuda_region(rid: int, t: Any, storage: Any, nbytes: int) -> Region:
+    """Region for a CUDA storage: the IPC handle of its cudaMalloc block.
+
+    torch's caching allocator sub-allocates, so the handle names the whole
+    block and `_share_cuda_` tells where this storage starts inside it.
+    """
+    shared = storage._share_cuda_()
+    device, handle, size, offset = shared[0], shared[1], shared[2], shared[3]
+    return Region(rid, int(offset) + int(size or nbytes), str(t.device), storage.data_ptr(),
+                  base_offset=int(offset), cuda_ipc_handle=bytes(handle), device_index=int(device))
+
+
+def planes_of(t: Any, layer: int, region: Region, num_blocks: int, block_size: int) -> tuple[list[Plane], str, int]:
+    """Planes of one KV tensor; also its content order tag and planes count."""
+    bdim = _block_dim(t, num_blocks)
+    after = [i for i in range(bdim + 1, t.dim()) if t.shape[i] == block_size]
+    if not after:
+        raise LayoutError(f"expected a dim of size block_size={block_size} after the block dim "
+                          f"{bdim} in KV tensor of shape {tuple(t.shape)}")
+    content = list(range(after[0], t.dim()))
+    sizes = [t.shape[i] for i in content]
+    order = _packed_order(sizes, [t.stride(i) for i in content])
+    if order is None:
+        raise LayoutError(f"KV block content dims {tuple(sizes)} with strides "
+                          f"{tuple(t.stride(i) for i in content)} are not one packed range")
+    es = t.element_size()
+    block_bytes = es
+    for s in sizes:
+        block_bytes *= s
+    letters = "NHD" if len(content) == 3 else "NC" if len(content) == 2 else "X" * len(content)
+    tag = "".join(letters[i] for i in order) if len(order) == len(content) else letters
+    plane_dims = [i for i in range(t.dim()) if i != bdim and i not in content]
+    base = (t.data_ptr() - region.base_ptr) + region.base_offset
+    planes = []
+    for idx in itertools.product(*[range(t.shape[i]) for i in plane_dims]):
+        off = base + es * sum(k * t.stride(d) for k, d in zip(idx, plane_dims))
+        planes.append(Plane(layer, region.region_id, off, t.stride(bdim) * es, block_bytes))
+    return planes, tag, len(planes)
+
+
+def derive_layout(kv_caches: Mapping[str, Any], block_size: int, num_blocks: Optional[int] = None,
+                  mla: bool = False, allow_unshared: bool = False) -> KvLayout:
+    """Regions and planes of a worker's KV caches, layers in natural name order.
+
+    `num_blocks` defaults to the largest dim of the first tensor that is not
+    block_size (the block count dwarfs layers, K/V, heads and head dim).
+    `allow_unshared` accepts CPU tensors outside kvtier shm (inline mode only).
+    """
+    if not kv_caches:
+        raise LayoutError("expected at least one KV cache tensor")
+    names = sorted(kv_caches, key=_natural_key)
+    first = kv_caches[names[0]]
+    if num_blocks is None:
+        num_blocks = max(s for s in first.shape if s != block_size)
+    regions: dict[tuple[str, int], Region] = {}
+    planes: list[Plane] = []
+    tags: set[tuple[str, int]] = set()
+    for layer, name in enumerate(names):
+        t = kv_caches[name]
+        region = _region_for(t, regions, allow_unshared)
+        ps, tag, count = planes_of(t, layer, region, num_blocks, block_size)
+        planes.extend(ps)
+        tags.add((tag, count))
+    if len(tags) != 1:
+        raise LayoutError(f"KV tensors of different layouts in one worker: {sorted(tags)}")
+    ((tag, count),) = tags
+    kind = "mla" if mla else "kv"
+    return KvLayout(list(regions.values()), planes, num_blocks, block_size, f"{kind}-{tag}-x{count}", names)
+
+
+def default_descriptor(mla: bool) -> str:
+    """The descriptor vLLM's standard backends produce (what the scheduler assumes)."""
+    return "mla-NC-x1" if mla else "kv-NHD-x2"
+
+
+def _natural_key(name: str) -> list[Any]:
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]

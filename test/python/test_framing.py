@@ -1,0 +1,54 @@
+"""Frames, packed u32 and the runtime-built protocol messages."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from kvtier import proto
+from kvtier.errors import ProtocolError
+from kvtier.framing import FrameDecoder, encode_frame, pack_u32, unpack_u32
+
+
+def test_pack_u32_is_little_endian():
+    assert pack_u32([1, 0xFFFFFFFF, 0x01020304]) == b"\x01\x00\x00\x00\xff\xff\xff\xff\x04\x03\x02\x01"
+    assert unpack_u32(pack_u32([5, 6, 7])) == [5, 6, 7]
+    with pytest.raises(ProtocolError):
+        unpack_u32(b"\x00\x01\x02")
+
+
+def test_frames_roundtrip_split_at_every_byte():
+    envs = [proto.envelope(7, proto.Lookup(address=proto.ChunkAddress(tokens=pack_u32(range(300))),
+                                           lease_ttl_ms=5000)),
+            proto.envelope(8, proto.StoreCopied(stored_chunks=3)),
+            proto.envelope(9, proto.Ping())]
+    stream = b"".join(encode_frame(e) for e in envs)
+    assert stream[:4] == len(envs[0].SerializeToString()).to_bytes(4, "little")
+    for cut in range(len(stream)):
+        dec = FrameDecoder()
+        got = dec.feed(stream[:cut]) + dec.feed(stream[cut:])
+        assert [e.id for e in got] == [7, 8, 9]
+        assert proto.body_of(got[0])[1].lease_ttl_ms == 5000
+        assert proto.body_of(got[1]) [0] == "store_copied"
+        assert dec.pending_bytes == 0
+
+
+def test_oversized_and_garbage_frames_raise():
+    with pytest.raises(ProtocolError):
+        FrameDecoder(max_frame=10).feed((100).to_bytes(4, "little"))
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed((3).to_bytes(4, "little") + b"\xff\xff\xff")
+
+
+def test_every_envelope_body_has_a_class():
+    assert set(proto.BODY_FIELDS.values()) == {f.name for f in proto.Envelope.DESCRIPTOR.oneofs[0].fields}
+    assert proto.BODY_FIELDS["RetrieveDone"] == "retrieve_done"
+
+
+@pytest.mark.skipif(shutil.which("protoc") is None, reason="protoc not installed: descriptor drift not checked")
+def test_committed_descriptor_matches_proto_file():
+    tool = os.path.join(REPO, "integrations", "python", "tools", "gen_descriptor.py")
+    r = subprocess.run([sys.executable, tool, "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,38 @@
+"""The Python prefix hash chain and namespace ids match test/vectors/prefix-hash.json."""
+import json
+
+import pytest
+
+from conftest import VECTORS
+from kvtier.hashing import Fingerprint, chunk_hashes, key_hash
+
+with open(VECTORS) as f:
+    DATA = json.load(f)
+
+
+@pytest.mark.parametrize("case", DATA["token_cases"], ids=lambda c: c["name"])
+def test_token_case(case):
+    fp = Fingerprint(**case["fingerprint"])
+    assert fp.canonical().decode() == case["canonical_fingerprint"]
+    assert fp.root().hex() == case["root"]
+    assert fp.namespace_id() == case["namespace_id"]
+    got = chunk_hashes(fp.root(), case["tokens"], fp.chunk_size, case["save_unfull_chunk"])
+    assert [h.hex() for h in got] == case["chunk_hashes"]
+
+
+@pytest.mark.parametrize("case", DATA["key_cases"], ids=lambda c: c["name"])
+def test_key_case(case):
+    fp = Fingerprint(**case["fingerprint"])
+    assert fp.root().hex() == case["root"]
+    got = [key_hash(fp.root(), bytes.fromhex(k)).hex() for k in case["keys_hex"]]
+    assert got == case["key_hashes"]
+
+
+def test_every_fingerprint_field_changes_the_namespace():
+    base = Fingerprint(model="m", dtype="bfloat16", kv_layout="kv-NHD-x2")
+    changed = [base.replace(model="m2"), base.replace(dtype="float16"), base.replace(kv_layout="kv-HND-x2"),
+               base.replace(chunk_size=128), base.replace(block_size=32), base.replace(tp_rank=1),
+               base.replace(tp_size=2), base.replace(pp_rank=1), base.replace(pp_size=2),
+               base.replace(mla=True), base.replace(cache_salt="t")]
+    ids = {fp.namespace_id() for fp in changed} | {base.namespace_id()}
+    assert len(ids) == len(changed) + 1
