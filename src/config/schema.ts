@@ -1,0 +1,198 @@
+/**
+ * The one config table: every key kvtier reads, listed once with its type,
+ * default, environment name, LMCache alias, check and doc line.
+ *
+ * SCHEMA is typed against KvtierConfig, so a field without an entry (or an
+ * entry whose check returns the wrong type) does not compile. Loader, docs
+ * and the example config all read from here; nothing else names a key.
+ */
+import * as c from './checks.js';
+
+export interface KvtierConfig {
+  chunkSize: number;
+  localCpu: boolean;
+  maxLocalCpuSize: number;
+  remoteUrl: string | null;
+  remoteSerde: 'naive' | 'lz4' | 'lz4-shuffle';
+  saveUnfullChunk: boolean;
+  blockingTimeoutSecs: number;
+  valkeyMode: 'single' | 'cluster';
+  valkeyUsername: string | null;
+  valkeyPassword: string | null;
+  valkeyConnections: number;
+  valkeySegmentBytes: number;
+  keyPrefix: string;
+  ttlSecs: number;
+  writeBehindQueueBytes: number;
+  socketPath: string;
+  socketMode: number;
+  metricsPort: number;
+  metricsHost: string;
+  maxFrameBytes: number;
+  leaseTtlMs: number;
+  hostMemory: 'auto' | 'native' | 'heap';
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  extraConfig: Record<string, unknown>;
+}
+
+export type Field = keyof KvtierConfig;
+
+export interface Entry<T> extends c.Check<T> {
+  /** YAML key, snake_case. */
+  readonly key: string;
+  /** KVTIER_<KEY>; LMCACHE_<KEY> is read when this one is unset. */
+  readonly env: string;
+  readonly lmcacheEnv: string;
+  /** LMCache's name for the same setting, or null when kvtier-only. */
+  readonly lmcacheAlias: string | null;
+  readonly default: T;
+  /** The default as written in YAML, for docs. */
+  readonly defaultText: string;
+  readonly doc: string;
+  /** Never echo the value in errors. */
+  readonly secret: boolean;
+}
+
+interface Spec<T> {
+  check: c.Check<T>;
+  default: T;
+  defaultText?: string;
+  lmcache?: string;
+  doc: string;
+  secret?: boolean;
+}
+
+function entry<T>(key: string, spec: Spec<T>): Entry<T> {
+  const upper = key.toUpperCase();
+  return {
+    key,
+    type: spec.check.type,
+    check: spec.check.check,
+    env: `KVTIER_${upper}`,
+    lmcacheEnv: `LMCACHE_${upper}`,
+    lmcacheAlias: spec.lmcache ?? null,
+    default: spec.default,
+    defaultText: spec.defaultText ?? JSON.stringify(spec.default),
+    doc: spec.doc,
+    secret: spec.secret ?? false,
+  };
+}
+
+/** setTimeout's ceiling; timeouts above it fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export const REMOTE_SCHEMES = ['valkey', 'valkeys', 'redis', 'rediss', 'valkey-cluster'] as const;
+
+export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
+  chunkSize: entry('chunk_size', {
+    check: c.integer(16, 65536, 16), default: 256, lmcache: 'chunk_size',
+    doc: 'Tokens per chunk; the unit of hashing, storage and lookup.',
+  }),
+  localCpu: entry('local_cpu', {
+    check: c.boolean(), default: true, lmcache: 'local_cpu',
+    doc: 'Keep chunks in the host tier (pinned host RAM).',
+  }),
+  maxLocalCpuSize: entry('max_local_cpu_size', {
+    check: c.positive(65536, 'GB'), default: 5, lmcache: 'max_local_cpu_size',
+    doc: 'Host tier capacity in GB (float).',
+  }),
+  remoteUrl: entry('remote_url', {
+    check: c.nullable(c.url(REMOTE_SCHEMES, 'kvtier speaks only the Valkey/Redis protocol')),
+    default: null, lmcache: 'remote_url',
+    doc: 'Valkey tier address; valkeys:// and rediss:// use TLS; null: host tier only.',
+  }),
+  remoteSerde: entry('remote_serde', {
+    check: c.oneOf(['naive', 'lz4', 'lz4-shuffle'] as const, {
+      refused: {
+        cachegen: "'cachegen' is LMCache's GPU codec, which kvtier does not implement",
+        torch: 'kvtier stores raw bytes, not torch pickles',
+        safetensor: 'kvtier stores raw bytes, not safetensors',
+      },
+    }),
+    default: 'naive', lmcache: 'remote_serde',
+    doc: 'Encoding of values in the Valkey tier: raw bytes, or LZ4 (after byte shuffle).',
+  }),
+  saveUnfullChunk: entry('save_unfull_chunk', {
+    check: c.boolean(), default: false, lmcache: 'save_unfull_chunk',
+    doc: 'Also store the last, partial chunk of a prompt.',
+  }),
+  blockingTimeoutSecs: entry('blocking_timeout_secs', {
+    check: c.positive(MAX_TIMER_MS / 1000, 'seconds'), default: 10, lmcache: 'blocking_timeout_secs',
+    doc: 'Longest a blocking call waits on the Valkey tier before it counts as a miss.',
+  }),
+  valkeyMode: entry('valkey_mode', {
+    check: c.oneOf(['single', 'cluster'] as const), default: 'single', lmcache: 'extra_config.valkey_mode',
+    doc: 'Valkey topology; a valkey-cluster:// URL implies cluster. Also read from extra_config.',
+  }),
+  valkeyUsername: entry('valkey_username', {
+    check: c.nullable(c.text()), default: null, lmcache: 'extra_config.valkey_username',
+    doc: 'Valkey ACL user. Also read from extra_config.valkey_username or extra_config.username.',
+  }),
+  valkeyPassword: entry('valkey_password', {
+    check: c.nullable(c.text()), default: null, lmcache: 'extra_config.valkey_password', secret: true,
+    doc: 'Valkey password. Also read from extra_config.valkey_password or extra_config.password.',
+  }),
+  valkeyConnections: entry('valkey_connections', {
+    check: c.integer(1, 64), default: 4,
+    doc: 'Client connections to Valkey (per node in cluster mode).',
+  }),
+  valkeySegmentBytes: entry('valkey_segment_bytes', {
+    check: c.integer(65536, 67108864), default: 1048576,
+    doc: 'Largest single Valkey value; bigger chunks are split into segments.',
+  }),
+  keyPrefix: entry('key_prefix', {
+    check: c.text({ pattern: /^[A-Za-z0-9_.-]+$/, patternText: '[A-Za-z0-9_.-]', maxBytes: 128 }),
+    default: 'kvtier',
+    doc: 'Prefix of every Valkey key, so fleets can share one Valkey.',
+  }),
+  ttlSecs: entry('ttl_secs', {
+    check: c.integer(0, MAX_TIMER_MS), default: 0,
+    doc: 'Expiry of Valkey entries in seconds; 0: no TTL.',
+  }),
+  writeBehindQueueBytes: entry('write_behind_queue_bytes', {
+    check: c.integer(1, Number.MAX_SAFE_INTEGER), default: 1073741824,
+    doc: 'Bytes of puts queued for the Valkey tier before new puts wait.',
+  }),
+  socketPath: entry('socket_path', {
+    check: c.text({ maxBytes: 107 }), default: '/tmp/kvtier.sock',
+    doc: 'Unix socket the workers connect to (107 bytes: the sun_path limit).',
+  }),
+  socketMode: entry('socket_mode', {
+    check: c.fileMode(), default: 0o600, defaultText: "'0600'",
+    doc: 'Permissions of the socket file; 0660 lets a group of workers connect.',
+  }),
+  metricsPort: entry('metrics_port', {
+    check: c.integer(0, 65535), default: 0,
+    doc: 'Prometheus /metrics HTTP port; 0: off.',
+  }),
+  metricsHost: entry('metrics_host', {
+    check: c.text({ pattern: /^\S+$/, patternText: 'non-space characters' }), default: '127.0.0.1',
+    doc: 'Address the metrics server binds.',
+  }),
+  maxFrameBytes: entry('max_frame_bytes', {
+    check: c.integer(4096, 2147483647), default: 268435456,
+    doc: 'Largest protocol frame accepted; bigger frames close the connection.',
+  }),
+  leaseTtlMs: entry('lease_ttl_ms', {
+    check: c.integer(1, MAX_TIMER_MS), default: 30000,
+    doc: 'How long a lease pins chunks before it expires unreleased.',
+  }),
+  hostMemory: entry('host_memory', {
+    check: c.oneOf(['auto', 'native', 'heap'] as const), default: 'auto',
+    doc: 'Host tier memory: native pinned pool, JS heap, or auto (native when the addon loads).',
+  }),
+  logLevel: entry('log_level', {
+    check: c.oneOf(['debug', 'info', 'warn', 'error'] as const, { aliases: { warning: 'warn' } }),
+    default: 'info',
+    doc: 'Least severe log level written.',
+  }),
+  extraConfig: entry('extra_config', {
+    check: c.mapping(), default: {}, lmcache: 'extra_config',
+    doc: "LMCache's free-form map; valkey_* sub-keys are read, others kept as is.",
+  }),
+};
+
+export const FIELDS = Object.keys(SCHEMA) as Field[];
+
+/** YAML key -> field. */
+export const FIELD_BY_KEY: ReadonlyMap<string, Field> = new Map(FIELDS.map((f) => [SCHEMA[f].key, f]));
