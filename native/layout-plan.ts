@@ -113,7 +113,10 @@ export class LayoutPlan {
       }
       const offset = checkInt(p.offset, `${key}.offset`, 0);
       const blockBytes = checkInt(p.blockBytes, `${key}.block_bytes`, 1);
-      const blockStride = checkInt(p.blockStride, `${key}.block_stride`, this.numBlocks > 1 ? blockBytes : 0);
+      const blockStride = checkInt(p.blockStride, `${key}.block_stride`, 0);
+      if (this.numBlocks > 1 && blockStride < blockBytes) {
+        throw new BadLayoutError(`expected ${key}.block_stride >= block_bytes ${blockBytes} (blocks must not overlap), got ${blockStride}`);
+      }
       const end = offset + (this.numBlocks - 1) * blockStride + blockBytes;
       const size = spec.regions[regionIndex].sizeBytes;
       if (!Number.isSafeInteger(end) || end > size) {

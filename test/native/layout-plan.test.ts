@@ -1,0 +1,64 @@
+// Layout math without the addon: chunk sizes for real model shapes and the
+// segment lists (with contiguous blocks merged).
+import { describe, expect, test } from 'vitest';
+
+import { LayoutPlan, SKIP_BLOCK, type KvLayoutSpec } from '../../native/layout-plan.js';
+
+function llama8bFlashAttn(numBlocks: number): KvLayoutSpec {
+  const blockBytes = 16 * 8 * 128 * 2;
+  const layerBytes = 2 * numBlocks * blockBytes;
+  const regions = Array.from({ length: 32 }, (_, l) => ({ regionId: l, sizeBytes: layerBytes, shmPath: `/x/${l}` }));
+  const planes = regions.flatMap((r, l) => [0, 1].map((kv) => ({ layer: l, regionId: r.regionId, offset: kv * numBlocks * blockBytes, blockStride: blockBytes, blockBytes })));
+  return { regions, planes, numBlocks, blockSize: 16, chunkTokens: 256 };
+}
+
+describe('LayoutPlan', () => {
+  test('Llama-3.1-8B bf16, block 16, 256-token chunks is 32 MiB per chunk', () => {
+    const plan = new LayoutPlan(llama8bFlashAttn(100));
+    expect(plan.blocksPerChunk).toBe(16);
+    expect(plan.chunkBytes).toBe(32 << 20);
+  });
+
+  test('consecutive blocks with stride == bytes merge into one segment per plane', () => {
+    const spec: KvLayoutSpec = {
+      regions: [{ regionId: 1, sizeBytes: 1000, shmPath: '/x' }],
+      planes: [{ layer: 0, regionId: 1, offset: 0, blockStride: 10, blockBytes: 10 }],
+      numBlocks: 100,
+      blockSize: 1,
+      chunkTokens: 4,
+    };
+    const plan = new LayoutPlan(spec);
+    const segs = plan.segments([{ blockIds: Uint32Array.from([5, 6, 7, 20]), buf: new Uint8Array(40) }], false);
+    expect([...segs]).toEqual([0, 50, 0, 0, 30, 0, 200, 0, 30, 10]);
+  });
+
+  test('interleaved planes never merge; skipped blocks leave holes in the buffer', () => {
+    const spec: KvLayoutSpec = {
+      regions: [{ regionId: 1, sizeBytes: 2000, shmPath: '/x' }],
+      planes: [
+        { layer: 0, regionId: 1, offset: 0, blockStride: 20, blockBytes: 10 },
+        { layer: 0, regionId: 1, offset: 10, blockStride: 20, blockBytes: 10 },
+      ],
+      numBlocks: 100,
+      blockSize: 1,
+      chunkTokens: 2,
+    };
+    const plan = new LayoutPlan(spec);
+    const segs = plan.segments([{ blockIds: Uint32Array.from([SKIP_BLOCK, 3]), buf: new Uint8Array(40) }], true);
+    expect([...segs]).toEqual([0, 60, 0, 10, 10, 0, 70, 0, 30, 10]);
+  });
+
+  test('a stride smaller than the block (overlapping blocks) is a bad layout', () => {
+    const spec = llama8bFlashAttn(10);
+    spec.planes[0] = { ...spec.planes[0], blockStride: 100 };
+    expect(() => new LayoutPlan(spec)).toThrow(/expected planes\[0\] \(layer 0\)\.block_stride >= block_bytes 32768 \(blocks must not overlap\), got 100/);
+  });
+
+  test('regions need exactly one of shm_path and a 64-byte cuda_ipc_handle', () => {
+    const spec = llama8bFlashAttn(10);
+    spec.regions[0] = { regionId: 0, sizeBytes: spec.regions[0].sizeBytes };
+    expect(() => new LayoutPlan(spec)).toThrow(/exactly one of shm_path or cuda_ipc_handle for region 0, got neither/);
+    spec.regions[0] = { regionId: 0, sizeBytes: spec.regions[0].sizeBytes, cudaIpcHandle: new Uint8Array(10) };
+    expect(() => new LayoutPlan(spec)).toThrow(/expected 64 bytes for cuda_ipc_handle of region 0, got 10/);
+  });
+});
