@@ -1,6 +1,7 @@
 """Shared fixtures: import path for the kvtier package and a real kvtierd.
 
 `daemon` starts `node dist/src/cli/main.js start --socket <tmp> --config <tmp>`
+(KVTIER_PY_DAEMON replaces `node dist/src/cli/main.js`, to debug against another build)
 as a subprocess, waits for the socket file, and kills it at the end. When the
 daemon has not been built (dist/src/cli/main.js missing) the tests that need
 it skip with that reason instead of failing, so the pure-Python suite still
@@ -38,8 +39,9 @@ class Daemon:
         if os.path.exists(self.socket):
             os.unlink(self.socket)
         log = open(self.log_path, "ab")
+        cmd = os.environ.get("KVTIER_PY_DAEMON", f"node {DAEMON_MAIN}").split()
         self.proc = subprocess.Popen(
-            ["node", DAEMON_MAIN, "start", "--socket", self.socket, "--config", self.config],
+            cmd + ["start", "--socket", self.socket, "--config", self.config],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
         deadline = time.monotonic() + timeout
@@ -72,7 +74,7 @@ def _write_config(path: str, extra: str = "") -> None:
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    if not os.path.exists(DAEMON_MAIN):
+    if "KVTIER_PY_DAEMON" not in os.environ and not os.path.exists(DAEMON_MAIN):
         pytest.skip(f"kvtierd is not built ({os.path.relpath(DAEMON_MAIN, REPO)} missing: run npm run build)")
     with tempfile.TemporaryDirectory(prefix="kvtier-py-") as tmp:
         cfg = os.path.join(tmp, "kvtier.yaml")

@@ -190,8 +190,6 @@ class KvtierClient:
         with self._connect_lock:
             if self.connected:
                 return self.hello_ok
-            if self._conn is not None:
-                self.reconnects += 1
             conn = _Connection(self.socket_path, self.connect_timeout, self.max_frame)
             try:
                 hello = proto.Hello(protocol_version=proto.PROTOCOL_VERSION,
@@ -211,6 +209,8 @@ class KvtierClient:
                 conn.close()
                 raise
             self.hello_ok = ok
+            if self._conn is not None:
+                self.reconnects += 1
             self._conn = conn
             return ok
 

@@ -1,0 +1,67 @@
+"""vLLM's connector base classes when vLLM is installed, stand-ins otherwise.
+
+The package must import (and the connector be constructible in tests) without
+vLLM. With vLLM, KVTierConnector subclasses the real KVConnectorBase_V1 and its
+metadata the real KVConnectorMetadata, so vLLM's isinstance checks pass.
+"""
+from __future__ import annotations
+
+import enum
+from typing import Any, Optional
+
+try:  # pragma: no cover - exercised only where vLLM is installed
+    from vllm.distributed.kv_transfer.kv_connector.v1.base import (  # type: ignore
+        KVConnectorBase_V1 as ConnectorBase,
+        KVConnectorMetadata as MetadataBase,
+        KVConnectorRole as Role,
+    )
+
+    HAVE_VLLM = True
+except Exception:  # ImportError, or a vLLM too old/new to import this path
+    HAVE_VLLM = False
+
+    class Role(enum.Enum):  # type: ignore[no-redef]
+        SCHEDULER = 0
+        WORKER = 1
+
+    class MetadataBase:  # type: ignore[no-redef]
+        """Stand-in for vllm KVConnectorMetadata."""
+
+    class ConnectorBase:  # type: ignore[no-redef]
+        """Stand-in for KVConnectorBase_V1: metadata binding, as vLLM's model runner uses it."""
+
+        def __init__(self, vllm_config: Any, role: Any, kv_cache_config: Any = None) -> None:
+            self._connector_metadata: Optional[Any] = None
+            self._vllm_config = vllm_config
+            self._kv_transfer_config = getattr(vllm_config, "kv_transfer_config", None)
+            self._kv_cache_config = kv_cache_config
+            self._role = role
+
+        @property
+        def role(self) -> Any:
+            return self._role
+
+        def bind_connector_metadata(self, connector_metadata: Any) -> None:
+            self._connector_metadata = connector_metadata
+
+        def clear_connector_metadata(self) -> None:
+            self._connector_metadata = None
+
+        def _get_connector_metadata(self) -> Any:
+            assert self._connector_metadata is not None
+            return self._connector_metadata
+
+        def has_connector_metadata(self) -> bool:
+            return self._connector_metadata is not None
+
+
+def init_base(obj: Any, vllm_config: Any, role: Any, kv_cache_config: Any) -> None:
+    """Calls the base __init__ with whichever signature this vLLM has."""
+    try:
+        ConnectorBase.__init__(obj, vllm_config=vllm_config, role=role, kv_cache_config=kv_cache_config)
+    except TypeError:  # vLLM before kv_cache_config was passed to connectors
+        ConnectorBase.__init__(obj, vllm_config=vllm_config, role=role)
+
+
+def is_scheduler(role: Any) -> bool:
+    return getattr(role, "name", str(role)).upper().endswith("SCHEDULER")

@@ -1,0 +1,84 @@
+"""KVTierConnector: vLLM V1 KV connector backed by kvtierd.
+
+Load it with
+  --kv-transfer-config '{"kv_connector":"KVTierConnector","kv_connector_module_path":"kvtier.vllm",
+                         "kv_role":"kv_both","kv_connector_extra_config":{"kvtier_socket":"/tmp/kvtier.sock"}}'
+
+vLLM builds one instance with role SCHEDULER in the engine core and one with
+role WORKER per GPU worker; each delegates to SchedulerSide or WorkerSide.
+The methods of the other role are never called by vLLM and are inert here.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .compat import ConnectorBase, init_base, is_scheduler
+from .metadata import KVTierConnectorMetadata
+from .scheduler import SchedulerSide
+from .settings import settings_from_vllm
+from .worker import WorkerSide
+
+
+class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
+    def __init__(self, vllm_config: Any, role: Any, kv_cache_config: Any = None) -> None:
+        init_base(self, vllm_config, role, kv_cache_config)
+        self.settings = settings_from_vllm(vllm_config, kv_cache_config)
+        self._scheduler: Optional[SchedulerSide] = None
+        self._worker: Optional[WorkerSide] = None
+        if is_scheduler(role):
+            self._scheduler = SchedulerSide(self.settings)
+        else:
+            self._worker = WorkerSide(self.settings)
+
+    # -- scheduler side -----------------------------------------------------------
+
+    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
+        assert self._scheduler is not None
+        return self._scheduler.get_num_new_matched_tokens(request, num_computed_tokens)
+
+    def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
+        assert self._scheduler is not None
+        self._scheduler.update_state_after_alloc(request, blocks, num_external_tokens)
+
+    def build_connector_meta(self, scheduler_output: Any) -> KVTierConnectorMetadata:
+        assert self._scheduler is not None
+        return self._scheduler.build_connector_meta(scheduler_output)
+
+    def request_finished(self, request: Any, block_ids: Any) -> tuple[bool, Optional[dict[str, Any]]]:
+        assert self._scheduler is not None
+        return self._scheduler.request_finished(request, block_ids)
+
+    # -- worker side -----------------------------------------------------------------
+
+    def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
+        assert self._worker is not None
+        self._worker.register_kv_caches(kv_caches)
+
+    def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
+        assert self._worker is not None
+        meta = self._connector_metadata if self.has_connector_metadata() else None
+        self._worker.start_load_kv(meta)
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        if self._worker is not None:
+            self._worker.wait_for_layer_load(layer_name)
+
+    def save_kv_layer(self, layer_name: str, kv_layer: Any, attn_metadata: Any, **kwargs: Any) -> None:
+        """Nothing to do per layer: finished requests are stored from their blocks."""
+
+    def wait_for_save(self) -> None:
+        """Nothing to wait for: stores are asynchronous and reported by get_finished."""
+
+    def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
+        if self._worker is None:
+            return None, None
+        return self._worker.get_finished(finished_req_ids)
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        return self._worker.get_block_ids_with_load_errors() if self._worker is not None else set()
+
+    def shutdown(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown()
+        if self._scheduler is not None:
+            self._scheduler.shutdown()

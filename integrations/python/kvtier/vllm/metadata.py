@@ -1,0 +1,35 @@
+"""What the scheduler-side connector tells workers each step (picklable).
+
+LoadSpec: chunks a Lookup leased, to scatter into this step's block table
+(NO_BLOCK where vLLM already holds the block from its own prefix cache).
+SaveSpec: a finished request whose full chunks workers store from their
+blocks; vLLM keeps the blocks until get_finished reports the request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .compat import MetadataBase
+
+
+@dataclass
+class LoadSpec:
+    req_id: str
+    leases: dict[int, int]            # rank_index -> lease id (one namespace per rank)
+    first_chunk: int
+    num_chunks: int
+    block_ids: list[int]              # num_chunks * blocks_per_chunk entries
+
+
+@dataclass
+class SaveSpec:
+    req_id: str
+    token_ids: list[int]              # full chunks only
+    block_ids: list[int]              # blocks_per_chunk per chunk
+    skip_chunks: int                  # leading chunks known to be cached
+
+
+@dataclass
+class KVTierConnectorMetadata(MetadataBase):
+    loads: list[LoadSpec] = field(default_factory=list)
+    saves: list[SaveSpec] = field(default_factory=list)

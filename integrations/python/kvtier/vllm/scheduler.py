@@ -1,0 +1,189 @@
+"""Scheduler half of KVTierConnector: Lookup, lease, hand block ids to workers.
+
+    get_num_new_matched_tokens ──Lookup (one per tp/pp rank namespace)──▶ kvtierd
+        keeps the leases; claims min(hit, prompt_len - 1) tokens, sync load
+    update_state_after_alloc    marks the request to load
+    build_connector_meta        LoadSpec(leases, chunks → block table) + SaveSpecs;
+                                releases leases of lookups that were not scheduled
+    request_finished            SaveSpec for the request's full chunks; returns True
+                                so vLLM holds the blocks until workers report
+                                StoreCopied through get_finished
+
+Never raises into vLLM: an unreachable daemon is a miss (warned once).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..client import KvtierClient
+from ..errors import KvtierError
+from ..framing import NO_BLOCK
+from ..health import Health
+from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
+from .settings import Settings, rank_index
+
+log = logging.getLogger("kvtier.vllm")
+
+
+@dataclass
+class _Lookup:
+    hit_chunks: int
+    usable_tokens: int
+    leases: dict[int, int]
+    local_tokens: int = 0
+
+
+def block_group0(block_ids: Any) -> list[int]:
+    """The first KV cache group's block ids, from vLLM's list or tuple-of-lists forms."""
+    if block_ids is None:
+        return []
+    if len(block_ids) and isinstance(block_ids[0], (list, tuple)):
+        return list(block_ids[0])
+    return list(block_ids)
+
+
+class SchedulerSide:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        fp = settings.fingerprint
+        self.clients: dict[int, KvtierClient] = {}
+        for pp in range(fp.pp_size):
+            for tp in range(fp.tp_size):
+                self.clients[rank_index(fp, tp, pp)] = KvtierClient(
+                    settings.socket, fp.replace(tp_rank=tp, pp_rank=pp), "vllm-scheduler",
+                    timeout=settings.timeout_s, connect_timeout=min(settings.timeout_s, 1.0))
+        self.health = Health(f"kvtierd at {settings.socket}", log, settings.retry_interval_s)
+        self._lookups: dict[str, _Lookup] = {}
+        self._to_load: dict[str, _Lookup] = {}
+        self._saves: list[SaveSpec] = []
+        self._loaded_chunks: dict[str, int] = {}
+
+    # -- vLLM hooks -----------------------------------------------------------
+
+    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
+        req_id = request.request_id
+        self._release(self._lookups.pop(req_id, None))
+        if not self.s.load or not self.health.ready():
+            return 0, False
+        tokens = list(request.prompt_token_ids or [])
+        if len(tokens) <= self.s.chunk_size:
+            return 0, False
+        leases: dict[int, int] = {}
+        try:
+            hit_tokens, hit_chunks = len(tokens), None
+            for idx, client in self.clients.items():
+                ok = client.lookup(tokens=tokens, lease_ttl_ms=self.s.lease_ttl_ms)
+                if ok.lease_id:
+                    leases[idx] = ok.lease_id
+                hit_tokens = min(hit_tokens, ok.hit_tokens)
+                hit_chunks = ok.hit_chunks if hit_chunks is None else min(hit_chunks, ok.hit_chunks)
+            self.health.ok()
+        except KvtierError as exc:
+            self.health.failed(exc)
+            self._release(_Lookup(0, 0, leases))
+            return 0, False
+        usable = min(hit_tokens, (hit_chunks or 0) * self.s.chunk_size, len(tokens) - 1)
+        if usable <= num_computed_tokens or len(leases) != len(self.clients):
+            self._release(_Lookup(0, 0, leases))
+            return 0, False
+        self._lookups[req_id] = _Lookup(hit_chunks or 0, usable, leases, num_computed_tokens)
+        return usable - num_computed_tokens, False
+
+    def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
+        req_id = request.request_id
+        lk = self._lookups.pop(req_id, None)
+        if lk is None or num_external_tokens <= 0:
+            self._release(lk)
+            return
+        lk.local_tokens = lk.usable_tokens - num_external_tokens
+        self._to_load[req_id] = lk
+
+    def build_connector_meta(self, scheduler_output: Any) -> KVTierConnectorMetadata:
+        meta = KVTierConnectorMetadata()
+        for req in getattr(scheduler_output, "scheduled_new_reqs", None) or []:
+            lk = self._to_load.pop(req.req_id, None)
+            if lk is not None:
+                self._add_load(meta, req.req_id, lk, block_group0(req.block_ids))
+        cached = getattr(scheduler_output, "scheduled_cached_reqs", None)
+        if cached is not None and self._to_load:
+            for i, req_id in enumerate(getattr(cached, "req_ids", []) or []):
+                lk = self._to_load.pop(req_id, None)
+                if lk is None:
+                    continue
+                new_blocks = cached.new_block_ids[i] if getattr(cached, "new_block_ids", None) else None
+                if _resumed(cached, i, req_id) and new_blocks is not None:
+                    self._add_load(meta, req_id, lk, block_group0(new_blocks))
+                else:
+                    log.error("kvtier: request %s was promised %d external tokens but has no full block "
+                              "table in this step; not loading", req_id, lk.usable_tokens)
+                    self._release(lk)
+        for req_id, lk in list(self._to_load.items()):
+            log.error("kvtier: request %s was allocated for loading but not scheduled", req_id)
+            self._release(lk)
+        self._to_load.clear()
+        for lk in self._lookups.values():  # looked up, not scheduled: the next call looks up again
+            self._release(lk)
+        self._lookups.clear()
+        meta.saves, self._saves = self._saves, []
+        return meta
+
+    def request_finished(self, request: Any, block_ids: Any) -> tuple[bool, Optional[dict[str, Any]]]:
+        req_id = request.request_id
+        self._release(self._lookups.pop(req_id, None))
+        loaded = self._loaded_chunks.pop(req_id, 0)
+        if not self.s.save or not self.health.ready():
+            return False, None
+        blocks = block_group0(block_ids)
+        tokens = list(getattr(request, "all_token_ids", None) or request.prompt_token_ids or [])
+        computed = min(int(getattr(request, "num_computed_tokens", len(tokens))), len(tokens))
+        n_chunks = min(computed // self.s.chunk_size, len(blocks) // self.s.blocks_per_chunk)
+        if n_chunks <= 0 or n_chunks <= loaded:
+            return False, None
+        B = self.s.blocks_per_chunk
+        self._saves.append(SaveSpec(req_id, tokens[:n_chunks * self.s.chunk_size], blocks[:n_chunks * B],
+                                    skip_chunks=loaded))
+        return True, None
+
+    def shutdown(self) -> None:
+        for lk in list(self._lookups.values()) + list(self._to_load.values()):
+            self._release(lk)
+        for c in self.clients.values():
+            c.close()
+
+    # -- helpers --------------------------------------------------------------
+
+    def _add_load(self, meta: KVTierConnectorMetadata, req_id: str, lk: _Lookup, table: list[int]) -> None:
+        cs, bs, B = self.s.chunk_size, self.s.block_size, self.s.blocks_per_chunk
+        first = lk.local_tokens // cs
+        num = lk.hit_chunks - first
+        if num <= 0:
+            self._release(lk)
+            return
+        local_blocks = lk.local_tokens // bs
+        ids: list[int] = []
+        for b in range(first * B, (first + num) * B):
+            ids.append(NO_BLOCK if b < local_blocks or b >= len(table) else table[b])
+        meta.loads.append(LoadSpec(req_id, dict(lk.leases), first, num, ids))
+        self._loaded_chunks[req_id] = lk.hit_chunks
+
+    def _release(self, lk: Optional[_Lookup]) -> None:
+        if lk is None:
+            return
+        for idx, lease in lk.leases.items():
+            client = self.clients.get(idx)
+            if client is None or not client.connected:
+                continue
+            try:
+                client.release_lease(lease)
+            except KvtierError:
+                pass
+
+
+def _resumed(cached: Any, i: int, req_id: str) -> bool:
+    ids = getattr(cached, "resumed_req_ids", None)
+    if ids is not None:
+        return req_id in ids
+    flags = getattr(cached, "resumed_from_preemption", None)
+    return bool(flags[i]) if flags is not None else False

@@ -1,0 +1,266 @@
+"""Worker half of KVTierConnector: register KV memory, load and save by block ids.
+
+    register_kv_caches   regions + planes derived from the tensors → RegisterKv
+                         (refused: inline mode, the worker copies chunk bytes itself)
+    start_load_kv        sends every Store (SaveSpec) and Retrieve (LoadSpec) of the
+                         step, pipelined on one connection
+    wait_for_layer_load  first call waits for all of the step's Retrieves: the daemon
+                         scatters every layer of a chunk in one batch
+    get_finished         reports saves whose StoreCopied arrived (blocks reusable)
+    get_block_ids_with_load_errors   blocks of failed/unanswered Retrieves: vLLM
+                         recomputes them
+
+Failures never raise into vLLM: a failed load is reported as failed blocks, a
+failed save is reported finished (its blocks freed) and logged.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .. import proto
+from ..client import KvtierClient, Pending
+from ..codec import ChunkCodec
+from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
+from ..framing import NO_BLOCK, unpack_u32
+from ..health import Health
+from ..layout import KvLayout, LayoutError, derive_layout
+from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
+from .settings import Settings, rank_index, worker_ranks
+
+log = logging.getLogger("kvtier.vllm")
+
+
+@dataclass
+class _Load:
+    spec: LoadSpec
+    lease: int
+    pending: Optional[Pending]
+    inline: bool
+
+
+@dataclass
+class _Save:
+    spec: SaveSpec
+    pending: Optional[Pending]
+    issued: float = field(default_factory=time.monotonic)
+
+
+class WorkerSide:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.tp_rank, self.pp_rank = worker_ranks(settings)
+        self.rank = rank_index(settings.fingerprint, self.tp_rank, self.pp_rank)
+        self.health = Health(f"kvtierd at {settings.socket}", log, settings.retry_interval_s)
+        self.client: Optional[KvtierClient] = None
+        self.layout: Optional[KvLayout] = None
+        self.codec: Optional[ChunkCodec] = None
+        self.mode = "off"            # "blocks" | "inline" | "off"
+        self._loads: list[_Load] = []
+        self._saves: dict[str, _Save] = {}
+        self._finished_seen: set[str] = set()
+        self._load_errors: set[int] = set()
+        self.stats = {"loaded_chunks": 0, "failed_load_blocks": 0, "stored_chunks": 0, "failed_saves": 0}
+
+    # -- registration -----------------------------------------------------------
+
+    def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
+        fp = self.s.fingerprint
+        try:
+            layout = derive_layout(kv_caches, self.s.block_size, self.s.num_blocks, mla=fp.mla,
+                                   allow_unshared=True)
+        except LayoutError as exc:
+            log.error("kvtier: cannot describe the KV cache layout, connector disabled: %s", exc)
+            return
+        if layout.descriptor != fp.kv_layout:
+            log.warning("kvtier: KV layout is %s but the scheduler looks up %s; set "
+                        "kv_connector_extra_config.kvtier_kv_layout=%s on this engine. Using %s: lookups "
+                        "will miss, nothing wrong is loaded", layout.descriptor, fp.kv_layout,
+                        layout.descriptor, layout.descriptor)
+        self.layout = layout
+        self.codec = ChunkCodec(layout, self.s.chunk_size)
+        self.client = KvtierClient(
+            self.s.socket, fp.replace(tp_rank=self.tp_rank, pp_rank=self.pp_rank, kv_layout=layout.descriptor),
+            "vllm-worker", timeout=self.s.timeout_s, connect_timeout=min(self.s.timeout_s, 1.0))
+        self._ensure_registered()
+
+    def _ensure_registered(self) -> bool:
+        """Registers KV memory once the daemon is reachable; decides blocks vs inline mode."""
+        if self.client is None or self.layout is None:
+            return False
+        if self.mode != "off":
+            return True
+        if not self.health.ready():
+            return False
+        if any(not r.shm_path and not r.cuda_ipc_handle for r in self.layout.regions):
+            self.mode = "inline"
+            log.info("kvtier: KV tensors are not in shared memory; using inline transfers")
+            return True
+        try:
+            ok = self.client.register_kv(self.layout.to_register())
+            expected = self.layout.chunk_bytes(self.s.chunk_size)
+            if ok.chunk_bytes and ok.chunk_bytes != expected:
+                raise KvtierError("KVT_BAD_LAYOUT", f"daemon computed chunk_bytes {ok.chunk_bytes}, "
+                                                    f"expected {expected}")
+            self.mode = "blocks"
+            log.info("kvtier: registered KV memory with kvtierd (%s backend, %d bytes per chunk)",
+                     ok.backend, ok.chunk_bytes)
+        except DaemonUnavailable as exc:
+            self.health.failed(exc)
+            return False
+        except KvtierError as exc:
+            self.mode = "inline"
+            log.warning("kvtier: RegisterKv refused (%s); using inline transfers", exc)
+        self.health.ok()
+        return True
+
+    # -- per step ------------------------------------------------------------------
+
+    def start_load_kv(self, meta: Optional[KVTierConnectorMetadata]) -> None:
+        if meta is None:
+            return
+        ready = self._ensure_registered()
+        for save in meta.saves:
+            self._issue_save(save, ready)
+        for load in meta.loads:
+            self._issue_load(load, ready)
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        if self._loads:
+            self._finish_loads()
+
+    def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
+        if self._loads:
+            self._finish_loads()
+        self._finished_seen |= set(finished_req_ids or ())
+        done: set[str] = set()
+        deadline = time.monotonic() + self.s.save_wait_s
+        for req_id, save in list(self._saves.items()):
+            if req_id not in self._finished_seen:
+                continue
+            if save.pending is not None and not self._copied(save, deadline):
+                continue
+            done.add(req_id)
+            del self._saves[req_id]
+            self._finished_seen.discard(req_id)
+        return (done or None), None
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        errors, self._load_errors = self._load_errors, set()
+        return errors
+
+    def shutdown(self) -> None:
+        if self._loads:
+            self._finish_loads()
+        if self.client is not None:
+            self.client.close()
+
+    # -- loads ---------------------------------------------------------------------
+
+    def _issue_load(self, spec: LoadSpec, ready: bool) -> None:
+        lease = spec.leases.get(self.rank, 0)
+        if not ready or not lease or self.client is None:
+            self._fail_load(spec, "kvtierd unavailable" if not ready else "no lease for this rank")
+            return
+        try:
+            if self.mode == "blocks":
+                p = self.client.retrieve_blocks(lease, spec.first_chunk, spec.num_chunks, spec.block_ids)
+                self._loads.append(_Load(spec, lease, p, inline=False))
+            else:
+                p = self.client.submit(proto.Retrieve(lease_id=lease, first_chunk=spec.first_chunk,
+                                                      num_chunks=spec.num_chunks))
+                self._loads.append(_Load(spec, lease, p, inline=True))
+        except KvtierError as exc:
+            self._note_failure(exc)
+            self._fail_load(spec, str(exc))
+
+    def _finish_loads(self) -> None:
+        loads, self._loads = self._loads, []
+        for ld in loads:
+            try:
+                assert ld.pending is not None
+                field_name, done = ld.pending.wait(self.s.timeout_s)[0]
+                if field_name != "retrieve_done":
+                    raise KvtierError("KVT_BAD_FRAME", f"expected retrieve_done, got {field_name}")
+                if ld.inline:
+                    self._scatter_inline(ld.spec, done)
+                else:
+                    failed = unpack_u32(done.failed_block_ids)
+                    self._load_errors.update(b for b in failed if b != NO_BLOCK)
+                    self.stats["loaded_chunks"] += done.loaded_chunks
+                    self.stats["failed_load_blocks"] += len(failed)
+            except KvtierError as exc:
+                self._note_failure(exc)
+                self._fail_load(ld.spec, str(exc))
+            self._release(ld.lease)
+
+    def _scatter_inline(self, spec: LoadSpec, done: Any) -> None:
+        assert self.codec is not None
+        B = self.s.blocks_per_chunk
+        chunks = list(done.chunks)
+        for j in range(spec.num_chunks):
+            ids = spec.block_ids[j * B:(j + 1) * B]
+            data = chunks[j] if j < len(chunks) else b""
+            if len(data) != self.codec.chunk_bytes:
+                self._load_errors.update(b for b in ids if b != NO_BLOCK)
+                continue
+            self.codec.scatter(data, ids)
+            self.stats["loaded_chunks"] += 1
+
+    def _fail_load(self, spec: LoadSpec, why: str) -> None:
+        blocks = {b for b in spec.block_ids if b != NO_BLOCK}
+        self._load_errors.update(blocks)
+        self.stats["failed_load_blocks"] += len(blocks)
+        log.debug("kvtier: load of %s failed (%s): %d blocks to recompute", spec.req_id, why, len(blocks))
+
+    def _release(self, lease: int) -> None:
+        if self.client is not None and self.client.connected:
+            try:
+                self.client.release_lease(lease)
+            except KvtierError:
+                pass
+
+    # -- saves ---------------------------------------------------------------------
+
+    def _issue_save(self, spec: SaveSpec, ready: bool) -> None:
+        if not ready or self.client is None:
+            self._saves[spec.req_id] = _Save(spec, None)
+            return
+        try:
+            if self.mode == "blocks":
+                p = self.client.store_blocks(spec.token_ids, spec.block_ids, spec.skip_chunks)
+            else:
+                assert self.codec is not None
+                B = self.s.blocks_per_chunk
+                n = len(spec.token_ids) // self.s.chunk_size
+                chunks = [self.codec.gather(spec.block_ids[i * B:(i + 1) * B]) for i in range(n)]
+                self.client.store_inline(spec.token_ids, chunks)
+                self._saves[spec.req_id] = _Save(spec, None)  # bytes copied out: blocks are free
+                self.stats["stored_chunks"] += n
+                return
+            self._saves[spec.req_id] = _Save(spec, p)
+        except KvtierError as exc:
+            self._note_failure(exc)
+            self.stats["failed_saves"] += 1
+            self._saves[spec.req_id] = _Save(spec, None)
+
+    def _copied(self, save: _Save, deadline: float) -> bool:
+        """True once the daemon no longer reads the blocks (StoreCopied, error, or daemon gone)."""
+        assert save.pending is not None
+        try:
+            (_, copied), = save.pending.wait(max(0.0, deadline - time.monotonic()), count=1)
+            self.stats["stored_chunks"] += copied.stored_chunks
+            return True
+        except RequestTimeout:
+            return False
+        except KvtierError as exc:
+            self._note_failure(exc)
+            self.stats["failed_saves"] += 1
+            log.debug("kvtier: save of %s failed: %s", save.spec.req_id, exc)
+            return True
+
+    def _note_failure(self, exc: KvtierError) -> None:
+        if isinstance(exc, (DaemonUnavailable, RequestTimeout)):
+            self.health.failed(exc)

@@ -1,0 +1,124 @@
+"""The Python client against a real kvtierd: Hello, inline Put/Get/Exists,
+Lookup/Store/Retrieve inline, leases across connections, pipelining, timeouts,
+reconnects and namespace isolation."""
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from kvtier import proto
+from kvtier.client import KvtierClient
+from kvtier.errors import DaemonUnavailable, KvtierError, RequestTimeout
+from kvtier.hashing import Fingerprint
+
+FP = Fingerprint(model="test/model", dtype="float16", kv_layout="kv-NHD-x2", chunk_size=256, block_size=16)
+
+
+def client(d, fp=FP, **kw):
+    return KvtierClient(d.socket, fp, "pytest", timeout=5.0, **kw)
+
+
+def test_hello_returns_namespace_id(daemon):
+    with client(daemon) as c:
+        ok = c.connect()
+        assert ok.namespace_id == FP.namespace_id()
+        assert ok.chunk_size == 256
+        c.ping()
+
+
+def test_chunk_size_mismatch_is_refused(daemon):
+    with client(daemon, FP.replace(chunk_size=128)) as c:
+        with pytest.raises(KvtierError) as e:
+            c.connect()
+        assert e.value.code == "KVT_NAMESPACE_MISMATCH"
+
+
+def test_inline_put_get_exists(daemon):
+    with client(daemon) as c:
+        c.put(b"page-1", b"\x01" * 1000)
+        c.put(b"page-2", bytes(range(256)) * 4)
+        assert c.get(b"page-1") == b"\x01" * 1000
+        assert c.get(b"page-2") == bytes(range(256)) * 4
+        assert c.get(b"nope") is None
+        ok = c.exists([b"page-1", b"page-2", b"nope", b"page-1"])
+        assert ok.prefix_found == 2
+        assert list(ok.found) == [True, True, False, True]
+
+
+def test_pipelined_requests_match_their_ids(daemon):
+    with client(daemon) as c:
+        pend = [c.submit(proto.Put(key=b"k%d" % i, value=b"v%d" % i)) for i in range(200)]
+        for p in pend:
+            p.wait(5.0)
+        gets = [c.submit(proto.Get(key=b"k%d" % i)) for i in range(200)]
+        assert [p.wait(5.0)[0][1].value for p in gets] == [b"v%d" % i for i in range(200)]
+
+
+def test_store_lookup_retrieve_inline_with_lease_from_another_connection(daemon):
+    tokens = list(range(1000, 1000 + 700))  # 2 full chunks + partial
+    chunks = [bytes([i + 1]) * 4096 for i in range(2)]
+    with client(daemon) as a, client(daemon) as b:
+        (f1, copied), (f2, committed) = a.store_inline(tokens, chunks).wait(5.0)
+        assert (f1, f2) == ("store_copied", "store_committed")
+        assert copied.stored_chunks + copied.present_chunks == 2
+        ok = a.lookup(tokens=tokens + [1, 2, 3], lease_ttl_ms=10000)
+        assert (ok.hit_tokens, ok.hit_chunks) == (512, 2)
+        assert ok.lease_id != 0
+        done = b.retrieve_inline(ok.lease_id, 0, 2)
+        assert list(done.chunks) == chunks
+        miss = a.lookup(tokens=[7] + tokens[1:], no_lease=True)
+        assert (miss.hit_tokens, miss.lease_id) == (0, 0)
+        a.release_lease(ok.lease_id, wait=True)
+
+
+def test_other_namespaces_never_see_the_chunks(daemon):
+    tokens = list(range(512))
+    with client(daemon) as a:
+        a.store_inline(tokens, [b"a" * 64, b"b" * 64]).wait(5.0)
+        a.put(b"key", b"value")
+        assert a.lookup(tokens=tokens, no_lease=True).hit_chunks == 2
+    for other in [FP.replace(model="other"), FP.replace(dtype="bfloat16"), FP.replace(kv_layout="kv-HND-x2"),
+                  FP.replace(tp_rank=1, tp_size=2), FP.replace(block_size=32), FP.replace(cache_salt="t2")]:
+        with client(daemon, other) as c:
+            assert c.lookup(tokens=tokens, no_lease=True).hit_chunks == 0, other
+            assert c.get(b"key") is None, other
+
+
+def test_daemon_not_running_raises_daemon_unavailable(tmp_path):
+    c = KvtierClient(str(tmp_path / "absent.sock"), FP, connect_timeout=0.2)
+    with pytest.raises(DaemonUnavailable):
+        c.lookup(tokens=list(range(300)))
+
+
+def test_request_timeout_on_a_silent_peer(tmp_path):
+    path = str(tmp_path / "silent.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+    held = []
+    threading.Thread(target=lambda: held.append(srv.accept()), daemon=True).start()
+    c = KvtierClient(path, FP, timeout=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(RequestTimeout):
+        c.connect()
+    assert time.monotonic() - t0 < 2.0
+    srv.close()
+
+
+def test_reconnects_after_daemon_restart(daemon):
+    with client(daemon) as c:
+        c.put(b"x", b"1")
+        daemon.kill()
+        with pytest.raises(DaemonUnavailable):
+            c.get(b"x")
+        daemon.start()
+        c.put(b"y", b"2")  # dials again, Hello again
+        assert c.get(b"y") == b"2"
+        assert c.reconnects == 1
+
+
+def test_stats_is_json(daemon):
+    with client(daemon) as c:
+        assert isinstance(c.stats(), dict)

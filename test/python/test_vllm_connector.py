@@ -1,0 +1,133 @@
+"""KVTierConnector driven the way vLLM drives it (stand-in Request,
+SchedulerOutput, ForwardContext; real torch CPU KV tensors in /dev/shm; a real
+kvtierd): sharing a prefix between two engine instances, and the failure paths."""
+import logging
+
+import pytest
+import torch
+
+from kvtier.shm import ShmAllocator
+from vllm_sim import BLOCK, MiniEngine, Request
+
+PREFIX = [(i * 7919 + 13) % 32000 for i in range(1000)]
+
+
+@pytest.fixture
+def alloc():
+    with ShmAllocator() as a:
+        yield a
+
+
+def req(rid, tokens):
+    return Request(rid, list(tokens))
+
+
+def test_second_engine_loads_first_768_tokens_byte_exact(daemon, alloc):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        assert a.worker._worker.mode in ("blocks", "inline")
+        r1 = req("r1", PREFIX + [1, 2, 3] * 40)
+        s1 = a.run(r1)
+        assert s1.external_tokens == 0
+        assert s1.finished_sending == {"r1"}, "the async save must be reported by get_finished"
+        assert a.worker._worker.stats["stored_chunks"] >= 4
+
+        r2 = req("r2", PREFIX + [9, 8] * 30)
+        s2 = b.run(r2)
+        assert s2.external_tokens == 768
+        assert s2.load_errors == set()
+        for pos in range(0, len(r2.prompt_token_ids), 7):
+            got, want = b.token_kv(s2.block_table, pos), b.expected_kv(r2.prompt_token_ids, pos)
+            assert all(torch.equal(g, w) for g, w in zip(got, want)), f"token {pos}"
+        for pos in (0, 255, 256, 767):
+            assert all(torch.equal(x, y) for x, y in zip(b.token_kv(s2.block_table, pos),
+                                                         a.token_kv(s1.block_table, pos)))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_never_claims_the_last_prompt_token(daemon, alloc):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        a.run(req("w", PREFIX[:768]))
+        s = b.run(req("x", PREFIX[:768]))
+        assert s.external_tokens == 767
+        assert s.load_errors == set()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_daemon_not_running_is_a_miss_with_one_warning(tmp_path, alloc, caplog):
+    caplog.set_level(logging.WARNING, logger="kvtier")
+    e = MiniEngine(str(tmp_path / "absent.sock"), alloc, "E")
+    try:
+        for i in range(5):
+            s = e.run(req(f"r{i}", PREFIX))
+            assert s.external_tokens == 0
+            assert s.load_errors == set()
+            assert s.finished_sending in (set(), {f"r{i}"})
+        assert not e.held, "blocks of finished requests must come back"
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "unavailable" in r.message]
+        assert len(warnings) == 2, [r.message for r in warnings]  # one per side: scheduler and worker
+    finally:
+        e.close()
+
+
+def test_daemon_killed_before_load_reports_failed_blocks_then_reconnects(daemon, alloc):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        a.run(req("r1", PREFIX + [5] * 100))
+        r2 = req("r2", PREFIX + [6] * 50)
+        s = b.run(r2, before_worker=daemon.kill)
+        assert s.external_tokens == 768
+        loaded_blocks = set(s.block_table[:768 // BLOCK])
+        assert s.load_errors == loaded_blocks, "every block of the failed load must be reported"
+
+        daemon.start()
+        import time
+        time.sleep(0.3)  # past the connector's retry interval
+        s3 = a.run(req("r3", PREFIX + [7] * 30))  # fresh daemon: empty, store again
+        assert s3.external_tokens == 0
+        assert s3.finished_sending == {"r3"}
+        s4 = b.run(req("r4", PREFIX + [8] * 30))
+        assert s4.external_tokens == 768
+        assert s4.load_errors == set()
+        pos = 500
+        assert all(torch.equal(g, w) for g, w in zip(b.token_kv(s4.block_table, pos),
+                                                     b.expected_kv(PREFIX, pos)))
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("change", [{"model": "other/model"}, {"dtype": torch.bfloat16},
+                                    {"extra": {"kvtier_tp_rank": 1}, "tp_size": 2},
+                                    {"extra": {"kvtier_cache_salt": "tenant-b"}}],
+                         ids=["model", "dtype", "tp-rank", "salt"])
+def test_other_namespace_never_gets_the_chunks(daemon, alloc, change):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B", **change)
+    try:
+        a.run(req("r1", PREFIX + [1] * 30))
+        s = b.run(req("r2", PREFIX + [2] * 30))
+        assert s.external_tokens == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_other_kv_layout_never_gets_the_chunks(daemon, alloc):
+    """A flashinfer-style engine shares with flash-attn (same chunk bytes), an HND engine does not."""
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B", extra={"kvtier_kv_layout": "kv-HND-x2"})
+    try:
+        a.run(req("r1", PREFIX + [1] * 30))
+        assert b.run(req("r2", PREFIX + [2] * 30)).external_tokens == 0
+    finally:
+        a.close()
+        b.close()
