@@ -168,8 +168,8 @@ def derive_layout(kv_caches: Mapping[str, Any], block_size: int, num_blocks: Opt
                   mla: bool = False, allow_unshared: bool = False) -> KvLayout:
     """Regions and planes of a worker's KV caches, layers in natural name order.
 
-    `num_blocks` defaults to the largest dim of the first tensor that is not
-    block_size (the block count dwarfs layers, K/V, heads and head dim).
+    `num_blocks` defaults to the largest dim of the first tensor before its
+    block_size dim (the block count dwarfs the layer and K/V dims there).
     `allow_unshared` accepts CPU tensors outside kvtier shm (inline mode only).
     """
     if not kv_caches:
@@ -177,7 +177,7 @@ def derive_layout(kv_caches: Mapping[str, Any], block_size: int, num_blocks: Opt
     names = sorted(kv_caches, key=_natural_key)
     first = kv_caches[names[0]]
     if num_blocks is None:
-        num_blocks = max(s for s in first.shape if s != block_size)
+        num_blocks = _guess_num_blocks(first, block_size)
     regions: dict[tuple[str, int], Region] = {}
     planes: list[Plane] = []
     tags: set[tuple[str, int]] = set()
@@ -192,6 +192,14 @@ def derive_layout(kv_caches: Mapping[str, Any], block_size: int, num_blocks: Opt
     ((tag, count),) = tags
     kind = "mla" if mla else "kv"
     return KvLayout(list(regions.values()), planes, num_blocks, block_size, f"{kind}-{tag}-x{count}", names)
+
+
+def _guess_num_blocks(t: Any, block_size: int) -> int:
+    shape = list(t.shape)
+    for i in range(1, len(shape)):
+        if shape[i] == block_size:
+            return max(shape[:i])
+    raise LayoutError(f"expected a dim of size block_size={block_size} in KV tensor of shape {tuple(shape)}")
 
 
 def default_descriptor(mla: bool) -> str:
