@@ -234,7 +234,8 @@ export class ValkeyPool {
     try {
       const b = slot.client instanceof GlideClusterClient ? new ClusterBatch(false) : new Batch(false);
       b.ping();
-      await this.#exec(slot.client, b, Math.min(this.#o.requestTimeoutMs, 1000));
+      // The PING waits behind whatever is queued on that connection.
+      await this.#exec(slot.client, b, this.#timeoutFor(slot, 0));
     } catch (e) {
       if (gen === this.#generation) this.markDown(e);
     }

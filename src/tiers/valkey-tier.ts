@@ -48,7 +48,10 @@ export interface ValkeyTierOptions {
   connections?: number;
   /** Base timeout of a request; scaled up by its bytes. Default 1000. */
   requestTimeoutMs?: number;
-  /** Slowest transfer a request is given time for; default 64 MB/s. */
+  /**
+   * Slowest transfer a request is given time for, counting the bytes queued
+   * ahead of it on its connection; default 16 MB/s (a loaded 2-core host).
+   */
   minBytesPerSec?: number;
   /** TCP/TLS connect timeout; default 1000. */
   connectTimeoutMs?: number;
@@ -126,7 +129,7 @@ export class ValkeyTier implements Tier {
       endpoint,
       connections: Math.max(1, options.connections ?? 4),
       requestTimeoutMs: options.requestTimeoutMs ?? 1000,
-      minBytesPerSec: options.minBytesPerSec ?? 64e6,
+      minBytesPerSec: options.minBytesPerSec ?? 16e6,
       connectTimeoutMs: options.connectTimeoutMs ?? 1000,
       reconnectMinMs: options.reconnectMinMs ?? 100,
       reconnectMaxMs: options.reconnectMaxMs ?? 5000,

@@ -1,0 +1,224 @@
+/**
+ * Valkey tier throughput: store and retrieve GB/s of N chunks of each size
+ * through ValkeyTier, beside valkey-benchmark SET/GET of the same value size
+ * against the same server in the same run (the reference), so the ratio means
+ * something on a noisy machine.
+ *
+ *   node dist/bench/throughput-valkey.js [--url valkey://...] [--sizes 4194304,33554432]
+ *        [--total-mb 256] [--connections 4] [--segment-bytes 1048576] [--inflight 4]
+ *        [--serde naive] [--ref-clients 1] [--json]
+ *
+ * Without --url it starts its own valkey-server on a free loopback port.
+ * runValkeyThroughput() is what `kvtier bench throughput --tier valkey` calls.
+ */
+
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { pathToFileURL } from 'node:url';
+import type { SerdeName } from '../src/tiers/serde.js';
+import { parseSerde } from '../src/tiers/serde.js';
+import { ValkeyTier } from '../src/tiers/valkey-tier.js';
+import { parseValkeyUrl } from '../src/tiers/valkey-url.js';
+import { startValkey } from '../test/helpers/valkey-server.js';
+
+export interface ValkeyThroughputOptions {
+  /** Use this Valkey instead of starting one (it must allow FLUSHDB-free writes under the prefix). */
+  url?: string;
+  sizes?: number[];
+  /** Bytes written per size; the chunk count is this / size, at least 4. */
+  totalBytes?: number;
+  connections?: number;
+  segmentBytes?: number;
+  /** Chunks in flight at once. */
+  inflight?: number;
+  serde?: SerdeName;
+  /** valkey-benchmark -c for the reference. */
+  refClients?: number;
+  /** Skip valkey-benchmark (it is not installed everywhere). */
+  noReference?: boolean;
+}
+
+export interface ValkeyThroughputRow {
+  bench: 'throughput';
+  tier: 'valkey';
+  chunk_bytes: number;
+  chunks: number;
+  store_gbps: number;
+  /** First write of every key: includes the server's page faults on new memory. */
+  cold_store_gbps: number;
+  retrieve_gbps: number;
+  settings: { connections: number; segment_bytes: number; inflight: number; serde: SerdeName };
+  reference: { what: string; store_gbps: number; retrieve_gbps: number } | null;
+  ratio: { store: number; retrieve: number } | null;
+}
+
+const MiB = 1 << 20;
+
+function gbps(bytes: number, ms: number): number {
+  return Math.round((bytes / ms / 1e6) * 1000) / 1000;
+}
+
+async function pool<T>(count: number, inflight: number, job: (i: number) => Promise<T>): Promise<T[]> {
+  const out = new Array<T>(count);
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < count) {
+      const i = next++;
+      out[i] = await job(i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(inflight, count) }, lane));
+  return out;
+}
+
+function run(cmd: string, args: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message} ${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** rps per test name from `valkey-benchmark --csv`. */
+export function parseBenchmarkCsv(csv: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of csv.split('\n')) {
+    const cells = line.split(',').map((c) => c.replace(/"/g, '').trim());
+    if (cells.length >= 2 && cells[0] !== 'test' && Number.isFinite(Number(cells[1])) && cells[1] !== '') {
+      out.set(cells[0].split(' ')[0].toUpperCase(), Number(cells[1]));
+    }
+  }
+  return out;
+}
+
+async function reference(url: string, size: number, n: number, clients: number): Promise<ValkeyThroughputRow['reference']> {
+  const ep = parseValkeyUrl(url);
+  const addr = ep.addresses[0];
+  const args = ['-h', addr.host, '-p', String(addr.port), '-t', 'set,get', '-d', String(size), '-n', String(n), '-c', String(clients), '-P', '1', '--csv'];
+  if (ep.password !== undefined) args.push('-a', ep.password);
+  if (ep.mode === 'cluster') args.push('--cluster');
+  const rps = parseBenchmarkCsv(await run('valkey-benchmark', args, 300_000));
+  const shown = args.filter((a, i) => args[i - 1] !== '-a' && a !== '-a');
+  return {
+    what: `valkey-benchmark ${shown.join(' ')}`,
+    store_gbps: gbps((rps.get('SET') ?? 0) * size, 1000),
+    retrieve_gbps: gbps((rps.get('GET') ?? 0) * size, 1000),
+  };
+}
+
+export async function runValkeyThroughput(options: ValkeyThroughputOptions = {}): Promise<ValkeyThroughputRow[]> {
+  const sizes = options.sizes ?? [4 * MiB, 32 * MiB];
+  const totalBytes = options.totalBytes ?? 256 * MiB;
+  const connections = options.connections ?? 4;
+  const segmentBytes = options.segmentBytes ?? MiB;
+  const inflight = options.inflight ?? 4;
+  const serde = options.serde ?? 'naive';
+  const own = options.url ? null : await startValkey({ maxmemory: `${Math.ceil((totalBytes * 1.5) / MiB) + 256}mb`, maxmemoryPolicy: 'allkeys-lru' });
+  const url = options.url ?? own!.url;
+  const rows: ValkeyThroughputRow[] = [];
+  const tier = await ValkeyTier.create({ url, connections, segmentBytes, serde, keyPrefix: 'kvtier-bench' });
+  try {
+    if (!tier.available) throw new Error(`valkey ${parseValkeyUrl(url).redacted} is not reachable`);
+    for (const size of sizes) {
+      const n = Math.max(4, Math.floor(totalBytes / size));
+      const payload = randomBytes(size);
+      const keys = Array.from({ length: n }, () => ({ namespaceId: 'bench', hash: randomBytes(16).toString('hex') }));
+      // Pass 1 (cold): the server allocates fresh memory for every value.
+      // Pass 2 (timed): the same keys again, as valkey-benchmark rewrites its
+      // one key, so both sides measure the steady state of a warm server.
+      let t = performance.now();
+      const cold = await pool(n, inflight, (i) => tier.put(keys[i], payload));
+      const coldMs = performance.now() - t;
+      if (!cold.every(Boolean)) throw new Error(`${cold.filter((s) => !s).length} of ${n} cold puts were skipped`);
+      t = performance.now();
+      const stored = await pool(n, inflight, (i) => tier.put(keys[i], payload));
+      const storeMs = performance.now() - t;
+      if (!stored.every(Boolean)) throw new Error(`${stored.filter((s) => !s).length} of ${n} puts were skipped`);
+      t = performance.now();
+      const got = await pool(n, inflight, async (i) => (await tier.get(keys[i]))?.length ?? -1);
+      const getMs = performance.now() - t;
+      if (!got.every((len) => len === size)) throw new Error(`${got.filter((l) => l !== size).length} of ${n} gets missed`);
+      if (!(await tier.get(keys[n - 1]))!.equals(payload)) throw new Error('retrieved bytes differ from the stored ones');
+      await tier.delete(keys);
+      const ref = options.noReference ? null : await reference(url, size, n, options.refClients ?? 1);
+      const row: ValkeyThroughputRow = {
+        bench: 'throughput',
+        tier: 'valkey',
+        chunk_bytes: size,
+        chunks: n,
+        store_gbps: gbps(n * size, storeMs),
+        cold_store_gbps: gbps(n * size, coldMs),
+        retrieve_gbps: gbps(n * size, getMs),
+        settings: { connections, segment_bytes: segmentBytes, inflight, serde },
+        reference: ref,
+        ratio: null,
+      };
+      if (ref && ref.store_gbps > 0 && ref.retrieve_gbps > 0) {
+        row.ratio = {
+          store: Math.round((row.store_gbps / ref.store_gbps) * 100) / 100,
+          retrieve: Math.round((row.retrieve_gbps / ref.retrieve_gbps) * 100) / 100,
+        };
+      }
+      rows.push(row);
+    }
+  } finally {
+    await tier.close();
+    await own?.stop();
+  }
+  return rows;
+}
+
+function table(rows: ValkeyThroughputRow[]): string {
+  const lines = ['chunk MiB | store GB/s (ref) | retrieve GB/s (ref) | ratio store/retrieve'];
+  for (const r of rows) {
+    const ref = r.reference;
+    lines.push(`${(r.chunk_bytes / MiB).toFixed(1).padStart(9)} | ${r.store_gbps.toFixed(2)} (${ref?.store_gbps.toFixed(2) ?? '-'}) | ${r.retrieve_gbps.toFixed(2)} (${ref?.retrieve_gbps.toFixed(2) ?? '-'}) | ${r.ratio ? `${r.ratio.store} / ${r.ratio.retrieve}` : '-'}`);
+  }
+  return lines.join('\n');
+}
+
+function parseArgs(argv: string[]): { options: ValkeyThroughputOptions; json: boolean } {
+  const options: ValkeyThroughputOptions = {};
+  let json = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    const num = (): number => {
+      const v = Number(val());
+      if (!Number.isFinite(v) || v <= 0) throw new Error(`${a}: expected a positive number, got ${argv[i]}`);
+      return v;
+    };
+    switch (a) {
+      case '--json': json = true; break;
+      case '--url': options.url = val(); break;
+      case '--sizes': options.sizes = val().split(',').map(Number); break;
+      case '--total-mb': options.totalBytes = num() * MiB; break;
+      case '--connections': options.connections = num(); break;
+      case '--segment-bytes': options.segmentBytes = num(); break;
+      case '--inflight': options.inflight = num(); break;
+      case '--serde': options.serde = parseSerde(val()); break;
+      case '--ref-clients': options.refClients = num(); break;
+      case '--no-reference': options.noReference = true; break;
+      default: throw new Error(`unknown flag ${a}`);
+    }
+  }
+  return { options, json };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const { options, json } = parseArgs(process.argv.slice(2));
+  runValkeyThroughput(options).then(
+    (rows) => {
+      process.stdout.write(json ? `${JSON.stringify({ bench: 'throughput', tier: 'valkey', rows })}\n` : `${table(rows)}\n`);
+    },
+    (e: unknown) => {
+      process.stderr.write(`throughput-valkey: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
