@@ -131,3 +131,49 @@ def test_other_kv_layout_never_gets_the_chunks(daemon, alloc):
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("a_shm,b_shm", [(True, False), (False, True), (False, False)],
+                         ids=["blocks-to-inline", "inline-to-blocks", "inline-to-inline"])
+def test_inline_fallback_shares_chunks_with_block_form(daemon, alloc, a_shm, b_shm):
+    """KV outside /dev/shm cannot be mapped by the daemon: the worker copies chunk bytes
+    itself, in the same chunk layout, so both kinds of engines share chunks."""
+    a = MiniEngine(daemon.socket, alloc, "A", shm=a_shm)
+    b = MiniEngine(daemon.socket, alloc, "B", shm=b_shm)
+    try:
+        assert a.worker._worker.mode == ("blocks" if a_shm else "inline")
+        assert b.worker._worker.mode == ("blocks" if b_shm else "inline")
+        a.run(req("r1", PREFIX + [4] * 20))
+        r2 = req("r2", PREFIX + [3] * 20)
+        s = b.run(r2)
+        assert s.external_tokens == 768 and s.load_errors == set()
+        for pos in range(0, len(r2.prompt_token_ids), 5):
+            assert all(torch.equal(g, w) for g, w in zip(b.token_kv(s.block_table, pos),
+                                                         b.expected_kv(r2.prompt_token_ids, pos))), pos
+    finally:
+        a.close()
+        b.close()
+
+
+def test_local_prefix_cache_hit_is_not_overwritten(daemon, alloc):
+    """With vLLM's own prefix cache covering the first 512 tokens, only chunk 2 is
+    loaded and the locally computed blocks get NO_BLOCK."""
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        a.run(req("r1", PREFIX + [4] * 20))
+        r = req("r2", PREFIX + [3] * 20)
+        ext, _ = b.scheduler.get_num_new_matched_tokens(r, 512)
+        assert ext == 256
+        from vllm_sim import CachedRequestData, KVCacheBlocks, NewRequestData, SchedulerOutput
+        table = list(range(100, 100 + 64))
+        b.scheduler.update_state_after_alloc(r, KVCacheBlocks(table), ext)
+        so = SchedulerOutput([NewRequestData("r2", r.prompt_token_ids, (table,), 512)], CachedRequestData(),
+                             {"r2": len(r.prompt_token_ids) - 768}, set())
+        meta = b.scheduler.build_connector_meta(so)
+        (load,) = meta.loads
+        assert (load.first_chunk, load.num_chunks) == (2, 1)
+        assert load.block_ids == table[32:48]
+    finally:
+        a.close()
+        b.close()

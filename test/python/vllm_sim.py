@@ -107,11 +107,14 @@ class StepResult:
 class MiniEngine:
     """One engine instance: a scheduler-side and a worker-side connector, its own KV tensors."""
 
-    def __init__(self, socket: str, alloc: ShmAllocator, name: str = "engine", **cfg: Any) -> None:
+    def __init__(self, socket: str, alloc: ShmAllocator, name: str = "engine", shm: bool = True,
+                 **cfg: Any) -> None:
+        """`shm=False` allocates plain CPU tensors the daemon cannot map (inline mode)."""
         self.name = name
         self.config = vllm_config(socket, **cfg)
         dtype = cfg.get("dtype", torch.float16)
-        self.kv = {f"model.layers.{i}.self_attn.attn": alloc.empty((2, NUM_BLOCKS, BLOCK, HEADS, HEAD_DIM), dtype)
+        shape = (2, NUM_BLOCKS, BLOCK, HEADS, HEAD_DIM)
+        self.kv = {f"model.layers.{i}.self_attn.attn": alloc.empty(shape, dtype) if shm else torch.empty(shape, dtype=dtype)
                    for i in range(LAYERS)}
         for t in self.kv.values():
             t.copy_(torch.randn(t.shape).to(dtype))  # garbage: unloaded, uncomputed KV must not look right
