@@ -35,7 +35,7 @@ class Daemon:
     extra_yaml: str = ""
     starts: int = field(default=0)
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 40.0) -> None:
         if os.path.exists(self.socket):
             os.unlink(self.socket)
         log = open(self.log_path, "ab")

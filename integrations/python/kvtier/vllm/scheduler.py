@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..client import KvtierClient
+from .. import proto
+from ..client import KvtierClient, address
 from ..errors import KvtierError
 from ..framing import NO_BLOCK
 from ..health import Health
@@ -72,9 +73,11 @@ class SchedulerSide:
             return 0, False
         leases: dict[int, int] = {}
         try:
+            body = proto.Lookup(address=address(tokens, None), lease_ttl_ms=self.s.lease_ttl_ms)
+            pending = {idx: c.submit(body) for idx, c in self.clients.items()}  # one round trip for all ranks
             hit_tokens, hit_chunks = len(tokens), None
-            for idx, client in self.clients.items():
-                ok = client.lookup(tokens=tokens, lease_ttl_ms=self.s.lease_ttl_ms)
+            for idx, p in pending.items():
+                _, ok = p.wait(self.s.lookup_timeout_s)[0]
                 if ok.lease_id:
                     leases[idx] = ok.lease_id
                 hit_tokens = min(hit_tokens, ok.hit_tokens)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from .. import proto
@@ -45,7 +45,7 @@ class _Load:
 class _Save:
     spec: SaveSpec
     pending: Optional[Pending]
-    issued: float = field(default_factory=time.monotonic)
+    waited: bool = False              # get_finished waits once, then only polls
 
 
 class WorkerSide:
@@ -249,8 +249,10 @@ class WorkerSide:
     def _copied(self, save: _Save, deadline: float) -> bool:
         """True once the daemon no longer reads the blocks (StoreCopied, error, or daemon gone)."""
         assert save.pending is not None
+        wait = 0.0 if save.waited else max(0.0, deadline - time.monotonic())
+        save.waited = True
         try:
-            (_, copied), = save.pending.wait(max(0.0, deadline - time.monotonic()), count=1)
+            (_, copied), = save.pending.wait(wait, count=1)
             self.stats["stored_chunks"] += copied.stored_chunks
             return True
         except RequestTimeout:
