@@ -42,7 +42,7 @@ interface BindingRegion {
 }
 
 interface Binding {
-  info(): { cudaCompiled: boolean; deviceCount: number; reason: string };
+  info(): { cudaCompiled: boolean; deviceCount: number; reason: string; copyThreads: number };
   Pool: new (bytes: number) => BindingPool;
   Region: {
     new (shmPath: string, sizeBytes: number): BindingRegion;
@@ -96,6 +96,8 @@ export interface NativeInfo {
   cudaCompiled: boolean;
   deviceCount: number;
   reason: string;
+  /** Threads of the CPU copy pool (2-4). */
+  copyThreads: number;
 }
 
 /** True when the addon is built and loads (the daemon falls back to HeapMemory otherwise). */
@@ -116,6 +118,7 @@ export function nativeInfo(): NativeInfo {
     cudaCompiled: i.cudaCompiled,
     deviceCount: i.deviceCount,
     reason: cuda ? `${i.deviceCount} CUDA device(s) visible` : i.reason,
+    copyThreads: i.copyThreads,
   };
 }
 

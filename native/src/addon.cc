@@ -15,6 +15,7 @@
 #include "cuda-backend.h"
 #include "pool.h"
 #include "region.h"
+#include "thread-pool.h"
 
 namespace kvtier {
 namespace {
@@ -278,6 +279,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("cudaCompiled", cudaBackendCompiled());
   o.Set("deviceCount", devices);
   o.Set("reason", reason);
+  o.Set("copyThreads", static_cast<double>(copyThreadCount()));
   return o;
 }
 
