@@ -177,3 +177,18 @@ def test_local_prefix_cache_hit_is_not_overwritten(daemon, alloc):
     finally:
         a.close()
         b.close()
+
+
+def test_requests_with_a_cache_salt_bypass_kvtier(daemon, alloc):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        a.run(req("r1", PREFIX + [4] * 20))
+        salted = req("r2", PREFIX + [3] * 20)
+        salted.cache_salt = "tenant-x"
+        s = b.run(salted)
+        assert s.external_tokens == 0
+        assert s.finished_sending == set() and not b.held
+    finally:
+        a.close()
+        b.close()

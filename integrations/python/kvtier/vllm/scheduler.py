@@ -10,6 +10,7 @@
                                 StoreCopied through get_finished
 
 Never raises into vLLM: an unreachable daemon is a miss (warned once).
+Requests carrying vLLM's per-request cache_salt are neither looked up nor saved.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ class SchedulerSide:
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
-        if not self.s.load or not self.health.ready():
+        if not self.s.load or not self.health.ready() or _salted(request):
             return 0, False
         tokens = list(request.prompt_token_ids or [])
         if len(tokens) <= self.s.chunk_size:
@@ -136,7 +137,7 @@ class SchedulerSide:
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
         loaded = self._loaded_chunks.pop(req_id, 0)
-        if not self.s.save or not self.health.ready():
+        if not self.s.save or not self.health.ready() or _salted(request):
             return False, None
         blocks = block_group0(block_ids)
         tokens = list(getattr(request, "all_token_ids", None) or request.prompt_token_ids or [])
@@ -182,6 +183,12 @@ class SchedulerSide:
                 client.release_lease(lease)
             except KvtierError:
                 pass
+
+
+def _salted(request: Any) -> bool:
+    """Requests with a per-request cache_salt bypass kvtier: the namespace has one salt
+    per connector (kvtier_cache_salt), so sharing them would cross tenants."""
+    return bool(getattr(request, "cache_salt", None))
 
 
 def _resumed(cached: Any, i: int, req_id: str) -> bool:
