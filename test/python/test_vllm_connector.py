@@ -179,14 +179,16 @@ def test_local_prefix_cache_hit_is_not_overwritten(daemon, alloc):
         b.close()
 
 
-def test_requests_with_a_cache_salt_bypass_kvtier(daemon, alloc):
+@pytest.mark.parametrize("attr,value", [("cache_salt", "tenant-x"), ("mm_features", ["image"]),
+                                        ("lora_request", object()), ("prompt_embeds", object())])
+def test_requests_whose_kv_is_not_keyed_by_tokens_bypass_kvtier(daemon, alloc, attr, value):
     a = MiniEngine(daemon.socket, alloc, "A")
     b = MiniEngine(daemon.socket, alloc, "B")
     try:
         a.run(req("r1", PREFIX + [4] * 20))
-        salted = req("r2", PREFIX + [3] * 20)
-        salted.cache_salt = "tenant-x"
-        s = b.run(salted)
+        special = req("r2", PREFIX + [3] * 20)
+        setattr(special, attr, value)
+        s = b.run(special)
         assert s.external_tokens == 0
         assert s.finished_sending == set() and not b.held
     finally:

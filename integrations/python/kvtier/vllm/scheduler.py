@@ -10,7 +10,8 @@
                                 StoreCopied through get_finished
 
 Never raises into vLLM: an unreachable daemon is a miss (warned once).
-Requests carrying vLLM's per-request cache_salt are neither looked up nor saved.
+Requests with a cache_salt, multimodal inputs, a LoRA adapter or prompt
+embeddings are neither looked up nor saved (their KV is not keyed by tokens alone).
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ class SchedulerSide:
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
-        if not self.s.load or not self.health.ready() or _salted(request):
+        if not self.s.load or not self.health.ready() or _bypass(request):
             return 0, False
         tokens = list(request.prompt_token_ids or [])
         if len(tokens) <= self.s.chunk_size:
@@ -137,7 +138,7 @@ class SchedulerSide:
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
         loaded = self._loaded_chunks.pop(req_id, 0)
-        if not self.s.save or not self.health.ready() or _salted(request):
+        if not self.s.save or not self.health.ready() or _bypass(request):
             return False, None
         blocks = block_group0(block_ids)
         tokens = list(getattr(request, "all_token_ids", None) or request.prompt_token_ids or [])
@@ -185,10 +186,14 @@ class SchedulerSide:
                 pass
 
 
-def _salted(request: Any) -> bool:
-    """Requests with a per-request cache_salt bypass kvtier: the namespace has one salt
-    per connector (kvtier_cache_salt), so sharing them would cross tenants."""
-    return bool(getattr(request, "cache_salt", None))
+def _bypass(request: Any) -> bool:
+    """Requests whose KV is not a function of their token ids alone bypass kvtier:
+    a per-request cache_salt (the namespace has one salt per connector, sharing
+    would cross tenants), multimodal inputs (placeholder tokens stand for
+    different images), LoRA adapters, and prompt embeddings."""
+    return bool(getattr(request, "cache_salt", None) or getattr(request, "mm_features", None)
+                or getattr(request, "lora_request", None) is not None
+                or getattr(request, "prompt_embeds", None) is not None)
 
 
 def _resumed(cached: Any, i: int, req_id: str) -> bool:
