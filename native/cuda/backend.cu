@@ -136,4 +136,31 @@ std::string cudaBackendCopy(const CopyPiece* pieces, size_t count, int device) {
   return "";
 }
 
+void* cudaBackendTestAlloc(size_t bytes, int device, uint8_t* handleOut, std::string* reason) {
+  void* p = nullptr;
+  cudaError_t e = cudaSetDevice(device);
+  if (e == cudaSuccess) e = cudaMalloc(&p, bytes);
+  cudaIpcMemHandle_t h;
+  if (e == cudaSuccess) e = cudaIpcGetMemHandle(&h, p);
+  if (e != cudaSuccess) {
+    if (reason) *reason = errText(e);
+    cudaGetLastError();
+    if (p != nullptr) cudaFree(p);
+    return nullptr;
+  }
+  std::memcpy(handleOut, &h, sizeof(h));
+  return p;
+}
+
+std::string cudaBackendTestMemcpy(void* dst, const void* src, size_t len) {
+  cudaError_t e = cudaMemcpy(dst, src, len, cudaMemcpyDefault);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return errText(e);
+  }
+  return "";
+}
+
+void cudaBackendTestFree(void* p) { cudaFree(p); }
+
 }  // namespace kvtier

@@ -13,6 +13,7 @@
 
 #include "copy.h"
 #include "cuda-backend.h"
+#include "cuda-testing.h"
 #include "pool.h"
 #include "region.h"
 #include "thread-pool.h"
@@ -292,6 +293,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Region", region);
   exports.Set("copy", Napi::Function::New(env, Copy));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("__testing", cudaTestingExports(env));
   return exports;
 }
 

@@ -30,4 +30,10 @@ bool cudaBackendDeviceAccessible(const void* p);
 // and waits for it. Returns an empty string on success, else the CUDA error.
 std::string cudaBackendCopy(const CopyPiece* pieces, size_t count, int device);
 
+// For the GPU tests only (a child process plays the worker): device memory
+// with its IPC handle, and plain synchronous copies in and out of it.
+void* cudaBackendTestAlloc(size_t bytes, int device, uint8_t* handleOut, std::string* reason);
+std::string cudaBackendTestMemcpy(void* dst, const void* src, size_t len);
+void cudaBackendTestFree(void* p);
+
 }  // namespace kvtier

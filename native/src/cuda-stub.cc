@@ -23,5 +23,11 @@ void* cudaBackendOpenIpc(const uint8_t*, int, std::string* reason) {
 void cudaBackendCloseIpc(void*, int) {}
 bool cudaBackendDeviceAccessible(const void*) { return false; }
 std::string cudaBackendCopy(const CopyPiece*, size_t, int) { return kWhy; }
+void* cudaBackendTestAlloc(size_t, int, uint8_t*, std::string* reason) {
+  if (reason) *reason = kWhy;
+  return nullptr;
+}
+std::string cudaBackendTestMemcpy(void*, const void*, size_t) { return kWhy; }
+void cudaBackendTestFree(void*) {}
 
 }  // namespace kvtier

@@ -1,0 +1,97 @@
+// The CUDA path, end to end, when a device is present: a child process owns
+// device memory (as a vLLM worker would) and hands over a CUDA IPC handle;
+// the daemon side gathers into the cudaHostAlloc pool and scatters back, and
+// the bytes are compared with the same reference model as the shm tests.
+// Without a device the suite is skipped, and says why.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+
+import { BadRequestError } from '../../src/errors.js';
+import { NativePool, RegisteredKv, nativeAvailable, nativeInfo, type KvLayoutSpec } from '../../native/index.js';
+import { expectedChunk, packed, shmPath, type KvFixture, type Shape } from './shm-fixture.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const info = nativeAvailable() ? nativeInfo() : undefined;
+const skip = info === undefined || info.deviceCount === 0;
+if (skip) {
+  console.log(`gpu.test.ts skipped: ${info === undefined ? 'the native addon is not built' : info.reason}`);
+}
+
+describe.skipIf(skip)('CUDA backend (device present)', () => {
+  const shape: Shape = { layers: 4, numBlocks: 64, blockSize: 16, heads: 8, headDim: 128, elemBytes: 2, chunkTokens: 256 };
+  let fx: KvFixture;
+  let child: ChildProcessWithoutNullStreams;
+  let lines: AsyncIterator<string>;
+  let spec: KvLayoutSpec;
+
+  async function next(): Promise<string> {
+    const r = await lines.next();
+    if (r.done === true) throw new Error('the CUDA worker child exited early');
+    return r.value;
+  }
+
+  beforeAll(async () => {
+    fx = packed(shape);
+    const addon = join(here, '..', '..', 'build', 'Release', 'kvtier_native.node');
+    child = spawn(process.execPath, [join(here, 'fixtures', 'cuda-worker.mjs'), addon, fx.files[0]]);
+    lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    const hello = await next();
+    expect(hello).toMatch(/^HANDLE [0-9a-f]{128}$/);
+    const handle = Buffer.from(hello.slice(7), 'hex');
+    spec = { ...fx.spec, regions: [{ regionId: 100, sizeBytes: fx.spec.regions[0].sizeBytes, cudaIpcHandle: handle, deviceIndex: 0 }] };
+  });
+
+  afterAll(() => {
+    child?.stdin.write('EXIT\n');
+    fx?.cleanup();
+  });
+
+  test('nativeInfo reports the CUDA backend and the pool is cudaHostAlloc memory', () => {
+    expect(info!.backend).toBe('cuda');
+    const pool = new NativePool(1 << 20);
+    expect(pool.info().pinned).toBe(true);
+    expect(pool.info().detail).toMatch(/cudaHostAlloc/);
+    pool.close();
+  });
+
+  test('gather from device blocks into pinned slabs, scatter back into other blocks', async () => {
+    const kv = new RegisteredKv(spec);
+    expect(kv.backend).toBe('cuda');
+    const pool = new NativePool(kv.chunkBytes * 2);
+    const original = readFileSync(fx.files[0]);
+    const from = [Array.from({ length: 16 }, (_, i) => 63 - i * 2), Array.from({ length: 16 }, (_, i) => i * 2)];
+    const slabs = from.map(() => pool.allocate(kv.chunkBytes)!);
+    await kv.gather(from.map((ids, c) => ({ blockIds: Uint32Array.from(ids), dst: slabs[c].buf })));
+    from.forEach((ids, c) => expect(slabs[c].buf.equals(expectedChunk(fx, [original], ids))).toBe(true));
+
+    const to = from[0].map((b) => b - 1); // odd blocks 62..32 -> even blocks; disjoint from from[0]
+    await kv.scatter([{ blockIds: Uint32Array.from(to), src: slabs[0].buf }]);
+    const dump = shmPath('gpu-dump');
+    child.stdin.write(`DUMP ${dump}\n`);
+    expect(await next()).toBe('DUMPED');
+    const after = readFileSync(dump);
+    rmSync(dump);
+    const want = Buffer.from(original);
+    fx.spec.planes.forEach((_, p) => {
+      from[0].forEach((src, k) => {
+        const [, so, len] = fx.where(p, src);
+        const [, dOff] = fx.where(p, to[k]);
+        original.copy(want, dOff, so, so + len);
+      });
+    });
+    expect(after.equals(want)).toBe(true);
+    slabs.forEach((s) => s.release());
+    pool.close();
+    await kv.close();
+  });
+
+  test('pageable (non-pool) buffers are refused for a CUDA region', async () => {
+    const kv = new RegisteredKv(spec);
+    await expect(kv.gather([{ blockIds: Uint32Array.from([1]), dst: Buffer.alloc(kv.chunkBytes) }])).rejects.toBeInstanceOf(BadRequestError);
+    await kv.close();
+  });
+});
