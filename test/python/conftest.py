@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pytest
 
@@ -53,8 +53,18 @@ class Daemon:
             time.sleep(0.05)
         raise RuntimeError(f"kvtierd did not create {self.socket}; log:\n{self.log()}")
 
+    def pause(self) -> None:
+        """SIGSTOP: a hung daemon (socket open, nothing answered)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
         self.proc = None
@@ -68,20 +78,34 @@ class Daemon:
 
 
 def _write_config(path: str, extra: str = "") -> None:
+    """chunk_size 256 unless `extra` sets it (later YAML keys would be duplicates)."""
+    base = "" if "chunk_size" in extra else "chunk_size: 256\n"
     with open(path, "w") as f:
-        f.write("chunk_size: 256\nmax_local_cpu_size: 1\n" + extra)
+        f.write(base + "max_local_cpu_size: 1\n" + extra)
 
 
 @pytest.fixture
-def daemon() -> Iterator[Daemon]:
+def daemon_factory() -> Iterator[Callable[..., Daemon]]:
+    """Starts kvtierd processes with extra YAML lines; kills them all at the end."""
     if "KVTIER_PY_DAEMON" not in os.environ and not os.path.exists(DAEMON_MAIN):
         pytest.skip(f"kvtierd is not built ({os.path.relpath(DAEMON_MAIN, REPO)} missing: run npm run build)")
+    started: list[Daemon] = []
     with tempfile.TemporaryDirectory(prefix="kvtier-py-") as tmp:
-        cfg = os.path.join(tmp, "kvtier.yaml")
-        _write_config(cfg)
-        d = Daemon(os.path.join(tmp, "kvtier.sock"), cfg, os.path.join(tmp, "kvtierd.log"))
-        d.start()
+        def make(extra_yaml: str = "") -> Daemon:
+            n = len(started)
+            cfg = os.path.join(tmp, f"kvtier-{n}.yaml")
+            _write_config(cfg, extra_yaml)
+            d = Daemon(os.path.join(tmp, f"kvtier-{n}.sock"), cfg, os.path.join(tmp, f"kvtierd-{n}.log"))
+            started.append(d)
+            d.start()
+            return d
         try:
-            yield d
+            yield make
         finally:
-            d.kill()
+            for d in started:
+                d.kill()
+
+
+@pytest.fixture
+def daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
+    return daemon_factory()

@@ -194,3 +194,54 @@ def test_requests_whose_kv_is_not_keyed_by_tokens_bypass_kvtier(daemon, alloc, a
     finally:
         a.close()
         b.close()
+
+
+def test_daemon_killed_during_load_never_leaves_wrong_kv(daemon, alloc):
+    """Killed after the Retrieve went out: each loaded block is either right or reported."""
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        a.run(req("r1", PREFIX + [5] * 100))
+        r2 = req("r2", PREFIX + [6] * 50)
+        s = b.run(r2, after_start_load=daemon.kill)
+        assert s.external_tokens == 768
+        for pos in range(768):
+            block = s.block_table[pos // BLOCK]
+            right = all(torch.equal(g, w) for g, w in zip(b.token_kv(s.block_table, pos),
+                                                          b.expected_kv(r2.prompt_token_ids, pos)))
+            assert right or block in s.load_errors, f"token {pos}: wrong KV and not reported"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_hung_daemon_costs_a_bounded_wait_and_reports_failed_loads(daemon, alloc):
+    import time
+
+    a = MiniEngine(daemon.socket, alloc, "A", extra={"kvtier_timeout_s": 0.5, "kvtier_save_wait_s": 0.5})
+    b = MiniEngine(daemon.socket, alloc, "B", extra={"kvtier_timeout_s": 0.5, "kvtier_save_wait_s": 0.5})
+    try:
+        a.run(req("r1", PREFIX + [5] * 100))
+        r2 = req("r2", PREFIX + [6] * 50)
+        s = b.run(r2, after_start_load=daemon.pause)
+        assert s.load_errors == set(s.block_table[:768 // BLOCK])
+        t0 = time.monotonic()
+        s2 = b.run(req("r3", PREFIX + [7] * 50))  # lookup times out (0.5 s), then backs off
+        assert s2.external_tokens == 0
+        assert time.monotonic() - t0 < 3.0
+    finally:
+        daemon.resume()
+        a.close()
+        b.close()
+
+
+def test_daemon_with_another_chunk_size_is_a_miss(daemon_factory, alloc, caplog):
+    d = daemon_factory("chunk_size: 128\n")
+    caplog.set_level(logging.WARNING, logger="kvtier")
+    e = MiniEngine(d.socket, alloc, "E")
+    try:
+        assert e.run(req("r1", PREFIX)).external_tokens == 0
+        assert e.run(req("r2", PREFIX)).external_tokens == 0
+        assert any("KVT_NAMESPACE_MISMATCH" in r.message for r in caplog.records)
+    finally:
+        e.close()

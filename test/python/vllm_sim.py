@@ -129,7 +129,7 @@ class MiniEngine:
 
     # -- one prefill request, start to finish ---------------------------------------
 
-    def run(self, req: Request, *, before_worker: Any = None) -> StepResult:
+    def run(self, req: Request, *, before_worker: Any = None, after_start_load: Any = None) -> StepResult:
         ext, load_async = self.scheduler.get_num_new_matched_tokens(req, 0)
         assert load_async is False
         n = len(req.prompt_token_ids)
@@ -142,7 +142,7 @@ class MiniEngine:
         so.kv_connector_metadata = self.scheduler.build_connector_meta(so)
         if before_worker is not None:
             before_worker()
-        errors, sending = self._worker_step(so, compute=(req, table, ext))
+        errors, sending = self._worker_step(so, compute=(req, table, ext), after_start_load=after_start_load)
         req.num_computed_tokens = n
         hold, _ = self.scheduler.request_finished(req, (table,))
         self.finished.add(req.request_id)
@@ -161,10 +161,13 @@ class MiniEngine:
         _, sending = self._worker_step(so, compute=None)
         return sending
 
-    def _worker_step(self, so: SchedulerOutput, compute: Any) -> tuple[set[int], set[str]]:
+    def _worker_step(self, so: SchedulerOutput, compute: Any,
+                     after_start_load: Any = None) -> tuple[set[int], set[str]]:
         w = self.worker
         w.bind_connector_metadata(so.kv_connector_metadata)
         w.start_load_kv(self.forward_context)
+        if after_start_load is not None:
+            after_start_load()
         if compute is not None:
             req, table, start = compute
             for layer, name in enumerate(self.kv):

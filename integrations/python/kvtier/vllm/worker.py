@@ -191,6 +191,13 @@ class WorkerSide:
                     self._load_errors.update(b for b in failed if b != NO_BLOCK)
                     self.stats["loaded_chunks"] += done.loaded_chunks
                     self.stats["failed_load_blocks"] += len(failed)
+            except RequestTimeout as exc:
+                # A late scatter could land in blocks vLLM has reused by then: drop the
+                # connection, which makes the daemon unmap this worker's regions.
+                self._note_failure(exc)
+                self._fail_load(ld.spec, str(exc))
+                if self.client is not None:
+                    self.client.close()
             except KvtierError as exc:
                 self._note_failure(exc)
                 self._fail_load(ld.spec, str(exc))
