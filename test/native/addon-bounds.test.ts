@@ -9,7 +9,9 @@ import { afterAll, expect, test } from 'vitest';
 import { shmPath } from './shm-fixture.js';
 
 interface RawRegion { close(): void; readonly size: number; readonly kind: string }
+interface RawPool { alloc(bytes: number): number; free(offset: number): void; info(): { usedBytes: number }; close(): void }
 interface Raw {
+  Pool: new (bytes: number) => RawPool;
   Region: new (path: string, size: number) => RawRegion;
   copy(scatter: boolean, regions: unknown[], buffers: unknown[], segs: unknown): Promise<void>;
 }
@@ -62,4 +64,21 @@ test('a valid segment list copies exactly the named bytes', async () => {
   expect([...buf.subarray(8, 24)].every((x) => x === 5)).toBe(true);
   expect([...buf.subarray(24)].every((x) => x === 9)).toBe(true);
   region.close();
+});
+
+test('the allocator rejects a double free and a foreign offset without corrupting itself', () => {
+  const pool = new raw.Pool(1 << 20);
+  const a = pool.alloc(5000);
+  const b = pool.alloc(5000);
+  expect([a, b]).toEqual([0, 8192]);
+  pool.free(a);
+  expect(() => pool.free(a)).toThrow(/slab at offset 0 is not live in this pool/);
+  expect(() => pool.free(4096)).toThrow(/not live/);
+  expect(() => pool.free(8193)).toThrow(/not live/);
+  expect(() => pool.free(-1)).toThrow(/non-negative integer/);
+  expect(pool.info().usedBytes).toBe(8192);
+  expect(pool.alloc(8192)).toBe(0);
+  expect(pool.alloc(1 << 20)).toBe(-1);
+  pool.close();
+  expect(() => pool.alloc(1)).toThrow(/closed/);
 });
