@@ -245,3 +245,13 @@ def test_daemon_with_another_chunk_size_is_a_miss(daemon_factory, alloc, caplog)
         assert any("KVT_NAMESPACE_MISMATCH" in r.message for r in caplog.records)
     finally:
         e.close()
+
+
+def test_metadata_pickles_for_the_worker_processes():
+    import pickle
+
+    from kvtier.vllm import KVTierConnectorMetadata, LoadSpec, SaveSpec
+
+    meta = KVTierConnectorMetadata([LoadSpec("r", {0: 5}, 1, 2, [1, 2, 0xFFFFFFFF])],
+                                   [SaveSpec("s", [1, 2, 3], [4], 0)])
+    assert pickle.loads(pickle.dumps(meta)) == meta

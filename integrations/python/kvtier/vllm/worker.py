@@ -107,8 +107,10 @@ class WorkerSide:
             self.mode = "blocks"
             log.info("kvtier: registered KV memory with kvtierd (%s backend, %d bytes per chunk)",
                      ok.backend, ok.chunk_bytes)
-        except DaemonUnavailable as exc:
+        except (DaemonUnavailable, RequestTimeout) as exc:
             self.health.failed(exc)
+            if self.client is not None:
+                self.client.close()
             return False
         except KvtierError as exc:
             self.mode = "inline"
