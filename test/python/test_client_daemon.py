@@ -122,3 +122,24 @@ def test_reconnects_after_daemon_restart(daemon):
 def test_stats_is_json(daemon):
     with client(daemon) as c:
         assert isinstance(c.stats(), dict)
+
+
+def test_one_client_shared_by_threads(daemon):
+    with client(daemon) as c:
+        errors = []
+
+        def work(t):
+            try:
+                for i in range(50):
+                    key = b"t%d-%d" % (t, i)
+                    c.put(key, key * 3)
+                    assert c.get(key) == key * 3
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert errors == []
