@@ -6,7 +6,8 @@
  *
  *   node dist/bench/throughput-valkey.js [--url valkey://...] [--sizes 4194304,33554432]
  *        [--total-mb 256] [--connections 4] [--segment-bytes 1048576] [--inflight 4]
- *        [--serde naive] [--ref-clients 1] [--json]
+ *        [--bulk-per-connection 1]
+ *        [--serde naive] [--ref-clients 1] [--rounds 3] [--json]
  *
  * Without --url it starts its own valkey-server on a free loopback port.
  * runValkeyThroughput() is what `kvtier bench throughput --tier valkey` calls.
@@ -19,7 +20,7 @@ import type { SerdeName } from '../src/tiers/serde.js';
 import { parseSerde } from '../src/tiers/serde.js';
 import { ValkeyTier } from '../src/tiers/valkey-tier.js';
 import { parseValkeyUrl } from '../src/tiers/valkey-url.js';
-import { startValkey } from '../test/helpers/valkey-server.js';
+import { startValkey, stopAllValkey } from '../test/helpers/valkey-server.js';
 
 export interface ValkeyThroughputOptions {
   /** Use this Valkey instead of starting one (it must allow FLUSHDB-free writes under the prefix). */
@@ -29,11 +30,15 @@ export interface ValkeyThroughputOptions {
   totalBytes?: number;
   connections?: number;
   segmentBytes?: number;
+  /** ValkeyTier bulkPerConnection. */
+  bulkPerConnection?: number;
   /** Chunks in flight at once. */
   inflight?: number;
   serde?: SerdeName;
   /** valkey-benchmark -c for the reference. */
   refClients?: number;
+  /** Alternating tier/reference rounds; figures are medians. Default 3. */
+  rounds?: number;
   /** Skip valkey-benchmark (it is not installed everywhere). */
   noReference?: boolean;
 }
@@ -43,11 +48,12 @@ export interface ValkeyThroughputRow {
   tier: 'valkey';
   chunk_bytes: number;
   chunks: number;
+  rounds: number;
   store_gbps: number;
   /** First write of every key: includes the server's page faults on new memory. */
   cold_store_gbps: number;
   retrieve_gbps: number;
-  settings: { connections: number; segment_bytes: number; inflight: number; serde: SerdeName };
+  settings: { connections: number; segment_bytes: number; inflight: number; bulk_per_connection: number; serde: SerdeName };
   reference: { what: string; store_gbps: number; retrieve_gbps: number } | null;
   ratio: { store: number; retrieve: number } | null;
 }
@@ -107,6 +113,45 @@ async function reference(url: string, size: number, n: number, clients: number):
   };
 }
 
+interface Pass {
+  storeGbps: number;
+  coldGbps: number;
+  retrieveGbps: number;
+}
+
+/** One round through the tier: cold puts, timed re-puts, timed gets, verify, delete. */
+async function tierPass(tier: ValkeyTier, size: number, n: number, inflight: number): Promise<Pass> {
+  const payload = randomBytes(size);
+  const keys = Array.from({ length: n }, () => ({ namespaceId: 'bench', hash: randomBytes(16).toString('hex') }));
+  // Cold: the server allocates fresh memory for every value. Timed store:
+  // the same keys again, as valkey-benchmark rewrites its one key, so both
+  // sides measure a warm server.
+  let t = performance.now();
+  const cold = await pool(n, inflight, (i) => tier.put(keys[i], payload));
+  const coldMs = performance.now() - t;
+  if (!cold.every(Boolean)) throw new Error(`${cold.filter((s) => !s).length} of ${n} cold puts were skipped`);
+  t = performance.now();
+  const stored = await pool(n, inflight, (i) => tier.put(keys[i], payload));
+  const storeMs = performance.now() - t;
+  if (!stored.every(Boolean)) throw new Error(`${stored.filter((s) => !s).length} of ${n} puts were skipped`);
+  t = performance.now();
+  const got = await pool(n, inflight, async (i) => (await tier.get(keys[i]))?.length ?? -1);
+  const getMs = performance.now() - t;
+  if (!got.every((len) => len === size)) throw new Error(`${got.filter((l) => l !== size).length} of ${n} gets missed`);
+  if (!(await tier.get(keys[n - 1]))!.equals(payload)) throw new Error('retrieved bytes differ from the stored ones');
+  await tier.delete(keys);
+  return { storeGbps: gbps(n * size, storeMs), coldGbps: gbps(n * size, coldMs), retrieveGbps: gbps(n * size, getMs) };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/**
+ * Rounds alternate tier and reference, and each figure is the median of its
+ * rounds: on a shared machine the load changes from second to second.
+ */
 export async function runValkeyThroughput(options: ValkeyThroughputOptions = {}): Promise<ValkeyThroughputRow[]> {
   const sizes = options.sizes ?? [4 * MiB, 32 * MiB];
   const totalBytes = options.totalBytes ?? 256 * MiB;
@@ -114,46 +159,38 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
   const segmentBytes = options.segmentBytes ?? MiB;
   const inflight = options.inflight ?? 4;
   const serde = options.serde ?? 'naive';
+  const rounds = options.rounds ?? 3;
   const own = options.url ? null : await startValkey({ maxmemory: `${Math.ceil((totalBytes * 1.5) / MiB) + 256}mb`, maxmemoryPolicy: 'allkeys-lru' });
   const url = options.url ?? own!.url;
   const rows: ValkeyThroughputRow[] = [];
-  const tier = await ValkeyTier.create({ url, connections, segmentBytes, serde, keyPrefix: 'kvtier-bench' });
+  const bulkPerConnection = options.bulkPerConnection ?? 1;
+  const tier = await ValkeyTier.create({ url, connections, segmentBytes, serde, bulkPerConnection, keyPrefix: 'kvtier-bench' });
   try {
     if (!tier.available) throw new Error(`valkey ${parseValkeyUrl(url).redacted} is not reachable`);
     for (const size of sizes) {
       const n = Math.max(4, Math.floor(totalBytes / size));
-      const payload = randomBytes(size);
-      const keys = Array.from({ length: n }, () => ({ namespaceId: 'bench', hash: randomBytes(16).toString('hex') }));
-      // Pass 1 (cold): the server allocates fresh memory for every value.
-      // Pass 2 (timed): the same keys again, as valkey-benchmark rewrites its
-      // one key, so both sides measure the steady state of a warm server.
-      let t = performance.now();
-      const cold = await pool(n, inflight, (i) => tier.put(keys[i], payload));
-      const coldMs = performance.now() - t;
-      if (!cold.every(Boolean)) throw new Error(`${cold.filter((s) => !s).length} of ${n} cold puts were skipped`);
-      t = performance.now();
-      const stored = await pool(n, inflight, (i) => tier.put(keys[i], payload));
-      const storeMs = performance.now() - t;
-      if (!stored.every(Boolean)) throw new Error(`${stored.filter((s) => !s).length} of ${n} puts were skipped`);
-      t = performance.now();
-      const got = await pool(n, inflight, async (i) => (await tier.get(keys[i]))?.length ?? -1);
-      const getMs = performance.now() - t;
-      if (!got.every((len) => len === size)) throw new Error(`${got.filter((l) => l !== size).length} of ${n} gets missed`);
-      if (!(await tier.get(keys[n - 1]))!.equals(payload)) throw new Error('retrieved bytes differ from the stored ones');
-      await tier.delete(keys);
-      const ref = options.noReference ? null : await reference(url, size, n, options.refClients ?? 1);
+      const passes: Pass[] = [];
+      const refs: NonNullable<ValkeyThroughputRow['reference']>[] = [];
+      for (let r = 0; r < rounds; r++) {
+        passes.push(await tierPass(tier, size, n, inflight));
+        if (!options.noReference) refs.push((await reference(url, size, n, options.refClients ?? 1))!);
+      }
       const row: ValkeyThroughputRow = {
         bench: 'throughput',
         tier: 'valkey',
         chunk_bytes: size,
         chunks: n,
-        store_gbps: gbps(n * size, storeMs),
-        cold_store_gbps: gbps(n * size, coldMs),
-        retrieve_gbps: gbps(n * size, getMs),
-        settings: { connections, segment_bytes: segmentBytes, inflight, serde },
-        reference: ref,
+        rounds,
+        store_gbps: median(passes.map((p) => p.storeGbps)),
+        cold_store_gbps: median(passes.map((p) => p.coldGbps)),
+        retrieve_gbps: median(passes.map((p) => p.retrieveGbps)),
+        settings: { connections, segment_bytes: segmentBytes, inflight, bulk_per_connection: bulkPerConnection, serde },
+        reference: refs.length
+          ? { what: refs[0].what, store_gbps: median(refs.map((r) => r.store_gbps)), retrieve_gbps: median(refs.map((r) => r.retrieve_gbps)) }
+          : null,
         ratio: null,
       };
+      const ref = row.reference;
       if (ref && ref.store_gbps > 0 && ref.retrieve_gbps > 0) {
         row.ratio = {
           store: Math.round((row.store_gbps / ref.store_gbps) * 100) / 100,
@@ -201,8 +238,10 @@ function parseArgs(argv: string[]): { options: ValkeyThroughputOptions; json: bo
       case '--connections': options.connections = num(); break;
       case '--segment-bytes': options.segmentBytes = num(); break;
       case '--inflight': options.inflight = num(); break;
+      case '--bulk-per-connection': options.bulkPerConnection = num(); break;
       case '--serde': options.serde = parseSerde(val()); break;
       case '--ref-clients': options.refClients = num(); break;
+      case '--rounds': options.rounds = num(); break;
       case '--no-reference': options.noReference = true; break;
       default: throw new Error(`unknown flag ${a}`);
     }
@@ -212,6 +251,11 @@ function parseArgs(argv: string[]): { options: ValkeyThroughputOptions; json: bo
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const { options, json } = parseArgs(process.argv.slice(2));
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      void stopAllValkey().finally(() => process.exit(130));
+    });
+  }
   runValkeyThroughput(options).then(
     (rows) => {
       process.stdout.write(json ? `${JSON.stringify({ bench: 'throughput', tier: 'valkey', rows })}\n` : `${table(rows)}\n`);

@@ -54,6 +54,8 @@ export interface ValkeyPoolOptions {
   connectTimeoutMs: number;
   reconnectMinMs: number;
   reconnectMaxMs: number;
+  /** Bulk requests in flight per connection; more wait in FIFO order. */
+  bulkPerConnection: number;
   tlsInsecure: boolean;
   log: LogFn;
   onState: (state: PoolState, error?: KvtierError) => void;
@@ -64,7 +66,17 @@ type Client = GlideClient | GlideClusterClient;
 interface Slot {
   client: Client;
   queuedBytes: number;
+  /** Requests of at least BULK_BYTES in flight on this connection. */
+  bulk: number;
 }
+
+/**
+ * Requests this large wait for a connection with fewer than
+ * bulkPerConnection of them in flight, rather than pipelining behind each
+ * other: Valkey reads several MiB-sized arguments queued on one connection
+ * far more slowly than one at a time (docs/valkey.md, "the cliff").
+ */
+const BULK_BYTES = 64 * 1024;
 
 let glideLogSet = false;
 
@@ -85,6 +97,7 @@ export class ValkeyPool {
   #o: ValkeyPoolOptions;
   #slots: Slot[] = [];
   #next = 0;
+  #waiters: { resolve: (slot: Slot) => void; reject: (e: unknown) => void }[] = [];
   #state: PoolState = 'connecting';
   #lastError: KvtierError | undefined;
   #generation = 0;
@@ -174,7 +187,7 @@ export class ValkeyPool {
           for (const c of clients) c.close();
           break;
         }
-        this.#slots = clients.map((client) => ({ client, queuedBytes: 0 }));
+        this.#slots = clients.map((client) => ({ client, queuedBytes: 0, bulk: 0 }));
         this.#generation++;
         this.#lastError = undefined;
         if (this.#everUp) this.#reconnects++;
@@ -221,6 +234,7 @@ export class ValkeyPool {
     this.#lastError = err;
     const old = this.#slots;
     this.#slots = [];
+    this.#rejectWaiters(err);
     this.#setState('down', err);
     for (const s of old) s.client.close();
     this.#loop = this.#connectLoop(() => undefined);
@@ -262,7 +276,8 @@ export class ValkeyPool {
     if (this.#state !== 'up' || this.#slots.length === 0) {
       throw this.#lastError ?? new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted} is not connected`);
     }
-    const slot = this.#slots[this.#next++ % this.#slots.length];
+    const bulk = bytes >= BULK_BYTES;
+    const slot = bulk ? await this.#acquireBulk() : this.#slots[this.#next++ % this.#slots.length];
     const cluster = slot.client instanceof GlideClusterClient;
     const batch = cluster ? new ClusterBatch(false) : new Batch(false);
     for (const c of commands) {
@@ -304,12 +319,39 @@ export class ValkeyPool {
       throw e;
     } finally {
       slot.queuedBytes -= bytes;
+      if (bulk) this.#releaseBulk(slot);
     }
+  }
+
+  #rejectWaiters(err: unknown): void {
+    for (const w of this.#waiters.splice(0)) w.reject(err);
+  }
+
+  /** A connection for a bulk request: the least loaded with room, or the next to free up. */
+  #acquireBulk(): Slot | Promise<Slot> {
+    let best: Slot | undefined;
+    for (let i = 0; i < this.#slots.length; i++) {
+      const s = this.#slots[(this.#next + i) % this.#slots.length];
+      if (s.bulk < this.#o.bulkPerConnection && (!best || s.bulk < best.bulk)) best = s;
+    }
+    this.#next++;
+    if (best) {
+      best.bulk++;
+      return best;
+    }
+    return new Promise<Slot>((resolve, reject) => this.#waiters.push({ resolve, reject }));
+  }
+
+  #releaseBulk(slot: Slot): void {
+    const w = this.#slots.includes(slot) ? this.#waiters.shift() : undefined;
+    if (w) w.resolve(slot);
+    else slot.bulk--;
   }
 
   async close(): Promise<void> {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
+    this.#rejectWaiters(new ValkeyUnavailableError('valkey tier closed'));
     this.#wake?.();
     const old = this.#slots;
     this.#slots = [];

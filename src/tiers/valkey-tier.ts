@@ -14,9 +14,10 @@
  * Counters are a plain object for src/metrics to read.
  */
 
-import { CorruptValueError, errorMessage, KvtierError, ValkeyAuthError } from '../errors.js';
+import { BadRequestError, CorruptValueError, errorMessage, KvtierError, ValkeyAuthError } from '../errors.js';
 import { checksum } from './checksum.js';
 import { decode, encode, type SerdeName } from './serde.js';
+import type { Slab } from './host-memory.js';
 import type { ChunkKey, Tier } from './tier.js';
 import {
   chunkRedisKey,
@@ -53,6 +54,11 @@ export interface ValkeyTierOptions {
    * ahead of it on its connection; default 16 MB/s (a loaded 2-core host).
    */
   minBytesPerSec?: number;
+  /**
+   * Requests of 64 KiB or more in flight per connection; more wait for a
+   * free connection instead of pipelining. Default 1.
+   */
+  bulkPerConnection?: number;
   /** TCP/TLS connect timeout; default 1000. */
   connectTimeoutMs?: number;
   /** Reconnect backoff bounds; default 100 and 5000 ms. */
@@ -94,6 +100,8 @@ function defaultLog(level: 'info' | 'warn' | 'error', message: string): void {
   if (level !== 'info') process.stderr.write(`kvtier ${level}: ${message}\n`);
 }
 
+function noop(): void {}
+
 function isReplyError(r: ValkeyReply): r is Error {
   return r instanceof Error;
 }
@@ -133,6 +141,7 @@ export class ValkeyTier implements Tier {
       connectTimeoutMs: options.connectTimeoutMs ?? 1000,
       reconnectMinMs: options.reconnectMinMs ?? 100,
       reconnectMaxMs: options.reconnectMaxMs ?? 5000,
+      bulkPerConnection: Math.max(1, options.bulkPerConnection ?? 1),
       tlsInsecure: options.tlsInsecure ?? false,
       log: this.#log,
       onState: (state: PoolState, error?: KvtierError) => {
@@ -261,6 +270,20 @@ export class ValkeyTier implements Tier {
   }
 
   async get(key: ChunkKey): Promise<Buffer | null> {
+    return (await this.#read(key, undefined))?.buf ?? null;
+  }
+
+  /**
+   * get() into memory the caller hands out (a host slab): no fresh allocation
+   * per chunk, which on some hosts costs more than the network (page faults;
+   * docs/valkey.md). `allocate` must return exactly `bytes` bytes, or null
+   * (no room: a miss). The tier releases the slab itself on a miss.
+   */
+  getInto(key: ChunkKey, allocate: (bytes: number) => Slab | null): Promise<Slab | null> {
+    return this.#read(key, allocate);
+  }
+
+  async #read(key: ChunkKey, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null> {
     const base = this.keyOf(key);
     const out = await this.#run([{ op: 'get', key: base }]);
     const value = out ? asBuffer(out[0]) : null;
@@ -269,28 +292,43 @@ export class ValkeyTier implements Tier {
       return null;
     }
     let segCount = 0;
+    let slab: Slab | null = null;
+    const take = (bytes: number): Slab | null => {
+      const got = allocate ? allocate(bytes) : { buf: Buffer.allocUnsafe(bytes), release: noop };
+      if (got && got.buf.length !== bytes) {
+        got.release();
+        throw new BadRequestError(`allocate(${bytes}) returned ${got.buf.length} bytes`);
+      }
+      slab = got;
+      return got;
+    };
     try {
       const { header, payload } = decodeValue(value);
       if (header.ns !== key.namespaceId) {
         throw new CorruptValueError(`${base} holds a chunk of namespace "${header.ns}"`);
       }
       segCount = header.segs?.length ?? 0;
-      let stored: Buffer | null;
+      let result: Slab | null;
       if (header.segs) {
-        stored = await this.#readSegments(base, header);
+        // naive: segments land in their final place; otherwise in a staging buffer.
+        const direct = header.serde === 'naive' ? take(header.len) : null;
+        if (header.serde === 'naive' && !direct) return this.#miss();
+        const stored = await this.#readSegments(base, header, direct?.buf ?? Buffer.allocUnsafe(header.len));
         if (!stored) {
-          this.counters.misses++;
-          return null;
+          direct?.release();
+          return this.#miss();
         }
+        result = direct ?? (await this.#decodeInto(header, stored, take, allocate !== undefined));
       } else {
         if (checksum(payload) !== header.sum) throw new CorruptValueError(`${base}: checksum mismatch`);
-        stored = payload;
+        result = await this.#decodeInto(header, payload, take, allocate !== undefined);
       }
-      const raw = await decode(header.serde, stored, header.raw);
+      if (!result) return this.#miss();
       this.counters.hits++;
-      this.counters.bytesIn += stored.length;
-      return raw;
+      this.counters.bytesIn += header.len;
+      return result;
     } catch (e) {
+      (slab as Slab | null)?.release();
       if (!(e instanceof CorruptValueError)) throw e;
       this.counters.corrupt++;
       this.counters.misses++;
@@ -300,10 +338,23 @@ export class ValkeyTier implements Tier {
     }
   }
 
-  /** Joined segment bytes; null for a miss (Valkey down, segment gone). */
-  async #readSegments(base: string, header: ChunkHeader): Promise<Buffer | null> {
+  #miss(): null {
+    this.counters.misses++;
+    return null;
+  }
+
+  /** Decoded bytes: a view of `stored` when nothing asks for a copy, else copied into a slab. */
+  async #decodeInto(header: ChunkHeader, stored: Buffer, take: (bytes: number) => Slab | null, copy: boolean): Promise<Slab | null> {
+    const raw = await decode(header.serde, stored, header.raw);
+    if (!copy) return { buf: raw, release: noop };
+    const slab = take(raw.length);
+    if (slab) raw.copy(slab.buf);
+    return slab;
+  }
+
+  /** Reads and verifies every segment into `joined`; null for a miss (Valkey down, segment gone). */
+  async #readSegments(base: string, header: ChunkHeader, joined: Buffer): Promise<Buffer | null> {
     const sums = header.segs ?? [];
-    const joined = Buffer.allocUnsafe(header.len);
     const reads = sums.map(async (sum, i) => {
       const out = await this.#run([{ op: 'get', key: segmentRedisKey(base, i) }], header.seg);
       if (!out) return 'down' as const;

@@ -4,10 +4,12 @@
  * segment edges are exercised by modest payloads).
  */
 
-import { afterAll, beforeAll, describe } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Slab } from '../../src/tiers/host-memory.js';
 import { ValkeyTier } from '../../src/tiers/valkey-tier.js';
 import { startValkey, startValkeyCluster, stopAllValkey, type ValkeyCluster, type ValkeyServer } from '../helpers/valkey-server.js';
-import { runTierContract } from './tier-contract.js';
+import { randomChunkKey, runTierContract } from './tier-contract.js';
 
 let single: ValkeyServer;
 let cluster: ValkeyCluster;
@@ -31,4 +33,55 @@ describe('valkey single', () => {
 
 describe('valkey cluster', () => {
   runTierContract('valkey cluster, naive', () => ValkeyTier.create({ url: cluster.url, log: quiet }));
+});
+
+describe('valkey getInto (reads into caller slabs)', () => {
+  function slabs(): { allocate: (n: number) => Slab | null; live: () => number } {
+    let live = 0;
+    return {
+      allocate: (n) => {
+        live++;
+        let released = false;
+        return {
+          buf: Buffer.alloc(n),
+          release: () => {
+            if (released) throw new Error('slab released twice');
+            released = true;
+            live--;
+          },
+        };
+      },
+      live: () => live,
+    };
+  }
+
+  it.each(['naive', 'lz4'] as const)('%s: inline and segmented chunks land in the slab; misses release it', async (serde) => {
+    const tier = await ValkeyTier.create({ url: single.url, serde, segmentBytes: 256 << 10, log: quiet });
+    try {
+      const pool = slabs();
+      for (const size of [0, 1000, 256 << 10, (1 << 20) + 7]) {
+        const k = randomChunkKey();
+        const v = randomBytes(size);
+        await tier.put(k, v);
+        const slab = await tier.getInto(k, pool.allocate);
+        expect(slab!.buf.equals(v)).toBe(true);
+        slab!.release();
+      }
+      expect(await tier.getInto(randomChunkKey(), pool.allocate)).toBeNull();
+      const k = randomChunkKey();
+      await tier.put(k, randomBytes(1 << 20));
+      await single.cli(['SETRANGE', `${tier.keyOf(k)}:s1`, '5', 'X']);
+      expect(await tier.getInto(k, pool.allocate)).toBeNull();
+      const gone = randomChunkKey();
+      await tier.put(gone, randomBytes(1 << 20));
+      await single.cli(['DEL', `${tier.keyOf(gone)}:s0`]);
+      expect(await tier.getInto(gone, pool.allocate)).toBeNull();
+      expect(pool.live()).toBe(0);
+      const full = randomChunkKey();
+      await tier.put(full, randomBytes(100));
+      expect(await tier.getInto(full, () => null)).toBeNull();
+    } finally {
+      await tier.close();
+    }
+  });
 });
