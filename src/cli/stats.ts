@@ -1,0 +1,47 @@
+/**
+ * `kvtier stats`: the daemon's figures for a person (or --json for tools).
+ */
+import { KvtierClient } from '../protocol/client.js';
+import { errorMessage } from '../errors.js';
+import type { DaemonStats } from '../daemon.js';
+
+export async function runStats(socket: string, json: boolean): Promise<number> {
+  let client: KvtierClient;
+  try {
+    client = await KvtierClient.connect({ path: socket, clientKind: 'cli', timeoutMs: 3000 });
+  } catch (e) {
+    process.stderr.write(`kvtier stats: no daemon at ${socket}: ${errorMessage(e)}\n`);
+    return 1;
+  }
+  try {
+    const stats = (await client.stats()) as unknown as DaemonStats;
+    process.stdout.write(json ? `${JSON.stringify(stats)}\n` : formatStats(stats));
+    return 0;
+  } finally {
+    await client.close();
+  }
+}
+
+const GiB = 1024 ** 3;
+const fmtBytes = (n: number): string => (n >= GiB ? `${(n / GiB).toFixed(2)} GiB` : `${(n / 1024 ** 2).toFixed(1)} MiB`);
+const pct = (a: number, b: number): string => (b === 0 ? '-' : `${((100 * a) / b).toFixed(1)}%`);
+
+export function formatStats(s: DaemonStats): string {
+  const c = s.counters;
+  const rows: Array<[string, string]> = [
+    ['version', `${s.version}, up ${s.uptimeSeconds} s, socket ${s.socket}`],
+    ['connections / leases', `${s.connections} / ${s.leases}`],
+    ['host memory', `${fmtBytes(s.memory.usedBytes)} of ${fmtBytes(s.memory.capacityBytes)} (${s.memory.kind}${s.memory.pinned ? ', pinned' : ''}${s.memory.hugePages ? ', huge pages' : ''})`],
+    ['host chunks', `${s.host.entries} (${s.host.pinnedEntries} pinned, ${fmtBytes(s.host.pinnedBytes)})`],
+    ['evictions', `${s.host.evictions} (${fmtBytes(s.host.evictedBytes)})`],
+    ['lookups', `${c.lookups}; chunk hit rate ${pct(c.hitChunks, c.lookupChunks)} (host ${c.hostHitChunks}, valkey ${c.remoteHitChunks}); tokens served ${c.hitTokens}`],
+    ['lookup latency', `p50 ${s.lookupLatencyUs.p50} us, p99 ${s.lookupLatencyUs.p99} us, max ${s.lookupLatencyUs.max} us (last 256)`],
+    ['stored', `${c.storedChunks} chunks, ${fmtBytes(c.storedBytes)}; ${c.presentChunks} already present; ${c.skippedChunks} skipped (pool full of pinned chunks)`],
+    ['retrieved', `${c.retrievedChunks} chunks, ${fmtBytes(c.retrievedBytes)}; ${c.failedRetrieveChunks} failed (recomputed by the worker)`],
+    ['write-behind', `${s.writeBehind.queuedJobs} queued (${fmtBytes(s.writeBehind.queuedBytes)}), ${s.writeBehind.inFlight} in flight, ${s.writeBehind.written} written, ${s.writeBehind.failed} failed, ${s.writeBehind.dropped} dropped`],
+    ['valkey', s.remote.configured ? `${s.remote.available ? 'available' : 'DOWN'} ${s.remote.detail === null ? '' : JSON.stringify(s.remote.detail)}` : 'not configured'],
+    ['native', s.native.loaded ? s.native.detail : `not loaded: ${s.native.detail}`],
+  ];
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return `${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`;
+}

@@ -1,0 +1,195 @@
+/**
+ * kvtierd: builds the daemon from a config and runs it.
+ *
+ *   config ─► host memory (native pinned pool, or heap) ─► HostTier ─┐
+ *          ─► remote tier (Valkey, when remote_url is set) ──────────┼─► ChunkManager ─► SocketServer
+ *          ─► native KV registrar (block-form Store/Retrieve) ───────┘
+ *
+ * The native addon is optional at run time: without it the daemon serves
+ * inline transfers from heap memory and says so in its log and in stats.
+ */
+import type { KvtierConfig } from './config/load.js';
+import { errorMessage } from './errors.js';
+import type { Logger } from './log.js';
+import { ChunkManager, type RemoteTier } from './manager/chunk-manager.js';
+import type { KvRegistrar } from './protocol/connection.js';
+import { SocketServer } from './protocol/server.js';
+import { HeapMemory, type HostMemory } from './tiers/host-memory.js';
+import { HostTier } from './tiers/host-tier.js';
+
+import { VERSION } from './package-info.js';
+
+export { VERSION };
+
+export interface DaemonOptions {
+  config: KvtierConfig;
+  logger: Logger;
+  /** A remote tier built by the caller (tests); otherwise built from config.remoteUrl. */
+  remote?: RemoteTier | null;
+}
+
+export interface Daemon {
+  readonly config: KvtierConfig;
+  readonly manager: ChunkManager;
+  readonly server: SocketServer;
+  stats(): DaemonStats;
+  close(): Promise<void>;
+}
+
+export interface DaemonStats {
+  version: string;
+  uptimeSeconds: number;
+  socket: string;
+  connections: number;
+  leases: number;
+  memory: ReturnType<HostMemory['info']>;
+  host: ReturnType<HostTier['stats']>;
+  writeBehind: ReturnType<ChunkManager['writeBehindStats']>;
+  counters: Record<string, number>;
+  lookupLatencyUs: { p50: number; p99: number; max: number };
+  remote: { configured: boolean; available: boolean; detail: Record<string, unknown> | null };
+  native: { loaded: boolean; detail: string };
+}
+
+interface NativeModule {
+  NativePool: new (bytes: number) => HostMemory;
+  RegisteredKv: new (spec: import('../native/index.js').KvLayoutSpec) => import('../native/index.js').RegisteredKv;
+  nativeInfo(): { backend: string; reason: string };
+}
+
+async function loadNative(log: Logger): Promise<{ mod: NativeModule | null; detail: string }> {
+  try {
+    const mod = (await import('../native/index.js')) as unknown as NativeModule;
+    const info = mod.nativeInfo();
+    return { mod, detail: `backend ${info.backend}: ${info.reason}` };
+  } catch (e) {
+    log.warn('native addon unavailable: heap memory and inline transfers only', { error: errorMessage(e) });
+    return { mod: null, detail: errorMessage(e) };
+  }
+}
+
+export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
+  const { config, logger: log } = opts;
+  const started = Date.now();
+  const native = config.hostMemory === 'heap' ? { mod: null, detail: 'host_memory: heap' } : await loadNative(log);
+  const capacity = Math.floor(config.maxLocalCpuSize * 1024 ** 3);
+  let memory: HostMemory;
+  if (native.mod !== null) {
+    memory = new native.mod.NativePool(capacity);
+  } else if (config.hostMemory === 'native') {
+    throw new Error(`host_memory: native was asked for, but the addon did not load: ${native.detail}`);
+  } else {
+    memory = new HeapMemory(capacity);
+  }
+  const host = new HostTier(memory);
+  const remote = opts.remote !== undefined ? opts.remote : await buildRemote(config, log);
+  const manager = new ChunkManager({
+    chunkSize: config.chunkSize,
+    saveUnfullChunk: config.saveUnfullChunk,
+    leaseTtlMs: config.leaseTtlMs,
+    localCpu: config.localCpu,
+    host,
+    remote,
+    writeBehindQueueBytes: config.writeBehindQueueBytes,
+    writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
+    logger: log,
+  });
+  const nativeMod = native.mod;
+  const registrar: KvRegistrar | null = nativeMod === null ? null : async (spec, chunkTokens) => {
+    const kv = new nativeMod.RegisteredKv({
+      regions: (spec.regions ?? []).map((r) => ({
+        regionId: r.regionId ?? 0,
+        sizeBytes: Number(r.sizeBytes ?? 0),
+        shmPath: r.shmPath ?? undefined,
+        cudaIpcHandle: r.cudaIpcHandle != null && r.cudaIpcHandle.length > 0 ? r.cudaIpcHandle : undefined,
+        deviceIndex: r.deviceIndex ?? 0,
+      })),
+      planes: (spec.planes ?? []).map((p) => ({
+        layer: p.layer ?? 0,
+        regionId: p.regionId ?? 0,
+        offset: Number(p.offset ?? 0),
+        blockStride: Number(p.blockStride ?? 0),
+        blockBytes: Number(p.blockBytes ?? 0),
+      })),
+      numBlocks: spec.numBlocks ?? 0,
+      blockSize: spec.blockSize ?? 0,
+      chunkTokens,
+    });
+    return kv;
+  };
+
+  let server: SocketServer;
+  const stats = (): DaemonStats => {
+    const ns = [...manager.counters.lookupNs].filter((v) => v > 0).sort((a, b) => a - b);
+    const pick = (q: number): number => (ns.length === 0 ? 0 : Math.round(ns[Math.min(ns.length - 1, Math.floor(q * ns.length))] / 1000));
+    const c = manager.counters;
+    const counters: Record<string, number> = {};
+    for (const [k, v] of Object.entries(c)) if (typeof v === 'number') counters[k] = v;
+    const remoteDetail = remote !== null && 'stats' in remote && typeof remote.stats === 'function' ? (remote.stats as () => Record<string, unknown>)() : null;
+    return {
+      version: VERSION,
+      uptimeSeconds: Math.round((Date.now() - started) / 1000),
+      socket: config.socketPath,
+      connections: server.connectionCount,
+      leases: manager.leaseCount,
+      memory: memory.info(),
+      host: host.stats(),
+      writeBehind: manager.writeBehindStats(),
+      counters,
+      lookupLatencyUs: { p50: pick(0.5), p99: pick(0.99), max: pick(1) },
+      remote: { configured: remote !== null, available: remote !== null && remote.available !== false, detail: remoteDetail },
+      native: { loaded: native.mod !== null, detail: native.detail },
+    };
+  };
+  server = new SocketServer({
+    path: config.socketPath,
+    mode: config.socketMode,
+    logger: log,
+    context: {
+      manager,
+      chunkSize: config.chunkSize,
+      maxFrameBytes: config.maxFrameBytes,
+      maxChunkBytes: Math.min(config.maxFrameBytes - 4096, capacity),
+      saveUnfullChunk: config.saveUnfullChunk,
+      serverVersion: VERSION,
+      registrar,
+      logger: log,
+      statsJson: () => JSON.stringify(stats()),
+    },
+  });
+  try {
+    await server.listen();
+  } catch (e) {
+    await manager.close();
+    memory.close();
+    throw e;
+  }
+  log.info('kvtierd serving', {
+    socket: config.socketPath,
+    hostBytes: memory.capacityBytes,
+    memory: memory.info().detail,
+    remote: remote === null ? 'none' : 'valkey',
+    native: native.detail,
+  });
+  let closing: Promise<void> | null = null;
+  return {
+    config,
+    manager,
+    server,
+    stats,
+    close: () => {
+      closing ??= (async () => {
+        await server.close();
+        await manager.close();
+        memory.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+async function buildRemote(config: KvtierConfig, log: Logger): Promise<RemoteTier | null> {
+  if (config.remoteUrl === null) return null;
+  const { createRemoteTier } = await import('./tiers/remote-from-config.js');
+  return createRemoteTier(config, log);
+}

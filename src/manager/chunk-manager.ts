@@ -1,0 +1,477 @@
+/**
+ * The chunk manager: where lookups, stores and retrieves meet the tiers.
+ *
+ *   Lookup   ─ hash chunk by chunk; host index first, then one pipelined
+ *              remote `contains` for the rest; pin the prefix under a lease
+ *              and start prefetching remote-only chunks into the host tier.
+ *   Store    ─ reserve host slabs, fill them (inline copy or one batched
+ *              native gather), index them, answer "copied"; then write-behind
+ *              to the remote tier and answer "committed".
+ *   Retrieve ─ wait for prefetches, copy out (inline) or scatter into the
+ *              worker's blocks; a chunk that could not be had is reported as
+ *              failed so the worker recomputes it. Never wrong bytes: the host
+ *              tier only holds what a worker gave us or the remote tier
+ *              verified.
+ * Every slab a copy reads or writes is pinned for the duration of the copy,
+ * independently of the lease, so an expiring lease cannot free it mid-copy.
+ */
+import { BadBlockIdError, BadRequestError, LeaseNotFoundError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Namespace } from '../chunking/namespace.js';
+import { hashHex, hashKeys, hashTokenChunks } from '../chunking/prefix-hash.js';
+import { checkPacked } from '../chunking/tokens.js';
+import type { Slab } from '../tiers/host-memory.js';
+import type { HostEntry, HostTier } from '../tiers/host-tier.js';
+import type { ChunkKey, Tier } from '../tiers/tier.js';
+import { LeaseTable, type Lease, type LeasedChunk } from './leases.js';
+import { WriteBehindQueue } from './write-behind.js';
+import { ManagerCounters } from './counters.js';
+
+/** A remote tier may say it is down; then it is not asked at all. */
+export interface RemoteTier extends Tier {
+  readonly available?: boolean;
+}
+
+/** Copies between a worker's registered KV blocks and chunk buffers (native/). */
+export interface BlockCopier {
+  readonly chunkBytes: number;
+  readonly blocksPerChunk: number;
+  gather(jobs: Array<{ blockIds: Uint32Array; dst: Buffer }>): Promise<void>;
+  scatter(jobs: Array<{ blockIds: Uint32Array; src: Buffer }>): Promise<void>;
+}
+
+export type ChunkAddress = { tokens: Uint8Array } | { keys: Uint8Array[] };
+
+export type StoreSource =
+  | { kind: 'inline'; chunks: Buffer[] }
+  | { kind: 'blocks'; blockIds: Uint32Array; copier: BlockCopier };
+
+export interface ManagerOptions {
+  chunkSize: number;
+  saveUnfullChunk: boolean;
+  leaseTtlMs: number;
+  localCpu: boolean;
+  host: HostTier;
+  remote: RemoteTier | null;
+  writeBehindQueueBytes: number;
+  writeBehindConcurrency: number;
+  logger: Logger;
+}
+
+export interface LookupResult {
+  hitTokens: number;
+  hitChunks: number;
+  hostChunks: number;
+  remoteChunks: number;
+  leaseId: number;
+}
+
+export interface StoreCopiedResult {
+  stored: number;
+  present: number;
+  skipped: number;
+  committed: Promise<{ committed: number; failed: number }>;
+}
+
+export interface BlockRetrieveResult {
+  loaded: number;
+  failed: number;
+  failedBlocks: Uint32Array;
+}
+
+interface ResolvedAddress {
+  hashes: Buffer;
+  count: number;
+  /** Tokens covered by chunk i. */
+  tokensOf(i: number): number;
+}
+
+export class ChunkManager {
+  readonly host: HostTier;
+  readonly remote: RemoteTier | null;
+  readonly counters = new ManagerCounters();
+  readonly #opts: ManagerOptions;
+  readonly #log: Logger;
+  readonly #leases: LeaseTable;
+  readonly #writeBehind: WriteBehindQueue;
+  readonly #fetches = new Map<string, Promise<HostEntry | null>>();
+
+  constructor(opts: ManagerOptions) {
+    this.#opts = opts;
+    this.host = opts.host;
+    this.remote = opts.remote;
+    this.#log = opts.logger;
+    this.#leases = new LeaseTable((lease) => this.#unpinLease(lease));
+    this.#writeBehind = new WriteBehindQueue(opts.writeBehindQueueBytes, opts.writeBehindConcurrency, opts.logger);
+  }
+
+  get leaseCount(): number {
+    return this.#leases.size;
+  }
+
+  writeBehindStats() {
+    return this.#writeBehind.stats();
+  }
+
+  async lookup(ns: Namespace, address: ChunkAddress, opts: { owner: number; ttlMs?: number; noLease?: boolean }): Promise<LookupResult> {
+    const started = process.hrtime.bigint();
+    const remote = this.#usableRemote();
+    let hostRun = 0;
+    let broken = false;
+    const prefix = `${ns.id}:`;
+    const resolved = this.#resolve(ns, address, (i, hashes) => {
+      if (!broken && this.host.has(prefix + hashHex(hashes, i))) {
+        hostRun = i + 1;
+        return false;
+      }
+      broken = true;
+      return remote === null;
+    });
+    let hit = hostRun;
+    let remoteFound: boolean[] = [];
+    if (remote !== null && hostRun < resolved.count) {
+      const rest: ChunkKey[] = [];
+      for (let i = hostRun; i < resolved.count; i++) rest.push({ namespaceId: ns.id, hash: hashHex(resolved.hashes, i) });
+      try {
+        remoteFound = await remote.contains(rest);
+      } catch (e) {
+        this.#log.warn('remote lookup failed; answering from the host tier', { error: errorMessage(e) });
+        remoteFound = [];
+      }
+      while (hit < resolved.count && (this.host.has(prefix + hashHex(resolved.hashes, hit)) || remoteFound[hit - hostRun] === true)) hit++;
+    }
+
+    let hitTokens = 0;
+    for (let i = 0; i < hit; i++) hitTokens += resolved.tokensOf(i);
+    let hostChunks = 0;
+    let leaseId = 0;
+    const chunks: LeasedChunk[] = [];
+    for (let i = 0; i < hit; i++) {
+      const key = prefix + hashHex(resolved.hashes, i);
+      const inHost = this.host.has(key);
+      if (inHost) hostChunks++;
+      if (opts.noLease === true) continue;
+      const chunk: LeasedChunk = { key, tokens: resolved.tokensOf(i), entry: null, pending: null };
+      if (inHost) chunk.entry = this.host.pin(key) ?? null;
+      else chunk.pending = this.#fetch({ namespaceId: ns.id, hash: key.slice(prefix.length) }, key);
+      chunks.push(chunk);
+    }
+    if (opts.noLease !== true && hit > 0) {
+      const lease = this.#leases.create(ns.id, opts.owner, chunks, opts.ttlMs ?? this.#opts.leaseTtlMs);
+      leaseId = lease.id;
+      for (const chunk of chunks) {
+        if (chunk.pending !== null) chunk.pending = this.#pinWhenFetched(lease, chunk, chunk.pending);
+      }
+    }
+    this.counters.recordLookup(resolved.count, hit, hostChunks, hitTokens, process.hrtime.bigint() - started);
+    return { hitTokens, hitChunks: hit, hostChunks, remoteChunks: hit - hostChunks, leaseId };
+  }
+
+  releaseLease(ns: Namespace, leaseId: number): void {
+    const lease = this.#leases.get(leaseId, ns.id);
+    if (lease === undefined) throw new LeaseNotFoundError(leaseId);
+    this.#leases.release(lease);
+  }
+
+  /** Everything a closed connection held. */
+  releaseOwner(owner: number): number {
+    return this.#leases.releaseOwner(owner);
+  }
+
+  /**
+   * Leased chunks as views of pinned host slabs; null for a chunk that could
+   * not be had. The caller must call done() once it has copied them out.
+   */
+  async retrieveInline(ns: Namespace, leaseId: number, first: number, num: number): Promise<{ chunks: Array<Buffer | null>; done(): void }> {
+    const entries = await this.#leasedEntries(ns, leaseId, first, num);
+    const chunks = entries.map((e) => (e === null ? null : e.slab.buf));
+    this.counters.recordRetrieve(entries);
+    return { chunks, done: () => this.#unpinAll(entries) };
+  }
+
+  async retrieveBlocks(ns: Namespace, leaseId: number, first: number, num: number, blockIds: Uint32Array, copier: BlockCopier): Promise<BlockRetrieveResult> {
+    const lease = this.#lease(ns, leaseId);
+    const count = num === 0 ? lease.chunks.length - first : num;
+    const perChunk = copier.blocksPerChunk;
+    if (blockIds.length !== count * perChunk) {
+      throw new BadBlockIdError(`expected ${count * perChunk} block ids for ${count} chunks of ${perChunk} blocks, got ${blockIds.length}`);
+    }
+    const entries = await this.#leasedEntries(ns, leaseId, first, count);
+    const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
+    const failed: number[] = [];
+    const failChunk = (j: number): void => {
+      for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== 0xffffffff) failed.push(b);
+    };
+    entries.forEach((entry, j) => {
+      if (entry === null || entry.slab.buf.length !== copier.chunkBytes) failChunk(j);
+      else jobs.push({ blockIds: blockIds.subarray(j * perChunk, (j + 1) * perChunk), src: entry.slab.buf });
+    });
+    let loaded = jobs.length;
+    try {
+      if (jobs.length > 0) await copier.scatter(jobs);
+    } catch (e) {
+      this.#log.warn('scatter failed; the worker recomputes these chunks', { error: errorMessage(e) });
+      entries.forEach((entry, j) => {
+        if (entry !== null && entry.slab.buf.length === copier.chunkBytes) failChunk(j);
+      });
+      loaded = 0;
+    } finally {
+      this.#unpinAll(entries);
+    }
+    this.counters.recordRetrieve(loaded === 0 ? entries.map(() => null) : entries);
+    return { loaded, failed: count - loaded, failedBlocks: Uint32Array.from(failed) };
+  }
+
+  async store(ns: Namespace, address: ChunkAddress, source: StoreSource, skipChunks: number): Promise<StoreCopiedResult> {
+    const resolved = this.#resolve(ns, address);
+    let count = resolved.count;
+    if (source.kind === 'inline') {
+      count = Math.min(count, skipChunks + source.chunks.length);
+    } else {
+      const per = source.copier.blocksPerChunk;
+      // Block form moves whole chunks only: a partial chunk has no fixed byte size.
+      let full = 0;
+      while (full < count && resolved.tokensOf(full) === this.#opts.chunkSize) full++;
+      count = Math.min(full, Math.floor(source.blockIds.length / per));
+    }
+    let present = 0;
+    let skipped = 0;
+    const fresh: Array<{ index: number; key: string; slab: Slab }> = [];
+    for (let i = skipChunks; i < count; i++) {
+      const key = `${ns.id}:${hashHex(resolved.hashes, i)}`;
+      if (this.host.has(key)) {
+        present++;
+        continue;
+      }
+      const bytes = source.kind === 'inline' ? source.chunks[i - skipChunks].length : source.copier.chunkBytes;
+      const slab = this.host.reserve(bytes);
+      if (slab === null) {
+        skipped++;
+        continue;
+      }
+      fresh.push({ index: i, key, slab });
+    }
+    try {
+      if (source.kind === 'inline') {
+        for (const f of fresh) source.chunks[f.index - skipChunks].copy(f.slab.buf);
+      } else if (fresh.length > 0) {
+        const per = source.copier.blocksPerChunk;
+        await source.copier.gather(fresh.map((f) => ({ blockIds: source.blockIds.subarray(f.index * per, (f.index + 1) * per), dst: f.slab.buf })));
+      }
+    } catch (e) {
+      for (const f of fresh) f.slab.release();
+      throw e;
+    }
+    const entries = fresh.map((f) => this.host.insert(f.key, f.slab));
+    this.counters.recordStore(entries.length, entries.reduce((n, e) => n + e.slab.buf.length, 0), present, skipped);
+    return { stored: entries.length, present, skipped, committed: this.#writeRemote(ns, entries) };
+  }
+
+  async put(ns: Namespace, key: Uint8Array, value: Buffer): Promise<boolean> {
+    const r = await this.store(ns, { keys: [key] }, { kind: 'inline', chunks: [value] }, 0);
+    return r.stored + r.present === 1;
+  }
+
+  async get(ns: Namespace, key: Uint8Array): Promise<Buffer | null> {
+    const hex = hashHex(hashKeys(ns.root, [key]), 0);
+    const k = `${ns.id}:${hex}`;
+    let entry = this.host.pin(k) ?? null;
+    if (entry === null) {
+      const fetched = await this.#fetch({ namespaceId: ns.id, hash: hex }, k);
+      entry = fetched !== null && !fetched.doomed && this.host.peek(k) === fetched ? fetched : null;
+      if (entry !== null) this.host.pinEntry(entry);
+    }
+    if (entry === null) return null;
+    const copy = Buffer.from(entry.slab.buf);
+    this.host.unpin(entry);
+    return copy;
+  }
+
+  async exists(ns: Namespace, keys: Uint8Array[]): Promise<boolean[]> {
+    const hashes = hashKeys(ns.root, keys);
+    const found = keys.map((_, i) => this.host.has(`${ns.id}:${hashHex(hashes, i)}`));
+    const remote = this.#usableRemote();
+    const missing = found.flatMap((f, i) => (f ? [] : [i]));
+    if (remote !== null && missing.length > 0) {
+      try {
+        const r = await remote.contains(missing.map((i) => ({ namespaceId: ns.id, hash: hashHex(hashes, i) })));
+        missing.forEach((i, j) => {
+          found[i] = r[j] === true;
+        });
+      } catch (e) {
+        this.#log.warn('remote exists failed', { error: errorMessage(e) });
+      }
+    }
+    return found;
+  }
+
+  /** Removes the address's chunks from every tier; with no address, the namespace's host chunks. */
+  async invalidate(ns: Namespace, address: ChunkAddress | null): Promise<number> {
+    if (address === null) return this.host.removePrefix(`${ns.id}:`);
+    const resolved = this.#resolve(ns, address);
+    const keys: ChunkKey[] = [];
+    let removed = 0;
+    for (let i = 0; i < resolved.count; i++) {
+      const hash = hashHex(resolved.hashes, i);
+      keys.push({ namespaceId: ns.id, hash });
+      if (this.host.remove(`${ns.id}:${hash}`)) removed++;
+    }
+    const remote = this.#usableRemote();
+    if (remote !== null && keys.length > 0) {
+      try {
+        removed = Math.max(removed, await remote.delete(keys));
+      } catch (e) {
+        this.#log.warn('remote invalidate failed', { error: errorMessage(e) });
+      }
+    }
+    return removed;
+  }
+
+  async drain(): Promise<void> {
+    await this.#writeBehind.idle();
+  }
+
+  async close(): Promise<void> {
+    this.#leases.close();
+    await this.#writeBehind.idle();
+    await Promise.allSettled([...this.#fetches.values()]);
+    await this.host.close();
+    if (this.remote !== null) await this.remote.close();
+  }
+
+  #usableRemote(): RemoteTier | null {
+    const r = this.remote;
+    return r !== null && r.available !== false ? r : null;
+  }
+
+  #resolve(ns: Namespace, address: ChunkAddress, stop?: (i: number, hashes: Buffer) => boolean): ResolvedAddress {
+    const chunkSize = this.#opts.chunkSize;
+    if ('tokens' in address) {
+      checkPacked(address.tokens);
+      const total = address.tokens.byteLength >>> 2;
+      const { hashes, count } = hashTokenChunks(ns.root, address.tokens, chunkSize, this.#opts.saveUnfullChunk, stop);
+      return { hashes, count, tokensOf: (i) => Math.min(chunkSize, total - i * chunkSize) };
+    }
+    if (address.keys.length === 0) throw new BadRequestError('expected tokens or at least one key in the chunk address');
+    const hashes = hashKeys(ns.root, address.keys);
+    let count = address.keys.length;
+    if (stop !== undefined) {
+      for (let i = 0; i < address.keys.length; i++) {
+        if (stop(i, hashes)) {
+          count = i + 1;
+          break;
+        }
+      }
+    }
+    return { hashes, count, tokensOf: () => 0 };
+  }
+
+  #lease(ns: Namespace, leaseId: number): Lease {
+    const lease = this.#leases.get(leaseId, ns.id);
+    if (lease === undefined) throw new LeaseNotFoundError(leaseId);
+    return lease;
+  }
+
+  /** Pinned entries (one extra pin each, for the copy) of a lease's chunks. */
+  async #leasedEntries(ns: Namespace, leaseId: number, first: number, num: number): Promise<Array<HostEntry | null>> {
+    const lease = this.#lease(ns, leaseId);
+    const end = num === 0 ? lease.chunks.length : first + num;
+    if (!Number.isInteger(first) || first < 0 || end > lease.chunks.length || end < first) {
+      throw new BadRequestError(`expected chunks within the lease's ${lease.chunks.length}, got first_chunk ${first} num_chunks ${num}`);
+    }
+    const slice = lease.chunks.slice(first, end);
+    await Promise.all(slice.map((c) => c.pending));
+    return slice.map((c) => {
+      const e = c.entry;
+      if (e === null || lease.released) return null;
+      this.host.pinEntry(e);
+      return e;
+    });
+  }
+
+  #unpinAll(entries: Array<HostEntry | null>): void {
+    for (const e of entries) if (e !== null) this.host.unpin(e);
+  }
+
+  #unpinLease(lease: Lease): void {
+    for (const chunk of lease.chunks) {
+      if (chunk.entry !== null) {
+        this.host.unpin(chunk.entry);
+        chunk.entry = null;
+      }
+    }
+  }
+
+  async #pinWhenFetched(lease: Lease, chunk: LeasedChunk, pending: Promise<HostEntry | null>): Promise<HostEntry | null> {
+    const entry = await pending;
+    // The entry may have been evicted between the fetch and now: then it is a miss.
+    if (entry === null || lease.released || entry.doomed || this.host.peek(chunk.key) !== entry) return null;
+    this.host.pinEntry(entry);
+    chunk.entry = entry;
+    chunk.pending = null;
+    return entry;
+  }
+
+  /** Remote → host, deduplicated per key. Resolves to null on any failure. */
+  #fetch(key: ChunkKey, hostKey: string): Promise<HostEntry | null> {
+    const inflight = this.#fetches.get(hostKey);
+    if (inflight !== undefined) return inflight;
+    const remote = this.#usableRemote();
+    if (remote === null) return Promise.resolve(null);
+    const p = (async () => {
+      try {
+        const payload = await remote.get(key);
+        if (payload === null) {
+          this.counters.remoteFetchMisses++;
+          return null;
+        }
+        const existing = this.host.peek(hostKey);
+        if (existing !== undefined) return existing;
+        const slab = this.host.reserve(payload.length);
+        if (slab === null) return null;
+        payload.copy(slab.buf);
+        this.counters.remoteFetchedChunks++;
+        return this.host.insert(hostKey, slab);
+      } catch (e) {
+        this.#log.warn('prefetch from the remote tier failed', { error: errorMessage(e) });
+        return null;
+      } finally {
+        this.#fetches.delete(hostKey);
+      }
+    })();
+    this.#fetches.set(hostKey, p);
+    return p;
+  }
+
+  #writeRemote(ns: Namespace, entries: HostEntry[]): Promise<{ committed: number; failed: number }> {
+    const remote = this.#usableRemote();
+    if (this.remote === null) return Promise.resolve({ committed: entries.length, failed: 0 });
+    if (remote === null) {
+      this.counters.remoteSkippedDown += entries.length;
+      return Promise.resolve({ committed: 0, failed: entries.length });
+    }
+    let committed = 0;
+    let failed = 0;
+    const prefix = ns.id.length + 1;
+    return new Promise((resolve) => {
+      let left = entries.length;
+      if (left === 0) resolve({ committed, failed });
+      const finish = (entry: HostEntry, ok: boolean): void => {
+        if (ok) committed++;
+        else failed++;
+        this.host.unpin(entry);
+        if (!this.#opts.localCpu) this.host.remove(entry.key);
+        if (--left === 0) resolve({ committed, failed });
+      };
+      for (const entry of entries) {
+        this.host.pinEntry(entry);
+        const accepted = this.#writeBehind.enqueue({
+          bytes: entry.slab.buf.length,
+          run: () => remote.put({ namespaceId: ns.id, hash: entry.key.slice(prefix) }, entry.slab.buf),
+          done: (ok) => finish(entry, ok),
+        });
+        if (!accepted) finish(entry, false);
+      }
+    });
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * TypeScript client for kvtierd (used by the CLI, tests and benches).
+ *
+ * Requests are pipelined: each gets an id and its own timeout; responses are
+ * matched by id in any order. Store is the one request with two responses
+ * (StoreCopied, then StoreCommitted), so its pending slot stays open for the
+ * second one. An Error frame rejects with a KvtierError carrying the
+ * daemon's code; a closed socket rejects everything still pending.
+ */
+import { createConnection, type Socket } from 'node:net';
+import { ConnectionClosedError, KvtierError, TimeoutError, type ErrorCode } from '../errors.js';
+import type { NamespaceFingerprint } from '../chunking/namespace.js';
+import { FrameDecoder } from './framing.js';
+import { PROTOCOL_VERSION, decodeEnvelope, encodeFrame, type Envelope, type EnvelopeInit } from './messages.js';
+import type { kvtier } from './gen/kvtier.js';
+
+export interface ClientOptions {
+  path: string;
+  fingerprint?: Partial<NamespaceFingerprint>;
+  clientKind?: string;
+  timeoutMs?: number;
+}
+
+type Body = Omit<EnvelopeInit, 'id'>;
+
+interface Pending {
+  resolve(env: Envelope): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+  /** Store: resolves on StoreCommitted after the first response resolved. */
+  second?: { resolve(env: Envelope): void; reject(e: Error): void };
+}
+
+export interface StoreHandle {
+  copied: kvtier.v1.StoreCopied;
+  committed: Promise<kvtier.v1.StoreCommitted>;
+}
+
+export class KvtierClient {
+  readonly #socket: Socket;
+  readonly #pending = new Map<number, Pending>();
+  readonly #decoder = new FrameDecoder(0x7fffffff);
+  readonly #timeoutMs: number;
+  #nextId = 1;
+  #closedError: Error | null = null;
+  hello: kvtier.v1.HelloOk | null = null;
+
+  private constructor(socket: Socket, timeoutMs: number) {
+    this.#socket = socket;
+    this.#timeoutMs = timeoutMs;
+    socket.on('data', (d: Buffer) => this.#onData(d));
+    socket.on('close', () => this.#failAll(new ConnectionClosedError('connection to kvtierd closed')));
+    socket.on('error', (e) => this.#failAll(new ConnectionClosedError(`connection to kvtierd failed: ${e.message}`)));
+  }
+
+  static async connect(opts: ClientOptions): Promise<KvtierClient> {
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = createConnection(opts.path);
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(new TimeoutError(`connect to ${opts.path}`, timeoutMs));
+      }, timeoutMs);
+      s.once('connect', () => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      s.once('error', (e) => {
+        clearTimeout(timer);
+        reject(new ConnectionClosedError(`cannot connect to kvtierd at ${opts.path}: ${e.message}`));
+      });
+    });
+    const client = new KvtierClient(socket, timeoutMs);
+    const fp = opts.fingerprint ?? {};
+    const env = await client.request({
+      hello: {
+        protocolVersion: PROTOCOL_VERSION,
+        clientKind: opts.clientKind ?? 'ts-client',
+        fingerprint: {
+          model: fp.model ?? '', dtype: fp.dtype ?? '', kvLayout: fp.kvLayout ?? '', chunkSize: fp.chunkSize ?? 0,
+          blockSize: fp.blockSize ?? 0, tpRank: fp.tpRank ?? 0, tpSize: fp.tpSize ?? 0, ppRank: fp.ppRank ?? 0,
+          ppSize: fp.ppSize ?? 0, mla: fp.mla ?? false, cacheSalt: fp.cacheSalt ?? '',
+        },
+      },
+    }).catch((e: unknown) => {
+      socket.destroy();
+      throw e;
+    });
+    client.hello = env.helloOk as kvtier.v1.HelloOk;
+    return client;
+  }
+
+  /** One request, one response. Decoded sub-messages are instances of their generated class. */
+  request(body: Body, timeoutMs = this.#timeoutMs): Promise<Envelope> {
+    return new Promise((resolve, reject) => this.#start(body, timeoutMs, { resolve, reject }));
+  }
+
+  /** Writes raw bytes: for fault tests that need malformed frames. */
+  writeRaw(bytes: Buffer): void {
+    this.#socket.write(bytes);
+  }
+
+  async ping(): Promise<void> {
+    await this.request({ ping: {} });
+  }
+
+  async lookup(address: kvtier.v1.IChunkAddress, opts: { leaseTtlMs?: number; noLease?: boolean } = {}): Promise<kvtier.v1.LookupOk> {
+    return (await this.request({ lookup: { address, leaseTtlMs: opts.leaseTtlMs ?? 0, noLease: opts.noLease ?? false } })).lookupOk as kvtier.v1.LookupOk;
+  }
+
+  async releaseLease(leaseId: number): Promise<void> {
+    await this.request({ releaseLease: { leaseId } });
+  }
+
+  async put(key: Uint8Array, value: Uint8Array): Promise<void> {
+    await this.request({ put: { key, value } });
+  }
+
+  async get(key: Uint8Array): Promise<Buffer | null> {
+    const r = (await this.request({ get: { key } })).getOk as kvtier.v1.GetOk;
+    return r.found ? Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength) : null;
+  }
+
+  async exists(keys: Uint8Array[]): Promise<kvtier.v1.ExistsOk> {
+    return (await this.request({ exists: { keys } })).existsOk as kvtier.v1.ExistsOk;
+  }
+
+  store(store: kvtier.v1.IStore, timeoutMs = this.#timeoutMs): Promise<StoreHandle> {
+    return new Promise((resolve, reject) => {
+      let commit!: { resolve(env: Envelope): void; reject(e: Error): void };
+      const committed = new Promise<kvtier.v1.StoreCommitted>((res, rej) => {
+        commit = { resolve: (env) => res(env.storeCommitted as kvtier.v1.StoreCommitted), reject: rej };
+      });
+      // Nobody may await `committed`; a closed socket must not become an unhandled rejection.
+      committed.catch(() => {});
+      this.#start({ store }, timeoutMs, { resolve: (env) => resolve({ copied: env.storeCopied as kvtier.v1.StoreCopied, committed }), reject }, commit);
+    });
+  }
+
+  async retrieve(req: kvtier.v1.IRetrieve): Promise<kvtier.v1.RetrieveDone> {
+    return (await this.request({ retrieve: req })).retrieveDone as kvtier.v1.RetrieveDone;
+  }
+
+  async invalidate(address: kvtier.v1.IChunkAddress | null): Promise<number> {
+    return (await this.request({ invalidate: { address } })).invalidateOk?.removedChunks ?? 0;
+  }
+
+  async stats(): Promise<Record<string, unknown>> {
+    return JSON.parse((await this.request({ stats: {} })).statsOk?.json ?? "{}") as Record<string, unknown>;
+  }
+
+  async registerKv(req: kvtier.v1.IRegisterKv): Promise<kvtier.v1.RegisterKvOk> {
+    return (await this.request({ registerKv: req })).registerKvOk as kvtier.v1.RegisterKvOk;
+  }
+
+  async unregister(): Promise<void> {
+    await this.request({ unregister: {} });
+  }
+
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.#socket.destroyed) return resolve();
+      this.#socket.once('close', () => resolve());
+      this.#socket.end();
+    });
+  }
+
+  /** Ends the connection at once, as a killed client would. */
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
+  #start(body: Body, timeoutMs: number, first: { resolve(env: Envelope): void; reject(e: Error): void }, second?: Pending['second']): void {
+    if (this.#closedError !== null) {
+      first.reject(this.#closedError);
+      return;
+    }
+    const id = this.#nextId++;
+    const timer = setTimeout(() => {
+      this.#pending.delete(id);
+      const e = new TimeoutError(`request ${Object.keys(body)[0]} (id ${id})`, timeoutMs);
+      first.reject(e);
+      second?.reject(e);
+    }, timeoutMs);
+    this.#pending.set(id, { ...first, timer, second });
+    this.#socket.write(encodeFrame({ id, ...body }));
+  }
+
+  #onData(data: Buffer): void {
+    let frames: Buffer[];
+    try {
+      frames = this.#decoder.push(data);
+    } catch (e) {
+      this.#failAll(e instanceof Error ? e : new Error(String(e)));
+      this.#socket.destroy();
+      return;
+    }
+    for (const frame of frames) {
+      const env = decodeEnvelope(frame);
+      const p = this.#pending.get(env.id);
+      if (p === undefined) continue;
+      if (env.body === 'error') {
+        this.#pending.delete(env.id);
+        clearTimeout(p.timer);
+        const e = new KvtierError((env.error?.code ?? "KVT_INTERNAL") as ErrorCode, env.error?.message ?? "");
+        p.reject(e);
+        p.second?.reject(e);
+      } else if (env.body === 'storeCopied' && p.second !== undefined) {
+        p.resolve(env);
+      } else if (env.body === 'storeCommitted' && p.second !== undefined) {
+        this.#pending.delete(env.id);
+        clearTimeout(p.timer);
+        p.second.resolve(env);
+      } else {
+        this.#pending.delete(env.id);
+        clearTimeout(p.timer);
+        p.resolve(env);
+      }
+    }
+  }
+
+  #failAll(e: Error): void {
+    if (this.#closedError === null) this.#closedError = e;
+    for (const [id, p] of this.#pending) {
+      clearTimeout(p.timer);
+      p.reject(e);
+      p.second?.reject(e);
+      this.#pending.delete(id);
+    }
+  }
+}

@@ -1,0 +1,305 @@
+/**
+ * One client connection: frames in, requests dispatched, responses out.
+ *
+ * Requests are handled concurrently and answered in completion order with
+ * their own id, so a client may pipeline. The first request must be Hello,
+ * which fixes the connection's namespace. Domain errors become Error frames
+ * here and only here; a broken frame stream (oversized length) is answered
+ * once and the connection closed. Whatever the connection holds (leases,
+ * registered KV regions) is released when it closes, however it closes.
+ */
+import type { Socket } from 'node:net';
+import {
+  BadRequestError, KvtierError, NamespaceMismatchError, NotHelloError, NotRegisteredError,
+  ProtocolVersionError, UnknownMessageError, errorMessage, isKvtierError,
+} from '../errors.js';
+import type { Logger } from '../log.js';
+import { makeNamespace, type Namespace } from '../chunking/namespace.js';
+import type { BlockCopier, ChunkAddress, ChunkManager } from '../manager/chunk-manager.js';
+import { FrameDecoder } from './framing.js';
+import { PROTOCOL_VERSION, decodeEnvelope, encodeFrame, type Envelope, type EnvelopeInit } from './messages.js';
+import { u32View } from './u32.js';
+import type { kvtier } from './gen/kvtier.js';
+
+/** A worker's registered KV memory, as the native addon opens it. */
+export interface RegisteredKv extends BlockCopier {
+  readonly backend: string;
+  close(): Promise<void>;
+}
+
+export type KvRegistrar = (spec: kvtier.v1.IRegisterKv, chunkTokens: number) => Promise<RegisteredKv>;
+
+export interface ConnectionContext {
+  manager: ChunkManager;
+  chunkSize: number;
+  maxFrameBytes: number;
+  maxChunkBytes: number;
+  saveUnfullChunk: boolean;
+  serverVersion: string;
+  registrar: KvRegistrar | null;
+  logger: Logger;
+  statsJson(): string;
+}
+
+export class Connection {
+  readonly id: number;
+  readonly #socket: Socket;
+  readonly #ctx: ConnectionContext;
+  readonly #decoder: FrameDecoder;
+  readonly #log: Logger;
+  #ns: Namespace | null = null;
+  #kv: RegisteredKv | null = null;
+  #inFlight = 0;
+  #closed = false;
+  #onIdle: (() => void) | null = null;
+
+  constructor(id: number, socket: Socket, ctx: ConnectionContext, onClose: (c: Connection) => void) {
+    this.id = id;
+    this.#socket = socket;
+    this.#ctx = ctx;
+    this.#log = ctx.logger.child({ conn: id });
+    this.#decoder = new FrameDecoder(ctx.maxFrameBytes);
+    socket.on('data', (data: Buffer) => this.#onData(data));
+    socket.on('error', (e) => this.#log.debug('socket error', { error: e.message }));
+    socket.on('close', () => {
+      void this.#release().finally(() => onClose(this));
+    });
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Resolves when no request of this connection is running. */
+  idle(): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#onIdle = resolve;
+    });
+  }
+
+  end(): void {
+    this.#socket.end();
+  }
+
+  #onData(data: Buffer): void {
+    let frames: Buffer[];
+    try {
+      frames = this.#decoder.push(data);
+    } catch (e) {
+      // The stream can no longer be split into frames: answer once, then close.
+      this.#send({ id: 0, error: this.#errorBody(e) });
+      this.#socket.end();
+      this.#socket.pause();
+      return;
+    }
+    for (const frame of frames) this.#onFrame(frame);
+  }
+
+  #onFrame(frame: Buffer): void {
+    let env: Envelope;
+    try {
+      env = decodeEnvelope(frame);
+    } catch (e) {
+      this.#send({ id: 0, error: { code: 'KVT_BAD_FRAME', message: `undecodable envelope: ${errorMessage(e)}` } });
+      return;
+    }
+    const id = env.id;
+    this.#inFlight++;
+    this.#handle(env)
+      .then((reply) => {
+        if (reply !== null) this.#send({ id, ...reply });
+      })
+      .catch((e: unknown) => this.#send({ id, error: this.#errorBody(e) }))
+      .finally(() => {
+        if (--this.#inFlight === 0 && this.#onIdle !== null) {
+          const w = this.#onIdle;
+          this.#onIdle = null;
+          w();
+        }
+      });
+  }
+
+  #send(msg: EnvelopeInit): void {
+    if (this.#closed || this.#socket.destroyed || !this.#socket.writable) return;
+    this.#socket.write(encodeFrame(msg));
+  }
+
+  #errorBody(e: unknown): { code: string; message: string } {
+    if (isKvtierError(e)) return { code: e.code, message: e.message };
+    this.#log.error('internal error', { error: errorMessage(e), stack: e instanceof Error ? e.stack ?? null : null });
+    return { code: 'KVT_INTERNAL', message: errorMessage(e) };
+  }
+
+  #namespace(): Namespace {
+    if (this.#ns === null) throw new NotHelloError();
+    return this.#ns;
+  }
+
+  async #handle(env: Envelope): Promise<Omit<EnvelopeInit, 'id'> | null> {
+    const m = this.#ctx.manager;
+    switch (env.body) {
+      case 'hello':
+        return { helloOk: this.#hello(env.hello!) };
+      case 'ping':
+        return { pong: {} };
+      case 'stats':
+        return { statsOk: { json: this.#ctx.statsJson() } };
+      case undefined:
+        throw new UnknownMessageError('envelope has no known body (a newer client, or garbage)');
+      default:
+        break;
+    }
+    const ns = this.#namespace();
+    switch (env.body) {
+      case 'lookup': {
+        const req = env.lookup!;
+        const r = await m.lookup(ns, address(req.address), { owner: this.id, ttlMs: req.leaseTtlMs || undefined, noLease: req.noLease === true });
+        return { lookupOk: { hitTokens: r.hitTokens, hitChunks: r.hitChunks, hostChunks: r.hostChunks, valkeyChunks: r.remoteChunks, leaseId: r.leaseId } };
+      }
+      case 'releaseLease':
+        m.releaseLease(ns, num(env.releaseLease!.leaseId));
+        return { ack: {} };
+      case 'put': {
+        const req = env.put!;
+        if (req.key == null || req.key.length === 0) throw new BadRequestError('expected a non-empty key for Put');
+        await m.put(ns, req.key, asBuffer(req.value));
+        return { ack: {} };
+      }
+      case 'get': {
+        const req = env.get!;
+        if (req.key == null || req.key.length === 0) throw new BadRequestError('expected a non-empty key for Get');
+        const value = await m.get(ns, req.key);
+        return { getOk: value === null ? { found: false } : { found: true, value } };
+      }
+      case 'exists': {
+        const found = await m.exists(ns, env.exists!.keys ?? []);
+        let prefix = 0;
+        while (prefix < found.length && found[prefix]) prefix++;
+        return { existsOk: { prefixFound: prefix, found } };
+      }
+      case 'store':
+        return this.#store(ns, env);
+      case 'retrieve':
+        return this.#retrieve(ns, env.id, env.retrieve!);
+      case 'invalidate': {
+        const a = env.invalidate!.address;
+        const empty = a == null || ((a.tokens == null || a.tokens.length === 0) && (a.keys == null || a.keys.length === 0));
+        return { invalidateOk: { removedChunks: await m.invalidate(ns, empty ? null : address(a)) } };
+      }
+      case 'registerKv':
+        return this.#register(env.registerKv!);
+      case 'unregister':
+        await this.#unregister();
+        return { ack: {} };
+      default:
+        throw new UnknownMessageError(`${env.body} is a response, not a request`);
+    }
+  }
+
+  #hello(req: kvtier.v1.IHello): kvtier.v1.IHelloOk {
+    if (req.protocolVersion !== PROTOCOL_VERSION) throw new ProtocolVersionError(req.protocolVersion ?? 0, PROTOCOL_VERSION);
+    const fp = req.fingerprint ?? {};
+    const chunkSize = fp.chunkSize || this.#ctx.chunkSize;
+    if (chunkSize !== this.#ctx.chunkSize) {
+      throw new NamespaceMismatchError(`client chunk_size ${chunkSize} differs from the daemon's ${this.#ctx.chunkSize}`);
+    }
+    if (this.#ns !== null) throw new BadRequestError('Hello was already sent on this connection');
+    this.#ns = makeNamespace({
+      model: fp.model ?? '', dtype: fp.dtype ?? '', kvLayout: fp.kvLayout ?? '', chunkSize,
+      blockSize: fp.blockSize ?? 0, tpRank: fp.tpRank ?? 0, tpSize: fp.tpSize ?? 0, ppRank: fp.ppRank ?? 0,
+      ppSize: fp.ppSize ?? 0, mla: fp.mla === true, cacheSalt: fp.cacheSalt ?? '',
+    });
+    this.#log.debug('hello', { namespace: this.#ns.id, client: req.clientKind ?? '' });
+    return {
+      protocolVersion: PROTOCOL_VERSION, namespaceId: this.#ns.id, chunkSize, maxFrameBytes: this.#ctx.maxFrameBytes,
+      maxChunkBytes: this.#ctx.maxChunkBytes, saveUnfullChunk: this.#ctx.saveUnfullChunk, serverVersion: this.#ctx.serverVersion,
+    };
+  }
+
+  async #store(ns: Namespace, env: Envelope): Promise<null> {
+    const req = env.store!;
+    const id = env.id;
+    const addr = address(req.address);
+    const skip = req.skipChunks ?? 0;
+    let r;
+    if (req.blockIds != null && req.blockIds.length > 0) {
+      if (this.#kv === null) throw new NotRegisteredError();
+      r = await this.#ctx.manager.store(ns, addr, { kind: 'blocks', blockIds: u32View(req.blockIds, 'block_ids'), copier: this.#kv }, skip);
+    } else {
+      const chunks = (req.chunks ?? []).map(asBuffer);
+      for (const c of chunks) {
+        if (c.length > this.#ctx.maxChunkBytes) throw new BadRequestError(`chunk of ${c.length} bytes exceeds the ${this.#ctx.maxChunkBytes}-byte limit`);
+      }
+      r = await this.#ctx.manager.store(ns, addr, { kind: 'inline', chunks }, skip);
+    }
+    this.#send({ id, storeCopied: { storedChunks: r.stored, presentChunks: r.present, skippedChunks: r.skipped } });
+    const c = await r.committed;
+    this.#send({ id, storeCommitted: { committedChunks: c.committed, failedChunks: c.failed } });
+    return null;
+  }
+
+  async #retrieve(ns: Namespace, id: number, req: kvtier.v1.IRetrieve): Promise<Omit<EnvelopeInit, 'id'> | null> {
+    const leaseId = num(req.leaseId);
+    const first = req.firstChunk ?? 0;
+    const count = req.numChunks ?? 0;
+    if (req.blockIds != null && req.blockIds.length > 0) {
+      if (this.#kv === null) throw new NotRegisteredError();
+      const r = await this.#ctx.manager.retrieveBlocks(ns, leaseId, first, count, u32View(req.blockIds, 'block_ids'), this.#kv);
+      const failed = Buffer.from(r.failedBlocks.buffer, r.failedBlocks.byteOffset, r.failedBlocks.byteLength);
+      return { retrieveDone: { loadedChunks: r.loaded, failedChunks: r.failed, failedBlockIds: failed } };
+    }
+    const r = await this.#ctx.manager.retrieveInline(ns, leaseId, first, count);
+    try {
+      const chunks = r.chunks.map((c) => c ?? Buffer.alloc(0));
+      const loaded = r.chunks.filter((c) => c !== null).length;
+      // Sent while the slabs are still pinned: the frame holds its own copy afterwards.
+      this.#send({ id, retrieveDone: { chunks, loadedChunks: loaded, failedChunks: chunks.length - loaded } });
+      return null;
+    } finally {
+      r.done();
+    }
+  }
+
+  async #register(req: kvtier.v1.IRegisterKv): Promise<Omit<EnvelopeInit, 'id'>> {
+    if (this.#ctx.registrar === null) throw new KvtierError('KVT_NATIVE', 'this daemon has no native addon loaded: block-form transfers are unavailable');
+    await this.#unregister();
+    this.#kv = await this.#ctx.registrar(req, this.#ctx.chunkSize);
+    return { registerKvOk: { chunkBytes: this.#kv.chunkBytes, backend: this.#kv.backend } };
+  }
+
+  async #unregister(): Promise<void> {
+    const kv = this.#kv;
+    this.#kv = null;
+    if (kv !== null) await kv.close();
+  }
+
+  async #release(): Promise<void> {
+    this.#closed = true;
+    const leases = this.#ctx.manager.releaseOwner(this.id);
+    await this.idle();
+    await this.#unregister().catch((e: unknown) => this.#log.warn('unregister on close failed', { error: errorMessage(e) }));
+    this.#log.debug('connection closed', { leasesReleased: leases });
+  }
+}
+
+function address(a: kvtier.v1.IChunkAddress | null | undefined): ChunkAddress {
+  if (a == null) throw new BadRequestError('expected a chunk address (tokens or keys)');
+  const hasTokens = a.tokens != null && a.tokens.length > 0;
+  const hasKeys = a.keys != null && a.keys.length > 0;
+  if (hasTokens && hasKeys) throw new BadRequestError('expected tokens or keys in the chunk address, not both');
+  if (hasKeys) return { keys: a.keys! };
+  return { tokens: a.tokens ?? new Uint8Array(0) };
+}
+
+function asBuffer(b: Uint8Array | null | undefined): Buffer {
+  if (b == null) return Buffer.alloc(0);
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function num(v: number | Long | null | undefined): number {
+  if (v == null) return 0;
+  return typeof v === 'number' ? v : Number(v);
+}
+
+type Long = { toNumber(): number };

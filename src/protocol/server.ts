@@ -1,0 +1,105 @@
+/**
+ * The Unix-socket server.
+ *
+ * Socket file rules: created with the configured mode (0600 by default) by
+ * narrowing the umask around listen(), so there is no window in which it is
+ * world-accessible; a stale file left by a dead daemon is replaced; a file
+ * with a live daemon behind it is never stolen (SocketInUseError).
+ * close() stops accepting, lets every in-flight request finish, then ends the
+ * connections and unlinks the socket.
+ */
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer, type Server } from 'node:net';
+import { KvtierError, SocketInUseError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { Connection, type ConnectionContext } from './connection.js';
+
+export interface SocketServerOptions {
+  path: string;
+  mode: number;
+  context: ConnectionContext;
+  logger: Logger;
+}
+
+export class SocketServer {
+  readonly #opts: SocketServerOptions;
+  readonly #connections = new Set<Connection>();
+  #server: Server | null = null;
+  #nextId = 1;
+
+  constructor(opts: SocketServerOptions) {
+    this.#opts = opts;
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  async listen(): Promise<void> {
+    const { path, mode } = this.#opts;
+    await removeStaleSocket(path);
+    const server = createServer({ allowHalfOpen: false }, (socket) => {
+      const conn = new Connection(this.#nextId++, socket, this.#opts.context, (c) => this.#connections.delete(c));
+      this.#connections.add(conn);
+    });
+    const oldMask = process.umask(0o777 & ~mode);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(path, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(oldMask);
+    }
+    chmodSync(path, mode);
+    server.on('error', (e) => this.#opts.logger.error('server error', { error: e.message }));
+    this.#server = server;
+  }
+
+  async close(): Promise<void> {
+    const server = this.#server;
+    if (server === null) return;
+    this.#server = null;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    await Promise.all([...this.#connections].map((c) => c.idle()));
+    for (const c of this.#connections) c.end();
+    await closed;
+    try {
+      unlinkSync(this.#opts.path);
+    } catch {
+      // Already gone: nothing to clean.
+    }
+  }
+}
+
+/** Unlinks `path` if it is a socket nobody answers on; throws if a daemon is live there. */
+export async function removeStaleSocket(path: string): Promise<void> {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch {
+    return;
+  }
+  if (!isSocket) throw new KvtierError('KVT_SOCKET_IN_USE', `${path} exists and is not a socket; refusing to replace it`);
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = createConnection(path);
+    const timer = setTimeout(() => {
+      probe.destroy();
+      resolve(true);
+    }, 1000);
+    probe.once('connect', () => {
+      clearTimeout(timer);
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+  if (live) throw new SocketInUseError(path);
+  unlinkSync(path);
+}
