@@ -98,3 +98,25 @@ def test_daemon_absent_is_a_miss_never_an_exception(tmp_path, caplog):
     assert s.batch_set_v1(["a"], torch.arange(PAGE)) == [False]
     assert s.batch_get_v1(["a"], torch.arange(PAGE)) == [False]
     assert len([r for r in caplog.records if "unavailable" in r.message]) == 1
+
+
+def test_v2_side_pools_of_hybrid_models(daemon):
+    """KV pages through v1, a Mamba-like side pool through the v2 calls."""
+    kv_a, kv_b, side_a, side_b = HostPool(6), HostPool(7), HostPool(8), HostPool(9)
+    a, b = backend(daemon.socket, kv_a), backend(daemon.socket, kv_b)
+    a.register_mem_host_pool_v2(side_a, "mamba")
+    b.register_mem_host_pool_v2(side_b, "mamba")
+    keys = [f"h{i}" for i in range(4)]
+    idx = torch.arange(0, 4 * PAGE)
+    assert a.batch_set_v1(keys, idx) == [True] * 4
+    last = SimpleNamespace(name="mamba", keys=keys[-1:], host_indices=torch.arange(3 * PAGE, 4 * PAGE),
+                           hit_policy="trailing_pages")
+    assert a.batch_set_v2([last]) == {"mamba": [True]}
+    res = b.batch_exists_v2(keys, [SimpleNamespace(name="mamba", keys=keys[-1:], hit_policy="trailing_pages")])
+    assert (res.kv_hit_pages, res.extra_pool_hit_pages) == (4, {"kv": 4, "mamba": 4})
+    res = b.batch_exists_v2(keys, [SimpleNamespace(name="mamba", keys=keys, hit_policy="all_pages")])
+    assert res.kv_hit_pages == 0
+    got = b.batch_get_v2([SimpleNamespace(name="mamba", keys=keys[-1:],
+                                          host_indices=torch.arange(5 * PAGE, 6 * PAGE))])
+    assert got == {"mamba": [True]}
+    assert torch.equal(side_b.data[5 * PAGE:6 * PAGE], side_a.data[3 * PAGE:4 * PAGE])

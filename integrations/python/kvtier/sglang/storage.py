@@ -4,7 +4,8 @@ SGLang names each host page by its own prefix-chained page hash, so chunks are
 addressed by those opaque keys (the daemon hashes them into its namespace:
 SHA-256(h0 || 'k' || key)). Values are SGLang's flat host pages, copied inline
 over the socket: the zero-copy v1 calls read/write pages of the registered
-host pool, the legacy calls move tensors. Batches are pipelined (all requests
+host pool, the legacy calls move tensors, the v2 calls handle the side pools
+of hybrid models (pools_v2.py). Batches are pipelined (all requests
 sent, then all answers awaited). Every failure is a miss or a failed write,
 never an exception into SGLang's prefetch/backup threads.
 
@@ -20,6 +21,7 @@ from ..client import KvtierClient, Pending
 from ..errors import KvtierError
 from ..hashing import Fingerprint
 from ..health import Health
+from .pools_v2 import PoolsV2Mixin
 
 log = logging.getLogger("kvtier.sglang")
 
@@ -49,7 +51,7 @@ def _fill(target: Any, data: bytes) -> bool:
     return True
 
 
-class KVTierHiCacheStorage(_Base):  # type: ignore[misc, valid-type]
+class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-type]
     """HiCacheStorage backend. Constructed by SGLang's dynamic backend loader."""
 
     def __init__(self, storage_config: Any, *args: Any, **kwargs: Any) -> None:
