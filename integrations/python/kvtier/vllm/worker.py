@@ -190,6 +190,9 @@ class WorkerSide:
                     self._scatter_inline(ld.spec, done)
                 else:
                     failed = unpack_u32(done.failed_block_ids)
+                    if done.loaded_chunks + done.failed_chunks < ld.spec.num_chunks and not failed:
+                        raise KvtierError("KVT_BAD_FRAME", f"RetrieveDone accounts for "
+                                          f"{done.loaded_chunks + done.failed_chunks} of {ld.spec.num_chunks} chunks")
                     self._load_errors.update(b for b in failed if b != NO_BLOCK)
                     self.stats["loaded_chunks"] += done.loaded_chunks
                     self.stats["failed_load_blocks"] += len(failed)
