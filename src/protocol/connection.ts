@@ -41,6 +41,11 @@ export interface ConnectionContext {
   statsJson(): string;
 }
 
+const REQUESTS: ReadonlySet<string> = new Set([
+  'hello', 'ping', 'stats', 'lookup', 'releaseLease', 'put', 'get', 'exists', 'store', 'retrieve',
+  'invalidate', 'registerKv', 'unregister',
+]);
+
 export class Connection {
   readonly id: number;
   readonly #socket: Socket;
@@ -148,7 +153,7 @@ export class Connection {
       case undefined:
         throw new UnknownMessageError('envelope has no known body (a newer client, or garbage)');
       default:
-        break;
+        if (!REQUESTS.has(env.body)) throw new UnknownMessageError(`${env.body} is a response, not a request`);
     }
     const ns = this.#namespace();
     switch (env.body) {
@@ -193,7 +198,7 @@ export class Connection {
         await this.#unregister();
         return { ack: {} };
       default:
-        throw new UnknownMessageError(`${env.body} is a response, not a request`);
+        throw new UnknownMessageError(`${env.body} is not handled`);
     }
   }
 

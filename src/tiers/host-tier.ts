@@ -84,6 +84,8 @@ export class HostTier implements Tier {
 
   /** A slab of `bytes`, evicting unpinned entries oldest first; null when all are pinned. */
   reserve(bytes: number): Slab | null {
+    // An empty value needs no pool memory (and a pool has no 0-byte slabs).
+    if (bytes === 0) return { buf: Buffer.alloc(0), release: () => {} };
     for (;;) {
       const slab = this.memory.allocate(bytes);
       if (slab !== null) return slab;
