@@ -151,9 +151,10 @@ export class HostTier implements Tier {
     return entry === undefined ? null : Buffer.from(entry.slab.buf);
   }
 
+  /** Replaces an existing value (a pinned old value lives on until its last unpin). */
   async put(key: ChunkKey, payload: Buffer): Promise<boolean> {
     const k = chunkKeyString(key);
-    if (this.#index.has(k)) return true;
+    this.remove(k);
     const slab = this.reserve(payload.length);
     if (slab === null) return false;
     payload.copy(slab.buf);
