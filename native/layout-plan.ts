@@ -100,6 +100,10 @@ export class LayoutPlan {
       }
       indexById.set(id, i);
     });
+    const kinds = new Set(spec.regions.map((r) => (r.cudaIpcHandle !== undefined && r.cudaIpcHandle.length > 0 ? `cuda device ${r.deviceIndex ?? 0}` : 'shm')));
+    if (kinds.size > 1) {
+      throw new BadLayoutError(`expected every region of one registration on one kind of memory, got ${[...kinds].join(' and ')}`);
+    }
     this.regions = spec.regions;
     if (!Array.isArray(spec.planes) || spec.planes.length === 0) {
       throw new BadLayoutError('expected at least one plane, got none');

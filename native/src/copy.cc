@@ -32,6 +32,12 @@ CopyError planCopy(CopyBatch* batch, const std::vector<BufferView>& buffers, con
     return {"KVT_BAD_REQUEST", "one copy batch cannot mix CUDA IPC regions and shm regions"};
   }
   batch->cuda = anyCuda;
+  for (const auto& r : batch->regions) {
+    if (anyCuda && r->device != batch->regions[0]->device) {
+      return {"KVT_BAD_REQUEST", "one copy batch cannot span CUDA devices " + std::to_string(batch->regions[0]->device) +
+                                     " and " + std::to_string(r->device)};
+    }
+  }
   for (size_t i = 0; i < segCount; ++i) {
     const double* s = segs + i * 5;
     uint64_t ri, roff, bi, boff, len;

@@ -61,4 +61,13 @@ describe('LayoutPlan', () => {
     spec.regions[0] = { regionId: 0, sizeBytes: spec.regions[0].sizeBytes, cudaIpcHandle: new Uint8Array(10) };
     expect(() => new LayoutPlan(spec)).toThrow(/expected 64 bytes for cuda_ipc_handle of region 0, got 10/);
   });
+
+  test('one registration is one kind of memory on one device', () => {
+    const spec = llama8bFlashAttn(10);
+    spec.regions[1] = { regionId: 1, sizeBytes: spec.regions[1].sizeBytes, cudaIpcHandle: new Uint8Array(64), deviceIndex: 0 };
+    expect(() => new LayoutPlan(spec)).toThrow('expected every region of one registration on one kind of memory, got shm and cuda device 0');
+    const gpu = llama8bFlashAttn(10);
+    gpu.regions = gpu.regions.map((r, i) => ({ regionId: r.regionId, sizeBytes: r.sizeBytes, cudaIpcHandle: new Uint8Array(64), deviceIndex: i % 2 }));
+    expect(() => new LayoutPlan(gpu)).toThrow(/got cuda device 0 and cuda device 1/);
+  });
 });
