@@ -10,7 +10,7 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import {
@@ -191,6 +191,11 @@ export interface ScatterJob {
   src: Buffer;
 }
 
+export interface RegisteredKvOptions {
+  /** Directories a shm_path may name a file in (default ['/dev/shm']). */
+  shmDirs?: string[];
+}
+
 /** A worker's KV memory, mapped: batched gather (blocks -> chunk buffers) and scatter (back). */
 export class RegisteredKv {
   readonly chunkBytes: number;
@@ -202,8 +207,22 @@ export class RegisteredKv {
   #inflight = new Set<Promise<void>>();
   #closing: Promise<void> | undefined;
 
-  constructor(spec: KvLayoutSpec) {
+  /**
+   * Maps the regions; throws BadLayoutError / RegionUnavailableError. A shm
+   * path must be absolute, normalized and inside one of `shmDirs` (default
+   * /dev/shm): the daemon opens it read-write, so a client must not be able
+   * to name any other file.
+   */
+  constructor(spec: KvLayoutSpec, options: RegisteredKvOptions = {}) {
     this.#plan = new LayoutPlan(spec);
+    const dirs = options.shmDirs ?? ['/dev/shm'];
+    for (const r of this.#plan.regions) {
+      if (r.shmPath === undefined || r.shmPath.length === 0) continue;
+      const p = r.shmPath;
+      if (!isAbsolute(p) || normalize(p) !== p || !dirs.some((d) => p.startsWith(d.endsWith('/') ? d : `${d}/`))) {
+        throw new BadLayoutError(`expected an absolute shm_path inside ${dirs.join(' or ')} for region ${r.regionId}, got ${p}`);
+      }
+    }
     this.chunkBytes = this.#plan.chunkBytes;
     this.blocksPerChunk = this.#plan.blocksPerChunk;
     this.numBlocks = this.#plan.numBlocks;

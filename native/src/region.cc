@@ -38,7 +38,7 @@ std::shared_ptr<RegionMapping> openShmRegion(const std::string& path, size_t siz
   auto r = std::make_shared<RegionMapping>();
   r->name = path;
   r->size = size;
-  r->fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  r->fd = open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   if (r->fd < 0) {
     *error = path + ": cannot open: " + std::strerror(errno);
     return nullptr;

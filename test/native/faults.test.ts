@@ -1,7 +1,7 @@
 // Faults: bad ids, bad layouts, regions that shrink or vanish under a
 // registration, close() while copies are in flight. The process must survive
 // every one of them with a coded error.
-import { ftruncateSync, openSync, closeSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, test } from 'vitest';
 
 import { BadBlockIdError, BadLayoutError, RegionUnavailableError } from '../../src/errors.js';
@@ -72,6 +72,28 @@ describe('layouts are checked at registration', () => {
     expect(() => new RegisteredKv({ ...fx.spec, planes: zero })).toThrow(/expected an integer >= 1 for planes\[0\] \(layer 0\)\.block_bytes, got 0/);
     const foreign = fx.spec.planes.map((p) => ({ ...p, regionId: 7 }));
     expect(() => new RegisteredKv({ ...fx.spec, planes: foreign })).toThrow(/expected a registered region id/);
+  });
+
+  test('a shm path outside the allowed directories, relative, or with .. is refused', () => {
+    const fx = fixture();
+    for (const bad of ['/etc/passwd', 'dev/shm/x', '/dev/shm/../etc/passwd', '/dev/shmx/y']) {
+      const spec = { ...fx.spec, regions: fx.spec.regions.map((r) => ({ ...r, shmPath: bad })) };
+      expect(() => new RegisteredKv(spec)).toThrow(BadLayoutError);
+      expect(() => new RegisteredKv(spec)).toThrow(`expected an absolute shm_path inside /dev/shm for region 100, got ${bad}`);
+    }
+    expect(() => new RegisteredKv(fx.spec, { shmDirs: ['/tmp'] })).toThrow(/inside \/tmp/);
+  });
+
+  test('a symlink as the region file is refused (O_NOFOLLOW)', () => {
+    const fx = fixture();
+    const link = shmPath('link');
+    symlinkSync(fx.files[0], link);
+    try {
+      const spec = { ...fx.spec, regions: fx.spec.regions.map((r, i) => (i === 0 ? { ...r, shmPath: link } : r)) };
+      expect(() => new RegisteredKv(spec)).toThrow(RegionUnavailableError);
+    } finally {
+      rmSync(link);
+    }
   });
 
   test('a missing shm file, or one smaller than size_bytes, is RegionUnavailable', () => {
