@@ -151,7 +151,7 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   }),
   writeBehindQueueBytes: entry('write_behind_queue_bytes', {
     check: c.integer(1, Number.MAX_SAFE_INTEGER), default: 1073741824,
-    doc: 'Bytes of puts queued for the Valkey tier before new puts wait.',
+    doc: 'Bytes of chunks queued for the Valkey tier; a store that would exceed it skips Valkey (counted as dropped).',
   }),
   socketPath: entry('socket_path', {
     check: c.text({ maxBytes: 107 }), default: '/tmp/kvtier.sock',
