@@ -1,0 +1,138 @@
+/**
+ * A fleet: daemons that share one real valkey-server (single and a 3-master
+ * cluster). A chunk stored through daemon A is found and retrieved,
+ * byte-exact, through daemon B; Valkey dying and coming back, and a value
+ * corrupted behind kvtier's back, never make a daemon serve wrong bytes.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeNamespace } from '../../src/chunking/namespace.js';
+import { hashHex, hashTokenChunks } from '../../src/chunking/prefix-hash.js';
+import { packTokens } from '../../src/chunking/tokens.js';
+import { chunkRedisKey, segmentRedisKey } from '../../src/tiers/valkey-format.js';
+import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
+import { startValkey, startValkeyCluster, stopAllValkey, type ValkeyServer } from '../helpers/valkey-server.js';
+
+const MiB = 1 << 20;
+const tokens = (n: number, seed: number): Buffer => packTokens(Array.from({ length: n }, (_, i) => (i * 104729 + seed) % 128_000));
+const fp = { model: 'fleet-model', dtype: 'bfloat16', kvLayout: 'test' };
+
+afterAll(async () => {
+  await stopAllValkey();
+});
+
+async function shareAndCheck(a: TestDaemon, b: TestDaemon, seed: number): Promise<void> {
+  const ca = await a.connect({ fingerprint: fp });
+  const cb = await b.connect({ fingerprint: fp });
+  const t = tokens(4 * 256 + 17, seed);
+  // Segmented (3 MiB + odd) and small chunks.
+  const chunks = [randomBytes(3 * MiB + 5), randomBytes(4096), randomBytes(MiB), randomBytes(2 * MiB + 1)];
+  const s = await ca.store({ address: { tokens: t }, chunks });
+  expect(s.copied.storedChunks).toBe(4);
+  expect(await s.committed).toMatchObject({ committedChunks: 4 });
+
+  const l = await cb.lookup({ tokens: t });
+  expect(l.hitChunks).toBe(4);
+  expect(l.hitTokens).toBe(1024);
+  expect(l.valkeyChunks).toBe(4);
+  const r = await cb.retrieve({ leaseId: l.leaseId });
+  expect(r.loadedChunks).toBe(4);
+  r.chunks.forEach((c, i) => expect(Buffer.from(c).equals(chunks[i])).toBe(true));
+  await cb.releaseLease(l.leaseId);
+  // Promoted: B now has them in its host tier.
+  expect((await cb.lookup({ tokens: t }, { noLease: true })).hostChunks).toBe(4);
+}
+
+describe('two daemons, one single Valkey', () => {
+  let valkey: ValkeyServer;
+  let a: TestDaemon;
+  let b: TestDaemon;
+  beforeAll(async () => {
+    valkey = await startValkey({ maxmemory: '512mb', maxmemoryPolicy: 'allkeys-lru' });
+    a = await startTestDaemon({ remote_url: valkey.url, valkey_connections: 2 });
+    b = await startTestDaemon({ remote_url: valkey.url, valkey_connections: 2 });
+  });
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+  });
+
+  it('a chunk stored through A is retrieved byte-exact through B', async () => {
+    await shareAndCheck(a, b, 1);
+  });
+
+  it('another tenant (cache_salt) never gets the chunks through Valkey', async () => {
+    const ca = await a.connect({ fingerprint: { ...fp, cacheSalt: 'tenant-a' } });
+    const cb = await b.connect({ fingerprint: { ...fp, cacheSalt: 'tenant-b' } });
+    const t = tokens(512, 2);
+    await (await ca.store({ address: { tokens: t }, chunks: [randomBytes(1000), randomBytes(1000)] })).committed;
+    expect((await cb.lookup({ tokens: t }, { noLease: true })).hitChunks).toBe(0);
+  });
+
+  it('a value corrupted in Valkey behind kvtier is a miss, never wrong bytes', async () => {
+    const ca = await a.connect({ fingerprint: fp });
+    const cb = await b.connect({ fingerprint: fp });
+    const t = tokens(512, 3);
+    const chunks = [randomBytes(2 * MiB + 3), randomBytes(5000)];
+    await (await ca.store({ address: { tokens: t }, chunks })).committed;
+    const ns = makeNamespace({ ...fp, chunkSize: 256, blockSize: 0, tpRank: 0, tpSize: 0, ppRank: 0, ppSize: 0, mla: false, cacheSalt: '' });
+    expect(ca.hello!.namespaceId).toBe(ns.id);
+    const { hashes } = hashTokenChunks(ns.root, t, 256, false);
+    const k0 = chunkRedisKey('kvtier', { namespaceId: ns.id, hash: hashHex(hashes, 0) });
+    const k1 = chunkRedisKey('kvtier', { namespaceId: ns.id, hash: hashHex(hashes, 1) });
+    // Flip bytes inside a segment of chunk 0 and inside the inline value of chunk 1.
+    await valkey.cli(['SETRANGE', segmentRedisKey(k0, 1), '1000', 'XXXX']);
+    const v1 = await valkey.cli(['STRLEN', k1]);
+    await valkey.cli(['SETRANGE', k1, String(Number(v1) - 10), 'YYYY']);
+
+    const l = await cb.lookup({ tokens: t });
+    const r = await cb.retrieve({ leaseId: l.leaseId });
+    expect(r.loadedChunks).toBe(0);
+    expect(r.chunks.every((c) => c.length === 0)).toBe(true);
+    await cb.releaseLease(l.leaseId);
+    // The bad keys were deleted: the next lookup finds nothing.
+    await waitFor(async () => (await cb.lookup({ tokens: t }, { noLease: true })).hitChunks === 0, 'bad chunks deleted');
+    expect(Number((b.daemon.stats().remote.detail as { corrupt: number }).corrupt)).toBeGreaterThanOrEqual(2);
+  });
+
+  it('Valkey killed mid-run: stores are skipped, lookups use the host tier; it comes back by itself', async () => {
+    const ca = await a.connect({ fingerprint: fp });
+    const cb = await b.connect({ fingerprint: fp });
+    const before = tokens(256, 4);
+    const chunk = randomBytes(100_000);
+    await (await ca.store({ address: { tokens: before }, chunks: [chunk] })).committed;
+
+    await valkey.kill();
+    const during = tokens(256, 5);
+    const s = await ca.store({ address: { tokens: during }, chunks: [randomBytes(1000)] });
+    expect(s.copied.storedChunks).toBe(1);
+    expect((await s.committed).failedChunks).toBe(1);
+    // A still serves from its host tier; B has nothing and says so quickly.
+    const la = await ca.lookup({ tokens: before }, { noLease: true });
+    expect(la.hostChunks).toBe(1);
+    expect((await cb.lookup({ tokens: during }, { noLease: true })).hitChunks).toBe(0);
+
+    await valkey.restart();
+    await waitFor(() => a.daemon.stats().remote.available && b.daemon.stats().remote.available, 'Valkey back', 20_000);
+    await shareAndCheck(a, b, 6);
+  });
+});
+
+describe('two daemons, one 3-master Valkey cluster', () => {
+  let url: string;
+  let a: TestDaemon;
+  let b: TestDaemon;
+  beforeAll(async () => {
+    url = (await startValkeyCluster()).url;
+    a = await startTestDaemon({ remote_url: url, valkey_connections: 2 });
+    b = await startTestDaemon({ remote_url: url, valkey_connections: 2 });
+  }, 120_000);
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+  });
+
+  it('a chunk stored through A is retrieved byte-exact through B', async () => {
+    await shareAndCheck(a, b, 7);
+  });
+});
