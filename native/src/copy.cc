@@ -13,6 +13,9 @@
 namespace kvtier {
 
 static constexpr size_t kPieceMax = 1 << 20;
+// One CUDA thread block copies one piece: small pieces spread a merged
+// multi-MiB segment over many SMs.
+static constexpr size_t kCudaPieceMax = 64 << 10;
 static constexpr size_t kBytesPerThread = 256 << 10;
 static constexpr double kMaxExact = 9007199254740991.0;  // 2^53 - 1
 
@@ -67,7 +70,7 @@ CopyError planCopy(CopyBatch* batch, const std::vector<BufferView>& buffers, con
     }
     uint8_t* rp = region.base + roff;
     uint8_t* bp = buf.data + boff;
-    size_t chunk = batch->cuda ? len : kPieceMax;
+    size_t chunk = batch->cuda ? kCudaPieceMax : kPieceMax;
     for (uint64_t done = 0; done < len; done += chunk) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, len - done));
       if (batch->scatter) {

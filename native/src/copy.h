@@ -6,7 +6,8 @@
 //   [regionIndex, regionOffset, bufferIndex, bufferOffset, length]
 // gather: region -> buffer; scatter: buffer -> region. Execution splits the
 // segments into <=1 MiB pieces claimed by up to copyThreadCount() threads,
-// or runs them as one kernel launch when the regions are CUDA IPC memory.
+// or runs them (as <=64 KiB pieces, one per thread block) in one kernel
+// launch when the regions are CUDA IPC memory.
 #pragma once
 #include <cstddef>
 #include <cstdint>
