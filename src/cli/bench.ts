@@ -4,6 +4,8 @@
  */
 import type { Command } from 'commander';
 import { runLookupBench } from '../../bench/lookup.js';
+import { runHostThroughput } from '../../bench/throughput-host.js';
+import { runValkeyThroughput } from '../../bench/throughput-valkey.js';
 
 function progress(json: boolean): (msg: string) => void {
   return (msg) => {
@@ -37,6 +39,38 @@ export function registerBench(program: Command): void {
         process.stdout.write(`  socket rtt      p50 ${r.rtt_us.p50} us   p99 ${r.rtt_us.p99} us\n`);
         process.stdout.write(`  lookup (client) p50 ${r.lookup_us.p50} us   p99 ${r.lookup_us.p99} us\n`);
         process.stdout.write(`  lookup (daemon) p50 ${r.daemon_lookup_us.p50} us   p99 ${r.daemon_lookup_us.p99} us\n`);
+      }
+    });
+
+  bench
+    .command('throughput')
+    .description('chunk store/retrieve GB/s beside memcpy (host) or valkey-benchmark (valkey), measured in the same run')
+    .requiredOption('--tier <tier>', 'host or valkey')
+    .option('--url <url>', 'valkey tier: use this Valkey instead of starting one on a free loopback port')
+    .option('--sizes <mib>', 'valkey tier: chunk sizes in MiB, comma separated', '4,32')
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { tier: string; url?: string; sizes: string; json?: boolean }) => {
+      const log = progress(opts.json === true);
+      if (opts.tier === 'host') {
+        log('host tier: gather/scatter of Llama-3.1-8B chunks vs memcpy');
+        const r = await runHostThroughput({});
+        const out = {
+          bench: 'throughput', tier: 'host', model: r.shape, chunk_bytes: r.chunk_bytes,
+          store_gbps: r.gather_gbps, retrieve_gbps: r.scatter_gbps,
+          reference: { what: r.reference.what, store_gbps: r.reference.memcpy_gbps, retrieve_gbps: r.reference.memcpy_gbps },
+          ratio: { store: r.ratio.gather, retrieve: r.ratio.scatter },
+          detail: r,
+        };
+        process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `host tier, ${out.model}, ${out.chunk_bytes >> 20} MiB chunks\n  store (gather)     ${out.store_gbps} GB/s  (${out.ratio.store} of memcpy ${out.reference.store_gbps})\n  retrieve (scatter) ${out.retrieve_gbps} GB/s  (${out.ratio.retrieve} of memcpy)\n`);
+      } else if (opts.tier === 'valkey') {
+        const sizes = opts.sizes.split(',').map((v) => Math.round(Number(v) * (1 << 20)));
+        if (sizes.some((n) => !Number.isSafeInteger(n) || n <= 0)) throw new Error(`expected MiB sizes like 4,32 for --sizes, got ${opts.sizes}`);
+        log(`valkey tier: ${opts.sizes} MiB chunks vs valkey-benchmark`);
+        const rows = await runValkeyThroughput({ url: opts.url, sizes });
+        if (opts.json === true) process.stdout.write(`${JSON.stringify(rows.length === 1 ? rows[0] : { bench: 'throughput', tier: 'valkey', rows })}\n`);
+        else for (const r of rows) process.stdout.write(`${(r.chunk_bytes / (1 << 20)).toFixed(0)} MiB chunks: store ${r.store_gbps} GB/s, retrieve ${r.retrieve_gbps} GB/s; valkey-benchmark SET ${r.reference?.store_gbps ?? '-'} GET ${r.reference?.retrieve_gbps ?? '-'} GB/s\n`);
+      } else {
+        throw new Error(`expected host or valkey for --tier, got ${opts.tier}`);
       }
     });
 }
