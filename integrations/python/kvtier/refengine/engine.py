@@ -1,0 +1,367 @@
+"""A minimal vLLM-V1-shaped engine around the reference transformer.
+
+Scheduler half (as vllm/v1/core/sched/scheduler.py does it, reduced):
+
+    schedule():
+      running requests first (decode, or the rest of a chunked prefill)
+      then waiting requests, in arrival order:
+        ext, async = connector.get_num_new_matched_tokens(req, local_hit=0)
+        allocate blocks for ext + the tokens scheduled now
+        connector.update_state_after_alloc(req, blocks, ext)
+        req.num_computed_tokens = ext
+      SchedulerOutput(new reqs, cached reqs, tokens per req, finished_req_ids)
+      meta = connector.build_connector_meta(scheduler_output)
+
+    update_from_output():
+      invalid blocks (get_block_ids_with_load_errors): the request rewinds to its
+        first failed block, the token sampled this step is discarded, and the
+        next step recomputes from there (vLLM's "recompute" policy)
+      sample (greedy), finish at max_new_tokens:
+        connector.request_finished(req, block_ids) → True: the blocks are held
+        until a worker's get_finished reports the request in finished_sending
+      finished_sending → free the held blocks
+
+Worker half (as the model runner's KV connector mixin does it):
+
+    bind_connector_metadata(meta); start_load_kv(forward_context)
+    for each layer: wait_for_layer_load(name); attention (writes then reads the
+                    paged cache through the block table); save_kv_layer(name, ...)
+    wait_for_save(); get_finished(finished_req_ids);
+    get_block_ids_with_load_errors(); clear_connector_metadata()
+    (a step with nothing to compute runs the same calls without the forward,
+     like vLLM's kv_connector_no_forward)
+
+KVTierConnector only loads synchronously (get_num_new_matched_tokens returns
+(n, False)), so the WAITING_FOR_REMOTE_KVS path is not implemented here: the
+engine raises if a connector asks for an asynchronous load.
+
+One engine is one scheduler connector plus one worker connector (TP=1) in the
+same process, which is what vLLM's uniprocess executor does.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..shm import ShmAllocator
+from .kvcache import PagedKVCache, layer_name
+from .model import ModelConfig, Segment, Transformer
+
+BLOCK_SIZE = 16
+
+
+# -- the objects vLLM hands the connector (the fields KVTierConnector reads) ----------------
+
+@dataclass
+class Request:
+    request_id: str
+    prompt_token_ids: list[int]
+    max_new_tokens: int = 1
+    cache_salt: Optional[str] = None
+    output_token_ids: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0
+    # engine bookkeeping (not read by the connector)
+    block_ids: list[int] = field(default_factory=list)
+    status: str = "WAITING"
+    external_tokens: int = 0
+    load_error_blocks: set[int] = field(default_factory=set)
+    recomputed_from: Optional[int] = None
+    first_logits: Optional[torch.Tensor] = None
+    t_arrival: float = 0.0
+    t_first_token: Optional[float] = None
+    computed_tokens_total: int = 0
+
+    @property
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def ttft_s(self) -> Optional[float]:
+        return None if self.t_first_token is None else self.t_first_token - self.t_arrival
+
+
+@dataclass
+class NewRequestData:
+    req_id: str
+    prompt_token_ids: list[int]
+    block_ids: tuple[list[int], ...]
+    num_computed_tokens: int
+
+
+@dataclass
+class CachedRequestData:
+    req_ids: list[str] = field(default_factory=list)
+    resumed_req_ids: set[str] = field(default_factory=set)
+    new_block_ids: list[Optional[tuple[list[int], ...]]] = field(default_factory=list)
+    num_computed_tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled_new_reqs: list[NewRequestData]
+    scheduled_cached_reqs: CachedRequestData
+    num_scheduled_tokens: dict[str, int]
+    total_num_scheduled_tokens: int
+    finished_req_ids: set[str]
+    kv_connector_metadata: Any = None
+
+
+class KVCacheBlocks:
+    def __init__(self, ids: list[int]) -> None:
+        self._ids = list(ids)
+
+    def get_block_ids(self) -> tuple[list[int], ...]:
+        return (list(self._ids),)
+
+
+def vllm_config(socket: str, *, model_name: str, dtype: torch.dtype, mla: bool, role: str = "kv_both",
+                extra: Optional[dict[str, Any]] = None) -> Any:
+    ex = {"kvtier_socket": socket, **(extra or {})}
+    return SimpleNamespace(
+        model_config=SimpleNamespace(model=model_name, dtype=dtype, use_mla=mla),
+        cache_config=SimpleNamespace(block_size=BLOCK_SIZE, cache_dtype="auto"),
+        parallel_config=SimpleNamespace(tensor_parallel_size=1, pipeline_parallel_size=1),
+        kv_transfer_config=SimpleNamespace(kv_connector="KVTierConnector", kv_connector_module_path="kvtier.vllm",
+                                           kv_role=role, kv_connector_extra_config=ex, engine_id="refengine"))
+
+
+# -- the engine --------------------------------------------------------------------------------
+
+class RefEngine:
+    """`socket=None` runs without a connector (the recompute reference).
+
+    hooks (test instruments): "after_build_meta"(meta) may edit the metadata
+    before the worker sees it; "after_start_load"() runs between start_load_kv
+    and the first layer (e.g. to kill the daemon mid-load).
+    """
+
+    def __init__(self, socket: Optional[str] = None, *, layout: str = "flash", dtype: torch.dtype = torch.float32,
+                 num_blocks: int = 256, device: Any = None, model: ModelConfig = ModelConfig(),
+                 model_name: str = "kvtier/refengine", extra: Optional[dict[str, Any]] = None,
+                 role: str = "kv_both", token_budget: Optional[int] = None,
+                 alloc: Optional[ShmAllocator] = None,
+                 hooks: Optional[dict[str, Callable[..., Any]]] = None) -> None:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if token_budget is not None and token_budget % BLOCK_SIZE:
+            raise ValueError("token_budget must be a multiple of the block size")
+        self.device = torch.device(device)
+        self.model = Transformer(model, dtype, self.device)
+        self.cache = PagedKVCache(model, layout, num_blocks, BLOCK_SIZE, dtype, self.device, alloc)
+        self.token_budget = token_budget
+        self.hooks = hooks or {}
+        self.free_blocks = list(range(1, num_blocks))   # block 0 stays unused, like vLLM's null block
+        self.waiting: list[Request] = []
+        self.running: list[Request] = []
+        self.finished: dict[str, Request] = {}
+        self.held: dict[str, list[int]] = {}             # finished, blocks kept for an async save
+        self._finished_ids: set[str] = set()              # for the next SchedulerOutput
+        self.steps = 0
+        self.scheduler = self.worker = None
+        if socket is not None:
+            from ..vllm import KVTierConnector
+            from ..vllm.compat import Role
+
+            cfg = vllm_config(socket, model_name=model_name, dtype=dtype, mla=self.cache.mla, role=role,
+                              extra=extra)
+            kvc = SimpleNamespace(num_blocks=num_blocks)
+            self.scheduler = KVTierConnector(cfg, Role.SCHEDULER, kvc)
+            self.worker = KVTierConnector(cfg, Role.WORKER, kvc)
+            self.worker.register_kv_caches(self.cache.tensors)
+        self.forward_context = SimpleNamespace(attn_metadata={}, no_compile_layers={})
+
+    # -- public -------------------------------------------------------------------------
+
+    def add_request(self, req_id: str, prompt: list[int], max_new_tokens: int = 1,
+                    cache_salt: Optional[str] = None) -> Request:
+        req = Request(req_id, list(prompt), max_new_tokens, cache_salt)
+        req.t_arrival = time.perf_counter()
+        self.waiting.append(req)
+        return req
+
+    def generate(self, req_id: str, prompt: list[int], max_new_tokens: int = 1, **kw: Any) -> Request:
+        """Runs one request to completion (then a step so finished_req_ids reach the worker)."""
+        req = self.add_request(req_id, prompt, max_new_tokens, **kw)
+        while req.status != "FINISHED":
+            self.step()
+        return req
+
+    def drain(self, timeout_s: float = 30.0) -> None:
+        """Idle steps until every held block is back (saves acknowledged)."""
+        deadline = time.monotonic() + timeout_s
+        self.step()
+        while (self.held or self._finished_ids) and time.monotonic() < deadline:
+            self.step()
+            if self.held:
+                time.sleep(0.01)
+        if self.held:
+            raise TimeoutError(f"saves of {sorted(self.held)} not acknowledged in {timeout_s} s")
+
+    def close(self) -> None:
+        if self.worker is not None:
+            try:
+                self.drain(timeout_s=10.0)
+            except TimeoutError:
+                pass
+            self.worker.shutdown()
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+        self.cache.close()
+
+    # -- one step -------------------------------------------------------------------------
+
+    def step(self) -> SchedulerOutput:
+        so = self._schedule()
+        if self.scheduler is not None:
+            so.kv_connector_metadata = self.scheduler.build_connector_meta(so)
+            if "after_build_meta" in self.hooks:
+                self.hooks["after_build_meta"](so.kv_connector_metadata)
+        logits, sending, invalid = self._execute(so)
+        self._update_from_output(so, logits, sending, invalid)
+        self.steps += 1
+        return so
+
+    def _alloc(self, req: Request, upto_tokens: int) -> list[int]:
+        need = -(-upto_tokens // BLOCK_SIZE) - len(req.block_ids)
+        if need > len(self.free_blocks):
+            raise RuntimeError(f"out of KV blocks ({need} needed, {len(self.free_blocks)} free); "
+                               "this engine does not preempt: give it more num_blocks")
+        new = [self.free_blocks.pop(0) for _ in range(max(need, 0))]
+        req.block_ids.extend(new)
+        return new
+
+    def _schedule(self) -> SchedulerOutput:
+        budget = self.token_budget if self.token_budget is not None else 1 << 62
+        new_reqs: list[NewRequestData] = []
+        cached = CachedRequestData()
+        num: dict[str, int] = {}
+        for req in self.running:
+            n = min(req.num_tokens - req.num_computed_tokens, budget)
+            if n <= 0:
+                continue
+            new = self._alloc(req, req.num_computed_tokens + n)
+            cached.req_ids.append(req.request_id)
+            cached.new_block_ids.append((new,) if new else None)
+            cached.num_computed_tokens.append(req.num_computed_tokens)
+            num[req.request_id] = n
+            budget -= n
+        while self.waiting and budget > 0:
+            req = self.waiting[0]
+            local = 0                                       # no local prefix cache in this engine
+            ext = 0
+            if self.scheduler is not None:
+                ext, load_async = self.scheduler.get_num_new_matched_tokens(req, local)
+                if load_async:
+                    raise NotImplementedError("asynchronous KV loads: KVTierConnector never asks for them")
+                assert local + ext < req.num_tokens, "the connector claimed the last prompt token"
+            computed = local + ext
+            n = min(req.num_tokens - computed, budget)
+            self._alloc(req, computed + n)
+            if self.scheduler is not None:
+                self.scheduler.update_state_after_alloc(req, KVCacheBlocks(req.block_ids), ext)
+            self.waiting.pop(0)
+            req.external_tokens = ext
+            req.num_computed_tokens = computed
+            req.status = "RUNNING"
+            self.running.append(req)
+            new_reqs.append(NewRequestData(req.request_id, list(req.prompt_token_ids), (list(req.block_ids),),
+                                           computed))
+            num[req.request_id] = n
+            budget -= n
+        finished, self._finished_ids = self._finished_ids, set()
+        return SchedulerOutput(new_reqs, cached, num, sum(num.values()), finished)
+
+    def _execute(self, so: SchedulerOutput) -> tuple[dict[str, torch.Tensor], set[str], set[int]]:
+        """The worker: connector calls around the forward pass."""
+        w = self.worker
+        if w is not None:
+            w.bind_connector_metadata(so.kv_connector_metadata)
+            w.start_load_kv(self.forward_context)
+            if "after_start_load" in self.hooks:
+                self.hooks["after_start_load"]()
+        logits: dict[str, torch.Tensor] = {}
+        if so.total_num_scheduled_tokens:
+            by_id = {r.request_id: r for r in self.running}
+            segs = {}
+            for rid, n in so.num_scheduled_tokens.items():
+                r = by_id[rid]
+                segs[rid] = Segment(r.all_token_ids, r.num_computed_tokens, r.num_computed_tokens + n,
+                                    r.block_ids)
+                self.model.embed(segs[rid])
+            with torch.no_grad():
+                for i, planes in enumerate(self.cache.planes):
+                    name = layer_name(i)
+                    if w is not None:
+                        w.wait_for_layer_load(name)
+                    for seg in segs.values():
+                        self.model.layer(i, planes, seg)
+                    if w is not None:
+                        w.save_kv_layer(name, self.cache.tensors[name], None)
+                for rid, seg in segs.items():
+                    if seg.end == by_id[rid].num_tokens:
+                        logits[rid] = self.model.logits(seg)
+        sending: set[str] = set()
+        invalid: set[int] = set()
+        if w is not None:
+            w.wait_for_save()
+            done_sending, done_recving = w.get_finished(so.finished_req_ids)
+            assert not done_recving, "no asynchronous loads were requested"
+            sending = set(done_sending or ())
+            invalid = set(w.get_block_ids_with_load_errors())
+            w.clear_connector_metadata()
+        return logits, sending, invalid
+
+    def _update_from_output(self, so: SchedulerOutput, logits: dict[str, torch.Tensor], sending: set[str],
+                            invalid: set[int]) -> None:
+        now = time.perf_counter()
+        for req in list(self.running):
+            n = so.num_scheduled_tokens.get(req.request_id)
+            if n is None:
+                continue
+            start = req.num_computed_tokens
+            bad = [i for i, b in enumerate(req.block_ids) if b in invalid]
+            if bad:
+                # Rewind to the first block whose load failed: every later token's KV was computed
+                # against it. The token sampled this step (if any) is discarded.
+                req.load_error_blocks |= {req.block_ids[i] for i in bad}
+                first = bad[0] * BLOCK_SIZE
+                req.recomputed_from = first if req.recomputed_from is None else min(req.recomputed_from, first)
+                req.num_computed_tokens = min(first, start)
+                req.computed_tokens_total += n
+                continue
+            req.num_computed_tokens = start + n
+            req.computed_tokens_total += n
+            lg = logits.get(req.request_id)
+            if lg is None:
+                continue
+            if req.first_logits is None:
+                req.first_logits = lg
+                req.t_first_token = now
+            req.output_token_ids.append(int(torch.argmax(lg)))
+            if len(req.output_token_ids) >= req.max_new_tokens:
+                self._finish(req)
+        for rid in sending:
+            blocks = self.held.pop(rid, None)
+            if blocks is not None:
+                self.free_blocks.extend(blocks)
+
+    def _finish(self, req: Request) -> None:
+        self.running.remove(req)
+        req.status = "FINISHED"
+        self.finished[req.request_id] = req
+        self._finished_ids.add(req.request_id)
+        hold = False
+        if self.scheduler is not None:
+            hold, _ = self.scheduler.request_finished(req, (list(req.block_ids),))
+        if hold:
+            self.held[req.request_id] = list(req.block_ids)
+        else:
+            self.free_blocks.extend(req.block_ids)
