@@ -12,6 +12,9 @@ import type { KvtierConfig } from './config/load.js';
 import { errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import { ChunkManager, type RemoteTier } from './manager/chunk-manager.js';
+import { DaemonMetrics } from './metrics/daemon-metrics.js';
+import { MetricsServer } from './metrics/http-server.js';
+import type { SlowOp } from './metrics/slow-ops.js';
 import type { KvRegistrar } from './protocol/connection.js';
 import { SocketServer } from './protocol/server.js';
 import { HeapMemory, type HostMemory } from './tiers/host-memory.js';
@@ -32,6 +35,9 @@ export interface Daemon {
   readonly config: KvtierConfig;
   readonly manager: ChunkManager;
   readonly server: SocketServer;
+  readonly metrics: DaemonMetrics;
+  /** http://host:port/metrics when metrics_port > 0, else null. */
+  readonly metricsUrl: string | null;
   stats(): DaemonStats;
   close(): Promise<void>;
 }
@@ -47,6 +53,11 @@ export interface DaemonStats {
   writeBehind: ReturnType<ChunkManager['writeBehindStats']>;
   counters: Record<string, number>;
   lookupLatencyUs: { p50: number; p99: number; max: number };
+  /** The slowest of the last 512 lookups/stores/retrieves, slowest first. */
+  slowOps: SlowOp[];
+  registeredWorkers: number;
+  /** Prompt tokens looked up and found per tier, and tokens handed back by Retrieve. */
+  tokens: { lookup: number; hostHit: number; valkeyLookup: number; valkeyHit: number; prefillSaved: number };
   remote: { configured: boolean; available: boolean; detail: Record<string, unknown> | null };
   native: { loaded: boolean; detail: string };
 }
@@ -94,8 +105,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
     logger: log,
   });
+  let server: SocketServer;
+  const metrics = new DaemonMetrics({ version: VERSION, chunkSize: config.chunkSize, manager, memory: () => memory.info(), connections: () => server.connectionCount });
   const nativeMod = native.mod;
-  const registrar: KvRegistrar | null = nativeMod === null ? null : async (spec, chunkTokens) => {
+  const registrar: KvRegistrar | null = metrics.trackRegistrar(nativeMod === null ? null : async (spec, chunkTokens) => {
     const kv = new nativeMod.RegisteredKv({
       regions: (spec.regions ?? []).map((r) => ({
         regionId: r.regionId ?? 0,
@@ -116,16 +129,16 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       chunkTokens,
     });
     return kv;
-  };
+  });
 
-  let server: SocketServer;
   const stats = (): DaemonStats => {
     const ns = [...manager.counters.lookupNs].filter((v) => v > 0).sort((a, b) => a - b);
     const pick = (q: number): number => (ns.length === 0 ? 0 : Math.round(ns[Math.min(ns.length - 1, Math.floor(q * ns.length))] / 1000));
     const c = manager.counters;
     const counters: Record<string, number> = {};
     for (const [k, v] of Object.entries(c)) if (typeof v === 'number') counters[k] = v;
-    const remoteDetail = remote !== null && 'stats' in remote && typeof remote.stats === 'function' ? (remote.stats as () => Record<string, unknown>)() : null;
+    const remoteDetail = remote !== null && 'stats' in remote && typeof remote.stats === 'function' ? (remote.stats as () => Record<string, unknown>)()
+      : remote !== null && 'counters' in remote ? { ...(remote.counters as object) } : null;
     return {
       version: VERSION,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
@@ -137,6 +150,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       writeBehind: manager.writeBehindStats(),
       counters,
       lookupLatencyUs: { p50: pick(0.5), p99: pick(0.99), max: pick(1) },
+      slowOps: metrics.slowOps(),
+      registeredWorkers: metrics.registeredWorkers,
+      tokens: { lookup: metrics.requests.lookupTokens, hostHit: metrics.requests.hostHitTokens, valkeyLookup: metrics.requests.valkeyLookupTokens, valkeyHit: metrics.requests.valkeyHitTokens, prefillSaved: metrics.requests.prefillTokensSaved },
       remote: { configured: remote !== null, available: remote !== null && remote.available !== false, detail: remoteDetail },
       native: { loaded: native.mod !== null, detail: native.detail },
     };
@@ -157,9 +173,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       statsJson: () => JSON.stringify(stats()),
     },
   });
+  let metricsServer: MetricsServer | null = null;
   try {
     await server.listen();
+    if (config.metricsPort > 0) metricsServer = await MetricsServer.listen(metrics.registry, config.metricsPort, config.metricsHost);
   } catch (e) {
+    await server.close();
     await manager.close();
     memory.close();
     throw e;
@@ -170,15 +189,19 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     memory: memory.info().detail,
     remote: remote === null ? 'none' : 'valkey',
     native: native.detail,
+    metrics: metricsServer?.url ?? 'off',
   });
   let closing: Promise<void> | null = null;
   return {
     config,
     manager,
     server,
+    metrics,
+    metricsUrl: metricsServer?.url ?? null,
     stats,
     close: () => {
       closing ??= (async () => {
+        await metricsServer?.close();
         await server.close();
         await manager.close();
         memory.close();

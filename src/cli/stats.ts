@@ -4,6 +4,7 @@
 import { KvtierClient } from '../protocol/client.js';
 import { errorMessage } from '../errors.js';
 import type { DaemonStats } from '../daemon.js';
+import type { SlowOp } from '../metrics/slow-ops.js';
 
 export async function runStats(socket: string, json: boolean): Promise<number> {
   let client: KvtierClient;
@@ -35,13 +36,36 @@ export function formatStats(s: DaemonStats): string {
     ['host chunks', `${s.host.entries} (${s.host.pinnedEntries} pinned, ${fmtBytes(s.host.pinnedBytes)})`],
     ['evictions', `${s.host.evictions} (${fmtBytes(s.host.evictedBytes)})`],
     ['lookups', `${c.lookups}; chunk hit rate ${pct(c.hitChunks, c.lookupChunks)} (host ${c.hostHitChunks}, valkey ${c.remoteHitChunks}); tokens served ${c.hitTokens}`],
+    ['token hit rate', tokenRates(s)],
     ['lookup latency', `p50 ${s.lookupLatencyUs.p50} us, p99 ${s.lookupLatencyUs.p99} us, max ${s.lookupLatencyUs.max} us (last 256)`],
     ['stored', `${c.storedChunks} chunks, ${fmtBytes(c.storedBytes)}; ${c.presentChunks} already present; ${c.skippedChunks} skipped (pool full of pinned chunks)`],
     ['retrieved', `${c.retrievedChunks} chunks, ${fmtBytes(c.retrievedBytes)}; ${c.failedRetrieveChunks} failed (recomputed by the worker)`],
     ['write-behind', `${s.writeBehind.queuedJobs} queued (${fmtBytes(s.writeBehind.queuedBytes)}), ${s.writeBehind.inFlight} in flight, ${s.writeBehind.written} written, ${s.writeBehind.failed} failed, ${s.writeBehind.dropped} dropped`],
+    ['bytes per tier', tierBytes(s)],
     ['valkey', s.remote.configured ? `${s.remote.available ? 'available' : 'DOWN'} ${s.remote.detail === null ? '' : JSON.stringify(s.remote.detail)}` : 'not configured'],
     ['native', s.native.loaded ? s.native.detail : `not loaded: ${s.native.detail}`],
   ];
+  (s.slowOps ?? []).forEach((op, i) => rows.push([i === 0 ? 'slowest recent ops' : '', slowOp(op)]));
   const w = Math.max(...rows.map(([k]) => k.length));
   return `${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`;
+}
+
+function tokenRates(s: DaemonStats): string {
+  const t = s.tokens;
+  if (t === undefined) return '-';
+  const valkey = s.remote.configured ? `, valkey ${pct(t.valkeyHit, t.valkeyLookup)} of ${t.valkeyLookup} asked` : '';
+  return `${pct(t.hostHit + t.valkeyHit, t.lookup)} of ${t.lookup} looked up (host ${pct(t.hostHit, t.lookup)}${valkey}); ${t.prefillSaved} prefill tokens handed back`;
+}
+
+function tierBytes(s: DaemonStats): string {
+  const c = s.counters;
+  const d = s.remote.detail;
+  const num = (k: string): number => (d !== null && typeof d[k] === 'number' ? d[k] : 0);
+  const valkey = s.remote.configured ? `; valkey stored ${fmtBytes(num('bytesOut'))}, read ${fmtBytes(num('bytesIn'))}` : '';
+  return `host stored ${fmtBytes(c.storedBytes)}, retrieved ${fmtBytes(c.retrievedBytes)}${valkey}`;
+}
+
+function slowOp(op: SlowOp): string {
+  const ago = Math.max(0, Math.round((Date.now() - op.at) / 1000));
+  return `${op.op.padEnd(8)} ${op.ms.toFixed(2).padStart(9)} ms  ${op.chunks} chunks, ${fmtBytes(op.bytes)}, ${ago} s ago`;
 }
