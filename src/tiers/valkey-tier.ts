@@ -122,6 +122,7 @@ export class ValkeyTier implements Tier {
   #serde: SerdeName;
   #segmentBytes: number;
   #log: LogFn;
+  #segmentGuess = new Map<string, { count: number; seg: number }>();
   #listeners = new Set<(available: boolean, error?: KvtierError) => void>();
 
   /** Starts connecting in the background; see ValkeyTier.create to wait for it. */
@@ -285,6 +286,11 @@ export class ValkeyTier implements Tier {
 
   async #read(key: ChunkKey, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null> {
     const base = this.keyOf(key);
+    // Chunks of one namespace have one size: fetch the segments the last
+    // manifest of this namespace had alongside this manifest, instead of a
+    // round trip later. Each is verified against the manifest that arrives.
+    const guess = this.#segmentGuess.get(key.namespaceId);
+    const early = guess ? Array.from({ length: guess.count }, (_, i) => this.#fetchSegment(base, i, guess.seg)) : [];
     const out = await this.#run([{ op: 'get', key: base }]);
     const value = out ? asBuffer(out[0]) : null;
     if (!value) {
@@ -308,12 +314,14 @@ export class ValkeyTier implements Tier {
         throw new CorruptValueError(`${base} holds a chunk of namespace "${header.ns}"`);
       }
       segCount = header.segs?.length ?? 0;
+      this.#rememberShape(key.namespaceId, header);
       let result: Slab | null;
       if (header.segs) {
         // naive: segments land in their final place; otherwise in a staging buffer.
         const direct = header.serde === 'naive' ? take(header.len) : null;
         if (header.serde === 'naive' && !direct) return this.#miss();
-        const stored = await this.#readSegments(base, header, direct?.buf ?? Buffer.allocUnsafe(header.len));
+        const usable = guess?.seg === header.seg ? early : [];
+        const stored = await this.#readSegments(base, header, direct?.buf ?? Buffer.allocUnsafe(header.len), usable);
         if (!stored) {
           direct?.release();
           return this.#miss();
@@ -352,13 +360,30 @@ export class ValkeyTier implements Tier {
     return slab;
   }
 
-  /** Reads and verifies every segment into `joined`; null for a miss (Valkey down, segment gone). */
-  async #readSegments(base: string, header: ChunkHeader, joined: Buffer): Promise<Buffer | null> {
+  #rememberShape(namespaceId: string, header: ChunkHeader): void {
+    if (header.segs && header.seg) {
+      if (this.#segmentGuess.size >= 1024) this.#segmentGuess.clear();
+      this.#segmentGuess.set(namespaceId, { count: header.segs.length, seg: header.seg });
+    } else {
+      this.#segmentGuess.delete(namespaceId);
+    }
+  }
+
+  /** One segment's bytes, null when absent, 'down' when Valkey did not answer; never rejects. */
+  async #fetchSegment(base: string, index: number, segBytes: number | undefined): Promise<Buffer | null | 'down'> {
+    const out = await this.#run([{ op: 'get', key: segmentRedisKey(base, index) }], segBytes);
+    return out ? asBuffer(out[0]) : 'down';
+  }
+
+  /**
+   * Reads and verifies every segment into `joined` (using fetches already
+   * under way in `early`); null for a miss (Valkey down, segment gone).
+   */
+  async #readSegments(base: string, header: ChunkHeader, joined: Buffer, early: Promise<Buffer | null | 'down'>[]): Promise<Buffer | null> {
     const sums = header.segs ?? [];
     const reads = sums.map(async (sum, i) => {
-      const out = await this.#run([{ op: 'get', key: segmentRedisKey(base, i) }], header.seg);
-      if (!out) return 'down' as const;
-      const part = asBuffer(out[0]);
+      const part = await (early[i] ?? this.#fetchSegment(base, i, header.seg));
+      if (part === 'down') return 'down' as const;
       if (!part) return 'missing' as const;
       const [s, e] = segmentRange(header, i);
       if (part.length !== e - s) return `segment ${i} is ${part.length} bytes, expected ${e - s}`;
