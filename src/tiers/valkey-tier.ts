@@ -122,6 +122,8 @@ export class ValkeyTier implements Tier {
   #serde: SerdeName;
   #segmentBytes: number;
   #log: LogFn;
+  #lastFailureLog = 0;
+  #failuresSinceLog = 0;
   #segmentGuess = new Map<string, { count: number; seg: number }>();
   #listeners = new Set<(available: boolean, error?: KvtierError) => void>();
 
@@ -199,9 +201,20 @@ export class ValkeyTier implements Tier {
       return await this.#pool.run(commands, bytes);
     } catch (e) {
       this.counters.errors++;
-      if (this.available) this.#log('warn', `valkey request failed: ${errorMessage(e).trim()}`);
+      if (this.available) this.#warnFailure(errorMessage(e).trim());
       return null;
     }
+  }
+
+  /** At most one line per 10 s while requests keep failing (a node down, a slow link). */
+  #warnFailure(message: string): void {
+    const now = Date.now();
+    this.#failuresSinceLog++;
+    if (now - this.#lastFailureLog < 10_000) return;
+    const more = this.#failuresSinceLog > 1 ? ` (${this.#failuresSinceLog} failures since the last report)` : '';
+    this.#log('warn', `valkey request failed: ${message}${more}`);
+    this.#lastFailureLog = now;
+    this.#failuresSinceLog = 0;
   }
 
   async contains(keys: readonly ChunkKey[]): Promise<boolean[]> {
