@@ -11,6 +11,7 @@
 #include <mutex>
 #include <vector>
 
+#include "completion-queue.h"
 #include "copy.h"
 #include "cuda-backend.h"
 #include "cuda-testing.h"
@@ -23,6 +24,7 @@ namespace {
 
 struct AddonData {
   Napi::FunctionReference regionCtor;
+  std::unique_ptr<CompletionQueue> completions;
 };
 
 Napi::Error codedError(Napi::Env env, const std::string& code, const std::string& message) {
@@ -197,13 +199,6 @@ class Region : public Napi::ObjectWrap<Region> {
   std::shared_ptr<RegionMapping> mapping_;
 };
 
-struct PendingCopy {
-  Napi::Promise::Deferred deferred;
-  Napi::ObjectReference keepBuffers;
-  Napi::ThreadSafeFunction tsfn;
-  CopyError result;
-};
-
 // copy(scatter: boolean, regions: Region[], buffers: Uint8Array[], segs: Float64Array): Promise<void>
 Napi::Value Copy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -251,23 +246,12 @@ Napi::Value Copy(const Napi::CallbackInfo& info) {
     deferred.Reject(codedError(env, planned.code, planned.message).Value());
     return deferred.Promise();
   }
-  auto* pending = new PendingCopy{deferred, Napi::Persistent(buffers.As<Napi::Object>()), {}, {}};
-  pending->tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
-                                                "kvtier-copy", 0, 1);
-  runCopy(batch, [pending](const CopyError& result) {
+  auto* pending = new PendingCopy{deferred, Napi::Persistent(buffers.As<Napi::Object>()), {}};
+  CompletionQueue* completions = data->completions.get();
+  completions->started(env);
+  runCopy(batch, [pending, completions](const CopyError& result) {
     pending->result = result;
-    Napi::ThreadSafeFunction tsfn = pending->tsfn;
-    tsfn.BlockingCall(pending, [](Napi::Env env, Napi::Function, PendingCopy* p) {
-      if (env == nullptr) return;  // the environment is going away: leak rather than touch it
-      std::unique_ptr<PendingCopy> owned(p);
-      Napi::HandleScope scope(env);
-      if (p->result.code.empty()) {
-        p->deferred.Resolve(env.Undefined());
-      } else {
-        p->deferred.Reject(codedError(env, p->result.code, p->result.message).Value());
-      }
-    });
-    tsfn.Release();
+    completions->finished(pending);
   });
   return deferred.Promise();
 }
@@ -288,6 +272,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   Napi::Function region = Region::Define(env);
   data->regionCtor = Napi::Persistent(region);
+  data->completions = std::make_unique<CompletionQueue>(env);
+  // Registered after the queue's ThreadSafeFunction, so it runs before that
+  // function is torn down (hooks run in reverse order).
+  env.AddCleanupHook([q = data->completions.get()] { q->waitForThreads(); });
   env.SetInstanceData(data);
   exports.Set("Pool", Pool::Define(env));
   exports.Set("Region", region);
