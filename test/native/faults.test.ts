@@ -2,6 +2,9 @@
 // registration, close() while copies are in flight. The process must survive
 // every one of them with a coded error.
 import { closeSync, ftruncateSync, openSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, test } from 'vitest';
 
 import { BadBlockIdError, BadLayoutError, RegionUnavailableError } from '../../src/errors.js';
@@ -165,5 +168,20 @@ describe('regions that change under a registration', () => {
     expect(events[events.length - 1]).toBe('closed');
     expect(dsts[0].equals(dsts[1])).toBe(true);
     expect(dsts[0].equals(expectedChunk(fx, fx.read(), [...ids]))).toBe(true);
+  });
+});
+
+describe('leaving while copies run', () => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const addon = join(here, '..', '..', 'build', 'Release', 'kvtier_native.node');
+  test.each([
+    ['exit', /^exit$/],
+    ['worker', /^worker terminated$/],
+    ['natural', /^natural 16$/],
+  ])('%s: the process ends cleanly', (mode, out) => {
+    const r = spawnSync(process.execPath, [join(here, 'fixtures', 'exit-in-flight.mjs'), addon, mode], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toMatch(out);
   });
 });
