@@ -29,68 +29,11 @@ import {
   segmentRedisKey,
   type ChunkHeader,
 } from './valkey-format.js';
+import type { ValkeyTierCounters, ValkeyTierOptions } from './valkey-options.js';
 import { ValkeyPool, type LogFn, type PoolState, type ValkeyCommand, type ValkeyReply } from './valkey-pool.js';
-import { parseValkeyUrl, type ValkeyMode } from './valkey-url.js';
+import { parseValkeyUrl } from './valkey-url.js';
 
-export interface ValkeyTierOptions {
-  /** remote_url: valkey://, valkeys://, redis://, rediss://, valkey-cluster:// */
-  url: string;
-  /** 'cluster' turns a plain URL into cluster seeds (extra_config valkey_mode). */
-  mode?: ValkeyMode;
-  /** Default 'kvtier'. */
-  keyPrefix?: string;
-  /** Expiry of every key; 0 or absent: none. */
-  ttlSecs?: number;
-  /** Default 'naive'. */
-  serde?: SerdeName;
-  /** Payloads above this are stored as segments; default 1 MiB. */
-  segmentBytes?: number;
-  /** glide clients used round-robin; default 4. */
-  connections?: number;
-  /** Base timeout of a request; scaled up by its bytes. Default 1000. */
-  requestTimeoutMs?: number;
-  /**
-   * Slowest transfer a request is given time for, counting the bytes queued
-   * ahead of it on its connection; default 16 MB/s (a loaded 2-core host).
-   */
-  minBytesPerSec?: number;
-  /**
-   * Requests of 64 KiB or more in flight per connection; more wait for a
-   * free connection instead of pipelining. Default 1.
-   */
-  bulkPerConnection?: number;
-  /** TCP/TLS connect timeout; default 1000. */
-  connectTimeoutMs?: number;
-  /** Reconnect backoff bounds; default 100 and 5000 ms. */
-  reconnectMinMs?: number;
-  reconnectMaxMs?: number;
-  /** Skip TLS certificate checks (tests, self-signed). */
-  tlsInsecure?: boolean;
-  /** Default: warn/error lines on stderr. */
-  log?: LogFn;
-  /** Called on every change of `available`, with the reason when it went down. */
-  onAvailability?: (available: boolean, error?: KvtierError) => void;
-}
-
-export interface ValkeyTierCounters {
-  /** Chunks written. */
-  stores: number;
-  /** Puts not done: Valkey down, out of memory, a failed request. */
-  skipped: number;
-  hits: number;
-  misses: number;
-  /** Values that failed verification (magic, header, namespace, length, checksum, serde). */
-  corrupt: number;
-  /** Manifests whose segments were gone (evicted, expired): a miss. */
-  incomplete: number;
-  /** Requests that failed (timeouts, connection loss, server errors). */
-  errors: number;
-  /** Times the connection came back after being lost or absent. */
-  reconnects: number;
-  /** Payload bytes read from / written to Valkey. */
-  bytesIn: number;
-  bytesOut: number;
-}
+export type { ValkeyTierCounters, ValkeyTierOptions };
 
 const DEFAULT_SEGMENT = 1 << 20;
 /** A manifest header fits in this many bytes up to thousands of segments. */
@@ -277,7 +220,7 @@ export class ValkeyTier implements Tier {
     const r = out[0];
     if (isReplyError(r)) {
       this.counters.errors++;
-      this.#log('warn', `valkey SET ${key} (${value.length} bytes) refused: ${r.message.trim()}`);
+      this.#warnFailure(`SET ${key} (${value.length} bytes) refused: ${r.message.trim()}`);
       return false;
     }
     return true;

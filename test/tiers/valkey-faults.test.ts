@@ -36,7 +36,7 @@ afterEach(async () => {
 });
 
 async function open(options: ValkeyTierOptions): Promise<ValkeyTier> {
-  const t = await ValkeyTier.create({ log: quiet, reconnectMinMs: 50, reconnectMaxMs: 300, connectTimeoutMs: 300, ...options });
+  const t = await ValkeyTier.create({ log: quiet, reconnectMinMs: 50, reconnectMaxMs: 300, connectTimeoutMs: 300, requestTimeoutMs: 5000, ...options });
   tiers.push(t);
   return t;
 }
