@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { runLookupBench } from '../../bench/lookup.js';
+import { registerTtft } from './bench-ttft.js';
 import { runHostThroughput } from '../../bench/throughput-host.js';
 import { runValkeyThroughput } from '../../bench/throughput-valkey.js';
 
@@ -41,6 +42,8 @@ export function registerBench(program: Command): void {
         process.stdout.write(`  lookup (daemon) p50 ${r.daemon_lookup_us.p50} us   p99 ${r.daemon_lookup_us.p99} us\n`);
       }
     });
+
+  registerTtft(bench);
 
   bench
     .command('throughput')

@@ -1,0 +1,216 @@
+/**
+ * Model mode of `kvtier bench ttft`: real bytes, modelled compute.
+ *
+ * Per model shape and context length, with one valkey-server (noeviction,
+ * maxmemory sized for the largest context, so a shortfall is an error and
+ * never a silent eviction) and kvtierd child processes:
+ *
+ *   recompute   modelled prefill of context + question
+ *   (daemon A)  Store every chunk from the worker's shm KV (block form), wait
+ *               until Valkey has them (StoreCommitted)
+ *   host_hit    daemon A: Lookup + Retrieve into the worker's blocks (median
+ *               of --host-reps) + modelled prefill of the question
+ *   (stop A; start daemon B, empty, same Valkey: another instance of the fleet)
+ *   valkey_hit  daemon B: Lookup (chunks found in Valkey, prefetch starts) +
+ *               Retrieve + modelled prefill of the question
+ *
+ * Pools are sized to the context (+2% + 64 MiB), the write-behind queue to
+ * all of it, leases to 10 minutes; a combination whose memory estimate does
+ * not fit in 85% of MemAvailable is skipped and listed, never shrunk.
+ */
+import { readFileSync } from 'node:fs';
+import { randomInt } from 'node:crypto';
+import { packTokens } from '../src/chunking/tokens.js';
+import { KvtierClient } from '../src/protocol/client.js';
+import { startValkey, type ValkeyServer } from '../test/helpers/valkey-server.js';
+import { spawnDaemon } from './daemon-process.js';
+import { SHAPES, describePrefill, kvBytesPerToken, prefillMs, type ModelShape, type PrefillModel } from './ttft-shapes.js';
+import { ShmKvCache, lookupAndLoad, storeAll, type LoadTiming } from './ttft-worker.js';
+import type { TtftRow } from './ttft-types.js';
+
+const MiB = 1 << 20;
+const GiB = 1 << 30;
+const CHUNK_TOKENS = 256;
+/** Valkey's allocator rounds a 1 MiB segment up a size class: budget 35% over the payload. */
+const VALKEY_OVERHEAD = 1.35;
+
+export interface ModelModeOptions {
+  models: string[];
+  contexts: number[];
+  questionTokens: number;
+  regionBytes: number;
+  hostReps: number;
+  prefill: PrefillModel;
+}
+
+export interface ModelModeResult {
+  rows: TtftRow[];
+  skipped: Array<{ model: string; context_tokens: number; reason: string }>;
+  compute: string;
+  shapes: Record<string, { what: string; kv_bytes_per_token: number; chunk_bytes: number }>;
+  setup: Record<string, unknown>;
+}
+
+function memAvailable(): number {
+  const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m === null ? 0 : Number(m[1]) * 1024;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const round = (v: number, d = 1): number => Math.round(v * 10 ** d) / 10 ** d;
+const fmtGiB = (b: number): string => `${(b / GiB).toFixed(2)} GiB`;
+
+/** Peak bytes of one (shape, context): Valkey copy + one daemon pool + the worker region. */
+function peakBytes(contextBytes: number, regionBytes: number): number {
+  return contextBytes * VALKEY_OVERHEAD + contextBytes * 1.02 + 64 * MiB + regionBytes;
+}
+
+async function valkeyUsed(v: ValkeyServer): Promise<number> {
+  const m = /used_memory:(\d+)/.exec(await v.cli(['INFO', 'memory']));
+  return m === null ? 0 : Number(m[1]);
+}
+
+export async function runModelMode(opts: ModelModeOptions, progress: (msg: string) => void): Promise<ModelModeResult> {
+  const shapes = opts.models.map((name) => {
+    const s = SHAPES[name];
+    if (s === undefined) throw new Error(`unknown model shape ${name}; known: ${Object.keys(SHAPES).join(', ')}`);
+    return s;
+  });
+  for (const c of opts.contexts) {
+    if (c % CHUNK_TOKENS !== 0) throw new Error(`expected context lengths that are multiples of ${CHUNK_TOKENS}, got ${c}`);
+  }
+  const avail = memAvailable();
+  const plan: Array<{ shape: ModelShape; context: number }> = [];
+  const skipped: ModelModeResult['skipped'] = [];
+  for (const shape of shapes) {
+    const region = Math.max(kvBytesPerToken(shape) * CHUNK_TOKENS, Math.floor(opts.regionBytes / (kvBytesPerToken(shape) * CHUNK_TOKENS)) * kvBytesPerToken(shape) * CHUNK_TOKENS);
+    for (const context of opts.contexts) {
+      const need = peakBytes(context * kvBytesPerToken(shape), region);
+      if (need > 0.85 * avail) {
+        skipped.push({ model: shape.name, context_tokens: context, reason: `needs ~${fmtGiB(need)} at once (Valkey copy + daemon pool + worker region); 85% of MemAvailable is ${fmtGiB(0.85 * avail)}` });
+      } else plan.push({ shape, context });
+    }
+  }
+  for (const s of skipped) progress(`skipping ${s.model} at ${s.context_tokens} tokens: ${s.reason}`);
+  const maxContextBytes = Math.max(0, ...plan.map((p) => p.context * kvBytesPerToken(p.shape)));
+  const maxmemoryMb = Math.ceil((maxContextBytes * VALKEY_OVERHEAD + 256 * MiB) / MiB);
+  const rows: TtftRow[] = [];
+  const setupRows: Array<Record<string, unknown>> = [];
+  const valkey = plan.length > 0 ? await startValkey({ maxmemory: `${maxmemoryMb}mb`, maxmemoryPolicy: 'noeviction' }) : null;
+  try {
+    for (const { shape, context } of plan) {
+      const kv = new ShmKvCache(shape, Math.min(opts.regionBytes, context * kvBytesPerToken(shape)), `${shape.name}-${context}`);
+      try {
+        const r = await runOne(shape, context, kv, valkey!, opts, progress);
+        rows.push(...r.rows);
+        setupRows.push(r.setup);
+      } finally {
+        kv.cleanup();
+      }
+      await valkey!.cli(['FLUSHALL']);
+    }
+  } finally {
+    await valkey?.stop();
+  }
+  return {
+    rows,
+    skipped,
+    compute: describePrefill(opts.prefill),
+    shapes: Object.fromEntries(shapes.map((s) => [s.name, { what: s.what, kv_bytes_per_token: kvBytesPerToken(s), chunk_bytes: kvBytesPerToken(s) * CHUNK_TOKENS }])),
+    setup: {
+      valkey: `valkey-server on 127.0.0.1, maxmemory ${maxmemoryMb} MiB, maxmemory-policy noeviction (a shortfall fails the store; nothing is evicted silently)`,
+      daemons: 'kvtierd child processes (dist/src/cli/main.js), native pool sized to the context + 2% + 64 MiB, write_behind_queue_bytes = context bytes + 64 MiB, lease_ttl_ms 600000',
+      worker: `shm files in /dev/shm, vLLM flash-attn layout, block 16; region of at most ${fmtGiB(opts.regionBytes)} reused: chunk i uses slot i mod window, requests cut into windows of distinct block ids; every byte of every chunk moves`,
+      question_tokens: opts.questionTokens,
+      mem_available_bytes: avail,
+      runs: setupRows,
+    },
+  };
+}
+
+interface OneResult {
+  rows: TtftRow[];
+  setup: Record<string, unknown>;
+}
+
+async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey: ValkeyServer, opts: ModelModeOptions, progress: (msg: string) => void): Promise<OneResult> {
+  const label = `${shape.name} ${context / 1024}K`;
+  const chunks = context / CHUNK_TOKENS;
+  const bytes = chunks * kv.chunkBytes;
+  const prompt = context + opts.questionTokens;
+  const tokens = packTokens(Array.from({ length: prompt }, () => randomInt(0, 128_256)));
+  const env = {
+    KVTIER_REMOTE_URL: valkey.url,
+    KVTIER_KEY_PREFIX: 'ttft',
+    KVTIER_MAX_LOCAL_CPU_SIZE: String((bytes * 1.02 + 64 * MiB) / GiB),
+    KVTIER_WRITE_BEHIND_QUEUE_BYTES: String(bytes + 64 * MiB),
+    KVTIER_LEASE_TTL_MS: '600000',
+  };
+  const tail = prefillMs(shape, context, opts.questionTokens, opts.prefill);
+  const full = prefillMs(shape, 0, prompt, opts.prefill);
+  const base = { model: shape.name, context_tokens: context, prompt_tokens: prompt, chunk_bytes: kv.chunkBytes, compute: 'modelled' as const };
+  const rows: TtftRow[] = [{
+    ...base, case: 'recompute', cached_tokens: 0, prefill_tokens: prompt, prefill_ms: round(full), transfer_ms: 0, ttft_ms: round(full),
+    bytes_moved: 0, gbps: null, prefill_tokens_per_s: Math.round(prompt / (full / 1000)), loaded_chunks: 0, failed_chunks: 0, samples: 1, verified: null,
+  }];
+  const hitRow = (c: 'host_hit' | 'valkey_hit', t: LoadTiming, samples: number, verified: boolean): TtftRow => {
+    const transfer = t.lookupMs + t.retrieveMs;
+    const moved = t.loaded * kv.chunkBytes;
+    return {
+      ...base, case: c, cached_tokens: t.loaded * CHUNK_TOKENS, prefill_tokens: prompt - t.loaded * CHUNK_TOKENS, prefill_ms: round(tail),
+      transfer_ms: round(transfer), lookup_ms: round(t.lookupMs, 2), retrieve_ms: round(t.retrieveMs), ttft_ms: round(transfer + tail),
+      bytes_moved: moved, gbps: round(moved / transfer / 1e6, 3), prefill_tokens_per_s: Math.round(opts.questionTokens / (tail / 1000)),
+      loaded_chunks: t.loaded, failed_chunks: t.failed + (chunks - t.hitChunks), host_chunks: t.hostChunks, valkey_chunks: t.valkeyChunks,
+      windows: t.windows, samples, verified,
+    };
+  };
+
+  progress(`${label}: daemon A, storing ${chunks} chunks (${fmtGiB(bytes)}) from the worker's blocks into host + Valkey`);
+  const a = await spawnDaemon(env);
+  let storeMs = 0;
+  let used = 0;
+  try {
+    const wa = await KvtierClient.connect({ path: a.socket, clientKind: 'bench-ttft', fingerprint: { model: shape.name }, timeoutMs: 600_000 });
+    try {
+      await kv.register(wa);
+      const t0 = performance.now();
+      const s = await storeAll(wa, kv, tokens, chunks);
+      storeMs = performance.now() - t0;
+      if (s.stored !== chunks || s.committed !== chunks) throw new Error(`${label}: stored ${s.stored}, committed to Valkey ${s.committed} of ${chunks} chunks (${s.failed} failed): pool or Valkey too small`);
+      used = await valkeyUsed(valkey);
+      progress(`${label}: stored in ${(storeMs / 1000).toFixed(1)} s (${(bytes / storeMs / 1e6).toFixed(2)} GB/s to host + Valkey); Valkey holds ${fmtGiB(used)}`);
+      const samples: LoadTiming[] = [];
+      kv.zero();
+      for (let i = 0; i < opts.hostReps; i++) {
+        progress(`${label}: host_hit ${i + 1}/${opts.hostReps}`);
+        samples.push(await lookupAndLoad(wa, kv, tokens));
+      }
+      const verified = kv.verify(chunks);
+      const mid = median(samples.map((t) => t.lookupMs + t.retrieveMs));
+      rows.push(hitRow('host_hit', samples.find((t) => t.lookupMs + t.retrieveMs === mid)!, samples.length, verified));
+    } finally {
+      await wa.close();
+    }
+  } finally {
+    await a.stop();
+  }
+
+  progress(`${label}: daemon B (empty host tier, same Valkey): valkey_hit`);
+  const b = await spawnDaemon(env);
+  try {
+    const wb = await KvtierClient.connect({ path: b.socket, clientKind: 'bench-ttft', fingerprint: { model: shape.name }, timeoutMs: 600_000 });
+    try {
+      await kv.register(wb);
+      kv.zero();
+      const t = await lookupAndLoad(wb, kv, tokens);
+      rows.push(hitRow('valkey_hit', t, 1, kv.verify(chunks)));
+      const last = rows[rows.length - 1];
+      progress(`${label}: valkey_hit ${last.ttft_ms} ms (${last.gbps} GB/s)`);
+    } finally {
+      await wb.close();
+    }
+  } finally {
+    await b.stop();
+  }
+  return { rows, setup: { model: shape.name, context_tokens: context, bytes, store_ms: round(storeMs), store_gbps: round(bytes / storeMs / 1e6, 3), valkey_used_bytes: used, region_bytes: kv.regionBytes, window_chunks: kv.window } };
+}

@@ -1,0 +1,151 @@
+/**
+ * The worker side of the model-mode TTFT bench: a KV cache in real shm files
+ * laid out as vLLM's flash-attn backend lays it out (one file per layer,
+ * tensor (2, num_blocks, 16, kv_heads, head_dim), K plane then V plane),
+ * registered with a daemon over the socket, and block-form Store/Retrieve of
+ * whole prompts through it.
+ *
+ * The region holds `window` chunks, not the whole context (a 128K-token
+ * Llama-3.1-8B context is 16 GiB): chunk i lives in slot i mod window, and
+ * requests are cut into windows of distinct block ids, so every byte of
+ * every chunk still moves through the daemon. Layer files hold random bytes,
+ * different per layer; after a retrieve into a zeroed region the files must
+ * equal the pattern again, which checks that the right bytes came back.
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { KvtierClient } from '../src/protocol/client.js';
+import { kvBytesPerToken, type ModelShape } from './ttft-shapes.js';
+
+const BLOCK = 16;
+const CHUNK_TOKENS = 256;
+const PER_CHUNK = CHUNK_TOKENS / BLOCK;
+
+export class ShmKvCache {
+  readonly chunkBytes: number;
+  readonly window: number;
+  readonly files: string[];
+  readonly #layerBytes: number;
+  readonly #blockBytes: number;
+  readonly #pattern: Buffer;
+
+  constructor(shape: ModelShape, regionBytes: number, tag: string) {
+    this.chunkBytes = kvBytesPerToken(shape) * CHUNK_TOKENS;
+    this.window = Math.max(1, Math.floor(regionBytes / this.chunkBytes));
+    this.#blockBytes = BLOCK * shape.kvHeadsPerRank * shape.headDim * shape.elemBytes;
+    this.#layerBytes = 2 * this.window * PER_CHUNK * this.#blockBytes;
+    this.#pattern = randomBytes(this.#layerBytes + shape.layers * 4096);
+    this.files = Array.from({ length: shape.layers }, (_, l) => `/dev/shm/kvtier-ttft-${process.pid}-${tag}-${l}`);
+    this.files.forEach((f, l) => writeFileSync(f, this.#layerPattern(l)));
+  }
+
+  get regionBytes(): number {
+    return this.#layerBytes * this.files.length;
+  }
+
+  #layerPattern(l: number): Buffer {
+    return this.#pattern.subarray(l * 4096, l * 4096 + this.#layerBytes);
+  }
+
+  async register(client: KvtierClient): Promise<void> {
+    const numBlocks = this.window * PER_CHUNK;
+    const ok = await client.registerKv({
+      regions: this.files.map((f, l) => ({ regionId: l, sizeBytes: this.#layerBytes, shmPath: f })),
+      planes: this.files.flatMap((_, l) => [0, 1].map((kv) => ({
+        layer: l, regionId: l, offset: kv * numBlocks * this.#blockBytes, blockStride: this.#blockBytes, blockBytes: this.#blockBytes,
+      }))),
+      numBlocks,
+      blockSize: BLOCK,
+    });
+    if (Number(ok.chunkBytes) !== this.chunkBytes) throw new Error(`daemon computed ${ok.chunkBytes} bytes per chunk, expected ${this.chunkBytes}`);
+  }
+
+  /** Block ids of `count` chunks starting at chunk `first`, slot = chunk mod window. */
+  blockIds(first: number, count: number): Buffer {
+    const ids = new Uint32Array(count * PER_CHUNK);
+    for (let c = 0; c < count; c++) {
+      const slot = (first + c) % this.window;
+      for (let b = 0; b < PER_CHUNK; b++) ids[c * PER_CHUNK + b] = slot * PER_CHUNK + b;
+    }
+    return Buffer.from(ids.buffer);
+  }
+
+  /** Overwrites the region in place (no truncation: the daemon has it mapped). */
+  zero(): void {
+    const zeros = Buffer.alloc(this.#layerBytes);
+    for (const f of this.files) {
+      const fd = openSync(f, 'r+');
+      try {
+        writeSync(fd, zeros, 0, zeros.length, 0);
+      } finally {
+        closeSync(fd);
+      }
+    }
+  }
+
+  /** True when every slot the last retrieve covered holds the stored bytes again. */
+  verify(chunksRetrieved: number): boolean {
+    const slots = Math.min(this.window, chunksRetrieved);
+    const numBlocks = this.window * PER_CHUNK;
+    return this.files.every((f, l) => {
+      const got = readFileSync(f);
+      const want = this.#layerPattern(l);
+      for (const kv of [0, 1]) {
+        const from = kv * numBlocks * this.#blockBytes;
+        const to = from + slots * PER_CHUNK * this.#blockBytes;
+        if (!got.subarray(from, to).equals(want.subarray(from, to))) return false;
+      }
+      return true;
+    });
+  }
+
+  cleanup(): void {
+    for (const f of this.files) rmSync(f, { force: true });
+  }
+}
+
+/** Stores every full chunk of `tokens` in windows; resolves when Valkey has them too. */
+export async function storeAll(client: KvtierClient, kv: ShmKvCache, tokens: Buffer, chunks: number): Promise<{ stored: number; committed: number; failed: number }> {
+  let stored = 0;
+  const pending: Array<Promise<{ committedChunks: number; failedChunks: number }>> = [];
+  for (let first = 0; first < chunks; first += kv.window) {
+    const end = Math.min(chunks, first + kv.window);
+    // Block ids index chunks from 0; the skipped ones are not read.
+    const h = await client.store({ address: { tokens: tokens.subarray(0, end * CHUNK_TOKENS * 4) }, blockIds: kv.blockIds(0, end), skipChunks: first });
+    stored += h.copied.storedChunks + h.copied.presentChunks;
+    pending.push(h.committed);
+  }
+  const done = await Promise.all(pending);
+  return { stored, committed: done.reduce((n, d) => n + d.committedChunks, 0), failed: done.reduce((n, d) => n + d.failedChunks, 0) };
+}
+
+export interface LoadTiming {
+  lookupMs: number;
+  retrieveMs: number;
+  hitChunks: number;
+  hostChunks: number;
+  valkeyChunks: number;
+  loaded: number;
+  failed: number;
+  windows: number;
+}
+
+/** What a worker does at the start of a request: Lookup, then Retrieve every hit chunk into its blocks. */
+export async function lookupAndLoad(client: KvtierClient, kv: ShmKvCache, tokens: Buffer): Promise<LoadTiming> {
+  const t0 = performance.now();
+  const l = await client.lookup({ tokens });
+  const t1 = performance.now();
+  let loaded = 0;
+  let failed = 0;
+  let windows = 0;
+  for (let first = 0; first < l.hitChunks; first += kv.window) {
+    const num = Math.min(kv.window, l.hitChunks - first);
+    const r = await client.retrieve({ leaseId: l.leaseId, firstChunk: first, numChunks: num, blockIds: kv.blockIds(first, num) });
+    loaded += r.loadedChunks;
+    failed += r.failedChunks;
+    windows++;
+  }
+  const t2 = performance.now();
+  if (Number(l.leaseId) !== 0) await client.releaseLease(l.leaseId);
+  return { lookupMs: t1 - t0, retrieveMs: t2 - t1, hitChunks: l.hitChunks, hostChunks: l.hostChunks, valkeyChunks: l.valkeyChunks, loaded, failed, windows };
+}
