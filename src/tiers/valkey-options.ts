@@ -43,6 +43,8 @@ export interface ValkeyTierOptions {
   reconnectMaxMs?: number;
   /** Skip TLS certificate checks (tests, self-signed). */
   tlsInsecure?: boolean;
+  /** PEM root certificates to trust for valkeys:// (else the system's). */
+  tlsRootCertificates?: string | Buffer;
   /** Default: warn/error lines on stderr. */
   log?: LogFn;
   /** Called on every change of `available`, with the reason when it went down. */

@@ -57,6 +57,7 @@ export interface ValkeyPoolOptions {
   /** Bulk requests in flight per connection; more wait in FIFO order. */
   bulkPerConnection: number;
   tlsInsecure: boolean;
+  tlsRootCertificates?: string | Buffer;
   log: LogFn;
   onState: (state: PoolState, error?: KvtierError) => void;
 }
@@ -150,7 +151,14 @@ export class ValkeyPool {
       clientName: 'kvtier',
       advancedConfiguration: {
         connectionTimeout: this.#o.connectTimeoutMs,
-        ...(ep.tls && this.#o.tlsInsecure ? { tlsAdvancedConfiguration: { insecure: true } } : {}),
+        ...(ep.tls && (this.#o.tlsInsecure || this.#o.tlsRootCertificates)
+          ? {
+              tlsAdvancedConfiguration: {
+                ...(this.#o.tlsInsecure ? { insecure: true } : {}),
+                ...(this.#o.tlsRootCertificates ? { rootCertificates: this.#o.tlsRootCertificates } : {}),
+              },
+            }
+          : {}),
       },
       ...(ep.password !== undefined
         ? { credentials: ep.username !== undefined ? { username: ep.username, password: ep.password } : { password: ep.password } }

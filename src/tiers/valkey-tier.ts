@@ -89,6 +89,7 @@ export class ValkeyTier implements Tier {
       reconnectMaxMs: options.reconnectMaxMs ?? 5000,
       bulkPerConnection: Math.max(1, options.bulkPerConnection ?? 1),
       tlsInsecure: options.tlsInsecure ?? false,
+      ...(options.tlsRootCertificates ? { tlsRootCertificates: options.tlsRootCertificates } : {}),
       log: this.#log,
       onState: (state: PoolState, error?: KvtierError) => {
         this.counters.reconnects = this.#pool?.reconnects ?? 0;

@@ -10,6 +10,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -21,6 +22,8 @@ export interface ValkeyServerOptions {
   maxmemoryPolicy?: string;
   /** Extra `--name value` arguments. */
   args?: string[];
+  /** Serve TLS only on the port (plain port off); PEM files. */
+  tls?: { certFile: string; keyFile: string; caFile: string };
   /** Internal: cluster-enabled node. */
   cluster?: boolean;
 }
@@ -28,7 +31,7 @@ export interface ValkeyServerOptions {
 export interface ValkeyServer {
   readonly host: string;
   readonly port: number;
-  /** valkey://[:password@]127.0.0.1:port */
+  /** valkey://[:password@]127.0.0.1:port (valkeys:// with tls) */
   readonly url: string;
   readonly dir: string;
   readonly running: boolean;
@@ -81,13 +84,13 @@ export function valkeyCli(port: number, args: string[], password?: string, timeo
 }
 
 /** Resolves once the port answers PING with any RESP reply (NOAUTH counts). */
-async function waitForPing(port: number, timeoutMs: number): Promise<void> {
+async function waitForPing(port: number, timeoutMs: number, useTls = false): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, HOST);
+      const s = useTls ? tls.connect({ port, host: HOST, rejectUnauthorized: false }) : net.connect(port, HOST);
       const t = setTimeout(() => { s.destroy(); resolve(false); }, 500);
-      s.once('connect', () => s.write('PING\r\n'));
+      s.once(useTls ? 'secureConnect' : 'connect', () => s.write('PING\r\n'));
       s.once('data', (d) => { clearTimeout(t); s.destroy(); resolve(d[0] === 0x2b || d[0] === 0x2d); });
       s.once('error', () => { clearTimeout(t); resolve(false); });
     });
@@ -100,7 +103,11 @@ async function waitForPing(port: number, timeoutMs: number): Promise<void> {
 export async function startValkey(options: ValkeyServerOptions = {}, port?: number): Promise<ValkeyServer> {
   const p = port ?? (await freePort());
   const dir = mkdtempSync(join(tmpdir(), 'kvtier-valkey-'));
-  const args = ['--bind', HOST, '--port', String(p), '--dir', dir, '--save', '', '--appendonly', 'no', '--proto-max-bulk-len', '1gb', '--loglevel', 'warning'];
+  const ports = options.tls
+    ? ['--port', '0', '--tls-port', String(p), '--tls-cert-file', options.tls.certFile, '--tls-key-file', options.tls.keyFile,
+      '--tls-ca-cert-file', options.tls.caFile, '--tls-auth-clients', 'no']
+    : ['--port', String(p)];
+  const args = ['--bind', HOST, ...ports, '--dir', dir, '--save', '', '--appendonly', 'no', '--proto-max-bulk-len', '1gb', '--loglevel', 'warning'];
   if (options.requirepass) args.push('--requirepass', options.requirepass);
   if (options.maxmemory) args.push('--maxmemory', options.maxmemory);
   if (options.maxmemoryPolicy) args.push('--maxmemory-policy', options.maxmemoryPolicy);
@@ -115,7 +122,7 @@ export async function startValkey(options: ValkeyServerOptions = {}, port?: numb
     c.once('exit', () => live.delete(c));
     const spawnError = new Promise<never>((_, reject) => c.once('error', reject));
     spawnError.catch(() => undefined);
-    await Promise.race([waitForPing(p, 10_000), spawnError]);
+    await Promise.race([waitForPing(p, 10_000, !!options.tls), spawnError]);
   };
   const kill = async (): Promise<void> => {
     const c = child;
@@ -129,7 +136,7 @@ export async function startValkey(options: ValkeyServerOptions = {}, port?: numb
   const server: ValkeyServer = {
     host: HOST,
     port: p,
-    url: `valkey://${auth}${HOST}:${p}`,
+    url: `${options.tls ? 'valkeys' : 'valkey'}://${auth}${HOST}:${p}`,
     dir,
     get running() {
       return !!child && child.exitCode === null && child.signalCode === null;
@@ -144,7 +151,7 @@ export async function startValkey(options: ValkeyServerOptions = {}, port?: numb
       await kill();
       rmSync(dir, { recursive: true, force: true });
     },
-    cli: (cliArgs) => valkeyCli(p, cliArgs, options.requirepass),
+    cli: (cliArgs) => valkeyCli(p, options.tls ? ['--tls', '--cacert', options.tls.caFile, ...cliArgs] : cliArgs, options.requirepass),
   };
   cleanups.add(server.stop);
   return server;
