@@ -1,6 +1,7 @@
 // Builds native/ (build/Release/kvtier_native.node) with cmake-js. Runs as the
 // root package's `install` script and as `npm run build:native`.
 //   KVTIER_CPU_ONLY=1     build without the CUDA backend even when nvcc exists
+//   KVTIER_REQUIRE_CUDA=1 fail when the CUDA backend does not build (default: fall back to CPU only)
 //   KVTIER_SKIP_NATIVE=1  skip the build (the daemon then runs with heap memory only)
 // No downloads: cmake-js is pointed at the running Node's own headers.
 import { spawnSync } from 'node:child_process';
@@ -27,29 +28,41 @@ if (!env.npm_config_nodedir && existsSync(join(nodePrefix, 'include', 'node', 'n
 const napiInclude = dirname(createRequire(join(root, 'package.json')).resolve('node-addon-api/package.json'));
 const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
 const cpuOnly = env.KVTIER_CPU_ONLY === '1' || env.KVTIER_CPU_ONLY === 'true';
-// configure every time (so -D options apply to an existing build dir), then build.
-const common = [
-  '--directory', join(root, 'native'),
-  '--out', join(root, 'build'),
-  '--config', 'Release',
-  '--parallel', String(Math.min(availableParallelism(), 8)),
-  `--CDKVTIER_CPU_ONLY=${cpuOnly ? 'ON' : 'OFF'}`,
-  `--CDKVTIER_NAPI_INCLUDE=${napiInclude}`,
-];
+const requireCuda = env.KVTIER_REQUIRE_CUDA === '1';
 if (env.CUDACXX === undefined && !cpuOnly && existsSync('/usr/local/cuda/bin/nvcc')) {
   env.CUDACXX = '/usr/local/cuda/bin/nvcc';
 }
 
-let result = spawnSync(process.execPath, [cmakeJs, 'configure', ...common], { cwd: root, env, stdio: 'inherit' });
-if (result.status === 0) {
-  result = spawnSync(process.execPath, [cmakeJs, 'build', ...common], { cwd: root, env, stdio: 'inherit' });
+// Configure every time (so -D options apply to an existing build dir), then build.
+function build(withCuda) {
+  const common = [
+    '--directory', join(root, 'native'),
+    '--out', join(root, 'build'),
+    '--config', 'Release',
+    '--parallel', String(Math.min(availableParallelism(), 8)),
+    `--CDKVTIER_CPU_ONLY=${withCuda ? 'OFF' : 'ON'}`,
+    `--CDKVTIER_NAPI_INCLUDE=${napiInclude}`,
+  ];
+  for (const step of ['configure', 'build']) {
+    const r = spawnSync(process.execPath, [cmakeJs, step, ...common], { cwd: root, env, stdio: 'inherit' });
+    if (r.status !== 0) return r.status ?? 1;
+  }
+  return 0;
 }
-if (result.status !== 0) {
+
+let status = build(!cpuOnly);
+if (status !== 0 && !cpuOnly && !requireCuda) {
+  // A broken CUDA toolchain must not break `npm install`: the CPU backend
+  // is complete on its own. KVTIER_REQUIRE_CUDA=1 makes this fatal instead.
+  console.warn('kvtier: the build with the CUDA backend failed (see above); building the CPU backend only');
+  status = build(false);
+}
+if (status !== 0) {
   console.error(
     'kvtier: the native addon failed to build (see above). It needs cmake >= 3.18 and a C++17 compiler; ' +
       'set KVTIER_CPU_ONLY=1 to leave CUDA out, or KVTIER_SKIP_NATIVE=1 to skip it.',
   );
-  process.exit(result.status ?? 1);
+  process.exit(status);
 }
 const out = join(root, 'build', 'Release', 'kvtier_native.node');
 if (!existsSync(out)) {
