@@ -41,6 +41,7 @@ function build(withCuda) {
     '--config', 'Release',
     '--parallel', String(Math.min(availableParallelism(), 8)),
     `--CDKVTIER_CPU_ONLY=${withCuda ? 'OFF' : 'ON'}`,
+    `--CDKVTIER_REQUIRE_CUDA=${withCuda && requireCuda ? 'ON' : 'OFF'}`,
     `--CDKVTIER_NAPI_INCLUDE=${napiInclude}`,
   ];
   for (const step of ['configure', 'build']) {
