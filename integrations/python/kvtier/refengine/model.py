@@ -13,7 +13,18 @@ positions, and attention for a tile reads exactly the keys [0, tile end).
 What a token's row sees is then the same whatever else was in the step. A
 step that starts inside a tile recomputes the tile's earlier rows (from the
 cached K/V) but writes K/V only for the tokens it was asked to compute, so a
-loaded block is never overwritten. vLLM's GPU kernels are not batch invariant
+loaded block is never overwritten.
+
+Why ALiBi as well as RoPE. RoPE is baked into K when it is written, so once a
+query sees every key of a prefix, attention is a sum over a *set* of (k, v)
+pairs: two loaded blocks swapped in the cache change the result only by
+float summation order (1e-5 here). A model that should notice KV in the wrong
+place must use the key's position when it reads the cache; an ALiBi bias
+-slope_h * (query_pos - key_pos), with key_pos from the slot's place in the
+block table, does that (as ALiBi models in vLLM do). alibi=False gives a
+plain Llama-style model.
+
+vLLM's GPU kernels are not batch invariant
 in this sense; this is a property of the instrument, not of vLLM.
 """
 from __future__ import annotations
@@ -35,6 +46,8 @@ class ModelConfig:
     kv_heads: int = 2
     head_dim: int = 64
     mlp: int = 1024
+    qk_gain: float = 2.5     # scales wq and wk: sharper attention, so a wrong block moves the logits
+    alibi: bool = True       # also an ALiBi distance bias, applied when the cache is read (see below)
     rope_theta: float = 10000.0
     eps: float = 1e-5
     seed: int = 1234
@@ -60,7 +73,8 @@ class Weights:
         for _ in range(cfg.layers):
             self.layers.append({
                 "ln1": (1.0 + 0.1 * torch.randn(H, generator=g)).to(dtype=dtype, device=device),
-                "wq": w(H, cfg.q_heads * D), "wk": w(H, KH * D), "wv": w(H, KH * D),
+                "wq": w(H, cfg.q_heads * D, scale=cfg.qk_gain / math.sqrt(H)),
+                "wk": w(H, KH * D, scale=cfg.qk_gain / math.sqrt(H)), "wv": w(H, KH * D),
                 "wo": w(cfg.q_heads * D, H),
                 "ln2": (1.0 + 0.1 * torch.randn(H, generator=g)).to(dtype=dtype, device=device),
                 "wg": w(H, cfg.mlp), "wu": w(H, cfg.mlp), "wd": w(cfg.mlp, H),
@@ -162,6 +176,9 @@ class Transformer:
     def __init__(self, cfg: ModelConfig, dtype: torch.dtype = torch.float32, device: Any = "cpu") -> None:
         self.cfg, self.dtype, self.device = cfg, dtype, torch.device(device)
         self.w = Weights(cfg, dtype, self.device)
+        # ALiBi slopes 2^(-8(h+1)/H), one per query head
+        self.slopes = (torch.tensor([2.0 ** (-8.0 * (h + 1) / cfg.q_heads) for h in range(cfg.q_heads)],
+                                    device=self.device) if cfg.alibi else None)
 
     def embed(self, seg: Segment) -> None:
         ids = torch.tensor(seg.tokens[seg.tile_start:seg.end], dtype=torch.long, device=self.device)
@@ -185,6 +202,7 @@ class Transformer:
         kv.write(table[new // bs], new % bs, k[s - a:], v[s - a:])
         K, V = kv.gather(seg.block_table, e)                     # (e, KH, D), from the paged cache
         group, scale = QH // KH, 1.0 / math.sqrt(D)
+        slopes = self.slopes
         Kh = [K[:, h].contiguous() for h in range(KH)]             # (e, D) per KV head
         Vh = [V[:, h].contiguous() for h in range(KH)]
         outs = []
@@ -197,6 +215,9 @@ class Transformer:
             for h in range(KH):                                    # the query heads of KV head h
                 qt = q[t0 - a:t1 - a, h * group:(h + 1) * group].reshape(rows * group, D)
                 sc = mm_t(qt, Kh[h][:t1]).float() * scale          # (rows*group, t1): keys [0, t1)
+                if slopes is not None:
+                    dist = (qpos[:, None] - torch.arange(t1, device=self.device)[None, :]).float()
+                    sc = sc - slopes[h * group:(h + 1) * group].repeat(rows)[:, None] * dist
                 p = torch.softmax(sc.masked_fill(mask, float("-inf")), -1).to(self.dtype)
                 heads.append(mm_t(p, Vh[h][:t1].t()).view(rows, group, D))
             outs.append(torch.cat(heads, 1).reshape(rows, QH * D))

@@ -1,0 +1,282 @@
+"""The reference engine (kvtier.refengine): a small real transformer drives
+KVTierConnector the way vLLM does, against real kvtierd processes (and a real
+valkey-server), and every loaded prefix must give the next-token logits of a
+full recompute: bit for bit in float32, within BF16_ATOL in bfloat16.
+
+Reference logits come from the same engine without a connector. Loads change
+only where K/V come from, so any difference is wrong KV (or a wrong block).
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Any, Iterator
+
+import pytest
+import torch
+
+from kvtier import KvtierClient
+from kvtier.hashing import chunk_hashes
+from kvtier.refengine import LAYOUTS, RefEngine
+
+BF16_ATOL = 2e-2
+_rng = random.Random(1)
+P1 = [_rng.randrange(1024) for _ in range(1000)]
+P2 = P1[:900] + [_rng.randrange(1024) for _ in range(100)]   # shares its first 900 tokens with P1
+_REF: dict[Any, torch.Tensor] = {}
+
+
+def reference(prompt: list[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Next-token logits of a full recompute (no connector), memoised."""
+    key = (tuple(prompt), dtype)
+    if key not in _REF:
+        e = RefEngine(None, dtype=dtype, num_blocks=80)
+        try:
+            _REF[key] = e.generate("ref", prompt).first_logits
+        finally:
+            e.close()
+    return _REF[key]
+
+
+def assert_matches(got: torch.Tensor, prompt: list[int], dtype: torch.dtype = torch.float32) -> None:
+    want = reference(prompt, dtype)
+    if dtype == torch.float32:
+        assert torch.equal(got, want), f"logits differ from recompute: max |diff| {(got - want).abs().max()}"
+    else:
+        diff = float((got - want).abs().max())
+        assert diff <= BF16_ATOL, f"bf16 logits differ from recompute by {diff} > {BF16_ATOL}"
+
+
+def engine(sock: str, **kw: Any) -> RefEngine:
+    extra = {"kvtier_timeout_s": 3.0, "kvtier_save_wait_s": 3.0, "kvtier_retry_interval_s": 0.2,
+             **kw.pop("extra", {})}
+    kw.setdefault("num_blocks", 160)
+    return RefEngine(sock, extra=extra, **kw)
+
+
+def produce(sock: str, prompt: list[int] = P1, **kw: Any) -> None:
+    """An engine computes `prompt` and saves its chunks (drain: StoreCopied acknowledged)."""
+    a = engine(sock, **kw)
+    try:
+        r = a.generate("producer", prompt)
+        assert r.external_tokens == 0
+        a.drain()
+        assert a.worker._worker.stats["stored_chunks"] == len(prompt) // 256
+        assert len(a.free_blocks) == a.cache.num_blocks - 1, "held blocks must come back after the save"
+    finally:
+        a.close()
+
+
+def consume(sock: str, prompt: list[int] = P2, **kw: Any) -> Any:
+    b = engine(sock, **kw)
+    try:
+        r = b.generate("consumer", prompt)
+        b.drain()
+        return r
+    finally:
+        b.close()
+
+
+def wait_written(sock: str, chunks: int, timeout: float = 20.0) -> None:
+    """Until the daemon's write-behind queue has written `chunks` chunks to Valkey."""
+    from kvtier.hashing import Fingerprint
+
+    c = KvtierClient(sock, Fingerprint("x", "x", "x"), "tool", timeout=3.0)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            wb = c.stats()["writeBehind"]
+            if wb["written"] >= chunks and wb["queuedJobs"] == 0 and wb["inFlight"] == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"write-behind did not write {chunks} chunks: {wb}")
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def valkey() -> Iterator[int]:
+    exe = shutil.which("valkey-server")
+    if exe is None:
+        pytest.skip("valkey-server is not installed (scripts/ensure-valkey.sh)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tmp = tempfile.mkdtemp(prefix="kvtier-refengine-valkey-")
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if subprocess.run(["valkey-cli", "-p", str(port), "ping"], capture_output=True,
+                              text=True).stdout.strip() == "PONG":
+                break
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def valkey_daemon(daemon_factory: Any, port: int, extra: str = "") -> Any:
+    return daemon_factory(f"remote_url: valkey://127.0.0.1:{port}\n" + extra)
+
+
+# -- the main claim ----------------------------------------------------------------------------
+
+def test_second_engine_loads_three_chunks_and_matches_recompute(daemon):
+    produce(daemon.socket)
+    r = consume(daemon.socket)
+    assert r.external_tokens == 768, "900 shared tokens = three full 256-token chunks"
+    assert r.load_error_blocks == set()
+    assert r.computed_tokens_total == 1000 - 768
+    assert_matches(r.first_logits, P2)
+
+
+def test_last_prompt_token_is_never_served_from_the_cache(daemon):
+    produce(daemon.socket, P1[:768])
+    r = consume(daemon.socket, P1[:768])
+    assert r.external_tokens == 767 and r.computed_tokens_total == 1
+    assert_matches(r.first_logits, P1[:768])
+
+
+def test_chunked_prefill_after_a_load(daemon):
+    produce(daemon.socket)
+    r = consume(daemon.socket, token_budget=64)
+    assert r.external_tokens == 768
+    assert_matches(r.first_logits, P2)
+
+
+def test_two_daemons_share_one_valkey(daemon_factory, valkey):
+    da, db = valkey_daemon(daemon_factory, valkey), valkey_daemon(daemon_factory, valkey)
+    produce(da.socket)
+    wait_written(da.socket, 3)
+    r = consume(db.socket)
+    assert r.external_tokens == 768 and r.load_error_blocks == set()
+    assert_matches(r.first_logits, P2)
+
+
+# -- failures are misses, never wrong logits --------------------------------------------------
+
+@pytest.mark.parametrize("target", ["segment", "value"])
+def test_chunk_corrupted_in_valkey_is_a_miss(daemon_factory, valkey, target):
+    seg = "valkey_segment_bytes: 262144\n" if target == "segment" else ""   # a 1 MiB chunk: 4 segments
+    da, db = valkey_daemon(daemon_factory, valkey, seg), valkey_daemon(daemon_factory, valkey, seg)
+    probe = engine(da.socket)
+    fp = probe.worker._worker.client.fingerprint
+    probe.close()
+    produce(da.socket)
+    wait_written(da.socket, 3)
+    h1 = chunk_hashes(fp.root(), P1, 256)[1].hex()             # the second chunk
+    key = f"kvtier:{{{fp.namespace_id()}:{h1}}}"
+    cli = ["valkey-cli", "-p", str(valkey)]
+    keys = subprocess.run(cli + ["--scan", "--pattern", "kvtier:*"], capture_output=True, text=True).stdout.split()
+    assert key in keys, (key, keys[:6])
+    segs = sorted(k for k in keys if k.startswith(key + ":s"))
+    assert bool(segs) == (target == "segment"), segs
+    victim = segs[2] if segs else key
+    offset = 4096 if victim != key else int(subprocess.run(cli + ["strlen", key], capture_output=True,
+                                                           text=True).stdout) - 100
+    subprocess.run(cli + ["setrange", victim, str(offset), "CORRUPTED-BEHIND-KVTIERS-BACK"], check=True,
+                   capture_output=True)
+    r = consume(db.socket)
+    # Either the lookup stops before chunk 1, or its load fails and those blocks are recomputed.
+    served = r.external_tokens if not r.load_error_blocks else (r.recomputed_from or 0)
+    assert served <= 256, (r.external_tokens, r.recomputed_from)
+    assert_matches(r.first_logits, P2)
+
+
+def test_daemon_killed_mid_load_recomputes(daemon):
+    produce(daemon.socket)
+    b = engine(daemon.socket, extra={"kvtier_timeout_s": 2.0, "kvtier_save_wait_s": 1.0},
+               hooks={"after_start_load": daemon.kill})
+    t0 = time.monotonic()
+    try:
+        r = b.generate("consumer", P2)
+    finally:
+        b.close()
+    assert time.monotonic() - t0 < 20, "a dead daemon must not hang the engine"
+    assert r.external_tokens == 768
+    # The Retrieve raced the kill: whatever did not arrive is reported and recomputed.
+    if r.load_error_blocks:
+        assert r.recomputed_from is not None and r.recomputed_from < 768
+    assert_matches(r.first_logits, P2)
+
+
+@pytest.mark.parametrize("change", [
+    {"dtype": torch.bfloat16},
+    {"layout": "mla"},
+    {"extra": {"kvtier_cache_salt": "tenant-b"}},
+    {"model": "other"},
+], ids=["dtype", "layout", "salt", "model-name"])
+def test_other_namespace_gets_no_hit(daemon, change):
+    produce(daemon.socket)
+    kw = dict(change)
+    if kw.pop("model", None):
+        kw["model_name"] = "kvtier/other-model"
+    r = consume(daemon.socket, **kw)
+    assert r.external_tokens == 0
+    assert_matches(r.first_logits, P2, kw.get("dtype", torch.float32))
+
+
+def test_request_cache_salt_bypasses_the_cache(daemon):
+    produce(daemon.socket)
+    b = engine(daemon.socket)
+    try:
+        r = b.generate("salted", P2, cache_salt="tenant-x")
+    finally:
+        b.close()
+    assert r.external_tokens == 0
+    assert_matches(r.first_logits, P2)
+
+
+# -- every layout ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layout_round_trip(daemon, layout):
+    produce(daemon.socket, layout=layout)
+    r = consume(daemon.socket, layout=layout)
+    assert r.external_tokens == 768 and r.load_error_blocks == set()
+    assert_matches(r.first_logits, P2)
+
+
+def test_flash_and_flashinfer_share_chunks(daemon):
+    produce(daemon.socket, layout="flash")
+    r = consume(daemon.socket, layout="flashinfer")
+    assert r.external_tokens == 768
+    assert_matches(r.first_logits, P2)
+
+
+def test_bf16_round_trip(daemon):
+    produce(daemon.socket, dtype=torch.bfloat16, layout="cross")
+    r = consume(daemon.socket, dtype=torch.bfloat16, layout="cross")
+    assert r.external_tokens == 768
+    assert_matches(r.first_logits, P2, torch.bfloat16)
+
+
+# -- the test of the test -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_swapped_block_ids_in_metadata_are_detected(daemon, dtype):
+    """If retrieve scattered blocks to the wrong places, the logits check must fail.
+
+    (The model reads key positions through an ALiBi bias; with RoPE alone a swap of
+    two fully visible blocks only reorders a sum, see kvtier/refengine/model.py.)"""
+    def swap(meta: Any) -> None:
+        for load in meta.loads:
+            ids = load.block_ids
+            ids[3], ids[40] = ids[40], ids[3]          # a block of chunk 0 and one of chunk 2
+
+    produce(daemon.socket, dtype=dtype)
+    r = consume(daemon.socket, dtype=dtype, hooks={"after_build_meta": swap})
+    assert r.external_tokens == 768 and r.load_error_blocks == set(), "the connector cannot see this"
+    want = reference(P2, dtype)
+    assert float((r.first_logits - want).abs().max()) > 10 * BF16_ATOL
+    with pytest.raises(AssertionError):
+        assert_matches(r.first_logits, P2, dtype)
