@@ -23,7 +23,7 @@ import { randomInt } from 'node:crypto';
 import { packTokens } from '../src/chunking/tokens.js';
 import { KvtierClient } from '../src/protocol/client.js';
 import { startValkey, type ValkeyServer } from '../test/helpers/valkey-server.js';
-import { spawnDaemon } from './daemon-process.js';
+import { spawnDaemon, type DaemonProcess } from './daemon-process.js';
 import { SHAPES, describePrefill, kvBytesPerToken, prefillMs, type ModelShape, type PrefillModel } from './ttft-shapes.js';
 import { ShmKvCache, lookupAndLoad, storeAll, type LoadTiming } from './ttft-worker.js';
 import type { TtftRow } from './ttft-types.js';
@@ -33,6 +33,19 @@ const GiB = 1 << 30;
 const CHUNK_TOKENS = 256;
 /** Valkey's allocator rounds a 1 MiB segment up a size class: budget 35% over the payload. */
 const VALKEY_OVERHEAD = 1.35;
+/** Daemons running now, killed if the bench is interrupted. */
+const live = new Set<DaemonProcess>();
+
+async function daemon(env: Record<string, string>): Promise<DaemonProcess> {
+  const d = await spawnDaemon(env);
+  live.add(d);
+  return d;
+}
+
+async function stop(d: DaemonProcess): Promise<void> {
+  live.delete(d);
+  await d.stop();
+}
 
 export interface ModelModeOptions {
   models: string[];
@@ -97,9 +110,19 @@ export async function runModelMode(opts: ModelModeOptions, progress: (msg: strin
   const rows: TtftRow[] = [];
   const setupRows: Array<Record<string, unknown>> = [];
   const valkey = plan.length > 0 ? await startValkey({ maxmemory: `${maxmemoryMb}mb`, maxmemoryPolicy: 'noeviction' }) : null;
+  // Ctrl-C: no shm files or valkey-server left behind (daemons die with their pipe).
+  let current: ShmKvCache | null = null;
+  const interrupted = (): void => {
+    current?.cleanup();
+    for (const d of live) d.child.kill('SIGKILL');
+    void valkey?.stop().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   try {
     for (const { shape, context } of plan) {
       const kv = new ShmKvCache(shape, Math.min(opts.regionBytes, context * kvBytesPerToken(shape)), `${shape.name}-${context}`);
+      current = kv;
       try {
         const r = await runOne(shape, context, kv, valkey!, opts, progress);
         rows.push(...r.rows);
@@ -110,6 +133,8 @@ export async function runModelMode(opts: ModelModeOptions, progress: (msg: strin
       await valkey!.cli(['FLUSHALL']);
     }
   } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
     await valkey?.stop();
   }
   return {
@@ -166,7 +191,7 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
   };
 
   progress(`${label}: daemon A, storing ${chunks} chunks (${fmtGiB(bytes)}) from the worker's blocks into host + Valkey`);
-  const a = await spawnDaemon(env);
+  const a = await daemon(env);
   let storeMs = 0;
   let used = 0;
   try {
@@ -192,11 +217,11 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
       await wa.close();
     }
   } finally {
-    await a.stop();
+    await stop(a);
   }
 
   progress(`${label}: daemon B (empty host tier, same Valkey): valkey_hit`);
-  const b = await spawnDaemon(env);
+  const b = await daemon(env);
   try {
     const wb = await KvtierClient.connect({ path: b.socket, clientKind: 'bench-ttft', fingerprint: { model: shape.name }, timeoutMs: 600_000 });
     try {
@@ -210,7 +235,7 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
       await wb.close();
     }
   } finally {
-    await b.stop();
+    await stop(b);
   }
   return { rows, setup: { model: shape.name, context_tokens: context, bytes, store_ms: round(storeMs), store_gbps: round(bytes / storeMs / 1e6, 3), valkey_used_bytes: used, region_bytes: kv.regionBytes, window_chunks: kv.window } };
 }

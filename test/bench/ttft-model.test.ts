@@ -1,0 +1,41 @@
+/**
+ * Model mode of `kvtier bench ttft`, small: two 10 MiB chunks of the
+ * Llama-3.3-70B TP8 per-rank shape through real kvtierd child processes, a
+ * real valkey-server and real shm KV files. Every case has a row, every
+ * chunk is loaded, the bytes that came back are the bytes stored, and the
+ * output says that compute is modelled. Needs the built CLI (npm run build).
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { packageRoot } from '../../bench/daemon-process.js';
+import { runModelMode } from '../../bench/ttft-model.js';
+import { prefillMs, SHAPES } from '../../bench/ttft-shapes.js';
+
+const built = existsSync(join(packageRoot(), 'dist/src/cli/main.js'));
+
+describe.skipIf(!built)('bench ttft model mode', () => {
+  it('moves the real bytes for every case and labels compute as modelled', async () => {
+    const prefill = { tokensPerS: null, mfu: 0.45, peakTflops: 989 };
+    const r = await runModelMode({ models: ['llama-3.3-70b-tp8'], contexts: [512], questionTokens: 64, regionBytes: 64 << 20, hostReps: 1, prefill }, () => {});
+    expect(r.rows.map((x) => x.case)).toEqual(['recompute', 'host_hit', 'valkey_hit']);
+    expect(r.compute).toMatch(/^compute modelled/);
+    const chunkBytes = 80 * 2 * 128 * 2 * 256;
+    expect(r.shapes['llama-3.3-70b-tp8'].chunk_bytes).toBe(chunkBytes);
+    for (const row of r.rows.slice(1)) {
+      expect(row).toMatchObject({ loaded_chunks: 2, failed_chunks: 0, bytes_moved: 2 * chunkBytes, cached_tokens: 512, prefill_tokens: 64, verified: true, compute: 'modelled' });
+      expect(row.ttft_ms).toBeGreaterThan(Number(row.prefill_ms));
+    }
+    expect(r.rows[2].valkey_chunks).toBe(2);
+    expect(r.rows[1].host_chunks).toBe(2);
+    expect(r.rows[0].ttft_ms).toBeCloseTo(prefillMs(SHAPES['llama-3.3-70b-tp8'], 0, 576, prefill), 0);
+    expect(r.skipped).toEqual([]);
+  }, 120_000);
+
+  it('models prefill: 128K tokens of Llama-3.3-70B on 8 H100s takes ~11 s at MFU 0.45', () => {
+    const ms = prefillMs(SHAPES['llama-3.3-70b-tp8'], 0, 131072, { tokensPerS: null, mfu: 0.45, peakTflops: 989 });
+    expect(ms).toBeGreaterThan(10_000);
+    expect(ms).toBeLessThan(13_000);
+    expect(prefillMs(SHAPES['llama-3.1-8b'], 0, 1000, { tokensPerS: 5000, mfu: 1, peakTflops: 1 })).toBe(200);
+  });
+});
