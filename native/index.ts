@@ -49,6 +49,7 @@ interface Binding {
     new (ipcHandle: Uint8Array, sizeBytes: number, device: number): BindingRegion;
   };
   copy(scatter: boolean, regions: BindingRegion[], buffers: Uint8Array[], segments: Float64Array): Promise<void>;
+  chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void;
 }
 
 function packageRoot(): string {
@@ -120,6 +121,20 @@ export function nativeInfo(): NativeInfo {
     reason: cuda ? `${i.deviceCount} CUDA device(s) visible` : i.reason,
     copyThreads: i.copyThreads,
   };
+}
+
+/**
+ * The prefix hash chain for `count` chunks of `chunkBytes` bytes of `tokens`
+ * (the last may be shorter), continuing from `prev`, into `out` (count*32).
+ * Same results as the JavaScript chain in src/chunking/prefix-hash.ts.
+ */
+export function chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void {
+  if (prev.byteLength !== 32) throw new BadRequestError(`expected 32 bytes for the previous hash, got ${prev.byteLength}`);
+  if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 1) throw new BadRequestError(`expected a positive integer for chunkBytes, got ${chunkBytes}`);
+  if (!Number.isSafeInteger(count) || count < 0 || out.byteLength < count * 32 || (count > 0 && (count - 1) * chunkBytes >= tokens.byteLength)) {
+    throw new BadRequestError(`expected ${count} chunks to fit ${tokens.byteLength} token bytes and ${out.byteLength} output bytes`);
+  }
+  load().chainHashes(prev, tokens, chunkBytes, count, out);
 }
 
 /** The pinned host pool: one allocation at construction, slabs are Buffer views into it. */

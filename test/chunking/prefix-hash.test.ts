@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { makeNamespace, type NamespaceFingerprint } from '../../src/chunking/namespace.js';
-import { hashKeys, hashTokenChunks, hashHex, chunkCount } from '../../src/chunking/prefix-hash.js';
+import { hashKeys, hashTokenChunks, hashHex, chunkCount, nativeHashing } from '../../src/chunking/prefix-hash.js';
+import { chainHashes, nativeAvailable } from '../../native/index.js';
 import { packTokens, unpackTokens } from '../../src/chunking/tokens.js';
 
 interface RawFingerprint {
@@ -31,9 +32,12 @@ describe('prefix hash chain matches the committed vectors', () => {
       const ns = makeNamespace(fingerprint(c.fingerprint));
       expect(ns.root.toString('hex')).toBe(c.root);
       expect(ns.id).toBe(c.namespace_id);
-      const { hashes, count } = hashTokenChunks(ns.root, packTokens(c.tokens), c.fingerprint.chunk_size, c.save_unfull_chunk);
-      expect(count).toBe(c.chunk_hashes.length);
-      expect(Array.from({ length: count }, (_, i) => hashHex(hashes, i))).toEqual(c.chunk_hashes);
+      // The JavaScript chain, and the native one where the addon is built.
+      for (const chain of nativeAvailable() ? [null, chainHashes] : [null]) {
+        const { hashes, count } = hashTokenChunks(ns.root, packTokens(c.tokens), c.fingerprint.chunk_size, c.save_unfull_chunk, undefined, chain);
+        expect(count).toBe(c.chunk_hashes.length);
+        expect(Array.from({ length: count }, (_, i) => hashHex(hashes, i))).toEqual(c.chunk_hashes);
+      }
     });
   }
   it('opaque keys', () => {
@@ -71,6 +75,29 @@ describe('prefix hash chain properties', () => {
       expect(hashHex(a.hashes, i)).not.toBe(hashHex(b.hashes, i));
       expect(hashHex(a.hashes, i)).not.toBe(hashHex(c.hashes, i));
     }
+  });
+  it('the native chain equals the JavaScript chain across batch edges and early stops', () => {
+    expect(nativeHashing).toBe(nativeAvailable());
+    if (!nativeAvailable()) {
+      console.log('native addon not built: only the JavaScript chain is checked');
+      return;
+    }
+    const root = makeNamespace(small).root;
+    fc.assert(fc.property(fc.array(fc.nat({ max: 0xffffffff }), { maxLength: 16 * 70 }), fc.boolean(), fc.nat(80), (tokens, partial, stopAt) => {
+      const packed = packTokens(tokens);
+      const stop = (i: number): boolean => i === stopAt;
+      const js = hashTokenChunks(root, packed, 16, partial, stop, null);
+      const native = hashTokenChunks(root, packed, 16, partial, stop, chainHashes);
+      expect(native.count).toBe(js.count);
+      expect(native.hashes.equals(js.hashes)).toBe(true);
+    }), { numRuns: 100 });
+  });
+  it.skipIf(!nativeAvailable())('the native chain refuses out-of-bounds arguments', () => {
+    const out = Buffer.alloc(64);
+    expect(() => chainHashes(Buffer.alloc(31), Buffer.alloc(128), 64, 2, out)).toThrow(/32 bytes/);
+    expect(() => chainHashes(Buffer.alloc(32), Buffer.alloc(64), 64, 2, out)).toThrow(/fit/);
+    expect(() => chainHashes(Buffer.alloc(32), Buffer.alloc(128), 64, 3, out)).toThrow(/fit/);
+    expect(() => chainHashes(Buffer.alloc(32), Buffer.alloc(128), 0, 1, out)).toThrow(/chunkBytes/);
   });
   it('stops early when asked', () => {
     const root = makeNamespace(small).root;
