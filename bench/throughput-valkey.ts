@@ -58,7 +58,13 @@ export interface ValkeyThroughputRow {
   /** get(): a fresh Buffer per chunk. */
   retrieve_fresh_gbps: number;
   settings: { connections: number; segment_bytes: number; inflight: number; bulk_per_connection: number; serde: SerdeName };
+  /** valkey-benchmark with the same value size: the target. */
   reference: { what: string; store_gbps: number; retrieve_gbps: number } | null;
+  /**
+   * valkey-benchmark at the segment size with as many clients as the tier has
+   * connections: what the server gives the segmented layout at best.
+   */
+  segment_reference: { what: string; store_gbps: number; retrieve_gbps: number } | null;
   ratio: { store: number; retrieve: number } | null;
 }
 
@@ -199,9 +205,14 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
       const n = Math.max(4, Math.floor(totalBytes / size));
       const passes: Pass[] = [];
       const refs: NonNullable<ValkeyThroughputRow['reference']>[] = [];
+      const segRefs: NonNullable<ValkeyThroughputRow['reference']>[] = [];
+      const segmented = size > segmentBytes;
       for (let r = 0; r < rounds; r++) {
         passes.push(await tierPass(tier, size, n, inflight));
-        if (!options.noReference) refs.push((await reference(url, size, n, options.refClients ?? 1))!);
+        if (!options.noReference) {
+          refs.push((await reference(url, size, n, options.refClients ?? 1))!);
+          if (segmented) segRefs.push((await reference(url, segmentBytes, Math.ceil((n * size) / segmentBytes), connections))!);
+        }
       }
       const row: ValkeyThroughputRow = {
         bench: 'throughput',
@@ -216,6 +227,9 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
         settings: { connections, segment_bytes: segmentBytes, inflight, bulk_per_connection: bulkPerConnection, serde },
         reference: refs.length
           ? { what: refs[0].what, store_gbps: median(refs.map((r) => r.store_gbps)), retrieve_gbps: median(refs.map((r) => r.retrieve_gbps)) }
+          : null,
+        segment_reference: segRefs.length
+          ? { what: segRefs[0].what, store_gbps: median(segRefs.map((r) => r.store_gbps)), retrieve_gbps: median(segRefs.map((r) => r.retrieve_gbps)) }
           : null,
         ratio: null,
       };
