@@ -119,8 +119,12 @@ export class ChunkManager {
     let hostRun = 0;
     let broken = false;
     const prefix = `${ns.id}:`;
+    // Host keys are built once per chunk and reused below: no repeated hex/string work.
+    const keys: string[] = [];
     const resolved = this.#resolve(ns, address, (i, hashes) => {
-      if (!broken && this.host.has(prefix + hashHex(hashes, i))) {
+      const key = prefix + hashHex(hashes, i);
+      keys.push(key);
+      if (!broken && this.host.has(key)) {
         hostRun = i + 1;
         return false;
       }
@@ -128,17 +132,16 @@ export class ChunkManager {
       return remote === null;
     });
     let hit = hostRun;
-    let remoteFound: boolean[] = [];
     if (remote !== null && hostRun < resolved.count) {
       const rest: ChunkKey[] = [];
-      for (let i = hostRun; i < resolved.count; i++) rest.push({ namespaceId: ns.id, hash: hashHex(resolved.hashes, i) });
+      for (let i = hostRun; i < resolved.count; i++) rest.push({ namespaceId: ns.id, hash: keys[i].slice(prefix.length) });
+      let remoteFound: boolean[] = [];
       try {
         remoteFound = await remote.contains(rest);
       } catch (e) {
         this.#log.warn('remote lookup failed; answering from the host tier', { error: errorMessage(e) });
-        remoteFound = [];
       }
-      while (hit < resolved.count && (this.host.has(prefix + hashHex(resolved.hashes, hit)) || remoteFound[hit - hostRun] === true)) hit++;
+      while (hit < resolved.count && (this.host.has(keys[hit]) || remoteFound[hit - hostRun] === true)) hit++;
     }
 
     let hitTokens = 0;
@@ -147,13 +150,12 @@ export class ChunkManager {
     let leaseId = 0;
     const chunks: LeasedChunk[] = [];
     for (let i = 0; i < hit; i++) {
-      const key = prefix + hashHex(resolved.hashes, i);
-      const inHost = this.host.has(key);
-      if (inHost) hostChunks++;
+      const key = keys[i];
+      const entry = opts.noLease === true ? this.host.peek(key) : this.host.pin(key);
+      if (entry !== undefined) hostChunks++;
       if (opts.noLease === true) continue;
-      const chunk: LeasedChunk = { key, tokens: resolved.tokensOf(i), entry: null, pending: null };
-      if (inHost) chunk.entry = this.host.pin(key) ?? null;
-      else chunk.pending = this.#fetch({ namespaceId: ns.id, hash: key.slice(prefix.length) }, key);
+      const chunk: LeasedChunk = { key, tokens: resolved.tokensOf(i), entry: entry ?? null, pending: null };
+      if (entry === undefined) chunk.pending = this.#fetch({ namespaceId: ns.id, hash: key.slice(prefix.length) }, key);
       chunks.push(chunk);
     }
     if (opts.noLease !== true && hit > 0) {
