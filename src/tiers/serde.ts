@@ -60,7 +60,20 @@ export async function encode(serde: SerdeName, raw: Buffer): Promise<Buffer> {
   }
 }
 
+/**
+ * lz4-napi's block format starts with the decoded size (u32 little-endian).
+ * Checked before decompressing: a corrupt prefix must not make us allocate
+ * up to 4 GiB.
+ */
+function checkLz4Prefix(serde: SerdeName, payload: Buffer, rawLength: number): void {
+  const prefix = payload.length >= 4 ? payload.readUInt32LE(0) : -1;
+  if (prefix !== rawLength) {
+    throw new CorruptValueError(`${serde} payload announces ${prefix} bytes, header says ${rawLength}`);
+  }
+}
+
 export async function decode(serde: SerdeName, payload: Buffer, rawLength: number): Promise<Buffer> {
+  if (serde !== 'naive') checkLz4Prefix(serde, payload, rawLength);
   let out: Buffer;
   try {
     switch (serde) {

@@ -23,6 +23,8 @@ export const FORMAT_VERSION = 1;
 const MAGIC = [0x4b, 0x56, 0x54, FORMAT_VERSION] as const;
 const PREAMBLE = 8;
 const MAX_HEADER = 1 << 20;
+/** No KV chunk comes near this; a header claiming more is corrupt (and must not make us allocate it). */
+export const MAX_CHUNK_BYTES = 1 << 30;
 const SAFE_PART = /^[A-Za-z0-9_.-]{1,128}$/;
 
 export interface ChunkHeader {
@@ -102,6 +104,12 @@ function checkHeader(h: unknown): ChunkHeader {
   const serde = SERDE_NAMES.find((s) => s === r.serde);
   if (!serde) throw new CorruptValueError(`unknown serde ${String(r.serde)}`);
   const header: ChunkHeader = { v: FORMAT_VERSION, ns: r.ns, serde, raw: int('raw'), len: int('len') };
+  if (header.raw > MAX_CHUNK_BYTES || header.len > MAX_CHUNK_BYTES) {
+    throw new CorruptValueError(`chunk of ${header.raw} (stored ${header.len}) bytes exceeds ${MAX_CHUNK_BYTES}`);
+  }
+  if (serde === 'naive' && header.raw !== header.len) {
+    throw new CorruptValueError(`naive chunk with raw length ${header.raw} but ${header.len} stored bytes`);
+  }
   if (r.segs !== undefined) {
     const seg = int('seg');
     if (!isStringArray(r.segs)) throw new CorruptValueError('segment checksums are not strings');

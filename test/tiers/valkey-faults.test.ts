@@ -10,6 +10,7 @@ import { Decoder, GlideClient } from '@valkey/valkey-glide';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ValkeyAuthError } from '../../src/errors.js';
 import type { ChunkKey } from '../../src/tiers/tier.js';
+import { encodeValue, FORMAT_VERSION } from '../../src/tiers/valkey-format.js';
 import { ValkeyTier, type ValkeyTierOptions } from '../../src/tiers/valkey-tier.js';
 import { freePort, startValkey, stopAllValkey, type ValkeyServer } from '../helpers/valkey-server.js';
 import { randomChunkKey } from './tier-contract.js';
@@ -77,7 +78,7 @@ describe('valkey tier faults', () => {
 
   it('Valkey killed mid-run and restarted: nothing thrown, nothing wrong served, resumes', async () => {
     const server = await startValkey();
-    const tier = await open({ url: server.url, segmentBytes: 256 * 1024 });
+    const tier = await open({ url: server.url, segmentBytes: 256 * 1024, requestTimeoutMs: 1000 });
     const stored = new Map<string, Buffer>();
     let stop = false;
     let wrong = 0;
@@ -94,7 +95,7 @@ describe('valkey tier faults', () => {
     const workers = [worker(), worker(), worker()];
     await until('some stores', () => tier.counters.stores >= 5);
     await server.kill();
-    await until('tier down', () => !tier.available, 5000);
+    await until('tier down', () => !tier.available, 15_000);
     expect(await tier.put(randomChunkKey(), randomBytes(10))).toBe(false);
     const skippedWhileDown = tier.counters.skipped;
     expect(skippedWhileDown).toBeGreaterThan(0);
@@ -191,6 +192,21 @@ describe('valkey tier faults', () => {
     it('a broken header: miss, key deleted', async () => {
       const { base } = await corruptAndGet(100, (b) => b, 0);
       expect((await server.cli(['EXISTS', base])).trim()).toBe('0');
+    });
+
+    it('a forged manifest claiming a huge chunk: miss, nothing allocated, key deleted', async () => {
+      const tier = await open({ url: server.url });
+      const k = randomChunkKey();
+      const forged = encodeValue({ v: FORMAT_VERSION, ns: k.namespaceId, serde: 'naive', raw: 2 ** 40, len: 2 ** 40, seg: 2 ** 40, segs: ['0000000000000000'] });
+      const raw = await rawClient(server);
+      try {
+        await raw.set(tier.keyOf(k), forged);
+      } finally {
+        raw.close();
+      }
+      expect(await tier.get(k)).toBeNull();
+      expect(tier.counters.corrupt).toBe(1);
+      expect((await server.cli(['EXISTS', tier.keyOf(k)])).trim()).toBe('0');
     });
 
     it('another namespace header under the key: miss, key deleted', async () => {

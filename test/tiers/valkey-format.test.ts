@@ -35,6 +35,9 @@ describe('valkey value layout', () => {
     expect(decodeValue(encodeValue(h)).header.segs).toEqual(segs);
     expect(segmentCount(2500, 1000)).toBe(3);
     expect(() => decodeValue(encodeValue({ ...h, len: 3001 }))).toThrow(CorruptValueError);
+    // A header claiming a huge chunk is refused before anything is allocated for it.
+    expect(() => decodeValue(encodeValue({ ...h, raw: 2 ** 40, len: 2 ** 40, seg: 2 ** 40, segs: ['0000000000000000'] }))).toThrow(/exceeds/);
+    expect(() => decodeValue(encodeValue({ ...h, raw: 2499 }))).toThrow(/naive chunk/);
   });
 
   it('anything else is a CorruptValueError, never another exception', () => {
@@ -69,8 +72,10 @@ describe('serde', () => {
     await expect(decode(serde, enc, raw.length + 1)).rejects.toBeInstanceOf(CorruptValueError);
   });
 
-  it('lz4 garbage is a CorruptValueError', async () => {
-    await expect(decode('lz4', Buffer.from([255, 255, 255, 127, 1, 2, 3]), 10)).rejects.toBeInstanceOf(CorruptValueError);
+  it('lz4 garbage is a CorruptValueError, and a huge size prefix allocates nothing', async () => {
+    await expect(decode('lz4', Buffer.from([255, 255, 255, 127, 1, 2, 3]), 10)).rejects.toThrow(/announces 2147483647 bytes/);
+    await expect(decode('lz4', Buffer.from([10, 0, 0, 0, 0xff, 0xff, 0xff]), 10)).rejects.toBeInstanceOf(CorruptValueError);
+    await expect(decode('lz4-shuffle', Buffer.from([1, 2]), 10)).rejects.toBeInstanceOf(CorruptValueError);
   });
 
   it('parseSerde names the allowed values', () => {
