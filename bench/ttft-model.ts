@@ -14,7 +14,7 @@
  *   valkey_hit  daemon B: Lookup (chunks found in Valkey, prefetch starts) +
  *               Retrieve + modelled prefill of the question
  *
- * Pools are sized to the context (+2% + 64 MiB), the write-behind queue to
+ * Pools are sized to the context (+16 MiB), the write-behind queue to
  * all of it, leases to 10 minutes; a combination whose memory estimate does
  * not fit in 85% of MemAvailable is skipped and listed, never shrunk.
  */
@@ -33,6 +33,13 @@ const GiB = 1 << 30;
 const CHUNK_TOKENS = 256;
 /** Valkey's allocator rounds a 1 MiB segment up a size class: budget 35% over the payload. */
 const VALKEY_OVERHEAD = 1.35;
+/**
+ * kvtierd's native pool is one external ArrayBuffer; on Node 20 one above
+ * 4 GiB is refused and the daemon dies at start (free(): double free, in
+ * native/src/addon.cc). Until the pool is split, a context whose pool would
+ * exceed this is skipped with that reason rather than run on a smaller pool.
+ */
+const NATIVE_POOL_MAX = 2 ** 32;
 /** Daemons running now, killed if the bench is interrupted. */
 const live = new Set<DaemonProcess>();
 
@@ -73,9 +80,14 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 const round = (v: number, d = 1): number => Math.round(v * 10 ** d) / 10 ** d;
 const fmtGiB = (b: number): string => `${(b / GiB).toFixed(2)} GiB`;
 
+/** The daemon pool for a context: its chunks plus 16 MiB. */
+function poolBytes(contextBytes: number): number {
+  return contextBytes + 16 * MiB;
+}
+
 /** Peak bytes of one (shape, context): Valkey copy + one daemon pool + the worker region. */
 function peakBytes(contextBytes: number, regionBytes: number): number {
-  return contextBytes * VALKEY_OVERHEAD + contextBytes * 1.02 + 64 * MiB + regionBytes;
+  return contextBytes * VALKEY_OVERHEAD + poolBytes(contextBytes) + regionBytes;
 }
 
 async function valkeyUsed(v: ValkeyServer): Promise<number> {
@@ -99,7 +111,9 @@ export async function runModelMode(opts: ModelModeOptions, progress: (msg: strin
     const region = Math.max(kvBytesPerToken(shape) * CHUNK_TOKENS, Math.floor(opts.regionBytes / (kvBytesPerToken(shape) * CHUNK_TOKENS)) * kvBytesPerToken(shape) * CHUNK_TOKENS);
     for (const context of opts.contexts) {
       const need = peakBytes(context * kvBytesPerToken(shape), region);
-      if (need > 0.85 * avail) {
+      if (poolBytes(context * kvBytesPerToken(shape)) > NATIVE_POOL_MAX) {
+        skipped.push({ model: shape.name, context_tokens: context, reason: `needs a ${fmtGiB(poolBytes(context * kvBytesPerToken(shape)))} host pool; kvtierd's native pool cannot exceed 4 GiB on Node 20 yet (one ArrayBuffer; larger crashes at start, reported)` });
+      } else if (need > 0.85 * avail) {
         skipped.push({ model: shape.name, context_tokens: context, reason: `needs ~${fmtGiB(need)} at once (Valkey copy + daemon pool + worker region); 85% of MemAvailable is ${fmtGiB(0.85 * avail)}` });
       } else plan.push({ shape, context });
     }
@@ -144,7 +158,7 @@ export async function runModelMode(opts: ModelModeOptions, progress: (msg: strin
     shapes: Object.fromEntries(shapes.map((s) => [s.name, { what: s.what, kv_bytes_per_token: kvBytesPerToken(s), chunk_bytes: kvBytesPerToken(s) * CHUNK_TOKENS }])),
     setup: {
       valkey: `valkey-server on 127.0.0.1, maxmemory ${maxmemoryMb} MiB, maxmemory-policy noeviction (a shortfall fails the store; nothing is evicted silently)`,
-      daemons: 'kvtierd child processes (dist/src/cli/main.js), native pool sized to the context + 2% + 64 MiB, write_behind_queue_bytes = context bytes + 64 MiB, lease_ttl_ms 600000',
+      daemons: 'kvtierd child processes (dist/src/cli/main.js), native pool sized to the context + 16 MiB (at most 4 GiB, see skipped), write_behind_queue_bytes = context bytes + 64 MiB, lease_ttl_ms 600000',
       worker: `shm files in /dev/shm, vLLM flash-attn layout, block 16; region of at most ${fmtGiB(opts.regionBytes)} reused: chunk i uses slot i mod window, requests cut into windows of distinct block ids; every byte of every chunk moves`,
       question_tokens: opts.questionTokens,
       mem_available_bytes: avail,
@@ -167,7 +181,7 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
   const env = {
     KVTIER_REMOTE_URL: valkey.url,
     KVTIER_KEY_PREFIX: 'ttft',
-    KVTIER_MAX_LOCAL_CPU_SIZE: String((bytes * 1.02 + 64 * MiB) / GiB),
+    KVTIER_MAX_LOCAL_CPU_SIZE: String(poolBytes(bytes) / GiB),
     KVTIER_WRITE_BEHIND_QUEUE_BYTES: String(bytes + 64 * MiB),
     KVTIER_LEASE_TTL_MS: '600000',
   };
