@@ -59,6 +59,7 @@ export function renderTtftSvg(rows: TtftRow[], title: string, note: string): str
     const k = `${r.model}\u0000${r.case}`;
     series.set(k, [...(series.get(k) ?? []), r]);
   }
+  const labels: Array<{ x: number; y: number; text: string; color: string }> = [];
   let legendY = M.top + 10;
   for (const [k, rs] of series) {
     const [model, c] = k.split('\u0000');
@@ -69,13 +70,20 @@ export function renderTtftSvg(rows: TtftRow[], title: string, note: string): str
     out.push(`<path d="${path}" fill="none" stroke="${color}" stroke-width="2.2" stroke-dasharray="${dash}"/>`);
     for (const r of sorted) {
       out.push(`<circle cx="${X(r.context_tokens)}" cy="${Y(r.ttft_ms)}" r="3.5" fill="${color}"/>`);
-      out.push(`<text x="${X(r.context_tokens) + 6}" y="${Y(r.ttft_ms) - 6}" font-size="10" fill="${color}">${fmtMs(r.ttft_ms)}</text>`);
+      labels.push({ x: X(r.context_tokens) + 6, y: Y(r.ttft_ms) - 6, text: fmtMs(r.ttft_ms), color });
     }
     const lx = M.left + pw + 16;
     out.push(`<line x1="${lx}" x2="${lx + 28}" y1="${legendY}" y2="${legendY}" stroke="${color}" stroke-width="2.2" stroke-dasharray="${dash}"/>`);
     out.push(`<text x="${lx + 34}" y="${legendY + 4}">${esc(`${model} ${c}`)}</text>`);
     legendY += 20;
   }
+  // Labels of points at one context length never overlap: pushed 12 px apart.
+  labels.sort((a, b) => a.x - b.x || a.y - b.y);
+  labels.forEach((l, i) => {
+    const prev = labels[i - 1];
+    if (prev !== undefined && prev.x === l.x && l.y - prev.y < 12) l.y = prev.y + 12;
+    out.push(`<text x="${l.x}" y="${l.y}" font-size="10" fill="${l.color}">${l.text}</text>`);
+  });
   out.push('</svg>');
   return `${out.join('\n')}\n`;
 }
