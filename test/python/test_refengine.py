@@ -195,6 +195,11 @@ def test_chunk_corrupted_in_valkey_is_a_miss(daemon_factory, valkey, target):
     else:
         assert r.external_tokens <= 256
     assert_matches(r.first_logits, P2)
+    # Regression (update_connector_output): the consumer recomputed chunks 1-2 and must save
+    # them again rather than skip them as "already cached", so the next engine hits all three.
+    r3 = consume(db.socket)
+    assert r3.external_tokens == 768 and r3.load_error_blocks == set()
+    assert_matches(r3.first_logits, P2)
 
 
 @pytest.mark.parametrize("when", ["before_load", "mid_load"])

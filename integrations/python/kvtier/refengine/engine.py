@@ -20,6 +20,8 @@ Scheduler half (as vllm/v1/core/sched/scheduler.py does it, reduced):
         connector.request_finished(req, block_ids) → True: the blocks are held
         until a worker's get_finished reports the request in finished_sending
       finished_sending → free the held blocks
+      connector.update_connector_output(KVConnectorOutput(finished_sending,
+        finished_recving, invalid_block_ids))
 
 Worker half (as the model runner's KV connector mixin does it):
 
@@ -352,6 +354,9 @@ class RefEngine:
             blocks = self.held.pop(rid, None)
             if blocks is not None:
                 self.free_blocks.extend(blocks)
+        if self.scheduler is not None:
+            self.scheduler.update_connector_output(SimpleNamespace(
+                finished_sending=sending or None, finished_recving=None, invalid_block_ids=invalid))
 
     def _finish(self, req: Request) -> None:
         self.running.remove(req)

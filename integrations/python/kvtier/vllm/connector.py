@@ -44,6 +44,10 @@ class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
         assert self._scheduler is not None
         return self._scheduler.build_connector_meta(scheduler_output)
 
+    def update_connector_output(self, connector_output: Any) -> None:
+        if self._scheduler is not None:
+            self._scheduler.update_connector_output(connector_output)
+
     def request_finished(self, request: Any, block_ids: Any) -> tuple[bool, Optional[dict[str, Any]]]:
         assert self._scheduler is not None
         return self._scheduler.request_finished(request, block_ids)

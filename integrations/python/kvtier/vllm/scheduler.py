@@ -62,6 +62,7 @@ class SchedulerSide:
         self._to_load: dict[str, _Lookup] = {}
         self._saves: list[SaveSpec] = []
         self._loaded_chunks: dict[str, int] = {}
+        self._load_blocks: dict[str, tuple[int, list[int]]] = {}   # req -> (first chunk, block ids) loaded
 
     # -- vLLM hooks -----------------------------------------------------------
 
@@ -134,10 +135,24 @@ class SchedulerSide:
         meta.saves, self._saves = self._saves, []
         return meta
 
+    def update_connector_output(self, connector_output: Any) -> None:
+        """Blocks whose load failed (KVConnectorOutput.invalid_block_ids): vLLM recomputes them,
+        and request_finished must then save those chunks again instead of skipping them as
+        already cached (a chunk that failed verification was dropped by the daemon)."""
+        invalid = set(getattr(connector_output, "invalid_block_ids", None) or ())
+        if not invalid:
+            return
+        B = self.s.blocks_per_chunk
+        for req_id, (first, ids) in list(self._load_blocks.items()):
+            bad = [j for j, b in enumerate(ids) if b != NO_BLOCK and b in invalid]
+            if bad:
+                self._loaded_chunks[req_id] = min(self._loaded_chunks.get(req_id, 0), first + bad[0] // B)
+
     def request_finished(self, request: Any, block_ids: Any) -> tuple[bool, Optional[dict[str, Any]]]:
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
         loaded = self._loaded_chunks.pop(req_id, 0)
+        self._load_blocks.pop(req_id, None)
         if not self.s.save or not self.health.ready() or _bypass(request):
             return False, None
         blocks = block_group0(block_ids)
@@ -172,6 +187,7 @@ class SchedulerSide:
             ids.append(NO_BLOCK if b < local_blocks or b >= len(table) else table[b])
         meta.loads.append(LoadSpec(req_id, dict(lk.leases), first, num, ids))
         self._loaded_chunks[req_id] = lk.hit_chunks
+        self._load_blocks[req_id] = (first, ids)
 
     def _release(self, lk: Optional[_Lookup]) -> None:
         if lk is None:
