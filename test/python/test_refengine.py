@@ -297,3 +297,48 @@ def test_swapped_block_ids_in_metadata_are_detected(daemon, dtype):
     assert float((r.first_logits - want).abs().max()) > 10 * BF16_ATOL
     with pytest.raises(AssertionError):
         assert_matches(r.first_logits, P2, dtype)
+
+
+# -- more of the loop: decode tokens saved, batched loads, chunked prefill on the producer ------
+
+def test_generated_tokens_are_saved_and_load_exactly(daemon):
+    """A producer that decoded 40 tokens after a 1000-token prompt saves 4 chunks (1024 tokens:
+    KV of generated tokens included, never the last one whose KV was not computed)."""
+    a = engine(daemon.socket)
+    try:
+        r = a.generate("producer", P1, max_new_tokens=40)
+        a.drain()
+    finally:
+        a.close()
+    follow = P1 + r.output_token_ids[:30]                   # 1030 tokens
+    b = consume(daemon.socket, follow)
+    assert b.external_tokens == 1024 and b.load_error_blocks == set()
+    assert_matches(b.first_logits, follow)
+    assert int(torch.argmax(b.first_logits)) == r.output_token_ids[30], "greedy continuation must agree"
+
+
+def test_two_requests_load_in_one_step(daemon):
+    produce(daemon.socket)
+    other = P1[:512] + [7] * 300
+    b = engine(daemon.socket, num_blocks=200)
+    try:
+        x = b.add_request("x", P2)
+        y = b.add_request("y", other)
+        so = b.step()
+        assert {n.req_id for n in so.scheduled_new_reqs} == {"x", "y"}
+        assert len(so.kv_connector_metadata.loads) == 2
+        while x.status != "FINISHED" or y.status != "FINISHED":
+            b.step()
+        b.drain()
+    finally:
+        b.close()
+    assert (x.external_tokens, y.external_tokens) == (768, 512)
+    assert_matches(x.first_logits, P2)
+    assert_matches(y.first_logits, other)
+
+
+def test_producer_with_chunked_prefill(daemon):
+    produce(daemon.socket, token_budget=128)
+    r = consume(daemon.socket)
+    assert r.external_tokens == 768
+    assert_matches(r.first_logits, P2)

@@ -6,14 +6,18 @@ and LM head. Weights are random from a fixed seed (nothing is downloaded).
 
 Batch invariance. The numbers are meant to be compared bit for bit between a
 run that computed every token and a run that loaded a prefix's KV and
-computed only the rest. A BLAS kernel may round a row differently depending
-on how many rows it is called with, so every operation here is applied to
-*tiles* of TILE (=16, the block size) rows aligned to absolute token
-positions, and attention for a tile reads exactly the keys [0, tile end).
-What a token's row sees is then the same whatever else was in the step. A
-step that starts inside a tile recomputes the tile's earlier rows (from the
-cached K/V) but writes K/V only for the tokens it was asked to compute, so a
-loaded block is never overwritten.
+computed only the rest (or decoded one token at a time). A kernel may round a
+row differently depending on how many rows (or keys) it is called with, so
+every operation here works on whole *tiles* of TILE (=16, the block size)
+rows aligned to absolute positions: a step's rows are padded out to whole
+tiles (pad rows start as zeros and are thrown away), and attention for a tile
+reads the keys [0, tile end) with a causal mask, so masked slots (a block's
+not-yet-written tail) get probability exactly 0. Every row is then computed by
+the same kernels with the same shapes whatever else was in the step. A step
+that starts inside a tile recomputes the tile's earlier rows from the cached
+K/V but writes K/V only for the tokens it was asked to compute, so a loaded
+block is never overwritten. vLLM's GPU kernels are not batch invariant in
+this sense; this is a property of the instrument, not of vLLM.
 
 Why ALiBi as well as RoPE. RoPE is baked into K when it is written, so once a
 query sees every key of a prefix, attention is a sum over a *set* of (k, v)
@@ -132,8 +136,9 @@ class Linear:
 
 
 def tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """fn applied to aligned TILE-row slices of x (x's first row is tile-aligned)."""
-    if x.shape[0] <= TILE:
+    """fn applied to TILE-row slices of x (x is whole, position-aligned tiles)."""
+    assert x.shape[0] % TILE == 0
+    if x.shape[0] == TILE:
         return fn(x)
     return torch.cat([fn(x[i:i + TILE]) for i in range(0, x.shape[0], TILE)], 0)
 
@@ -165,11 +170,15 @@ class Segment:
     start: int
     end: int
     block_table: list[int]
-    hidden: Optional[torch.Tensor] = None     # rows [tile_start, end)
+    hidden: Optional[torch.Tensor] = None     # rows [tile_start, tile_end): padded to whole tiles
 
     @property
     def tile_start(self) -> int:
         return self.start - self.start % TILE
+
+    @property
+    def tile_end(self) -> int:
+        return -(-self.end // TILE) * TILE
 
 
 class Transformer:
@@ -182,33 +191,35 @@ class Transformer:
 
     def embed(self, seg: Segment) -> None:
         ids = torch.tensor(seg.tokens[seg.tile_start:seg.end], dtype=torch.long, device=self.device)
-        seg.hidden = self.w.embed.index_select(0, ids)
+        h = self.w.embed.index_select(0, ids)
+        pad = seg.tile_end - seg.end
+        seg.hidden = torch.cat([h, h.new_zeros(pad, h.shape[1])]) if pad else h
 
     def layer(self, i: int, kv: KVPlanes, seg: Segment) -> None:
         """Layer i for one segment: writes K/V of [start, end) into the cache, then attends through it."""
         cfg, L = self.cfg, self.w.layers[i]
         D, QH, KH = cfg.head_dim, cfg.q_heads, cfg.kv_heads
-        a, s, e = seg.tile_start, seg.start, seg.end
+        a, s, e, z = seg.tile_start, seg.start, seg.end, seg.tile_end
         x = seg.hidden
         assert x is not None
         h = rms_norm(x, L["ln1"], cfg.eps)
-        pos = torch.arange(a, e, device=self.device)
+        pos = torch.arange(a, z, device=self.device)
         q = rope(tiled(lambda t: L["wq"](t), h).view(-1, QH, D), pos, self.w.inv_freq)
         k = rope(tiled(lambda t: L["wk"](t), h).view(-1, KH, D), pos, self.w.inv_freq)
         v = tiled(lambda t: L["wv"](t), h).view(-1, KH, D)
         bs = kv.k.shape[1]
         new = torch.arange(s, e, device=self.device)
         table = torch.tensor(seg.block_table, dtype=torch.long, device=self.device)
-        kv.write(table[new // bs], new % bs, k[s - a:], v[s - a:])
-        K, V = kv.gather(seg.block_table, e)                     # (e, KH, D), from the paged cache
+        kv.write(table[new // bs], new % bs, k[s - a:e - a], v[s - a:e - a])
+        K, V = kv.gather(seg.block_table, z)                     # (z, KH, D), from the paged cache
         group, scale = QH // KH, 1.0 / math.sqrt(D)
         slopes = self.slopes
         Kh = [K[:, h].contiguous() for h in range(KH)]             # (e, D) per KV head
         Vh = [V[:, h].contiguous() for h in range(KH)]
         outs = []
-        for t0 in range(a, e, TILE):
-            t1 = min(t0 + TILE, e)
-            rows = t1 - t0
+        for t0 in range(a, z, TILE):
+            t1 = t0 + TILE
+            rows = TILE
             qpos = torch.arange(t0, t1, device=self.device).repeat_interleave(group)
             mask = torch.arange(t1, device=self.device)[None, :] > qpos[:, None]
             heads = []
@@ -230,5 +241,5 @@ class Transformer:
     def logits(self, seg: Segment) -> torch.Tensor:
         """Next-token logits after the segment's last token (float32)."""
         assert seg.hidden is not None
-        last = seg.hidden[-1:]
+        last = seg.hidden[seg.end - 1 - seg.tile_start:seg.end - seg.tile_start]
         return self.w.lm_head(rms_norm(last, self.w.ln_f, self.cfg.eps)).float()[0]
