@@ -23,7 +23,8 @@ import { randomInt } from 'node:crypto';
 import { packTokens } from '../src/chunking/tokens.js';
 import { KvtierClient } from '../src/protocol/client.js';
 import { startValkey, type ValkeyServer } from '../test/helpers/valkey-server.js';
-import { spawnDaemon, type DaemonProcess } from './daemon-process.js';
+import type { DaemonProcess } from './daemon-process.js';
+import { startBenchDaemon } from './ttft-daemon.js';
 import { SHAPES, describePrefill, kvBytesPerToken, prefillMs, type ModelShape, type PrefillModel } from './ttft-shapes.js';
 import { ShmKvCache, lookupAndLoad, storeAll, type LoadTiming } from './ttft-worker.js';
 import type { TtftRow } from './ttft-types.js';
@@ -44,7 +45,7 @@ const NATIVE_POOL_MAX = 2 ** 32;
 const live = new Set<DaemonProcess>();
 
 async function daemon(env: Record<string, string>): Promise<DaemonProcess> {
-  const d = await spawnDaemon(env);
+  const d = await startBenchDaemon(env);
   live.add(d);
   return d;
 }
@@ -205,7 +206,9 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
   };
 
   progress(`${label}: daemon A, storing ${chunks} chunks (${fmtGiB(bytes)}) from the worker's blocks into host + Valkey`);
+  let up = performance.now();
   const a = await daemon(env);
+  progress(`${label}: daemon A serving after ${((performance.now() - up) / 1000).toFixed(1)} s (its ${fmtGiB(poolBytes(bytes))} pool is populated and locked first)`);
   let storeMs = 0;
   let used = 0;
   try {
@@ -235,7 +238,9 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
   }
 
   progress(`${label}: daemon B (empty host tier, same Valkey): valkey_hit`);
+  up = performance.now();
   const b = await daemon(env);
+  progress(`${label}: daemon B serving after ${((performance.now() - up) / 1000).toFixed(1)} s`);
   try {
     const wb = await KvtierClient.connect({ path: b.socket, clientKind: 'bench-ttft', fingerprint: { model: shape.name }, timeoutMs: 600_000 });
     try {

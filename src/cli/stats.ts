@@ -46,6 +46,7 @@ export function formatStats(s: DaemonStats): string {
     ['native', s.native.loaded ? s.native.detail : `not loaded: ${s.native.detail}`],
   ];
   (s.slowOps ?? []).forEach((op, i) => rows.push([i === 0 ? 'slowest recent ops' : '', slowOp(op)]));
+  if (s.slowOps !== undefined && s.slowOps.length === 0) rows.push(['slowest recent ops', 'none yet']);
   const w = Math.max(...rows.map(([k]) => k.length));
   return `${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`;
 }
