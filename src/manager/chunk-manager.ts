@@ -27,9 +27,14 @@ import { LeaseTable, type Lease, type LeasedChunk } from './leases.js';
 import { WriteBehindQueue } from './write-behind.js';
 import { ManagerCounters } from './counters.js';
 
-/** A remote tier may say it is down; then it is not asked at all. */
+/**
+ * A remote tier may say it is down; then it is not asked at all. getInto,
+ * when offered, reads a chunk straight into a host slab (no second copy);
+ * the tier releases the slab itself on a miss.
+ */
 export interface RemoteTier extends Tier {
   readonly available?: boolean;
+  getInto?(key: ChunkKey, allocate: (bytes: number) => Slab | null): Promise<Slab | null>;
 }
 
 /** Copies between a worker's registered KV blocks and chunk buffers (native/). */
@@ -422,16 +427,18 @@ export class ChunkManager {
     if (remote === null) return Promise.resolve(null);
     const p = (async () => {
       try {
-        const payload = await remote.get(key);
-        if (payload === null) {
+        let slab: Slab | null;
+        if (remote.getInto !== undefined) {
+          slab = await remote.getInto(key, (bytes) => this.host.reserve(bytes));
+        } else {
+          const payload = await remote.get(key);
+          slab = payload === null ? null : this.host.reserve(payload.length);
+          if (slab !== null) payload!.copy(slab.buf);
+        }
+        if (slab === null) {
           this.counters.remoteFetchMisses++;
           return null;
         }
-        const existing = this.host.peek(hostKey);
-        if (existing !== undefined) return existing;
-        const slab = this.host.reserve(payload.length);
-        if (slab === null) return null;
-        payload.copy(slab.buf);
         this.counters.remoteFetchedChunks++;
         return this.host.insert(hostKey, slab);
       } catch (e) {

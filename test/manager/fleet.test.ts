@@ -21,7 +21,8 @@ afterAll(async () => {
   await stopAllValkey();
 });
 
-async function shareAndCheck(a: TestDaemon, b: TestDaemon, seed: number): Promise<void> {
+/** `settleMs`: after a Valkey restart, each glide connection of B may need a moment to come back. */
+async function shareAndCheck(a: TestDaemon, b: TestDaemon, seed: number, settleMs = 0): Promise<void> {
   const ca = await a.connect({ fingerprint: fp });
   const cb = await b.connect({ fingerprint: fp });
   const t = tokens(4 * 256 + 17, seed);
@@ -31,6 +32,7 @@ async function shareAndCheck(a: TestDaemon, b: TestDaemon, seed: number): Promis
   expect(s.copied.storedChunks).toBe(4);
   expect(await s.committed).toMatchObject({ committedChunks: 4 });
 
+  if (settleMs > 0) await waitFor(async () => (await cb.lookup({ tokens: t }, { noLease: true })).hitChunks === 4, 'B sees the chunks', settleMs);
   const l = await cb.lookup({ tokens: t });
   expect(l.hitChunks).toBe(4);
   expect(l.hitTokens).toBe(1024);
@@ -114,7 +116,7 @@ describe('two daemons, one single Valkey', () => {
 
     await valkey.restart();
     await waitFor(() => a.daemon.stats().remote.available && b.daemon.stats().remote.available, 'Valkey back', 20_000);
-    await shareAndCheck(a, b, 6);
+    await shareAndCheck(a, b, 6, 15_000);
   });
 });
 
