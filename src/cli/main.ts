@@ -34,22 +34,25 @@ export function buildProgram(): Command {
       const loaded = configFrom(opts);
       const log = createLogger(loaded.config.logLevel, { svc: 'kvtierd' });
       for (const w of loaded.warnings) log.warn(w);
-      const daemon = await startDaemon({ config: loaded.config, logger: log });
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string): void => {
-          log.info('shutting down: finishing in-flight requests', { signal });
-          process.off('SIGINT', onInt);
-          process.off('SIGTERM', onTerm);
-          void daemon.close().then(resolve, (e: unknown) => {
-            log.error('shutdown failed', { error: errorMessage(e) });
-            resolve();
-          });
-        };
-        const onInt = (): void => stop('SIGINT');
-        const onTerm = (): void => stop('SIGTERM');
-        process.on('SIGINT', onInt);
-        process.on('SIGTERM', onTerm);
+      // Signal handlers go in before the daemon starts: a SIGTERM that arrives
+      // while it starts must still close and unlink the socket.
+      let signalled: (signal: string) => void = () => {};
+      const stopSignal = new Promise<string>((resolve) => {
+        signalled = resolve;
       });
+      const onInt = (): void => signalled('SIGINT');
+      const onTerm = (): void => signalled('SIGTERM');
+      process.on('SIGINT', onInt);
+      process.on('SIGTERM', onTerm);
+      try {
+        const daemon = await startDaemon({ config: loaded.config, logger: log });
+        const signal = await stopSignal;
+        log.info('shutting down: finishing in-flight requests', { signal });
+        await daemon.close().catch((e: unknown) => log.error('shutdown failed', { error: errorMessage(e) }));
+      } finally {
+        process.off('SIGINT', onInt);
+        process.off('SIGTERM', onTerm);
+      }
       log.info('stopped');
     });
 

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeAvailable, type KvLayoutSpec } from '../../native/index.js';
 import { packTokens } from '../../src/chunking/tokens.js';
 import type { KvtierClient } from '../../src/protocol/client.js';
-import { flashAttn, flashInfer, mla, packed, type KvFixture, type Shape } from '../native/shm-fixture.js';
+import { expectedChunk, flashAttn, flashInfer, mla, packed, type KvFixture, type Shape } from '../native/shm-fixture.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
 
 const shape: Shape = { layers: 3, numBlocks: 64, blockSize: 16, heads: 2, headDim: 32, elemBytes: 2, chunkTokens: 256 };
@@ -27,17 +27,7 @@ function register(c: KvtierClient, spec: KvLayoutSpec) {
 }
 
 /** The bytes of blocks `ids` of every plane, in plane order: what a worker would compare. */
-function blocks(fx: KvFixture, ids: number[]): Buffer {
-  const data = fx.read();
-  const parts: Buffer[] = [];
-  fx.spec.planes.forEach((_, p) => {
-    for (const b of ids) {
-      const [r, off, len] = fx.where(p, b);
-      parts.push(data[r].subarray(off, off + len));
-    }
-  });
-  return Buffer.concat(parts);
-}
+const blocks = (fx: KvFixture, ids: number[]): Buffer => expectedChunk(fx, fx.read(), ids);
 
 function mappedPaths(files: string[]): string[] {
   const maps = readFileSync('/proc/self/maps', 'utf8');
