@@ -17,6 +17,7 @@ vLLM would hand to register_kv_caches.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Optional
 
 import torch
@@ -40,6 +41,8 @@ class PagedKVCache:
         dev = torch.device(device)
         self._own_alloc = alloc is None and dev.type == "cpu"
         self.alloc = ShmAllocator(prefix="kvtier-refengine") if self._own_alloc else alloc
+        if self._own_alloc:  # unlink the /dev/shm files even if close() is never called
+            weakref.finalize(self, self.alloc.close)
 
         def empty(shape: tuple[int, ...]) -> torch.Tensor:
             if dev.type == "cpu":
