@@ -342,3 +342,21 @@ def test_producer_with_chunked_prefill(daemon):
     r = consume(daemon.socket)
     assert r.external_tokens == 768
     assert_matches(r.first_logits, P2)
+
+
+def test_failed_load_is_saved_again(daemon):
+    """Regression (KVTierConnector.update_connector_output): blocks whose load failed are
+    recomputed, and request_finished must save those chunks instead of skipping them as cached."""
+    produce(daemon.socket)
+    saves: list[Any] = []
+
+    def break_lease(meta: Any) -> None:
+        for load in meta.loads:
+            load.leases = {k: v + 1_000_000 for k, v in load.leases.items()}   # unknown lease: Retrieve fails
+        saves.extend(meta.saves)
+
+    r = consume(daemon.socket, hooks={"after_build_meta": break_lease})
+    assert r.external_tokens == 768 and len(r.load_error_blocks) == 48 and r.recomputed_from == 0
+    assert_matches(r.first_logits, P2)
+    (spec,) = [s for s in saves if s.req_id == "consumer"]
+    assert spec.skip_chunks == 0 and len(spec.token_ids) == 768
