@@ -5,6 +5,8 @@
     update_state_after_alloc    marks the request to load
     build_connector_meta        LoadSpec(leases, chunks → block table) + SaveSpecs;
                                 releases leases of lookups that were not scheduled
+    update_connector_output     invalid_block_ids (failed loads, recomputed by vLLM): those
+                                chunks no longer count as cached for request_finished
     request_finished            SaveSpec for the request's full chunks; returns True
                                 so vLLM holds the blocks until workers report
                                 StoreCopied through get_finished
