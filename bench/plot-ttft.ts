@@ -70,7 +70,7 @@ export function renderTtftSvg(rows: TtftRow[], title: string, note: string): str
     out.push(`<path d="${path}" fill="none" stroke="${color}" stroke-width="2.2" stroke-dasharray="${dash}"/>`);
     for (const r of sorted) {
       out.push(`<circle cx="${X(r.context_tokens)}" cy="${Y(r.ttft_ms)}" r="3.5" fill="${color}"/>`);
-      labels.push({ x: X(r.context_tokens) + 6, y: Y(r.ttft_ms) - 6, text: fmtMs(r.ttft_ms), color });
+      labels.push({ x: X(r.context_tokens) + 6, y: Y(r.ttft_ms) - 6, text: r.path === 'inline' ? `${fmtMs(r.ttft_ms)} (inline)` : fmtMs(r.ttft_ms), color });
     }
     const lx = M.left + pw + 16;
     out.push(`<line x1="${lx}" x2="${lx + 28}" y1="${legendY}" y2="${legendY}" stroke="${color}" stroke-width="2.2" stroke-dasharray="${dash}"/>`);

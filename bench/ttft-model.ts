@@ -26,7 +26,7 @@ import { startValkey, type ValkeyServer } from '../test/helpers/valkey-server.js
 import type { DaemonProcess } from './daemon-process.js';
 import { startBenchDaemon } from './ttft-daemon.js';
 import { SHAPES, describePrefill, kvBytesPerToken, prefillMs, type ModelShape, type PrefillModel } from './ttft-shapes.js';
-import { ShmKvCache, lookupAndLoad, storeAll, type LoadTiming } from './ttft-worker.js';
+import { blocksPath, inlinePath, type LoadTiming, type WorkerPath } from './ttft-worker.js';
 import type { TtftRow } from './ttft-types.js';
 
 const MiB = 1 << 20;
@@ -38,9 +38,12 @@ const VALKEY_OVERHEAD = 1.35;
  * kvtierd's native pool is one external ArrayBuffer; on Node 20 one above
  * 4 GiB is refused and the daemon dies at start (free(): double free, in
  * native/src/addon.cc). Until the pool is split, a context whose pool would
- * exceed this is skipped with that reason rather than run on a smaller pool.
+ * exceed this runs on the inline path (heap pool, chunks through the socket,
+ * no block scatter), labelled `path: "inline"` in its rows.
  */
 const NATIVE_POOL_MAX = 2 ** 32;
+/** Chunks per inline Store/Retrieve frame: 7 x 32 MiB stays under the 256 MiB max_frame_bytes. */
+const INLINE_WINDOW = 7;
 /** Daemons running now, killed if the bench is interrupted. */
 const live = new Set<DaemonProcess>();
 
@@ -62,6 +65,8 @@ export interface ModelModeOptions {
   regionBytes: number;
   hostReps: number;
   prefill: PrefillModel;
+  /** Pools above this use the inline path; default the native pool's 4 GiB limit (tests lower it). */
+  nativePoolMax?: number;
 }
 
 export interface ModelModeResult {
@@ -106,27 +111,29 @@ export async function runModelMode(opts: ModelModeOptions, progress: (msg: strin
     if (c % CHUNK_TOKENS !== 0) throw new Error(`expected context lengths that are multiples of ${CHUNK_TOKENS}, got ${c}`);
   }
   const avail = memAvailable();
-  const plan: Array<{ shape: ModelShape; context: number }> = [];
+  const plan: Array<{ shape: ModelShape; context: number; inline: boolean }> = [];
   const skipped: ModelModeResult['skipped'] = [];
   for (const shape of shapes) {
     const region = Math.max(kvBytesPerToken(shape) * CHUNK_TOKENS, Math.floor(opts.regionBytes / (kvBytesPerToken(shape) * CHUNK_TOKENS)) * kvBytesPerToken(shape) * CHUNK_TOKENS);
     for (const context of opts.contexts) {
-      const need = peakBytes(context * kvBytesPerToken(shape), region);
-      if (poolBytes(context * kvBytesPerToken(shape)) > NATIVE_POOL_MAX) {
-        skipped.push({ model: shape.name, context_tokens: context, reason: `needs a ${fmtGiB(poolBytes(context * kvBytesPerToken(shape)))} host pool; kvtierd's native pool cannot exceed 4 GiB on Node 20 yet (one ArrayBuffer; larger crashes at start, reported)` });
-      } else if (need > 0.85 * avail) {
-        skipped.push({ model: shape.name, context_tokens: context, reason: `needs ~${fmtGiB(need)} at once (Valkey copy + daemon pool + worker region); 85% of MemAvailable is ${fmtGiB(0.85 * avail)}` });
-      } else plan.push({ shape, context });
+      const inline = poolBytes(context * kvBytesPerToken(shape)) > (opts.nativePoolMax ?? NATIVE_POOL_MAX);
+      const need = peakBytes(context * kvBytesPerToken(shape), inline ? INLINE_WINDOW * 2 * kvBytesPerToken(shape) * CHUNK_TOKENS : region);
+      if (need > 0.85 * avail) {
+        skipped.push({ model: shape.name, context_tokens: context, reason: `needs ~${fmtGiB(need)} at once (Valkey copy + daemon pool + worker memory); 85% of MemAvailable is ${fmtGiB(0.85 * avail)}` });
+      } else plan.push({ shape, context, inline });
     }
   }
   for (const s of skipped) progress(`skipping ${s.model} at ${s.context_tokens} tokens: ${s.reason}`);
+  for (const p of plan.filter((x) => x.inline)) {
+    progress(`${p.shape.name} at ${p.context} tokens needs a ${fmtGiB(poolBytes(p.context * kvBytesPerToken(p.shape)))} pool, above the native pool's 4 GiB limit: inline path (heap pool, chunks through the socket)`);
+  }
   const maxContextBytes = Math.max(0, ...plan.map((p) => p.context * kvBytesPerToken(p.shape)));
   const maxmemoryMb = Math.ceil((maxContextBytes * VALKEY_OVERHEAD + 256 * MiB) / MiB);
   const rows: TtftRow[] = [];
   const setupRows: Array<Record<string, unknown>> = [];
   const valkey = plan.length > 0 ? await startValkey({ maxmemory: `${maxmemoryMb}mb`, maxmemoryPolicy: 'noeviction' }) : null;
   // Ctrl-C: no shm files or valkey-server left behind (daemons die with their pipe).
-  let current: ShmKvCache | null = null;
+  let current: WorkerPath | null = null;
   const interrupted = (): void => {
     current?.cleanup();
     for (const d of live) d.child.kill('SIGKILL');
@@ -135,8 +142,8 @@ export async function runModelMode(opts: ModelModeOptions, progress: (msg: strin
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   try {
-    for (const { shape, context } of plan) {
-      const kv = new ShmKvCache(shape, Math.min(opts.regionBytes, context * kvBytesPerToken(shape)), `${shape.name}-${context}`);
+    for (const { shape, context, inline } of plan) {
+      const kv = inline ? inlinePath(shape, INLINE_WINDOW) : blocksPath(shape, Math.min(opts.regionBytes, context * kvBytesPerToken(shape)), `${shape.name}-${context}`);
       current = kv;
       try {
         const r = await runOne(shape, context, kv, valkey!, opts, progress);
@@ -159,8 +166,9 @@ export async function runModelMode(opts: ModelModeOptions, progress: (msg: strin
     shapes: Object.fromEntries(shapes.map((s) => [s.name, { what: s.what, kv_bytes_per_token: kvBytesPerToken(s), chunk_bytes: kvBytesPerToken(s) * CHUNK_TOKENS }])),
     setup: {
       valkey: `valkey-server on 127.0.0.1, maxmemory ${maxmemoryMb} MiB, maxmemory-policy noeviction (a shortfall fails the store; nothing is evicted silently)`,
-      daemons: 'kvtierd child processes (dist/src/cli/main.js), native pool sized to the context + 16 MiB (at most 4 GiB, see skipped), write_behind_queue_bytes = context bytes + 64 MiB, lease_ttl_ms 600000',
-      worker: `shm files in /dev/shm, vLLM flash-attn layout, block 16; region of at most ${fmtGiB(opts.regionBytes)} reused: chunk i uses slot i mod window, requests cut into windows of distinct block ids; every byte of every chunk moves`,
+      daemons: 'kvtierd child processes (dist/src/cli/main.js), pool sized to the context + 16 MiB, write_behind_queue_bytes = context bytes + 64 MiB, lease_ttl_ms 600000',
+      worker: `path "blocks": shm files in /dev/shm, vLLM flash-attn layout, block 16, registered with RegisterKv, block-form Store/Retrieve through the native gather/scatter; region of at most ${fmtGiB(opts.regionBytes)} reused: chunk i uses slot i mod window, requests cut into windows of distinct block ids; every byte of every chunk moves`,
+      inline: `path "inline" (contexts whose pool would exceed the native pool's 4 GiB limit on Node 20): heap pool, chunks in Store/RetrieveDone frames through the socket, ${INLINE_WINDOW} per request, kept in the worker process (no scatter into blocks); more copies than the block path, so slower`,
       question_tokens: opts.questionTokens,
       mem_available_bytes: avail,
       runs: setupRows,
@@ -173,7 +181,7 @@ interface OneResult {
   setup: Record<string, unknown>;
 }
 
-async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey: ValkeyServer, opts: ModelModeOptions, progress: (msg: string) => void): Promise<OneResult> {
+async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey: ValkeyServer, opts: ModelModeOptions, progress: (msg: string) => void): Promise<OneResult> {
   const label = `${shape.name} ${context / 1024}K`;
   const chunks = context / CHUNK_TOKENS;
   const bytes = chunks * kv.chunkBytes;
@@ -185,10 +193,11 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
     KVTIER_MAX_LOCAL_CPU_SIZE: String(poolBytes(bytes) / GiB),
     KVTIER_WRITE_BEHIND_QUEUE_BYTES: String(bytes + 64 * MiB),
     KVTIER_LEASE_TTL_MS: '600000',
+    ...kv.env,
   };
   const tail = prefillMs(shape, context, opts.questionTokens, opts.prefill);
   const full = prefillMs(shape, 0, prompt, opts.prefill);
-  const base = { model: shape.name, context_tokens: context, prompt_tokens: prompt, chunk_bytes: kv.chunkBytes, compute: 'modelled' as const };
+  const base = { model: shape.name, context_tokens: context, prompt_tokens: prompt, chunk_bytes: kv.chunkBytes, path: kv.path, compute: 'modelled' as const };
   const rows: TtftRow[] = [{
     ...base, case: 'recompute', cached_tokens: 0, prefill_tokens: prompt, prefill_ms: round(full), transfer_ms: 0, ttft_ms: round(full),
     bytes_moved: 0, gbps: null, prefill_tokens_per_s: Math.round(prompt / (full / 1000)), loaded_chunks: 0, failed_chunks: 0, samples: 1, verified: null,
@@ -205,7 +214,7 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
     };
   };
 
-  progress(`${label}: daemon A, storing ${chunks} chunks (${fmtGiB(bytes)}) from the worker's blocks into host + Valkey`);
+  progress(`${label}: daemon A, storing ${chunks} chunks (${fmtGiB(bytes)}, ${kv.path} path) into host + Valkey`);
   let up = performance.now();
   const a = await daemon(env);
   progress(`${label}: daemon A serving after ${((performance.now() - up) / 1000).toFixed(1)} s (its ${fmtGiB(poolBytes(bytes))} pool is populated and locked first)`);
@@ -214,22 +223,20 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
   try {
     const wa = await KvtierClient.connect({ path: a.socket, clientKind: 'bench-ttft', fingerprint: { model: shape.name }, timeoutMs: 600_000 });
     try {
-      await kv.register(wa);
+      await kv.attach(wa);
       const t0 = performance.now();
-      const s = await storeAll(wa, kv, tokens, chunks);
+      const s = await kv.store(wa, tokens, chunks);
       storeMs = performance.now() - t0;
       if (s.stored !== chunks || s.committed !== chunks) throw new Error(`${label}: stored ${s.stored}, committed to Valkey ${s.committed} of ${chunks} chunks (${s.failed} failed): pool or Valkey too small`);
       used = await valkeyUsed(valkey);
       progress(`${label}: stored in ${(storeMs / 1000).toFixed(1)} s (${(bytes / storeMs / 1e6).toFixed(2)} GB/s to host + Valkey); Valkey holds ${fmtGiB(used)}`);
-      const samples: LoadTiming[] = [];
-      kv.zero();
+      const samples: Array<LoadTiming & { verified: boolean }> = [];
       for (let i = 0; i < opts.hostReps; i++) {
         progress(`${label}: host_hit ${i + 1}/${opts.hostReps}`);
-        samples.push(await lookupAndLoad(wa, kv, tokens));
+        samples.push(await kv.load(wa, tokens, chunks));
       }
-      const verified = kv.verify(chunks);
       const mid = median(samples.map((t) => t.lookupMs + t.retrieveMs));
-      rows.push(hitRow('host_hit', samples.find((t) => t.lookupMs + t.retrieveMs === mid)!, samples.length, verified));
+      rows.push(hitRow('host_hit', samples.find((t) => t.lookupMs + t.retrieveMs === mid)!, samples.length, samples.every((t) => t.verified)));
     } finally {
       await wa.close();
     }
@@ -244,10 +251,9 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
   try {
     const wb = await KvtierClient.connect({ path: b.socket, clientKind: 'bench-ttft', fingerprint: { model: shape.name }, timeoutMs: 600_000 });
     try {
-      await kv.register(wb);
-      kv.zero();
-      const t = await lookupAndLoad(wb, kv, tokens);
-      rows.push(hitRow('valkey_hit', t, 1, kv.verify(chunks)));
+      await kv.attach(wb);
+      const t = await kv.load(wb, tokens, chunks);
+      rows.push(hitRow('valkey_hit', t, 1, t.verified));
       const last = rows[rows.length - 1];
       progress(`${label}: valkey_hit ${last.ttft_ms} ms (${last.gbps} GB/s)`);
     } finally {
@@ -256,5 +262,5 @@ async function runOne(shape: ModelShape, context: number, kv: ShmKvCache, valkey
   } finally {
     await stop(b);
   }
-  return { rows, setup: { model: shape.name, context_tokens: context, bytes, store_ms: round(storeMs), store_gbps: round(bytes / storeMs / 1e6, 3), valkey_used_bytes: used, region_bytes: kv.regionBytes, window_chunks: kv.window } };
+  return { rows, setup: { model: shape.name, context_tokens: context, bytes, store_ms: round(storeMs), store_gbps: round(bytes / storeMs / 1e6, 3), valkey_used_bytes: used, path: kv.path, window_chunks: kv.window } };
 }

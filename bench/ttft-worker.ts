@@ -149,3 +149,112 @@ export async function lookupAndLoad(client: KvtierClient, kv: ShmKvCache, tokens
   if (Number(l.leaseId) !== 0) await client.releaseLease(l.leaseId);
   return { lookupMs: t1 - t0, retrieveMs: t2 - t1, hitChunks: l.hitChunks, hostChunks: l.hostChunks, valkeyChunks: l.valkeyChunks, loaded, failed, windows };
 }
+
+/**
+ * The inline path, for contexts the native pool cannot hold (see
+ * NATIVE_POOL_MAX in ./ttft-model.ts): a daemon on a heap pool, chunks sent
+ * in Store frames and returned in RetrieveDone frames through the socket,
+ * `window` chunks per request. The worker keeps the bytes in its own memory;
+ * there is no scatter into blocks. Chunk i is pattern slot i mod window.
+ */
+export class InlineKv {
+  readonly chunkBytes: number;
+  readonly window: number;
+  readonly #pattern: Buffer;
+
+  constructor(shape: ModelShape, window: number) {
+    this.chunkBytes = kvBytesPerToken(shape) * CHUNK_TOKENS;
+    this.window = window;
+    this.#pattern = randomBytes(window * this.chunkBytes);
+  }
+
+  chunk(i: number): Buffer {
+    const slot = i % this.window;
+    return this.#pattern.subarray(slot * this.chunkBytes, (slot + 1) * this.chunkBytes);
+  }
+}
+
+export async function storeAllInline(client: KvtierClient, kv: InlineKv, tokens: Buffer, chunks: number): Promise<{ stored: number; committed: number; failed: number }> {
+  let stored = 0;
+  const pending: Array<Promise<{ committedChunks: number; failedChunks: number }>> = [];
+  for (let first = 0; first < chunks; first += kv.window) {
+    const end = Math.min(chunks, first + kv.window);
+    const payload = Array.from({ length: end - first }, (_, j) => kv.chunk(first + j));
+    const h = await client.store({ address: { tokens: tokens.subarray(0, end * CHUNK_TOKENS * 4) }, chunks: payload, skipChunks: first });
+    stored += h.copied.storedChunks + h.copied.presentChunks;
+    pending.push(h.committed);
+  }
+  const done = await Promise.all(pending);
+  return { stored, committed: done.reduce((n, d) => n + d.committedChunks, 0), failed: done.reduce((n, d) => n + d.failedChunks, 0) };
+}
+
+/**
+ * Lookup, then inline Retrieve of every hit chunk, `window` per request.
+ * Each window is checked byte for byte as it arrives (and then dropped, so
+ * a 5 GiB context never sits in the bench's memory); the check is not
+ * timed: retrieveMs is the sum of the Retrieve round trips.
+ */
+export async function lookupAndLoadInline(client: KvtierClient, kv: InlineKv, tokens: Buffer): Promise<LoadTiming & { verified: boolean }> {
+  const t0 = performance.now();
+  const l = await client.lookup({ tokens });
+  const lookupMs = performance.now() - t0;
+  let retrieveMs = 0;
+  let loaded = 0;
+  let failed = 0;
+  let windows = 0;
+  let verified = true;
+  for (let first = 0; first < l.hitChunks; first += kv.window) {
+    const num = Math.min(kv.window, l.hitChunks - first);
+    const t = performance.now();
+    const r = await client.retrieve({ leaseId: l.leaseId, firstChunk: first, numChunks: num });
+    retrieveMs += performance.now() - t;
+    loaded += r.loadedChunks;
+    failed += r.failedChunks;
+    windows++;
+    r.chunks.forEach((c, j) => {
+      if (c.length > 0 && !Buffer.from(c.buffer, c.byteOffset, c.byteLength).equals(kv.chunk(first + j))) verified = false;
+    });
+  }
+  if (Number(l.leaseId) !== 0) await client.releaseLease(l.leaseId);
+  return { lookupMs, retrieveMs, hitChunks: l.hitChunks, hostChunks: l.hostChunks, valkeyChunks: l.valkeyChunks, loaded, failed, windows, verified };
+}
+
+/** One way for the bench's worker to move its KV: block form (shm + native) or inline. */
+export interface WorkerPath {
+  readonly path: 'blocks' | 'inline';
+  readonly chunkBytes: number;
+  readonly window: number;
+  /** Daemon settings this path needs. */
+  readonly env: Record<string, string>;
+  attach(client: KvtierClient): Promise<void>;
+  store(client: KvtierClient, tokens: Buffer, chunks: number): Promise<{ stored: number; committed: number; failed: number }>;
+  /** A timed Lookup + Retrieve of every hit chunk, then (untimed) a check of the bytes that arrived. */
+  load(client: KvtierClient, tokens: Buffer, chunks: number): Promise<LoadTiming & { verified: boolean }>;
+  cleanup(): void;
+}
+
+export function blocksPath(shape: ModelShape, regionBytes: number, tag: string): WorkerPath {
+  const kv = new ShmKvCache(shape, regionBytes, tag);
+  return {
+    path: 'blocks', chunkBytes: kv.chunkBytes, window: kv.window, env: {},
+    attach: (c) => kv.register(c),
+    store: (c, tokens, chunks) => storeAll(c, kv, tokens, chunks),
+    load: async (c, tokens, chunks) => {
+      kv.zero();
+      const t = await lookupAndLoad(c, kv, tokens);
+      return { ...t, verified: kv.verify(chunks) };
+    },
+    cleanup: () => kv.cleanup(),
+  };
+}
+
+export function inlinePath(shape: ModelShape, window: number): WorkerPath {
+  const kv = new InlineKv(shape, window);
+  return {
+    path: 'inline', chunkBytes: kv.chunkBytes, window, env: { KVTIER_HOST_MEMORY: 'heap' },
+    attach: async () => {},
+    store: (c, tokens, chunks) => storeAllInline(c, kv, tokens, chunks),
+    load: (c, tokens) => lookupAndLoadInline(c, kv, tokens),
+    cleanup: () => {},
+  };
+}

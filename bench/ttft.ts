@@ -80,7 +80,7 @@ const cell = (v: unknown): string => (v === null || v === undefined ? '-' : type
 export function formatTtft(r: TtftResult): string {
   const cols: Array<[string, (row: TtftRow) => unknown]> = r.mode === 'model'
     ? [['model', (x) => x.model], ['context', (x) => x.context_tokens], ['case', (x) => x.case], ['ttft ms', (x) => x.ttft_ms],
-      ['transfer ms', (x) => x.transfer_ms], ['prefill ms*', (x) => x.prefill_ms], ['GiB moved', (x) => Math.round(Number(x.bytes_moved) / 2 ** 30 * 100) / 100],
+      ['path', (x) => x.path], ['transfer ms', (x) => x.transfer_ms], ['prefill ms*', (x) => x.prefill_ms], ['GiB moved', (x) => Math.round(Number(x.bytes_moved) / 2 ** 30 * 100) / 100],
       ['GB/s', (x) => x.gbps], ['chunks ok/failed', (x) => `${cell(x.loaded_chunks)}/${cell(x.failed_chunks)}`], ['bytes verified', (x) => x.verified]]
     : [['model', (x) => x.model], ['context', (x) => x.context_tokens], ['case', (x) => x.case], ['ttft ms', (x) => x.ttft_ms]];
   const table = [cols.map(([h]) => h), ...r.rows.map((row) => cols.map(([, f]) => cell(f(row))))];

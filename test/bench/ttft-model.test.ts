@@ -19,6 +19,7 @@ describe.skipIf(!built)('bench ttft model mode', () => {
     const prefill = { tokensPerS: null, mfu: 0.45, peakTflops: 989 };
     const r = await runModelMode({ models: ['llama-3.3-70b-tp8'], contexts: [512], questionTokens: 64, regionBytes: 64 << 20, hostReps: 1, prefill }, () => {});
     expect(r.rows.map((x) => x.case)).toEqual(['recompute', 'host_hit', 'valkey_hit']);
+    expect(r.rows.every((x) => x.path === 'blocks')).toBe(true);
     expect(r.compute).toMatch(/^compute modelled/);
     const chunkBytes = 80 * 2 * 128 * 2 * 256;
     expect(r.shapes['llama-3.3-70b-tp8'].chunk_bytes).toBe(chunkBytes);
@@ -30,6 +31,14 @@ describe.skipIf(!built)('bench ttft model mode', () => {
     expect(r.rows[1].host_chunks).toBe(2);
     expect(r.rows[0].ttft_ms).toBeCloseTo(prefillMs(SHAPES['llama-3.3-70b-tp8'], 0, 576, prefill), 0);
     expect(r.skipped).toEqual([]);
+  }, 120_000);
+
+  it('runs a context above the native pool limit on the inline path, labelled so', async () => {
+    const prefill = { tokensPerS: null, mfu: 0.45, peakTflops: 989 };
+    const r = await runModelMode({ models: ['llama-3.3-70b-tp8'], contexts: [768], questionTokens: 64, regionBytes: 64 << 20, hostReps: 1, prefill, nativePoolMax: 0 }, () => {});
+    expect(r.rows.map((x) => [x.case, x.path])).toEqual([['recompute', 'inline'], ['host_hit', 'inline'], ['valkey_hit', 'inline']]);
+    for (const row of r.rows.slice(1)) expect(row).toMatchObject({ loaded_chunks: 3, failed_chunks: 0, verified: true });
+    expect(r.setup.inline).toMatch(/no scatter into blocks/);
   }, 120_000);
 
   it('models prefill: 128K tokens of Llama-3.3-70B on 8 H100s takes ~11 s at MFU 0.45', () => {
