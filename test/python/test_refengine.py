@@ -8,7 +8,6 @@ only where K/V come from, so any difference is wrong KV (or a wrong block).
 """
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import socket
