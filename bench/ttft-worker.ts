@@ -194,7 +194,7 @@ export async function storeAllInline(client: KvtierClient, kv: InlineKv, tokens:
  * a 5 GiB context never sits in the bench's memory); the check is not
  * timed: retrieveMs is the sum of the Retrieve round trips.
  */
-export async function lookupAndLoadInline(client: KvtierClient, kv: InlineKv, tokens: Buffer): Promise<LoadTiming & { verified: boolean }> {
+export async function lookupAndLoadInline(client: KvtierClient, kv: InlineKv, tokens: Buffer, check: boolean): Promise<LoadTiming & { verified: boolean | null }> {
   const t0 = performance.now();
   const l = await client.lookup({ tokens });
   const lookupMs = performance.now() - t0;
@@ -202,7 +202,7 @@ export async function lookupAndLoadInline(client: KvtierClient, kv: InlineKv, to
   let loaded = 0;
   let failed = 0;
   let windows = 0;
-  let verified = true;
+  let verified: boolean | null = check ? true : null;
   for (let first = 0; first < l.hitChunks; first += kv.window) {
     const num = Math.min(kv.window, l.hitChunks - first);
     const t = performance.now();
@@ -211,7 +211,7 @@ export async function lookupAndLoadInline(client: KvtierClient, kv: InlineKv, to
     loaded += r.loadedChunks;
     failed += r.failedChunks;
     windows++;
-    r.chunks.forEach((c, j) => {
+    if (check) r.chunks.forEach((c, j) => {
       if (c.length > 0 && !Buffer.from(c.buffer, c.byteOffset, c.byteLength).equals(kv.chunk(first + j))) verified = false;
     });
   }
@@ -228,8 +228,12 @@ export interface WorkerPath {
   readonly env: Record<string, string>;
   attach(client: KvtierClient): Promise<void>;
   store(client: KvtierClient, tokens: Buffer, chunks: number): Promise<{ stored: number; committed: number; failed: number }>;
-  /** A timed Lookup + Retrieve of every hit chunk, then (untimed) a check of the bytes that arrived. */
-  load(client: KvtierClient, tokens: Buffer, chunks: number): Promise<LoadTiming & { verified: boolean }>;
+  /**
+   * A timed Lookup + Retrieve of every hit chunk; with `check`, the worker's
+   * memory is cleared first and the bytes that arrived are compared
+   * (untimed). Without, `verified` is null.
+   */
+  load(client: KvtierClient, tokens: Buffer, chunks: number, check: boolean): Promise<LoadTiming & { verified: boolean | null }>;
   cleanup(): void;
 }
 
@@ -239,10 +243,10 @@ export function blocksPath(shape: ModelShape, regionBytes: number, tag: string):
     path: 'blocks', chunkBytes: kv.chunkBytes, window: kv.window, env: {},
     attach: (c) => kv.register(c),
     store: (c, tokens, chunks) => storeAll(c, kv, tokens, chunks),
-    load: async (c, tokens, chunks) => {
-      kv.zero();
+    load: async (c, tokens, chunks, check) => {
+      if (check) kv.zero();
       const t = await lookupAndLoad(c, kv, tokens);
-      return { ...t, verified: kv.verify(chunks) };
+      return { ...t, verified: check ? kv.verify(chunks) : null };
     },
     cleanup: () => kv.cleanup(),
   };
@@ -254,7 +258,7 @@ export function inlinePath(shape: ModelShape, window: number): WorkerPath {
     path: 'inline', chunkBytes: kv.chunkBytes, window, env: { KVTIER_HOST_MEMORY: 'heap' },
     attach: async () => {},
     store: (c, tokens, chunks) => storeAllInline(c, kv, tokens, chunks),
-    load: (c, tokens) => lookupAndLoadInline(c, kv, tokens),
+    load: (c, tokens, _chunks, check) => lookupAndLoadInline(c, kv, tokens, check),
     cleanup: () => {},
   };
 }
