@@ -359,3 +359,28 @@ def test_failed_load_is_saved_again(daemon):
     assert_matches(r.first_logits, P2)
     (spec,) = [s for s in saves if s.req_id == "consumer"]
     assert spec.skip_chunks == 0 and len(spec.token_ids) == 768
+
+
+def test_without_alibi_a_swap_only_reorders_a_sum(daemon):
+    """Why the model has an ALiBi bias: with RoPE alone, K carries its position from when it
+    was written, so swapping two fully visible loaded blocks permutes the (k, v) set the query
+    sums over. Only the bitwise check notices (a float summation order change)."""
+    from kvtier.refengine import ModelConfig
+
+    rope_only = ModelConfig(alibi=False)
+
+    def swap(meta: Any) -> None:
+        for load in meta.loads:
+            load.block_ids[3], load.block_ids[40] = load.block_ids[40], load.block_ids[3]
+
+    produce(daemon.socket, model=rope_only, model_name="kvtier/refengine-rope-only")
+    bad = consume(daemon.socket, model=rope_only, model_name="kvtier/refengine-rope-only",
+                  hooks={"after_build_meta": swap})
+    ref = RefEngine(None, model=rope_only, num_blocks=80)
+    try:
+        want = ref.generate("ref", P2).first_logits
+    finally:
+        ref.close()
+    assert bad.external_tokens == 768
+    diff = float((bad.first_logits - want).abs().max())
+    assert 0 < diff < 1e-3, diff
