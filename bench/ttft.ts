@@ -24,6 +24,8 @@ export interface TtftOptions {
   questionTokens: number;
   regionMiB: number;
   hostReps: number;
+  /** Model mode: run contexts above the native pool limit on the inline path. */
+  inline: boolean;
   mfu: number;
   prefillTokensPerS: number | null;
   endpoint: string | null;
@@ -57,7 +59,7 @@ export async function runTtftBench(opts: TtftOptions, progress: (msg: string) =>
   } else {
     const r = await runModelMode({
       models: opts.models, contexts: opts.contexts, questionTokens: opts.questionTokens, regionBytes: opts.regionMiB * 2 ** 20,
-      hostReps: opts.hostReps, prefill: { tokensPerS: opts.prefillTokensPerS, mfu: opts.mfu, peakTflops: H100_PEAK_TFLOPS },
+      hostReps: opts.hostReps, inline: opts.inline, prefill: { tokensPerS: opts.prefillTokensPerS, mfu: opts.mfu, peakTflops: H100_PEAK_TFLOPS },
     }, progress);
     result = {
       bench: 'ttft', mode: 'model', rows: r.rows,

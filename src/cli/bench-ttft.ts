@@ -31,6 +31,7 @@ interface Flags {
   questionTokens: number;
   regionMib: number;
   hostReps: number;
+  inline?: boolean;
   mfu: number;
   prefillTokensPerS?: number;
   docs: number;
@@ -52,6 +53,7 @@ export function registerTtft(bench: Command): void {
     .option('--question-tokens <n>', 'model mode: new tokens after the cached context', positive('--question-tokens'), 64)
     .option('--region-mib <n>', 'model mode: size of the worker KV region in shm (chunks cycle through it)', positive('--region-mib'), 1024)
     .option('--host-reps <n>', 'model mode: host_hit repetitions (median reported)', positive('--host-reps'), 3)
+    .option('--inline', 'model mode: run contexts above the native pool limit (4 GiB) on the inline path instead of skipping them')
     .option('--mfu <f>', 'model mode: modelled fraction of H100 peak bf16 FLOPS', positive('--mfu'), DEFAULT_MFU)
     .option('--prefill-tokens-per-s <n>', 'model mode: flat modelled prefill rate instead of the FLOPs model', positive('--prefill-tokens-per-s'))
     .option('--docs <n>', 'endpoint mode: documents per context length', positive('--docs'), 4)
@@ -73,6 +75,7 @@ export function registerTtft(bench: Command): void {
         questionTokens: flags.questionTokens,
         regionMiB: flags.regionMib,
         hostReps: Math.round(flags.hostReps),
+        inline: flags.inline === true,
         mfu: flags.mfu,
         prefillTokensPerS: flags.prefillTokensPerS ?? null,
         endpoint: flags.endpoint ?? null,

@@ -17,7 +17,7 @@ const built = existsSync(join(packageRoot(), 'dist/src/cli/main.js'));
 describe.skipIf(!built)('bench ttft model mode', () => {
   it('moves the real bytes for every case and labels compute as modelled', async () => {
     const prefill = { tokensPerS: null, mfu: 0.45, peakTflops: 989 };
-    const r = await runModelMode({ models: ['llama-3.3-70b-tp8'], contexts: [512], questionTokens: 64, regionBytes: 64 << 20, hostReps: 1, prefill }, () => {});
+    const r = await runModelMode({ models: ['llama-3.3-70b-tp8'], contexts: [512], questionTokens: 64, regionBytes: 64 << 20, hostReps: 1, prefill, inline: false }, () => {});
     expect(r.rows.map((x) => x.case)).toEqual(['recompute', 'host_hit', 'valkey_hit']);
     expect(r.rows.every((x) => x.path === 'blocks')).toBe(true);
     expect(r.compute).toMatch(/^compute modelled/);
@@ -35,11 +35,18 @@ describe.skipIf(!built)('bench ttft model mode', () => {
 
   it('runs a context above the native pool limit on the inline path, labelled so', async () => {
     const prefill = { tokensPerS: null, mfu: 0.45, peakTflops: 989 };
-    const r = await runModelMode({ models: ['llama-3.3-70b-tp8'], contexts: [768], questionTokens: 64, regionBytes: 64 << 20, hostReps: 1, prefill, nativePoolMax: 0 }, () => {});
+    const r = await runModelMode({ models: ['llama-3.3-70b-tp8'], contexts: [768], questionTokens: 64, regionBytes: 64 << 20, hostReps: 1, prefill, inline: true, nativePoolMax: 0 }, () => {});
     expect(r.rows.map((x) => [x.case, x.path])).toEqual([['recompute', 'inline'], ['host_hit', 'inline'], ['valkey_hit', 'inline']]);
     for (const row of r.rows.slice(1)) expect(row).toMatchObject({ loaded_chunks: 3, failed_chunks: 0, verified: true });
     expect(r.setup.inline).toMatch(/no scatter into blocks/);
   }, 120_000);
+
+  it('skips, with the reason, a context above the native pool limit unless --inline', async () => {
+    const prefill = { tokensPerS: null, mfu: 0.45, peakTflops: 989 };
+    const r = await runModelMode({ models: ['llama-3.3-70b-tp8'], contexts: [768], questionTokens: 64, regionBytes: 64 << 20, hostReps: 1, prefill, inline: false, nativePoolMax: 0 }, () => {});
+    expect(r.rows).toEqual([]);
+    expect(r.skipped).toEqual([{ model: 'llama-3.3-70b-tp8', context_tokens: 768, reason: expect.stringMatching(/native pool cannot exceed 4 GiB.*--inline/) }]);
+  });
 
   it('models prefill: 128K tokens of Llama-3.3-70B on 8 H100s takes ~11 s at MFU 0.45', () => {
     const ms = prefillMs(SHAPES['llama-3.3-70b-tp8'], 0, 131072, { tokensPerS: null, mfu: 0.45, peakTflops: 989 });
