@@ -138,9 +138,17 @@ export function chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: nu
 }
 
 /** The pinned host pool: one allocation at construction, slabs are Buffer views into it. */
+/**
+ * Largest single pinned allocation. A slab reaches JavaScript as a view of
+ * its allocation's ArrayBuffer, and Node's Buffers end at 4 GiB, so a bigger
+ * pool is made of several arenas of at most this size; no slab spans two.
+ */
+export const ARENA_MAX_BYTES = 2 ** 31;
+
+/** The pinned host pool: arenas allocated at construction, slabs are Buffer views into them. */
 export class NativePool implements HostMemory {
   readonly capacityBytes: number;
-  #pool: BindingPool;
+  #arenas: BindingPool[] = [];
   #closed = false;
 
   constructor(capacityBytes: number) {
@@ -149,11 +157,14 @@ export class NativePool implements HostMemory {
     }
     const Pool = load().Pool;
     try {
-      this.#pool = new Pool(capacityBytes);
+      for (let left = capacityBytes; left >= 4096; left -= ARENA_MAX_BYTES) {
+        this.#arenas.push(new Pool(Math.min(left, ARENA_MAX_BYTES)));
+      }
     } catch (e) {
+      for (const a of this.#arenas) a.close();
       throw typed(e);
     }
-    this.capacityBytes = this.#pool.info().capacityBytes;
+    this.capacityBytes = this.#arenas.reduce((n, a) => n + a.info().capacityBytes, 0);
   }
 
   allocate(bytes: number): Slab | null {
@@ -161,37 +172,40 @@ export class NativePool implements HostMemory {
     if (!Number.isSafeInteger(bytes) || bytes < 1) {
       throw new BadRequestError(`expected a positive integer for slab bytes, got ${bytes}`);
     }
-    const offset = this.#pool.alloc(bytes);
-    if (offset < 0) return null;
-    const buf = Buffer.from(this.#pool.buffer, offset, bytes);
-    let released = false;
-    return {
-      buf,
-      release: () => {
-        if (released) throw new NativeError(`slab at pool offset ${offset} released twice`);
-        released = true;
-        if (!this.#closed) this.#pool.free(offset);
-      },
-    };
+    for (const arena of this.#arenas) {
+      const offset = arena.alloc(bytes);
+      if (offset < 0) continue;
+      const buf = Buffer.from(arena.buffer, offset, bytes);
+      let released = false;
+      return {
+        buf,
+        release: () => {
+          if (released) throw new NativeError(`slab at pool offset ${offset} released twice`);
+          released = true;
+          if (!this.#closed) arena.free(offset);
+        },
+      };
+    }
+    return null;
   }
 
   info(): HostMemoryInfo {
-    const i = this.#pool.info();
+    const all = this.#arenas.map((a) => a.info());
     return {
       kind: 'native',
-      capacityBytes: i.capacityBytes,
-      usedBytes: i.usedBytes,
-      pinned: i.pinned,
-      hugePages: i.hugePages,
-      detail: i.detail,
+      capacityBytes: all.reduce((n, i) => n + i.capacityBytes, 0),
+      usedBytes: all.reduce((n, i) => n + i.usedBytes, 0),
+      pinned: all.every((i) => i.pinned),
+      hugePages: all.every((i) => i.hugePages),
+      detail: all.length === 1 ? all[0].detail : `${all.length} arenas: ${all[0].detail}`,
     };
   }
 
-  /** Frees the pool; every slab Buffer becomes empty (the ArrayBuffer is detached). */
+  /** Frees the pool; every slab Buffer becomes empty (the ArrayBuffers are detached). */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#pool.close();
+    for (const a of this.#arenas) a.close();
   }
 }
 

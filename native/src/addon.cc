@@ -81,6 +81,12 @@ class Pool : public Napi::ObjectWrap<Pool> {
                      std::to_string(bytes));
     }
     bytes = bytes / ExtentAllocator::kGranule * ExtentAllocator::kGranule;
+    // One ArrayBuffer per pool: Node cannot hand out Buffers past 4 GiB, and a
+    // failed external ArrayBuffer creation frees its hint twice. NativePool in
+    // index.ts builds larger pools from several arenas.
+    if (bytes > (size_t{1} << 32)) {
+      throwCoded(env, "KVT_BAD_REQUEST", "expected at most 4 GiB for one pool arena, got " + std::to_string(bytes));
+    }
     try {
       mem_ = allocatePoolMemory(bytes);
     } catch (const std::exception& e) {

@@ -82,6 +82,19 @@ describe('kvtier CLI (run `npm run build` first)', () => {
     expect(r.stdout).toMatch(/valkey\s+not configured/);
   });
 
+  it('the config `npm start` uses starts a daemon (pool over one 2 GiB arena)', async () => {
+    // Only the size is lowered from 5 GB, to spare CI memory; it still needs two arenas.
+    const d = await spawnDaemon({ KVTIER_CONFIG_FILE: join(packageRoot(), 'config/example.yaml'), KVTIER_MAX_LOCAL_CPU_SIZE: '2.1' });
+    try {
+      const c = await KvtierClient.connect({ path: d.socket });
+      await c.put(Buffer.from('x'), Buffer.alloc(10, 1));
+      expect((await c.get(Buffer.from('x')))!.equals(Buffer.alloc(10, 1))).toBe(true);
+      await c.close();
+    } finally {
+      expect(await d.stop()).toBe(0);
+    }
+  });
+
   it('SIGTERM closes and unlinks the socket and exits 0', async () => {
     const d = await spawnDaemon({ KVTIER_MAX_LOCAL_CPU_SIZE: '0.1' });
     const c = await KvtierClient.connect({ path: d.socket });

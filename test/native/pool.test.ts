@@ -3,9 +3,29 @@
 import { describe, expect, test } from 'vitest';
 
 import { NativeError } from '../../src/errors.js';
-import { NativePool } from '../../native/index.js';
+import { ARENA_MAX_BYTES, NativePool } from '../../native/index.js';
 
 describe('NativePool', () => {
+  // Regression: a 5 GB pool (the example config) aborted the daemon with a
+  // double free, because one ArrayBuffer cannot exceed 4 GiB.
+  test('a pool larger than one arena is built from several, and slabs never span two', () => {
+    const pool = new NativePool(ARENA_MAX_BYTES + (64 << 20));
+    expect(pool.capacityBytes).toBe(ARENA_MAX_BYTES + (64 << 20));
+    const big = [pool.allocate(1 << 30)!, pool.allocate(1 << 30)!];
+    const small = pool.allocate(64 << 20)!;
+    expect(small).not.toBeNull();
+    expect(small.buf.buffer).not.toBe(big[0].buf.buffer);
+    expect(pool.allocate(4096)).toBeNull();
+    big[1].buf[big[1].buf.length - 1] = 7;
+    small.buf.fill(3);
+    expect(big[1].buf[big[1].buf.length - 1]).toBe(7);
+    expect(pool.info().usedBytes).toBe(pool.capacityBytes);
+    for (const s of [...big, small]) s.release();
+    expect(pool.info().usedBytes).toBe(0);
+    pool.close();
+  });
+
+
   test('reports what the OS gave', () => {
     const pool = new NativePool(16 << 20);
     const info = pool.info();
