@@ -29,6 +29,10 @@ export interface LookupBenchResult {
 }
 
 export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: string) => void = () => {}): Promise<LookupBenchResult> {
+  // The client process gets the daemon's malloc settings, so its own fresh
+  // 512 KiB frames do not dominate what is measured.
+  const native = await import('../native/index.js').catch(() => null);
+  if (native !== null && native.nativeAvailable()) native.tuneMalloc();
   const daemon = opts.socket === undefined ? await spawnDaemon({ KVTIER_MAX_LOCAL_CPU_SIZE: '1' }) : null;
   let client: KvtierClient | null = null;
   try {

@@ -50,6 +50,7 @@ interface Binding {
   };
   copy(scatter: boolean, regions: BindingRegion[], buffers: Uint8Array[], segments: Float64Array): Promise<void>;
   chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void;
+  tuneMalloc(): boolean;
 }
 
 function packageRoot(): string {
@@ -121,6 +122,15 @@ export function nativeInfo(): NativeInfo {
     reason: cuda ? `${i.deviceCount} CUDA device(s) visible` : i.reason,
     copyThreads: i.copyThreads,
   };
+}
+
+/**
+ * Process-wide: large transient Buffers stay in glibc's heap instead of being
+ * mmapped and faulted in afresh each time (see addon.cc). For the daemon and
+ * benches; true when glibc took both settings.
+ */
+export function tuneMalloc(): boolean {
+  return load().tuneMalloc();
 }
 
 /**

@@ -16,6 +16,7 @@ execFileSync(process.execPath, [
   '--no-delimited', '--no-verify', '--no-convert', '--no-service',
   '-o', js, join(root, 'proto/kvtier.proto'),
 ], { stdio: 'inherit' });
-// protobufjs/minimal has no ESM entry of its own; import it with its file name.
-writeFileSync(js, readFileSync(js, 'utf8').replace('"protobufjs/minimal"', '"protobufjs/minimal.js"'));
+// protobufjs/minimal is CommonJS without an ESM entry: import its module.exports
+// as the default export, by its file name.
+writeFileSync(js, readFileSync(js, 'utf8').replace(/import \* as \$protobuf from "protobufjs\/minimal";|import \$protobuf from "protobufjs\/minimal";/, 'import $protobuf from "protobufjs/minimal.js";'));
 execFileSync(process.execPath, [bin('pbts'), '-o', join(outDir, 'kvtier.d.ts'), js], { stdio: 'inherit' });

@@ -64,6 +64,7 @@ export interface DaemonStats {
 
 interface NativeModule {
   NativePool: new (bytes: number) => HostMemory;
+  tuneMalloc(): boolean;
   RegisteredKv: new (spec: import('../native/index.js').KvLayoutSpec) => import('../native/index.js').RegisteredKv;
   nativeInfo(): { backend: string; reason: string };
 }
@@ -72,6 +73,7 @@ async function loadNative(log: Logger): Promise<{ mod: NativeModule | null; deta
   try {
     const mod = (await import('../native/index.js')) as unknown as NativeModule;
     const info = mod.nativeInfo();
+    if (!mod.tuneMalloc()) log.warn('glibc did not take the malloc settings: large Buffers will be page-faulted afresh');
     return { mod, detail: `backend ${info.backend}: ${info.reason}` };
   } catch (e) {
     log.warn('native addon unavailable: heap memory and inline transfers only', { error: errorMessage(e) });

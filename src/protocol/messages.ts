@@ -17,7 +17,7 @@ protobuf.configure();
 
 export const pb = kvtier.v1;
 export type Envelope = kvtier.v1.Envelope;
-export type EnvelopeInit = kvtier.v1.Envelope.$Properties;
+export type EnvelopeInit = kvtier.v1.IEnvelope;
 export type BodyName = NonNullable<Envelope['body']>;
 
 export const PROTOCOL_VERSION = 1;
