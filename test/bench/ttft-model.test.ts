@@ -41,11 +41,11 @@ describe.skipIf(!built)('bench ttft model mode', () => {
     expect(r.setup.inline).toMatch(/no scatter into blocks/);
   }, 120_000);
 
-  it('skips, with the reason, a context above the native pool limit unless --inline', async () => {
+  it('skips, with the reason, a context above the block-path pool limit unless --inline', async () => {
     const prefill = { tokensPerS: null, mfu: 0.45, peakTflops: 989 };
     const r = await runModelMode({ models: ['llama-3.3-70b-tp8'], contexts: [768], questionTokens: 64, regionBytes: 64 << 20, hostReps: 1, prefill, inline: false, nativePoolMax: 0 }, () => {});
     expect(r.rows).toEqual([]);
-    expect(r.skipped).toEqual([{ model: 'llama-3.3-70b-tp8', context_tokens: 768, reason: expect.stringMatching(/native pool cannot exceed 4 GiB.*--inline/) }]);
+    expect(r.skipped).toEqual([{ model: 'llama-3.3-70b-tp8', context_tokens: 768, reason: expect.stringMatching(/pool limit.*--inline/) }]);
   });
 
   it('models prefill: 128K tokens of Llama-3.3-70B on 8 H100s takes ~11 s at MFU 0.45', () => {
