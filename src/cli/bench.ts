@@ -69,6 +69,9 @@ export function registerBench(program: Command): void {
         const sizes = opts.sizes.split(',').map((v) => Math.round(Number(v) * (1 << 20)));
         if (sizes.some((n) => !Number.isSafeInteger(n) || n <= 0)) throw new Error(`expected MiB sizes like 4,32 for --sizes, got ${opts.sizes}`);
         log(`valkey tier: ${opts.sizes} MiB chunks vs valkey-benchmark`);
+        // The tier runs here as it runs in kvtierd: with the daemon's malloc settings.
+        const native = await import('../../native/index.js').catch(() => null);
+        if (native !== null && native.nativeAvailable()) native.tuneMalloc();
         const rows = await runValkeyThroughput({ url: opts.url, sizes });
         if (opts.json === true) process.stdout.write(`${JSON.stringify(rows.length === 1 ? rows[0] : { bench: 'throughput', tier: 'valkey', rows })}\n`);
         else for (const r of rows) process.stdout.write(`${(r.chunk_bytes / (1 << 20)).toFixed(0)} MiB chunks: store ${r.store_gbps} GB/s, retrieve ${r.retrieve_gbps} GB/s; valkey-benchmark SET ${r.reference?.store_gbps ?? '-'} GET ${r.reference?.retrieve_gbps ?? '-'} GB/s\n`);
