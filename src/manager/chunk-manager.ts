@@ -22,20 +22,12 @@ import { hashHex, hashKeys, hashTokenChunks } from '../chunking/prefix-hash.js';
 import { checkPacked } from '../chunking/tokens.js';
 import type { Slab } from '../tiers/host-memory.js';
 import type { HostEntry, HostTier } from '../tiers/host-tier.js';
-import type { ChunkKey, Tier } from '../tiers/tier.js';
+import type { ChunkKey } from '../tiers/tier.js';
 import { LeaseTable, type Lease, type LeasedChunk } from './leases.js';
-import { WriteBehindQueue } from './write-behind.js';
+import { RemoteSync, type RemoteTier } from './remote-sync.js';
 import { ManagerCounters } from './counters.js';
 
-/**
- * A remote tier may say it is down; then it is not asked at all. getInto,
- * when offered, reads a chunk straight into a host slab (no second copy);
- * the tier releases the slab itself on a miss.
- */
-export interface RemoteTier extends Tier {
-  readonly available?: boolean;
-  getInto?(key: ChunkKey, allocate: (bytes: number) => Slab | null): Promise<Slab | null>;
-}
+export type { RemoteTier } from './remote-sync.js';
 
 /** Copies between a worker's registered KV blocks and chunk buffers (native/). */
 export interface BlockCopier {
@@ -98,8 +90,7 @@ export class ChunkManager {
   readonly #opts: ManagerOptions;
   readonly #log: Logger;
   readonly #leases: LeaseTable;
-  readonly #writeBehind: WriteBehindQueue;
-  readonly #fetches = new Map<string, Promise<HostEntry | null>>();
+  readonly #sync: RemoteSync;
 
   constructor(opts: ManagerOptions) {
     this.#opts = opts;
@@ -107,7 +98,10 @@ export class ChunkManager {
     this.remote = opts.remote;
     this.#log = opts.logger;
     this.#leases = new LeaseTable((lease) => this.#unpinLease(lease));
-    this.#writeBehind = new WriteBehindQueue(opts.writeBehindQueueBytes, opts.writeBehindConcurrency, opts.logger);
+    this.#sync = new RemoteSync({
+      host: opts.host, remote: opts.remote, counters: this.counters, localCpu: opts.localCpu,
+      writeBehindQueueBytes: opts.writeBehindQueueBytes, writeBehindConcurrency: opts.writeBehindConcurrency, logger: opts.logger,
+    });
   }
 
   get leaseCount(): number {
@@ -115,12 +109,12 @@ export class ChunkManager {
   }
 
   writeBehindStats() {
-    return this.#writeBehind.stats();
+    return this.#sync.writeBehindStats();
   }
 
   async lookup(ns: Namespace, address: ChunkAddress, opts: { owner: number; ttlMs?: number; noLease?: boolean }): Promise<LookupResult> {
     const started = process.hrtime.bigint();
-    const remote = this.#usableRemote();
+    const remote = this.#sync.usable();
     let hostRun = 0;
     let broken = false;
     const prefix = `${ns.id}:`;
@@ -160,7 +154,7 @@ export class ChunkManager {
       if (entry !== undefined) hostChunks++;
       if (opts.noLease === true) continue;
       const chunk: LeasedChunk = { key, tokens: resolved.tokensOf(i), entry: entry ?? null, pending: null };
-      if (entry === undefined) chunk.pending = this.#fetch({ namespaceId: ns.id, hash: key.slice(prefix.length) }, key);
+      if (entry === undefined) chunk.pending = this.#sync.fetch({ namespaceId: ns.id, hash: key.slice(prefix.length) }, key);
       chunks.push(chunk);
     }
     if (opts.noLease !== true && hit > 0) {
@@ -271,7 +265,7 @@ export class ChunkManager {
     }
     const entries = fresh.map((f) => this.host.insert(f.key, f.slab));
     this.counters.recordStore(entries.length, entries.reduce((n, e) => n + e.slab.buf.length, 0), present, skipped);
-    return { stored: entries.length, present, skipped, committed: this.#writeRemote(ns, entries) };
+    return { stored: entries.length, present, skipped, committed: this.#sync.write(ns.id, entries) };
   }
 
   async put(ns: Namespace, key: Uint8Array, value: Buffer): Promise<boolean> {
@@ -284,7 +278,7 @@ export class ChunkManager {
     const k = `${ns.id}:${hex}`;
     let entry = this.host.pin(k) ?? null;
     if (entry === null) {
-      const fetched = await this.#fetch({ namespaceId: ns.id, hash: hex }, k);
+      const fetched = await this.#sync.fetch({ namespaceId: ns.id, hash: hex }, k);
       entry = fetched !== null && !fetched.doomed && this.host.peek(k) === fetched ? fetched : null;
       if (entry !== null) this.host.pinEntry(entry);
     }
@@ -297,7 +291,7 @@ export class ChunkManager {
   async exists(ns: Namespace, keys: Uint8Array[]): Promise<boolean[]> {
     const hashes = hashKeys(ns.root, keys);
     const found = keys.map((_, i) => this.host.has(`${ns.id}:${hashHex(hashes, i)}`));
-    const remote = this.#usableRemote();
+    const remote = this.#sync.usable();
     const missing = found.flatMap((f, i) => (f ? [] : [i]));
     if (remote !== null && missing.length > 0) {
       try {
@@ -323,7 +317,7 @@ export class ChunkManager {
       keys.push({ namespaceId: ns.id, hash });
       if (this.host.remove(`${ns.id}:${hash}`)) removed++;
     }
-    const remote = this.#usableRemote();
+    const remote = this.#sync.usable();
     if (remote !== null && keys.length > 0) {
       try {
         removed = Math.max(removed, await remote.delete(keys));
@@ -335,20 +329,14 @@ export class ChunkManager {
   }
 
   async drain(): Promise<void> {
-    await this.#writeBehind.idle();
+    await this.#sync.drain();
   }
 
   async close(): Promise<void> {
     this.#leases.close();
-    await this.#writeBehind.idle();
-    await Promise.allSettled([...this.#fetches.values()]);
+    await this.#sync.drain();
     await this.host.close();
     if (this.remote !== null) await this.remote.close();
-  }
-
-  #usableRemote(): RemoteTier | null {
-    const r = this.remote;
-    return r !== null && r.available !== false ? r : null;
   }
 
   #resolve(ns: Namespace, address: ChunkAddress, stop?: (i: number, hashes: Buffer) => boolean): ResolvedAddress {
@@ -417,70 +405,5 @@ export class ChunkManager {
     chunk.entry = entry;
     chunk.pending = null;
     return entry;
-  }
-
-  /** Remote → host, deduplicated per key. Resolves to null on any failure. */
-  #fetch(key: ChunkKey, hostKey: string): Promise<HostEntry | null> {
-    const inflight = this.#fetches.get(hostKey);
-    if (inflight !== undefined) return inflight;
-    const remote = this.#usableRemote();
-    if (remote === null) return Promise.resolve(null);
-    const p = (async () => {
-      try {
-        let slab: Slab | null;
-        if (remote.getInto !== undefined) {
-          slab = await remote.getInto(key, (bytes) => this.host.reserve(bytes));
-        } else {
-          const payload = await remote.get(key);
-          slab = payload === null ? null : this.host.reserve(payload.length);
-          if (slab !== null) payload!.copy(slab.buf);
-        }
-        if (slab === null) {
-          this.counters.remoteFetchMisses++;
-          return null;
-        }
-        this.counters.remoteFetchedChunks++;
-        return this.host.insert(hostKey, slab);
-      } catch (e) {
-        this.#log.warn('prefetch from the remote tier failed', { error: errorMessage(e) });
-        return null;
-      } finally {
-        this.#fetches.delete(hostKey);
-      }
-    })();
-    this.#fetches.set(hostKey, p);
-    return p;
-  }
-
-  #writeRemote(ns: Namespace, entries: HostEntry[]): Promise<{ committed: number; failed: number }> {
-    const remote = this.#usableRemote();
-    if (this.remote === null) return Promise.resolve({ committed: entries.length, failed: 0 });
-    if (remote === null) {
-      this.counters.remoteSkippedDown += entries.length;
-      return Promise.resolve({ committed: 0, failed: entries.length });
-    }
-    let committed = 0;
-    let failed = 0;
-    const prefix = ns.id.length + 1;
-    return new Promise((resolve) => {
-      let left = entries.length;
-      if (left === 0) resolve({ committed, failed });
-      const finish = (entry: HostEntry, ok: boolean): void => {
-        if (ok) committed++;
-        else failed++;
-        this.host.unpin(entry);
-        if (!this.#opts.localCpu) this.host.remove(entry.key);
-        if (--left === 0) resolve({ committed, failed });
-      };
-      for (const entry of entries) {
-        this.host.pinEntry(entry);
-        const accepted = this.#writeBehind.enqueue({
-          bytes: entry.slab.buf.length,
-          run: () => remote.put({ namespaceId: ns.id, hash: entry.key.slice(prefix) }, entry.slab.buf),
-          done: (ok) => finish(entry, ok),
-        });
-        if (!accepted) finish(entry, false);
-      }
-    });
   }
 }
