@@ -41,6 +41,14 @@ export interface ConnectionContext {
   statsJson(): string;
 }
 
+/**
+ * Per-connection bounds: past them the connection stops reading (TCP-style
+ * backpressure on the Unix socket) until it drains, so one client pipelining
+ * without end, or never reading its answers, cannot grow the daemon's memory.
+ */
+const MAX_IN_FLIGHT = 256;
+const MAX_UNSENT_BYTES = 64 * 1024 * 1024;
+
 const REQUESTS: ReadonlySet<string> = new Set([
   'hello', 'ping', 'stats', 'lookup', 'releaseLease', 'put', 'get', 'exists', 'store', 'retrieve',
   'invalidate', 'registerKv', 'unregister',
@@ -56,6 +64,8 @@ export class Connection {
   #kv: RegisteredKv | null = null;
   #inFlight = 0;
   #closed = false;
+  #broken = false;
+  #paused = false;
   #onIdle: (() => void) | null = null;
 
   constructor(id: number, socket: Socket, ctx: ConnectionContext, onClose: (c: Connection) => void) {
@@ -66,6 +76,7 @@ export class Connection {
     this.#decoder = new FrameDecoder(ctx.maxFrameBytes);
     socket.on('data', (data: Buffer) => this.#onData(data));
     socket.on('error', (e) => this.#log.debug('socket error', { error: e.message }));
+    socket.on('drain', () => this.#flow());
     socket.on('close', () => {
       void this.#release().finally(() => onClose(this));
     });
@@ -94,6 +105,7 @@ export class Connection {
     } catch (e) {
       // The stream can no longer be split into frames: answer once, then close.
       this.#send({ id: 0, error: this.#errorBody(e) });
+      this.#broken = true;
       this.#socket.end();
       this.#socket.pause();
       return;
@@ -111,13 +123,16 @@ export class Connection {
     }
     const id = env.id;
     this.#inFlight++;
+    this.#flow();
     this.#handle(env)
       .then((reply) => {
         if (reply !== null) this.#send({ id, ...reply });
       })
       .catch((e: unknown) => this.#send({ id, error: this.#errorBody(e) }))
       .finally(() => {
-        if (--this.#inFlight === 0 && this.#onIdle !== null) {
+        this.#inFlight--;
+        this.#flow();
+        if (this.#inFlight === 0 && this.#onIdle !== null) {
           const w = this.#onIdle;
           this.#onIdle = null;
           w();
@@ -125,9 +140,23 @@ export class Connection {
       });
   }
 
+  /** Pauses reading past the per-connection bounds, resumes below half of them. */
+  #flow(): void {
+    if (this.#broken || this.#closed) return;
+    const unsent = this.#socket.writableLength;
+    if (!this.#paused && (this.#inFlight >= MAX_IN_FLIGHT || unsent > MAX_UNSENT_BYTES)) {
+      this.#paused = true;
+      this.#socket.pause();
+    } else if (this.#paused && this.#inFlight < MAX_IN_FLIGHT / 2 && unsent <= MAX_UNSENT_BYTES / 2) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
+  }
+
   #send(msg: EnvelopeInit): void {
     if (this.#closed || this.#socket.destroyed || !this.#socket.writable) return;
     this.#socket.write(encodeFrame(msg));
+    this.#flow();
   }
 
   #errorBody(e: unknown): { code: string; message: string } {

@@ -34,4 +34,18 @@ describe('pipelined concurrent clients', () => {
     expect(written).toBeGreaterThan(0);
     expect(d.daemon.stats().host.skippedFull).toBe(0);
   });
+
+  it('a client pipelining far past the per-connection bounds gets every answer; others are served meanwhile', { timeout: 120_000 }, async () => {
+    const greedy = await d.connect({ fingerprint: { model: 'greedy' }, timeoutMs: 60_000 });
+    const other = await d.connect({ fingerprint: { model: 'greedy' } });
+    const value = randomBytes(1 << 20);
+    await greedy.put(Buffer.from('big'), value);
+    const pings = Array.from({ length: 5000 }, () => greedy.ping());
+    const gets = Array.from({ length: 200 }, () => greedy.get(Buffer.from('big')));
+    // 200 MiB of answers queued for one client; another client still gets through.
+    await other.ping();
+    expect((await other.get(Buffer.from('big')))!.equals(value)).toBe(true);
+    await Promise.all(pings);
+    for (const g of await Promise.all(gets)) expect(g!.equals(value)).toBe(true);
+  });
 });
