@@ -11,7 +11,8 @@ import { hashHex, hashTokenChunks } from '../../src/chunking/prefix-hash.js';
 import { packTokens } from '../../src/chunking/tokens.js';
 import { chunkRedisKey, segmentRedisKey } from '../../src/tiers/valkey-format.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
-import { startValkey, startValkeyCluster, stopAllValkey, type ValkeyServer } from '../helpers/valkey-server.js';
+import { freePort, startValkey, startValkeyCluster, stopAllValkey, type ValkeyServer } from '../helpers/valkey-server.js';
+import { createLogger } from '../../src/log.js';
 
 const MiB = 1 << 20;
 const tokens = (n: number, seed: number): Buffer => packTokens(Array.from({ length: n }, (_, i) => (i * 104729 + seed) % 128_000));
@@ -137,4 +138,47 @@ describe('two daemons, one 3-master Valkey cluster', () => {
   it('a chunk stored through A is retrieved byte-exact through B', async () => {
     await shareAndCheck(a, b, 7);
   });
+});
+
+describe('a daemon and a Valkey that is not there yet, or refuses it', () => {
+  it('starts with the host tier, says so, and uses Valkey once it appears', async () => {
+    const port = await freePort();
+    const lines: string[] = [];
+    const d = await startTestDaemon({ remote_url: `valkey://127.0.0.1:${port}` }, { logger: createLogger('info', {}, (l) => lines.push(l)) });
+    try {
+      expect(d.daemon.stats().remote).toMatchObject({ configured: true, available: false });
+      expect(lines.join('')).toMatch(/not reachable yet/);
+      const c = await d.connect({ fingerprint: fp });
+      const early = await c.store({ address: { tokens: tokens(256, 40) }, chunks: [randomBytes(1000)] });
+      expect(early.copied.storedChunks).toBe(1);
+      expect((await early.committed).failedChunks).toBe(1);
+      const valkey = await startValkey({}, port);
+      await waitFor(() => d.daemon.stats().remote.available, 'Valkey seen', 20_000);
+      const later = await c.store({ address: { tokens: tokens(256, 41) }, chunks: [randomBytes(1000)] });
+      expect((await later.committed).committedChunks).toBe(1);
+      await valkey.stop();
+    } finally {
+      await d.stop();
+    }
+  }, 60_000);
+
+  it('a wrong password is an error naming the URL without the password; the host tier still serves', async () => {
+    const valkey = await startValkey({ requirepass: 'right-secret' });
+    const lines: string[] = [];
+    const url = `valkey://:wrong-secret@127.0.0.1:${valkey.port}`;
+    const d = await startTestDaemon({ remote_url: url }, { logger: createLogger('info', {}, (l) => lines.push(l)) });
+    try {
+      const log = lines.join('');
+      expect(log).toMatch(/valkey tier disabled/);
+      expect(log).toContain(`127.0.0.1:${valkey.port}`);
+      expect(log).not.toContain('wrong-secret');
+      expect(d.daemon.stats().remote.configured).toBe(false);
+      const c = await d.connect({ fingerprint: fp });
+      await c.put(Buffer.from('k'), Buffer.from('v'));
+      expect((await c.get(Buffer.from('k')))!.toString()).toBe('v');
+    } finally {
+      await d.stop();
+      await valkey.stop();
+    }
+  }, 60_000);
 });
