@@ -11,7 +11,7 @@ import { createConnection, type Socket } from 'node:net';
 import { ConnectionClosedError, KvtierError, TimeoutError, type ErrorCode } from '../errors.js';
 import type { NamespaceFingerprint } from '../chunking/namespace.js';
 import { FrameDecoder } from './framing.js';
-import { PROTOCOL_VERSION, decodeEnvelope, encodeFrame, type Envelope, type EnvelopeInit } from './messages.js';
+import { PROTOCOL_VERSION, decodeEnvelope, encodeFrame, lookupFrameParts, type Envelope, type EnvelopeInit } from './messages.js';
 import type { kvtier } from './gen/kvtier.js';
 
 export interface ClientOptions {
@@ -92,7 +92,7 @@ export class KvtierClient {
 
   /** One request, one response. Decoded sub-messages are instances of their generated class. */
   request(body: Body, timeoutMs = this.#timeoutMs): Promise<Envelope> {
-    return new Promise((resolve, reject) => this.#start(body, timeoutMs, { resolve, reject }));
+    return new Promise((resolve, reject) => this.#start(Object.keys(body)[0] ?? 'request', (id) => encodeFrame({ id, ...body }), timeoutMs, { resolve, reject }));
   }
 
   /** Writes raw bytes: for fault tests that need malformed frames. */
@@ -105,7 +105,16 @@ export class KvtierClient {
   }
 
   async lookup(address: kvtier.v1.IChunkAddress, opts: { leaseTtlMs?: number; noLease?: boolean } = {}): Promise<kvtier.v1.LookupOk> {
-    return (await this.request({ lookup: { address, leaseTtlMs: opts.leaseTtlMs ?? 0, noLease: opts.noLease ?? false } })).lookupOk as kvtier.v1.LookupOk;
+    const ttl = opts.leaseTtlMs ?? 0;
+    const noLease = opts.noLease ?? false;
+    const tokens = address.tokens;
+    if (tokens != null && tokens.byteLength > 0 && (address.keys == null || address.keys.length === 0)) {
+      // The scheduler's hot call: the prompt's token bytes go out without a copy.
+      const env = await new Promise<Envelope>((resolve, reject) =>
+        this.#start('lookup', (id) => lookupFrameParts(id, tokens, ttl, noLease), this.#timeoutMs, { resolve, reject }));
+      return env.lookupOk as kvtier.v1.LookupOk;
+    }
+    return (await this.request({ lookup: { address, leaseTtlMs: ttl, noLease } })).lookupOk as kvtier.v1.LookupOk;
   }
 
   async releaseLease(leaseId: number): Promise<void> {
@@ -133,7 +142,7 @@ export class KvtierClient {
       });
       // Nobody may await `committed`; a closed socket must not become an unhandled rejection.
       committed.catch(() => {});
-      this.#start({ store }, timeoutMs, { resolve: (env) => resolve({ copied: env.storeCopied as kvtier.v1.StoreCopied, committed }), reject }, commit);
+      this.#start('store', (id) => encodeFrame({ id, store }), timeoutMs, { resolve: (env) => resolve({ copied: env.storeCopied as kvtier.v1.StoreCopied, committed }), reject }, commit);
     });
   }
 
@@ -174,7 +183,13 @@ export class KvtierClient {
     this.#socket.destroy();
   }
 
-  #start(body: Body, timeoutMs: number, first: { resolve(env: Envelope): void; reject(e: Error): void }, second?: Pending['second']): void {
+  #start(
+    what: string,
+    encode: (id: number) => Buffer | Buffer[],
+    timeoutMs: number,
+    first: { resolve(env: Envelope): void; reject(e: Error): void },
+    second?: Pending['second'],
+  ): void {
     if (this.#closedError !== null) {
       first.reject(this.#closedError);
       return;
@@ -182,12 +197,19 @@ export class KvtierClient {
     const id = this.#nextId++;
     const timer = setTimeout(() => {
       this.#pending.delete(id);
-      const e = new TimeoutError(`request ${Object.keys(body)[0]} (id ${id})`, timeoutMs);
+      const e = new TimeoutError(`request ${what} (id ${id})`, timeoutMs);
       first.reject(e);
       second?.reject(e);
     }, timeoutMs);
     this.#pending.set(id, { ...first, timer, second });
-    this.#socket.write(encodeFrame({ id, ...body }));
+    const frame = encode(id);
+    if (Buffer.isBuffer(frame)) {
+      this.#socket.write(frame);
+    } else {
+      this.#socket.cork();
+      for (const part of frame) this.#socket.write(part);
+      this.#socket.uncork();
+    }
   }
 
   #onData(data: Buffer): void {

@@ -38,3 +38,43 @@ export function encodeFrame(message: EnvelopeInit): Buffer {
 export function decodeEnvelope(payload: Buffer): Envelope {
   return pb.Envelope.decode(payload);
 }
+
+function varint(out: number[], v: number): void {
+  while (v >= 0x80) {
+    out.push((v % 0x80) | 0x80);
+    v = Math.floor(v / 0x80);
+  }
+  out.push(v);
+}
+
+/**
+ * A Lookup by tokens as frame pieces that reference the caller's token bytes
+ * instead of copying them into a fresh frame: [length, envelope head][tokens]
+ * [tail]. The bytes are a valid encoding of
+ * Envelope{id, lookup{address{tokens}, lease_ttl_ms, no_lease}}; a 128K-token
+ * prompt is 512 KiB, and allocating that per lookup was what made the client's
+ * p99 (V8 collects for external memory pressure).
+ */
+export function lookupFrameParts(id: number, tokens: Uint8Array, leaseTtlMs: number, noLease: boolean): Buffer[] {
+  const tail: number[] = [];
+  if (leaseTtlMs > 0) {
+    tail.push(0x10); // Lookup.lease_ttl_ms = 2, varint
+    varint(tail, leaseTtlMs);
+  }
+  if (noLease) tail.push(0x18, 0x01); // Lookup.no_lease = 3
+  const tokensHead: number[] = [0x0a]; // ChunkAddress.tokens = 1, bytes
+  varint(tokensHead, tokens.byteLength);
+  const addressLength = tokensHead.length + tokens.byteLength;
+  const lookupHead: number[] = [0x0a]; // Lookup.address = 1, message
+  varint(lookupHead, addressLength);
+  const lookupLength = lookupHead.length + addressLength + tail.length;
+  const head: number[] = [0, 0, 0, 0, 0x08]; // frame length (patched), Envelope.id = 1
+  varint(head, id);
+  head.push(0xa2, 0x01); // Envelope.lookup = 20, message
+  varint(head, lookupLength);
+  head.push(...lookupHead, ...tokensHead);
+  const first = Buffer.from(head);
+  first.writeUInt32LE(first.length - FRAME_HEADER_BYTES + tokens.byteLength + tail.length, 0);
+  const view = Buffer.from(tokens.buffer, tokens.byteOffset, tokens.byteLength);
+  return tail.length > 0 ? [first, view, Buffer.from(tail)] : [first, view];
+}
