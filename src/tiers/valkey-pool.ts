@@ -149,6 +149,10 @@ export class ValkeyPool {
       requestTimeout: this.#o.requestTimeoutMs,
       defaultDecoder: Decoder.Bytes,
       clientName: 'kvtier',
+      // glide reconnects a dropped connection by itself; cap its backoff near
+      // 1 s so a restarted Valkey is used again within about a second,
+      // instead of requests timing out on connections still waiting to retry.
+      connectionBackoff: { numberOfRetries: 4, factor: 60, exponentBase: 2, jitterPercent: 20 },
       advancedConfiguration: {
         connectionTimeout: this.#o.connectTimeoutMs,
         ...(ep.tls && (this.#o.tlsInsecure || this.#o.tlsRootCertificates)
