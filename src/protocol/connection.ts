@@ -124,7 +124,12 @@ export class Connection {
     const id = env.id;
     this.#inFlight++;
     this.#flow();
-    this.#handle(env)
+    const handled = this.#handle(env);
+    // A Lookup reads its token bytes only in the synchronous part of the
+    // handler (hashing happens before the first await): its frame's memory
+    // can go back to the decoder now. Other requests keep theirs.
+    if (env.body === 'lookup') this.#decoder.reclaim(frame);
+    handled
       .then((reply) => {
         if (reply !== null) this.#send({ id, ...reply });
       })

@@ -5,14 +5,26 @@
  * straddles them, so a frame that arrives whole is handed on as a view of
  * the socket's own buffer. A length above maxFrameBytes is reported before
  * any of its payload is buffered: the caller answers and closes.
+ *
+ * A frame that straddles reads (a 128K-token Lookup is 512 KiB, read 64 KiB
+ * at a time) is assembled in a scratch buffer that is lent to the caller;
+ * a caller done with the frame's bytes hands it back with reclaim(), and the
+ * next such frame reuses it. Unreclaimed, it stays the frame's and a new one
+ * is made: allocating 512 KiB per lookup made V8 collect for external memory
+ * pressure, which showed up in the lookup p99.
  */
 import { FrameTooLargeError } from '../errors.js';
 import { FRAME_HEADER_BYTES } from './messages.js';
+
+const SCRATCH_MIN = 1 << 20;
+const SCRATCH_MAX = 4 << 20;
 
 export class FrameDecoder {
   readonly #maxFrameBytes: number;
   #chunks: Buffer[] = [];
   #buffered = 0;
+  #scratch: Buffer | null = null;
+  #lent: Buffer | null = null;
 
   constructor(maxFrameBytes: number) {
     this.#maxFrameBytes = maxFrameBytes;
@@ -24,6 +36,11 @@ export class FrameDecoder {
 
   /** Appends data and returns every complete frame payload. Throws FrameTooLargeError. */
   push(data: Buffer): Buffer[] {
+    if (this.#lent !== null) {
+      // Not handed back: the frame keeps that memory.
+      this.#scratch = null;
+      this.#lent = null;
+    }
     this.#chunks.push(data);
     this.#buffered += data.length;
     const frames: Buffer[] = [];
@@ -36,6 +53,18 @@ export class FrameDecoder {
       frames.push(this.#consume(length));
     }
     return frames;
+  }
+
+  /** The caller no longer reads `frame`'s bytes: its scratch memory may be reused. */
+  reclaim(frame: Buffer): void {
+    if (this.#lent !== null && frame.buffer === this.#lent.buffer) this.#lent = null;
+  }
+
+  #assemblyBuffer(n: number): Buffer {
+    if (this.#lent !== null || n > SCRATCH_MAX) return Buffer.allocUnsafe(n);
+    if (this.#scratch === null || this.#scratch.length < n) this.#scratch = Buffer.allocUnsafeSlow(Math.max(n, SCRATCH_MIN));
+    this.#lent = this.#scratch.subarray(0, n);
+    return this.#lent;
   }
 
   #peekLength(): number {
@@ -57,7 +86,7 @@ export class FrameDecoder {
       this.#chunks.shift();
       return first;
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = this.#assemblyBuffer(n);
     let filled = 0;
     while (filled < n) {
       const chunk = this.#chunks[0];

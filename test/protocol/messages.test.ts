@@ -28,3 +28,27 @@ describe('lookupFrameParts', () => {
     ), { numRuns: 200 });
   });
 });
+
+describe('FrameDecoder scratch reuse', () => {
+  it('reuses the assembly buffer only after reclaim, and never hands out bytes another frame still owns', () => {
+    const dec = new FrameDecoder(1 << 30);
+    const frame = (fill: number, n: number): Buffer => {
+      const f = Buffer.alloc(4 + n, fill);
+      f.writeUInt32LE(n, 0);
+      return f;
+    };
+    const feed = (f: Buffer): Buffer[] => {
+      const out: Buffer[] = [];
+      for (let i = 0; i < f.length; i += 65536) out.push(...dec.push(f.subarray(i, i + 65536)));
+      return out;
+    };
+    const [a] = feed(frame(1, 300_000));
+    dec.reclaim(a);
+    const [b] = feed(frame(2, 300_000));
+    expect(b.buffer).toBe(a.buffer); // reclaimed: reused
+    const [c] = feed(frame(3, 300_000));
+    expect(c.buffer).not.toBe(b.buffer); // b not reclaimed: it keeps its bytes
+    expect(b.every((x) => x === 2)).toBe(true);
+    expect(c.every((x) => x === 3)).toBe(true);
+  });
+});
