@@ -21,7 +21,7 @@ import type { SerdeName } from '../src/tiers/serde.js';
 import { parseSerde } from '../src/tiers/serde.js';
 import { ValkeyTier } from '../src/tiers/valkey-tier.js';
 import { parseValkeyUrl } from '../src/tiers/valkey-url.js';
-import { startValkey, stopAllValkey } from '../test/helpers/valkey-server.js';
+import { startValkey, stopAllValkey } from './valkey-server.js';
 
 export interface ValkeyThroughputOptions {
   /** Use this Valkey instead of starting one (it must allow FLUSHDB-free writes under the prefix). */

@@ -22,7 +22,7 @@ import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import { packTokens } from '../src/chunking/tokens.js';
 import { KvtierClient } from '../src/protocol/client.js';
-import { startValkey, type ValkeyServer } from '../test/helpers/valkey-server.js';
+import { startValkey, type ValkeyServer } from './valkey-server.js';
 import type { DaemonProcess } from './daemon-process.js';
 import { startBenchDaemon } from './ttft-daemon.js';
 import { SHAPES, describePrefill, kvBytesPerToken, prefillMs, type ModelShape, type PrefillModel } from './ttft-shapes.js';

@@ -11,7 +11,7 @@ import { hashHex, hashTokenChunks } from '../../src/chunking/prefix-hash.js';
 import { packTokens } from '../../src/chunking/tokens.js';
 import { chunkRedisKey, segmentRedisKey } from '../../src/tiers/valkey-format.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
-import { freePort, startValkey, startValkeyCluster, stopAllValkey, type ValkeyServer } from '../helpers/valkey-server.js';
+import { freePort, startValkey, startValkeyCluster, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
 import { createLogger } from '../../src/log.js';
 
 const MiB = 1 << 20;

@@ -13,7 +13,7 @@ import { formatStats } from '../../src/cli/stats.js';
 import { METRICS } from '../../src/metrics/names.js';
 import { flashAttn, type Shape } from '../native/shm-fixture.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
-import { freePort, startValkey, stopAllValkey, type ValkeyServer } from '../helpers/valkey-server.js';
+import { freePort, startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
 import { parseMetrics, type Scrape } from './parse.js';
 
 const CHUNK = 4096;

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import torch
 
+from kvtier.refengine.vllm_shapes import CachedRequestData, KVCacheBlocks, NewRequestData, SchedulerOutput
 from kvtier.shm import ShmAllocator
 from kvtier.vllm import KVTierConnector
 from kvtier.vllm.compat import Role
@@ -54,39 +55,6 @@ class Request:
     @property
     def all_token_ids(self) -> list[int]:
         return self.prompt_token_ids + self.output_token_ids
-
-
-@dataclass
-class NewRequestData:
-    req_id: str
-    prompt_token_ids: list[int]
-    block_ids: tuple[list[int], ...]
-    num_computed_tokens: int
-
-
-@dataclass
-class CachedRequestData:
-    req_ids: list[str] = field(default_factory=list)
-    resumed_req_ids: set = field(default_factory=set)
-    new_block_ids: list = field(default_factory=list)
-    num_computed_tokens: list = field(default_factory=list)
-
-
-@dataclass
-class SchedulerOutput:
-    scheduled_new_reqs: list[NewRequestData]
-    scheduled_cached_reqs: CachedRequestData
-    num_scheduled_tokens: dict[str, int]
-    finished_req_ids: set[str]
-    kv_connector_metadata: Any = None
-
-
-class KVCacheBlocks:
-    def __init__(self, ids: list[int]) -> None:
-        self._ids = ids
-
-    def get_block_ids(self) -> tuple[list[int], ...]:
-        return (list(self._ids),)
 
 
 def kv_value(token: int, pos: int, layer: int, kv: int) -> torch.Tensor:

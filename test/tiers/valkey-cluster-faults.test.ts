@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValkeyTier } from '../../src/tiers/valkey-tier.js';
-import { startValkeyCluster, stopAllValkey, type ValkeyCluster } from '../helpers/valkey-server.js';
+import { startValkeyCluster, stopAllValkey, type ValkeyCluster } from '../../bench/valkey-server.js';
 import { randomChunkKey } from './tier-contract.js';
 
 let cluster: ValkeyCluster;

@@ -12,7 +12,7 @@ import { ValkeyAuthError } from '../../src/errors.js';
 import type { ChunkKey } from '../../src/tiers/tier.js';
 import { encodeValue, FORMAT_VERSION } from '../../src/tiers/valkey-format.js';
 import { ValkeyTier, type ValkeyTierOptions } from '../../src/tiers/valkey-tier.js';
-import { freePort, startValkey, stopAllValkey, type ValkeyServer } from '../helpers/valkey-server.js';
+import { freePort, startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
 import { randomChunkKey } from './tier-contract.js';
 
 const MiB = 1 << 20;

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Slab } from '../../src/tiers/host-memory.js';
 import { ValkeyTier } from '../../src/tiers/valkey-tier.js';
-import { startValkey, startValkeyCluster, stopAllValkey, type ValkeyCluster, type ValkeyServer } from '../helpers/valkey-server.js';
+import { startValkey, startValkeyCluster, stopAllValkey, type ValkeyCluster, type ValkeyServer } from '../../bench/valkey-server.js';
 import { randomChunkKey, runTierContract } from './tier-contract.js';
 
 let single: ValkeyServer;

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValkeyTier } from '../../src/tiers/valkey-tier.js';
-import { startValkey, stopAllValkey, type ValkeyServer } from '../helpers/valkey-server.js';
+import { startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
 import { randomChunkKey } from './tier-contract.js';
 
 let server: ValkeyServer;

@@ -52,6 +52,7 @@ import torch
 from ..shm import ShmAllocator
 from .kvcache import PagedKVCache, layer_name
 from .model import ModelConfig, Segment, Transformer
+from .vllm_shapes import CachedRequestData, KVCacheBlocks, NewRequestData, SchedulerOutput
 
 BLOCK_SIZE = 16
 
@@ -88,40 +89,6 @@ class Request:
     @property
     def ttft_s(self) -> Optional[float]:
         return None if self.t_first_token is None else self.t_first_token - self.t_arrival
-
-
-@dataclass
-class NewRequestData:
-    req_id: str
-    prompt_token_ids: list[int]
-    block_ids: tuple[list[int], ...]
-    num_computed_tokens: int
-
-
-@dataclass
-class CachedRequestData:
-    req_ids: list[str] = field(default_factory=list)
-    resumed_req_ids: set[str] = field(default_factory=set)
-    new_block_ids: list[Optional[tuple[list[int], ...]]] = field(default_factory=list)
-    num_computed_tokens: list[int] = field(default_factory=list)
-
-
-@dataclass
-class SchedulerOutput:
-    scheduled_new_reqs: list[NewRequestData]
-    scheduled_cached_reqs: CachedRequestData
-    num_scheduled_tokens: dict[str, int]
-    total_num_scheduled_tokens: int
-    finished_req_ids: set[str]
-    kv_connector_metadata: Any = None
-
-
-class KVCacheBlocks:
-    def __init__(self, ids: list[int]) -> None:
-        self._ids = list(ids)
-
-    def get_block_ids(self) -> tuple[list[int], ...]:
-        return (list(self._ids),)
 
 
 def vllm_config(socket: str, *, model_name: str, dtype: torch.dtype, mla: bool, role: str = "kv_both",
@@ -279,7 +246,7 @@ class RefEngine:
             num[req.request_id] = n
             budget -= n
         finished, self._finished_ids = self._finished_ids, set()
-        return SchedulerOutput(new_reqs, cached, num, sum(num.values()), finished)
+        return SchedulerOutput(new_reqs, cached, num, finished, total_num_scheduled_tokens=sum(num.values()))
 
     def _execute(self, so: SchedulerOutput) -> tuple[dict[str, torch.Tensor], set[str], set[int]]:
         """The worker: connector calls around the forward pass."""
