@@ -42,7 +42,7 @@ interface BindingRegion {
 }
 
 interface Binding {
-  info(): { cudaCompiled: boolean; deviceCount: number; reason: string; copyThreads: number };
+  info(): { cudaCompiled: boolean; deviceCount: number; reason: string; copyThreads: number; cudaCopy: string };
   Pool: new (bytes: number) => BindingPool;
   Region: {
     new (shmPath: string, sizeBytes: number): BindingRegion;
@@ -51,6 +51,7 @@ interface Binding {
   copy(scatter: boolean, regions: BindingRegion[], buffers: Uint8Array[], segments: Float64Array): Promise<void>;
   chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void;
   tuneMalloc(): boolean;
+  setCudaCopy(mode: string): boolean;
 }
 
 function packageRoot(): string {
@@ -65,9 +66,14 @@ function packageRoot(): string {
 
 let binding: Binding | undefined;
 
+/** Where the built addon lives (for child processes that load it themselves). */
+export function addonPath(): string {
+  return join(packageRoot(), 'build', 'Release', 'kvtier_native.node');
+}
+
 function load(): Binding {
   if (binding !== undefined) return binding;
-  const file = join(packageRoot(), 'build', 'Release', 'kvtier_native.node');
+  const file = addonPath();
   if (!existsSync(file)) {
     throw new NativeError(`the native addon is not built (${file} is missing): run npm run build:native (needs cmake and a C++17 compiler)`);
   }
@@ -100,6 +106,8 @@ export interface NativeInfo {
   reason: string;
   /** Threads of the CPU copy pool (2-4). */
   copyThreads: number;
+  /** How CUDA batches run: "kernel" or "memcpy-batch" (KVTIER_CUDA_COPY); "none" without CUDA. */
+  cudaCopy: string;
 }
 
 /** True when the addon is built and loads (the daemon falls back to HeapMemory otherwise). */
@@ -121,7 +129,19 @@ export function nativeInfo(): NativeInfo {
     deviceCount: i.deviceCount,
     reason: cuda ? `${i.deviceCount} CUDA device(s) visible` : i.reason,
     copyThreads: i.copyThreads,
+    cudaCopy: i.cudaCopy,
   };
+}
+
+export type CudaCopyMode = 'kernel' | 'memcpy-batch';
+
+/**
+ * How later CUDA copy batches run: one gather/scatter kernel launch (SMs) or
+ * one cudaMemcpyBatchAsync (copy engines). Process-wide; the default comes
+ * from KVTIER_CUDA_COPY, else "kernel". False without a CUDA build.
+ */
+export function setCudaCopyMode(mode: CudaCopyMode): boolean {
+  return load().setCudaCopy(mode);
 }
 
 /**

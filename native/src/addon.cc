@@ -274,7 +274,14 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("deviceCount", devices);
   o.Set("reason", reason);
   o.Set("copyThreads", static_cast<double>(copyThreadCount()));
+  o.Set("cudaCopy", cudaBackendCopyMode());
   return o;
+}
+
+// setCudaCopy(mode): "kernel" or "memcpy-batch"; false when not taken.
+Napi::Value SetCudaCopy(const Napi::CallbackInfo& info) {
+  if (info.Length() != 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "setCudaCopy(mode: string)");
+  return Napi::Boolean::New(info.Env(), cudaBackendSetCopyMode(info[0].As<Napi::String>().Utf8Value()));
 }
 
 // tuneMalloc(): keeps large transient Buffers (frames, Valkey values) in
@@ -324,6 +331,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("chainHashes", Napi::Function::New(env, ChainHashes));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
+  exports.Set("setCudaCopy", Napi::Function::New(env, SetCudaCopy));
   exports.Set("__testing", cudaTestingExports(env));
   return exports;
 }

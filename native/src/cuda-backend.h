@@ -26,14 +26,23 @@ void* cudaBackendOpenIpc(const uint8_t* handle, int device, std::string* reason)
 void cudaBackendCloseIpc(void* p, int device);
 // True when the device can address `p` (device memory or pinned host memory).
 bool cudaBackendDeviceAccessible(const void* p);
-// Runs every piece in one batched kernel launch on the backend's copy stream
-// and waits for it. Returns an empty string on success, else the CUDA error.
+// Runs every piece as one batch on the backend's copy stream and waits for it:
+// one kernel launch ("kernel", the default) or one cudaMemcpyBatchAsync on the
+// copy engines ("memcpy-batch"), chosen once per process by KVTIER_CUDA_COPY.
+// Returns an empty string on success, else the CUDA error.
 std::string cudaBackendCopy(const CopyPiece* pieces, size_t count, int device);
+// "kernel" or "memcpy-batch" ("none" without CUDA).
+const char* cudaBackendCopyMode();
+// Switches the mode for later batches; false for an unknown mode or without CUDA.
+bool cudaBackendSetCopyMode(const std::string& mode);
 
 // For the GPU tests only (a child process plays the worker): device memory
 // with its IPC handle, and plain synchronous copies in and out of it.
 void* cudaBackendTestAlloc(size_t bytes, int device, uint8_t* handleOut, std::string* reason);
 std::string cudaBackendTestMemcpy(void* dst, const void* src, size_t len);
+// The benchmark's reference: `iters` plain cudaMemcpyAsync calls of `len`
+// bytes on one stream, timed with CUDA events; milliseconds, or -1 (reason set).
+double cudaBackendTimeMemcpy(void* dst, const void* src, size_t len, int iters, std::string* reason);
 void cudaBackendTestFree(void* p);
 
 }  // namespace kvtier

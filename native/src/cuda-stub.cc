@@ -28,6 +28,12 @@ void* cudaBackendTestAlloc(size_t, int, uint8_t*, std::string* reason) {
   return nullptr;
 }
 std::string cudaBackendTestMemcpy(void*, const void*, size_t) { return kWhy; }
+const char* cudaBackendCopyMode() { return "none"; }
+bool cudaBackendSetCopyMode(const std::string&) { return false; }
+double cudaBackendTimeMemcpy(void*, const void*, size_t, int, std::string* reason) {
+  if (reason) *reason = kWhy;
+  return -1;
+}
 void cudaBackendTestFree(void*) {}
 
 }  // namespace kvtier

@@ -63,6 +63,33 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// readInto(ptr, offset, dst: Buffer): device bytes into an existing buffer
+// (a pinned pool slab, for the benchmark's reference).
+Napi::Value ReadInto(const Napi::CallbackInfo& info) {
+  uint8_t* p = devicePtr(info, 0);
+  size_t off = num(info, 1);
+  if (info.Length() < 3 || !info[2].IsBuffer()) fail(info.Env(), "expected a Buffer to read into");
+  auto dst = info[2].As<Napi::Buffer<uint8_t>>();
+  std::string err = cudaBackendTestMemcpy(dst.Data(), p + off, dst.Length());
+  if (!err.empty()) fail(info.Env(), err);
+  return info.Env().Undefined();
+}
+
+// timeMemcpy(ptr, host: Buffer, toDevice: boolean, iters) -> milliseconds for
+// `iters` cudaMemcpyAsync calls of host.length bytes, timed with CUDA events.
+Napi::Value TimeMemcpy(const Napi::CallbackInfo& info) {
+  uint8_t* p = devicePtr(info, 0);
+  if (info.Length() < 4 || !info[1].IsBuffer() || !info[2].IsBoolean()) fail(info.Env(), "timeMemcpy(ptr, host, toDevice, iters)");
+  auto host = info[1].As<Napi::Buffer<uint8_t>>();
+  bool toDevice = info[2].As<Napi::Boolean>().Value();
+  int iters = static_cast<int>(num(info, 3));
+  std::string reason;
+  double ms = toDevice ? cudaBackendTimeMemcpy(p, host.Data(), host.Length(), iters, &reason)
+                       : cudaBackendTimeMemcpy(host.Data(), p, host.Length(), iters, &reason);
+  if (ms < 0) fail(info.Env(), "timed cudaMemcpy failed: " + reason);
+  return Napi::Number::New(info.Env(), ms);
+}
+
 Napi::Value Free(const Napi::CallbackInfo& info) {
   cudaBackendTestFree(devicePtr(info, 0));
   return info.Env().Undefined();
@@ -75,6 +102,8 @@ Napi::Object cudaTestingExports(Napi::Env env) {
   o.Set("alloc", Napi::Function::New(env, Alloc));
   o.Set("write", Napi::Function::New(env, Write));
   o.Set("read", Napi::Function::New(env, Read));
+  o.Set("readInto", Napi::Function::New(env, ReadInto));
+  o.Set("timeMemcpy", Napi::Function::New(env, TimeMemcpy));
   o.Set("free", Napi::Function::New(env, Free));
   return o;
 }

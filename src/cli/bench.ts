@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { runLookupBench } from '../../bench/lookup.js';
 import { registerTtft } from './bench-ttft.js';
+import { runCudaThroughput } from '../../bench/throughput-cuda.js';
 import { runHostThroughput } from '../../bench/throughput-host.js';
 import { runValkeyThroughput } from '../../bench/throughput-valkey.js';
 
@@ -51,14 +52,33 @@ export function registerBench(program: Command): void {
     .requiredOption('--tier <tier>', 'host or valkey')
     .option('--url <url>', 'valkey tier: use this Valkey instead of starting one on a free loopback port')
     .option('--sizes <mib>', 'valkey tier: chunk sizes in MiB, comma separated', '4,32')
+    .option('--source <source>', 'host tier: where the worker KV lives: cuda (device memory via CUDA IPC), shm, or auto (cuda when a device is visible)', 'auto')
+    .option('--cuda-copy <mode>', 'host tier with --source cuda: kernel or memcpy-batch (default: KVTIER_CUDA_COPY, else kernel)')
     .option('--json', 'print one JSON object')
-    .action(async (opts: { tier: string; url?: string; sizes: string; json?: boolean }) => {
+    .action(async (opts: { tier: string; url?: string; sizes: string; source: string; cudaCopy?: string; json?: boolean }) => {
       const log = progress(opts.json === true);
-      if (opts.tier === 'host') {
+      if (!['auto', 'shm', 'cuda'].includes(opts.source)) throw new Error(`expected auto, shm or cuda for --source, got ${opts.source}`);
+      if (opts.cudaCopy !== undefined && opts.cudaCopy !== 'kernel' && opts.cudaCopy !== 'memcpy-batch') throw new Error(`expected kernel or memcpy-batch for --cuda-copy, got ${opts.cudaCopy}`);
+      const native = opts.tier === 'host' ? await import('../../native/index.js') : undefined;
+      const source = opts.source !== 'auto' ? opts.source : native?.nativeAvailable() === true && native.nativeInfo().backend === 'cuda' ? 'cuda' : 'shm';
+      if (opts.tier === 'host' && source === 'cuda') {
+        log('host tier: gather/scatter of Llama-3.1-8B chunks between device memory (CUDA IPC) and the pinned pool vs cudaMemcpy');
+        const r = await runCudaThroughput({ mode: opts.cudaCopy as 'kernel' | 'memcpy-batch' | undefined });
+        const out = {
+          bench: 'throughput', tier: 'host', source: 'cuda', model: r.shape, chunk_bytes: r.chunk_bytes,
+          store_gbps: r.gather_gbps, retrieve_gbps: r.scatter_gbps,
+          reference: { what: r.reference.what, store_gbps: r.reference.d2h_gbps, retrieve_gbps: r.reference.h2d_gbps },
+          ratio: { store: r.ratio.gather, retrieve: r.ratio.scatter },
+          verified: r.verified,
+          detail: r,
+        };
+        process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `host tier from CUDA device memory (${r.cuda_copy}), ${out.model}, ${out.chunk_bytes >> 20} MiB chunks, bytes verified: ${r.verified}\n  store (gather D2H)     ${out.store_gbps} GB/s  (${out.ratio.store} of cudaMemcpy ${out.reference.store_gbps})\n  retrieve (scatter H2D) ${out.retrieve_gbps} GB/s  (${out.ratio.retrieve} of cudaMemcpy ${out.reference.retrieve_gbps})\n`);
+        if (!r.verified) process.exitCode = 1;
+      } else if (opts.tier === 'host') {
         log('host tier: gather/scatter of Llama-3.1-8B chunks vs memcpy');
         const r = await runHostThroughput({});
         const out = {
-          bench: 'throughput', tier: 'host', model: r.shape, chunk_bytes: r.chunk_bytes,
+          bench: 'throughput', tier: 'host', source: 'shm', model: r.shape, chunk_bytes: r.chunk_bytes,
           store_gbps: r.gather_gbps, retrieve_gbps: r.scatter_gbps,
           reference: { what: r.reference.what, store_gbps: r.reference.memcpy_gbps, retrieve_gbps: r.reference.memcpy_gbps },
           ratio: { store: r.ratio.gather, retrieve: r.ratio.scatter },

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 import { BadRequestError } from '../../src/errors.js';
-import { NativePool, RegisteredKv, nativeAvailable, nativeInfo, type KvLayoutSpec } from '../../native/index.js';
+import { NativePool, RegisteredKv, addonPath, nativeAvailable, nativeInfo, setCudaCopyMode, type CudaCopyMode, type KvLayoutSpec } from '../../native/index.js';
 import { expectedChunk, packed, shmPath, type KvFixture, type Shape } from './shm-fixture.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -34,10 +34,19 @@ describe.skipIf(skip)('CUDA backend (device present)', () => {
     return r.value;
   }
 
+  /** The worker's device memory, as it is now. */
+  async function dumpDevice(): Promise<Buffer> {
+    const dump = shmPath('gpu-dump');
+    child.stdin.write(`DUMP ${dump}\n`);
+    expect(await next()).toBe('DUMPED');
+    const bytes = readFileSync(dump);
+    rmSync(dump);
+    return bytes;
+  }
+
   beforeAll(async () => {
     fx = packed(shape);
-    const addon = join(here, '..', '..', 'build', 'Release', 'kvtier_native.node');
-    child = spawn(process.execPath, [join(here, 'fixtures', 'cuda-worker.mjs'), addon, fx.files[0]]);
+    child = spawn(process.execPath, [join(here, '..', '..', 'bench', 'cuda-worker.mjs'), addonPath(), fx.files[0]]);
     lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
     const hello = await next();
     expect(hello).toMatch(/^HANDLE [0-9a-f]{128}$/);
@@ -58,11 +67,13 @@ describe.skipIf(skip)('CUDA backend (device present)', () => {
     pool.close();
   });
 
-  test('gather from device blocks into pinned slabs, scatter back into other blocks', async () => {
+  test.each<CudaCopyMode>(['kernel', 'memcpy-batch'])('%s: gather from device blocks into pinned slabs, scatter back into other blocks', async (mode) => {
+    expect(setCudaCopyMode(mode)).toBe(true);
+    expect(nativeInfo().cudaCopy).toBe(mode);
     const kv = new RegisteredKv(spec);
     expect(kv.backend).toBe('cuda');
     const pool = new NativePool(kv.chunkBytes * 2);
-    const original = readFileSync(fx.files[0]);
+    const original = await dumpDevice(); // an earlier test may have scattered into it
     const from = [Array.from({ length: 16 }, (_, i) => 63 - i * 2), Array.from({ length: 16 }, (_, i) => i * 2)];
     const slabs = from.map(() => pool.allocate(kv.chunkBytes)!);
     await kv.gather(from.map((ids, c) => ({ blockIds: Uint32Array.from(ids), dst: slabs[c].buf })));
@@ -70,11 +81,7 @@ describe.skipIf(skip)('CUDA backend (device present)', () => {
 
     const to = from[0].map((b) => b - 1); // odd blocks 62..32 -> even blocks; disjoint from from[0]
     await kv.scatter([{ blockIds: Uint32Array.from(to), src: slabs[0].buf }]);
-    const dump = shmPath('gpu-dump');
-    child.stdin.write(`DUMP ${dump}\n`);
-    expect(await next()).toBe('DUMPED');
-    const after = readFileSync(dump);
-    rmSync(dump);
+    const after = await dumpDevice();
     const want = Buffer.from(original);
     fx.spec.planes.forEach((_, p) => {
       from[0].forEach((src, k) => {

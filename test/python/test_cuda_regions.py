@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kvtier.codec import ChunkCodec
-from kvtier.framing import NO_BLOCK
+from kvtier.framing import NO_BLOCK, unpack_u32
 from kvtier.layout import derive_layout
 
 if not torch.cuda.is_available():
@@ -43,3 +43,41 @@ def test_codec_on_device_memory():
     cb.scatter(data, [NO_BLOCK] + list(range(17, 32)))
     assert torch.equal(b["l.1"][17], a["l.1"][:, 1])
     assert torch.all(b["l.1"][16] == 0)
+
+
+def test_block_form_through_the_daemon_on_device_memory(daemon):
+    """The vLLM-on-GPU path: KV in cudaMalloc'd torch tensors, registered by
+    CUDA IPC handle; the daemon gathers blocks into its pinned pool and
+    scatters them into other blocks of another layout, byte-exact."""
+    from test_block_form import register  # same fixtures and skip rules as the shm suite
+
+    src = {f"l.{i}": torch.randn(2, NB, BS, H, D, device="cuda", dtype=torch.float16) for i in range(3)}
+    dst = {f"l.{i}": torch.full((NB, 2, BS, H, D), 7.0, device="cuda", dtype=torch.float16) for i in range(3)}
+    torch.cuda.synchronize()
+    blocks = 256 // BS
+    a, lay_a = register(daemon, src)
+    b, lay_b = register(daemon, dst)
+    try:
+        assert all(len(r.cuda_ipc_handle) == 64 for r in lay_a.regions + lay_b.regions)
+        tokens = list(range(300, 300 + 256 + 5))
+        table = list(range(3, 3 + blocks))
+        (_, copied), (_, committed) = a.store_blocks(tokens, table).wait(20.0)
+        assert copied.stored_chunks == 1
+        ok = b.lookup(tokens=tokens, lease_ttl_ms=10000)
+        assert ok.hit_chunks == 1
+        out = list(range(NB - blocks, NB))
+        out[1] = NO_BLOCK  # this block stays as it was
+        (_, done), = b.retrieve_blocks(ok.lease_id, 0, 1, out).wait(20.0)
+        assert unpack_u32(done.failed_block_ids) == []
+        assert done.loaded_chunks == 1
+        torch.cuda.synchronize()
+        for i in range(3):
+            for k, (s_blk, d_blk) in enumerate(zip(table, out)):
+                if d_blk == NO_BLOCK:
+                    continue
+                assert torch.equal(dst[f"l.{i}"][d_blk], src[f"l.{i}"][:, s_blk]), (i, k)
+            assert torch.all(dst[f"l.{i}"][NB - blocks + 1] == 7)
+            assert torch.all(dst[f"l.{i}"][: NB - blocks] == 7)
+    finally:
+        a.close()
+        b.close()

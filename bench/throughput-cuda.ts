@@ -1,0 +1,196 @@
+/**
+ * GPU <-> pinned host throughput of the native addon, the path a vLLM worker
+ * on a GPU takes: a child process (bench/cuda-worker.mjs) owns the KV cache in
+ * device memory, as the worker does, and hands over its CUDA IPC handle; this
+ * process registers it and gathers shuffled blocks of every layer into
+ * cudaHostAlloc'd pool slabs (store), then scatters them back (retrieve).
+ * The reference is plain cudaMemcpyAsync of the same number of contiguous
+ * bytes between device memory and a pinned pool slab, timed with CUDA events
+ * in the same run. Bytes are checked before anything is timed: gathered slabs
+ * against the pattern the worker uploaded, and a scatter read back through a
+ * second gather.
+ *
+ *   node dist/bench/throughput-cuda.js [--mode kernel|memcpy-batch] [--json]
+ */
+import { spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import { NativePool, RegisteredKv, addonPath, nativeInfo, setCudaCopyMode, type CudaCopyMode, type KvLayoutSpec } from '../native/index.js';
+
+export interface CudaThroughputOptions {
+  layers?: number;
+  kvHeads?: number;
+  headDim?: number;
+  elemBytes?: number;
+  blockSize?: number;
+  chunkTokens?: number;
+  numBlocks?: number;
+  chunksPerBatch?: number;
+  iters?: number;
+  rounds?: number;
+  mode?: CudaCopyMode;
+}
+
+export interface CudaThroughputResult {
+  bench: 'throughput';
+  tier: 'host';
+  source: 'cuda';
+  shape: string;
+  cuda_copy: CudaCopyMode;
+  chunk_bytes: number;
+  chunks_per_batch: number;
+  iters: number;
+  rounds: number;
+  verified: boolean;
+  gather_gbps: number;
+  scatter_gbps: number;
+  reference: { what: string; d2h_gbps: number; h2d_gbps: number };
+  ratio: { gather: number; scatter: number };
+}
+
+interface Testing {
+  alloc(bytes: number, device: number): { handle: Buffer; ptr: bigint };
+  timeMemcpy(ptr: bigint, host: Buffer, toDevice: boolean, iters: number): number;
+  free(ptr: bigint): void;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+function gbps(bytes: number, ms: number): number {
+  return Math.round((bytes / ms / 1e6) * 1000) / 1000;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function shuffled(n: number): Uint32Array {
+  const a = Uint32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+  return a;
+}
+
+async function timeIt(iters: number, run: () => Promise<void>): Promise<number> {
+  await run();
+  const t0 = performance.now();
+  for (let i = 0; i < iters; i++) await run();
+  return performance.now() - t0;
+}
+
+export async function runCudaThroughput(opts: CudaThroughputOptions = {}): Promise<CudaThroughputResult> {
+  const info = nativeInfo();
+  if (info.backend !== 'cuda') throw new Error(`the CUDA throughput bench needs a CUDA device: ${info.reason}`);
+  const layers = opts.layers ?? 32;
+  const heads = opts.kvHeads ?? 8;
+  const headDim = opts.headDim ?? 128;
+  const elem = opts.elemBytes ?? 2;
+  const blockSize = opts.blockSize ?? 16;
+  const chunkTokens = opts.chunkTokens ?? 256;
+  const numBlocks = opts.numBlocks ?? 512;
+  const perBatch = opts.chunksPerBatch ?? 4;
+  const iters = opts.iters ?? 10;
+  const rounds = opts.rounds ?? 5;
+  const mode = opts.mode ?? (info.cudaCopy as CudaCopyMode);
+  if (!setCudaCopyMode(mode)) throw new Error(`expected kernel or memcpy-batch for the CUDA copy mode, got ${mode}`);
+  const blocksPerChunk = chunkTokens / blockSize;
+  if (blocksPerChunk * perBatch * 2 > numBlocks) throw new Error(`expected num_blocks >= ${blocksPerChunk * perBatch * 2}, got ${numBlocks}`);
+
+  // All layers in one device allocation, each layer a vLLM flash-attn tensor
+  // (2, num_blocks, block, heads, dim): plane (l, kv) starts at (2l+kv) planes in.
+  const blockBytes = blockSize * heads * headDim * elem;
+  const planeBytes = numBlocks * blockBytes;
+  const total = layers * 2 * planeBytes;
+  const pattern = randomFillSync(Buffer.allocUnsafe(total));
+  const patternFile = `/dev/shm/kvtier-bench-cuda-${process.pid}`;
+  writeFileSync(patternFile, pattern);
+  const child = spawn(process.execPath, [join(here, '..', '..', 'bench', 'cuda-worker.mjs'), addonPath(), patternFile], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const testing = (createRequire(import.meta.url)(addonPath()) as { __testing: Testing }).__testing;
+  let refPtr: bigint | undefined;
+  try {
+    const hello = await lines.next();
+    if (hello.done === true || !/^HANDLE [0-9a-f]{128}$/.test(hello.value)) throw new Error(`the CUDA worker did not start: ${String(hello.value)}`);
+    rmSync(patternFile, { force: true });
+    const spec: KvLayoutSpec = {
+      regions: [{ regionId: 0, sizeBytes: total, cudaIpcHandle: Buffer.from(hello.value.slice(7), 'hex'), deviceIndex: 0 }],
+      planes: Array.from({ length: layers * 2 }, (_, p) => ({ layer: p >> 1, regionId: 0, offset: p * planeBytes, blockStride: blockBytes, blockBytes })),
+      numBlocks,
+      blockSize,
+      chunkTokens,
+    };
+    const kv = new RegisteredKv(spec);
+    const batchBytes = kv.chunkBytes * perBatch;
+    const pool = new NativePool(batchBytes * 3);
+    const slabs = Array.from({ length: perBatch }, () => pool.allocate(kv.chunkBytes)!);
+    const ids = (): Uint32Array[] => {
+      const order = shuffled(numBlocks);
+      return slabs.map((_, c) => order.subarray(c * blocksPerChunk, (c + 1) * blocksPerChunk));
+    };
+
+    // Bytes first: a gather must reproduce the pattern, and a scatter must
+    // land where a second gather finds it.
+    const expected = (blockIds: Uint32Array): Buffer =>
+      Buffer.concat(Array.from({ length: layers * 2 }, (_, p) => Array.from(blockIds, (b) => pattern.subarray(p * planeBytes + b * blockBytes, p * planeBytes + (b + 1) * blockBytes))).flat());
+    const first = ids();
+    await kv.gather(first.map((blockIds, c) => ({ blockIds, dst: slabs[c].buf })));
+    let verified = first.every((blockIds, c) => slabs[c].buf.equals(expected(blockIds)));
+    const target = Uint32Array.from(first[1]);
+    await kv.scatter([{ blockIds: target, src: slabs[0].buf }]);
+    const check = pool.allocate(kv.chunkBytes)!;
+    await kv.gather([{ blockIds: target, dst: check.buf }]);
+    verified &&= check.buf.equals(slabs[0].buf);
+    check.release();
+
+    const ref = pool.allocate(batchBytes)!;
+    refPtr = testing.alloc(batchBytes, 0).ptr;
+    const g: number[] = [], s: number[] = [], d2h: number[] = [], h2d: number[] = [], rg: number[] = [], rs: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      g.push(gbps(batchBytes * iters, await timeIt(iters, () => kv.gather(ids().map((blockIds, c) => ({ blockIds, dst: slabs[c].buf }))))));
+      s.push(gbps(batchBytes * iters, await timeIt(iters, () => kv.scatter(ids().map((blockIds, c) => ({ blockIds, src: slabs[c].buf }))))));
+      d2h.push(gbps(batchBytes * iters, testing.timeMemcpy(refPtr, ref.buf, false, iters)));
+      h2d.push(gbps(batchBytes * iters, testing.timeMemcpy(refPtr, ref.buf, true, iters)));
+      rg.push(g[r] / d2h[r]);
+      rs.push(s[r] / h2d[r]);
+    }
+    ref.release();
+    slabs.forEach((x) => x.release());
+    pool.close();
+    await kv.close();
+    return {
+      bench: 'throughput',
+      tier: 'host',
+      source: 'cuda',
+      shape: `${layers} layers x ${heads} kv heads x ${headDim} dim x ${elem} B, block ${blockSize}, chunk ${chunkTokens} tokens, flash-attn layout in one device allocation, shuffled block ids`,
+      cuda_copy: mode,
+      chunk_bytes: kv.chunkBytes,
+      chunks_per_batch: perBatch,
+      iters,
+      rounds,
+      verified,
+      gather_gbps: median(g),
+      scatter_gbps: median(s),
+      reference: { what: `cudaMemcpyAsync of ${batchBytes} contiguous bytes between device memory and a cudaHostAlloc slab, CUDA events`, d2h_gbps: median(d2h), h2d_gbps: median(h2d) },
+      ratio: { gather: Math.round(median(rg) * 100) / 100, scatter: Math.round(median(rs) * 100) / 100 },
+    };
+  } finally {
+    if (refPtr !== undefined) testing.free(refPtr);
+    rmSync(patternFile, { force: true });
+    child.stdin.write('EXIT\n');
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const args = process.argv.slice(2);
+  const i = args.indexOf('--mode');
+  const r = await runCudaThroughput({ mode: i >= 0 ? (args[i + 1] as CudaCopyMode) : undefined });
+  console.log(args.includes('--json') ? JSON.stringify(r) : r);
+}
