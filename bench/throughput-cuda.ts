@@ -10,7 +10,7 @@
  * against the pattern the worker uploaded, and a scatter read back through a
  * second gather.
  *
- *   node dist/bench/throughput-cuda.js [--mode kernel|memcpy-batch] [--json]
+ *   node dist/bench/throughput-cuda.js [--mode staged|kernel] [--json]
  */
 import { spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -20,7 +20,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { NativePool, RegisteredKv, addonPath, nativeInfo, setCudaCopyMode, type CudaCopyMode, type KvLayoutSpec } from '../native/index.js';
+import { NativePool, RegisteredKv, addonPath, cudaCopyGpuMs, nativeInfo, setCudaCopyMode, type CudaCopyMode, type KvLayoutSpec } from '../native/index.js';
 
 export interface CudaThroughputOptions {
   layers?: number;
@@ -49,6 +49,8 @@ export interface CudaThroughputResult {
   verified: boolean;
   gather_gbps: number;
   scatter_gbps: number;
+  /** Bytes over GPU time alone (CUDA events around each batch): what the wall-clock figures lose to the host side. */
+  gpu_only: { gather_gbps: number; scatter_gbps: number };
   reference: { what: string; d2h_gbps: number; h2d_gbps: number };
   ratio: { gather: number; scatter: number };
 }
@@ -79,11 +81,13 @@ function shuffled(n: number): Uint32Array {
   return a;
 }
 
-async function timeIt(iters: number, run: () => Promise<void>): Promise<number> {
+/** Wall-clock ms and GPU ms of `iters` runs after one warm-up. */
+async function timeIt(iters: number, run: () => Promise<void>): Promise<{ wall: number; gpu: number }> {
   await run();
+  const g0 = cudaCopyGpuMs();
   const t0 = performance.now();
   for (let i = 0; i < iters; i++) await run();
-  return performance.now() - t0;
+  return { wall: performance.now() - t0, gpu: cudaCopyGpuMs() - g0 };
 }
 
 export async function runCudaThroughput(opts: CudaThroughputOptions = {}): Promise<CudaThroughputResult> {
@@ -100,7 +104,7 @@ export async function runCudaThroughput(opts: CudaThroughputOptions = {}): Promi
   const iters = opts.iters ?? 10;
   const rounds = opts.rounds ?? 5;
   const mode = opts.mode ?? (info.cudaCopy as CudaCopyMode);
-  if (!setCudaCopyMode(mode)) throw new Error(`expected kernel or memcpy-batch for the CUDA copy mode, got ${mode}`);
+  if (!setCudaCopyMode(mode)) throw new Error(`expected staged or kernel for the CUDA copy mode, got ${mode}`);
   const blocksPerChunk = chunkTokens / blockSize;
   if (blocksPerChunk * perBatch * 2 > numBlocks) throw new Error(`expected num_blocks >= ${blocksPerChunk * perBatch * 2}, got ${numBlocks}`);
 
@@ -152,10 +156,14 @@ export async function runCudaThroughput(opts: CudaThroughputOptions = {}): Promi
 
     const ref = pool.allocate(batchBytes)!;
     refPtr = testing.alloc(batchBytes, 0).ptr;
-    const g: number[] = [], s: number[] = [], d2h: number[] = [], h2d: number[] = [], rg: number[] = [], rs: number[] = [];
+    const g: number[] = [], s: number[] = [], gg: number[] = [], gs: number[] = [], d2h: number[] = [], h2d: number[] = [], rg: number[] = [], rs: number[] = [];
     for (let r = 0; r < rounds; r++) {
-      g.push(gbps(batchBytes * iters, await timeIt(iters, () => kv.gather(ids().map((blockIds, c) => ({ blockIds, dst: slabs[c].buf }))))));
-      s.push(gbps(batchBytes * iters, await timeIt(iters, () => kv.scatter(ids().map((blockIds, c) => ({ blockIds, src: slabs[c].buf }))))));
+      const tg = await timeIt(iters, () => kv.gather(ids().map((blockIds, c) => ({ blockIds, dst: slabs[c].buf }))));
+      const ts = await timeIt(iters, () => kv.scatter(ids().map((blockIds, c) => ({ blockIds, src: slabs[c].buf }))));
+      g.push(gbps(batchBytes * iters, tg.wall));
+      s.push(gbps(batchBytes * iters, ts.wall));
+      gg.push(gbps(batchBytes * iters, tg.gpu));
+      gs.push(gbps(batchBytes * iters, ts.gpu));
       d2h.push(gbps(batchBytes * iters, testing.timeMemcpy(refPtr, ref.buf, false, iters)));
       h2d.push(gbps(batchBytes * iters, testing.timeMemcpy(refPtr, ref.buf, true, iters)));
       rg.push(g[r] / d2h[r]);
@@ -178,6 +186,7 @@ export async function runCudaThroughput(opts: CudaThroughputOptions = {}): Promi
       verified,
       gather_gbps: median(g),
       scatter_gbps: median(s),
+      gpu_only: { gather_gbps: median(gg), scatter_gbps: median(gs) },
       reference: { what: `cudaMemcpyAsync of ${batchBytes} contiguous bytes between device memory and a cudaHostAlloc slab, CUDA events`, d2h_gbps: median(d2h), h2d_gbps: median(h2d) },
       ratio: { gather: Math.round(median(rg) * 100) / 100, scatter: Math.round(median(rs) * 100) / 100 },
     };

@@ -42,7 +42,7 @@ interface BindingRegion {
 }
 
 interface Binding {
-  info(): { cudaCompiled: boolean; deviceCount: number; reason: string; copyThreads: number; cudaCopy: string };
+  info(): { cudaCompiled: boolean; deviceCount: number; reason: string; copyThreads: number; cudaCopy: string; cudaCopyGpuMs: number };
   Pool: new (bytes: number) => BindingPool;
   Region: {
     new (shmPath: string, sizeBytes: number): BindingRegion;
@@ -106,7 +106,7 @@ export interface NativeInfo {
   reason: string;
   /** Threads of the CPU copy pool (2-4). */
   copyThreads: number;
-  /** How CUDA batches run: "kernel" or "memcpy-batch" (KVTIER_CUDA_COPY); "none" without CUDA. */
+  /** How CUDA batches run: "staged" or "kernel" (KVTIER_CUDA_COPY); "none" without CUDA. */
   cudaCopy: string;
 }
 
@@ -133,15 +133,22 @@ export function nativeInfo(): NativeInfo {
   };
 }
 
-export type CudaCopyMode = 'kernel' | 'memcpy-batch';
+export type CudaCopyMode = 'staged' | 'kernel';
 
 /**
- * How later CUDA copy batches run: one gather/scatter kernel launch (SMs) or
- * one cudaMemcpyBatchAsync (copy engines). Process-wide; the default comes
- * from KVTIER_CUDA_COPY, else "kernel". False without a CUDA build.
+ * How later CUDA copy batches run: staged through device memory with the
+ * bus crossed by cudaMemcpyAsync, or one kernel straight between device
+ * blocks and pinned host memory (native/cuda/backend.cu says why staged is
+ * the default). Process-wide; the default comes from KVTIER_CUDA_COPY, else
+ * "staged". False without a CUDA build.
  */
 export function setCudaCopyMode(mode: CudaCopyMode): boolean {
   return load().setCudaCopy(mode);
+}
+
+/** GPU time (CUDA events) of every CUDA copy batch so far, in ms; 0 without CUDA. */
+export function cudaCopyGpuMs(): number {
+  return load().info().cudaCopyGpuMs;
 }
 
 /**

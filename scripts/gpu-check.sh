@@ -14,9 +14,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.max,pcie.l
 node -e "import('./dist/native/index.js').then((m) => console.log(JSON.stringify(m.nativeInfo())))" 2>&1 | tee -a "$out/gpu.txt"
 
 echo "== vitest test/native (the GPU suite included)"
-timeout 180 npx vitest run test/native 2>&1 | tee "$out/vitest.log"
+timeout 180 node node_modules/vitest/vitest.mjs run test/native 2>&1 | tee "$out/vitest.log"
 
-for mode in kernel memcpy-batch; do
+for mode in staged kernel; do
   echo "== bench throughput --source cuda --cuda-copy $mode"
   timeout 120 node dist/src/cli/main.js bench throughput --tier host --source cuda --cuda-copy "$mode" --json 2>&1 | tee "$out/bench-cuda-$mode.json"
 done

@@ -275,10 +275,11 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("reason", reason);
   o.Set("copyThreads", static_cast<double>(copyThreadCount()));
   o.Set("cudaCopy", cudaBackendCopyMode());
+  o.Set("cudaCopyGpuMs", cudaBackendCopyGpuMs());
   return o;
 }
 
-// setCudaCopy(mode): "kernel" or "memcpy-batch"; false when not taken.
+// setCudaCopy(mode): "staged" or "kernel"; false when not taken.
 Napi::Value SetCudaCopy(const Napi::CallbackInfo& info) {
   if (info.Length() != 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "setCudaCopy(mode: string)");
   return Napi::Boolean::New(info.Env(), cudaBackendSetCopyMode(info[0].As<Napi::String>().Utf8Value()));

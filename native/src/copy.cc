@@ -148,7 +148,7 @@ void runCopy(std::shared_ptr<CopyBatch> batch, std::function<void(const CopyErro
   installSigbusGuard();
   if (batch->cuda) {
     submitCopyTask([batch, done = std::move(done)] {
-      std::string err = cudaBackendCopy(batch->pieces.data(), batch->pieces.size(), batch->device);
+      std::string err = cudaBackendCopy(batch->pieces.data(), batch->pieces.size(), batch->device, batch->scatter);
       done(err.empty() ? CopyError{"", ""} : CopyError{"KVT_NATIVE", "CUDA copy failed: " + err});
     });
     return;

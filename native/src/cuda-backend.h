@@ -26,13 +26,16 @@ void* cudaBackendOpenIpc(const uint8_t* handle, int device, std::string* reason)
 void cudaBackendCloseIpc(void* p, int device);
 // True when the device can address `p` (device memory or pinned host memory).
 bool cudaBackendDeviceAccessible(const void* p);
-// Runs every piece as one batch on the backend's copy stream and waits for it:
-// one kernel launch ("kernel", the default) or one cudaMemcpyBatchAsync on the
-// copy engines ("memcpy-batch"), chosen once per process by KVTIER_CUDA_COPY.
-// Returns an empty string on success, else the CUDA error.
-std::string cudaBackendCopy(const CopyPiece* pieces, size_t count, int device);
-// "kernel" or "memcpy-batch" ("none" without CUDA).
+// Runs every piece as one batch and waits for it: staged through device
+// memory ("staged", the default) or by one direct kernel launch ("kernel");
+// KVTIER_CUDA_COPY or cudaBackendSetCopyMode chooses. scatter: the pieces'
+// sources are host memory (else their destinations are). Returns an empty
+// string on success, else the CUDA error.
+std::string cudaBackendCopy(const CopyPiece* pieces, size_t count, int device, bool scatter);
+// "staged" or "kernel" ("none" without CUDA).
 const char* cudaBackendCopyMode();
+// GPU time of every batch so far (CUDA events), for the benchmark.
+double cudaBackendCopyGpuMs();
 // Switches the mode for later batches; false for an unknown mode or without CUDA.
 bool cudaBackendSetCopyMode(const std::string& mode);
 

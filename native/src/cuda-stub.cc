@@ -22,7 +22,8 @@ void* cudaBackendOpenIpc(const uint8_t*, int, std::string* reason) {
 }
 void cudaBackendCloseIpc(void*, int) {}
 bool cudaBackendDeviceAccessible(const void*) { return false; }
-std::string cudaBackendCopy(const CopyPiece*, size_t, int) { return kWhy; }
+std::string cudaBackendCopy(const CopyPiece*, size_t, int, bool) { return kWhy; }
+double cudaBackendCopyGpuMs() { return 0; }
 void* cudaBackendTestAlloc(size_t, int, uint8_t*, std::string* reason) {
   if (reason) *reason = kWhy;
   return nullptr;

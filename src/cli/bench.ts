@@ -53,17 +53,17 @@ export function registerBench(program: Command): void {
     .option('--url <url>', 'valkey tier: use this Valkey instead of starting one on a free loopback port')
     .option('--sizes <mib>', 'valkey tier: chunk sizes in MiB, comma separated', '4,32')
     .option('--source <source>', 'host tier: where the worker KV lives: cuda (device memory via CUDA IPC), shm, or auto (cuda when a device is visible)', 'auto')
-    .option('--cuda-copy <mode>', 'host tier with --source cuda: kernel or memcpy-batch (default: KVTIER_CUDA_COPY, else kernel)')
+    .option('--cuda-copy <mode>', 'host tier with --source cuda: staged or kernel (default: KVTIER_CUDA_COPY, else staged)')
     .option('--json', 'print one JSON object')
     .action(async (opts: { tier: string; url?: string; sizes: string; source: string; cudaCopy?: string; json?: boolean }) => {
       const log = progress(opts.json === true);
       if (!['auto', 'shm', 'cuda'].includes(opts.source)) throw new Error(`expected auto, shm or cuda for --source, got ${opts.source}`);
-      if (opts.cudaCopy !== undefined && opts.cudaCopy !== 'kernel' && opts.cudaCopy !== 'memcpy-batch') throw new Error(`expected kernel or memcpy-batch for --cuda-copy, got ${opts.cudaCopy}`);
+      if (opts.cudaCopy !== undefined && opts.cudaCopy !== 'kernel' && opts.cudaCopy !== 'staged') throw new Error(`expected staged or kernel for --cuda-copy, got ${opts.cudaCopy}`);
       const native = opts.tier === 'host' ? await import('../../native/index.js') : undefined;
       const source = opts.source !== 'auto' ? opts.source : native?.nativeAvailable() === true && native.nativeInfo().backend === 'cuda' ? 'cuda' : 'shm';
       if (opts.tier === 'host' && source === 'cuda') {
         log('host tier: gather/scatter of Llama-3.1-8B chunks between device memory (CUDA IPC) and the pinned pool vs cudaMemcpy');
-        const r = await runCudaThroughput({ mode: opts.cudaCopy as 'kernel' | 'memcpy-batch' | undefined });
+        const r = await runCudaThroughput({ mode: opts.cudaCopy as 'staged' | 'kernel' | undefined });
         const out = {
           bench: 'throughput', tier: 'host', source: 'cuda', model: r.shape, chunk_bytes: r.chunk_bytes,
           store_gbps: r.gather_gbps, retrieve_gbps: r.scatter_gbps,

@@ -22,7 +22,8 @@ if (skip) {
 }
 
 describe.skipIf(skip)('CUDA backend (device present)', () => {
-  const shape: Shape = { layers: 4, numBlocks: 64, blockSize: 16, heads: 8, headDim: 128, elemBytes: 2, chunkTokens: 256 };
+  // 256 blocks: 64 MiB of device KV, so a whole-cache batch spans four 16 MiB staging windows.
+  const shape: Shape = { layers: 4, numBlocks: 256, blockSize: 16, heads: 8, headDim: 128, elemBytes: 2, chunkTokens: 256 };
   let fx: KvFixture;
   let child: ChildProcessWithoutNullStreams;
   let lines: AsyncIterator<string>;
@@ -67,7 +68,7 @@ describe.skipIf(skip)('CUDA backend (device present)', () => {
     pool.close();
   });
 
-  test.each<CudaCopyMode>(['kernel', 'memcpy-batch'])('%s: gather from device blocks into pinned slabs, scatter back into other blocks', async (mode) => {
+  test.each<CudaCopyMode>(['staged', 'kernel'])('%s: gather from device blocks into pinned slabs, scatter back into other blocks', async (mode) => {
     expect(setCudaCopyMode(mode)).toBe(true);
     expect(nativeInfo().cudaCopy).toBe(mode);
     const kv = new RegisteredKv(spec);
@@ -92,6 +93,34 @@ describe.skipIf(skip)('CUDA backend (device present)', () => {
     });
     expect(after.equals(want)).toBe(true);
     slabs.forEach((s) => s.release());
+    pool.close();
+    await kv.close();
+  });
+
+  test.each<CudaCopyMode>(['staged', 'kernel'])('%s: every block of the cache in one batch (several staging windows), scattered back permuted', async (mode) => {
+    expect(setCudaCopyMode(mode)).toBe(true);
+    const kv = new RegisteredKv(spec);
+    const chunks = shape.numBlocks / kv.blocksPerChunk;
+    const pool = new NativePool(kv.chunkBytes * chunks);
+    const slabs = Array.from({ length: chunks }, () => pool.allocate(kv.chunkBytes)!);
+    const order = Array.from({ length: shape.numBlocks }, (_, i) => (i * 97 + 13) % shape.numBlocks); // a permutation
+    const ids = (c: number, shift: number): number[] => order.slice(c * kv.blocksPerChunk, (c + 1) * kv.blocksPerChunk).map((b) => (b + shift) % shape.numBlocks);
+    const before = await dumpDevice();
+    await kv.gather(slabs.map((slab, c) => ({ blockIds: Uint32Array.from(ids(c, 0)), dst: slab.buf })));
+    slabs.forEach((slab, c) => expect(slab.buf.equals(expectedChunk(fx, [before], ids(c, 0)))).toBe(true));
+    // Every block b goes to block b+5: the whole cache, rotated by five blocks.
+    await kv.scatter(slabs.map((slab, c) => ({ blockIds: Uint32Array.from(ids(c, 5)), src: slab.buf })));
+    const after = await dumpDevice();
+    const want = Buffer.from(before);
+    fx.spec.planes.forEach((_, p) => {
+      for (let b = 0; b < shape.numBlocks; b++) {
+        const [, so, len] = fx.where(p, b);
+        const [, dOff] = fx.where(p, (b + 5) % shape.numBlocks);
+        before.copy(want, dOff, so, so + len);
+      }
+    });
+    expect(after.equals(want)).toBe(true);
+    slabs.forEach((x) => x.release());
     pool.close();
     await kv.close();
   });

@@ -49,14 +49,23 @@ def test_block_form_through_the_daemon_on_device_memory(daemon):
     """The vLLM-on-GPU path: KV in cudaMalloc'd torch tensors, registered by
     CUDA IPC handle; the daemon gathers blocks into its pinned pool and
     scatters them into other blocks of another layout, byte-exact."""
-    from test_block_form import register  # same fixtures and skip rules as the shm suite
+    from kvtier.client import KvtierClient
+    from kvtier.hashing import Fingerprint
+
+    fp = Fingerprint(model="test/cuda-blocks", dtype="float16", kv_layout="kv-NHD-x2", block_size=BS)
+
+    def register(kv):
+        lay = derive_layout(kv, BS, NB)
+        c = KvtierClient(daemon.socket, fp, "pytest-cuda", timeout=20.0)
+        assert c.register_kv(lay.to_register()).chunk_bytes == lay.chunk_bytes(256)
+        return c, lay
 
     src = {f"l.{i}": torch.randn(2, NB, BS, H, D, device="cuda", dtype=torch.float16) for i in range(3)}
     dst = {f"l.{i}": torch.full((NB, 2, BS, H, D), 7.0, device="cuda", dtype=torch.float16) for i in range(3)}
     torch.cuda.synchronize()
     blocks = 256 // BS
-    a, lay_a = register(daemon, src)
-    b, lay_b = register(daemon, dst)
+    a, lay_a = register(src)
+    b, lay_b = register(dst)
     try:
         assert all(len(r.cuda_ipc_handle) == 64 for r in lay_a.regions + lay_b.regions)
         tokens = list(range(300, 300 + 256 + 5))

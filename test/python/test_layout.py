@@ -91,3 +91,14 @@ def test_flash_attn_and_flashinfer_chunks_are_identical(alloc):
     cb.scatter(data, [9, NO_BLOCK])
     assert torch.equal(fi["l.1"][9], fa["l.1"][:, 1])
     assert not torch.equal(fi["l.1"][NB - 1], fa["l.1"][:, 2])
+
+
+def test_cuda_ipc_handle_forms_from_torch():
+    from kvtier.layout import _ipc_mem_handle
+    raw = bytes(range(64))
+    assert _ipc_mem_handle(raw) == raw                   # older torch: the bare handle
+    assert _ipc_mem_handle(b"\x02c" + raw) == raw        # torch 2.x: version, kind 'c' (cudaMalloc block)
+    with pytest.raises(LayoutError, match="expandable_segments:False"):
+        _ipc_mem_handle(b"\x02e" + raw[:40])             # torch 2.x expandable segment
+    with pytest.raises(LayoutError, match="expected a 64-byte CUDA IPC handle"):
+        _ipc_mem_handle(raw[:10])

@@ -133,7 +133,27 @@ def _cuda_region(rid: int, t: Any, storage: Any, nbytes: int) -> Region:
     shared = storage._share_cuda_()
     device, handle, size, offset = shared[0], shared[1], shared[2], shared[3]
     return Region(rid, int(offset) + int(size or nbytes), str(t.device), storage.data_ptr(),
-                  base_offset=int(offset), cuda_ipc_handle=bytes(handle), device_index=int(device))
+                  base_offset=int(offset), cuda_ipc_handle=_ipc_mem_handle(bytes(handle)),
+                  device_index=int(device))
+
+
+def _ipc_mem_handle(handle: bytes) -> bytes:
+    """The 64-byte cudaIpcMemHandle_t in what `_share_cuda_` returned.
+
+    Older torch returns the bare handle. torch 2.x returns a version byte and
+    a kind byte first: b"c" is a cudaMalloc block (the bare handle follows),
+    b"e" an expandable segment, which is shared by another scheme (POSIX fds)
+    that the daemon does not open.
+    """
+    if len(handle) == 64:
+        return handle
+    if len(handle) == 66 and handle[1:2] == b"c":
+        return handle[2:]
+    if len(handle) >= 2 and handle[1:2] == b"e":
+        raise LayoutError("KV tensors live in a torch expandable segment, which has no CUDA IPC handle; "
+                          "start the worker with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False")
+    raise LayoutError(f"expected a 64-byte CUDA IPC handle (or torch's 66-byte b'\\x02c' form), "
+                      f"got {len(handle)} bytes starting {handle[:2]!r}")
 
 
 def planes_of(t: Any, layer: int, region: Region, num_blocks: int, block_size: int) -> tuple[list[Plane], str, int]:
