@@ -294,6 +294,9 @@ function parseArgs(argv: string[]): { options: ValkeyThroughputOptions; json: bo
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const { options, json } = parseArgs(process.argv.slice(2));
+  // As kvtierd and `kvtier bench throughput --tier valkey` run it.
+  const native = await import('../native/index.js').catch(() => null);
+  if (native !== null && native.nativeAvailable()) native.tuneMalloc();
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       for (const c of children) c.kill('SIGKILL');

@@ -88,6 +88,8 @@ export class ValkeyTier implements Tier {
       reconnectMinMs: options.reconnectMinMs ?? 100,
       reconnectMaxMs: options.reconnectMaxMs ?? 5000,
       bulkPerConnection: Math.max(1, options.bulkPerConnection ?? 1),
+      // A segment, or an unsegmented chunk, plus its header.
+      maxValueBytes: this.#segmentBytes + 64 * 1024,
       tlsInsecure: options.tlsInsecure ?? false,
       ...(options.tlsRootCertificates ? { tlsRootCertificates: options.tlsRootCertificates } : {}),
       log: this.#log,
