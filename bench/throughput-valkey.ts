@@ -13,6 +13,7 @@
  * runValkeyThroughput() is what `kvtier bench throughput --tier valkey` calls.
  */
 
+import { Decoder, GlideClient } from '@valkey/valkey-glide';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
@@ -65,6 +66,13 @@ export interface ValkeyThroughputRow {
    * connections: what the server gives the segmented layout at best.
    */
   segment_reference: { what: string; store_gbps: number; retrieve_gbps: number } | null;
+  /**
+   * The client library alone: valkey-glide SET/GET of values the size the
+   * tier sends (its segment, or the chunk when smaller), with as many clients
+   * and requests in flight as the tier, no kvtier code in the path. The
+   * ceiling kvtier can reach through glide on this machine.
+   */
+  glide_reference: { what: string; store_gbps: number; retrieve_gbps: number } | null;
   ratio: { store: number; retrieve: number } | null;
 }
 
@@ -177,6 +185,32 @@ async function tierPass(tier: ValkeyTier, size: number, n: number, inflight: num
   return { storeGbps: gbps(n * size, storeMs), coldGbps: gbps(n * size, coldMs), retrieveGbps: gbps(n * size, getMs), freshGbps: gbps(n * size, freshMs) };
 }
 
+/** valkey-glide alone: `count` SETs then GETs of `valueBytes`, `inflight` at a time over `connections` clients. */
+async function glideReference(url: string, valueBytes: number, count: number, connections: number, inflight: number): Promise<NonNullable<ValkeyThroughputRow['glide_reference']> | null> {
+  const ep = parseValkeyUrl(url);
+  if (ep.mode === 'cluster' || ep.tls || ep.password !== undefined) return null;
+  const clients = await Promise.all(Array.from({ length: connections }, () =>
+    GlideClient.createClient({ addresses: ep.addresses, databaseId: ep.databaseId, requestTimeout: 30_000, defaultDecoder: Decoder.Bytes })));
+  try {
+    const value = randomBytes(valueBytes);
+    const keys = Array.from({ length: count }, (_, i) => `kvtier-bench-glide:${i}`);
+    const run = async (op: (c: GlideClient, key: string) => Promise<unknown>): Promise<number> => {
+      const t = performance.now();
+      // Keep nothing: holding every reply would fault in count x valueBytes of fresh memory.
+      await pool(count, inflight, async (i) => void (await op(clients[i % connections], keys[i])));
+      return gbps(count * valueBytes, performance.now() - t);
+    };
+    await run((c, k) => c.set(k, value)); // cold: the server allocates
+    const store = await run((c, k) => c.set(k, value));
+    await run((c, k) => c.get(k)); // warm-up: the client's first reply buffers
+    const retrieve = await run((c, k) => c.get(k));
+    await clients[0].del(keys);
+    return { what: `valkey-glide alone: ${count} x SET then GET of ${valueBytes} bytes, ${connections} clients, ${inflight} in flight`, store_gbps: store, retrieve_gbps: retrieve };
+  } finally {
+    for (const c of clients) c.close();
+  }
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -206,6 +240,7 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
       const passes: Pass[] = [];
       const refs: NonNullable<ValkeyThroughputRow['reference']>[] = [];
       const segRefs: NonNullable<ValkeyThroughputRow['reference']>[] = [];
+      const glideRefs: NonNullable<ValkeyThroughputRow['glide_reference']>[] = [];
       const segmented = size > segmentBytes;
       for (let r = 0; r < rounds; r++) {
         passes.push(await tierPass(tier, size, n, inflight));
@@ -213,6 +248,9 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
           refs.push((await reference(url, size, n, options.refClients ?? 1))!);
           if (segmented) segRefs.push((await reference(url, segmentBytes, Math.ceil((n * size) / segmentBytes), connections))!);
         }
+        const valueBytes = Math.min(size, segmentBytes);
+        const g = await glideReference(url, valueBytes, Math.ceil((n * size) / valueBytes), connections, Math.min(connections * bulkPerConnection, segmented ? inflight * Math.ceil(size / segmentBytes) : inflight));
+        if (g) glideRefs.push(g);
       }
       const row: ValkeyThroughputRow = {
         bench: 'throughput',
@@ -230,6 +268,9 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
           : null,
         segment_reference: segRefs.length
           ? { what: segRefs[0].what, store_gbps: median(segRefs.map((r) => r.store_gbps)), retrieve_gbps: median(segRefs.map((r) => r.retrieve_gbps)) }
+          : null,
+        glide_reference: glideRefs.length
+          ? { what: glideRefs[0].what, store_gbps: median(glideRefs.map((r) => r.store_gbps)), retrieve_gbps: median(glideRefs.map((r) => r.retrieve_gbps)) }
           : null,
         ratio: null,
       };
