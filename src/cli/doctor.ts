@@ -36,7 +36,7 @@ export async function runDoctor(loaded: LoadedConfig): Promise<number> {
     const native = await import('../../native/index.js');
     const info = native.nativeInfo();
     lines.push(['ok', 'native addon', `loaded; backend ${info.backend}`]);
-    lines.push([info.deviceCount > 0 ? 'ok' : 'warn', 'cuda', `${info.cudaCompiled ? 'compiled in' : 'not compiled'}; ${info.reason}`]);
+    lines.push([info.deviceCount > 0 ? 'ok' : 'warn', 'cuda', `${info.cudaCompiled ? 'compiled in' : 'not compiled'}; ${info.reason}${info.deviceCount > 0 ? `; device copies: ${info.cudaCopy} (KVTIER_CUDA_COPY)` : ''}`]);
     const pool = new native.NativePool(64 * 1024 * 1024);
     const i = pool.info();
     lines.push([i.pinned ? 'ok' : 'warn', 'pinned memory', `64 MiB probe: ${i.detail}`]);
