@@ -8,6 +8,7 @@ import { registerTtft } from './bench-ttft.js';
 import { runCudaThroughput } from '../../bench/throughput-cuda.js';
 import { runHostThroughput } from '../../bench/throughput-host.js';
 import { runValkeyThroughput } from '../../bench/throughput-valkey.js';
+import { runValkeyRestart } from '../../bench/valkey-restart.js';
 
 function progress(json: boolean): (msg: string) => void {
   return (msg) => {
@@ -45,6 +46,19 @@ export function registerBench(program: Command): void {
     });
 
   registerTtft(bench);
+
+  bench
+    .command('valkey-restart')
+    .description('kill -9 a local valkey-server mid-run and restart it: time to recover, skipped stores, wrong bytes (must be 0)')
+    .option('--down-ms <ms>', 'how long Valkey stays down', int('--down-ms'), 1000)
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { downMs: number; json?: boolean }) => {
+      progress(opts.json === true)(`valkey restart: busy and idle cases, ${opts.downMs} ms down each`);
+      const r = await runValkeyRestart(opts.downMs);
+      if (opts.json === true) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else for (const c of r.cases) process.stdout.write(`${c.case}: first store ${c.first_store_after_restart_ms ?? 'never'} ms after the restart; ${c.puts_ok}/${c.puts} stores ok, ${c.hits} hits, ${c.misses} misses, ${c.wrong_bytes} wrong\n`);
+      if (r.cases.some((c) => c.wrong_bytes > 0 || c.first_store_after_restart_ms === null)) process.exitCode = 1;
+    });
 
   bench
     .command('throughput')
