@@ -138,6 +138,29 @@ def test_second_engine_loads_three_chunks_and_matches_recompute(daemon):
     assert_matches(r.first_logits, P2)
 
 
+def test_kv_moves_by_block_copies_not_inline(daemon):
+    """With the addon built, the daemon copies the engine's KV blocks itself:
+    /dev/shm regions on CPU, CUDA IPC regions when torch sees a GPU (the
+    engine then runs on it). Inline transfers would hide a refused RegisterKv."""
+    import os
+
+    addon = os.path.join(os.path.dirname(__file__), "..", "..", "build", "Release", "kvtier_native.node")
+    if not os.path.exists(addon):
+        pytest.skip("native addon not built: the daemon refuses RegisterKv and inline transfers are expected")
+    produce(daemon.socket)
+    b = engine(daemon.socket)
+    try:
+        r = b.generate("consumer", P2)
+        b.drain()
+        assert b.worker._worker.mode == "blocks"
+        kind = "cuda" if b.device.type == "cuda" else "shm"
+        assert all(bool(reg.cuda_ipc_handle) == (kind == "cuda") for reg in b.worker._worker.layout.regions)
+        assert r.external_tokens == 768
+        assert_matches(r.first_logits, P2)
+    finally:
+        b.close()
+
+
 def test_last_prompt_token_is_never_served_from_the_cache(daemon):
     produce(daemon.socket, P1[:768])
     r = consume(daemon.socket, P1[:768])
