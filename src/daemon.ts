@@ -58,7 +58,7 @@ export interface DaemonStats {
   registeredWorkers: number;
   /** Prompt tokens looked up and found per tier, and tokens handed back by Retrieve. */
   tokens: { lookup: number; hostHit: number; valkeyLookup: number; valkeyHit: number; prefillSaved: number };
-  remote: { configured: boolean; available: boolean; detail: Record<string, unknown> | null };
+  remote: { configured: boolean; available: boolean; detail: Record<string, unknown> | null; pace: ReturnType<ChunkManager['remotePace']> };
   native: { loaded: boolean; detail: string };
 }
 
@@ -106,6 +106,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     writeBehindQueueBytes: config.writeBehindQueueBytes,
     writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
     logger: log,
+    recomputeTokensPerS: config.recomputeTokensPerS,
   });
   let server: SocketServer;
   const metrics = new DaemonMetrics({ version: VERSION, chunkSize: config.chunkSize, manager, memory: () => memory.info(), connections: () => server.connectionCount });
@@ -155,7 +156,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       slowOps: metrics.slowOps(),
       registeredWorkers: metrics.registeredWorkers,
       tokens: { lookup: metrics.requests.lookupTokens, hostHit: metrics.requests.hostHitTokens, valkeyLookup: metrics.requests.valkeyLookupTokens, valkeyHit: metrics.requests.valkeyHitTokens, prefillSaved: metrics.requests.prefillTokensSaved },
-      remote: { configured: remote !== null, available: remote !== null && remote.available !== false, detail: remoteDetail },
+      remote: { configured: remote !== null, available: remote !== null && remote.available !== false, detail: remoteDetail, pace: manager.remotePace() },
       native: { loaded: native.mod !== null, detail: native.detail },
     };
   };

@@ -43,12 +43,21 @@ export function formatStats(s: DaemonStats): string {
     ['write-behind', `${s.writeBehind.queuedJobs} queued (${fmtBytes(s.writeBehind.queuedBytes)}), ${s.writeBehind.inFlight} in flight, ${s.writeBehind.written} written, ${s.writeBehind.failed} failed, ${s.writeBehind.dropped} dropped`],
     ['bytes per tier', tierBytes(s)],
     ['valkey', s.remote.configured ? `${s.remote.available ? 'available' : 'DOWN'} ${s.remote.detail === null ? '' : JSON.stringify(s.remote.detail)}` : 'not configured'],
+    ['valkey vs recompute', paceLine(s)],
     ['native', s.native.loaded ? s.native.detail : `not loaded: ${s.native.detail}`],
   ];
   (s.slowOps ?? []).forEach((op, i) => rows.push([i === 0 ? 'slowest recent ops' : '', slowOp(op)]));
   if (s.slowOps !== undefined && s.slowOps.length === 0) rows.push(['slowest recent ops', 'none yet']);
   const w = Math.max(...rows.map(([k]) => k.length));
   return `${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`;
+}
+
+function paceLine(s: DaemonStats): string {
+  const p = s.remote.pace;
+  if (!s.remote.configured || p === undefined) return '-';
+  const rate = p.readBytesPerS === null ? 'no recent read rate' : `reads at ${fmtBytes(p.readBytesPerS)}/s`;
+  const tps = p.recomputeTokensPerS === null ? 'recompute_tokens_per_s not set: Valkey hits always offered' : `recompute ${p.recomputeTokensPerS} tokens/s`;
+  return `${rate}; ${tps}; ${s.counters.remoteSlowSkippedChunks ?? 0} chunks left to recompute as faster`;
 }
 
 function tokenRates(s: DaemonStats): string {

@@ -30,6 +30,7 @@ export interface KvtierConfig {
   metricsHost: string;
   maxFrameBytes: number;
   leaseTtlMs: number;
+  recomputeTokensPerS: number | null;
   hostMemory: 'auto' | 'native' | 'heap';
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   extraConfig: Record<string, unknown>;
@@ -176,6 +177,10 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   leaseTtlMs: entry('lease_ttl_ms', {
     check: c.integer(1, MAX_TIMER_MS), default: 30000,
     doc: 'How long a lease pins chunks before it expires unreleased.',
+  }),
+  recomputeTokensPerS: entry('recompute_tokens_per_s', {
+    check: c.nullable(c.positive(1e9, 'tokens per second')), default: null,
+    doc: "The workers' prefill speed, tokens/s (one number for the daemon's models). Set, a Lookup reports chunks found only in Valkey as hits only while the Valkey read rate this daemon measures makes loading them faster than recomputing them; the rest the worker recomputes (counted). null: always load.",
   }),
   hostMemory: entry('host_memory', {
     check: c.oneOf(['auto', 'native', 'heap'] as const), default: 'auto',

@@ -26,6 +26,7 @@ import type { ChunkKey } from '../tiers/tier.js';
 import { LeaseTable, type Lease, type LeasedChunk } from './leases.js';
 import { RemoteSync, type RemoteTier } from './remote-sync.js';
 import { ManagerCounters } from './counters.js';
+import { RemotePace, type RemotePaceSnapshot } from './remote-pace.js';
 
 export type { RemoteTier } from './remote-sync.js';
 
@@ -53,6 +54,8 @@ export interface ManagerOptions {
   writeBehindQueueBytes: number;
   writeBehindConcurrency: number;
   logger: Logger;
+  /** recompute_tokens_per_s: remote hits are offered only while loading them beats recomputing (remote-pace.ts). */
+  recomputeTokensPerS?: number | null;
 }
 
 export interface LookupResult {
@@ -91,6 +94,7 @@ export class ChunkManager {
   readonly #log: Logger;
   readonly #leases: LeaseTable;
   readonly #sync: RemoteSync;
+  readonly #pace: RemotePace;
 
   constructor(opts: ManagerOptions) {
     this.#opts = opts;
@@ -98,6 +102,7 @@ export class ChunkManager {
     this.remote = opts.remote;
     this.#log = opts.logger;
     this.#leases = new LeaseTable((lease) => this.#unpinLease(lease));
+    this.#pace = new RemotePace(opts.recomputeTokensPerS ?? null);
     this.#sync = new RemoteSync({
       host: opts.host, remote: opts.remote, counters: this.counters, localCpu: opts.localCpu,
       writeBehindQueueBytes: opts.writeBehindQueueBytes, writeBehindConcurrency: opts.writeBehindConcurrency, logger: opts.logger,
@@ -110,6 +115,10 @@ export class ChunkManager {
 
   writeBehindStats() {
     return this.#sync.writeBehindStats();
+  }
+
+  remotePace(): RemotePaceSnapshot {
+    return this.#pace.snapshot();
   }
 
   async lookup(ns: Namespace, address: ChunkAddress, opts: { owner: number; ttlMs?: number; noLease?: boolean }): Promise<LookupResult> {
@@ -141,6 +150,14 @@ export class ChunkManager {
         this.#log.warn('remote lookup failed; answering from the host tier', { error: errorMessage(e) });
       }
       while (hit < resolved.count && (this.host.has(keys[hit]) || remoteFound[hit - hostRun] === true)) hit++;
+      if (hit > hostRun && !this.#pace.pays(ns.id)) {
+        // Loading the Valkey-only chunks would be slower than prefill: offer
+        // the prefix the host tier holds and let the worker recompute the rest.
+        let cut = hostRun;
+        while (cut < hit && this.host.has(keys[cut])) cut++;
+        this.counters.remoteSlowSkippedChunks += hit - cut;
+        hit = cut;
+      }
     }
 
     let hitTokens = 0;
@@ -148,15 +165,22 @@ export class ChunkManager {
     let hostChunks = 0;
     let leaseId = 0;
     const chunks: LeasedChunk[] = [];
+    const fetches: Promise<HostEntry | null>[] = [];
+    const fetchTokens: number[] = [];
     for (let i = 0; i < hit; i++) {
       const key = keys[i];
       const entry = opts.noLease === true ? this.host.peek(key) : this.host.pin(key);
-      if (entry !== undefined) hostChunks++;
+      if (entry !== undefined && ++hostChunks === 1) this.#pace.learnChunk(ns.id, entry.slab.buf.length, resolved.tokensOf(i));
       if (opts.noLease === true) continue;
       const chunk: LeasedChunk = { key, tokens: resolved.tokensOf(i), entry: entry ?? null, pending: null };
-      if (entry === undefined) chunk.pending = this.#sync.fetch({ namespaceId: ns.id, hash: key.slice(prefix.length) }, key);
+      if (entry === undefined) {
+        chunk.pending = this.#sync.fetch({ namespaceId: ns.id, hash: key.slice(prefix.length) }, key);
+        fetches.push(chunk.pending);
+        fetchTokens.push(chunk.tokens);
+      }
       chunks.push(chunk);
     }
+    if (fetches.length > 0) this.#measureFetches(ns.id, fetches, fetchTokens, started);
     if (opts.noLease !== true && hit > 0) {
       const lease = this.#leases.create(ns.id, opts.owner, chunks, opts.ttlMs ?? this.#opts.leaseTtlMs);
       leaseId = lease.id;
@@ -166,6 +190,20 @@ export class ChunkManager {
     }
     this.counters.recordLookup(resolved.count, hit, hostChunks, hitTokens, process.hrtime.bigint() - started);
     return { hitTokens, hitChunks: hit, hostChunks, remoteChunks: hit - hostChunks, leaseId };
+  }
+
+  /** The read rate this lookup saw: its remote chunks' bytes over the time until the last one landed. */
+  #measureFetches(namespaceId: string, fetches: Promise<HostEntry | null>[], tokens: number[], started: bigint): void {
+    void Promise.all(fetches).then((entries) => {
+      let bytes = 0;
+      for (let k = 0; k < entries.length; k++) {
+        const e = entries[k];
+        if (e === null) return; // a miss says nothing about the rate
+        bytes += e.slab.buf.length;
+        this.#pace.learnChunk(namespaceId, e.slab.buf.length, tokens[k]);
+      }
+      this.#pace.recordRead(bytes, Number(process.hrtime.bigint() - started) / 1e6);
+    });
   }
 
   releaseLease(ns: Namespace, leaseId: number): void {

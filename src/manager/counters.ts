@@ -21,6 +21,8 @@ export class ManagerCounters {
   remoteFetchedChunks = 0;
   remoteFetchMisses = 0;
   remoteSkippedDown = 0;
+  /** Valkey-only chunks a Lookup did not report because recomputing them is faster (recompute_tokens_per_s). */
+  remoteSlowSkippedChunks = 0;
   /** Last lookups' latencies in ns, a small ring for `kvtier stats`. */
   readonly lookupNs = new Float64Array(256);
   #lookupSlot = 0;

@@ -114,6 +114,8 @@ export class DaemonMetrics {
     counter(METRICS.valkeyReconnects, () => vk()?.reconnects ?? 0);
     counter(METRICS.valkeyErrors, () => vk()?.errors ?? 0);
     counter(METRICS.valkeyVerificationFailures, () => [[{ reason: 'corrupt' }, vk()?.corrupt ?? 0], [{ reason: 'incomplete' }, vk()?.incomplete ?? 0]]);
+    counter(METRICS.valkeySlowSkipped, () => c.remoteSlowSkippedChunks);
+    gauge(METRICS.valkeyReadRate, () => m.remotePace().readBytesPerS ?? 0);
     counter(METRICS.valkeySkippedStores, () => (vk()?.skipped ?? 0) + c.remoteSkippedDown);
 
     gauge(METRICS.connectedClients, () => src.connections());

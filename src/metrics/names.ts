@@ -55,6 +55,8 @@ export const METRICS = {
   valkeyReconnects: def('kvtier_valkey_reconnects_total', 'counter', [], 'Times the Valkey connection came back after being lost or absent.'),
   valkeyErrors: def('kvtier_valkey_errors_total', 'counter', [], 'Valkey requests that failed (timeouts, connection loss, server errors).'),
   valkeyVerificationFailures: def('kvtier_valkey_verification_failures_total', 'counter', ['reason'], 'Valkey values that failed verification and were served as misses: corrupt (magic, header, namespace, length, checksum) or incomplete (manifest whose segments were gone).'),
+  valkeySlowSkipped: def('kvtier_valkey_slow_skipped_chunks_total', 'counter', [], 'Chunks found only in Valkey that a Lookup did not offer because recomputing them is faster (recompute_tokens_per_s).'),
+  valkeyReadRate: def('kvtier_valkey_read_bytes_per_second', 'gauge', [], 'Smoothed Valkey read rate lookups saw (bytes of their Valkey chunks over the time until the last landed); 0 before a sample or 30 s after the last.'),
   valkeySkippedStores: def('kvtier_valkey_skipped_stores_total', 'counter', [], 'Chunk writes Valkey did not take (down, out of memory, failed request) plus writes skipped while it was down.'),
   connectedClients: def('kvtier_connected_clients', 'gauge', [], 'Open connections on the Unix socket (workers, schedulers, CLI).'),
   registeredWorkers: def('kvtier_registered_workers', 'gauge', [], 'Connections with registered KV memory (workers using block-form Store/Retrieve).'),
