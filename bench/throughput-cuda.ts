@@ -23,18 +23,9 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { NativePool, RegisteredKv, addonPath, cudaCopyGpuMs, nativeInfo, setCudaCopyMode, type CudaCopyMode, type KvLayoutSpec } from '../native/index.js';
+import { gbps, median, resolveShape, shuffled, type KvBenchShape } from './stats.js';
 
-export interface CudaThroughputOptions {
-  layers?: number;
-  kvHeads?: number;
-  headDim?: number;
-  elemBytes?: number;
-  blockSize?: number;
-  chunkTokens?: number;
-  numBlocks?: number;
-  chunksPerBatch?: number;
-  iters?: number;
-  rounds?: number;
+export interface CudaThroughputOptions extends KvBenchShape {
   mode?: CudaCopyMode;
 }
 
@@ -68,23 +59,8 @@ interface Testing {
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-function gbps(bytes: number, ms: number): number {
-  return Math.round((bytes / ms / 1e6) * 1000) / 1000;
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
-function shuffled(n: number): Uint32Array {
-  const a = Uint32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [a[i], a[j]] = [a[j], a[i]];
-  }
-  return a;
-}
 
 /**
  * Wall-clock ms, GPU ms and JS-thread submit ms of `iters` batches after one
@@ -110,20 +86,9 @@ async function timeIt(iters: number, inflight: number, run: (set: number) => Pro
 export async function runCudaThroughput(opts: CudaThroughputOptions = {}): Promise<CudaThroughputResult> {
   const info = nativeInfo();
   if (info.backend !== 'cuda') throw new Error(`the CUDA throughput bench needs a CUDA device: ${info.reason}`);
-  const layers = opts.layers ?? 32;
-  const heads = opts.kvHeads ?? 8;
-  const headDim = opts.headDim ?? 128;
-  const elem = opts.elemBytes ?? 2;
-  const blockSize = opts.blockSize ?? 16;
-  const chunkTokens = opts.chunkTokens ?? 256;
-  const numBlocks = opts.numBlocks ?? 512;
-  const perBatch = opts.chunksPerBatch ?? 4;
-  const iters = opts.iters ?? 10;
-  const rounds = opts.rounds ?? 5;
+  const { layers, kvHeads: heads, headDim, elemBytes: elem, blockSize, chunkTokens, numBlocks, chunksPerBatch: perBatch, iters, rounds, blocksPerChunk } = resolveShape(opts);
   const mode = opts.mode ?? (info.cudaCopy as CudaCopyMode);
   if (!setCudaCopyMode(mode)) throw new Error(`expected staged or kernel for the CUDA copy mode, got ${mode}`);
-  const blocksPerChunk = chunkTokens / blockSize;
-  if (blocksPerChunk * perBatch * 2 > numBlocks) throw new Error(`expected num_blocks >= ${blocksPerChunk * perBatch * 2}, got ${numBlocks}`);
 
   // All layers in one device allocation, each layer a vLLM flash-attn tensor
   // (2, num_blocks, block, heads, dim): plane (l, kv) starts at (2l+kv) planes in.

@@ -14,20 +14,9 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 
 import { NativePool, RegisteredKv, nativeInfo, type KvLayoutSpec } from '../native/index.js';
+import { gbps, median, resolveShape, shuffled, type KvBenchShape } from './stats.js';
 
-export interface HostThroughputOptions {
-  layers?: number;
-  kvHeads?: number;
-  headDim?: number;
-  elemBytes?: number;
-  blockSize?: number;
-  chunkTokens?: number;
-  numBlocks?: number;
-  chunksPerBatch?: number;
-  iters?: number;
-  /** Rounds of (gather, scatter, memcpy); medians are reported. */
-  rounds?: number;
-}
+export type HostThroughputOptions = KvBenchShape;
 
 export interface HostThroughputResult {
   bench: 'throughput';
@@ -52,18 +41,7 @@ const dst = Buffer.from(workerData.dst, workerData.off, workerData.len);
 parentPort.on('message', () => { src.copy(dst); parentPort.postMessage(0); });
 `;
 
-function gbps(bytes: number, ms: number): number {
-  return Math.round((bytes / ms / 1e6) * 1000) / 1000;
-}
 
-function shuffled(n: number): Uint32Array {
-  const a = Uint32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [a[i], a[j]] = [a[j], a[i]];
-  }
-  return a;
-}
 
 async function timeIt(iters: number, run: () => Promise<void>): Promise<number> {
   await run();
@@ -89,24 +67,9 @@ function memcpyWorkers(bytes: number, threads: number): { round: () => Promise<v
   };
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 export async function runHostThroughput(opts: HostThroughputOptions = {}): Promise<HostThroughputResult> {
-  const layers = opts.layers ?? 32;
-  const heads = opts.kvHeads ?? 8;
-  const headDim = opts.headDim ?? 128;
-  const elem = opts.elemBytes ?? 2;
-  const blockSize = opts.blockSize ?? 16;
-  const chunkTokens = opts.chunkTokens ?? 256;
-  const numBlocks = opts.numBlocks ?? 512;
-  const perBatch = opts.chunksPerBatch ?? 4;
-  const iters = opts.iters ?? 10;
-  const rounds = opts.rounds ?? 5;
-  const blocksPerChunk = chunkTokens / blockSize;
-  if (blocksPerChunk * perBatch * 2 > numBlocks) throw new Error(`expected num_blocks >= ${blocksPerChunk * perBatch * 2}, got ${numBlocks}`);
+  const { layers, kvHeads: heads, headDim, elemBytes: elem, blockSize, chunkTokens, numBlocks, chunksPerBatch: perBatch, iters, rounds, blocksPerChunk } = resolveShape(opts);
 
   const blockBytes = blockSize * heads * headDim * elem;
   const layerBytes = 2 * numBlocks * blockBytes;
