@@ -49,6 +49,7 @@ interface Binding {
     new (ipcHandle: Uint8Array, sizeBytes: number, device: number): BindingRegion;
   };
   copy(scatter: boolean, regions: BindingRegion[], buffers: Uint8Array[], segments: Float64Array): Promise<void>;
+  copyBlocks(scatter: boolean, regions: BindingRegion[], buffers: Uint8Array[], blockIds: Uint32Array[], planes: Float64Array, numBlocks: number): Promise<void>;
   chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void;
   tuneMalloc(): boolean;
   setCudaCopy(mode: string): boolean;
@@ -332,8 +333,9 @@ export class RegisteredKv {
     }
     let promise: Promise<void>;
     try {
-      const segments = this.#plan.segments(jobs, scatter);
-      promise = load().copy(scatter, this.#regions, jobs.map((j) => j.buf), segments);
+      this.#plan.validate(jobs, scatter);
+      const plan = this.#plan;
+      promise = load().copyBlocks(scatter, this.#regions, jobs.map((j) => j.buf), jobs.map((j) => j.blockIds), plan.planeTable, plan.numBlocks);
     } catch (e) {
       return Promise.reject(typed(e));
     }

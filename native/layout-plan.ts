@@ -70,6 +70,8 @@ export class LayoutPlan {
   readonly chunkBytes: number;
   /** regions in spec order; PlannedPlane.regionIndex points into it. */
   readonly regions: readonly KvRegionSpec[];
+  /** [regionIndex, offset, blockStride, blockBytes] per plane, for the addon's copyBlocks. */
+  readonly planeTable: Float64Array;
   #stamp: Uint32Array;
   #generation = 0;
   #scratch = new Float64Array(0);
@@ -138,6 +140,7 @@ export class LayoutPlan {
       throw new BadLayoutError(`expected a chunk size below 2^53 bytes, got ${this.chunkBytes}`);
     }
     this.#stamp = new Uint32Array(this.numBlocks);
+    this.planeTable = Float64Array.from(this.planes.flatMap((p) => [p.regionIndex, p.offset, p.blockStride, p.blockBytes]));
   }
 
   /** Bytes a job of `blocks` block ids occupies in its buffer. */
@@ -146,12 +149,11 @@ export class LayoutPlan {
   }
 
   /**
-   * Validates every job (block counts, ids, duplicates across the request,
-   * buffer lengths) and returns the segment list. Buffer i is jobs[i]'s
-   * buffer. The returned array is reused by the next call: hand it to the
-   * addon before planning again.
+   * Checks every job (block counts, ids, duplicates across the request,
+   * buffer lengths) with messages that name the job and block; returns the
+   * most segments the jobs can make. The addon re-checks bounds itself.
    */
-  segments(jobs: readonly { blockIds: Uint32Array; buf: Uint8Array }[], scatter: boolean): Float64Array {
+  validate(jobs: readonly { blockIds: Uint32Array; buf: Uint8Array }[], scatter: boolean): number {
     const what = scatter ? 'src' : 'dst';
     if (++this.#generation === 0xffffffff) {
       this.#stamp.fill(0);
@@ -183,6 +185,18 @@ export class LayoutPlan {
       }
       maxSegs += ids.length * this.planes.length;
     });
+    return maxSegs;
+  }
+
+  /**
+   * validate(), then the segment list. Buffer i is jobs[i]'s buffer. The
+   * returned array is reused by the next call. The addon's copyBlocks
+   * expands the same segments from block ids itself (native/src/copy.cc,
+   * planBlocks); this is the reference it is tested against, and what the
+   * segment-level copy() takes.
+   */
+  segments(jobs: readonly { blockIds: Uint32Array; buf: Uint8Array }[], scatter: boolean): Float64Array {
+    const maxSegs = this.validate(jobs, scatter);
     if (this.#scratch.length < maxSegs * SEGMENT_FIELDS) this.#scratch = new Float64Array(maxSegs * SEGMENT_FIELDS);
     const out = this.#scratch;
     let n = 0;

@@ -208,14 +208,10 @@ class Region : public Napi::ObjectWrap<Region> {
   std::shared_ptr<RegionMapping> mapping_;
 };
 
-// copy(scatter: boolean, regions: Region[], buffers: Uint8Array[], segs: Float64Array): Promise<void>
-Napi::Value Copy(const Napi::CallbackInfo& info) {
+// Arguments 0-2 of both copy entry points: scatter flag, Region[], Uint8Array[].
+std::shared_ptr<CopyBatch> batchFromArgs(const Napi::CallbackInfo& info, std::vector<BufferView>* views) {
   Napi::Env env = info.Env();
   auto* data = env.GetInstanceData<AddonData>();
-  if (info.Length() < 4 || !info[0].IsBoolean() || !info[1].IsArray() || !info[2].IsArray() ||
-      !info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    throwCoded(env, "KVT_BAD_REQUEST", "expected (boolean, Region[], Uint8Array[], Float64Array) for copy");
-  }
   auto batch = std::make_shared<CopyBatch>();
   batch->scatter = info[0].As<Napi::Boolean>().Value();
   Napi::Array regions = info[1].As<Napi::Array>();
@@ -231,38 +227,94 @@ Napi::Value Copy(const Napi::CallbackInfo& info) {
   }
   if (!batch->regions.empty()) batch->device = batch->regions[0]->device;
   Napi::Array buffers = info[2].As<Napi::Array>();
-  std::vector<BufferView> views;
   for (uint32_t i = 0; i < buffers.Length(); ++i) {
     Napi::Value v = buffers.Get(i);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
       throwCoded(env, "KVT_BAD_REQUEST", "expected a Buffer for buffers[" + std::to_string(i) + "]");
     }
     auto u8 = v.As<Napi::Uint8Array>();
-    views.push_back({u8.Data(), u8.ByteLength()});
+    views->push_back({u8.Data(), u8.ByteLength()});
     if (u8.ByteLength() > 0) {
       auto mem = poolHolding(u8.Data());
       if (mem) batch->pools.push_back(std::move(mem));
     }
   }
+  return batch;
+}
+
+// Runs a planned batch; the promise settles on the JS thread when it is done.
+Napi::Value startCopy(Napi::Env env, std::shared_ptr<CopyBatch> batch, const CopyError& planned, Napi::Object keep) {
+  auto* data = env.GetInstanceData<AddonData>();
+  auto deferred = Napi::Promise::Deferred::New(env);
+  if (!planned.code.empty()) {
+    deferred.Reject(codedError(env, planned.code, planned.message).Value());
+    return deferred.Promise();
+  }
+  auto* pending = new PendingCopy{deferred, Napi::Persistent(keep), {}};
+  CompletionQueue* completions = data->completions.get();
+  completions->started(env);
+  runCopy(std::move(batch), [pending, completions](const CopyError& result) {
+    pending->result = result;
+    completions->finished(pending);
+  });
+  return deferred.Promise();
+}
+
+bool isFloat64Array(const Napi::Value& v) {
+  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array;
+}
+
+// copy(scatter: boolean, regions: Region[], buffers: Uint8Array[], segs: Float64Array): Promise<void>
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsBoolean() || !info[1].IsArray() || !info[2].IsArray() || !isFloat64Array(info[3])) {
+    throwCoded(env, "KVT_BAD_REQUEST", "expected (boolean, Region[], Uint8Array[], Float64Array) for copy");
+  }
+  std::vector<BufferView> views;
+  auto batch = batchFromArgs(info, &views);
   Napi::Float64Array segs = info[3].As<Napi::Float64Array>();
   if (segs.ElementLength() % 5 != 0) {
     throwCoded(env, "KVT_BAD_REQUEST",
                "expected a multiple of 5 for the segment array length, got " + std::to_string(segs.ElementLength()));
   }
-  auto deferred = Napi::Promise::Deferred::New(env);
   CopyError planned = planCopy(batch.get(), views, segs.Data(), segs.ElementLength() / 5);
-  if (!planned.code.empty()) {
-    deferred.Reject(codedError(env, planned.code, planned.message).Value());
-    return deferred.Promise();
+  return startCopy(env, std::move(batch), planned, info[2].As<Napi::Object>());
+}
+
+// copyBlocks(scatter, regions, buffers, blockIds: Uint32Array[], planes: Float64Array, numBlocks): Promise<void>
+// The segments are expanded here from block ids (planBlocks) instead of being
+// built in JS and sent as a Float64Array: the JS thread's share of a batch.
+Napi::Value CopyBlocks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[0].IsBoolean() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray() ||
+      !isFloat64Array(info[4]) || !info[5].IsNumber()) {
+    throwCoded(env, "KVT_BAD_REQUEST",
+               "expected (boolean, Region[], Uint8Array[], Uint32Array[], Float64Array, number) for copyBlocks");
   }
-  auto* pending = new PendingCopy{deferred, Napi::Persistent(buffers.As<Napi::Object>()), {}};
-  CompletionQueue* completions = data->completions.get();
-  completions->started(env);
-  runCopy(batch, [pending, completions](const CopyError& result) {
-    pending->result = result;
-    completions->finished(pending);
-  });
-  return deferred.Promise();
+  std::vector<BufferView> views;
+  auto batch = batchFromArgs(info, &views);
+  Napi::Array idArrays = info[3].As<Napi::Array>();
+  std::vector<BlockIds> jobs;
+  for (uint32_t i = 0; i < idArrays.Length(); ++i) {
+    Napi::Value v = idArrays.Get(i);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+      throwCoded(env, "KVT_BAD_REQUEST", "expected a Uint32Array for blockIds[" + std::to_string(i) + "]");
+    }
+    auto ids = v.As<Napi::Uint32Array>();
+    jobs.push_back({ids.Data(), ids.ElementLength()});
+  }
+  Napi::Float64Array planes = info[4].As<Napi::Float64Array>();
+  if (planes.ElementLength() % 4 != 0) {
+    throwCoded(env, "KVT_BAD_LAYOUT",
+               "expected a multiple of 4 for the plane array length, got " + std::to_string(planes.ElementLength()));
+  }
+  double nb = info[5].As<Napi::Number>().DoubleValue();
+  if (!(nb >= 1 && nb <= 9007199254740991.0) || std::floor(nb) != nb) {
+    throwCoded(env, "KVT_BAD_LAYOUT", "expected a positive integer num_blocks");
+  }
+  // The id arrays are read only while planning, here; the buffers stay referenced until the copy settles.
+  CopyError planned = planBlocks(batch.get(), views, jobs, planes.Data(), planes.ElementLength() / 4, static_cast<uint64_t>(nb));
+  return startCopy(env, std::move(batch), planned, info[2].As<Napi::Object>());
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -329,6 +381,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Pool", Pool::Define(env));
   exports.Set("Region", region);
   exports.Set("copy", Napi::Function::New(env, Copy));
+  exports.Set("copyBlocks", Napi::Function::New(env, CopyBlocks));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("chainHashes", Napi::Function::New(env, ChainHashes));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));

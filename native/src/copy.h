@@ -47,6 +47,23 @@ struct BufferView {
 CopyError planCopy(CopyBatch* batch, const std::vector<BufferView>& buffers, const double* segs,
                    size_t segCount);
 
+// Block ids of one job (one chunk buffer); kSkipBlock marks a block a
+// scatter leaves alone.
+struct BlockIds {
+  const uint32_t* ids;
+  size_t count;
+};
+constexpr uint32_t kSkipBlock = 0xffffffffu;
+
+// The same batch from block ids: planes are [regionIndex, offset,
+// blockStride, blockBytes] x planeCount (float64s, integers < 2^53), the
+// buffer of job j holds its blocks plane by plane. Every plane is checked to
+// end inside its region for ids below numBlocks, every id against
+// numBlocks, every buffer against its job's size; native/layout-plan.ts
+// computes the same segments (segments()) and gives the friendlier errors.
+CopyError planBlocks(CopyBatch* batch, const std::vector<BufferView>& buffers, const std::vector<BlockIds>& jobs,
+                     const double* planes, size_t planeCount, uint64_t numBlocks);
+
 // Runs the batch off the JS thread; `done` is called exactly once, from a copy
 // thread, after every piece finished or the batch failed.
 void runCopy(std::shared_ptr<CopyBatch> batch, std::function<void(const CopyError&)> done);
