@@ -2,11 +2,11 @@
  * The only module that loads the native addon (build/Release/kvtier_native.node).
  *
  * It validates everything in TypeScript first ("expected X for Y, got Z"),
- * hands the addon plain numbers, Buffers and a flat segment list, and maps
+ * hands the addon plain numbers, Buffers, block ids and a plane table, and maps
  * the addon's coded errors back to the classes in src/errors.ts. Exports:
  * nativeInfo(), NativePool (the pinned HostMemory) and RegisteredKv (a
  * worker's registered KV memory with batched gather/scatter). The layout
- * math is in layout-plan.ts; the C++ side re-checks every segment.
+ * math is in layout-plan.ts; the C++ side re-checks every bound.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -48,7 +48,6 @@ interface Binding {
     new (shmPath: string, sizeBytes: number): BindingRegion;
     new (ipcHandle: Uint8Array, sizeBytes: number, device: number): BindingRegion;
   };
-  copy(scatter: boolean, regions: BindingRegion[], buffers: Uint8Array[], segments: Float64Array): Promise<void>;
   copyBlocks(scatter: boolean, regions: BindingRegion[], buffers: Uint8Array[], blockIds: Uint32Array[], planes: Float64Array, numBlocks: number): Promise<void>;
   chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void;
   tuneMalloc(): boolean;
@@ -333,8 +332,8 @@ export class RegisteredKv {
     }
     let promise: Promise<void>;
     try {
-      this.#plan.validate(jobs, scatter);
       const plan = this.#plan;
+      plan.validate(jobs, scatter);
       promise = load().copyBlocks(scatter, this.#regions, jobs.map((j) => j.buf), jobs.map((j) => j.blockIds), plan.planeTable, plan.numBlocks);
     } catch (e) {
       return Promise.reject(typed(e));

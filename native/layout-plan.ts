@@ -6,10 +6,9 @@
  * laid out plane by plane, in registration order, each plane's n blocks back
  * to back:   | p0 b0 b1 .. bn-1 | p1 b0 .. bn-1 | ... |   (n = blocksPerChunk
  * for a full chunk, so chunkBytes = blocksPerChunk * sum(blockBytes)).
- * segments() turns block ids into the flat list the addon executes
- * ([regionIndex, regionOffset, bufferIndex, bufferOffset, length] x N), after
- * rejecting bad ids here with "expected X for Y, got Z" messages; the addon
- * re-checks every segment's bounds anyway.
+ * validate() rejects bad jobs with "expected X for Y, got Z" messages;
+ * planeTable is what the addon's copyBlocks expands jobs with
+ * (native/src/copy.cc), re-checking every bound itself.
  */
 import { BadBlockIdError, BadLayoutError } from '../src/errors.js';
 
@@ -52,8 +51,6 @@ export interface PlannedPlane {
 /** Block id that a scatter leaves untouched (the worker already has it). */
 export const SKIP_BLOCK = 0xffffffff;
 
-const SEGMENT_FIELDS = 5;
-
 function checkInt(value: unknown, key: string, min: number): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
     throw new BadLayoutError(`expected an integer >= ${min} for ${key}, got ${String(value)}`);
@@ -74,7 +71,6 @@ export class LayoutPlan {
   readonly planeTable: Float64Array;
   #stamp: Uint32Array;
   #generation = 0;
-  #scratch = new Float64Array(0);
 
   constructor(spec: KvLayoutSpec) {
     this.numBlocks = checkInt(spec.numBlocks, 'num_blocks', 1);
@@ -150,17 +146,16 @@ export class LayoutPlan {
 
   /**
    * Checks every job (block counts, ids, duplicates across the request,
-   * buffer lengths) with messages that name the job and block; returns the
-   * most segments the jobs can make. The addon re-checks bounds itself.
+   * buffer lengths) with messages that name the job and block. The addon
+   * re-checks every bound itself when it expands the jobs into segments.
    */
-  validate(jobs: readonly { blockIds: Uint32Array; buf: Uint8Array }[], scatter: boolean): number {
+  validate(jobs: readonly { blockIds: Uint32Array; buf: Uint8Array }[], scatter: boolean): void {
     const what = scatter ? 'src' : 'dst';
     if (++this.#generation === 0xffffffff) {
       this.#stamp.fill(0);
       this.#generation = 1;
     }
     const gen = this.#generation;
-    let maxSegs = 0;
     jobs.forEach((job, j) => {
       const ids = job.blockIds;
       if (!(ids instanceof Uint32Array) || ids.length < 1 || ids.length > this.blocksPerChunk) {
@@ -183,51 +178,6 @@ export class LayoutPlan {
         }
         this.#stamp[id] = gen;
       }
-      maxSegs += ids.length * this.planes.length;
     });
-    return maxSegs;
-  }
-
-  /**
-   * validate(), then the segment list. Buffer i is jobs[i]'s buffer. The
-   * returned array is reused by the next call. The addon's copyBlocks
-   * expands the same segments from block ids itself (native/src/copy.cc,
-   * planBlocks); this is the reference it is tested against, and what the
-   * segment-level copy() takes.
-   */
-  segments(jobs: readonly { blockIds: Uint32Array; buf: Uint8Array }[], scatter: boolean): Float64Array {
-    const maxSegs = this.validate(jobs, scatter);
-    if (this.#scratch.length < maxSegs * SEGMENT_FIELDS) this.#scratch = new Float64Array(maxSegs * SEGMENT_FIELDS);
-    const out = this.#scratch;
-    let n = 0;
-    jobs.forEach((job, j) => {
-      const ids = job.blockIds;
-      let planeBase = 0;
-      for (const p of this.planes) {
-        let open = -1; // index of the segment that the next block may extend
-        for (let k = 0; k < ids.length; k++) {
-          const id = ids[k];
-          if (id === SKIP_BLOCK) {
-            open = -1;
-            continue;
-          }
-          const roff = p.offset + id * p.blockStride;
-          const boff = planeBase + k * p.blockBytes;
-          if (open >= 0 && out[open + 1] + out[open + 4] === roff && out[open + 3] + out[open + 4] === boff) {
-            out[open + 4] += p.blockBytes;
-            continue;
-          }
-          open = n * SEGMENT_FIELDS;
-          out[open] = p.regionIndex;
-          out[open + 1] = roff;
-          out[open + 2] = j;
-          out[open + 3] = boff;
-          out[open + 4] = p.blockBytes;
-          n++;
-        }
-        planeBase += ids.length * p.blockBytes;
-      }
-    });
-    return out.subarray(0, n * SEGMENT_FIELDS);
   }
 }

@@ -208,7 +208,7 @@ class Region : public Napi::ObjectWrap<Region> {
   std::shared_ptr<RegionMapping> mapping_;
 };
 
-// Arguments 0-2 of both copy entry points: scatter flag, Region[], Uint8Array[].
+// Arguments 0-2 of copyBlocks: scatter flag, Region[], Uint8Array[].
 std::shared_ptr<CopyBatch> batchFromArgs(const Napi::CallbackInfo& info, std::vector<BufferView>* views) {
   Napi::Env env = info.Env();
   auto* data = env.GetInstanceData<AddonData>();
@@ -260,61 +260,63 @@ Napi::Value startCopy(Napi::Env env, std::shared_ptr<CopyBatch> batch, const Cop
   return deferred.Promise();
 }
 
-bool isFloat64Array(const Napi::Value& v) {
-  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array;
-}
+// Arguments 3-5 of copyBlocks: blockIds (Uint32Array[]), planes (Float64Array), numBlocks.
+struct BlockArgs {
+  std::vector<BlockIds> jobs;
+  Napi::Float64Array planes;
+  uint64_t numBlocks = 0;
+};
 
-// copy(scatter: boolean, regions: Region[], buffers: Uint8Array[], segs: Float64Array): Promise<void>
-Napi::Value Copy(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsBoolean() || !info[1].IsArray() || !info[2].IsArray() || !isFloat64Array(info[3])) {
-    throwCoded(env, "KVT_BAD_REQUEST", "expected (boolean, Region[], Uint8Array[], Float64Array) for copy");
-  }
-  std::vector<BufferView> views;
-  auto batch = batchFromArgs(info, &views);
-  Napi::Float64Array segs = info[3].As<Napi::Float64Array>();
-  if (segs.ElementLength() % 5 != 0) {
-    throwCoded(env, "KVT_BAD_REQUEST",
-               "expected a multiple of 5 for the segment array length, got " + std::to_string(segs.ElementLength()));
-  }
-  CopyError planned = planCopy(batch.get(), views, segs.Data(), segs.ElementLength() / 5);
-  return startCopy(env, std::move(batch), planned, info[2].As<Napi::Object>());
-}
-
-// copyBlocks(scatter, regions, buffers, blockIds: Uint32Array[], planes: Float64Array, numBlocks): Promise<void>
-// The segments are expanded here from block ids (planBlocks) instead of being
-// built in JS and sent as a Float64Array: the JS thread's share of a batch.
-Napi::Value CopyBlocks(const Napi::CallbackInfo& info) {
+BlockArgs blockArgs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 6 || !info[0].IsBoolean() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray() ||
-      !isFloat64Array(info[4]) || !info[5].IsNumber()) {
+      !info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      !info[5].IsNumber()) {
     throwCoded(env, "KVT_BAD_REQUEST",
                "expected (boolean, Region[], Uint8Array[], Uint32Array[], Float64Array, number) for copyBlocks");
   }
-  std::vector<BufferView> views;
-  auto batch = batchFromArgs(info, &views);
+  BlockArgs a;
   Napi::Array idArrays = info[3].As<Napi::Array>();
-  std::vector<BlockIds> jobs;
   for (uint32_t i = 0; i < idArrays.Length(); ++i) {
     Napi::Value v = idArrays.Get(i);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
       throwCoded(env, "KVT_BAD_REQUEST", "expected a Uint32Array for blockIds[" + std::to_string(i) + "]");
     }
     auto ids = v.As<Napi::Uint32Array>();
-    jobs.push_back({ids.Data(), ids.ElementLength()});
+    a.jobs.push_back({ids.Data(), ids.ElementLength()});
   }
-  Napi::Float64Array planes = info[4].As<Napi::Float64Array>();
-  if (planes.ElementLength() % 4 != 0) {
+  a.planes = info[4].As<Napi::Float64Array>();
+  if (a.planes.ElementLength() % 4 != 0) {
     throwCoded(env, "KVT_BAD_LAYOUT",
-               "expected a multiple of 4 for the plane array length, got " + std::to_string(planes.ElementLength()));
+               "expected a multiple of 4 for the plane array length, got " + std::to_string(a.planes.ElementLength()));
   }
-  double nb = info[5].As<Napi::Number>().DoubleValue();
-  if (!(nb >= 1 && nb <= 9007199254740991.0) || std::floor(nb) != nb) {
-    throwCoded(env, "KVT_BAD_LAYOUT", "expected a positive integer num_blocks");
-  }
-  // The id arrays are read only while planning, here; the buffers stay referenced until the copy settles.
-  CopyError planned = planBlocks(batch.get(), views, jobs, planes.Data(), planes.ElementLength() / 4, static_cast<uint64_t>(nb));
-  return startCopy(env, std::move(batch), planned, info[2].As<Napi::Object>());
+  a.numBlocks = static_cast<uint64_t>(sizeArg(info, 5, "num_blocks"));
+  return a;
+}
+
+// copyBlocks(scatter, regions, buffers, blockIds: Uint32Array[], planes: Float64Array, numBlocks): Promise<void>
+// The id arrays are read only while planning, here; the buffers stay
+// referenced until the copy settles.
+Napi::Value CopyBlocks(const Napi::CallbackInfo& info) {
+  BlockArgs a = blockArgs(info);
+  std::vector<BufferView> views;
+  auto batch = batchFromArgs(info, &views);
+  CopyError planned = planBlocks(batch.get(), views, a.jobs, a.planes.Data(), a.planes.ElementLength() / 4, a.numBlocks);
+  return startCopy(info.Env(), std::move(batch), planned, info[2].As<Napi::Object>());
+}
+
+// __testing.segments(same arguments as copyBlocks): the segments it would
+// copy, [regionIndex, regionOffset, bufferIndex, bufferOffset, length] x N.
+Napi::Value ListSegments(const Napi::CallbackInfo& info) {
+  BlockArgs a = blockArgs(info);
+  std::vector<BufferView> views;
+  auto batch = batchFromArgs(info, &views);
+  std::vector<double> out;
+  CopyError e = listSegments(*batch, views, a.jobs, a.planes.Data(), a.planes.ElementLength() / 4, a.numBlocks, &out);
+  if (!e.code.empty()) throw codedError(info.Env(), e.code, e.message);
+  auto arr = Napi::Float64Array::New(info.Env(), out.size());
+  std::copy(out.begin(), out.end(), arr.Data());
+  return arr;
 }
 
 Napi::Value Info(const Napi::CallbackInfo& info) {
@@ -380,13 +382,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("Pool", Pool::Define(env));
   exports.Set("Region", region);
-  exports.Set("copy", Napi::Function::New(env, Copy));
   exports.Set("copyBlocks", Napi::Function::New(env, CopyBlocks));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("chainHashes", Napi::Function::New(env, ChainHashes));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   exports.Set("setCudaCopy", Napi::Function::New(env, SetCudaCopy));
-  exports.Set("__testing", cudaTestingExports(env));
+  Napi::Object testing = cudaTestingExports(env);
+  testing.Set("segments", Napi::Function::New(env, ListSegments));
+  exports.Set("__testing", testing);
   return exports;
 }
 

@@ -1,4 +1,4 @@
-// Segment validation and the CPU/CUDA execution of a batch (see copy.h).
+// Copy planning from block ids and the CPU/CUDA execution of a batch (see copy.h).
 #include "copy.h"
 
 #include <algorithm>
@@ -20,8 +20,7 @@ static constexpr size_t kBytesPerThread = 256 << 10;
 static constexpr double kMaxExact = 9007199254740991.0;  // 2^53 - 1
 
 // A round trip through uint64_t tests integrality: std::floor is a libm call
-// on baseline x86-64 (no SSE4.1), and five per segment made planning 4096
-// segments cost ~120 us.
+// on baseline x86-64 (no SSE4.1).
 static bool asIndex(double v, uint64_t* out) {
   if (!(v >= 0 && v <= kMaxExact)) return false;
   uint64_t u = static_cast<uint64_t>(v);
@@ -30,48 +29,17 @@ static bool asIndex(double v, uint64_t* out) {
   return true;
 }
 
-// Checks shared by both planners: one kind of memory, one CUDA device.
-static CopyError beginPlan(CopyBatch* batch, size_t expectedPieces) {
-  batch->pieces.clear();
-  batch->totalBytes = 0;
-  bool anyCuda = false, anyShm = false;
-  for (const auto& r : batch->regions) (r->kind == RegionKind::CudaIpc ? anyCuda : anyShm) = true;
-  if (anyCuda && anyShm) {
-    return {"KVT_BAD_REQUEST", "one copy batch cannot mix CUDA IPC regions and shm regions"};
-  }
-  batch->cuda = anyCuda;
-  batch->pieces.reserve(expectedPieces);
-  for (const auto& r : batch->regions) {
-    if (anyCuda && r->device != batch->regions[0]->device) {
-      return {"KVT_BAD_REQUEST", "one copy batch cannot span CUDA devices " + std::to_string(batch->regions[0]->device) +
-                                     " and " + std::to_string(r->device)};
-    }
-  }
-  return {"", ""};
-}
-
-// One segment: bounds-checked against its region and buffer, then cut into pieces.
+// One segment: bounds-checked against its region and buffer, then cut into
+// pieces. expandBlocks only makes segments inside both; this re-check is the
+// last line before pointers are formed.
 static CopyError emitSegment(CopyBatch* batch, const std::vector<BufferView>& buffers, size_t i, uint64_t ri,
                              uint64_t roff, uint64_t bi, uint64_t boff, uint64_t len) {
-  if (ri >= batch->regions.size()) {
-    return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": expected region index below " +
-                                   std::to_string(batch->regions.size()) + ", got " + std::to_string(ri)};
-  }
-  if (bi >= buffers.size()) {
-    return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": expected buffer index below " +
-                                   std::to_string(buffers.size()) + ", got " + std::to_string(bi)};
-  }
   const RegionMapping& region = *batch->regions[ri];
   const BufferView& buf = buffers[bi];
-  if (len == 0 || len > region.size || roff > region.size - len) {
-    return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": bytes [" + std::to_string(roff) + ", +" +
-                                   std::to_string(len) + ") are outside region " + region.name + " of " +
-                                   std::to_string(region.size) + " bytes"};
-  }
-  if (len > buf.length || boff > buf.length - len) {
-    return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": bytes [" + std::to_string(boff) + ", +" +
-                                   std::to_string(len) + ") are outside buffer " + std::to_string(bi) + " of " +
-                                   std::to_string(buf.length) + " bytes"};
+  if (len == 0 || len > region.size || roff > region.size - len || len > buf.length || boff > buf.length - len) {
+    return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": region bytes [" + std::to_string(roff) + ", +" +
+                                   std::to_string(len) + ") or buffer bytes [" + std::to_string(boff) +
+                                   ", +" + std::to_string(len) + ") out of bounds"};
   }
   uint8_t* rp = region.base + roff;
   uint8_t* bp = buf.data + boff;
@@ -88,37 +56,14 @@ static CopyError emitSegment(CopyBatch* batch, const std::vector<BufferView>& bu
   return {"", ""};
 }
 
-static CopyError endPlan(CopyBatch* batch, const std::vector<BufferView>& buffers) {
-  if (batch->cuda) {
-    for (size_t i = 0; i < buffers.size(); ++i) {
-      if (!cudaBackendDeviceAccessible(buffers[i].data)) {
-        return {"KVT_BAD_REQUEST", "buffer " + std::to_string(i) +
-                                       ": expected pinned pool memory for a CUDA region copy, got pageable memory"};
-      }
-    }
-  }
-  return {"", ""};
-}
-
-CopyError planCopy(CopyBatch* batch, const std::vector<BufferView>& buffers, const double* segs,
-                   size_t segCount) {
-  CopyError e = beginPlan(batch, segCount);
-  if (!e.code.empty()) return e;
-  for (size_t i = 0; i < segCount; ++i) {
-    const double* s = segs + i * 5;
-    uint64_t ri, roff, bi, boff, len;
-    if (!asIndex(s[0], &ri) || !asIndex(s[1], &roff) || !asIndex(s[2], &bi) || !asIndex(s[3], &boff) ||
-        !asIndex(s[4], &len)) {
-      return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": expected non-negative integers below 2^53"};
-    }
-    e = emitSegment(batch, buffers, i, ri, roff, bi, boff, len);
-    if (!e.code.empty()) return e;
-  }
-  return endPlan(batch, buffers);
-}
-
-CopyError planBlocks(CopyBatch* batch, const std::vector<BufferView>& buffers, const std::vector<BlockIds>& jobs,
-                     const double* planes, size_t planeCount, uint64_t numBlocks) {
+// Validates planes, block ids and buffer sizes, then calls
+// emit(index, regionIndex, regionOffset, bufferIndex, bufferOffset, length)
+// for every segment: the blocks of each job, plane by plane, a run of blocks
+// contiguous on both sides (MLA with consecutive ids) as one segment.
+template <typename Emit>
+static CopyError expandBlocks(const CopyBatch& batch, const std::vector<BufferView>& buffers,
+                              const std::vector<BlockIds>& jobs, const double* planes, size_t planeCount,
+                              uint64_t numBlocks, Emit&& emit) {
   if (jobs.size() != buffers.size()) {
     return {"KVT_BAD_REQUEST", "expected one block id array per buffer, got " + std::to_string(jobs.size()) +
                                    " for " + std::to_string(buffers.size())};
@@ -134,37 +79,34 @@ CopyError planBlocks(CopyBatch* batch, const std::vector<BufferView>& buffers, c
     Plane& q = ps[p];
     if (!asIndex(d[0], &q.region) || !asIndex(d[1], &q.offset) || !asIndex(d[2], &q.stride) ||
         !asIndex(d[3], &q.bytes) || q.bytes == 0) {
-      return {"KVT_BAD_LAYOUT", "plane " + std::to_string(p) + ": expected non-negative integers below 2^53"};
+      return {"KVT_BAD_LAYOUT", "plane " + std::to_string(p) + ": expected positive block bytes and non-negative integers below 2^53"};
     }
-    if (q.region >= batch->regions.size()) {
+    if (q.region >= batch.regions.size()) {
       return {"KVT_BAD_LAYOUT", "plane " + std::to_string(p) + ": expected region index below " +
-                                    std::to_string(batch->regions.size()) + ", got " + std::to_string(q.region)};
+                                    std::to_string(batch.regions.size()) + ", got " + std::to_string(q.region)};
     }
     // The last block must end inside the region; every id below numBlocks then does.
-    const uint64_t size = batch->regions[q.region]->size;
+    // Checked in an order that cannot overflow.
+    const uint64_t size = batch.regions[q.region]->size;
     const uint64_t last = numBlocks - 1;
-    if (q.stride != 0 && last > (size - std::min(size, q.offset)) / q.stride) {
-      return {"KVT_BAD_LAYOUT", "plane " + std::to_string(p) + " overruns region " + batch->regions[q.region]->name};
-    }
-    if (q.offset > size || q.bytes > size - q.offset || last * q.stride > size - q.offset - q.bytes) {
-      return {"KVT_BAD_LAYOUT", "plane " + std::to_string(p) + " overruns region " + batch->regions[q.region]->name};
+    if (q.offset > size || q.bytes > size - q.offset ||
+        (q.stride != 0 && last > (size - q.offset - q.bytes) / q.stride)) {
+      return {"KVT_BAD_LAYOUT", "plane " + std::to_string(p) + ": block " + std::to_string(last) +
+                                    " would end outside region " + batch.regions[q.region]->name + " of " +
+                                    std::to_string(size) + " bytes"};
     }
     slot += q.bytes;
   }
-  size_t expected = 0;
-  for (const auto& j : jobs) expected += j.count * planeCount;
-  CopyError e = beginPlan(batch, expected);
-  if (!e.code.empty()) return e;
   size_t seg = 0;
   for (size_t j = 0; j < jobs.size(); ++j) {
     const uint32_t* ids = jobs[j].ids;
     const size_t n = jobs[j].count;
     if (n == 0 || n > buffers[j].length / slot) {
-      return {"KVT_BAD_BLOCK_ID", "job " + std::to_string(j) + ": " + std::to_string(n) + " blocks do not fit its buffer of " +
-                                      std::to_string(buffers[j].length) + " bytes"};
+      return {"KVT_BAD_BLOCK_ID", "job " + std::to_string(j) + ": " + std::to_string(n) +
+                                      " blocks do not fit its buffer of " + std::to_string(buffers[j].length) + " bytes"};
     }
     for (size_t k = 0; k < n; ++k) {
-      if (ids[k] == kSkipBlock ? !batch->scatter : ids[k] >= numBlocks) {
+      if (ids[k] == kSkipBlock ? !batch.scatter : ids[k] >= numBlocks) {
         return {"KVT_BAD_BLOCK_ID", "job " + std::to_string(j) + " block " + std::to_string(k) +
                                         ": expected a block id below " + std::to_string(numBlocks) + ", got " +
                                         std::to_string(ids[k])};
@@ -172,22 +114,21 @@ CopyError planBlocks(CopyBatch* batch, const std::vector<BufferView>& buffers, c
     }
     uint64_t planeBase = 0;
     for (const Plane& q : ps) {
-      // A run of blocks contiguous on both sides is one segment (MLA with consecutive ids).
       uint64_t runR = 0, runB = 0, runLen = 0;
       for (size_t k = 0; k <= n; ++k) {
-        const bool skip = k < n && ids[k] == kSkipBlock;
-        const uint64_t roff = k < n && !skip ? q.offset + ids[k] * q.stride : 0;
+        const bool block = k < n && ids[k] != kSkipBlock;
+        const uint64_t roff = block ? q.offset + ids[k] * q.stride : 0;
         const uint64_t boff = planeBase + k * q.bytes;
-        if (k < n && !skip && runLen > 0 && runR + runLen == roff && runB + runLen == boff) {
+        if (block && runLen > 0 && runR + runLen == roff && runB + runLen == boff) {
           runLen += q.bytes;
           continue;
         }
         if (runLen > 0) {
-          e = emitSegment(batch, buffers, seg++, q.region, runR, j, runB, runLen);
+          CopyError e = emit(seg++, q.region, runR, j, runB, runLen);
           if (!e.code.empty()) return e;
           runLen = 0;
         }
-        if (k < n && !skip) {
+        if (block) {
           runR = roff;
           runB = boff;
           runLen = q.bytes;
@@ -196,7 +137,55 @@ CopyError planBlocks(CopyBatch* batch, const std::vector<BufferView>& buffers, c
       planeBase += n * q.bytes;
     }
   }
-  return endPlan(batch, buffers);
+  return {"", ""};
+}
+
+CopyError planBlocks(CopyBatch* batch, const std::vector<BufferView>& buffers, const std::vector<BlockIds>& jobs,
+                     const double* planes, size_t planeCount, uint64_t numBlocks) {
+  batch->pieces.clear();
+  batch->totalBytes = 0;
+  bool anyCuda = false, anyShm = false;
+  for (const auto& r : batch->regions) (r->kind == RegionKind::CudaIpc ? anyCuda : anyShm) = true;
+  if (anyCuda && anyShm) {
+    return {"KVT_BAD_REQUEST", "one copy batch cannot mix CUDA IPC regions and shm regions"};
+  }
+  for (const auto& r : batch->regions) {
+    if (anyCuda && r->device != batch->regions[0]->device) {
+      return {"KVT_BAD_REQUEST", "one copy batch cannot span CUDA devices " + std::to_string(batch->regions[0]->device) +
+                                     " and " + std::to_string(r->device)};
+    }
+  }
+  batch->cuda = anyCuda;
+  size_t expected = 0;
+  for (const auto& j : jobs) expected += j.count * planeCount;
+  batch->pieces.reserve(expected);
+  CopyError e = expandBlocks(*batch, buffers, jobs, planes, planeCount, numBlocks,
+                             [&](size_t i, uint64_t ri, uint64_t roff, uint64_t bi, uint64_t boff, uint64_t len) {
+                               return emitSegment(batch, buffers, i, ri, roff, bi, boff, len);
+                             });
+  if (!e.code.empty()) return e;
+  if (batch->cuda) {
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      if (!cudaBackendDeviceAccessible(buffers[i].data)) {
+        return {"KVT_BAD_REQUEST", "buffer " + std::to_string(i) +
+                                       ": expected pinned pool memory for a CUDA region copy, got pageable memory"};
+      }
+    }
+  }
+  return {"", ""};
+}
+
+CopyError listSegments(const CopyBatch& batch, const std::vector<BufferView>& buffers,
+                       const std::vector<BlockIds>& jobs, const double* planes, size_t planeCount,
+                       uint64_t numBlocks, std::vector<double>* out) {
+  out->clear();
+  return expandBlocks(batch, buffers, jobs, planes, planeCount, numBlocks,
+                      [&](size_t, uint64_t ri, uint64_t roff, uint64_t bi, uint64_t boff, uint64_t len) {
+                        out->insert(out->end(), {static_cast<double>(ri), static_cast<double>(roff),
+                                                 static_cast<double>(bi), static_cast<double>(boff),
+                                                 static_cast<double>(len)});
+                        return CopyError{"", ""};
+                      });
 }
 
 namespace {

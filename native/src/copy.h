@@ -1,13 +1,13 @@
-// Batched gather/scatter over a flat segment list. TS computes the segments
-// (native/layout-plan.ts); this file trusts none of them: every segment is
-// checked against its region's mapped size and its buffer's length on the JS
+// Batched gather/scatter from block ids. A registration's planes (where
+// block b of each layer's K or V lives in which region) come from
+// native/layout-plan.ts, which also gives the friendly errors; nothing here
+// trusts them: every plane is checked to end inside its region for every id
+// below numBlocks, every id and every buffer size is checked, on the JS
 // thread, before any byte moves, and a bad one fails the whole batch with a
-// code. Segment record (5 float64s, integers < 2^53):
-//   [regionIndex, regionOffset, bufferIndex, bufferOffset, length]
-// gather: region -> buffer; scatter: buffer -> region. Execution splits the
-// segments into <=1 MiB pieces claimed by up to copyThreadCount() threads,
-// or runs them (as <=64 KiB pieces, one per thread block) in one kernel
-// launch when the regions are CUDA IPC memory.
+// code. gather: region -> buffer; scatter: buffer -> region. Execution splits
+// the segments into <=1 MiB pieces claimed by up to copyThreadCount()
+// threads, or runs them (as <=64 KiB pieces) on the CUDA backend when the
+// regions are CUDA IPC memory.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -42,11 +42,6 @@ struct BufferView {
   size_t length;
 };
 
-// Validates and expands the segment list into batch->pieces. On failure the
-// returned error has a code and nothing was copied.
-CopyError planCopy(CopyBatch* batch, const std::vector<BufferView>& buffers, const double* segs,
-                   size_t segCount);
-
 // Block ids of one job (one chunk buffer); kSkipBlock marks a block a
 // scatter leaves alone.
 struct BlockIds {
@@ -55,14 +50,18 @@ struct BlockIds {
 };
 constexpr uint32_t kSkipBlock = 0xffffffffu;
 
-// The same batch from block ids: planes are [regionIndex, offset,
-// blockStride, blockBytes] x planeCount (float64s, integers < 2^53), the
-// buffer of job j holds its blocks plane by plane. Every plane is checked to
-// end inside its region for ids below numBlocks, every id against
-// numBlocks, every buffer against its job's size; native/layout-plan.ts
-// computes the same segments (segments()) and gives the friendlier errors.
+// Validates and expands jobs into batch->pieces. planes are [regionIndex,
+// offset, blockStride, blockBytes] x planeCount (float64s, integers < 2^53);
+// buffer j (job j) holds its blocks plane by plane. On failure the returned
+// error has a code and nothing was copied.
 CopyError planBlocks(CopyBatch* batch, const std::vector<BufferView>& buffers, const std::vector<BlockIds>& jobs,
                      const double* planes, size_t planeCount, uint64_t numBlocks);
+
+// For tests: the segments planBlocks would copy, as [regionIndex,
+// regionOffset, bufferIndex, bufferOffset, length] records.
+CopyError listSegments(const CopyBatch& batch, const std::vector<BufferView>& buffers,
+                       const std::vector<BlockIds>& jobs, const double* planes, size_t planeCount,
+                       uint64_t numBlocks, std::vector<double>* out);
 
 // Runs the batch off the JS thread; `done` is called exactly once, from a copy
 // thread, after every piece finished or the batch failed.

@@ -1,5 +1,5 @@
-// The C++ boundary on its own: segment lists that TypeScript would never
-// produce must still be rejected with a code, before any byte moves. This
+// The C++ boundary on its own: planes, block ids and buffers that TypeScript
+// would never send must still be rejected with a code, before any byte moves. This
 // file loads the .node directly on purpose (product code goes through
 // native/index.ts).
 import { createRequire } from 'node:module';
@@ -13,7 +13,7 @@ interface RawPool { alloc(bytes: number): number; free(offset: number): void; in
 interface Raw {
   Pool: new (bytes: number) => RawPool;
   Region: new (path: string, size: number) => RawRegion;
-  copy(scatter: boolean, regions: unknown[], buffers: unknown[], segs: unknown): Promise<void>;
+  copyBlocks(scatter: boolean, regions: unknown[], buffers: unknown[], ids: unknown[], planes: unknown, numBlocks: unknown): Promise<void>;
 }
 const raw = createRequire(import.meta.url)('../../build/Release/kvtier_native.node') as Raw;
 
@@ -21,24 +21,28 @@ const file = shmPath('raw');
 writeFileSync(file, Buffer.alloc(8192, 5));
 afterAll(() => rmSync(file, { force: true }));
 
-const cases: [string, number[], RegExp][] = [
-  ['region index out of range', [1, 0, 0, 0, 16], /expected region index below 1, got 1/],
-  ['buffer index out of range', [0, 0, 3, 0, 16], /expected buffer index below 1, got 3/],
-  ['region overrun', [0, 8180, 0, 0, 16], /outside region .* of 8192 bytes/],
-  ['offset + length overflow', [0, 2 ** 53 - 1, 0, 0, 16], /outside region/],
-  ['buffer overrun', [0, 0, 0, 60, 8], /outside buffer 0 of 64 bytes/],
-  ['zero length', [0, 0, 0, 0, 0], /outside region/],
-  ['negative', [0, -1, 0, 0, 8], /non-negative integers/],
-  ['fraction', [0, 0.5, 0, 0, 8], /non-negative integers/],
-  ['NaN', [0, NaN, 0, 0, 8], /non-negative integers/],
+// [name, plane [regionIndex, offset, blockStride, blockBytes], numBlocks, block ids, buffer bytes, code, message]
+const cases: [string, number[], number, number[], number, string, RegExp][] = [
+  ['region index out of range', [1, 0, 16, 16], 4, [0], 16, 'KVT_BAD_LAYOUT', /expected region index below 1, got 1/],
+  ['plane past its region', [0, 8180, 16, 16], 1, [0], 16, 'KVT_BAD_LAYOUT', /would end outside region .* of 8192 bytes/],
+  ['last block past its region', [0, 0, 1024, 16], 9, [0], 16, 'KVT_BAD_LAYOUT', /block 8 would end outside region/],
+  ['offset + length overflow', [0, 2 ** 53 - 1, 16, 16], 1, [0], 16, 'KVT_BAD_LAYOUT', /would end outside region/],
+  ['stride x blocks overflow', [0, 0, 2 ** 52, 16], 8, [0], 16, 'KVT_BAD_LAYOUT', /would end outside region/],
+  ['zero block bytes', [0, 0, 16, 0], 4, [0], 16, 'KVT_BAD_LAYOUT', /positive block bytes/],
+  ['negative', [0, -1, 16, 16], 4, [0], 16, 'KVT_BAD_LAYOUT', /non-negative integers/],
+  ['fraction', [0, 0.5, 16, 16], 4, [0], 16, 'KVT_BAD_LAYOUT', /non-negative integers/],
+  ['NaN', [0, NaN, 16, 16], 4, [0], 16, 'KVT_BAD_LAYOUT', /non-negative integers/],
+  ['block id past num_blocks', [0, 0, 16, 16], 4, [4], 16, 'KVT_BAD_BLOCK_ID', /expected a block id below 4, got 4/],
+  ['skip marker in a gather', [0, 0, 16, 16], 4, [0xffffffff], 16, 'KVT_BAD_BLOCK_ID', /expected a block id below 4/],
+  ['buffer too short for its blocks', [0, 0, 16, 16], 4, [0, 1], 24, 'KVT_BAD_BLOCK_ID', /2 blocks do not fit its buffer of 24 bytes/],
+  ['no block ids', [0, 0, 16, 16], 4, [], 16, 'KVT_BAD_BLOCK_ID', /0 blocks do not fit/],
 ];
 
-test.each(cases)('%s is rejected with KVT_BAD_REQUEST', async (_name, seg, message) => {
+test.each(cases)('%s is rejected with a code, nothing copied', async (_name, plane, numBlocks, ids, bytes, code, message) => {
   const region = new raw.Region(file, 8192);
-  const buf = Buffer.alloc(64, 9);
-  const good = [0, 0, 0, 0, 8];
-  const p = raw.copy(false, [region], [buf], Float64Array.from([...good, ...seg]));
-  await expect(p).rejects.toMatchObject({ code: 'KVT_BAD_REQUEST', message: expect.stringMatching(message) });
+  const buf = Buffer.alloc(bytes, 9);
+  const p = raw.copyBlocks(false, [region], [buf], [Uint32Array.from(ids)], Float64Array.from(plane), numBlocks);
+  await expect(p).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
   expect(buf.every((x) => x === 9)).toBe(true);
   region.close();
 });
@@ -46,23 +50,27 @@ test.each(cases)('%s is rejected with KVT_BAD_REQUEST', async (_name, seg, messa
 test('wrong argument types and closed regions are rejected, not crashed on', async () => {
   const region = new raw.Region(file, 8192);
   const buf = Buffer.alloc(64);
-  expect(() => raw.copy(false, [{}], [buf], new Float64Array(5))).toThrow(/expected a Region for regions\[0\]/);
-  expect(() => raw.copy(false, [region], ['x'], new Float64Array(5))).toThrow(/expected a Buffer for buffers\[0\]/);
-  expect(() => raw.copy(false, [region], [buf], new Uint32Array(5))).toThrow(/expected \(boolean/);
-  expect(() => raw.copy(false, [region], [buf], new Float64Array(4))).toThrow(/multiple of 5/);
+  const ids = [Uint32Array.from([0])];
+  const plane = Float64Array.from([0, 0, 16, 16]);
+  expect(() => raw.copyBlocks(false, [{}], [buf], ids, plane, 4)).toThrow(/expected a Region for regions\[0\]/);
+  expect(() => raw.copyBlocks(false, [region], ['x'], ids, plane, 4)).toThrow(/expected a Buffer for buffers\[0\]/);
+  expect(() => raw.copyBlocks(false, [region], [buf], [[0]], plane, 4)).toThrow(/expected a Uint32Array for blockIds\[0\]/);
+  expect(() => raw.copyBlocks(false, [region], [buf], ids, new Uint32Array(4), 4)).toThrow(/expected \(boolean/);
+  expect(() => raw.copyBlocks(false, [region], [buf], ids, new Float64Array(3), 4)).toThrow(/multiple of 4/);
+  expect(() => raw.copyBlocks(false, [region], [buf], ids, plane, 1.5)).toThrow(/non-negative integer for num_blocks/);
+  await expect(raw.copyBlocks(false, [region], [buf, buf], ids, plane, 4)).rejects.toMatchObject({ code: 'KVT_BAD_REQUEST', message: expect.stringMatching(/one block id array per buffer/) });
   region.close();
   expect(region.kind).toBe('closed');
-  expect(() => raw.copy(false, [region], [buf], new Float64Array(5))).toThrow(/region 0 is closed/);
+  expect(() => raw.copyBlocks(false, [region], [buf], ids, plane, 4)).toThrow(/region 0 is closed/);
   expect(() => new raw.Region(file, 8193)).toThrow(/expected at least 8193 bytes/);
 });
 
-test('a valid segment list copies exactly the named bytes', async () => {
+test('a valid copy moves exactly the named bytes', async () => {
   const region = new raw.Region(file, 8192);
-  const buf = Buffer.alloc(64, 9);
-  await raw.copy(false, [region], [buf], Float64Array.from([0, 100, 0, 8, 16]));
-  expect([...buf.subarray(0, 8)].every((x) => x === 9)).toBe(true);
-  expect([...buf.subarray(8, 24)].every((x) => x === 5)).toBe(true);
-  expect([...buf.subarray(24)].every((x) => x === 9)).toBe(true);
+  const buf = Buffer.alloc(24, 9);
+  await raw.copyBlocks(false, [region], [buf], [Uint32Array.from([6])], Float64Array.from([0, 4, 16, 16]), 8);
+  expect([...buf.subarray(0, 16)].every((x) => x === 5)).toBe(true);
+  expect([...buf.subarray(16)].every((x) => x === 9)).toBe(true);
   region.close();
 });
 

@@ -1,8 +1,9 @@
 // Layout math without the addon: chunk sizes for real model shapes and the
-// segment lists (with contiguous blocks merged).
+// checks of a registration. (The segment lists the addon expands from block
+// ids are tested in plan-blocks.test.ts.)
 import { describe, expect, test } from 'vitest';
 
-import { LayoutPlan, SKIP_BLOCK, type KvLayoutSpec } from '../../native/layout-plan.js';
+import { LayoutPlan, type KvLayoutSpec } from '../../native/layout-plan.js';
 
 function llama8bFlashAttn(numBlocks: number): KvLayoutSpec {
   const blockBytes = 16 * 8 * 128 * 2;
@@ -17,35 +18,6 @@ describe('LayoutPlan', () => {
     const plan = new LayoutPlan(llama8bFlashAttn(100));
     expect(plan.blocksPerChunk).toBe(16);
     expect(plan.chunkBytes).toBe(32 << 20);
-  });
-
-  test('consecutive blocks with stride == bytes merge into one segment per plane', () => {
-    const spec: KvLayoutSpec = {
-      regions: [{ regionId: 1, sizeBytes: 1000, shmPath: '/x' }],
-      planes: [{ layer: 0, regionId: 1, offset: 0, blockStride: 10, blockBytes: 10 }],
-      numBlocks: 100,
-      blockSize: 1,
-      chunkTokens: 4,
-    };
-    const plan = new LayoutPlan(spec);
-    const segs = plan.segments([{ blockIds: Uint32Array.from([5, 6, 7, 20]), buf: new Uint8Array(40) }], false);
-    expect([...segs]).toEqual([0, 50, 0, 0, 30, 0, 200, 0, 30, 10]);
-  });
-
-  test('interleaved planes never merge; skipped blocks leave holes in the buffer', () => {
-    const spec: KvLayoutSpec = {
-      regions: [{ regionId: 1, sizeBytes: 2000, shmPath: '/x' }],
-      planes: [
-        { layer: 0, regionId: 1, offset: 0, blockStride: 20, blockBytes: 10 },
-        { layer: 0, regionId: 1, offset: 10, blockStride: 20, blockBytes: 10 },
-      ],
-      numBlocks: 100,
-      blockSize: 1,
-      chunkTokens: 2,
-    };
-    const plan = new LayoutPlan(spec);
-    const segs = plan.segments([{ blockIds: Uint32Array.from([SKIP_BLOCK, 3]), buf: new Uint8Array(40) }], true);
-    expect([...segs]).toEqual([0, 60, 0, 10, 10, 0, 70, 0, 30, 10]);
   });
 
   test('a stride smaller than the block (overlapping blocks) is a bad layout', () => {

@@ -1,8 +1,9 @@
-// The addon's copyBlocks expands segments from block ids in C++ (planBlocks);
-// LayoutPlan.segments() is the TypeScript reference the segment-level copy()
-// takes. For random layouts, ids, skip markers and runs of consecutive ids
-// (which merge into one segment), both must move exactly the same bytes, in
-// both directions, against real shm files.
+// The addon expands copies from block ids itself (copyBlocks; planBlocks in
+// native/src/copy.cc). Against real shm files: for random layouts, ids, skip
+// markers and runs of consecutive ids, gather and scatter move exactly the
+// bytes a plain model of the layout says (each plane's block b at
+// offset + b*stride of its region, a job's buffer plane by plane), and runs
+// contiguous on both sides become one segment.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -18,11 +19,19 @@ interface RawRegion {
 }
 interface Raw {
   Region: new (path: string, size: number) => RawRegion;
-  copy(scatter: boolean, regions: RawRegion[], buffers: Uint8Array[], segments: Float64Array): Promise<void>;
   copyBlocks(scatter: boolean, regions: RawRegion[], buffers: Uint8Array[], ids: Uint32Array[], planes: Float64Array, numBlocks: number): Promise<void>;
+  __testing: { segments(scatter: boolean, regions: RawRegion[], buffers: Uint8Array[], ids: Uint32Array[], planes: Float64Array, numBlocks: number): Float64Array };
 }
 
 const raw = nativeAvailable() ? (createRequire(import.meta.url)(addonPath()) as Raw) : undefined;
+
+/** Real shm regions with the given contents, closed and removed by the returned function. */
+function shmRegions(contents: Buffer[]): { regions: RawRegion[]; files: string[]; done: () => void } {
+  const files = contents.map(() => shmPath('planblocks'));
+  files.forEach((f, i) => writeFileSync(f, contents[i]));
+  const regions = files.map((f, i) => new raw!.Region(f, contents[i].length));
+  return { regions, files, done: () => { regions.forEach((r) => r.close()); files.forEach((f) => rmSync(f, { force: true })); } };
+}
 
 const layoutArb = fc.record({
   numBlocks: fc.integer({ min: 2, max: 24 }),
@@ -32,72 +41,80 @@ const layoutArb = fc.record({
   seed: fc.nat(),
 });
 
-describe.skipIf(raw === undefined)('copyBlocks (C++ expansion) moves the bytes copy(segments()) moves', () => {
-  test('gather and scatter, random layouts and jobs', async () => {
+describe.skipIf(raw === undefined)('copyBlocks', () => {
+  test('gather and scatter move the bytes the layout model says, for random layouts and jobs', async () => {
     await fc.assert(
       fc.asyncProperty(layoutArb, fc.boolean(), async (l, scatter) => {
-        // Planes laid out one after another in their region, each with its own stride and lead.
+        // Planes one after another in their region, each with its own stride and lead.
         const ends = new Array<number>(l.regions).fill(0);
         const planes = l.planes.map((p) => {
-          const region = p.region % l.regions;
-          const offset = ends[region] + p.lead;
+          const regionId = p.region % l.regions;
+          const offset = ends[regionId] + p.lead;
           const blockStride = p.blockBytes + p.gap;
-          ends[region] = offset + (l.numBlocks - 1) * blockStride + p.blockBytes;
-          return { layer: 0, regionId: region, offset, blockStride, blockBytes: p.blockBytes };
+          ends[regionId] = offset + (l.numBlocks - 1) * blockStride + p.blockBytes;
+          return { layer: 0, regionId, offset, blockStride, blockBytes: p.blockBytes };
         });
         const sizes = ends.map((e) => Math.max(e, 1));
         const spec: KvLayoutSpec = { regions: sizes.map((size, i) => ({ regionId: i, sizeBytes: size, shmPath: 'x' })), planes, numBlocks: l.numBlocks, blockSize: 1, chunkTokens: l.blocksPerChunk };
         const plan = new LayoutPlan(spec);
-        // Jobs: distinct ids, consecutive runs more often than chance, skips in scatter.
+        // Jobs: distinct ids, with consecutive runs more often than chance; skips in scatter.
         let next = l.seed % l.numBlocks;
-        const pool = Array.from({ length: l.numBlocks }, (_, i) => (next + (i % 3 === 0 ? 5 * i : i)) % l.numBlocks);
-        const order = [...new Set(pool)];
+        const order = [...new Set(Array.from({ length: l.numBlocks }, (_, i) => (next + (i % 3 === 0 ? 5 * i : i)) % l.numBlocks))];
         for (let i = 0; i < l.numBlocks; i++) if (!order.includes(i)) order.push(i);
-        const jobs: { blockIds: Uint32Array; buf: Uint8Array }[] = [];
-        while (order.length > 0 && jobs.length < 3) {
-          const n = Math.min(order.length, 1 + ((next += 7) % l.blocksPerChunk));
-          const ids = Uint32Array.from(order.splice(0, n));
-          if (scatter && ids.length > 1 && next % 2 === 0) ids[next % ids.length] = SKIP_BLOCK;
-          jobs.push({ blockIds: ids, buf: new Uint8Array(plan.bytesFor(ids.length)) });
+        const ids: Uint32Array[] = [];
+        while (order.length > 0 && ids.length < 3) {
+          const job = Uint32Array.from(order.splice(0, Math.min(order.length, 1 + ((next += 7) % l.blocksPerChunk))));
+          if (scatter && job.length > 1 && next % 2 === 0) job[next % job.length] = SKIP_BLOCK;
+          ids.push(job);
         }
         const content = sizes.map((s) => randomBytes(s));
-        const files = [0, 1].map(() => sizes.map(() => shmPath('planblocks')));
-        files.forEach((set) => set.forEach((f, i) => writeFileSync(f, content[i])));
-        const regions = files.map((set) => set.map((f, i) => new raw!.Region(f, sizes[i])));
+        const bufs = ids.map((job) => (scatter ? randomBytes(plan.bytesFor(job.length)) : Buffer.alloc(plan.bytesFor(job.length))));
+        // The model: where each (job, plane, block) lives on both sides.
+        const want = scatter ? content.map((c) => Buffer.from(c)) : bufs.map((b) => Buffer.from(b));
+        ids.forEach((job, j) => {
+          let base = 0;
+          for (const p of planes) {
+            job.forEach((id, k) => {
+              if (id === SKIP_BLOCK) return;
+              const r = p.offset + id * p.blockStride;
+              const b = base + k * p.blockBytes;
+              if (scatter) bufs[j].copy(want[p.regionId], r, b, b + p.blockBytes);
+              else content[p.regionId].copy(want[j], b, r, r + p.blockBytes);
+            });
+            base += job.length * p.blockBytes;
+          }
+        });
+        const shm = shmRegions(content);
         try {
-          const bufA = jobs.map((j) => (scatter ? Uint8Array.from(randomBytes(j.buf.length)) : new Uint8Array(j.buf.length)));
-          const bufB = bufA.map((b) => Uint8Array.from(b));
-          await raw!.copy(scatter, regions[0], bufA, Float64Array.from(plan.segments(jobs.map((j, i) => ({ ...j, buf: bufA[i] })), scatter)));
-          await raw!.copyBlocks(scatter, regions[1], bufB, jobs.map((j) => j.blockIds), plan.planeTable, plan.numBlocks);
-          if (scatter) files[0].forEach((f, i) => expect(readFileSync(files[1][i]).equals(readFileSync(f))).toBe(true));
-          else bufA.forEach((b, i) => expect(Buffer.from(bufB[i]).equals(Buffer.from(b))).toBe(true));
+          await raw!.copyBlocks(scatter, shm.regions, bufs, ids, plan.planeTable, plan.numBlocks);
+          if (scatter) shm.files.forEach((f, i) => expect(readFileSync(f).equals(want[i])).toBe(true));
+          else bufs.forEach((b, j) => expect(b.equals(want[j])).toBe(true));
         } finally {
-          regions.flat().forEach((r) => r.close());
-          files.flat().forEach((f) => rmSync(f, { force: true }));
+          shm.done();
         }
       }),
       { numRuns: 60 },
     );
   });
 
-  test('bad ids, short buffers and planes past their region are refused by the addon itself', async () => {
-    const f = shmPath('planblocks-bad');
-    writeFileSync(f, randomBytes(4096));
-    const region = new raw!.Region(f, 4096);
-    const planes = Float64Array.from([0, 0, 512, 512]); // 8 blocks of 512 bytes
-    const bad = (p: Promise<void>): Promise<unknown> => p.then(() => { throw new Error('accepted'); }, (e: { code?: string }) => e.code);
+  test('consecutive blocks with stride == bytes merge into one segment per plane', () => {
+    const shm = shmRegions([Buffer.alloc(1000)]);
     try {
-      expect(await bad(raw!.copyBlocks(false, [region], [new Uint8Array(512)], [Uint32Array.from([8])], planes, 8))).toBe('KVT_BAD_BLOCK_ID');
-      expect(await bad(raw!.copyBlocks(false, [region], [new Uint8Array(512)], [Uint32Array.from([SKIP_BLOCK])], planes, 8))).toBe('KVT_BAD_BLOCK_ID');
-      expect(await bad(raw!.copyBlocks(false, [region], [new Uint8Array(511)], [Uint32Array.from([1])], planes, 8))).toBe('KVT_BAD_BLOCK_ID');
-      expect(await bad(raw!.copyBlocks(false, [region], [new Uint8Array(512)], [Uint32Array.from([1])], planes, 9))).toBe('KVT_BAD_LAYOUT');
-      expect(await bad(raw!.copyBlocks(false, [region], [new Uint8Array(512)], [Uint32Array.from([1])], Float64Array.from([0, 1, 512, 512]), 8))).toBe('KVT_BAD_LAYOUT');
-      expect(await bad(raw!.copyBlocks(false, [region], [new Uint8Array(512)], [Uint32Array.from([1])], Float64Array.from([1, 0, 512, 512]), 8))).toBe('KVT_BAD_LAYOUT');
-      expect(await bad(raw!.copyBlocks(false, [region], [new Uint8Array(512)], [Uint32Array.from([1])], Float64Array.from([0, 0, 2 ** 52, 512]), 8))).toBe('KVT_BAD_LAYOUT');
-      await raw!.copyBlocks(false, [region], [new Uint8Array(512)], [Uint32Array.from([7])], planes, 8); // the last block is fine
+      const segs = raw!.__testing.segments(false, shm.regions, [new Uint8Array(40)], [Uint32Array.from([5, 6, 7, 20])], Float64Array.from([0, 0, 10, 10]), 100);
+      expect([...segs]).toEqual([0, 50, 0, 0, 30, 0, 200, 0, 30, 10]);
     } finally {
-      region.close();
-      rmSync(f, { force: true });
+      shm.done();
+    }
+  });
+
+  test('interleaved planes never merge; skipped blocks leave holes in the buffer', () => {
+    const shm = shmRegions([Buffer.alloc(2000)]);
+    try {
+      const planes = Float64Array.from([0, 0, 20, 10, 0, 10, 20, 10]);
+      const segs = raw!.__testing.segments(true, shm.regions, [new Uint8Array(40)], [Uint32Array.from([SKIP_BLOCK, 3])], planes, 100);
+      expect([...segs]).toEqual([0, 60, 0, 10, 10, 0, 70, 0, 30, 10]);
+    } finally {
+      shm.done();
     }
   });
 });

@@ -72,17 +72,23 @@ class PoolsV2Mixin:
             final = min(final, boundary)
         return PoolTransferResult(final, hits)
 
+    def _transfer(self, t: Any) -> tuple[str, List[str], Any, int]:
+        """A PoolTransfer's pool name, keys, registered pool (None: unusable) and page size."""
+        name, keys = _name(t.name), list(t.keys or [])
+        pool = getattr(self, "registered_pools", {}).get(name)
+        if pool is None or t.host_indices is None:
+            return name, keys, None, 1
+        return name, keys, pool, int(getattr(pool, "page_size", 1) or 1)
+
     def batch_get_v2(self, transfers: List[Any], extra_info: Optional[Any] = None) -> Dict[str, List[bool]]:
         from .storage import _fill
 
         results: Dict[str, List[bool]] = {}
         for t in transfers:
-            name, keys = _name(t.name), list(t.keys or [])
-            pool = getattr(self, "registered_pools", {}).get(name)
-            if pool is None or t.host_indices is None:
+            name, keys, pool, page = self._transfer(t)
+            if pool is None:
                 results[name] = [False] * len(keys)
                 continue
-            page = int(getattr(pool, "page_size", 1) or 1)
             values = self._get_many([component_key(k, name) for k in keys])  # type: ignore[attr-defined]
             ok: List[bool] = []
             for i, data in enumerate(values):
@@ -100,12 +106,10 @@ class PoolsV2Mixin:
 
         results: Dict[str, List[bool]] = {}
         for t in transfers:
-            name, keys = _name(t.name), list(t.keys or [])
-            pool = getattr(self, "registered_pools", {}).get(name)
-            if pool is None or t.host_indices is None:
+            name, keys, pool, page = self._transfer(t)
+            if pool is None:
                 results[name] = [False] * len(keys)
                 continue
-            page = int(getattr(pool, "page_size", 1) or 1)
             pages = [_page_bytes(pool.get_data_page(int(t.host_indices[i * page].item()), flat=True))
                      for i in range(len(keys))]
             results[name] = self._put_many([component_key(k, name) for k in keys], pages)  # type: ignore[attr-defined]
