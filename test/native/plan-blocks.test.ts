@@ -24,6 +24,7 @@ interface Raw {
 }
 
 const raw = nativeAvailable() ? (createRequire(import.meta.url)(addonPath()) as Raw) : undefined;
+if (raw === undefined) console.log('plan-blocks.test.ts skipped: the native addon is not built (npm run build:native)');
 
 /** Real shm regions with the given contents, closed and removed by the returned function. */
 function shmRegions(contents: Buffer[]): { regions: RawRegion[]; files: string[]; done: () => void } {
