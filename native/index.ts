@@ -52,6 +52,31 @@ interface Binding {
   chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void;
   tuneMalloc(): boolean;
   setCudaCopy(mode: string): boolean;
+  ValkeyLink: new (host: string, port: number, username: string, password: string, db: number, connections: number, connectTimeoutMs: number) => ValkeyLinkBinding;
+  xxh64(bytes: Uint8Array): string;
+}
+
+/** What a native read job found: the manifest (when asked for) and each segment. */
+export interface ValkeyReadResult {
+  manifestState: 'ok' | 'nil' | 'too-long' | 'none';
+  manifest: Buffer | null;
+  /** Per segment: bytes landed in place, -1 absent, -2 a value of another length. */
+  got: Float64Array;
+  /** Per segment: xxh64 (16 hex digits) of the bytes that landed. */
+  sums: string[];
+}
+
+/**
+ * One Valkey node's native data plane (native/src/valkey/link.h). Segment i
+ * of `src`/`dest` is bytes [i*segBytes, min(len, (i+1)*segBytes)). Rejects
+ * with a `code`: KVT_VALKEY_UNAVAILABLE (connection lost, timed out),
+ * KVT_VALKEY_AUTH, KVT_VALKEY_REFUSED (a server error reply), KVT_BAD_REQUEST.
+ */
+export interface ValkeyLinkBinding {
+  write(segKeys: string[], src: Uint8Array, segBytes: number, segTtl: number, manifestKey: string, manifest: Uint8Array, sumOffsets: Uint32Array, manifestTtl: number, timeoutMs: number): Promise<void>;
+  read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Uint8Array, segBytes: number, timeoutMs: number): Promise<ValkeyReadResult>;
+  stats(): { jobs: number; failures: number; reconnects: number; bytesOut: number; bytesIn: number };
+  close(): void;
 }
 
 function packageRoot(): string {
@@ -174,7 +199,27 @@ export function chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: nu
   load().chainHashes(prev, tokens, chunkBytes, count, out);
 }
 
-/** The pinned host pool: one allocation at construction, slabs are Buffer views into it. */
+export interface ValkeyLinkOptions {
+  host: string;
+  port: number;
+  username?: string;
+  password?: string;
+  db?: number;
+  connections: number;
+  connectTimeoutMs: number;
+}
+
+/** A native Valkey data plane to one node; throws NativeError when the addon is not built. */
+export function openValkeyLink(o: ValkeyLinkOptions): ValkeyLinkBinding {
+  const { ValkeyLink } = load();
+  return new ValkeyLink(o.host, o.port, o.username ?? '', o.password ?? '', o.db ?? 0, o.connections, o.connectTimeoutMs);
+}
+
+/** xxh64 as 16 hex digits, computed by the addon (tests compare it with checksum.ts). */
+export function nativeXxh64(bytes: Uint8Array): string {
+  return load().xxh64(bytes);
+}
+
 /**
  * Largest single pinned allocation. A slab reaches JavaScript as a view of
  * its allocation's ArrayBuffer, and Node's Buffers end at 4 GiB, so a bigger

@@ -29,7 +29,8 @@ export type ErrorCode =
   | 'KVT_VALKEY_AUTH'
   | 'KVT_CORRUPT_VALUE'
   | 'KVT_NATIVE'
-  | 'KVT_INTERNAL';
+  | 'KVT_INTERNAL'
+  | 'KVT_VALKEY_REFUSED';
 
 export class KvtierError extends Error {
   readonly code: ErrorCode;

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <vector>
 
+#include "addon-data.h"
 #include "completion-queue.h"
 #include "copy.h"
 #include "cuda-backend.h"
@@ -21,20 +22,17 @@
 #include "pool.h"
 #include "region.h"
 #include "thread-pool.h"
+#include "valkey/binding.h"
 
 namespace kvtier {
-namespace {
-
-struct AddonData {
-  Napi::FunctionReference regionCtor;
-  std::unique_ptr<CompletionQueue> completions;
-};
 
 Napi::Error codedError(Napi::Env env, const std::string& code, const std::string& message) {
   Napi::Error e = Napi::Error::New(env, message);
   e.Value().Set("code", Napi::String::New(env, code));
   return e;
 }
+
+namespace {
 
 [[noreturn]] void throwCoded(Napi::Env env, const std::string& code, const std::string& message) {
   throw codedError(env, code, message);
@@ -57,6 +55,8 @@ size_t sizeArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
 std::mutex gPoolsMu;
 std::vector<std::weak_ptr<PoolMemory>> gPools;
 
+}  // namespace
+
 std::shared_ptr<PoolMemory> poolHolding(const uint8_t* p) {
   std::lock_guard<std::mutex> lock(gPoolsMu);
   for (auto& w : gPools) {
@@ -65,6 +65,8 @@ std::shared_ptr<PoolMemory> poolHolding(const uint8_t* p) {
   }
   return nullptr;
 }
+
+namespace {
 
 class Pool : public Napi::ObjectWrap<Pool> {
  public:
@@ -250,7 +252,7 @@ Napi::Value startCopy(Napi::Env env, std::shared_ptr<CopyBatch> batch, const Cop
     deferred.Reject(codedError(env, planned.code, planned.message).Value());
     return deferred.Promise();
   }
-  auto* pending = new PendingCopy{deferred, Napi::Persistent(keep), {}};
+  auto* pending = new PendingCopy{deferred, Napi::Persistent(keep), {}, {}};
   CompletionQueue* completions = data->completions.get();
   completions->started(env);
   runCopy(std::move(batch), [pending, completions](const CopyError& result) {
@@ -387,6 +389,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("chainHashes", Napi::Function::New(env, ChainHashes));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   exports.Set("setCudaCopy", Napi::Function::New(env, SetCudaCopy));
+  exports.Set("ValkeyLink", defineValkeyLink(env));
+  exports.Set("xxh64", Napi::Function::New(env, Xxh64Hex));
   Napi::Object testing = cudaTestingExports(env);
   testing.Set("segments", Napi::Function::New(env, ListSegments));
   exports.Set("__testing", testing);

@@ -49,7 +49,7 @@ void CompletionQueue::drain(Napi::Env env, Napi::Function, CompletionQueue* self
     std::unique_ptr<PendingCopy> p(raw);
     Napi::HandleScope scope(env);
     if (p->result.code.empty()) {
-      p->deferred.Resolve(env.Undefined());
+      p->deferred.Resolve(p->value ? p->value(env) : env.Undefined());
     } else {
       Napi::Error e = Napi::Error::New(env, p->result.message);
       e.Value().Set("code", Napi::String::New(env, p->result.code));

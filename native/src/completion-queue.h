@@ -9,6 +9,7 @@
 #include <napi.h>
 
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -20,6 +21,8 @@ struct PendingCopy {
   Napi::Promise::Deferred deferred;
   Napi::ObjectReference keepBuffers;  // the Buffers stay alive until settled
   CopyError result;
+  // What the promise resolves with (on the JS thread); undefined when empty.
+  std::function<Napi::Value(Napi::Env)> value;
 };
 
 class CompletionQueue {

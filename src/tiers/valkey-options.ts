@@ -6,6 +6,7 @@
 
 import type { KvtierError } from '../errors.js';
 import type { SerdeName } from './serde.js';
+import type { DataPathChoice } from './valkey-native.js';
 import type { LogFn } from './valkey-pool.js';
 import type { ValkeyMode } from './valkey-url.js';
 
@@ -45,6 +46,11 @@ export interface ValkeyTierOptions {
   tlsInsecure?: boolean;
   /** PEM root certificates to trust for valkeys:// (else the system's). */
   tlsRootCertificates?: string | Buffer;
+  /**
+   * Which code moves segment bytes: 'native' (the addon's I/O threads),
+   * 'glide', or 'auto' (native where it can serve the endpoint). Default auto.
+   */
+  dataPath?: DataPathChoice;
   /** Default: warn/error lines on stderr. */
   log?: LogFn;
   /** Called on every change of `available`, with the reason when it went down. */

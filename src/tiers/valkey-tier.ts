@@ -30,6 +30,7 @@ import {
   type ChunkHeader,
 } from './valkey-format.js';
 import type { ValkeyTierCounters, ValkeyTierOptions } from './valkey-options.js';
+import { failureOf, NativeDataPath, placeholderSums, sumOffsets, type DataPathInfo } from './valkey-native.js';
 import { ValkeyPool, type LogFn, type PoolState, type ValkeyCommand, type ValkeyReply } from './valkey-pool.js';
 import { parseValkeyUrl } from './valkey-url.js';
 
@@ -38,6 +39,11 @@ export type { ValkeyTierCounters, ValkeyTierOptions };
 const DEFAULT_SEGMENT = 1 << 20;
 /** A manifest header fits in this many bytes up to thousands of segments. */
 const HEADER_PROBE_BYTES = 65_536;
+/** A manifest read by the native path lands in a buffer of this size; a bigger value goes through glide. */
+const MANIFEST_CAP = 65_536;
+
+/** What the segments of one chunk were, read natively: 'ok', 'down', 'missing', or why they are corrupt. */
+type SegmentsRead = 'ok' | 'down' | 'missing' | { corrupt: string };
 
 function defaultLog(level: 'info' | 'warn' | 'error', message: string): void {
   if (level !== 'info') process.stderr.write(`kvtier ${level}: ${message}\n`);
@@ -67,8 +73,14 @@ export class ValkeyTier implements Tier {
   #log: LogFn;
   #lastFailureLog = 0;
   #failuresSinceLog = 0;
-  #segmentGuess = new Map<string, { count: number; seg: number }>();
+  #segmentGuess = new Map<string, { count: number; seg: number; len: number }>();
   #listeners = new Set<(available: boolean, error?: KvtierError) => void>();
+  #native: NativeDataPath | null = null;
+  #dataPath: DataPathInfo = { path: 'glide', reason: 'choosing' };
+  #nativeReady: Promise<void>;
+  #requestTimeoutMs: number;
+  #minBytesPerSec: number;
+  #closed = false;
 
   /** Starts connecting in the background; see ValkeyTier.create to wait for it. */
   constructor(options: ValkeyTierOptions) {
@@ -79,6 +91,18 @@ export class ValkeyTier implements Tier {
     this.#segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT;
     this.#log = options.log ?? defaultLog;
     if (options.onAvailability) this.#listeners.add(options.onAvailability);
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 1000;
+    this.#minBytesPerSec = options.minBytesPerSec ?? 16e6;
+    const connections = Math.max(1, options.connections ?? 4);
+    this.#nativeReady = NativeDataPath.open(endpoint, options.dataPath ?? 'auto', connections, options.connectTimeoutMs ?? 1000).then(({ path, info }) => {
+      if (this.#closed) {
+        path?.close();
+        return;
+      }
+      this.#native = path;
+      this.#dataPath = info;
+      if (options.dataPath === 'native' && path === null) this.#log('warn', `valkey_data_path native unavailable: ${info.reason}; using glide`);
+    });
     this.#pool = new ValkeyPool({
       endpoint,
       connections: Math.max(1, options.connections ?? 4),
@@ -108,7 +132,7 @@ export class ValkeyTier implements Tier {
    */
   static async create(options: ValkeyTierOptions): Promise<ValkeyTier> {
     const tier = new ValkeyTier(options);
-    await tier.#pool.firstAttempt();
+    await Promise.all([tier.#pool.firstAttempt(), tier.#nativeReady]);
     const err = tier.#pool.lastError;
     if (err instanceof ValkeyAuthError) {
       await tier.close();
@@ -127,8 +151,31 @@ export class ValkeyTier implements Tier {
   }
 
   /** Resolves once the first connection attempt is over (up or down). */
-  ready(): Promise<void> {
-    return this.#pool.firstAttempt();
+  async ready(): Promise<void> {
+    await Promise.all([this.#pool.firstAttempt(), this.#nativeReady]);
+  }
+
+  /** Which path carries the bulk bytes, and why. */
+  get dataPath(): DataPathInfo {
+    return this.#dataPath;
+  }
+
+  /** Counters, the data path and its own counters, for stats and metrics. */
+  stats(): Record<string, unknown> {
+    return { ...this.counters, dataPath: this.#dataPath.path, dataPathReason: this.#dataPath.reason, native: this.#native?.stats() ?? null };
+  }
+
+  /** A native job's time: the base timeout plus its bytes at the slowest rate allowed. */
+  #timeoutFor(bytes: number): number {
+    return Math.ceil(Math.min(this.#requestTimeoutMs + (bytes * 1000) / this.#minBytesPerSec, 600_000));
+  }
+
+  /** A native job failed: count it; a lost connection may mean a hung server, which the PING probe tells. */
+  #nativeFailed(what: string, e: unknown): void {
+    const f = failureOf(e);
+    this.counters.errors++;
+    if (this.available) this.#warnFailure(`${what}: ${f.message.trim()}`);
+    if (f.code === 'KVT_VALKEY_UNAVAILABLE') void this.#pool.probe();
   }
 
   onAvailability(listener: (available: boolean, error?: KvtierError) => void): () => void {
@@ -194,6 +241,16 @@ export class ValkeyTier implements Tier {
     } else {
       const n = segmentCount(stored.length, this.#segmentBytes);
       header.seg = this.#segmentBytes;
+      const native = this.#native;
+      if (native !== null) {
+        header.segs = placeholderSums(n);
+        const manifest = encodeValue(header);
+        const offsets = sumOffsets(manifest, n);
+        if (offsets !== null) {
+          ok = await this.#writeNative(native, base, stored, manifest, offsets, n, ttl);
+          return this.#putDone(ok, stored.length);
+        }
+      }
       header.segs = [];
       const writes: Promise<boolean>[] = [];
       for (let i = 0; i < n; i++) {
@@ -207,13 +264,29 @@ export class ValkeyTier implements Tier {
       ok = (await Promise.all(writes)).every(Boolean);
       if (ok) ok = await this.#set(base, encodeValue(header), ttl);
     }
+    return this.#putDone(ok, stored.length);
+  }
+
+  #putDone(ok: boolean, bytes: number): boolean {
     if (ok) {
       this.counters.stores++;
-      this.counters.bytesOut += stored.length;
+      this.counters.bytesOut += bytes;
     } else {
       this.counters.skipped++;
     }
     return ok;
+  }
+
+  async #writeNative(native: NativeDataPath, base: string, stored: Buffer, manifest: Buffer, offsets: Uint32Array, n: number, ttl: number | undefined): Promise<boolean> {
+    const keys = Array.from({ length: n }, (_, i) => segmentRedisKey(base, i));
+    try {
+      // Segments outlive their manifest by a minute, as on the glide path.
+      await native.write(keys, stored, this.#segmentBytes, ttl === undefined ? 0 : ttl + 60, base, manifest, offsets, ttl ?? 0, this.#timeoutFor(stored.length + manifest.length));
+      return true;
+    } catch (e) {
+      this.#nativeFailed(`SET ${base} (${stored.length} bytes in ${n} segments)`, e);
+      return false;
+    }
   }
 
   async #set(key: string, value: Buffer, ttlSecs: number | undefined): Promise<boolean> {
@@ -244,12 +317,16 @@ export class ValkeyTier implements Tier {
   }
 
   async #read(key: ChunkKey, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null> {
+    if (this.#native !== null && this.available) {
+      const r = await this.#readNative(this.#native, key, allocate);
+      if (r !== 'glide') return r;
+    }
     const base = this.keyOf(key);
     // Chunks of one namespace have one size: fetch the segments the last
     // manifest of this namespace had alongside this manifest, instead of a
     // round trip later. Each is verified against the manifest that arrives.
     const guess = this.#segmentGuess.get(key.namespaceId);
-    const early = guess ? Array.from({ length: guess.count }, (_, i) => this.#fetchSegment(base, i, guess.seg)) : [];
+    const early = guess && this.#native === null ? Array.from({ length: guess.count }, (_, i) => this.#fetchSegment(base, i, guess.seg)) : [];
     const out = await this.#run([{ op: 'get', key: base }]);
     const value = out ? asBuffer(out[0]) : null;
     if (!value) {
@@ -280,7 +357,9 @@ export class ValkeyTier implements Tier {
         const direct = header.serde === 'naive' ? take(header.len) : null;
         if (header.serde === 'naive' && !direct) return this.#miss();
         const usable = guess?.seg === header.seg ? early : [];
-        const stored = await this.#readSegments(base, header, direct?.buf ?? Buffer.allocUnsafe(header.len), usable);
+        const stored = this.#native !== null
+          ? await this.#segmentsNative(this.#native, base, header, direct?.buf ?? Buffer.allocUnsafe(header.len))
+          : await this.#readSegments(base, header, direct?.buf ?? Buffer.allocUnsafe(header.len), usable);
         if (!stored) {
           direct?.release();
           return this.#miss();
@@ -305,6 +384,139 @@ export class ValkeyTier implements Tier {
     }
   }
 
+  /**
+   * One native job for a chunk whose shape is known from its namespace's
+   * last manifest: the manifest and every segment, the segments straight
+   * into the slab. 'glide' when the shape is unknown or was not the guess.
+   */
+  async #readNative(native: NativeDataPath, key: ChunkKey, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null | 'glide'> {
+    const guess = this.#segmentGuess.get(key.namespaceId);
+    if (guess === undefined) return 'glide';
+    const base = this.keyOf(key);
+    const intoSlab = this.#serde === 'naive';
+    let dest: Slab | null;
+    if (intoSlab) {
+      dest = allocate ? allocate(guess.len) : { buf: Buffer.allocUnsafe(guess.len), release: noop };
+      if (dest === null) return this.#miss();
+      if (dest.buf.length !== guess.len) {
+        dest.release();
+        throw new BadRequestError(`allocate(${guess.len}) returned ${dest.buf.length} bytes`);
+      }
+    } else {
+      dest = { buf: Buffer.allocUnsafe(guess.len), release: noop };
+    }
+    const keys = Array.from({ length: guess.count }, (_, i) => segmentRedisKey(base, i));
+    let res;
+    try {
+      res = await native.read(base, MANIFEST_CAP, keys, dest.buf, guess.seg, this.#timeoutFor(guess.len));
+    } catch (e) {
+      dest.release();
+      this.#nativeFailed(`GET ${base}`, e);
+      return this.#miss();
+    }
+    if (res.manifestState === 'nil') {
+      dest.release();
+      return this.#miss();
+    }
+    let header: ChunkHeader;
+    try {
+      if (res.manifest === null) throw new CorruptValueError(`${base}: manifest larger than ${MANIFEST_CAP} bytes`);
+      header = decodeValue(res.manifest).header;
+      if (header.ns !== key.namespaceId) throw new CorruptValueError(`${base} holds a chunk of namespace "${header.ns}"`);
+    } catch (e) {
+      dest.release();
+      // An inline value over the cap, or anything that does not decode: glide reads it again and judges it.
+      if (res.manifestState === 'too-long' || e instanceof CorruptValueError) return 'glide';
+      throw e;
+    }
+    this.#rememberShape(key.namespaceId, header);
+    if (header.segs === undefined || header.len !== guess.len || header.seg !== guess.seg || header.segs.length !== guess.count) {
+      dest.release();
+      return 'glide';
+    }
+    const verdict = this.#judgeSegments(header, res.got, res.sums);
+    if (verdict !== 'ok') {
+      dest.release();
+      return this.#segmentsFailed(base, header, verdict);
+    }
+    if (intoSlab && header.serde === 'naive') {
+      this.counters.hits++;
+      this.counters.bytesIn += header.len;
+      return dest;
+    }
+    // Another serde: the segments were staged; decode into a slab, then let the staging go.
+    let out: Slab | null = null;
+    try {
+      out = await this.#decodeInto(header, dest.buf, (bytes) => {
+        const got = allocate ? allocate(bytes) : { buf: Buffer.allocUnsafe(bytes), release: noop };
+        out = got;
+        return got;
+      }, allocate !== undefined || intoSlab);
+    } catch (e) {
+      dest.release();
+      (out as Slab | null)?.release();
+      this.counters.corrupt++;
+      this.#log('warn', `valkey ${base}: ${errorMessage(e)}; deleted`);
+      await this.#deleteKeys(base, header.segs.length);
+      return this.#miss();
+    }
+    if (out !== dest) dest.release();
+    if (out === null) return this.#miss();
+    this.counters.hits++;
+    this.counters.bytesIn += header.len;
+    return out;
+  }
+
+  /** Compares what landed with the manifest: lengths, then checksums. */
+  #judgeSegments(header: ChunkHeader, got: Float64Array, sums: string[]): SegmentsRead {
+    let missing = false;
+    const expected = header.segs ?? [];
+    for (let i = 0; i < expected.length; i++) {
+      const [s, e] = segmentRange(header, i);
+      if (got[i] === -1) missing = true;
+      else if (got[i] !== e - s) return { corrupt: `segment ${i} is not ${e - s} bytes` };
+      else if (sums[i] !== expected[i]) return { corrupt: `segment ${i}: checksum mismatch` };
+    }
+    return missing ? 'missing' : 'ok';
+  }
+
+  /** A chunk whose segments did not all verify: deleted, a miss. */
+  async #segmentsFailed(base: string, header: ChunkHeader, verdict: Exclude<SegmentsRead, 'ok'>): Promise<null> {
+    const segs = header.segs?.length ?? 0;
+    if (verdict === 'down') return this.#miss();
+    if (verdict === 'missing') {
+      this.counters.incomplete++;
+      this.#log('info', `valkey ${base}: segments missing (evicted or expired); deleted`);
+    } else {
+      this.counters.corrupt++;
+      this.#log('warn', `valkey ${base}: ${verdict.corrupt}; deleted`);
+    }
+    await this.#deleteKeys(base, segs);
+    return this.#miss();
+  }
+
+  /** The segments of a manifest already read, natively into `joined`; null for a miss. */
+  async #segmentsNative(native: NativeDataPath, base: string, header: ChunkHeader, joined: Buffer): Promise<Buffer | null> {
+    const n = header.segs?.length ?? 0;
+    const keys = Array.from({ length: n }, (_, i) => segmentRedisKey(base, i));
+    let res;
+    try {
+      res = await native.read('', 0, keys, joined, header.seg ?? header.len, this.#timeoutFor(header.len));
+    } catch (e) {
+      this.#nativeFailed(`GET ${base} segments`, e);
+      return null;
+    }
+    const verdict = this.#judgeSegments(header, res.got, res.sums);
+    if (verdict === 'ok') return joined;
+    if (typeof verdict === 'object') throw new CorruptValueError(`${base}: ${verdict.corrupt}`);
+    if (verdict === 'missing') {
+      this.counters.incomplete++;
+      this.#log('info', `valkey ${base}: segments missing (evicted or expired); deleted`);
+      await this.#deleteKeys(base, n);
+    }
+    return null;
+  }
+
   #miss(): null {
     this.counters.misses++;
     return null;
@@ -322,7 +534,7 @@ export class ValkeyTier implements Tier {
   #rememberShape(namespaceId: string, header: ChunkHeader): void {
     if (header.segs && header.seg) {
       if (this.#segmentGuess.size >= 1024) this.#segmentGuess.clear();
-      this.#segmentGuess.set(namespaceId, { count: header.segs.length, seg: header.seg });
+      this.#segmentGuess.set(namespaceId, { count: header.segs.length, seg: header.seg, len: header.len });
     } else {
       this.#segmentGuess.delete(namespaceId);
     }
@@ -400,6 +612,9 @@ export class ValkeyTier implements Tier {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    this.#native?.close();
+    this.#native = null;
     await this.#pool.close();
   }
 }

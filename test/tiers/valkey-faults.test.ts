@@ -36,7 +36,7 @@ afterEach(async () => {
   expect(unhandled).toEqual([]);
 });
 
-async function open(options: ValkeyTierOptions): Promise<ValkeyTier> {
+async function openTier(options: ValkeyTierOptions): Promise<ValkeyTier> {
   const t = await ValkeyTier.create({ log: quiet, reconnectMinMs: 50, reconnectMaxMs: 300, connectTimeoutMs: 300, requestTimeoutMs: 5000, ...options });
   tiers.push(t);
   return t;
@@ -54,7 +54,24 @@ async function rawClient(server: ValkeyServer): Promise<GlideClient> {
   return GlideClient.createClient({ addresses: [{ host: server.host, port: server.port }], defaultDecoder: Decoder.Bytes, requestTimeout: 5000 });
 }
 
-describe('valkey tier faults', () => {
+// Every fault on both data paths: segments through the addon's I/O threads, and through glide.
+for (const dataPath of ['native', 'glide'] as const) {
+const open = (options: ValkeyTierOptions): Promise<ValkeyTier> => openTier({ dataPath, ...options });
+
+describe(`valkey tier faults (${dataPath} data path)`, () => {
+  it('uses the data path it was asked for', async () => {
+    const server = await startValkey();
+    const tier = await open({ url: server.url, segmentBytes: 256 * 1024 });
+    expect(tier.dataPath.path).toBe(dataPath);
+    const k = randomChunkKey();
+    const v = randomBytes(MiB + 5);
+    expect(await tier.put(k, v)).toBe(true);
+    expect((await tier.get(k))!.equals(v)).toBe(true);
+    const native = tier.stats().native as { jobs: number } | null;
+    if (dataPath === 'native') expect(native!.jobs).toBeGreaterThanOrEqual(2);
+    else expect(native).toBeNull();
+    await server.stop();
+  });
   it('Valkey absent at start: down, skips and misses, then resumes when it appears', async () => {
     const port = await freePort();
     const events: boolean[] = [];
@@ -186,6 +203,23 @@ describe('valkey tier faults', () => {
       expect((await server.cli(['EXISTS', base, `${base}:s0`, `${base}:s1`, `${base}:s3`])).trim()).toBe('0');
     });
 
+    it('after a good read (so the next read is one job for manifest and segments): a flipped byte, a lost segment', async () => {
+      const tier = await open({ url: server.url, segmentBytes: 256 * 1024 });
+      const [a, b, c] = [randomChunkKey(), randomChunkKey(), randomChunkKey()];
+      const v = randomBytes(MiB + 3);
+      for (const k of [a, b, c]) expect(await tier.put(k, v)).toBe(true);
+      expect((await tier.get(a))!.equals(v)).toBe(true);
+      await server.cli(['SETRANGE', `${tier.keyOf(b)}:s2`, '77', 'corrupted-bytes!']);
+      expect(await tier.get(b)).toBeNull();
+      expect(tier.counters.corrupt).toBe(1);
+      expect((await server.cli(['EXISTS', tier.keyOf(b), `${tier.keyOf(b)}:s2`])).trim()).toBe('0');
+      await server.cli(['DEL', `${tier.keyOf(c)}:s4`]);
+      expect(await tier.get(c)).toBeNull();
+      expect(tier.counters.incomplete).toBe(1);
+      expect((await server.cli(['EXISTS', tier.keyOf(c)])).trim()).toBe('0');
+      expect((await tier.get(a))!.equals(v)).toBe(true);
+    });
+
     it('a segment grown by SETRANGE past its end: miss', async () => {
       await corruptAndGet(MiB, (b) => `${b}:s3`, 256 * 1024);
     });
@@ -251,11 +285,18 @@ describe('valkey tier faults', () => {
     });
 
     it('the right password, user and database work', async () => {
-      const tier = await open({ url: `valkey://default:right-pass@127.0.0.1:${server.port}/3` });
+      const tier = await open({ url: `valkey://default:right-pass@127.0.0.1:${server.port}/3`, segmentBytes: 256 * 1024 });
       const k = randomChunkKey();
       expect(await tier.put(k, Buffer.from('x'))).toBe(true);
       expect((await server.cli(['-n', '3', 'EXISTS', tier.keyOf(k)])).trim()).toBe('1');
       expect((await server.cli(['-n', '0', 'EXISTS', tier.keyOf(k)])).trim()).toBe('0');
+      // Segmented: on the native path these bytes go over the addon's own authenticated connections.
+      const big = randomChunkKey();
+      const v = randomBytes(MiB + 1);
+      expect(await tier.put(big, v)).toBe(true);
+      expect((await server.cli(['-n', '3', 'EXISTS', `${tier.keyOf(big)}:s4`])).trim()).toBe('1');
+      expect((await tier.get(big))!.equals(v)).toBe(true);
+      expect((await tier.get(big))!.equals(v)).toBe(true);
     });
   });
 
@@ -273,3 +314,4 @@ describe('valkey tier faults', () => {
     await server.stop();
   });
 });
+}

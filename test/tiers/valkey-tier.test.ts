@@ -23,13 +23,15 @@ afterAll(async () => {
 
 const quiet = (): void => undefined;
 
-describe('valkey single', () => {
-  runTierContract('valkey single, naive, 1 MiB segments', () => ValkeyTier.create({ url: single.url, log: quiet }));
-  runTierContract('valkey single, lz4, 256 KiB segments', () =>
-    ValkeyTier.create({ url: single.url, serde: 'lz4', segmentBytes: 256 << 10, connections: 2, log: quiet }), { maxBytes: 3 << 20 });
-  runTierContract('valkey single, lz4-shuffle, ttl', () =>
-    ValkeyTier.create({ url: single.url, serde: 'lz4-shuffle', ttlSecs: 600, log: quiet }), { maxBytes: 3 << 20 });
-});
+for (const dataPath of ['native', 'glide'] as const) {
+  describe(`valkey single (${dataPath} data path)`, () => {
+    runTierContract(`valkey single, ${dataPath}, naive, 1 MiB segments`, () => ValkeyTier.create({ url: single.url, dataPath, log: quiet }));
+    runTierContract(`valkey single, ${dataPath}, lz4, 256 KiB segments`, () =>
+      ValkeyTier.create({ url: single.url, dataPath, serde: 'lz4', segmentBytes: 256 << 10, connections: 2, log: quiet }), { maxBytes: 3 << 20 });
+    runTierContract(`valkey single, ${dataPath}, lz4-shuffle, ttl`, () =>
+      ValkeyTier.create({ url: single.url, dataPath, serde: 'lz4-shuffle', ttlSecs: 600, log: quiet }), { maxBytes: 3 << 20 });
+  });
+}
 
 describe('valkey cluster', () => {
   runTierContract('valkey cluster, naive', () => ValkeyTier.create({ url: cluster.url, log: quiet }));
@@ -55,8 +57,8 @@ describe('valkey getInto (reads into caller slabs)', () => {
     };
   }
 
-  it.each(['naive', 'lz4'] as const)('%s: inline and segmented chunks land in the slab; misses release it', async (serde) => {
-    const tier = await ValkeyTier.create({ url: single.url, serde, segmentBytes: 256 << 10, log: quiet });
+  it.each([['naive', 'native'], ['lz4', 'native'], ['naive', 'glide'], ['lz4', 'glide']] as const)('%s, %s data path: inline and segmented chunks land in the slab; misses release it', async (serde, dataPath) => {
+    const tier = await ValkeyTier.create({ url: single.url, serde, dataPath, segmentBytes: 256 << 10, log: quiet });
     try {
       const pool = slabs();
       for (const size of [0, 1000, 256 << 10, (1 << 20) + 7]) {

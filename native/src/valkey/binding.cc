@@ -1,0 +1,230 @@
+// ValkeyLink for JavaScript (see link.h for what the jobs do). Arguments are
+// checked here; byte ranges are computed here from one source/destination
+// Buffer and a segment size, so JS never builds per-segment objects. The
+// Buffers (and the pool memory they live in) are held until the job settles.
+#include "binding.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+
+#include "../addon-data.h"
+#include "link.h"
+#include "xxh64.h"
+
+namespace kvtier {
+namespace {
+
+[[noreturn]] void badArgs(Napi::Env env, const std::string& message) {
+  throw codedError(env, "KVT_BAD_REQUEST", message);
+}
+
+int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* what, double max = 9007199254740991.0) {
+  if (info.Length() <= i || !info[i].IsNumber()) badArgs(info.Env(), std::string("expected a number for ") + what);
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= 0 && v <= max) || std::floor(v) != v) {
+    badArgs(info.Env(), std::string("expected a non-negative integer for ") + what);
+  }
+  return static_cast<int64_t>(v);
+}
+
+std::string stringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsString()) badArgs(info.Env(), std::string("expected a string for ") + what);
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+Napi::Uint8Array bytesArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    badArgs(info.Env(), std::string("expected a Uint8Array for ") + what);
+  }
+  return info[i].As<Napi::Uint8Array>();
+}
+
+std::vector<std::string> keysArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsArray()) badArgs(info.Env(), std::string("expected an array of keys for ") + what);
+  Napi::Array a = info[i].As<Napi::Array>();
+  std::vector<std::string> keys;
+  keys.reserve(a.Length());
+  for (uint32_t k = 0; k < a.Length(); ++k) {
+    Napi::Value v = a.Get(k);
+    if (!v.IsString()) badArgs(info.Env(), std::string("expected string keys in ") + what);
+    keys.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  return keys;
+}
+
+// Splits [data, data+total) into keys.size() segments of segBytes (the last shorter).
+void layoutSegments(Napi::Env env, ValkeyJob* job, std::vector<std::string> keys, uint8_t* data, size_t total,
+                    size_t segBytes) {
+  if (keys.empty()) return;
+  if (segBytes == 0 || (total + segBytes - 1) / segBytes != keys.size()) {
+    badArgs(env, std::to_string(keys.size()) + " segments of " + std::to_string(segBytes) + " bytes cannot hold " +
+                     std::to_string(total) + " bytes");
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    SegmentIo s;
+    s.key = std::move(keys[i]);
+    s.data = data + i * segBytes;
+    s.length = std::min(segBytes, total - i * segBytes);
+    job->segments.push_back(std::move(s));
+  }
+}
+
+Clock::time_point deadlineArg(const Napi::CallbackInfo& info, size_t i) {
+  int64_t ms = intArg(info, i, "timeoutMs", 3.6e6);
+  return Clock::now() + std::chrono::milliseconds(ms);
+}
+
+class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "ValkeyLink",
+                       {InstanceMethod("write", &LinkWrap::Write), InstanceMethod("read", &LinkWrap::Read),
+                        InstanceMethod("stats", &LinkWrap::Stats), InstanceMethod("close", &LinkWrap::Close)});
+  }
+
+  // new ValkeyLink(host, port, username, password, db, connections, connectTimeoutMs)
+  explicit LinkWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LinkWrap>(info) {
+    NodeAddress a;
+    a.host = stringArg(info, 0, "host");
+    a.port = static_cast<int>(intArg(info, 1, "port", 65535));
+    a.username = stringArg(info, 2, "username");
+    a.password = stringArg(info, 3, "password");
+    a.db = static_cast<int>(intArg(info, 4, "db", 1 << 20));
+    int connections = static_cast<int>(intArg(info, 5, "connections", 256));
+    int connectMs = static_cast<int>(intArg(info, 6, "connectTimeoutMs", 3.6e6));
+    link_ = ValkeyLink::start(std::move(a), std::max(1, connections), connectMs);
+  }
+  ~LinkWrap() override {
+    if (link_) link_->close();
+  }
+
+ private:
+  // write(segKeys, src, segBytes, segTtl, manifestKey, manifest, sumOffsets: Uint32Array, manifestTtl, timeoutMs)
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto job = std::make_unique<ValkeyJob>();
+    job->write = true;
+    auto keys = keysArg(info, 0, "segment keys");
+    Napi::Uint8Array src = bytesArg(info, 1, "source");
+    size_t seg = static_cast<size_t>(intArg(info, 2, "segment bytes"));
+    layoutSegments(env, job.get(), std::move(keys), src.Data(), src.ByteLength(), seg);
+    job->segmentTtl = intArg(info, 3, "segment ttl");
+    job->manifestKey = stringArg(info, 4, "manifest key");
+    Napi::Uint8Array manifest = bytesArg(info, 5, "manifest");
+    job->manifest.assign(manifest.Data(), manifest.Data() + manifest.ByteLength());
+    if (!info[6].IsTypedArray() || info[6].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+      badArgs(env, "expected a Uint32Array for the checksum offsets");
+    }
+    Napi::Uint32Array offsets = info[6].As<Napi::Uint32Array>();
+    job->sumOffsets.assign(offsets.Data(), offsets.Data() + offsets.ElementLength());
+    for (uint32_t at : job->sumOffsets) {
+      if (static_cast<size_t>(at) + 16 > job->manifest.size()) badArgs(env, "a checksum offset lies outside the manifest");
+    }
+    job->manifestTtl = intArg(info, 7, "manifest ttl");
+    job->deadline = deadlineArg(info, 8);
+    return start(env, std::move(job), {src}, [](Napi::Env env, ValkeyJob&) { return env.Undefined(); });
+  }
+
+  // read(manifestKey ('' for none), manifestCap, segKeys, dest, segBytes, timeoutMs)
+  //   -> { manifest: Buffer | null, manifestState: 'ok'|'nil'|'too-long'|'none', got: Float64Array, sums: string[] }
+  Napi::Value Read(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto job = std::make_unique<ValkeyJob>();
+    job->manifestKey = stringArg(info, 0, "manifest key");
+    size_t cap = static_cast<size_t>(intArg(info, 1, "manifest capacity", 64 << 20));
+    if (!job->manifestKey.empty()) job->manifest.resize(cap);
+    auto keys = keysArg(info, 2, "segment keys");
+    Napi::Uint8Array dest = bytesArg(info, 3, "destination");
+    size_t seg = static_cast<size_t>(intArg(info, 4, "segment bytes"));
+    layoutSegments(env, job.get(), std::move(keys), dest.Data(), dest.ByteLength(), seg);
+    job->deadline = deadlineArg(info, 5);
+    const bool wantManifest = !job->manifestKey.empty();
+    return start(env, std::move(job), {dest}, [wantManifest](Napi::Env env, ValkeyJob& j) -> Napi::Value {
+      Napi::Object o = Napi::Object::New(env);
+      if (!wantManifest) {
+        o.Set("manifestState", "none");
+        o.Set("manifest", env.Null());
+      } else if (j.manifestGot >= 0) {
+        o.Set("manifestState", "ok");
+        o.Set("manifest", Napi::Buffer<uint8_t>::Copy(env, j.manifest.data(), static_cast<size_t>(j.manifestGot)));
+      } else {
+        o.Set("manifestState", j.manifestGot == -2 ? "too-long" : "nil");
+        o.Set("manifest", env.Null());
+      }
+      auto got = Napi::Float64Array::New(env, j.segments.size());
+      Napi::Array sums = Napi::Array::New(env, j.segments.size());
+      char hex[16];
+      for (size_t i = 0; i < j.segments.size(); ++i) {
+        got[i] = static_cast<double>(j.segments[i].got);
+        xxh64Hex(j.segments[i].sum, hex);
+        sums.Set(static_cast<uint32_t>(i), Napi::String::New(env, hex, 16));
+      }
+      o.Set("got", got);
+      o.Set("sums", sums);
+      return o;
+    });
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    LinkStats s = link_ ? link_->stats() : LinkStats{};
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("jobs", static_cast<double>(s.jobs));
+    o.Set("failures", static_cast<double>(s.failures));
+    o.Set("reconnects", static_cast<double>(s.reconnects));
+    o.Set("bytesOut", static_cast<double>(s.bytesOut));
+    o.Set("bytesIn", static_cast<double>(s.bytesIn));
+    return o;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (link_) link_->close();
+    return info.Env().Undefined();
+  }
+
+  using Result = std::function<Napi::Value(Napi::Env, ValkeyJob&)>;
+
+  Napi::Value start(Napi::Env env, std::unique_ptr<ValkeyJob> job, std::vector<Napi::Uint8Array> buffers,
+                    Result result) {
+    auto* data = env.GetInstanceData<AddonData>();
+    auto deferred = Napi::Promise::Deferred::New(env);
+    Napi::Object keep = Napi::Object::New(env);
+    std::vector<std::shared_ptr<PoolMemory>> pools;
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      keep.Set(static_cast<uint32_t>(i), buffers[i]);
+      if (buffers[i].ByteLength() > 0) {
+        auto mem = poolHolding(buffers[i].Data());
+        if (mem) pools.push_back(std::move(mem));
+      }
+    }
+    keep.Set("link", Value());
+    auto* pending = new PendingCopy{deferred, Napi::Persistent(keep), {}, {}};
+    CompletionQueue* completions = data->completions.get();
+    completions->started(env);
+    job->done = [pending, completions, result = std::move(result), pools = std::move(pools)](ValkeyJob* raw) {
+      std::shared_ptr<ValkeyJob> j(raw);
+      pending->result = {j->code, j->message};
+      if (j->code.empty()) pending->value = [j, result](Napi::Env env) { return result(env, *j); };
+      completions->finished(pending);
+    };
+    link_->submit(std::move(job));
+    return deferred.Promise();
+  }
+
+  std::shared_ptr<ValkeyLink> link_;
+};
+
+}  // namespace
+
+Napi::Function defineValkeyLink(Napi::Env env) { return LinkWrap::Define(env); }
+
+Napi::Value Xxh64Hex(const Napi::CallbackInfo& info) {
+  Napi::Uint8Array bytes = bytesArg(info, 0, "bytes");
+  char hex[16];
+  xxh64Hex(xxh64(bytes.Data(), bytes.ByteLength()), hex);
+  return Napi::String::New(info.Env(), hex, 16);
+}
+
+}  // namespace kvtier

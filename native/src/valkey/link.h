@@ -1,0 +1,89 @@
+// A Valkey node's native data plane: `connections` RespConns, each driven by
+// its own I/O thread, all pulling chunk jobs from one queue, so a chunk runs
+// whole on one connection (its segments share a hash tag, so one node) and
+// a busy connection never holds back the others.
+//
+//   write job: xxh64 of every segment on the I/O thread, the sums patched
+//              into the manifest JS packed, SET every segment (pipelined,
+//              writev from the slab), then SET the manifest: last, so a
+//              reader never sees a half-written chunk.
+//   read job:  GET the manifest (optional) and every segment, pipelined;
+//              each segment lands in its place in the destination slab, and
+//              its xxh64 is computed there. JS verifies the manifest and
+//              compares the sums.
+//
+// One completion per job. Connection errors and timeouts fail the job with
+// KVT_VALKEY_UNAVAILABLE and close that connection only; the next job on it
+// reconnects. Every job has a deadline (JS computes it from its bytes).
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "resp-conn.h"
+
+namespace kvtier {
+
+struct SegmentIo {
+  std::string key;
+  uint8_t* data = nullptr;  // write: source; read: destination
+  size_t length = 0;        // write: bytes; read: expected bytes
+  // Read results.
+  int64_t got = -1;  // bytes landed; -1 nil (absent); -2 a value of another length
+  uint64_t sum = 0;
+};
+
+struct ValkeyJob {
+  bool write = false;
+  std::vector<SegmentIo> segments;
+  int64_t segmentTtl = 0;  // EX seconds; 0 none
+  // write: manifest SET after the segments, with 16-hex-digit sums patched
+  // in at sumOffsets[i] (segment i). read: optional GET into manifestBuf.
+  std::string manifestKey;
+  std::vector<uint8_t> manifest;  // write: the value; read: capacity, then the reply
+  std::vector<uint32_t> sumOffsets;
+  int64_t manifestTtl = 0;
+  int64_t manifestGot = -1;  // read: bytes of the manifest reply; -1 nil; -2 too long
+  Clock::time_point deadline;
+  // Outcome.
+  std::string code;  // empty ok; else a src/errors.ts code
+  std::string message;
+  std::function<void(ValkeyJob*)> done;  // on the I/O thread
+};
+
+struct LinkStats {
+  uint64_t jobs = 0, failures = 0, reconnects = 0, bytesOut = 0, bytesIn = 0;
+};
+
+class ValkeyLink : public std::enable_shared_from_this<ValkeyLink> {
+ public:
+  static std::shared_ptr<ValkeyLink> start(NodeAddress addr, int connections, int connectTimeoutMs);
+  // Queues a job; done() runs on an I/O thread (at once, with an error, when closed).
+  void submit(std::unique_ptr<ValkeyJob> job);
+  // Fails queued jobs, wakes the threads; they exit after their current job.
+  void close();
+  LinkStats stats();
+
+ private:
+  ValkeyLink(NodeAddress addr, int connectTimeoutMs) : addr_(std::move(addr)), connectTimeoutMs_(connectTimeoutMs) {}
+  void loop(size_t index);
+  void run(RespConn& conn, ValkeyJob& job);
+  bool runWrite(RespConn& conn, ValkeyJob& job, std::string* error);
+  bool runRead(RespConn& conn, ValkeyJob& job, std::string* error);
+
+  const NodeAddress addr_;
+  const int connectTimeoutMs_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<ValkeyJob>> queue_;
+  std::vector<std::unique_ptr<RespConn>> conns_;
+  bool closed_ = false;
+  LinkStats stats_;
+};
+
+}  // namespace kvtier

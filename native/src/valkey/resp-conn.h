@@ -1,0 +1,79 @@
+// One TCP connection to a Valkey node, driven by one I/O thread, every call
+// bounded by a deadline. Writes go out with writev straight from the
+// caller's memory (a pinned slab); a bulk reply lands straight in the
+// caller's destination: the `$<len>\r\n` line is parsed from a small read
+// buffer, whatever of the bulk is already in that buffer is copied, and the
+// rest is recv()d into place. No intermediate buffer for the payload.
+//
+// Any I/O error, timeout or protocol surprise leaves the connection closed:
+// its state on the wire is unknown, so the next job reconnects.
+#pragma once
+#include <sys/uio.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+namespace kvtier {
+
+using Clock = std::chrono::steady_clock;
+
+struct NodeAddress {
+  std::string host;  // numeric IPv4/IPv6 or a name getaddrinfo resolves
+  int port = 6379;
+  std::string username;  // empty: AUTH <password> only
+  std::string password;  // empty: no AUTH
+  int db = 0;
+};
+
+// What one reply was.
+enum class ReplyKind { Status, Error, Integer, Bulk, Nil, TooLong };
+
+struct Reply {
+  ReplyKind kind = ReplyKind::Nil;
+  int64_t integer = 0;   // Integer; Bulk: its length
+  std::string text;      // Status/Error text (errors start with their code, e.g. "MOVED 123 h:p")
+};
+
+class RespConn {
+ public:
+  RespConn() = default;
+  RespConn(const RespConn&) = delete;
+  RespConn& operator=(const RespConn&) = delete;
+  ~RespConn() { close(); }
+
+  bool isOpen() const { return fd_ >= 0; }
+  // Connects, sets TCP_NODELAY, authenticates and selects the db.
+  // false + *error on failure (the connection stays closed).
+  bool open(const NodeAddress& addr, Clock::time_point deadline, std::string* error);
+  void close();
+  // Wakes a thread blocked in poll() on this connection (close of the link).
+  void shutdownNow();
+
+  // Writes every iovec; false + *error (connection closed) on failure.
+  bool writeAll(struct iovec* iov, int count, Clock::time_point deadline, std::string* error);
+  // Reads one reply. A bulk reply of exactly `expect` bytes (or, with
+  // expect < 0, at most `cap`) is stored in dest; any other bulk is read and
+  // discarded and reported as TooLong with its length in `integer`.
+  bool readReply(Reply* out, uint8_t* dest, size_t cap, int64_t expect, Clock::time_point deadline,
+                 std::string* error);
+
+ private:
+  bool fill(Clock::time_point deadline, std::string* error);  // more bytes into rbuf_
+  bool readLine(std::string* line, Clock::time_point deadline, std::string* error);
+  bool readExact(uint8_t* dest, size_t n, Clock::time_point deadline, std::string* error);
+  bool skip(size_t n, Clock::time_point deadline, std::string* error);
+  bool wait(short events, Clock::time_point deadline, std::string* error);
+  bool fail(std::string* error, const std::string& why);
+
+  int fd_ = -1;
+  std::mutex fdMu_;  // fd_ changes vs shutdownNow() from the JS thread
+  static constexpr size_t kReadBuf = 64 * 1024;
+  uint8_t rbuf_[kReadBuf];
+  size_t rpos_ = 0, rend_ = 0;
+};
+
+}  // namespace kvtier
