@@ -52,7 +52,7 @@ interface Binding {
   chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void;
   tuneMalloc(): boolean;
   setCudaCopy(mode: string): boolean;
-  ValkeyLink: new (host: string, port: number, username: string, password: string, db: number, connections: number, connectTimeoutMs: number) => ValkeyLinkBinding;
+  ValkeyLink: new (host: string, port: number, username: string, password: string, db: number, connections: number, connectTimeoutMs: number, pipelineBytes: number) => ValkeyLinkBinding;
   xxh64(bytes: Uint8Array): string;
 }
 
@@ -207,12 +207,14 @@ export interface ValkeyLinkOptions {
   db?: number;
   connections: number;
   connectTimeoutMs: number;
+  /** A chunk's segments are cut into parts of about this many bytes, each pipelined on one connection. */
+  pipelineBytes: number;
 }
 
 /** A native Valkey data plane to one node; throws NativeError when the addon is not built. */
 export function openValkeyLink(o: ValkeyLinkOptions): ValkeyLinkBinding {
   const { ValkeyLink } = load();
-  return new ValkeyLink(o.host, o.port, o.username ?? '', o.password ?? '', o.db ?? 0, o.connections, o.connectTimeoutMs);
+  return new ValkeyLink(o.host, o.port, o.username ?? '', o.password ?? '', o.db ?? 0, o.connections, o.connectTimeoutMs, o.pipelineBytes);
 }
 
 /** xxh64 as 16 hex digits, computed by the addon (tests compare it with checksum.ts). */

@@ -108,7 +108,7 @@ export function registerBench(program: Command): void {
         if (native !== null && native.nativeAvailable()) native.tuneMalloc();
         const rows = await runValkeyThroughput({ url: opts.url, sizes });
         if (opts.json === true) process.stdout.write(`${JSON.stringify(rows.length === 1 ? rows[0] : { bench: 'throughput', tier: 'valkey', rows })}\n`);
-        else for (const r of rows) process.stdout.write(`${(r.chunk_bytes / (1 << 20)).toFixed(0)} MiB chunks: store ${r.store_gbps} GB/s, retrieve ${r.retrieve_gbps} GB/s; valkey-benchmark SET ${r.reference?.store_gbps ?? '-'} GET ${r.reference?.retrieve_gbps ?? '-'} GB/s\n`);
+        else for (const r of rows) process.stdout.write(`${(r.chunk_bytes / (1 << 20)).toFixed(0)} MiB chunks, ${r.path}: store ${r.store_gbps} GB/s, retrieve ${r.retrieve_gbps} GB/s; best valkey-benchmark SET ${r.best_reference?.store_gbps ?? '-'} GET ${r.best_reference?.retrieve_gbps ?? '-'} GB/s\n`);
       } else {
         throw new Error(`expected host or valkey for --tier, got ${opts.tier}`);
       }

@@ -84,7 +84,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
                         InstanceMethod("stats", &LinkWrap::Stats), InstanceMethod("close", &LinkWrap::Close)});
   }
 
-  // new ValkeyLink(host, port, username, password, db, connections, connectTimeoutMs)
+  // new ValkeyLink(host, port, username, password, db, connections, connectTimeoutMs, pipelineBytes)
   explicit LinkWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LinkWrap>(info) {
     NodeAddress a;
     a.host = stringArg(info, 0, "host");
@@ -94,7 +94,8 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     a.db = static_cast<int>(intArg(info, 4, "db", 1 << 20));
     int connections = static_cast<int>(intArg(info, 5, "connections", 256));
     int connectMs = static_cast<int>(intArg(info, 6, "connectTimeoutMs", 3.6e6));
-    link_ = ValkeyLink::start(std::move(a), std::max(1, connections), connectMs);
+    size_t pipeline = static_cast<size_t>(intArg(info, 7, "pipelineBytes"));
+    link_ = ValkeyLink::start(std::move(a), std::max(1, connections), connectMs, pipeline);
   }
   ~LinkWrap() override {
     if (link_) link_->close();

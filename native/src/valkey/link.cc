@@ -29,8 +29,9 @@ std::string getCommand(const std::string& key) {
 
 }  // namespace
 
-std::shared_ptr<ValkeyLink> ValkeyLink::start(NodeAddress addr, int connections, int connectTimeoutMs) {
-  std::shared_ptr<ValkeyLink> link(new ValkeyLink(std::move(addr), connectTimeoutMs));
+std::shared_ptr<ValkeyLink> ValkeyLink::start(NodeAddress addr, int connections, int connectTimeoutMs,
+                                              size_t pipelineBytes) {
+  std::shared_ptr<ValkeyLink> link(new ValkeyLink(std::move(addr), connectTimeoutMs, std::max<size_t>(1, pipelineBytes)));
   size_t n = static_cast<size_t>(std::max(1, connections));
   for (size_t i = 0; i < n; ++i) link->conns_.push_back(std::make_unique<RespConn>());
   // Detached: each thread holds the link, so the link outlives its threads,
@@ -39,23 +40,41 @@ std::shared_ptr<ValkeyLink> ValkeyLink::start(NodeAddress addr, int connections,
   return link;
 }
 
-void ValkeyLink::submit(std::unique_ptr<ValkeyJob> job) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!closed_) {
-      queue_.push_back(std::move(job));
-      cv_.notify_one();
-      return;
-    }
-  }
+void ValkeyLink::fail(std::unique_ptr<ValkeyJob> job, const std::string& message) {
   job->code = "KVT_VALKEY_UNAVAILABLE";
-  job->message = "the native Valkey link is closed";
+  job->message = message;
   auto done = std::move(job->done);
   done(job.release());
 }
 
+void ValkeyLink::submit(std::unique_ptr<ValkeyJob> job) {
+  // Parts of about pipelineBytes_; a job without segments (a lone manifest
+  // read) is one part.
+  std::vector<JobPart> parts;
+  const size_t n = job->segments.size();
+  size_t begin = 0;
+  do {
+    size_t end = begin, bytes = 0;
+    while (end < n && (end == begin || bytes + job->segments[end].length <= pipelineBytes_)) bytes += job->segments[end++].length;
+    parts.push_back({job.get(), begin, end, begin == 0});
+    begin = end;
+  } while (begin < n);
+  job->partsLeft = parts.size();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!closed_) {
+      job.release();  // owned by its parts until the last one finishes
+      for (auto& p : parts) queue_.push_back(p);
+      if (parts.size() == 1) cv_.notify_one();
+      else cv_.notify_all();
+      return;
+    }
+  }
+  fail(std::move(job), "the native Valkey link is closed");
+}
+
 void ValkeyLink::close() {
-  std::deque<std::unique_ptr<ValkeyJob>> dropped;
+  std::deque<JobPart> dropped;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return;
@@ -65,12 +84,8 @@ void ValkeyLink::close() {
     for (auto& c : conns_) c->shutdownNow();
   }
   cv_.notify_all();
-  for (auto& job : dropped) {
-    job->code = "KVT_VALKEY_UNAVAILABLE";
-    job->message = "the native Valkey link is closed";
-    auto done = std::move(job->done);
-    done(job.release());
-  }
+  RespConn none;
+  for (auto& part : dropped) finishPart(none, part, false, "KVT_VALKEY_UNAVAILABLE", "the native Valkey link is closed");
 }
 
 LinkStats ValkeyLink::stats() {
@@ -81,145 +96,180 @@ LinkStats ValkeyLink::stats() {
 void ValkeyLink::loop(size_t index) {
   RespConn& conn = *conns_[index];
   for (;;) {
-    std::unique_ptr<ValkeyJob> job;
+    JobPart part;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return closed_ || !queue_.empty(); });
       if (closed_) break;
-      job = std::move(queue_.front());
+      part = queue_.front();
       queue_.pop_front();
     }
-    run(conn, *job);
-    auto done = std::move(job->done);
-    done(job.release());
+    std::string code, message;
+    bool ok = run(conn, part, &code, &message);
+    finishPart(conn, part, ok, std::move(code), std::move(message));
   }
   conn.close();
 }
 
-void ValkeyLink::run(RespConn& conn, ValkeyJob& job) {
-  std::string error;
-  bool reconnected = false;
-  if (!conn.isOpen()) {
-    auto connectBy = std::min(job.deadline, Clock::now() + std::chrono::milliseconds(connectTimeoutMs_));
-    if (!conn.open(addr_, connectBy, &error)) {
-      job.code = error.find("WRONGPASS") != std::string::npos || error.find("NOAUTH") != std::string::npos ||
-                         error.find("NOPERM") != std::string::npos
-                     ? "KVT_VALKEY_AUTH"
-                     : "KVT_VALKEY_UNAVAILABLE";
-      job.message = addr_.host + ":" + std::to_string(addr_.port) + ": " + error;
-      std::lock_guard<std::mutex> lock(mu_);
+// The first failure of a job is the one reported; the last part to finish
+// writes the manifest of a write that fully succeeded, then settles the job.
+void ValkeyLink::finishPart(RespConn& conn, const JobPart& part, bool ok, std::string code, std::string message) {
+  ValkeyJob* job = part.job;
+  bool last;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!ok && job->code.empty()) {
+      job->code = std::move(code);
+      job->message = std::move(message);
+    }
+    last = --job->partsLeft == 0;
+  }
+  if (!last) return;
+  std::unique_ptr<ValkeyJob> owned(job);
+  if (owned->write && owned->code.empty() && !owned->manifestKey.empty()) {
+    std::string c, m;
+    if (!writeManifest(conn, *owned, &c, &m)) {
+      owned->code = std::move(c);
+      owned->message = std::move(m);
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.jobs++;
+    if (!owned->code.empty()) {
       stats_.failures++;
-      return;
+    } else {
+      for (auto& s : owned->segments) {
+        if (owned->write) stats_.bytesOut += s.length;
+        else if (s.got > 0) stats_.bytesIn += static_cast<uint64_t>(s.got);
+      }
     }
-    reconnected = true;
   }
-  const bool ok = job.write ? runWrite(conn, job, &error) : runRead(conn, job, &error);
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.jobs++;
-  if (reconnected) stats_.reconnects++;
-  if (!ok) {
-    stats_.failures++;
-    if (job.code.empty()) {
-      job.code = "KVT_VALKEY_UNAVAILABLE";
-      job.message = addr_.host + ":" + std::to_string(addr_.port) + ": " + error;
-    }
-    return;
-  }
-  for (auto& s : job.segments) {
-    if (job.write) stats_.bytesOut += s.length;
-    else if (s.got > 0) stats_.bytesIn += static_cast<uint64_t>(s.got);
-  }
+  auto done = std::move(owned->done);
+  done(owned.release());
 }
 
-bool ValkeyLink::runWrite(RespConn& conn, ValkeyJob& job, std::string* error) {
-  const size_t n = job.segments.size();
-  for (size_t i = 0; i < n; ++i) {
-    SegmentIo& s = job.segments[i];
-    s.sum = xxh64(s.data, s.length);
-    if (i < job.sumOffsets.size()) {
-      const size_t at = job.sumOffsets[i];
-      if (at + 16 > job.manifest.size()) {
-        job.code = "KVT_BAD_REQUEST";
-        job.message = "a checksum offset lies outside the manifest";
-        return false;
-      }
-      xxh64Hex(s.sum, reinterpret_cast<char*>(job.manifest.data() + at));
+bool ValkeyLink::ensureOpen(RespConn& conn, const ValkeyJob& job, std::string* code, std::string* message) {
+  if (conn.isOpen()) return true;
+  std::string error;
+  auto connectBy = std::min(job.deadline, Clock::now() + std::chrono::milliseconds(connectTimeoutMs_));
+  if (!conn.open(addr_, connectBy, &error)) {
+    const bool auth = error.find("WRONGPASS") != std::string::npos || error.find("NOAUTH") != std::string::npos ||
+                      error.find("NOPERM") != std::string::npos;
+    *code = auth ? "KVT_VALKEY_AUTH" : "KVT_VALKEY_UNAVAILABLE";
+    *message = addr_.host + ":" + std::to_string(addr_.port) + ": " + error;
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.reconnects++;
+  return true;
+}
+
+bool ValkeyLink::run(RespConn& conn, const JobPart& part, std::string* code, std::string* message) {
+  {
+    // A part of a job that already failed elsewhere is not worth its bytes.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!part.job->code.empty()) {
+      *code = part.job->code;
+      *message = part.job->message;
+      return false;
     }
   }
+  if (!ensureOpen(conn, *part.job, code, message)) return false;
+  return part.job->write ? writeSegments(conn, part, code, message) : readSegments(conn, part, code, message);
+}
+
+namespace {
+
+bool ioFailed(const NodeAddress& a, const std::string& error, std::string* code, std::string* message) {
+  *code = "KVT_VALKEY_UNAVAILABLE";
+  *message = a.host + ":" + std::to_string(a.port) + ": " + error;
+  return false;
+}
+
+bool refused(const std::string& what, const Reply& r, std::string* code, std::string* message) {
+  *code = "KVT_VALKEY_REFUSED";
+  *message = what + " refused: " + (r.kind == ReplyKind::Error ? r.text : "unexpected reply");
+  return false;
+}
+
+}  // namespace
+
+bool ValkeyLink::writeSegments(RespConn& conn, const JobPart& part, std::string* code, std::string* message) {
+  ValkeyJob& job = *part.job;
+  const size_t n = part.end - part.begin;
+  if (n == 0) return true;
   std::vector<std::string> heads(n);
   const std::string tail = setTail(job.segmentTtl);
   std::vector<struct iovec> iov;
   iov.reserve(n * 3);
-  for (size_t i = 0; i < n; ++i) {
-    heads[i] = setHead(job.segments[i].key, job.segments[i].length, job.segmentTtl);
-    iov.push_back({heads[i].data(), heads[i].size()});
-    iov.push_back({job.segments[i].data, job.segments[i].length});
+  for (size_t k = 0; k < n; ++k) {
+    SegmentIo& s = job.segments[part.begin + k];
+    // Each part sums its own segments: disjoint bytes of the manifest.
+    s.sum = xxh64(s.data, s.length);
+    const size_t i = part.begin + k;
+    if (i < job.sumOffsets.size()) xxh64Hex(s.sum, reinterpret_cast<char*>(job.manifest.data() + job.sumOffsets[i]));
+    heads[k] = setHead(s.key, s.length, job.segmentTtl);
+    iov.push_back({heads[k].data(), heads[k].size()});
+    iov.push_back({s.data, s.length});
     iov.push_back({const_cast<char*>(tail.data()), tail.size()});
   }
-  if (n > 0 && !conn.writeAll(iov.data(), static_cast<int>(iov.size()), job.deadline, error)) return false;
-  std::string refused;
-  for (size_t i = 0; i < n; ++i) {
+  std::string error;
+  if (!conn.writeAll(iov.data(), static_cast<int>(iov.size()), job.deadline, &error)) return ioFailed(addr_, error, code, message);
+  bool ok = true;
+  for (size_t k = 0; k < n; ++k) {
     Reply r;
-    if (!conn.readReply(&r, nullptr, 0, -1, job.deadline, error)) return false;
-    if (r.kind != ReplyKind::Status && refused.empty()) {
-      refused = "SET " + job.segments[i].key + " refused: " + (r.kind == ReplyKind::Error ? r.text : "unexpected reply");
-    }
+    if (!conn.readReply(&r, nullptr, 0, -1, job.deadline, &error)) return ioFailed(addr_, error, code, message);
+    // Every reply is read, so the connection stays in step: only this chunk failed (OOM, MOVED, ...).
+    if (r.kind != ReplyKind::Status && ok) ok = refused("SET " + job.segments[part.begin + k].key, r, code, message);
   }
-  if (!refused.empty()) {
-    // The connection is still in step: only this chunk failed (OOM, MOVED, ...).
-    job.code = "KVT_VALKEY_REFUSED";
-    job.message = refused;
-    return false;
-  }
-  if (job.manifestKey.empty()) return true;
+  return ok;
+}
+
+bool ValkeyLink::writeManifest(RespConn& conn, ValkeyJob& job, std::string* code, std::string* message) {
+  if (!ensureOpen(conn, job, code, message)) return false;
   std::string head = setHead(job.manifestKey, job.manifest.size(), job.manifestTtl);
-  std::string mtail = setTail(job.manifestTtl);
-  struct iovec m[3] = {{head.data(), head.size()}, {job.manifest.data(), job.manifest.size()},
-                       {mtail.data(), mtail.size()}};
-  if (!conn.writeAll(m, 3, job.deadline, error)) return false;
+  std::string tail = setTail(job.manifestTtl);
+  struct iovec m[3] = {{head.data(), head.size()}, {job.manifest.data(), job.manifest.size()}, {tail.data(), tail.size()}};
+  std::string error;
+  if (!conn.writeAll(m, 3, job.deadline, &error)) return ioFailed(addr_, error, code, message);
   Reply r;
-  if (!conn.readReply(&r, nullptr, 0, -1, job.deadline, error)) return false;
-  if (r.kind != ReplyKind::Status) {
-    job.code = "KVT_VALKEY_REFUSED";
-    job.message = "SET " + job.manifestKey + " refused: " + (r.kind == ReplyKind::Error ? r.text : "unexpected reply");
-    return false;
-  }
+  if (!conn.readReply(&r, nullptr, 0, -1, job.deadline, &error)) return ioFailed(addr_, error, code, message);
+  if (r.kind != ReplyKind::Status) return refused("SET " + job.manifestKey, r, code, message);
   return true;
 }
 
-bool ValkeyLink::runRead(RespConn& conn, ValkeyJob& job, std::string* error) {
+bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, std::string* code, std::string* message) {
+  ValkeyJob& job = *part.job;
   std::string commands;
-  const bool manifest = !job.manifestKey.empty();
+  const bool manifest = part.first && !job.manifestKey.empty();
   if (manifest) commands += getCommand(job.manifestKey);
-  for (auto& s : job.segments) commands += getCommand(s.key);
+  for (size_t i = part.begin; i < part.end; ++i) commands += getCommand(job.segments[i].key);
+  std::string error;
   struct iovec iov = {commands.data(), commands.size()};
-  if (!conn.writeAll(&iov, 1, job.deadline, error)) return false;
-  std::string refused;
+  if (!conn.writeAll(&iov, 1, job.deadline, &error)) return ioFailed(addr_, error, code, message);
+  bool ok = true;
   if (manifest) {
     Reply r;
-    if (!conn.readReply(&r, job.manifest.data(), job.manifest.size(), -1, job.deadline, error)) return false;
+    if (!conn.readReply(&r, job.manifest.data(), job.manifest.size(), -1, job.deadline, &error)) return ioFailed(addr_, error, code, message);
     if (r.kind == ReplyKind::Bulk) job.manifestGot = r.integer;
     else if (r.kind == ReplyKind::TooLong) job.manifestGot = -2;
-    else if (r.kind == ReplyKind::Error) refused = "GET " + job.manifestKey + ": " + r.text;
+    else if (r.kind == ReplyKind::Error) ok = refused("GET " + job.manifestKey, r, code, message);
   }
-  for (auto& s : job.segments) {
+  for (size_t i = part.begin; i < part.end; ++i) {
+    SegmentIo& s = job.segments[i];
     Reply r;
-    if (!conn.readReply(&r, s.data, s.length, static_cast<int64_t>(s.length), job.deadline, error)) return false;
+    if (!conn.readReply(&r, s.data, s.length, static_cast<int64_t>(s.length), job.deadline, &error)) return ioFailed(addr_, error, code, message);
     if (r.kind == ReplyKind::Bulk) {
       s.got = r.integer;
       s.sum = xxh64(s.data, s.length);
     } else if (r.kind == ReplyKind::TooLong) {
       s.got = -2;
-    } else if (r.kind == ReplyKind::Error && refused.empty()) {
-      refused = "GET " + s.key + ": " + r.text;
+    } else if (r.kind == ReplyKind::Error && ok) {
+      ok = refused("GET " + s.key, r, code, message);
     }
   }
-  if (!refused.empty()) {
-    job.code = "KVT_VALKEY_REFUSED";
-    job.message = refused;
-    return false;
-  }
-  return true;
+  return ok;
 }
 
 }  // namespace kvtier

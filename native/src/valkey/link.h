@@ -1,7 +1,10 @@
 // A Valkey node's native data plane: `connections` RespConns, each driven by
-// its own I/O thread, all pulling chunk jobs from one queue, so a chunk runs
-// whole on one connection (its segments share a hash tag, so one node) and
-// a busy connection never holds back the others.
+// its own I/O thread, all pulling work from one queue, so a busy connection
+// never holds back the others. A chunk's segments (one hash tag, so one node)
+// are cut into parts of at most `pipelineBytes` each, pipelined on whichever
+// connection takes the part: Valkey reads several MiB-sized values queued on
+// one connection far more slowly than the same values spread over several
+// (a 32 MiB chunk as one 32-segment pipeline ran at half the server's rate).
 //
 //   write job: xxh64 of every segment on the I/O thread, the sums patched
 //              into the manifest JS packed, SET every segment (pipelined,
@@ -54,6 +57,16 @@ struct ValkeyJob {
   std::string code;  // empty ok; else a src/errors.ts code
   std::string message;
   std::function<void(ValkeyJob*)> done;  // on the I/O thread
+  // Parts still running; the last one to finish writes the manifest (write
+  // jobs, when every part succeeded) and calls done. Guarded by the link.
+  size_t partsLeft = 0;
+};
+
+// Segments [begin, end) of a job; part 0 also carries a read's manifest GET.
+struct JobPart {
+  ValkeyJob* job;
+  size_t begin, end;
+  bool first;
 };
 
 struct LinkStats {
@@ -62,7 +75,8 @@ struct LinkStats {
 
 class ValkeyLink : public std::enable_shared_from_this<ValkeyLink> {
  public:
-  static std::shared_ptr<ValkeyLink> start(NodeAddress addr, int connections, int connectTimeoutMs);
+  static std::shared_ptr<ValkeyLink> start(NodeAddress addr, int connections, int connectTimeoutMs,
+                                           size_t pipelineBytes);
   // Queues a job; done() runs on an I/O thread (at once, with an error, when closed).
   void submit(std::unique_ptr<ValkeyJob> job);
   // Fails queued jobs, wakes the threads; they exit after their current job.
@@ -70,17 +84,24 @@ class ValkeyLink : public std::enable_shared_from_this<ValkeyLink> {
   LinkStats stats();
 
  private:
-  ValkeyLink(NodeAddress addr, int connectTimeoutMs) : addr_(std::move(addr)), connectTimeoutMs_(connectTimeoutMs) {}
+  ValkeyLink(NodeAddress addr, int connectTimeoutMs, size_t pipelineBytes)
+      : addr_(std::move(addr)), connectTimeoutMs_(connectTimeoutMs), pipelineBytes_(pipelineBytes) {}
   void loop(size_t index);
-  void run(RespConn& conn, ValkeyJob& job);
-  bool runWrite(RespConn& conn, ValkeyJob& job, std::string* error);
-  bool runRead(RespConn& conn, ValkeyJob& job, std::string* error);
+  // Runs one part; false + *code/*message when it failed.
+  bool run(RespConn& conn, const JobPart& part, std::string* code, std::string* message);
+  bool ensureOpen(RespConn& conn, const ValkeyJob& job, std::string* code, std::string* message);
+  bool writeSegments(RespConn& conn, const JobPart& part, std::string* code, std::string* message);
+  bool writeManifest(RespConn& conn, ValkeyJob& job, std::string* code, std::string* message);
+  bool readSegments(RespConn& conn, const JobPart& part, std::string* code, std::string* message);
+  void finishPart(RespConn& conn, const JobPart& part, bool ok, std::string code, std::string message);
+  void fail(std::unique_ptr<ValkeyJob> job, const std::string& message);
 
   const NodeAddress addr_;
   const int connectTimeoutMs_;
+  const size_t pipelineBytes_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<ValkeyJob>> queue_;
+  std::deque<JobPart> queue_;
   std::vector<std::unique_ptr<RespConn>> conns_;
   bool closed_ = false;
   LinkStats stats_;
