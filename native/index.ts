@@ -76,6 +76,8 @@ export interface ValkeyLinkBinding {
   write(segKeys: string[], src: Uint8Array, segBytes: number, segTtl: number, manifestKey: string, manifest: Uint8Array, sumOffsets: Uint32Array, manifestTtl: number, timeoutMs: number): Promise<void>;
   read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Uint8Array, segBytes: number, timeoutMs: number): Promise<ValkeyReadResult>;
   stats(): { jobs: number; failures: number; reconnects: number; bytesOut: number; bytesIn: number };
+  /** Fails every part not yet started (the server is down); how many there were. */
+  abortQueued(why: string): number;
   close(): void;
 }
 
@@ -207,7 +209,11 @@ export interface ValkeyLinkOptions {
   db?: number;
   connections: number;
   connectTimeoutMs: number;
-  /** A chunk's segments are cut into parts of about this many bytes, each pipelined on one connection. */
+  /**
+   * A chunk's segments are cut into parts of about this many bytes, each
+   * pipelined on one connection; each part gets a job's timeout from the
+   * moment it starts, not from when it was queued.
+   */
   pipelineBytes: number;
 }
 

@@ -38,7 +38,7 @@ const FIXSTR16 = 0xb0 | 16;
  * store 1.67 / 1.08 / 1.41 and retrieve 1.09 / 0.85 / 0.90 GB/s. The server
  * takes MiB values best one per connection at a time.
  */
-const PIPELINE_BYTES = 1 << 20;
+export const PIPELINE_BYTES = 1 << 20;
 
 /** A failed native job: `code` says whether the connection (not just this chunk) is in doubt. */
 export interface NativeFailure {
@@ -93,6 +93,11 @@ export class NativeDataPath {
   /** Segments into `dest` (and the manifest, up to manifestCap bytes, when manifestKey is not ''). */
   read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Buffer, segBytes: number, timeoutMs: number): Promise<ValkeyReadResult> {
     return this.#link.read(manifestKey, manifestCap, segKeys, dest, segBytes, timeoutMs);
+  }
+
+  /** The server is down or hung: fail what has not started instead of letting it wait its turn. */
+  abortQueued(why: string): number {
+    return this.#link.abortQueued(why);
   }
 
   stats(): ReturnType<ValkeyLinkBinding['stats']> {

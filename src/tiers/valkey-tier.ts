@@ -30,7 +30,7 @@ import {
   type ChunkHeader,
 } from './valkey-format.js';
 import type { ValkeyTierCounters, ValkeyTierOptions } from './valkey-options.js';
-import { failureOf, NativeDataPath, placeholderSums, sumOffsets, type DataPathInfo } from './valkey-native.js';
+import { failureOf, NativeDataPath, PIPELINE_BYTES, placeholderSums, sumOffsets, type DataPathInfo } from './valkey-native.js';
 import { ValkeyPool, type LogFn, type PoolState, type ValkeyCommand, type ValkeyReply } from './valkey-pool.js';
 import { parseValkeyUrl } from './valkey-url.js';
 
@@ -119,6 +119,7 @@ export class ValkeyTier implements Tier {
       log: this.#log,
       onState: (state: PoolState, error?: KvtierError) => {
         this.counters.reconnects = this.#pool?.reconnects ?? 0;
+        if (state === 'down') this.#native?.abortQueued(`valkey ${endpoint.redacted} is down: ${error?.message ?? 'connection lost'}`);
         if (state === 'up' || state === 'down') {
           for (const l of this.#listeners) l(state === 'up', error);
         }
@@ -165,9 +166,14 @@ export class ValkeyTier implements Tier {
     return { ...this.counters, dataPath: this.#dataPath.path, dataPathReason: this.#dataPath.reason, native: this.#native?.stats() ?? null };
   }
 
-  /** A native job's time: the base timeout plus its bytes at the slowest rate allowed. */
+  /**
+   * The time each part of a native job gets once it starts: the base timeout
+   * plus a part's bytes (at most one segment or PIPELINE_BYTES) at the
+   * slowest rate allowed. Queued parts do not spend it waiting.
+   */
   #timeoutFor(bytes: number): number {
-    return Math.ceil(Math.min(this.#requestTimeoutMs + (bytes * 1000) / this.#minBytesPerSec, 600_000));
+    const part = Math.min(bytes, Math.max(this.#segmentBytes, PIPELINE_BYTES));
+    return Math.ceil(Math.min(this.#requestTimeoutMs + (part * 1000) / this.#minBytesPerSec, 600_000));
   }
 
   /** A native job failed: count it; a lost connection may mean a hung server, which the PING probe tells. */

@@ -71,9 +71,8 @@ void layoutSegments(Napi::Env env, ValkeyJob* job, std::vector<std::string> keys
   }
 }
 
-Clock::time_point deadlineArg(const Napi::CallbackInfo& info, size_t i) {
-  int64_t ms = intArg(info, i, "timeoutMs", 3.6e6);
-  return Clock::now() + std::chrono::milliseconds(ms);
+std::chrono::milliseconds timeoutArg(const Napi::CallbackInfo& info, size_t i) {
+  return std::chrono::milliseconds(intArg(info, i, "timeoutMs", 3.6e6));
 }
 
 class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
@@ -81,7 +80,8 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "ValkeyLink",
                        {InstanceMethod("write", &LinkWrap::Write), InstanceMethod("read", &LinkWrap::Read),
-                        InstanceMethod("stats", &LinkWrap::Stats), InstanceMethod("close", &LinkWrap::Close)});
+                        InstanceMethod("stats", &LinkWrap::Stats), InstanceMethod("close", &LinkWrap::Close),
+                        InstanceMethod("abortQueued", &LinkWrap::AbortQueued)});
   }
 
   // new ValkeyLink(host, port, username, password, db, connections, connectTimeoutMs, pipelineBytes)
@@ -124,7 +124,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
       if (static_cast<size_t>(at) + 16 > job->manifest.size()) badArgs(env, "a checksum offset lies outside the manifest");
     }
     job->manifestTtl = intArg(info, 7, "manifest ttl");
-    job->deadline = deadlineArg(info, 8);
+    job->timeout = timeoutArg(info, 8);
     return start(env, std::move(job), {src}, [](Napi::Env env, ValkeyJob&) { return env.Undefined(); });
   }
 
@@ -140,7 +140,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     Napi::Uint8Array dest = bytesArg(info, 3, "destination");
     size_t seg = static_cast<size_t>(intArg(info, 4, "segment bytes"));
     layoutSegments(env, job.get(), std::move(keys), dest.Data(), dest.ByteLength(), seg);
-    job->deadline = deadlineArg(info, 5);
+    job->timeout = timeoutArg(info, 5);
     const bool wantManifest = !job->manifestKey.empty();
     return start(env, std::move(job), {dest}, [wantManifest](Napi::Env env, ValkeyJob& j) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
@@ -178,6 +178,12 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     o.Set("bytesOut", static_cast<double>(s.bytesOut));
     o.Set("bytesIn", static_cast<double>(s.bytesIn));
     return o;
+  }
+
+  // abortQueued(why): fails every part not yet started; the count of parts.
+  Napi::Value AbortQueued(const Napi::CallbackInfo& info) {
+    std::string why = stringArg(info, 0, "reason");
+    return Napi::Number::New(info.Env(), link_ ? static_cast<double>(link_->abortQueued(why)) : 0);
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

@@ -88,6 +88,17 @@ void ValkeyLink::close() {
   for (auto& part : dropped) finishPart(none, part, false, "KVT_VALKEY_UNAVAILABLE", "the native Valkey link is closed");
 }
 
+size_t ValkeyLink::abortQueued(const std::string& why) {
+  std::deque<JobPart> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    dropped.swap(queue_);
+  }
+  RespConn none;
+  for (auto& part : dropped) finishPart(none, part, false, "KVT_VALKEY_UNAVAILABLE", why);
+  return dropped.size();
+}
+
 LinkStats ValkeyLink::stats() {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
@@ -105,7 +116,7 @@ void ValkeyLink::loop(size_t index) {
       queue_.pop_front();
     }
     std::string code, message;
-    bool ok = run(conn, part, &code, &message);
+    bool ok = run(conn, part, Clock::now() + part.job->timeout, &code, &message);
     finishPart(conn, part, ok, std::move(code), std::move(message));
   }
   conn.close();
@@ -149,10 +160,10 @@ void ValkeyLink::finishPart(RespConn& conn, const JobPart& part, bool ok, std::s
   done(owned.release());
 }
 
-bool ValkeyLink::ensureOpen(RespConn& conn, const ValkeyJob& job, std::string* code, std::string* message) {
+bool ValkeyLink::ensureOpen(RespConn& conn, Clock::time_point deadline, std::string* code, std::string* message) {
   if (conn.isOpen()) return true;
   std::string error;
-  auto connectBy = std::min(job.deadline, Clock::now() + std::chrono::milliseconds(connectTimeoutMs_));
+  auto connectBy = std::min(deadline, Clock::now() + std::chrono::milliseconds(connectTimeoutMs_));
   if (!conn.open(addr_, connectBy, &error)) {
     const bool auth = error.find("WRONGPASS") != std::string::npos || error.find("NOAUTH") != std::string::npos ||
                       error.find("NOPERM") != std::string::npos;
@@ -165,7 +176,8 @@ bool ValkeyLink::ensureOpen(RespConn& conn, const ValkeyJob& job, std::string* c
   return true;
 }
 
-bool ValkeyLink::run(RespConn& conn, const JobPart& part, std::string* code, std::string* message) {
+bool ValkeyLink::run(RespConn& conn, const JobPart& part, Clock::time_point deadline, std::string* code,
+                     std::string* message) {
   {
     // A part of a job that already failed elsewhere is not worth its bytes.
     std::lock_guard<std::mutex> lock(mu_);
@@ -175,8 +187,9 @@ bool ValkeyLink::run(RespConn& conn, const JobPart& part, std::string* code, std
       return false;
     }
   }
-  if (!ensureOpen(conn, *part.job, code, message)) return false;
-  return part.job->write ? writeSegments(conn, part, code, message) : readSegments(conn, part, code, message);
+  if (!ensureOpen(conn, deadline, code, message)) return false;
+  return part.job->write ? writeSegments(conn, part, deadline, code, message)
+                         : readSegments(conn, part, deadline, code, message);
 }
 
 namespace {
@@ -195,7 +208,8 @@ bool refused(const std::string& what, const Reply& r, std::string* code, std::st
 
 }  // namespace
 
-bool ValkeyLink::writeSegments(RespConn& conn, const JobPart& part, std::string* code, std::string* message) {
+bool ValkeyLink::writeSegments(RespConn& conn, const JobPart& part, Clock::time_point deadline, std::string* code,
+                               std::string* message) {
   ValkeyJob& job = *part.job;
   const size_t n = part.end - part.begin;
   if (n == 0) return true;
@@ -215,11 +229,11 @@ bool ValkeyLink::writeSegments(RespConn& conn, const JobPart& part, std::string*
     iov.push_back({const_cast<char*>(tail.data()), tail.size()});
   }
   std::string error;
-  if (!conn.writeAll(iov.data(), static_cast<int>(iov.size()), job.deadline, &error)) return ioFailed(addr_, error, code, message);
+  if (!conn.writeAll(iov.data(), static_cast<int>(iov.size()), deadline, &error)) return ioFailed(addr_, error, code, message);
   bool ok = true;
   for (size_t k = 0; k < n; ++k) {
     Reply r;
-    if (!conn.readReply(&r, nullptr, 0, -1, job.deadline, &error)) return ioFailed(addr_, error, code, message);
+    if (!conn.readReply(&r, nullptr, 0, -1, deadline, &error)) return ioFailed(addr_, error, code, message);
     // Every reply is read, so the connection stays in step: only this chunk failed (OOM, MOVED, ...).
     if (r.kind != ReplyKind::Status && ok) ok = refused("SET " + job.segments[part.begin + k].key, r, code, message);
   }
@@ -227,19 +241,21 @@ bool ValkeyLink::writeSegments(RespConn& conn, const JobPart& part, std::string*
 }
 
 bool ValkeyLink::writeManifest(RespConn& conn, ValkeyJob& job, std::string* code, std::string* message) {
-  if (!ensureOpen(conn, job, code, message)) return false;
+  const auto deadline = Clock::now() + job.timeout;
+  if (!ensureOpen(conn, deadline, code, message)) return false;
   std::string head = setHead(job.manifestKey, job.manifest.size(), job.manifestTtl);
   std::string tail = setTail(job.manifestTtl);
   struct iovec m[3] = {{head.data(), head.size()}, {job.manifest.data(), job.manifest.size()}, {tail.data(), tail.size()}};
   std::string error;
-  if (!conn.writeAll(m, 3, job.deadline, &error)) return ioFailed(addr_, error, code, message);
+  if (!conn.writeAll(m, 3, deadline, &error)) return ioFailed(addr_, error, code, message);
   Reply r;
-  if (!conn.readReply(&r, nullptr, 0, -1, job.deadline, &error)) return ioFailed(addr_, error, code, message);
+  if (!conn.readReply(&r, nullptr, 0, -1, deadline, &error)) return ioFailed(addr_, error, code, message);
   if (r.kind != ReplyKind::Status) return refused("SET " + job.manifestKey, r, code, message);
   return true;
 }
 
-bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, std::string* code, std::string* message) {
+bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, Clock::time_point deadline, std::string* code,
+                              std::string* message) {
   ValkeyJob& job = *part.job;
   std::string commands;
   const bool manifest = part.first && !job.manifestKey.empty();
@@ -247,11 +263,11 @@ bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, std::string* 
   for (size_t i = part.begin; i < part.end; ++i) commands += getCommand(job.segments[i].key);
   std::string error;
   struct iovec iov = {commands.data(), commands.size()};
-  if (!conn.writeAll(&iov, 1, job.deadline, &error)) return ioFailed(addr_, error, code, message);
+  if (!conn.writeAll(&iov, 1, deadline, &error)) return ioFailed(addr_, error, code, message);
   bool ok = true;
   if (manifest) {
     Reply r;
-    if (!conn.readReply(&r, job.manifest.data(), job.manifest.size(), -1, job.deadline, &error)) return ioFailed(addr_, error, code, message);
+    if (!conn.readReply(&r, job.manifest.data(), job.manifest.size(), -1, deadline, &error)) return ioFailed(addr_, error, code, message);
     if (r.kind == ReplyKind::Bulk) job.manifestGot = r.integer;
     else if (r.kind == ReplyKind::TooLong) job.manifestGot = -2;
     else if (r.kind == ReplyKind::Error) ok = refused("GET " + job.manifestKey, r, code, message);
@@ -259,7 +275,7 @@ bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, std::string* 
   for (size_t i = part.begin; i < part.end; ++i) {
     SegmentIo& s = job.segments[i];
     Reply r;
-    if (!conn.readReply(&r, s.data, s.length, static_cast<int64_t>(s.length), job.deadline, &error)) return ioFailed(addr_, error, code, message);
+    if (!conn.readReply(&r, s.data, s.length, static_cast<int64_t>(s.length), deadline, &error)) return ioFailed(addr_, error, code, message);
     if (r.kind == ReplyKind::Bulk) {
       s.got = r.integer;
       s.sum = xxh64(s.data, s.length);

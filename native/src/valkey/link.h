@@ -17,7 +17,9 @@
 //
 // One completion per job. Connection errors and timeouts fail the job with
 // KVT_VALKEY_UNAVAILABLE and close that connection only; the next job on it
-// reconnects. Every job has a deadline (JS computes it from its bytes).
+// reconnects. Every part runs under a deadline set when it starts (JS sizes
+// the timeout from the job's bytes); abortQueued() fails what has not
+// started, for a server the control plane found hung or down.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -52,7 +54,9 @@ struct ValkeyJob {
   std::vector<uint32_t> sumOffsets;
   int64_t manifestTtl = 0;
   int64_t manifestGot = -1;  // read: bytes of the manifest reply; -1 nil; -2 too long
-  Clock::time_point deadline;
+  // Time each part (and the manifest write) gets once it starts: a job
+  // queued behind others does not spend its time waiting.
+  std::chrono::milliseconds timeout{0};
   // Outcome.
   std::string code;  // empty ok; else a src/errors.ts code
   std::string message;
@@ -81,6 +85,8 @@ class ValkeyLink : public std::enable_shared_from_this<ValkeyLink> {
   void submit(std::unique_ptr<ValkeyJob> job);
   // Fails queued jobs, wakes the threads; they exit after their current job.
   void close();
+  // Fails every part not yet started (the server is down: do not queue on it).
+  size_t abortQueued(const std::string& why);
   LinkStats stats();
 
  private:
@@ -88,11 +94,13 @@ class ValkeyLink : public std::enable_shared_from_this<ValkeyLink> {
       : addr_(std::move(addr)), connectTimeoutMs_(connectTimeoutMs), pipelineBytes_(pipelineBytes) {}
   void loop(size_t index);
   // Runs one part; false + *code/*message when it failed.
-  bool run(RespConn& conn, const JobPart& part, std::string* code, std::string* message);
-  bool ensureOpen(RespConn& conn, const ValkeyJob& job, std::string* code, std::string* message);
-  bool writeSegments(RespConn& conn, const JobPart& part, std::string* code, std::string* message);
+  bool run(RespConn& conn, const JobPart& part, Clock::time_point deadline, std::string* code, std::string* message);
+  bool ensureOpen(RespConn& conn, Clock::time_point deadline, std::string* code, std::string* message);
+  bool writeSegments(RespConn& conn, const JobPart& part, Clock::time_point deadline, std::string* code,
+                     std::string* message);
   bool writeManifest(RespConn& conn, ValkeyJob& job, std::string* code, std::string* message);
-  bool readSegments(RespConn& conn, const JobPart& part, std::string* code, std::string* message);
+  bool readSegments(RespConn& conn, const JobPart& part, Clock::time_point deadline, std::string* code,
+                    std::string* message);
   void finishPart(RespConn& conn, const JobPart& part, bool ok, std::string code, std::string message);
   void fail(std::unique_ptr<ValkeyJob> job, const std::string& message);
 
