@@ -26,6 +26,7 @@ const raw = nativeAvailable()
   ? (createRequire(import.meta.url)(addonPath()) as { Region: new (path: string, size: number, dir: string, uid: number) => RawRegion })
   : undefined;
 if (raw === undefined) console.log('region-open.test.ts skipped: the native addon is not built (npm run build:native)');
+if (raw !== undefined && !isRoot) console.log('region-open.test.ts: the chown and mknod tests are skipped: they need root');
 
 let n = 0;
 /** A fresh directory under /dev/shm, removed after the file's tests. */

@@ -6,7 +6,10 @@
  * connection the daemon gives up on actually closed; idle connections closed
  * when configured.
  */
+import { chownSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeAvailable } from '../../native/index.js';
 import { packTokens } from '../../src/chunking/tokens.js';
@@ -345,6 +348,9 @@ describe('idle connections', () => {
   });
 });
 
+if (process.getuid?.() !== 0) console.log('hostile-clients.test.ts: the other-uid RegisterKv test is skipped: it needs root (chown)');
+if (!nativeAvailable()) console.log('hostile-clients.test.ts: the RegisterKv tests are skipped: the native addon is not built (npm run build:native)');
+
 describe.skipIf(!nativeAvailable())('RegisterKv over the socket is checked against the peer credentials', () => {
   let d: TestDaemon;
   beforeAll(async () => {
@@ -352,6 +358,41 @@ describe.skipIf(!nativeAvailable())('RegisterKv over the socket is checked again
   });
   afterAll(async () => {
     await d.stop();
+  });
+
+  const refused = async (w: KvtierClient, path: string, size: number): Promise<void> => {
+    const planes = [{ layer: 0, regionId: 1, offset: 0, blockStride: 1024, blockBytes: 1024 }];
+    await expect(w.registerKv({ regions: [{ regionId: 1, sizeBytes: size, shmPath: path }], planes, numBlocks: 4, blockSize: 16 }))
+      .rejects.toMatchObject({ code: 'KVT_FORBIDDEN' });
+    expect(readFileSync('/proc/self/maps', 'utf8')).not.toContain(path);
+    expect(d.daemon.stats().registeredWorkers).toBe(0);
+  };
+
+  it('a file behind a symlinked directory is KVT_FORBIDDEN, nothing mapped', async () => {
+    const outside = mkdtempSync(join(tmpdir(), 'kvtier-secret-'));
+    const link = `/dev/shm/kvtier-test-${process.pid}-link`;
+    try {
+      writeFileSync(join(outside, 'secret.bin'), Buffer.alloc(8192, 1));
+      symlinkSync(outside, link);
+      const w = await d.connect({ fingerprint: { model: 'w' } });
+      await refused(w, `${link}/secret.bin`, 8192);
+      expect(readFileSync('/proc/self/maps', 'utf8')).not.toContain(outside);
+    } finally {
+      rmSync(link, { force: true });
+      rmSync(outside, { recursive: true, force: true });
+    }
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('a file of another uid than the connecting process is KVT_FORBIDDEN (needs root: chown)', async () => {
+    const f = `/dev/shm/kvtier-test-${process.pid}-foreign`;
+    try {
+      writeFileSync(f, Buffer.alloc(8192, 1));
+      chownSync(f, 12345, 12345);
+      const w = await d.connect({ fingerprint: { model: 'w' } });
+      await refused(w, f, 8192);
+    } finally {
+      rmSync(f, { force: true });
+    }
   });
 
   it('block ids past num_blocks and overflowing planes are coded errors', async () => {
