@@ -17,6 +17,7 @@ import {
   BadBlockIdError,
   BadLayoutError,
   BadRequestError,
+  ForbiddenError,
   KvtierError,
   NativeError,
   RegionUnavailableError,
@@ -45,12 +46,13 @@ interface Binding {
   info(): { cudaCompiled: boolean; deviceCount: number; reason: string; copyThreads: number; cudaCopy: string; cudaCopyGpuMs: number };
   Pool: new (bytes: number) => BindingPool;
   Region: {
-    new (shmPath: string, sizeBytes: number): BindingRegion;
+    new (shmPath: string, sizeBytes: number, shmDir: string, ownerUid: number): BindingRegion;
     new (ipcHandle: Uint8Array, sizeBytes: number, device: number): BindingRegion;
   };
   copyBlocks(scatter: boolean, regions: BindingRegion[], buffers: Uint8Array[], blockIds: Uint32Array[], planes: Float64Array, numBlocks: number): Promise<void>;
   chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void;
   tuneMalloc(): boolean;
+  peerCredentials(fd: number): PeerCredentials;
   setCudaCopy(mode: string): boolean;
   ValkeyLink: new (host: string, port: number, username: string, password: string, db: number, connections: number, connectTimeoutMs: number, pipelineBytes: number) => ValkeyLinkBinding;
   xxh64(bytes: Uint8Array): string;
@@ -122,6 +124,7 @@ function typed(e: unknown): KvtierError {
     case 'KVT_BAD_LAYOUT': return new BadLayoutError(message);
     case 'KVT_BAD_BLOCK_ID': return new BadBlockIdError(message);
     case 'KVT_BAD_REQUEST': return new BadRequestError(message);
+    case 'KVT_FORBIDDEN': return new ForbiddenError(message);
     default: return new NativeError(message, { cause: e });
   }
 }
@@ -228,6 +231,23 @@ export function nativeXxh64(bytes: Uint8Array): string {
   return load().xxh64(bytes);
 }
 
+/** Who is at the other end of a connected Unix socket, as the kernel recorded it at connect(). */
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** SO_PEERCRED of the connected Unix socket `fd`; throws NativeError when fd is not one. */
+export function peerCredentials(fd: number): PeerCredentials {
+  if (!Number.isSafeInteger(fd) || fd < 0) throw new BadRequestError(`expected a file descriptor for peerCredentials, got ${fd}`);
+  try {
+    return load().peerCredentials(fd);
+  } catch (e) {
+    throw typed(e);
+  }
+}
+
 /**
  * Largest single pinned allocation. A slab reaches JavaScript as a view of
  * its allocation's ArrayBuffer, and Node's Buffers end at 4 GiB, so a bigger
@@ -313,6 +333,11 @@ export interface ScatterJob {
 export interface RegisteredKvOptions {
   /** Directories a shm_path may name a file in (default ['/dev/shm']). */
   shmDirs?: string[];
+  /**
+   * The uid every shm file must be owned by: the connecting peer's (the
+   * daemon passes SO_PEERCRED's); default this process's own uid.
+   */
+  ownerUid?: number;
 }
 
 /** A worker's KV memory, mapped: batched gather (blocks -> chunk buffers) and scatter (back). */
@@ -327,20 +352,30 @@ export class RegisteredKv {
   #closing: Promise<void> | undefined;
 
   /**
-   * Maps the regions; throws BadLayoutError / RegionUnavailableError. A shm
-   * path must be absolute, normalized and inside one of `shmDirs` (default
-   * /dev/shm): the daemon opens it read-write, so a client must not be able
-   * to name any other file.
+   * Maps the regions; throws BadLayoutError / RegionUnavailableError /
+   * ForbiddenError. The daemon opens a shm file read-write, so a client may
+   * name only what it could open itself: the path must be absolute,
+   * normalized and inside one of `shmDirs` (default /dev/shm), checked here
+   * for the message; the addon then walks it from that directory without
+   * following any symlink and maps it only if it is a regular file owned by
+   * `ownerUid`.
    */
   constructor(spec: KvLayoutSpec, options: RegisteredKvOptions = {}) {
     this.#plan = new LayoutPlan(spec);
     const dirs = options.shmDirs ?? ['/dev/shm'];
+    const ownerUid = options.ownerUid ?? process.getuid?.() ?? 0;
+    if (!Number.isSafeInteger(ownerUid) || ownerUid < 0 || ownerUid > 0xffffffff) {
+      throw new BadRequestError(`expected a uid for ownerUid, got ${ownerUid}`);
+    }
+    const shmDir = new Map<number, string>();
     for (const r of this.#plan.regions) {
       if (r.shmPath === undefined || r.shmPath.length === 0) continue;
       const p = r.shmPath;
-      if (!isAbsolute(p) || normalize(p) !== p || !dirs.some((d) => p.startsWith(d.endsWith('/') ? d : `${d}/`))) {
+      const dir = isAbsolute(p) && normalize(p) === p ? dirs.find((d) => p.startsWith(d.endsWith('/') ? d : `${d}/`)) : undefined;
+      if (dir === undefined) {
         throw new BadLayoutError(`expected an absolute shm_path inside ${dirs.join(' or ')} for region ${r.regionId}, got ${p}`);
       }
+      shmDir.set(r.regionId, dir);
     }
     this.chunkBytes = this.#plan.chunkBytes;
     this.blocksPerChunk = this.#plan.blocksPerChunk;
@@ -350,7 +385,7 @@ export class RegisteredKv {
       for (const r of this.#plan.regions) {
         this.#regions.push(
           r.shmPath !== undefined && r.shmPath.length > 0
-            ? new Region(r.shmPath, r.sizeBytes)
+            ? new Region(r.shmPath, r.sizeBytes, shmDir.get(r.regionId)!, ownerUid)
             : new Region(r.cudaIpcHandle!, r.sizeBytes, r.deviceIndex ?? 0),
         );
       }

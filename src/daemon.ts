@@ -9,13 +9,14 @@
  * inline transfers from heap memory and says so in its log and in stats.
  */
 import type { KvtierConfig } from './config/load.js';
-import { errorMessage } from './errors.js';
+import { ForbiddenError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import { ChunkManager, type RemoteTier } from './manager/chunk-manager.js';
 import { DaemonMetrics } from './metrics/daemon-metrics.js';
 import { MetricsServer } from './metrics/http-server.js';
 import type { SlowOp } from './metrics/slow-ops.js';
 import type { KvRegistrar } from './protocol/connection.js';
+import type { PeerCredentials } from './protocol/peer.js';
 import { SocketServer } from './protocol/server.js';
 import { HeapMemory, type HostMemory } from './tiers/host-memory.js';
 import { HostTier } from './tiers/host-tier.js';
@@ -56,6 +57,8 @@ export interface DaemonStats {
   /** The slowest of the last 512 lookups/stores/retrieves, slowest first. */
   slowOps: SlowOp[];
   registeredWorkers: number;
+  /** Connections the daemon closed itself: broken framing, idle past idle_connection_timeout_ms. */
+  closedConnections: { badFrame: number; idle: number };
   /** Prompt tokens looked up and found per tier, and tokens handed back by Retrieve. */
   tokens: { lookup: number; hostHit: number; valkeyLookup: number; valkeyHit: number; prefillSaved: number };
   remote: { configured: boolean; available: boolean; detail: Record<string, unknown> | null; pace: ReturnType<ChunkManager['remotePace']> };
@@ -65,8 +68,9 @@ export interface DaemonStats {
 interface NativeModule {
   NativePool: new (bytes: number) => HostMemory;
   tuneMalloc(): boolean;
-  RegisteredKv: new (spec: import('../native/index.js').KvLayoutSpec) => import('../native/index.js').RegisteredKv;
+  RegisteredKv: new (spec: import('../native/index.js').KvLayoutSpec, options?: import('../native/index.js').RegisteredKvOptions) => import('../native/index.js').RegisteredKv;
   nativeInfo(): { backend: string; reason: string };
+  peerCredentials(fd: number): PeerCredentials;
 }
 
 async function loadNative(log: Logger): Promise<{ mod: NativeModule | null; detail: string }> {
@@ -109,9 +113,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     recomputeTokensPerS: config.recomputeTokensPerS,
   });
   let server: SocketServer;
-  const metrics = new DaemonMetrics({ version: VERSION, chunkSize: config.chunkSize, manager, memory: () => memory.info(), connections: () => server.connectionCount });
+  const metrics = new DaemonMetrics({ version: VERSION, chunkSize: config.chunkSize, manager, memory: () => memory.info(), connections: () => server.connectionCount, closedConnections: () => server.closedConnections });
   const nativeMod = native.mod;
-  const registrar: KvRegistrar | null = metrics.trackRegistrar(nativeMod === null ? null : async (spec, chunkTokens) => {
+  const registrar: KvRegistrar | null = metrics.trackRegistrar(nativeMod === null ? null : async (spec, chunkTokens, peer) => {
+    // Without the peer's uid there is no owner to check files against: refuse.
+    if (peer === null) throw new ForbiddenError('the connecting process could not be identified (SO_PEERCRED): RegisterKv is refused');
     const kv = new nativeMod.RegisteredKv({
       regions: (spec.regions ?? []).map((r) => ({
         regionId: r.regionId ?? 0,
@@ -130,7 +136,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       numBlocks: spec.numBlocks ?? 0,
       blockSize: spec.blockSize ?? 0,
       chunkTokens,
-    });
+    }, { ownerUid: peer.uid });
     return kv;
   });
 
@@ -155,6 +161,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       lookupLatencyUs: { p50: pick(0.5), p99: pick(0.99), max: pick(1) },
       slowOps: metrics.slowOps(),
       registeredWorkers: metrics.registeredWorkers,
+      closedConnections: { ...server.closedConnections },
       tokens: { lookup: metrics.requests.lookupTokens, hostHit: metrics.requests.hostHitTokens, valkeyLookup: metrics.requests.valkeyLookupTokens, valkeyHit: metrics.requests.valkeyHitTokens, prefillSaved: metrics.requests.prefillTokensSaved },
       remote: { configured: remote !== null, available: remote !== null && remote.available !== false, detail: remoteDetail, pace: manager.remotePace() },
       native: { loaded: native.mod !== null, detail: native.detail },
@@ -164,6 +171,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     path: config.socketPath,
     mode: config.socketMode,
     logger: log,
+    peerReader: nativeMod === null ? null : (fd) => nativeMod.peerCredentials(fd),
     context: {
       manager,
       chunkSize: config.chunkSize,
@@ -172,6 +180,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       saveUnfullChunk: config.saveUnfullChunk,
       serverVersion: VERSION,
       registrar,
+      idleTimeoutMs: config.idleConnectionTimeoutMs,
       logger: log,
       statsJson: () => JSON.stringify(stats()),
     },

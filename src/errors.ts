@@ -30,7 +30,8 @@ export type ErrorCode =
   | 'KVT_CORRUPT_VALUE'
   | 'KVT_NATIVE'
   | 'KVT_INTERNAL'
-  | 'KVT_VALKEY_REFUSED';
+  | 'KVT_VALKEY_REFUSED'
+  | 'KVT_FORBIDDEN';
 
 export class KvtierError extends Error {
   readonly code: ErrorCode;
@@ -175,6 +176,17 @@ export class CorruptValueError extends KvtierError {
 export class NativeError extends KvtierError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('KVT_NATIVE', message, options);
+  }
+}
+
+/**
+ * The client named something it may not have the daemon open: a file it
+ * does not own, a symlink, a non-regular file, a path outside the shm dir
+ * (docs/architecture.md, threat model).
+ */
+export class ForbiddenError extends KvtierError {
+  constructor(message: string) {
+    super('KVT_FORBIDDEN', message);
   }
 }
 

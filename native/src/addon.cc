@@ -18,6 +18,7 @@
 #include "copy.h"
 #include "cuda-backend.h"
 #include "cuda-testing.h"
+#include "peer-cred.h"
 #include "prefix-hash.h"
 #include "pool.h"
 #include "region.h"
@@ -170,15 +171,26 @@ class Region : public Napi::ObjectWrap<Region> {
                         InstanceAccessor("kind", &Region::Kind, nullptr)});
   }
 
-  // new Region(shmPath: string, size) or new Region(ipcHandle: Buffer(64), size, device)
+  // new Region(shmPath: string, size, shmDir: string, ownerUid) or
+  // new Region(ipcHandle: Buffer(64), size, device)
   explicit Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) {
     Napi::Env env = info.Env();
     size_t size = sizeArg(info, 1, "region size_bytes");
     if (size == 0) throwCoded(env, "KVT_BAD_LAYOUT", "expected a positive size_bytes for a region, got 0");
-    std::string error;
     if (info[0].IsString()) {
-      mapping_ = openShmRegion(info[0].As<Napi::String>().Utf8Value(), size, &error);
-    } else if (info[0].IsBuffer()) {
+      if (info.Length() < 4 || !info[2].IsString()) {
+        throwCoded(env, "KVT_BAD_REQUEST", "expected (shmPath, size, shmDir, ownerUid) for a shm region");
+      }
+      size_t uid = sizeArg(info, 3, "owner uid");
+      if (uid > UINT32_MAX) throwCoded(env, "KVT_BAD_REQUEST", "expected a uid below 2^32, got " + std::to_string(uid));
+      RegionError error;
+      mapping_ = openShmRegion(info[2].As<Napi::String>().Utf8Value(), info[0].As<Napi::String>().Utf8Value(), size,
+                               static_cast<uint32_t>(uid), &error);
+      if (!mapping_) throwCoded(env, error.code, error.message);
+      return;
+    }
+    std::string error;
+    if (info[0].IsBuffer()) {
       auto handle = info[0].As<Napi::Buffer<uint8_t>>();
       if (handle.Length() != 64) {
         throwCoded(env, "KVT_BAD_LAYOUT",
@@ -321,6 +333,21 @@ Napi::Value ListSegments(const Napi::CallbackInfo& info) {
   return arr;
 }
 
+// peerCredentials(fd): {pid, uid, gid} of the process connected to the Unix socket fd.
+Napi::Value PeerCreds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t fd = sizeArg(info, 0, "socket fd");
+  if (fd > INT32_MAX) throwCoded(env, "KVT_BAD_REQUEST", "expected a file descriptor, got " + std::to_string(fd));
+  PeerCredentials cred;
+  std::string error;
+  if (!peerCredentials(static_cast<int>(fd), &cred, &error)) throwCoded(env, "KVT_NATIVE", error);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", static_cast<double>(cred.pid));
+  o.Set("uid", static_cast<double>(cred.uid));
+  o.Set("gid", static_cast<double>(cred.gid));
+  return o;
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string reason;
@@ -386,6 +413,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Region", region);
   exports.Set("copyBlocks", Napi::Function::New(env, CopyBlocks));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCreds));
   exports.Set("chainHashes", Napi::Function::New(env, ChainHashes));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   exports.Set("setCudaCopy", Napi::Function::New(env, SetCudaCopy));

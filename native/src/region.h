@@ -29,8 +29,21 @@ struct RegionMapping {
   std::string checkLive() const;
 };
 
-// Both return nullptr and fill `error` when the region cannot be opened.
-std::shared_ptr<RegionMapping> openShmRegion(const std::string& path, size_t size, std::string* error);
+// Why a region was not opened: `code` is one of src/errors.ts (KVT_FORBIDDEN
+// for what the peer may not name, KVT_REGION_UNAVAILABLE for what is not
+// there or too small), `message` names the path and the reason.
+struct RegionError {
+  std::string code;
+  std::string message;
+};
+
+// Opens `path`, which must lie beneath the directory `baseDir` (e.g.
+// /dev/shm), without following a symlink in any component below it, and
+// only if it is a regular file owned by `ownerUid` (the connecting peer's
+// uid). Returns nullptr and fills `error` otherwise; nothing stays mapped.
+std::shared_ptr<RegionMapping> openShmRegion(const std::string& baseDir, const std::string& path, size_t size,
+                                             uint32_t ownerUid, RegionError* error);
+// No owner check is possible for a CUDA IPC handle (docs/architecture.md).
 std::shared_ptr<RegionMapping> openCudaIpcRegion(const uint8_t* handle, size_t size, int device,
                                                  std::string* error);
 

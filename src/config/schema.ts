@@ -30,6 +30,7 @@ export interface KvtierConfig {
   metricsHost: string;
   maxFrameBytes: number;
   leaseTtlMs: number;
+  idleConnectionTimeoutMs: number;
   recomputeTokensPerS: number | null;
   hostMemory: 'auto' | 'native' | 'heap';
   logLevel: 'debug' | 'info' | 'warn' | 'error';
@@ -177,6 +178,10 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   leaseTtlMs: entry('lease_ttl_ms', {
     check: c.integer(1, MAX_TIMER_MS), default: 30000,
     doc: 'How long a lease pins chunks before it expires unreleased.',
+  }),
+  idleConnectionTimeoutMs: entry('idle_connection_timeout_ms', {
+    check: c.integer(0, MAX_TIMER_MS), default: 0,
+    doc: 'Close a client connection after this many ms without I/O, when it has nothing in flight and no registered KV memory (counted in stats); 0: never.',
   }),
   recomputeTokensPerS: entry('recompute_tokens_per_s', {
     check: c.nullable(c.positive(1e9, 'tokens per second')), default: null,

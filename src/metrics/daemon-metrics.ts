@@ -23,6 +23,7 @@ export interface MetricsSources {
   manager: ChunkManager;
   memory(): HostMemoryInfo;
   connections(): number;
+  closedConnections(): { badFrame: number; idle: number };
 }
 
 /** What the metrics need of the remote tier: availability and ValkeyTier's counters. */
@@ -119,6 +120,10 @@ export class DaemonMetrics {
     counter(METRICS.valkeySkippedStores, () => (vk()?.skipped ?? 0) + c.remoteSkippedDown);
 
     gauge(METRICS.connectedClients, () => src.connections());
+    counter(METRICS.closedConnections, () => {
+      const n = src.closedConnections();
+      return [[{ reason: 'bad_frame' }, n.badFrame], [{ reason: 'idle' }, n.idle]];
+    });
     gauge(METRICS.registeredWorkers, () => this.#registered);
     gauge(METRICS.up, () => [[{ version: src.version }, 1]]);
   }
@@ -126,8 +131,8 @@ export class DaemonMetrics {
   /** The registrar, counting registrations that are open (closed with their connection). */
   trackRegistrar(registrar: KvRegistrar | null): KvRegistrar | null {
     if (registrar === null) return null;
-    return async (spec, chunkTokens) => {
-      const kv = await registrar(spec, chunkTokens);
+    return async (spec, chunkTokens, peer) => {
+      const kv = await registrar(spec, chunkTokens, peer);
       this.#registered++;
       const close = kv.close.bind(kv);
       let closed = false;

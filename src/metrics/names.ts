@@ -59,6 +59,7 @@ export const METRICS = {
   valkeyReadRate: def('kvtier_valkey_read_bytes_per_second', 'gauge', [], 'Smoothed Valkey read rate lookups saw (bytes of their Valkey chunks over the time until the last landed); 0 before a sample or 30 s after the last.'),
   valkeySkippedStores: def('kvtier_valkey_skipped_stores_total', 'counter', [], 'Chunk writes Valkey did not take (down, out of memory, failed request) plus writes skipped while it was down.'),
   connectedClients: def('kvtier_connected_clients', 'gauge', [], 'Open connections on the Unix socket (workers, schedulers, CLI).'),
+  closedConnections: def('kvtier_connections_closed_total', 'counter', ['reason'], 'Connections the daemon closed itself: bad_frame (the byte stream could not be split into frames) or idle (no I/O for idle_connection_timeout_ms, nothing in flight, no registered KV).'),
   registeredWorkers: def('kvtier_registered_workers', 'gauge', [], 'Connections with registered KV memory (workers using block-form Store/Retrieve).'),
   up: def('kvtier_up', 'gauge', ['version'], 'Always 1 while the daemon serves; the version label says which build.'),
 } as const satisfies Record<string, MetricDef>;

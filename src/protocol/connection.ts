@@ -7,6 +7,11 @@
  * here and only here; a broken frame stream (oversized length) is answered
  * once and the connection closed. Whatever the connection holds (leases,
  * registered KV regions) is released when it closes, however it closes.
+ *
+ * A connection the daemon gives up on (broken framing, idle past
+ * idle_connection_timeout_ms, shutdown) is ended, given FLUSH_MS to drain
+ * its last frames, then destroyed: it never stays half-open or paused
+ * waiting for a FIN nobody reads.
  */
 import type { Socket } from 'node:net';
 import {
@@ -20,6 +25,7 @@ import { FrameDecoder } from './framing.js';
 import { PROTOCOL_VERSION, decodeEnvelope, encodeFrame, type Envelope, type EnvelopeInit } from './messages.js';
 import { u32View } from './u32.js';
 import type { kvtier } from './gen/kvtier.js';
+import type { PeerCredentials } from './peer.js';
 
 /** A worker's registered KV memory, as the native addon opens it. */
 export interface RegisteredKv extends BlockCopier {
@@ -27,7 +33,11 @@ export interface RegisteredKv extends BlockCopier {
   close(): Promise<void>;
 }
 
-export type KvRegistrar = (spec: kvtier.v1.IRegisterKv, chunkTokens: number) => Promise<RegisteredKv>;
+/**
+ * Maps a worker's KV memory. `peer` is the connecting process as the kernel
+ * saw it (null when it could not be read): shm files must be owned by its uid.
+ */
+export type KvRegistrar = (spec: kvtier.v1.IRegisterKv, chunkTokens: number, peer: PeerCredentials | null) => Promise<RegisteredKv>;
 
 export interface ConnectionContext {
   manager: ChunkManager;
@@ -37,9 +47,26 @@ export interface ConnectionContext {
   saveUnfullChunk: boolean;
   serverVersion: string;
   registrar: KvRegistrar | null;
+  /** Close a connection after this long without I/O, nothing in flight and no registered KV; 0: never. */
+  idleTimeoutMs: number;
   logger: Logger;
   statsJson(): string;
 }
+
+/** Connections the daemon closed on its own, by reason (shown in stats and metrics). */
+export interface ClosedConnectionCounts {
+  badFrame: number;
+  idle: number;
+}
+
+export interface ConnectionInit {
+  peer: PeerCredentials | null;
+  closed: ClosedConnectionCounts;
+  onClose(c: Connection): void;
+}
+
+/** How long a connection being closed may take to flush its last frames before it is destroyed. */
+export const FLUSH_MS = 1000;
 
 /**
  * Per-connection bounds: past them the connection stops reading (TCP-style
@@ -60,26 +87,37 @@ export class Connection {
   readonly #ctx: ConnectionContext;
   readonly #decoder: FrameDecoder;
   readonly #log: Logger;
+  readonly #peer: PeerCredentials | null;
+  readonly #closedCounts: ClosedConnectionCounts;
   #ns: Namespace | null = null;
   #kv: RegisteredKv | null = null;
   #inFlight = 0;
   #closed = false;
   #broken = false;
   #paused = false;
-  #onIdle: (() => void) | null = null;
+  #ending = false;
+  /** Everyone waiting in idle(): server.close() and #release() may both wait at once. */
+  #idleWaiters: Array<() => void> = [];
 
-  constructor(id: number, socket: Socket, ctx: ConnectionContext, onClose: (c: Connection) => void) {
+  constructor(id: number, socket: Socket, ctx: ConnectionContext, init: ConnectionInit) {
     this.id = id;
     this.#socket = socket;
     this.#ctx = ctx;
+    this.#peer = init.peer;
+    this.#closedCounts = init.closed;
     this.#log = ctx.logger.child({ conn: id });
     this.#decoder = new FrameDecoder(ctx.maxFrameBytes);
     socket.on('data', (data: Buffer) => this.#onData(data));
     socket.on('error', (e) => this.#log.debug('socket error', { error: e.message }));
     socket.on('drain', () => this.#flow());
     socket.on('close', () => {
-      void this.#release().finally(() => onClose(this));
+      void this.#release().finally(() => init.onClose(this));
     });
+    if (ctx.idleTimeoutMs > 0) {
+      // Node's socket timer: re-armed by every read and write, no timer per request.
+      socket.setTimeout(ctx.idleTimeoutMs);
+      socket.on('timeout', () => this.#onTimeout());
+    }
   }
 
   get inFlight(): number {
@@ -90,15 +128,26 @@ export class Connection {
   idle(): Promise<void> {
     if (this.#inFlight === 0) return Promise.resolve();
     return new Promise((resolve) => {
-      this.#onIdle = resolve;
+      this.#idleWaiters.push(resolve);
     });
   }
 
+  /** Ends the connection: its last frames get FLUSH_MS to drain, then it is destroyed. */
   end(): void {
-    this.#socket.end();
+    if (this.#ending) return;
+    this.#ending = true;
+    const socket = this.#socket;
+    const timer = setTimeout(() => socket.destroy(), FLUSH_MS);
+    socket.once('close', () => clearTimeout(timer));
+    // 'finish': everything written has gone to the kernel; the peer reads it
+    // from there after the close. Reads stop mattering: resume so a paused
+    // socket does not hold the FIN back.
+    socket.end(() => socket.destroy());
+    socket.resume();
   }
 
   #onData(data: Buffer): void {
+    if (this.#broken) return;
     let frames: Buffer[];
     try {
       frames = this.#decoder.push(data);
@@ -106,11 +155,19 @@ export class Connection {
       // The stream can no longer be split into frames: answer once, then close.
       this.#send({ id: 0, error: this.#errorBody(e) });
       this.#broken = true;
-      this.#socket.end();
-      this.#socket.pause();
+      this.#closedCounts.badFrame++;
+      this.end();
       return;
     }
     for (const frame of frames) this.#onFrame(frame);
+  }
+
+  #onTimeout(): void {
+    if (this.#inFlight > 0 || this.#kv !== null || this.#ending) return;
+    this.#log.debug('closing an idle connection', { idleMs: this.#ctx.idleTimeoutMs });
+    this.#closedCounts.idle++;
+    this.#broken = true;
+    this.end();
   }
 
   #onFrame(frame: Buffer): void {
@@ -137,10 +194,10 @@ export class Connection {
       .finally(() => {
         this.#inFlight--;
         this.#flow();
-        if (this.#inFlight === 0 && this.#onIdle !== null) {
-          const w = this.#onIdle;
-          this.#onIdle = null;
-          w();
+        if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
+          const waiters = this.#idleWaiters;
+          this.#idleWaiters = [];
+          for (const w of waiters) w();
         }
       });
   }
@@ -303,7 +360,7 @@ export class Connection {
   async #register(req: kvtier.v1.IRegisterKv): Promise<Omit<EnvelopeInit, 'id'>> {
     if (this.#ctx.registrar === null) throw new KvtierError('KVT_NATIVE', 'this daemon has no native addon loaded: block-form transfers are unavailable');
     await this.#unregister();
-    this.#kv = await this.#ctx.registrar(req, this.#ctx.chunkSize);
+    this.#kv = await this.#ctx.registrar(req, this.#ctx.chunkSize, this.#peer);
     return { registerKvOk: { chunkBytes: this.#kv.chunkBytes, backend: this.#kv.backend } };
   }
 

@@ -18,6 +18,7 @@ import { FRAME_HEADER_BYTES } from './messages.js';
 
 const SCRATCH_MIN = 1 << 20;
 const SCRATCH_MAX = 4 << 20;
+const EMPTY = Buffer.alloc(0);
 
 export class FrameDecoder {
   readonly #maxFrameBytes: number;
@@ -74,8 +75,13 @@ export class FrameDecoder {
     return head.readUInt32LE(0);
   }
 
-  /** Removes n bytes from the front; a view when they lie in one chunk. */
+  /**
+   * Removes n bytes from the front; a view when they lie in one chunk. An
+   * empty frame whose header ended a read leaves no chunk to view: n = 0
+   * must not look at the list.
+   */
   #consume(n: number): Buffer {
+    if (n === 0) return EMPTY;
     this.#buffered -= n;
     const first = this.#chunks[0];
     if (first.length > n) {

@@ -7,18 +7,23 @@
  * with a live daemon behind it is never stolen (SocketInUseError).
  * close() stops accepting, lets every in-flight request finish, then ends the
  * connections and unlinks the socket.
+ * Each accepted socket's peer credentials (SO_PEERCRED) are read once, here,
+ * and handed to its Connection: RegisterKv maps only files that uid owns.
  */
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { createConnection, createServer, type Server } from 'node:net';
-import { KvtierError, SocketInUseError } from '../errors.js';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { KvtierError, SocketInUseError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { Connection, type ConnectionContext } from './connection.js';
+import { Connection, type ClosedConnectionCounts, type ConnectionContext } from './connection.js';
+import { socketFd, type PeerCredentials, type PeerReader } from './peer.js';
 
 export interface SocketServerOptions {
   path: string;
   mode: number;
   context: ConnectionContext;
   logger: Logger;
+  /** Reads a socket's peer credentials (the native addon); null: unknown, RegisterKv refuses. */
+  peerReader?: PeerReader | null;
 }
 
 export class SocketServer {
@@ -26,6 +31,7 @@ export class SocketServer {
   readonly #connections = new Set<Connection>();
   #server: Server | null = null;
   #nextId = 1;
+  readonly #closed: ClosedConnectionCounts = { badFrame: 0, idle: 0 };
 
   constructor(opts: SocketServerOptions) {
     this.#opts = opts;
@@ -35,11 +41,20 @@ export class SocketServer {
     return this.#connections.size;
   }
 
+  /** Connections closed by the daemon, by reason, since start. */
+  get closedConnections(): Readonly<ClosedConnectionCounts> {
+    return this.#closed;
+  }
+
   async listen(): Promise<void> {
     const { path, mode } = this.#opts;
     await removeStaleSocket(path);
     const server = createServer({ allowHalfOpen: false }, (socket) => {
-      const conn = new Connection(this.#nextId++, socket, this.#opts.context, (c) => this.#connections.delete(c));
+      const conn = new Connection(this.#nextId++, socket, this.#opts.context, {
+        peer: this.#peer(socket),
+        closed: this.#closed,
+        onClose: (c) => this.#connections.delete(c),
+      });
       this.#connections.add(conn);
     });
     const oldMask = process.umask(0o777 & ~mode);
@@ -57,6 +72,19 @@ export class SocketServer {
     chmodSync(path, mode);
     server.on('error', (e) => this.#opts.logger.error('server error', { error: e.message }));
     this.#server = server;
+  }
+
+  #peer(socket: Socket): PeerCredentials | null {
+    const read = this.#opts.peerReader;
+    if (read == null) return null;
+    const fd = socketFd(socket);
+    if (fd === null) return null;
+    try {
+      return read(fd);
+    } catch (e) {
+      this.#opts.logger.warn('cannot read the peer credentials of a connection', { error: errorMessage(e) });
+      return null;
+    }
   }
 
   async close(): Promise<void> {

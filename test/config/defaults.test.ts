@@ -28,6 +28,7 @@ describe('defaults', () => {
       metricsHost: '127.0.0.1',
       maxFrameBytes: 268435456,
       leaseTtlMs: 30000,
+      idleConnectionTimeoutMs: 0,
       recomputeTokensPerS: null,
       hostMemory: 'auto',
       logLevel: 'info',
@@ -43,8 +44,8 @@ describe('defaults', () => {
 
   it('has one table row per key, with env names and LMCache aliases', () => {
     const rows = configTable();
-    expect(rows).toHaveLength(25);
-    expect(new Set(rows.map((r) => r.key)).size).toBe(25);
+    expect(rows).toHaveLength(26);
+    expect(new Set(rows.map((r) => r.key)).size).toBe(26);
     expect(rows.find((r) => r.key === 'chunk_size')).toMatchObject({
       env: 'KVTIER_CHUNK_SIZE', lmcacheAlias: 'chunk_size', default: '256',
     });

@@ -12,7 +12,7 @@ interface RawRegion { close(): void; readonly size: number; readonly kind: strin
 interface RawPool { alloc(bytes: number): number; free(offset: number): void; info(): { usedBytes: number }; close(): void }
 interface Raw {
   Pool: new (bytes: number) => RawPool;
-  Region: new (path: string, size: number) => RawRegion;
+  Region: new (path: string, size: number, shmDir: string, ownerUid: number) => RawRegion;
   copyBlocks(scatter: boolean, regions: unknown[], buffers: unknown[], ids: unknown[], planes: unknown, numBlocks: unknown): Promise<void>;
 }
 const raw = createRequire(import.meta.url)('../../build/Release/kvtier_native.node') as Raw;
@@ -39,7 +39,7 @@ const cases: [string, number[], number, number[], number, string, RegExp][] = [
 ];
 
 test.each(cases)('%s is rejected with a code, nothing copied', async (_name, plane, numBlocks, ids, bytes, code, message) => {
-  const region = new raw.Region(file, 8192);
+  const region = new raw.Region(file, 8192, '/dev/shm', process.getuid!());
   const buf = Buffer.alloc(bytes, 9);
   const p = raw.copyBlocks(false, [region], [buf], [Uint32Array.from(ids)], Float64Array.from(plane), numBlocks);
   await expect(p).rejects.toMatchObject({ code, message: expect.stringMatching(message) });
@@ -48,7 +48,7 @@ test.each(cases)('%s is rejected with a code, nothing copied', async (_name, pla
 });
 
 test('wrong argument types and closed regions are rejected, not crashed on', async () => {
-  const region = new raw.Region(file, 8192);
+  const region = new raw.Region(file, 8192, '/dev/shm', process.getuid!());
   const buf = Buffer.alloc(64);
   const ids = [Uint32Array.from([0])];
   const plane = Float64Array.from([0, 0, 16, 16]);
@@ -62,11 +62,11 @@ test('wrong argument types and closed regions are rejected, not crashed on', asy
   region.close();
   expect(region.kind).toBe('closed');
   expect(() => raw.copyBlocks(false, [region], [buf], ids, plane, 4)).toThrow(/region 0 is closed/);
-  expect(() => new raw.Region(file, 8193)).toThrow(/expected at least 8193 bytes/);
+  expect(() => new raw.Region(file, 8193, '/dev/shm', process.getuid!())).toThrow(/expected at least 8193 bytes/);
 });
 
 test('a valid copy moves exactly the named bytes', async () => {
-  const region = new raw.Region(file, 8192);
+  const region = new raw.Region(file, 8192, '/dev/shm', process.getuid!());
   const buf = Buffer.alloc(24, 9);
   await raw.copyBlocks(false, [region], [buf], [Uint32Array.from([6])], Float64Array.from([0, 4, 16, 16]), 8);
   expect([...buf.subarray(0, 16)].every((x) => x === 5)).toBe(true);

@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, test } from 'vitest';
 
-import { BadBlockIdError, BadLayoutError, RegionUnavailableError } from '../../src/errors.js';
+import { BadBlockIdError, BadLayoutError, ForbiddenError, RegionUnavailableError } from '../../src/errors.js';
 import { RegisteredKv, SKIP_BLOCK } from '../../native/index.js';
 import { expectedChunk, flashAttn, packed, shmPath, type KvFixture, type Shape } from './shm-fixture.js';
 
@@ -93,7 +93,7 @@ describe('layouts are checked at registration', () => {
     symlinkSync(fx.files[0], link);
     try {
       const spec = { ...fx.spec, regions: fx.spec.regions.map((r, i) => (i === 0 ? { ...r, shmPath: link } : r)) };
-      expect(() => new RegisteredKv(spec)).toThrow(RegionUnavailableError);
+      expect(() => new RegisteredKv(spec)).toThrow(ForbiddenError);
     } finally {
       rmSync(link);
     }

@@ -18,7 +18,7 @@ interface RawRegion {
   close(): void;
 }
 interface Raw {
-  Region: new (path: string, size: number) => RawRegion;
+  Region: new (path: string, size: number, shmDir: string, ownerUid: number) => RawRegion;
   copyBlocks(scatter: boolean, regions: RawRegion[], buffers: Uint8Array[], ids: Uint32Array[], planes: Float64Array, numBlocks: number): Promise<void>;
   __testing: { segments(scatter: boolean, regions: RawRegion[], buffers: Uint8Array[], ids: Uint32Array[], planes: Float64Array, numBlocks: number): Float64Array };
 }
@@ -30,7 +30,7 @@ if (raw === undefined) console.log('plan-blocks.test.ts skipped: the native addo
 function shmRegions(contents: Buffer[]): { regions: RawRegion[]; files: string[]; done: () => void } {
   const files = contents.map(() => shmPath('planblocks'));
   files.forEach((f, i) => writeFileSync(f, contents[i]));
-  const regions = files.map((f, i) => new raw!.Region(f, contents[i].length));
+  const regions = files.map((f, i) => new raw!.Region(f, contents[i].length, '/dev/shm', process.getuid!()));
   return { regions, files, done: () => { regions.forEach((r) => r.close()); files.forEach((f) => rmSync(f, { force: true })); } };
 }
 

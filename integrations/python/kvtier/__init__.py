@@ -8,12 +8,12 @@ are touched, vLLM and SGLang only by kvtier.vllm / kvtier.sglang.
     c.put(b"k", b"v"); c.get(b"k")
 """
 from .client import KvtierClient, Pending, address
-from .errors import DaemonUnavailable, KvtierError, ProtocolError, RequestTimeout
+from .errors import DaemonUnavailable, Forbidden, KvtierError, ProtocolError, RequestTimeout
 from .framing import NO_BLOCK, FrameDecoder, encode_frame, pack_u32, unpack_u32
 from .hashing import Fingerprint, chunk_hashes, key_hash
 
 __all__ = [
-    "KvtierClient", "Pending", "address", "KvtierError", "DaemonUnavailable", "RequestTimeout",
+    "KvtierClient", "Pending", "address", "KvtierError", "DaemonUnavailable", "RequestTimeout", "Forbidden",
     "ProtocolError", "NO_BLOCK", "FrameDecoder", "encode_frame", "pack_u32", "unpack_u32",
     "Fingerprint", "chunk_hashes", "key_hash",
 ]

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from . import proto
-from .errors import DaemonUnavailable, KvtierError, ProtocolError, RequestTimeout
+from .errors import DaemonUnavailable, KvtierError, ProtocolError, RequestTimeout, error_from_daemon
 from .framing import FrameDecoder, encode_frame, pack_u32
 from .hashing import Fingerprint
 
@@ -135,7 +135,7 @@ class _Connection:
                 log.warning("kvtierd error for request %d: %s: %s", env.id, msg.code, msg.message)
             return
         if field == "error":
-            p._fail(KvtierError(msg.code or "KVT_INTERNAL", msg.message))
+            p._fail(error_from_daemon(msg.code, msg.message))
             self.forget(env.id)
         elif p._deliver(field, msg):
             self.forget(env.id)

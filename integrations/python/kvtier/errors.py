@@ -36,3 +36,19 @@ class ProtocolError(KvtierError):
 
     def __init__(self, message: str) -> None:
         super().__init__("KVT_BAD_FRAME", message)
+
+
+class Forbidden(KvtierError):
+    """RegisterKv named memory the daemon will not open for this client: a
+    shm file owned by another uid, a symlink anywhere in the path, a
+    non-regular file or a path outside /dev/shm (docs/architecture.md)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("KVT_FORBIDDEN", message)
+
+
+def error_from_daemon(code: str, message: str) -> KvtierError:
+    """The typed error for an Error frame the daemon sent."""
+    if code == "KVT_FORBIDDEN":
+        return Forbidden(message)
+    return KvtierError(code or "KVT_INTERNAL", message)
