@@ -29,13 +29,12 @@ import {
   segmentRedisKey,
   type ChunkHeader,
 } from './valkey-format.js';
-import type { ValkeyTierCounters, ValkeyTierOptions } from './valkey-options.js';
+import { VALKEY_DEFAULTS as D, VALUE_HEADER_BYTES, type ValkeyTierCounters, type ValkeyTierOptions } from './valkey-options.js';
 import { ValkeyPool, type LogFn, type PoolState, type ValkeyCommand, type ValkeyReply } from './valkey-pool.js';
 import { parseValkeyUrl } from './valkey-url.js';
 
 export type { ValkeyTierCounters, ValkeyTierOptions };
 
-const DEFAULT_SEGMENT = 1 << 20;
 /** A manifest header fits in this many bytes up to thousands of segments. */
 const HEADER_PROBE_BYTES = 65_536;
 
@@ -73,23 +72,23 @@ export class ValkeyTier implements Tier {
   /** Starts connecting in the background; see ValkeyTier.create to wait for it. */
   constructor(options: ValkeyTierOptions) {
     const endpoint = parseValkeyUrl(options.url, options.mode ? { mode: options.mode } : {});
-    this.#prefix = options.keyPrefix ?? 'kvtier';
+    this.#prefix = options.keyPrefix ?? D.keyPrefix;
     this.#ttl = options.ttlSecs && options.ttlSecs > 0 ? Math.ceil(options.ttlSecs) : undefined;
-    this.#serde = options.serde ?? 'naive';
-    this.#segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT;
+    this.#serde = options.serde ?? D.serde;
+    this.#segmentBytes = options.segmentBytes ?? D.segmentBytes;
     this.#log = options.log ?? defaultLog;
     if (options.onAvailability) this.#listeners.add(options.onAvailability);
     this.#pool = new ValkeyPool({
       endpoint,
-      connections: Math.max(1, options.connections ?? 4),
-      requestTimeoutMs: options.requestTimeoutMs ?? 1000,
-      minBytesPerSec: options.minBytesPerSec ?? 16e6,
-      connectTimeoutMs: options.connectTimeoutMs ?? 1000,
-      reconnectMinMs: options.reconnectMinMs ?? 100,
-      reconnectMaxMs: options.reconnectMaxMs ?? 5000,
-      bulkPerConnection: Math.max(1, options.bulkPerConnection ?? 1),
+      connections: Math.max(1, options.connections ?? D.connections),
+      requestTimeoutMs: options.requestTimeoutMs ?? D.requestTimeoutMs,
+      minBytesPerSec: options.minBytesPerSec ?? D.minBytesPerSec,
+      connectTimeoutMs: options.connectTimeoutMs ?? D.connectTimeoutMs,
+      reconnectMinMs: options.reconnectMinMs ?? D.reconnectMinMs,
+      reconnectMaxMs: options.reconnectMaxMs ?? D.reconnectMaxMs,
+      bulkPerConnection: Math.max(1, options.bulkPerConnection ?? D.bulkPerConnection),
       // A segment, or an unsegmented chunk, plus its header.
-      maxValueBytes: this.#segmentBytes + 64 * 1024,
+      maxValueBytes: this.#segmentBytes + VALUE_HEADER_BYTES,
       tlsInsecure: options.tlsInsecure ?? false,
       ...(options.tlsRootCertificates ? { tlsRootCertificates: options.tlsRootCertificates } : {}),
       log: this.#log,
