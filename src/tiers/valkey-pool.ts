@@ -90,6 +90,11 @@ function isAuthMessage(msg: string): boolean {
   return /WRONGPASS|NOAUTH|invalid username-password|AUTH failed|NOPERM/i.test(msg);
 }
 
+/** rustls' words for a server certificate it refused. */
+function isCertificateMessage(msg: string): boolean {
+  return /certificate|UnknownIssuer|NotValidForName|BadSignature/i.test(msg);
+}
+
 /** Errors after which the connection is not trusted any more. */
 export function isConnectionError(e: unknown): boolean {
   return e instanceof ConnectionError || e instanceof ClosingError;
@@ -224,9 +229,12 @@ export class ValkeyPool {
       } catch (e) {
         const msg = errorMessage(e);
         const auth = isAuthMessage(msg);
+        const hint = this.#o.endpoint.tls && isCertificateMessage(msg)
+          ? ' (TLS: the server certificate is not trusted; valkey_tls_ca_file names the CA that signed it)'
+          : '';
         const err = auth
           ? new ValkeyAuthError(`valkey ${this.#o.endpoint.redacted}: authentication failed: ${msg.trim()}`, { cause: e })
-          : new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted} unreachable: ${msg.trim()}`, { cause: e });
+          : new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted} unreachable: ${msg.trim()}${hint}`, { cause: e });
         if (attempt === 0 || auth !== (this.#lastError instanceof ValkeyAuthError)) {
           this.#o.log(auth ? 'error' : 'warn', `${err.message}; retrying in the background`);
         }
