@@ -46,7 +46,7 @@ describe('defaults', () => {
   it('has one table row per key, with env names and LMCache aliases', () => {
     const rows = configTable();
     expect(rows).toHaveLength(27);
-    expect(new Set(rows.map((r) => r.key)).size).toBe(25);
+    expect(new Set(rows.map((r) => r.key)).size).toBe(27);
     expect(rows.find((r) => r.key === 'chunk_size')).toMatchObject({
       env: 'KVTIER_CHUNK_SIZE', lmcacheAlias: 'chunk_size', default: '256',
     });
