@@ -275,12 +275,11 @@ export class ValkeyPool {
 
   /**
    * A request timed out: if a PING fails too, the connection is down. The
-   * PING goes on the connection with the fewest bytes queued and waits at
-   * most requestCeilingMs, never a time sized for everything queued.
+   * PING waits behind what is queued on its connection, at most
+   * requestCeilingMs, never a time sized for everything queued.
    */
   async probe(): Promise<void> {
-    let slot = this.#slots[0];
-    for (const s of this.#slots) if (s.queuedBytes < slot.queuedBytes) slot = s;
+    const slot = this.#slots[0];
     if (!slot || this.#state !== 'up') return;
     const gen = this.#generation;
     try {
