@@ -78,8 +78,8 @@ export interface ValkeyLinkBinding {
   write(segKeys: string[], src: Uint8Array, segBytes: number, segTtl: number, manifestKey: string, manifest: Uint8Array, sumOffsets: Uint32Array, manifestTtl: number, timeoutMs: number): Promise<void>;
   read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Uint8Array, segBytes: number, timeoutMs: number): Promise<ValkeyReadResult>;
   stats(): { jobs: number; failures: number; reconnects: number; bytesOut: number; bytesIn: number };
-  /** Fails every part not yet started (the server is down); how many there were. */
-  abortQueued(why: string): number;
+  /** Fails every queued part and wakes running ones (their sockets are shut down); the count of queued parts. */
+  abort(why: string): number;
   close(): void;
 }
 

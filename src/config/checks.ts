@@ -57,7 +57,23 @@ export function positive(max: number, unit: string): Check<number> {
 const TRUE = new Set(['true', '1', 'yes']);
 const FALSE = new Set(['false', '0', 'no']);
 
-export function boolean(): Check<boolean> {
+/**
+ * A boolean. `strict` (for settings that turn a safety check off): only
+ * true or false, a YAML boolean or those words, so a stray `1` or `y` is an
+ * error, not a yes.
+ */
+export function boolean(opts: { strict?: boolean } = {}): Check<boolean> {
+  if (opts.strict) {
+    return {
+      type: 'true or false, spelled out',
+      check(raw) {
+        if (typeof raw === 'boolean') return raw;
+        const s = typeof raw === 'string' ? raw.trim().toLowerCase() : '';
+        if (s === 'true' || s === 'false') return s === 'true';
+        throw new Rejected();
+      },
+    };
+  }
   return {
     type: 'boolean (true/false, 1/0, yes/no)',
     check(raw) {

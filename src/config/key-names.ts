@@ -24,6 +24,8 @@ export const EXTRA_KEYS: ReadonlyArray<readonly [string, Field]> = [
   ['username', 'valkeyUsername'],
   ['valkey_password', 'valkeyPassword'],
   ['password', 'valkeyPassword'],
+  ['valkey_tls_ca_file', 'valkeyTlsCaFile'],
+  ['valkey_tls_insecure', 'valkeyTlsInsecure'],
 ];
 
 /** LMCache v1 options with no kvtier meaning: warned about, then ignored. */

@@ -11,6 +11,7 @@ import { resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { Rejected } from './checks.js';
 import { FIELDS, SCHEMA, type Field, type KvtierConfig } from './schema.js';
+import { isTlsUrl, readCaFile } from './tls-files.js';
 import { envLayers, overrideLayers, readFileLayers, type Layer, type Raw } from './sources.js';
 
 export type { KvtierConfig } from './schema.js';
@@ -74,6 +75,22 @@ function crossCheck(config: KvtierConfig, origins: Origins, warnings: string[]):
   }
   if (url === null && config.valkeyMode === 'cluster') {
     warnings.push(`valkey_mode cluster (from ${origins.valkeyMode}) has no effect: remote_url is not set`);
+  }
+  const tls = isTlsUrl(url);
+  if (config.valkeyTlsCaFile !== null && config.valkeyTlsInsecure) {
+    throw new ConfigError(
+      `valkey_tls_insecure: true (from ${origins.valkeyTlsInsecure}) turns certificate checks off, so valkey_tls_ca_file ` +
+        `(from ${origins.valkeyTlsCaFile}) would never be used; set one of them`,
+    );
+  }
+  for (const f of ['valkeyTlsCaFile', 'valkeyTlsInsecure'] as const) {
+    if (!tls && origins[f] !== 'default' && config[f] !== null && config[f] !== false) {
+      warnings.push(`${SCHEMA[f].key} (from ${origins[f]}) has no effect: remote_url is not valkeys:// or rediss://`);
+    }
+  }
+  if (tls && config.valkeyTlsCaFile !== null) readCaFile(config.valkeyTlsCaFile, origins.valkeyTlsCaFile);
+  if (tls && config.valkeyTlsInsecure) {
+    warnings.push(`valkey_tls_insecure (from ${origins.valkeyTlsInsecure}): the certificate of ${show(url, false)} is not verified`);
   }
   if (url === null && !config.localCpu) {
     warnings.push('local_cpu is false and remote_url is not set: kvtier will store nothing');

@@ -46,9 +46,20 @@ daemon with an error naming the key, the value, what is allowed and where the
 value came from.
 
 A \`valkey-cluster://\` URL implies \`valkey_mode: cluster\`. \`valkey_mode\`,
-\`valkey_username\` and \`valkey_password\` may also sit in \`extra_config\` (as
-LMCache puts them), below a top-level key of the same source; \`extra_config\`
+\`valkey_username\`, \`valkey_password\`, \`valkey_tls_ca_file\` and
+\`valkey_tls_insecure\` may also sit in \`extra_config\` (as LMCache puts its
+Valkey options), below a top-level key of the same source; \`extra_config\`
 maps from file, environment and flags merge key by key.
+
+TLS (\`valkeys://\`, \`rediss://\`): the server certificate is checked against the
+system's trust store, or against \`valkey_tls_ca_file\` (PEM, read at start: a
+missing, unreadable or non-PEM file stops the daemon, exit 2).
+\`valkey_tls_insecure: true\` turns the check off and is logged as a warning; it
+takes only \`true\`/\`false\` (YAML 1.1 also reads an unquoted \`yes\`/\`on\` in a file
+as true) and cannot be combined with a CA file. LMCache has no TLS keys for
+Valkey, so these names are kvtier's. Client certificates (mutual TLS) are not
+supported: valkey-glide 2.5.2's client configuration takes root certificates
+and the insecure flag only.
 
 ${configMarkdownTable()}
 `;

@@ -19,6 +19,8 @@ export interface KvtierConfig {
   valkeyMode: 'single' | 'cluster';
   valkeyUsername: string | null;
   valkeyPassword: string | null;
+  valkeyTlsCaFile: string | null;
+  valkeyTlsInsecure: boolean;
   valkeyConnections: number;
   valkeySegmentBytes: number;
   keyPrefix: string;
@@ -133,6 +135,14 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   valkeyPassword: entry('valkey_password', {
     check: c.nullable(c.text()), default: null, lmcache: 'extra_config.valkey_password', secret: true,
     doc: 'Valkey password. Also read from extra_config.valkey_password or extra_config.password.',
+  }),
+  valkeyTlsCaFile: entry('valkey_tls_ca_file', {
+    check: c.nullable(c.text()), default: null,
+    doc: "PEM file of the CA certificate(s) that signed the Valkey server's certificate, for valkeys:// and rediss://; trusted instead of the system store. Read at start: missing, unreadable or not PEM stops the daemon. Also read from extra_config. No client certificates (mutual TLS): glide 2.5.2 has no option for them.",
+  }),
+  valkeyTlsInsecure: entry('valkey_tls_insecure', {
+    check: c.boolean({ strict: true }), default: false,
+    doc: "Do not verify the Valkey server's certificate (valkeys://, rediss://): anyone on the path can read and forge chunks; for tests. Only true or false; not with valkey_tls_ca_file. Also read from extra_config.",
   }),
   valkeyConnections: entry('valkey_connections', {
     check: c.integer(1, 64), default: 4,

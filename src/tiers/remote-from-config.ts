@@ -3,34 +3,51 @@
  * start is not fatal (the tier reconnects by itself); wrong credentials are
  * logged as an error naming the redacted URL and the daemon runs with the
  * host tier only, because a worker fleet is better served by a working host
- * cache than by a daemon that refuses to start at 3 a.m.
+ * cache than by a daemon that refuses to start at 3 a.m. A TLS CA file that
+ * cannot be read is different: a ConfigError (exit 2), since that tier could
+ * never connect.
  */
 import type { KvtierConfig } from '../config/load.js';
+import { isTlsUrl, readCaFile } from '../config/tls-files.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { ValkeyTierOptions } from './valkey-options.js';
 import { redactUrl } from './valkey-url.js';
 import { ValkeyTier } from './valkey-tier.js';
 
-export async function createRemoteTier(config: KvtierConfig, log: Logger): Promise<ValkeyTier | null> {
-  if (config.remoteUrl === null) return null;
+/**
+ * The tier options a config asks for (remote_url set), the CA file read;
+ * hungServerBoundMs() of these is the daemon's bound on a hung Valkey.
+ */
+export function tierOptionsFromConfig(config: KvtierConfig & { remoteUrl: string }, log: Logger): ValkeyTierOptions {
   const url = withCredentials(config.remoteUrl, config.valkeyUsername, config.valkeyPassword);
   const redacted = redactUrl(url);
+  const tls = isTlsUrl(config.remoteUrl);
+  return {
+    url,
+    mode: config.valkeyMode,
+    keyPrefix: config.keyPrefix,
+    ttlSecs: config.ttlSecs,
+    serde: config.remoteSerde,
+    segmentBytes: config.valkeySegmentBytes,
+    connections: config.valkeyConnections,
+    requestTimeoutMs: Math.max(250, config.blockingTimeoutSecs * 100),
+    ...(tls && config.valkeyTlsCaFile !== null ? { tlsRootCertificates: readCaFile(config.valkeyTlsCaFile, 'config') } : {}),
+    tlsInsecure: tls && config.valkeyTlsInsecure,
+    log: (level, message) => log[level](message, { remote: redacted }),
+    onAvailability: (available, error) => {
+      if (available) log.info('valkey tier available', { remote: redacted });
+      else log.warn('valkey tier unavailable: stores skipped, lookups answered from the host tier', { remote: redacted, error: error?.message ?? null });
+    },
+  };
+}
+
+export async function createRemoteTier(config: KvtierConfig, log: Logger): Promise<ValkeyTier | null> {
+  if (config.remoteUrl === null) return null;
+  const options = tierOptionsFromConfig({ ...config, remoteUrl: config.remoteUrl }, log);
+  const redacted = redactUrl(options.url);
   try {
-    const tier = await ValkeyTier.create({
-      url,
-      mode: config.valkeyMode,
-      keyPrefix: config.keyPrefix,
-      ttlSecs: config.ttlSecs,
-      serde: config.remoteSerde,
-      segmentBytes: config.valkeySegmentBytes,
-      connections: config.valkeyConnections,
-      requestTimeoutMs: Math.max(250, config.blockingTimeoutSecs * 100),
-      log: (level, message) => log[level](message, { remote: redacted }),
-      onAvailability: (available, error) => {
-        if (available) log.info('valkey tier available', { remote: redacted });
-        else log.warn('valkey tier unavailable: stores skipped, lookups answered from the host tier', { remote: redacted, error: error?.message ?? null });
-      },
-    });
+    const tier = await ValkeyTier.create(options);
     log.info(tier.available ? 'valkey tier connected' : 'valkey not reachable yet; retrying in the background', { remote: redacted });
     return tier;
   } catch (e) {

@@ -38,7 +38,7 @@ const FIXSTR16 = 0xb0 | 16;
  * store 1.67 / 1.08 / 1.41 and retrieve 1.09 / 0.85 / 0.90 GB/s. The server
  * takes MiB values best one per connection at a time.
  */
-export const PIPELINE_BYTES = 1 << 20;
+const PIPELINE_BYTES = 1 << 20;
 
 /** A failed native job: `code` says whether the connection (not just this chunk) is in doubt. */
 export interface NativeFailure {
@@ -95,9 +95,9 @@ export class NativeDataPath {
     return this.#link.read(manifestKey, manifestCap, segKeys, dest, segBytes, timeoutMs);
   }
 
-  /** The server is down or hung: fail what has not started instead of letting it wait its turn. */
-  abortQueued(why: string): number {
-    return this.#link.abortQueued(why);
+  /** The server is down or hung: fail every part, running or queued, now (connections reopen on the next job). */
+  abort(why: string): number {
+    return this.#link.abort(why);
   }
 
   stats(): ReturnType<ValkeyLinkBinding['stats']> {

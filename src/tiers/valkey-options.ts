@@ -1,7 +1,10 @@
 /**
  * Options and counters of the Valkey tier, apart from the tier itself so
  * that config and metrics code can import the shapes without glide.
- * Defaults are applied in ValkeyTier's constructor and listed here.
+ * Defaults live in VALKEY_DEFAULTS (ValkeyTier applies them), and so do the
+ * time bounds every Valkey call runs under: requestCeilingMs() for one
+ * request, hungServerBoundMs() for a server that stops answering
+ * (docs/valkey.md, "A hung server"). A native data path reuses both.
  */
 
 import type { KvtierError } from '../errors.js';
@@ -25,7 +28,7 @@ export interface ValkeyTierOptions {
   segmentBytes?: number;
   /** glide clients used round-robin; default 4. */
   connections?: number;
-  /** Base timeout of a request; scaled up by its bytes. Default 1000. */
+  /** Base timeout of a request; scaled up by its bytes up to requestCeilingMs(). Default 1000. */
   requestTimeoutMs?: number;
   /**
    * Slowest transfer a request is given time for, counting the bytes queued
@@ -75,4 +78,73 @@ export interface ValkeyTierCounters {
   /** Payload bytes read from / written to Valkey. */
   bytesIn: number;
   bytesOut: number;
+}
+
+export const VALKEY_DEFAULTS = {
+  keyPrefix: 'kvtier',
+  serde: 'naive',
+  segmentBytes: 1 << 20,
+  connections: 4,
+  requestTimeoutMs: 1000,
+  minBytesPerSec: 16e6,
+  bulkPerConnection: 1,
+  connectTimeoutMs: 1000,
+  reconnectMinMs: 100,
+  reconnectMaxMs: 5000,
+} as const;
+
+/** Room for a value's header beside its payload: a command's largest value is segment + this. */
+export const VALUE_HEADER_BYTES = 64 * 1024;
+
+/** No single Valkey request waits longer than this, whatever the settings. */
+export const MAX_REQUEST_MS = 60_000;
+
+/** What a request's time limit depends on (ValkeyPoolOptions has these fields). */
+export interface RequestTimeInputs {
+  requestTimeoutMs: number;
+  minBytesPerSec: number;
+  bulkPerConnection: number;
+  /** The largest value one command carries: a segment (or unsegmented chunk) plus its header. */
+  maxValueBytes: number;
+}
+
+/**
+ * The longest one Valkey request (a plain GET/SET, a batch, a PING) waits:
+ * the base timeout plus the time, at minBytesPerSec, for the most bytes a
+ * connection can have ahead of and in the request (bulkPerConnection values
+ * in flight and its own), at most MAX_REQUEST_MS.
+ *
+ *   requestTimeoutMs + (bulkPerConnection + 1) x maxValueBytes / minBytesPerSec
+ */
+export function requestCeilingMs(o: RequestTimeInputs): number {
+  const ms = o.requestTimeoutMs + ((o.bulkPerConnection + 1) * o.maxValueBytes * 1000) / o.minBytesPerSec;
+  return Math.ceil(Math.min(ms, MAX_REQUEST_MS));
+}
+
+/** The request-time inputs of a tier's options, defaults applied. */
+export function requestTimeInputs(o: Pick<ValkeyTierOptions, 'requestTimeoutMs' | 'minBytesPerSec' | 'bulkPerConnection' | 'segmentBytes'>): RequestTimeInputs {
+  return {
+    requestTimeoutMs: o.requestTimeoutMs ?? VALKEY_DEFAULTS.requestTimeoutMs,
+    minBytesPerSec: o.minBytesPerSec ?? VALKEY_DEFAULTS.minBytesPerSec,
+    bulkPerConnection: Math.max(1, o.bulkPerConnection ?? VALKEY_DEFAULTS.bulkPerConnection),
+    maxValueBytes: (o.segmentBytes ?? VALKEY_DEFAULTS.segmentBytes) + VALUE_HEADER_BYTES,
+  };
+}
+
+/**
+ * The longest any tier call (get, getInto, contains, put, delete) waits on
+ * a Valkey that stopped answering (SIGSTOP, a hung node, a black-holed
+ * link), and so the longest a Lookup, prefetch or write-behind store waits
+ * on it: one request timing out, then the PING that confirms the server is
+ * gone (each at most requestCeilingMs). The PING failing marks the tier
+ * down, which closes the connections (their requests fail at once) and
+ * rejects requests still waiting for a connection; until it is back up,
+ * calls miss at once.
+ *
+ *   hungServerBoundMs = 2 x requestCeilingMs
+ *
+ * Default settings: 2 x ceil(1000 + 2 x 1,114,112 B / 16 MB/s) = 2 x 1140 = 2280 ms.
+ */
+export function hungServerBoundMs(o: Pick<ValkeyTierOptions, 'requestTimeoutMs' | 'minBytesPerSec' | 'bulkPerConnection' | 'segmentBytes'> = {}): number {
+  return 2 * requestCeilingMs(requestTimeInputs(o));
 }

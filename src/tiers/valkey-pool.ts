@@ -5,7 +5,9 @@
  * as a plain command under the client's timeout, sized for the largest value
  * (glide's 250 ms default is too short for MB values); several commands go
  * out as one non-atomic batch with its own timeout: base + (bytes queued on
- * that client + its own bytes) / rate.
+ * that client + its own bytes) / rate. Neither exceeds requestCeilingMs()
+ * (valkey-options.ts), nor does the PING that checks a timed-out server, so
+ * a hung server costs a caller at most hungServerBoundMs().
  *
  *   connecting ──ok──▶ up ──connection error──▶ down ──backoff, retry──▶ up
  *        └──fail──▶ down                          (clients closed and recreated)
@@ -30,6 +32,7 @@ import {
   type GlideReturnType,
 } from '@valkey/valkey-glide';
 import { errorMessage, KvtierError, ValkeyAuthError, ValkeyUnavailableError } from '../errors.js';
+import { requestCeilingMs } from './valkey-options.js';
 import type { ValkeyEndpoint } from './valkey-url.js';
 
 export type ValkeyCommand =
@@ -87,6 +90,11 @@ function isAuthMessage(msg: string): boolean {
   return /WRONGPASS|NOAUTH|invalid username-password|AUTH failed|NOPERM/i.test(msg);
 }
 
+/** rustls' words for a server certificate it refused. */
+function isCertificateMessage(msg: string): boolean {
+  return /certificate|UnknownIssuer|NotValidForName|BadSignature/i.test(msg);
+}
+
 /** Errors after which the connection is not trusted any more. */
 export function isConnectionError(e: unknown): boolean {
   return e instanceof ConnectionError || e instanceof ClosingError;
@@ -109,9 +117,12 @@ export class ValkeyPool {
   #wake: (() => void) | undefined;
   #firstAttempt: Promise<void>;
   #loop: Promise<void> | undefined;
+  /** requestCeilingMs of these options: the limit of every request. */
+  #ceilingMs: number;
 
   constructor(options: ValkeyPoolOptions) {
     this.#o = options;
+    this.#ceilingMs = requestCeilingMs(options);
     if (!glideLogSet) {
       // glide logs every failed reconnect at ERROR; the tier reports state itself.
       Logger.setLoggerConfig('off');
@@ -151,7 +162,7 @@ export class ValkeyPool {
       // Plain commands (see #single) have no timeout of their own: give each
       // the time for the largest value plus what may be queued ahead of it
       // on its connection (bulkPerConnection values of that size).
-      requestTimeout: Math.ceil(this.#o.requestTimeoutMs + ((this.#o.bulkPerConnection + 1) * this.#o.maxValueBytes * 1000) / this.#o.minBytesPerSec),
+      requestTimeout: this.#ceilingMs,
       defaultDecoder: Decoder.Bytes,
       clientName: 'kvtier',
       // glide reconnects a dropped connection by itself, and when it does the
@@ -218,9 +229,12 @@ export class ValkeyPool {
       } catch (e) {
         const msg = errorMessage(e);
         const auth = isAuthMessage(msg);
+        const hint = this.#o.endpoint.tls && isCertificateMessage(msg)
+          ? ' (TLS: the server certificate is not trusted; valkey_tls_ca_file names the CA that signed it)'
+          : '';
         const err = auth
           ? new ValkeyAuthError(`valkey ${this.#o.endpoint.redacted}: authentication failed: ${msg.trim()}`, { cause: e })
-          : new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted} unreachable: ${msg.trim()}`, { cause: e });
+          : new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted} unreachable: ${msg.trim()}${hint}`, { cause: e });
         if (attempt === 0 || auth !== (this.#lastError instanceof ValkeyAuthError)) {
           this.#o.log(auth ? 'error' : 'warn', `${err.message}; retrying in the background`);
         }
@@ -259,7 +273,11 @@ export class ValkeyPool {
     this.#loop = this.#connectLoop(() => undefined);
   }
 
-  /** A request timed out: if a PING fails too, the connection is down. */
+  /**
+   * A request timed out: if a PING fails too, the connection is down. The
+   * PING waits behind what is queued on its connection, at most
+   * requestCeilingMs, never a time sized for everything queued.
+   */
   async probe(): Promise<void> {
     const slot = this.#slots[0];
     if (!slot || this.#state !== 'up') return;
@@ -267,16 +285,16 @@ export class ValkeyPool {
     try {
       const b = slot.client instanceof GlideClusterClient ? new ClusterBatch(false) : new Batch(false);
       b.ping();
-      // The PING waits behind whatever is queued on that connection.
-      await this.#exec(slot.client, b, this.#timeoutFor(slot, 0));
+      await this.#exec(slot.client, b, this.#ceilingMs);
     } catch (e) {
       if (gen === this.#generation) this.markDown(e);
     }
   }
 
+  /** A batch's timeout: its bytes and those queued ahead of it, at most the ceiling. */
   #timeoutFor(slot: Slot, bytes: number): number {
     const ms = this.#o.requestTimeoutMs + ((slot.queuedBytes + bytes) * 1000) / this.#o.minBytesPerSec;
-    return Math.ceil(Math.min(ms, 600_000));
+    return Math.ceil(Math.min(ms, this.#ceilingMs));
   }
 
   #exec(client: Client, batch: Batch | ClusterBatch, timeout: number): Promise<GlideReturnType[] | null> {

@@ -29,14 +29,13 @@ import {
   segmentRedisKey,
   type ChunkHeader,
 } from './valkey-format.js';
-import type { ValkeyTierCounters, ValkeyTierOptions } from './valkey-options.js';
-import { failureOf, NativeDataPath, PIPELINE_BYTES, placeholderSums, sumOffsets, type DataPathInfo } from './valkey-native.js';
+import { failureOf, NativeDataPath, placeholderSums, sumOffsets, type DataPathInfo } from './valkey-native.js';
+import { VALKEY_DEFAULTS as D, VALUE_HEADER_BYTES, requestCeilingMs, requestTimeInputs, type ValkeyTierCounters, type ValkeyTierOptions } from './valkey-options.js';
 import { ValkeyPool, type LogFn, type PoolState, type ValkeyCommand, type ValkeyReply } from './valkey-pool.js';
 import { parseValkeyUrl } from './valkey-url.js';
 
 export type { ValkeyTierCounters, ValkeyTierOptions };
 
-const DEFAULT_SEGMENT = 1 << 20;
 /** A manifest header fits in this many bytes up to thousands of segments. */
 const HEADER_PROBE_BYTES = 65_536;
 /** A manifest read by the native path lands in a buffer of this size; a bigger value goes through glide. */
@@ -78,23 +77,22 @@ export class ValkeyTier implements Tier {
   #native: NativeDataPath | null = null;
   #dataPath: DataPathInfo = { path: 'glide', reason: 'choosing' };
   #nativeReady: Promise<void>;
-  #requestTimeoutMs: number;
-  #minBytesPerSec: number;
+  /** What each part of a native job gets once it starts: the same ceiling as any glide request. */
+  #partTimeoutMs: number;
   #closed = false;
 
   /** Starts connecting in the background; see ValkeyTier.create to wait for it. */
   constructor(options: ValkeyTierOptions) {
     const endpoint = parseValkeyUrl(options.url, options.mode ? { mode: options.mode } : {});
-    this.#prefix = options.keyPrefix ?? 'kvtier';
+    this.#prefix = options.keyPrefix ?? D.keyPrefix;
     this.#ttl = options.ttlSecs && options.ttlSecs > 0 ? Math.ceil(options.ttlSecs) : undefined;
-    this.#serde = options.serde ?? 'naive';
-    this.#segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT;
+    this.#serde = options.serde ?? D.serde;
+    this.#segmentBytes = options.segmentBytes ?? D.segmentBytes;
     this.#log = options.log ?? defaultLog;
     if (options.onAvailability) this.#listeners.add(options.onAvailability);
-    this.#requestTimeoutMs = options.requestTimeoutMs ?? 1000;
-    this.#minBytesPerSec = options.minBytesPerSec ?? 16e6;
-    const connections = Math.max(1, options.connections ?? 4);
-    this.#nativeReady = NativeDataPath.open(endpoint, options.dataPath ?? 'auto', connections, options.connectTimeoutMs ?? 1000).then(({ path, info }) => {
+    this.#partTimeoutMs = requestCeilingMs(requestTimeInputs(options));
+    const connections = Math.max(1, options.connections ?? D.connections);
+    this.#nativeReady = NativeDataPath.open(endpoint, options.dataPath ?? 'auto', connections, options.connectTimeoutMs ?? D.connectTimeoutMs).then(({ path, info }) => {
       if (this.#closed) {
         path?.close();
         return;
@@ -105,21 +103,22 @@ export class ValkeyTier implements Tier {
     });
     this.#pool = new ValkeyPool({
       endpoint,
-      connections: Math.max(1, options.connections ?? 4),
-      requestTimeoutMs: options.requestTimeoutMs ?? 1000,
-      minBytesPerSec: options.minBytesPerSec ?? 16e6,
-      connectTimeoutMs: options.connectTimeoutMs ?? 1000,
-      reconnectMinMs: options.reconnectMinMs ?? 100,
-      reconnectMaxMs: options.reconnectMaxMs ?? 5000,
-      bulkPerConnection: Math.max(1, options.bulkPerConnection ?? 1),
+      connections: Math.max(1, options.connections ?? D.connections),
+      requestTimeoutMs: options.requestTimeoutMs ?? D.requestTimeoutMs,
+      minBytesPerSec: options.minBytesPerSec ?? D.minBytesPerSec,
+      connectTimeoutMs: options.connectTimeoutMs ?? D.connectTimeoutMs,
+      reconnectMinMs: options.reconnectMinMs ?? D.reconnectMinMs,
+      reconnectMaxMs: options.reconnectMaxMs ?? D.reconnectMaxMs,
+      bulkPerConnection: Math.max(1, options.bulkPerConnection ?? D.bulkPerConnection),
       // A segment, or an unsegmented chunk, plus its header.
-      maxValueBytes: this.#segmentBytes + 64 * 1024,
+      maxValueBytes: this.#segmentBytes + VALUE_HEADER_BYTES,
       tlsInsecure: options.tlsInsecure ?? false,
       ...(options.tlsRootCertificates ? { tlsRootCertificates: options.tlsRootCertificates } : {}),
       log: this.#log,
       onState: (state: PoolState, error?: KvtierError) => {
         this.counters.reconnects = this.#pool?.reconnects ?? 0;
-        if (state === 'down') this.#native?.abortQueued(`valkey ${endpoint.redacted} is down: ${error?.message ?? 'connection lost'}`);
+        // Down (a failed PING, a lost connection): native parts running or queued fail now, as glide's do.
+        if (state === 'down') this.#native?.abort(`valkey ${endpoint.redacted} is down: ${error?.message ?? 'connection lost'}`);
         if (state === 'up' || state === 'down') {
           for (const l of this.#listeners) l(state === 'up', error);
         }
@@ -166,15 +165,6 @@ export class ValkeyTier implements Tier {
     return { ...this.counters, dataPath: this.#dataPath.path, dataPathReason: this.#dataPath.reason, native: this.#native?.stats() ?? null };
   }
 
-  /**
-   * The time each part of a native job gets once it starts: the base timeout
-   * plus a part's bytes (at most one segment or PIPELINE_BYTES) at the
-   * slowest rate allowed. Queued parts do not spend it waiting.
-   */
-  #timeoutFor(bytes: number): number {
-    const part = Math.min(bytes, Math.max(this.#segmentBytes, PIPELINE_BYTES));
-    return Math.ceil(Math.min(this.#requestTimeoutMs + (part * 1000) / this.#minBytesPerSec, 600_000));
-  }
 
   /** A native job failed: count it; a lost connection may mean a hung server, which the PING probe tells. */
   #nativeFailed(what: string, e: unknown): void {
@@ -287,7 +277,7 @@ export class ValkeyTier implements Tier {
     const keys = Array.from({ length: n }, (_, i) => segmentRedisKey(base, i));
     try {
       // Segments outlive their manifest by a minute, as on the glide path.
-      await native.write(keys, stored, this.#segmentBytes, ttl === undefined ? 0 : ttl + 60, base, manifest, offsets, ttl ?? 0, this.#timeoutFor(stored.length + manifest.length));
+      await native.write(keys, stored, this.#segmentBytes, ttl === undefined ? 0 : ttl + 60, base, manifest, offsets, ttl ?? 0, this.#partTimeoutMs);
       return true;
     } catch (e) {
       this.#nativeFailed(`SET ${base} (${stored.length} bytes in ${n} segments)`, e);
@@ -356,7 +346,6 @@ export class ValkeyTier implements Tier {
         throw new CorruptValueError(`${base} holds a chunk of namespace "${header.ns}"`);
       }
       segCount = header.segs?.length ?? 0;
-      this.#rememberShape(key.namespaceId, header);
       let result: Slab | null;
       if (header.segs) {
         // naive: segments land in their final place; otherwise in a staging buffer.
@@ -376,6 +365,9 @@ export class ValkeyTier implements Tier {
         result = await this.#decodeInto(header, payload, take, allocate !== undefined);
       }
       if (!result) return this.#miss();
+      // Only a chunk that verified teaches the namespace's shape: a forged
+      // manifest must not make later reads allocate what it claims.
+      this.#rememberShape(key.namespaceId, header);
       this.counters.hits++;
       this.counters.bytesIn += header.len;
       return result;
@@ -414,7 +406,7 @@ export class ValkeyTier implements Tier {
     const keys = Array.from({ length: guess.count }, (_, i) => segmentRedisKey(base, i));
     let res;
     try {
-      res = await native.read(base, MANIFEST_CAP, keys, dest.buf, guess.seg, this.#timeoutFor(guess.len));
+      res = await native.read(base, MANIFEST_CAP, keys, dest.buf, guess.seg, this.#partTimeoutMs);
     } catch (e) {
       dest.release();
       this.#nativeFailed(`GET ${base}`, e);
@@ -435,7 +427,6 @@ export class ValkeyTier implements Tier {
       if (res.manifestState === 'too-long' || e instanceof CorruptValueError) return 'glide';
       throw e;
     }
-    this.#rememberShape(key.namespaceId, header);
     if (header.segs === undefined || header.len !== guess.len || header.seg !== guess.seg || header.segs.length !== guess.count) {
       dest.release();
       return 'glide';
@@ -446,6 +437,7 @@ export class ValkeyTier implements Tier {
       return this.#segmentsFailed(base, header, verdict);
     }
     if (intoSlab && header.serde === 'naive') {
+      this.#rememberShape(key.namespaceId, header);
       this.counters.hits++;
       this.counters.bytesIn += header.len;
       return dest;
@@ -468,6 +460,7 @@ export class ValkeyTier implements Tier {
     }
     if (out !== dest) dest.release();
     if (out === null) return this.#miss();
+    this.#rememberShape(key.namespaceId, header);
     this.counters.hits++;
     this.counters.bytesIn += header.len;
     return out;
@@ -507,7 +500,7 @@ export class ValkeyTier implements Tier {
     const keys = Array.from({ length: n }, (_, i) => segmentRedisKey(base, i));
     let res;
     try {
-      res = await native.read('', 0, keys, joined, header.seg ?? header.len, this.#timeoutFor(header.len));
+      res = await native.read('', 0, keys, joined, header.seg ?? header.len, this.#partTimeoutMs);
     } catch (e) {
       this.#nativeFailed(`GET ${base} segments`, e);
       return null;

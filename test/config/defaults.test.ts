@@ -17,6 +17,8 @@ describe('defaults', () => {
       valkeyMode: 'single',
       valkeyUsername: null,
       valkeyPassword: null,
+      valkeyTlsCaFile: null,
+      valkeyTlsInsecure: false,
       valkeyConnections: 4,
       valkeySegmentBytes: 1048576,
       keyPrefix: 'kvtier',
@@ -44,8 +46,8 @@ describe('defaults', () => {
 
   it('has one table row per key, with env names and LMCache aliases', () => {
     const rows = configTable();
-    expect(rows).toHaveLength(26);
-    expect(new Set(rows.map((r) => r.key)).size).toBe(26);
+    expect(rows).toHaveLength(28);
+    expect(new Set(rows.map((r) => r.key)).size).toBe(28);
     expect(rows.find((r) => r.key === 'chunk_size')).toMatchObject({
       env: 'KVTIER_CHUNK_SIZE', lmcacheAlias: 'chunk_size', default: '256',
     });

@@ -1,11 +1,18 @@
 /**
  * valkeys:// against a real TLS-only valkey-server with a self-signed
  * CA made by openssl: trusted through tlsRootCertificates or skipped with
- * tlsInsecure, refused otherwise (a down tier, not a crash).
+ * tlsInsecure, refused otherwise (a down tier, not a crash). Then the same
+ * through daemons configured with valkey_tls_ca_file, against a server with
+ * a password: chunks go through Valkey; a wrong CA is an error naming the
+ * redacted URL; an unreadable CA file stops the config.
  */
 
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { ConfigError } from '../../src/errors.js';
+import { packTokens } from '../../src/chunking/tokens.js';
+import { createLogger } from '../../src/log.js';
+import { startTestDaemon } from '../helpers/daemon.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +24,10 @@ import { randomChunkKey } from './tier-contract.js';
 let server: ValkeyServer;
 let dir: string;
 let cert: Buffer;
+/** A second CA that signed nothing the server has. */
+let otherCa: string;
+let secured: ValkeyServer;
+const PASSWORD = 'tls-secret-pw';
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'kvtier-tls-'));
@@ -30,9 +41,13 @@ beforeAll(async () => {
   openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('key.pem'), '-out', f('server.csr'), '-subj', '/CN=127.0.0.1']);
   writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n');
   openssl(['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('cert.pem'), '-days', '1', '-extfile', f('ext.cnf')]);
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('other.key'), '-out', f('other.pem'), '-days', '1', '-subj', '/CN=some other CA']);
+  otherCa = f('other.pem');
   cert = readFileSync(f('ca.pem'));
-  server = await startValkey({ tls: { certFile: f('cert.pem'), keyFile: f('key.pem'), caFile: f('ca.pem') } });
-});
+  const files = { certFile: f('cert.pem'), keyFile: f('key.pem'), caFile: f('ca.pem') };
+  server = await startValkey({ tls: files });
+  secured = await startValkey({ tls: files, requirepass: PASSWORD });
+}, 60_000);
 afterAll(async () => {
   await stopAllValkey();
   rmSync(dir, { recursive: true, force: true });
@@ -68,9 +83,81 @@ describe('valkeys:// (TLS)', () => {
     const tier = await ValkeyTier.create({ url: server.url, log: () => undefined, connectTimeoutMs: 1000 });
     try {
       expect(tier.available).toBe(false);
+      expect(tier.lastError?.message).toMatch(/invalid peer certificate.*valkey_tls_ca_file/s);
       expect(await tier.put(randomChunkKey(), Buffer.from('x'))).toBe(false);
     } finally {
       await tier.close();
     }
   });
+});
+
+describe('valkeys:// from the config (valkey_tls_ca_file)', () => {
+  const fp = { model: 'tls-model', dtype: 'bfloat16', kvLayout: 'test' };
+  const tokens = (n: number, seed: number): Buffer => packTokens(Array.from({ length: n }, (_, i) => (i * 7919 + seed) % 128_000));
+
+  it('two daemons share chunks through a TLS Valkey with a private CA', async () => {
+    expect(secured.url).toBe(`valkeys://:${PASSWORD}@127.0.0.1:${secured.port}`);
+    const cfg = { remote_url: secured.url, extra_config: { valkey_tls_ca_file: join(dir, 'ca.pem') }, valkey_connections: 2 };
+    const a = await startTestDaemon(cfg);
+    const b = await startTestDaemon(cfg);
+    try {
+      expect(a.config.valkeyTlsCaFile).toBe(join(dir, 'ca.pem'));
+      expect(a.daemon.stats().remote).toMatchObject({ configured: true, available: true });
+      const ca = await a.connect({ fingerprint: fp });
+      const cb = await b.connect({ fingerprint: fp });
+      const t = tokens(2 * 256, 1);
+      const chunks = [randomBytes(3 * (1 << 20) + 5), randomBytes(4096)];
+      expect(await (await ca.store({ address: { tokens: t }, chunks })).committed).toMatchObject({ committedChunks: 2 });
+      const l = await cb.lookup({ tokens: t });
+      expect(l.valkeyChunks).toBe(2);
+      const r = await cb.retrieve({ leaseId: l.leaseId });
+      expect(r.loadedChunks).toBe(2);
+      r.chunks.forEach((c, i) => expect(Buffer.from(c).equals(chunks[i])).toBe(true));
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  }, 60_000);
+
+  it('a wrong CA: the daemon runs on its host tier and says why, naming the URL without the password', async () => {
+    const lines: string[] = [];
+    const d = await startTestDaemon(
+      { remote_url: secured.url, valkey_tls_ca_file: otherCa },
+      { logger: createLogger('info', {}, (l) => lines.push(l)) },
+    );
+    try {
+      expect(d.daemon.stats().remote).toMatchObject({ configured: true, available: false });
+      const log = lines.join('');
+      expect(log).toContain(`valkeys://:***@127.0.0.1:${secured.port}`);
+      expect(log).toMatch(/certificate/i);
+      expect(log).toMatch(/valkey_tls_ca_file/);
+      expect(log).not.toContain(PASSWORD);
+      const c = await d.connect({ fingerprint: fp });
+      const s = await c.store({ address: { tokens: tokens(256, 2) }, chunks: [randomBytes(1000)] });
+      expect(s.copied.storedChunks).toBe(1);
+      expect((await s.committed).failedChunks).toBe(1);
+      expect((await c.lookup({ tokens: tokens(256, 2) }, { noLease: true })).hostChunks).toBe(1);
+    } finally {
+      await d.stop();
+    }
+  }, 60_000);
+
+  it('a CA file that is missing, or not PEM, is a ConfigError naming the key', async () => {
+    const missing = join(dir, 'no-such-ca.pem');
+    const err = await startTestDaemon({ remote_url: secured.url, valkey_tls_ca_file: missing }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(/^valkey_tls_ca_file: .*no-such-ca\.pem.* cannot be read: no such file/);
+    const notPem = await startTestDaemon({ remote_url: secured.url, valkey_tls_ca_file: join(dir, 'ext.cnf') }).catch((e: unknown) => e);
+    expect(notPem).toBeInstanceOf(ConfigError);
+    expect((notPem as Error).message).toMatch(/valkey_tls_ca_file: .*holds no PEM certificate/);
+  });
+
+  it('valkey_tls_insecure: true connects without the CA', async () => {
+    const d = await startTestDaemon({ remote_url: secured.url, valkey_tls_insecure: true });
+    try {
+      expect(d.daemon.stats().remote).toMatchObject({ configured: true, available: true });
+    } finally {
+      await d.stop();
+    }
+  }, 30_000);
 });

@@ -81,7 +81,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     return DefineClass(env, "ValkeyLink",
                        {InstanceMethod("write", &LinkWrap::Write), InstanceMethod("read", &LinkWrap::Read),
                         InstanceMethod("stats", &LinkWrap::Stats), InstanceMethod("close", &LinkWrap::Close),
-                        InstanceMethod("abortQueued", &LinkWrap::AbortQueued)});
+                        InstanceMethod("abort", &LinkWrap::Abort)});
   }
 
   // new ValkeyLink(host, port, username, password, db, connections, connectTimeoutMs, pipelineBytes)
@@ -180,10 +180,10 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     return o;
   }
 
-  // abortQueued(why): fails every part not yet started; the count of parts.
-  Napi::Value AbortQueued(const Napi::CallbackInfo& info) {
+  // abort(why): fails every queued part, shuts down the sockets of running ones; the count of queued parts.
+  Napi::Value Abort(const Napi::CallbackInfo& info) {
     std::string why = stringArg(info, 0, "reason");
-    return Napi::Number::New(info.Env(), link_ ? static_cast<double>(link_->abortQueued(why)) : 0);
+    return Napi::Number::New(info.Env(), link_ ? static_cast<double>(link_->abort(why)) : 0);
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

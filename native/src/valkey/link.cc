@@ -88,11 +88,12 @@ void ValkeyLink::close() {
   for (auto& part : dropped) finishPart(none, part, false, "KVT_VALKEY_UNAVAILABLE", "the native Valkey link is closed");
 }
 
-size_t ValkeyLink::abortQueued(const std::string& why) {
+size_t ValkeyLink::abort(const std::string& why) {
   std::deque<JobPart> dropped;
   {
     std::lock_guard<std::mutex> lock(mu_);
     dropped.swap(queue_);
+    for (auto& c : conns_) c->shutdownNow();
   }
   RespConn none;
   for (auto& part : dropped) finishPart(none, part, false, "KVT_VALKEY_UNAVAILABLE", why);
@@ -187,9 +188,21 @@ bool ValkeyLink::run(RespConn& conn, const JobPart& part, Clock::time_point dead
       return false;
     }
   }
+  const bool reused = conn.isOpen();
   if (!ensureOpen(conn, deadline, code, message)) return false;
-  return part.job->write ? writeSegments(conn, part, deadline, code, message)
-                         : readSegments(conn, part, deadline, code, message);
+  auto once = [&] {
+    return part.job->write ? writeSegments(conn, part, deadline, code, message)
+                           : readSegments(conn, part, deadline, code, message);
+  };
+  if (once()) return true;
+  // A connection that sat idle may have died with a restarted server: try
+  // once more on a fresh one (SET and GET are idempotent). Not after a
+  // timeout: a hung server would get twice its bound.
+  if (!reused || conn.isOpen() || conn.timedOut() || *code != "KVT_VALKEY_UNAVAILABLE") return false;
+  if (!ensureOpen(conn, deadline, code, message)) return false;
+  code->clear();
+  message->clear();
+  return once();
 }
 
 namespace {

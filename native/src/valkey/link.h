@@ -18,8 +18,8 @@
 // One completion per job. Connection errors and timeouts fail the job with
 // KVT_VALKEY_UNAVAILABLE and close that connection only; the next job on it
 // reconnects. Every part runs under a deadline set when it starts (JS sizes
-// the timeout from the job's bytes); abortQueued() fails what has not
-// started, for a server the control plane found hung or down.
+// the timeout); abort() fails what has not started and wakes what has, for
+// a server the control plane (glide's PING) found hung or down.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -85,8 +85,9 @@ class ValkeyLink : public std::enable_shared_from_this<ValkeyLink> {
   void submit(std::unique_ptr<ValkeyJob> job);
   // Fails queued jobs, wakes the threads; they exit after their current job.
   void close();
-  // Fails every part not yet started (the server is down: do not queue on it).
-  size_t abortQueued(const std::string& why);
+  // The server is down: fails every queued part and shuts down the sockets
+  // of running ones (they fail at once; the next job reconnects).
+  size_t abort(const std::string& why);
   LinkStats stats();
 
  private:

@@ -43,23 +43,29 @@ void RespConn::close() {
 
 void RespConn::shutdownNow() {
   std::lock_guard<std::mutex> lock(fdMu_);
-  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+  if (fd_ >= 0) {
+    shut_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+  }
 }
 
 bool RespConn::wait(short events, Clock::time_point deadline, std::string* error) {
   for (;;) {
     int ms = msUntil(deadline);
-    if (ms == 0) return fail(error, "timed out");
     struct pollfd p = {fd_, events, 0};
-    int r = ::poll(&p, 1, ms);
+    int r = ms == 0 ? 0 : ::poll(&p, 1, ms);
     if (r > 0) return true;
-    if (r == 0) return fail(error, "timed out");
+    if (r == 0) {
+      timedOut_ = true;
+      return fail(error, "timed out");
+    }
     if (errno != EINTR) return fail(error, std::string("poll: ") + std::strerror(errno));
   }
 }
 
 bool RespConn::open(const NodeAddress& addr, Clock::time_point deadline, std::string* error) {
   close();
+  timedOut_ = false;
   struct addrinfo hints = {};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;

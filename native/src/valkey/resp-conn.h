@@ -45,12 +45,20 @@ class RespConn {
   RespConn& operator=(const RespConn&) = delete;
   ~RespConn() { close(); }
 
-  bool isOpen() const { return fd_ >= 0; }
+  // I/O thread: false when closed, or shut down by shutdownNow() (then closed here).
+  bool isOpen() {
+    if (shut_.exchange(false)) close();
+    return fd_ >= 0;
+  }
   // Connects, sets TCP_NODELAY, authenticates and selects the db.
   // false + *error on failure (the connection stays closed).
   bool open(const NodeAddress& addr, Clock::time_point deadline, std::string* error);
   void close();
-  // Wakes a thread blocked in poll() on this connection (close of the link).
+  // Whether the last failure was a deadline passing (a hung server), not a
+  // broken connection (a restarted one).
+  bool timedOut() const { return timedOut_; }
+  // Any thread: wakes an I/O thread blocked in poll() on this connection
+  // (its call fails), and makes the next job reconnect.
   void shutdownNow();
 
   // Writes every iovec; false + *error (connection closed) on failure.
@@ -71,6 +79,8 @@ class RespConn {
 
   int fd_ = -1;
   std::mutex fdMu_;  // fd_ changes vs shutdownNow() from the JS thread
+  std::atomic<bool> shut_{false};
+  bool timedOut_ = false;
   static constexpr size_t kReadBuf = 64 * 1024;
   uint8_t rbuf_[kReadBuf];
   size_t rpos_ = 0, rend_ = 0;
