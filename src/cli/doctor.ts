@@ -56,6 +56,7 @@ export async function runDoctor(loaded: LoadedConfig): Promise<number> {
     if (tier === null) lines.push(['fail', 'valkey', errors.join(' ').slice(0, 400)]);
     else {
       lines.push([tier.available ? 'ok' : 'fail', 'valkey', tier.available ? 'reachable' : 'not reachable']);
+      lines.push(['ok', 'valkey data path', `${tier.dataPath.path}: ${tier.dataPath.reason}`]);
       await tier.close();
     }
   }

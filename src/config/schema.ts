@@ -22,6 +22,7 @@ export interface KvtierConfig {
   valkeyTlsCaFile: string | null;
   valkeyTlsInsecure: boolean;
   valkeyConnections: number;
+  valkeyDataPath: 'auto' | 'native' | 'glide';
   valkeySegmentBytes: number;
   keyPrefix: string;
   ttlSecs: number;
@@ -147,6 +148,10 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   valkeyConnections: entry('valkey_connections', {
     check: c.integer(1, 64), default: 4,
     doc: 'Client connections to Valkey (per node in cluster mode).',
+  }),
+  valkeyDataPath: entry('valkey_data_path', {
+    check: c.oneOf(['auto', 'native', 'glide'] as const), default: 'auto',
+    doc: "What moves segment bytes: the native addon's own connections (plain TCP, single node), or valkey-glide; auto picks native where it can serve the URL. kvtier stats and doctor say which and why.",
   }),
   valkeySegmentBytes: entry('valkey_segment_bytes', {
     check: c.integer(65536, 67108864), default: 1048576,

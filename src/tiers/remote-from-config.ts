@@ -31,6 +31,7 @@ export function tierOptionsFromConfig(config: KvtierConfig & { remoteUrl: string
     serde: config.remoteSerde,
     segmentBytes: config.valkeySegmentBytes,
     connections: config.valkeyConnections,
+    dataPath: config.valkeyDataPath,
     requestTimeoutMs: Math.max(250, config.blockingTimeoutSecs * 100),
     ...(tls && config.valkeyTlsCaFile !== null ? { tlsRootCertificates: readCaFile(config.valkeyTlsCaFile, 'config') } : {}),
     tlsInsecure: tls && config.valkeyTlsInsecure,

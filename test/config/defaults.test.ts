@@ -20,6 +20,7 @@ describe('defaults', () => {
       valkeyTlsCaFile: null,
       valkeyTlsInsecure: false,
       valkeyConnections: 4,
+      valkeyDataPath: 'auto',
       valkeySegmentBytes: 1048576,
       keyPrefix: 'kvtier',
       ttlSecs: 0,
@@ -46,8 +47,8 @@ describe('defaults', () => {
 
   it('has one table row per key, with env names and LMCache aliases', () => {
     const rows = configTable();
-    expect(rows).toHaveLength(28);
-    expect(new Set(rows.map((r) => r.key)).size).toBe(28);
+    expect(rows).toHaveLength(29);
+    expect(new Set(rows.map((r) => r.key)).size).toBe(29);
     expect(rows.find((r) => r.key === 'chunk_size')).toMatchObject({
       env: 'KVTIER_CHUNK_SIZE', lmcacheAlias: 'chunk_size', default: '256',
     });

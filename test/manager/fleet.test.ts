@@ -140,6 +140,31 @@ describe('two daemons, one single Valkey', () => {
   }, 90_000);
 });
 
+describe('two daemons on the two data paths (valkey_data_path native and glide), one Valkey', () => {
+  let a: TestDaemon;
+  let b: TestDaemon;
+  beforeAll(async () => {
+    const valkey = await startValkey();
+    a = await startTestDaemon({ remote_url: valkey.url, valkey_data_path: 'native' });
+    b = await startTestDaemon({ remote_url: valkey.url, valkey_data_path: 'glide' });
+  }, 60_000);
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+  });
+
+  it('each says in stats which path moves its bytes, and why', () => {
+    expect(a.daemon.stats().remote.detail).toMatchObject({ dataPath: 'native' });
+    expect(b.daemon.stats().remote.detail).toMatchObject({ dataPath: 'glide', dataPathReason: 'valkey_data_path: glide' });
+  });
+
+  it('chunks written natively are read through glide, and the other way round, byte-exact', async () => {
+    await shareAndCheck(a, b, 11);
+    await shareAndCheck(b, a, 12);
+    expect((a.daemon.stats().remote.detail as { native: { jobs: number } }).native.jobs).toBeGreaterThan(0);
+  });
+});
+
 describe('two daemons, one 3-master Valkey cluster', () => {
   let url: string;
   let a: TestDaemon;
