@@ -50,6 +50,8 @@ function defaultLog(level: 'info' | 'warn' | 'error', message: string): void {
 
 function noop(): void {}
 
+const EMPTY = Buffer.alloc(0);
+
 function isReplyError(r: ValkeyReply): r is Error {
   return r instanceof Error;
 }
@@ -72,6 +74,7 @@ export class ValkeyTier implements Tier {
   #log: LogFn;
   #lastFailureLog = 0;
   #failuresSinceLog = 0;
+  /** Per namespace, the shape of its last verified chunk; count 0: its chunks are inline values. */
   #segmentGuess = new Map<string, { count: number; seg: number; len: number }>();
   #listeners = new Set<(available: boolean, error?: KvtierError) => void>();
   #native: NativeDataPath | null = null;
@@ -323,8 +326,10 @@ export class ValkeyTier implements Tier {
     // round trip later. Each is verified against the manifest that arrives.
     const guess = this.#segmentGuess.get(key.namespaceId);
     const early = guess && this.#native === null ? Array.from({ length: guess.count }, (_, i) => this.#fetchSegment(base, i, guess.seg)) : [];
-    const out = await this.#run([{ op: 'get', key: base }]);
-    const value = out ? asBuffer(out[0]) : null;
+    // A namespace not read yet: its manifest natively too (a value over the
+    // cap is an inline chunk, which glide reads, and the namespace is then
+    // known to be inline). A namespace of inline chunks: glide.
+    const value = this.#native !== null && guess === undefined ? await this.#manifestNative(this.#native, base) : await this.#getValue(base);
     if (!value) {
       this.counters.misses++;
       return null;
@@ -382,6 +387,24 @@ export class ValkeyTier implements Tier {
     }
   }
 
+  async #getValue(base: string): Promise<Buffer | null> {
+    const out = await this.#run([{ op: 'get', key: base }]);
+    return out ? asBuffer(out[0]) : null;
+  }
+
+  /** The value under `base` read natively when it fits MANIFEST_CAP, else through glide. */
+  async #manifestNative(native: NativeDataPath, base: string): Promise<Buffer | null> {
+    let res;
+    try {
+      res = await native.read(base, MANIFEST_CAP, [], EMPTY, 1, this.#partTimeoutMs);
+    } catch (e) {
+      this.#nativeFailed(`GET ${base}`, e);
+      return null;
+    }
+    if (res.manifestState === 'too-long') return this.#getValue(base);
+    return res.manifest;
+  }
+
   /**
    * One native job for a chunk whose shape is known from its namespace's
    * last manifest: the manifest and every segment, the segments straight
@@ -389,7 +412,7 @@ export class ValkeyTier implements Tier {
    */
   async #readNative(native: NativeDataPath, key: ChunkKey, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null | 'glide'> {
     const guess = this.#segmentGuess.get(key.namespaceId);
-    if (guess === undefined) return 'glide';
+    if (guess === undefined || guess.count === 0) return 'glide';
     const base = this.keyOf(key);
     const intoSlab = this.#serde === 'naive';
     let dest: Slab | null;
@@ -531,12 +554,9 @@ export class ValkeyTier implements Tier {
   }
 
   #rememberShape(namespaceId: string, header: ChunkHeader): void {
-    if (header.segs && header.seg) {
-      if (this.#segmentGuess.size >= 1024) this.#segmentGuess.clear();
-      this.#segmentGuess.set(namespaceId, { count: header.segs.length, seg: header.seg, len: header.len });
-    } else {
-      this.#segmentGuess.delete(namespaceId);
-    }
+    if (this.#segmentGuess.size >= 1024) this.#segmentGuess.clear();
+    const segmented = header.segs !== undefined && header.seg !== undefined;
+    this.#segmentGuess.set(namespaceId, segmented ? { count: header.segs!.length, seg: header.seg!, len: header.len } : { count: 0, seg: 0, len: header.len });
   }
 
   /** One segment's bytes, null when absent, 'down' when Valkey did not answer; never rejects. */
