@@ -95,6 +95,8 @@ export class NativeDataPath {
   #map: SlotMap | null = null;
   #refreshing: Promise<void> | null = null;
   #again = false;
+  /** The last fetch failed: further failures are not logged until one succeeds. */
+  #fetchFailing = false;
   #closed = false;
   /** Counters of links already closed, so stats never go backwards. */
   #retired: LinkCounters = { jobs: 0, failures: 0, reconnects: 0, bytesOut: 0, bytesIn: 0 };
@@ -206,7 +208,8 @@ export class NativeDataPath {
   /**
    * Fetches the slot map (cluster only), at most one fetch in flight: a
    * call while one runs joins it, and with `again` (the map was seen stale
-   * meanwhile) one more fetch follows it. A failed fetch keeps the old map.
+   * meanwhile) one more fetch follows it. A failed fetch keeps the old map
+   * and is logged once until a fetch succeeds again.
    */
   refresh(again = false): Promise<void> {
     const fetch = this.#fetchSlots;
@@ -221,8 +224,10 @@ export class NativeDataPath {
         try {
           const map = parseClusterSlots(await fetch());
           if (!this.#closed) this.#install(map);
+          this.#fetchFailing = false;
         } catch (e) {
-          this.#log('warn', `valkey native path: slot map not refreshed: ${errorMessage(e).trim()}`);
+          if (!this.#fetchFailing && !this.#closed) this.#log('warn', `valkey native path: slot map not refreshed (the old one stays): ${errorMessage(e).trim()}`);
+          this.#fetchFailing = true;
         }
       } while (this.#again && !this.#closed);
       this.#refreshing = null;

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValkeyTier } from '../../src/tiers/valkey-tier.js';
 import type { NativeStats } from '../../src/tiers/valkey-native.js';
-import { crc16, keyHashSlot } from '../../src/tiers/valkey-slots.js';
+import { crc16, keyHashSlot, parseClusterSlots, splitAddress } from '../../src/tiers/valkey-slots.js';
 import { startValkeyCluster, stopAllValkey, type ValkeyCluster, type ValkeyServer } from '../../bench/valkey-server.js';
 import { randomChunkKey } from './tier-contract.js';
 
@@ -84,6 +84,20 @@ async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Pro
 describe('cluster slots', () => {
   it('crc16 is XMODEM (check value of "123456789" is 0x31c3)', () => {
     expect(crc16(Buffer.from('123456789'))).toBe(0x31c3);
+  });
+
+  it('parseClusterSlots: ranges per master; a master without a usable host serves nothing', () => {
+    const map = parseClusterSlots([
+      [0, 99, ['127.0.0.1', 7001, 'id-a'], ['127.0.0.1', 7004, 'id-r']],
+      [100, 199, ['?', 7002, 'id-b']],
+      [200, 16383, ['::1', 7003, 'id-c']],
+      [16000, 16383, ['127.0.0.1', 7001, 'id-a']],
+    ]);
+    expect(map.nodes).toEqual(['127.0.0.1:7001', '[::1]:7003']);
+    expect([map.owner[0], map.owner[99], map.owner[100], map.owner[199], map.owner[200], map.owner[15999], map.owner[16000]]).toEqual([0, 0, -1, -1, 1, 1, 0]);
+    expect(splitAddress('[::1]:7003')).toEqual({ host: '::1', port: 7003 });
+    expect(() => parseClusterSlots([[0, 16384, ['h', 1]]])).toThrow(/slot range/);
+    expect(() => parseClusterSlots('nope')).toThrow(/expected an array/);
   });
 
   it('keyHashSlot agrees with the server\'s CLUSTER KEYSLOT, hash tags included', async () => {
