@@ -10,13 +10,18 @@
  *          place in the slab and are hashed there; JS compares the sums with
  *          the manifest before anything is handed on.
  *
- * Used for single-node, plain-TCP endpoints when the addon is built. TLS and
- * cluster endpoints, and inline (unsegmented) values, stay on glide; why is
- * in `reason`, which stats and doctor show.
+ * Single node: one link. Cluster: one link per master, opened when a chunk
+ * first goes to it and closed when the node leaves the slot map; a chunk is
+ * one slot (valkey-slots.ts), so one job on one link. The map comes from
+ * glide (CLUSTER SLOTS), refreshed after a MOVED/ASK or a lost node, at most
+ * one fetch in flight; without a map, or for a slot without a node, the
+ * chunk goes through glide. Plain TCP only: TLS and inline (unsegmented)
+ * values stay on glide; why is in `info.reason`, which stats and doctor show.
  */
 
 import type { ValkeyLinkBinding, ValkeyReadResult } from '../../native/index.js';
 import { errorMessage } from '../errors.js';
+import { keyHashSlot, parseClusterSlots, splitAddress, type SlotMap } from './valkey-slots.js';
 import type { ValkeyEndpoint } from './valkey-url.js';
 
 export type DataPathName = 'native' | 'glide';
@@ -39,73 +44,239 @@ const FIXSTR16 = 0xb0 | 16;
  * takes MiB values best one per connection at a time.
  */
 const PIPELINE_BYTES = 1 << 20;
+/** A server's redirect as a native job reports it: "<cmd> <key> refused: MOVED <slot> <host:port>". */
+const REDIRECT = /refused: (MOVED|ASK) /;
 
 /** A failed native job: `code` says whether the connection (not just this chunk) is in doubt. */
 export interface NativeFailure {
   code: string;
   message: string;
+  /** The node does not (or no longer) serve the chunk's slot: MOVED or ASK. */
+  redirect: boolean;
 }
 
 export function failureOf(e: unknown): NativeFailure {
   const code = (e as { code?: unknown } | null)?.code;
-  return { code: typeof code === 'string' ? code : 'KVT_NATIVE', message: errorMessage(e) };
+  const c = typeof code === 'string' ? code : 'KVT_NATIVE';
+  const message = errorMessage(e);
+  return { code: c, message, redirect: c === 'KVT_VALKEY_REFUSED' && REDIRECT.test(message) };
 }
 
-export class NativeDataPath {
-  readonly #link: ValkeyLinkBinding;
+export interface NativeStats {
+  jobs: number;
+  failures: number;
+  reconnects: number;
+  bytesOut: number;
+  bytesIn: number;
+  /** Links open now (one per node in use). */
+  nodes: number;
+  /** Jobs a cluster node answered with MOVED/ASK (then done through glide). */
+  redirects: number;
+  /** Slot maps fetched and installed. */
+  mapRefreshes: number;
+}
 
-  private constructor(link: ValkeyLinkBinding) {
-    this.#link = link;
+export interface NativeOpenOptions {
+  /** Cluster endpoints: the raw CLUSTER SLOTS reply (ValkeyPool.clusterSlots). */
+  clusterSlots?: () => Promise<unknown>;
+  log?: (level: 'info' | 'warn' | 'error', message: string) => void;
+}
+
+type LinkCounters = Omit<NativeStats, 'nodes' | 'redirects' | 'mapRefreshes'>;
+
+export class NativeDataPath {
+  readonly #openLink: (host: string, port: number) => ValkeyLinkBinding;
+  readonly #connections: number;
+  /** Single node: the one link; null for a cluster. */
+  readonly #single: { link: ValkeyLinkBinding; addr: string } | null;
+  readonly #fetchSlots: (() => Promise<unknown>) | null;
+  readonly #log: NonNullable<NativeOpenOptions['log']>;
+  #links = new Map<string, ValkeyLinkBinding>();
+  #map: SlotMap | null = null;
+  #refreshing: Promise<void> | null = null;
+  #again = false;
+  /** The last fetch failed: further failures are not logged until one succeeds. */
+  #fetchFailing = false;
+  #closed = false;
+  /** Counters of links already closed, so stats never go backwards. */
+  #retired: LinkCounters = { jobs: 0, failures: 0, reconnects: 0, bytesOut: 0, bytesIn: 0 };
+  #redirects = 0;
+  #mapRefreshes = 0;
+
+  private constructor(openLink: (host: string, port: number) => ValkeyLinkBinding, connections: number, single: string | null, options: NativeOpenOptions) {
+    this.#openLink = openLink;
+    this.#connections = connections;
+    this.#log = options.log ?? (() => undefined);
+    if (single !== null) {
+      const { host, port } = splitAddress(single);
+      this.#single = { link: openLink(host, port), addr: single };
+      this.#fetchSlots = null;
+    } else {
+      this.#single = null;
+      this.#fetchSlots = options.clusterSlots ?? null;
+    }
   }
 
   /**
    * The native path for `endpoint`, or why not. `choice` 'glide' forces the
    * fallback; 'native' makes an unusable native path an error for the caller
-   * to report.
+   * to report. A cluster path has no slot map until refresh() fetched one.
    */
-  static async open(endpoint: ValkeyEndpoint, choice: DataPathChoice, connections: number, connectTimeoutMs: number): Promise<{ path: NativeDataPath | null; info: DataPathInfo }> {
+  static async open(endpoint: ValkeyEndpoint, choice: DataPathChoice, connections: number, connectTimeoutMs: number, options: NativeOpenOptions = {}): Promise<{ path: NativeDataPath | null; info: DataPathInfo }> {
     const glide = (reason: string): { path: null; info: DataPathInfo } => ({ path: null, info: { path: 'glide', reason } });
     if (choice === 'glide') return glide('valkey_data_path: glide');
     if (endpoint.tls) return glide('TLS endpoint: the native path speaks plain TCP only (glide carries TLS)');
-    if (endpoint.mode === 'cluster') return glide('cluster endpoint: the native path serves single nodes so far');
-    let mod: typeof import('../../native/index.js');
+    const cluster = endpoint.mode === 'cluster';
+    if (cluster && !options.clusterSlots) return glide('cluster endpoint without a slot map source');
     try {
-      mod = await import('../../native/index.js');
-      const a = endpoint.addresses[0];
-      const link = mod.openValkeyLink({
-        host: a.host, port: a.port, username: endpoint.username, password: endpoint.password, db: endpoint.databaseId,
+      const mod = await import('../../native/index.js');
+      // Loads the addon now: a cluster opens its links only when chunks go to them.
+      mod.nativeXxh64(Buffer.alloc(0));
+      const openLink = (host: string, port: number): ValkeyLinkBinding => mod.openValkeyLink({
+        host, port, username: endpoint.username, password: endpoint.password,
+        // A cluster has only db 0 (no SELECT).
+        db: cluster ? 0 : endpoint.databaseId,
         connections, connectTimeoutMs, pipelineBytes: PIPELINE_BYTES,
       });
-      return { path: new NativeDataPath(link), info: { path: 'native', reason: `addon I/O threads, ${connections} connections to ${a.host}:${a.port}` } };
+      const a = endpoint.addresses[0];
+      const path = new NativeDataPath(openLink, connections, cluster ? null : `${a.host}:${a.port}`, options);
+      return { path, info: path.info };
     } catch (e) {
       return glide(`native addon unavailable: ${errorMessage(e)}`);
     }
   }
 
+  get info(): DataPathInfo {
+    if (this.#single) return { path: 'native', reason: `addon I/O threads, ${this.#connections} connections to ${this.#single.addr}` };
+    const n = this.#map?.nodes.length;
+    return {
+      path: 'native',
+      reason: n === undefined
+        ? `addon I/O threads, ${this.#connections} connections to each cluster node (no slot map yet: chunks go through glide)`
+        : `addon I/O threads, ${this.#connections} connections to each of ${n} cluster nodes`,
+    };
+  }
+
+  /** The link of the node serving `key`'s slot; null: no map, or no node for it (use glide). */
+  #linkFor(key: string): ValkeyLinkBinding | null {
+    if (this.#single) return this.#single.link;
+    const map = this.#map;
+    if (map === null || this.#closed) return null;
+    const i = map.owner[keyHashSlot(key)];
+    if (i < 0) return null;
+    const addr = map.nodes[i];
+    let link = this.#links.get(addr);
+    if (link === undefined) {
+      const { host, port } = splitAddress(addr);
+      link = this.#openLink(host, port);
+      this.#links.set(addr, link);
+    }
+    return link;
+  }
+
   /**
    * The segments of `stored`, then its manifest (`manifest`, packed with
-   * placeholderSums(); `sumOffsets` from sumOffsets()).
+   * placeholderSums(); `sumOffsets` from sumOffsets()). null: no node known
+   * for the chunk's slot, nothing sent (the caller writes through glide).
    */
-  write(segKeys: string[], stored: Buffer, segBytes: number, segTtl: number, manifestKey: string, manifest: Buffer, sumOffsets: Uint32Array, ttl: number, timeoutMs: number): Promise<void> {
-    return this.#link.write(segKeys, stored, segBytes, segTtl, manifestKey, manifest, sumOffsets, ttl, timeoutMs);
+  write(segKeys: string[], stored: Buffer, segBytes: number, segTtl: number, manifestKey: string, manifest: Buffer, sumOffsets: Uint32Array, ttl: number, timeoutMs: number): Promise<void> | null {
+    const link = this.#linkFor(manifestKey);
+    return link && link.write(segKeys, stored, segBytes, segTtl, manifestKey, manifest, sumOffsets, ttl, timeoutMs);
   }
 
-  /** Segments into `dest` (and the manifest, up to manifestCap bytes, when manifestKey is not ''). */
-  read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Buffer, segBytes: number, timeoutMs: number): Promise<ValkeyReadResult> {
-    return this.#link.read(manifestKey, manifestCap, segKeys, dest, segBytes, timeoutMs);
+  /**
+   * Segments into `dest` (and the manifest, up to manifestCap bytes, when
+   * manifestKey is not ''). null: no node known for the chunk's slot.
+   */
+  read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Buffer, segBytes: number, timeoutMs: number): Promise<ValkeyReadResult> | null {
+    const link = this.#linkFor(manifestKey !== '' ? manifestKey : (segKeys[0] ?? ''));
+    return link && link.read(manifestKey, manifestCap, segKeys, dest, segBytes, timeoutMs);
   }
 
-  /** The server is down or hung: fail every part, running or queued, now (connections reopen on the next job). */
+  /**
+   * What a failed job means: a redirect or a lost node makes a cluster's
+   * slot map suspect, so it is fetched again (the chunk itself is the
+   * caller's: glide after a redirect, a skip or miss otherwise).
+   */
+  failed(e: unknown): NativeFailure {
+    const f = failureOf(e);
+    if (f.redirect) this.#redirects++;
+    if (this.#fetchSlots && (f.redirect || f.code === 'KVT_VALKEY_UNAVAILABLE')) void this.refresh(true);
+    return f;
+  }
+
+  /**
+   * Fetches the slot map (cluster only), at most one fetch in flight: a
+   * call while one runs joins it, and with `again` (the map was seen stale
+   * meanwhile) one more fetch follows it. A failed fetch keeps the old map
+   * and is logged once until a fetch succeeds again.
+   */
+  refresh(again = false): Promise<void> {
+    const fetch = this.#fetchSlots;
+    if (fetch === null || this.#closed) return Promise.resolve();
+    if (this.#refreshing) {
+      if (again) this.#again = true;
+      return this.#refreshing;
+    }
+    this.#refreshing = (async () => {
+      do {
+        this.#again = false;
+        try {
+          const map = parseClusterSlots(await fetch());
+          if (!this.#closed) this.#install(map);
+          this.#fetchFailing = false;
+        } catch (e) {
+          if (!this.#fetchFailing && !this.#closed) this.#log('warn', `valkey native path: slot map not refreshed (the old one stays): ${errorMessage(e).trim()}`);
+          this.#fetchFailing = true;
+        }
+      } while (this.#again && !this.#closed);
+      this.#refreshing = null;
+    })();
+    return this.#refreshing;
+  }
+
+  /** A new map: links of nodes that left it are closed (their running jobs fail). */
+  #install(map: SlotMap): void {
+    const keep = new Set(map.nodes);
+    for (const [addr, link] of this.#links) {
+      if (keep.has(addr)) continue;
+      this.#retire(link);
+      this.#links.delete(addr);
+    }
+    this.#map = map;
+    this.#mapRefreshes++;
+  }
+
+  #retire(link: ValkeyLinkBinding): void {
+    const s = link.stats();
+    for (const k of Object.keys(this.#retired) as (keyof LinkCounters)[]) this.#retired[k] += s[k];
+    link.close();
+  }
+
+  #allLinks(): ValkeyLinkBinding[] {
+    return this.#single ? [this.#single.link] : [...this.#links.values()];
+  }
+
+  /** The server is down or hung: fail every part on every link, running or queued, now (connections reopen on the next job). */
   abort(why: string): number {
-    return this.#link.abort(why);
+    return this.#allLinks().reduce((n, l) => n + l.abort(why), 0);
   }
 
-  stats(): ReturnType<ValkeyLinkBinding['stats']> {
-    return this.#link.stats();
+  /** Counters summed over every link, open or closed. */
+  stats(): NativeStats {
+    const sum: LinkCounters = { ...this.#retired };
+    for (const link of this.#allLinks()) {
+      const s = link.stats();
+      for (const k of Object.keys(sum) as (keyof LinkCounters)[]) sum[k] += s[k];
+    }
+    return { ...sum, nodes: this.#allLinks().length, redirects: this.#redirects, mapRefreshes: this.#mapRefreshes };
   }
 
   close(): void {
-    this.#link.close();
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const link of this.#allLinks()) link.close();
+    this.#links.clear();
   }
 }
 

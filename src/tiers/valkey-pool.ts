@@ -291,6 +291,18 @@ export class ValkeyPool {
     }
   }
 
+  /**
+   * CLUSTER SLOTS from one node, strings decoded: the slot map the native
+   * data path routes by. Rejects when not up or not a cluster endpoint.
+   */
+  async clusterSlots(): Promise<unknown> {
+    const client = this.#slots[0]?.client;
+    if (this.#state !== 'up' || !(client instanceof GlideClusterClient)) {
+      throw this.#lastError ?? new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted}: no cluster connection for CLUSTER SLOTS`);
+    }
+    return client.customCommand(['CLUSTER', 'SLOTS'], { route: 'randomNode', decoder: Decoder.String });
+  }
+
   /** A batch's timeout: its bytes and those queued ahead of it, at most the ceiling. */
   #timeoutFor(slot: Slot, bytes: number): number {
     const ms = this.#o.requestTimeoutMs + ((slot.queuedBytes + bytes) * 1000) / this.#o.minBytesPerSec;

@@ -29,7 +29,7 @@ import {
   segmentRedisKey,
   type ChunkHeader,
 } from './valkey-format.js';
-import { failureOf, NativeDataPath, placeholderSums, sumOffsets, type DataPathInfo } from './valkey-native.js';
+import { NativeDataPath, placeholderSums, sumOffsets, type DataPathInfo } from './valkey-native.js';
 import { VALKEY_DEFAULTS as D, VALUE_HEADER_BYTES, requestCeilingMs, requestTimeInputs, type ValkeyTierCounters, type ValkeyTierOptions } from './valkey-options.js';
 import { ValkeyPool, type LogFn, type PoolState, type ValkeyCommand, type ValkeyReply } from './valkey-pool.js';
 import { parseValkeyUrl } from './valkey-url.js';
@@ -95,13 +95,16 @@ export class ValkeyTier implements Tier {
     if (options.onAvailability) this.#listeners.add(options.onAvailability);
     this.#partTimeoutMs = requestCeilingMs(requestTimeInputs(options));
     const connections = Math.max(1, options.connections ?? D.connections);
-    this.#nativeReady = NativeDataPath.open(endpoint, options.dataPath ?? 'auto', connections, options.connectTimeoutMs ?? D.connectTimeoutMs).then(({ path, info }) => {
+    const nativeOptions = { clusterSlots: () => this.#pool.clusterSlots(), log: this.#log };
+    this.#nativeReady = NativeDataPath.open(endpoint, options.dataPath ?? 'auto', connections, options.connectTimeoutMs ?? D.connectTimeoutMs, nativeOptions).then(({ path, info }) => {
       if (this.#closed) {
         path?.close();
         return;
       }
       this.#native = path;
       this.#dataPath = info;
+      // A cluster's slot map: now if already up, else when the pool comes up.
+      if (this.available) void path?.refresh();
       if (options.dataPath === 'native' && path === null) this.#log('warn', `valkey_data_path native unavailable: ${info.reason}; using glide`);
     });
     this.#pool = new ValkeyPool({
@@ -122,6 +125,8 @@ export class ValkeyTier implements Tier {
         this.counters.reconnects = this.#pool?.reconnects ?? 0;
         // Down (a failed PING, a lost connection): native parts running or queued fail now, as glide's do.
         if (state === 'down') this.#native?.abort(`valkey ${endpoint.redacted} is down: ${error?.message ?? 'connection lost'}`);
+        // Up again: the cluster may have changed while it was away.
+        if (state === 'up') void this.#native?.refresh(true);
         if (state === 'up' || state === 'down') {
           for (const l of this.#listeners) l(state === 'up', error);
         }
@@ -135,7 +140,7 @@ export class ValkeyTier implements Tier {
    */
   static async create(options: ValkeyTierOptions): Promise<ValkeyTier> {
     const tier = new ValkeyTier(options);
-    await Promise.all([tier.#pool.firstAttempt(), tier.#nativeReady]);
+    await tier.ready();
     const err = tier.#pool.lastError;
     if (err instanceof ValkeyAuthError) {
       await tier.close();
@@ -153,28 +158,40 @@ export class ValkeyTier implements Tier {
     return this.#pool.lastError;
   }
 
-  /** Resolves once the first connection attempt is over (up or down). */
+  /** Resolves once the first connection attempt is over (up or down), with a cluster's first slot map when up. */
   async ready(): Promise<void> {
     await Promise.all([this.#pool.firstAttempt(), this.#nativeReady]);
+    if (this.available) await this.#native?.refresh();
   }
 
   /** Which path carries the bulk bytes, and why. */
   get dataPath(): DataPathInfo {
-    return this.#dataPath;
+    return this.#native?.info ?? this.#dataPath;
   }
 
   /** Counters, the data path and its own counters, for stats and metrics. */
   stats(): Record<string, unknown> {
-    return { ...this.counters, dataPath: this.#dataPath.path, dataPathReason: this.#dataPath.reason, native: this.#native?.stats() ?? null };
+    const dp = this.dataPath;
+    return { ...this.counters, dataPath: dp.path, dataPathReason: dp.reason, native: this.#native?.stats() ?? null };
   }
 
 
-  /** A native job failed: count it; a lost connection may mean a hung server, which the PING probe tells. */
-  #nativeFailed(what: string, e: unknown): void {
-    const f = failureOf(e);
+  /**
+   * A native job failed: true when a cluster node redirected it (MOVED/ASK:
+   * not an error; the slot map is being refreshed and glide carries this
+   * chunk). Otherwise it is counted, and a lost connection may mean a hung
+   * server, which the PING probe tells.
+   */
+  #nativeFailed(native: NativeDataPath, what: string, e: unknown): boolean {
+    const f = native.failed(e);
+    if (f.redirect) {
+      this.#log('info', `${what}: ${f.message.trim()}; slot map refresh, this chunk through glide`);
+      return true;
+    }
     this.counters.errors++;
     if (this.available) this.#warnFailure(`${what}: ${f.message.trim()}`);
     if (f.code === 'KVT_VALKEY_UNAVAILABLE') void this.#pool.probe();
+    return false;
   }
 
   onAvailability(listener: (available: boolean, error?: KvtierError) => void): () => void {
@@ -246,8 +263,8 @@ export class ValkeyTier implements Tier {
         const manifest = encodeValue(header);
         const offsets = sumOffsets(manifest, n);
         if (offsets !== null) {
-          ok = await this.#writeNative(native, base, stored, manifest, offsets, n, ttl);
-          return this.#putDone(ok, stored.length);
+          const done = await this.#writeNative(native, base, stored, manifest, offsets, n, ttl);
+          if (done !== 'glide') return this.#putDone(done, stored.length);
         }
       }
       header.segs = [];
@@ -276,15 +293,21 @@ export class ValkeyTier implements Tier {
     return ok;
   }
 
-  async #writeNative(native: NativeDataPath, base: string, stored: Buffer, manifest: Buffer, offsets: Uint32Array, n: number, ttl: number | undefined): Promise<boolean> {
+  /**
+   * One native job: every segment, then the manifest. 'glide' when no
+   * cluster node is known for the chunk's slot, or the node redirected it
+   * (MOVED/ASK: no manifest was written); the caller then writes it through glide.
+   */
+  async #writeNative(native: NativeDataPath, base: string, stored: Buffer, manifest: Buffer, offsets: Uint32Array, n: number, ttl: number | undefined): Promise<boolean | 'glide'> {
     const keys = Array.from({ length: n }, (_, i) => segmentRedisKey(base, i));
     try {
       // Segments outlive their manifest by a minute, as on the glide path.
-      await native.write(keys, stored, this.#segmentBytes, ttl === undefined ? 0 : ttl + 60, base, manifest, offsets, ttl ?? 0, this.#partTimeoutMs);
+      const job = native.write(keys, stored, this.#segmentBytes, ttl === undefined ? 0 : ttl + 60, base, manifest, offsets, ttl ?? 0, this.#partTimeoutMs);
+      if (job === null) return 'glide';
+      await job;
       return true;
     } catch (e) {
-      this.#nativeFailed(`SET ${base} (${stored.length} bytes in ${n} segments)`, e);
-      return false;
+      return this.#nativeFailed(native, `SET ${base} (${stored.length} bytes in ${n} segments)`, e) ? 'glide' : false;
     }
   }
 
@@ -316,20 +339,23 @@ export class ValkeyTier implements Tier {
   }
 
   async #read(key: ChunkKey, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null> {
-    if (this.#native !== null && this.available) {
-      const r = await this.#readNative(this.#native, key, allocate);
-      if (r !== 'glide') return r;
+    // After a redirect the whole chunk goes through glide: the map is being refreshed.
+    let native = this.#native;
+    if (native !== null && this.available) {
+      const r = await this.#readNative(native, key, allocate);
+      if (r === 'redirected') native = null;
+      else if (r !== 'glide') return r;
     }
     const base = this.keyOf(key);
     // Chunks of one namespace have one size: fetch the segments the last
     // manifest of this namespace had alongside this manifest, instead of a
     // round trip later. Each is verified against the manifest that arrives.
     const guess = this.#segmentGuess.get(key.namespaceId);
-    const early = guess && this.#native === null ? Array.from({ length: guess.count }, (_, i) => this.#fetchSegment(base, i, guess.seg)) : [];
+    const early = guess && native === null ? Array.from({ length: guess.count }, (_, i) => this.#fetchSegment(base, i, guess.seg)) : [];
     // A namespace not read yet: its manifest natively too (a value over the
     // cap is an inline chunk, which glide reads, and the namespace is then
     // known to be inline). A namespace of inline chunks: glide.
-    const value = this.#native !== null && guess === undefined ? await this.#manifestNative(this.#native, base) : await this.#getValue(base);
+    const value = native !== null && guess === undefined ? await this.#manifestNative(native, base) : await this.#getValue(base);
     if (!value) {
       this.counters.misses++;
       return null;
@@ -357,9 +383,9 @@ export class ValkeyTier implements Tier {
         const direct = header.serde === 'naive' ? take(header.len) : null;
         if (header.serde === 'naive' && !direct) return this.#miss();
         const usable = guess?.seg === header.seg ? early : [];
-        const stored = this.#native !== null
-          ? await this.#segmentsNative(this.#native, base, header, direct?.buf ?? Buffer.allocUnsafe(header.len))
-          : await this.#readSegments(base, header, direct?.buf ?? Buffer.allocUnsafe(header.len), usable);
+        const joined = direct?.buf ?? Buffer.allocUnsafe(header.len);
+        let stored = native !== null ? await this.#segmentsNative(native, base, header, joined) : 'glide';
+        if (stored === 'glide') stored = await this.#readSegments(base, header, joined, usable);
         if (!stored) {
           direct?.release();
           return this.#miss();
@@ -396,10 +422,12 @@ export class ValkeyTier implements Tier {
   async #manifestNative(native: NativeDataPath, base: string): Promise<Buffer | null> {
     let res;
     try {
-      res = await native.read(base, MANIFEST_CAP, [], EMPTY, 1, this.#partTimeoutMs);
+      const job = native.read(base, MANIFEST_CAP, [], EMPTY, 1, this.#partTimeoutMs);
+      if (job === null) return this.#getValue(base);
+      res = await job;
     } catch (e) {
-      this.#nativeFailed(`GET ${base}`, e);
-      return null;
+      // Redirected (cluster): glide reads it while the slot map is refreshed.
+      return this.#nativeFailed(native, `GET ${base}`, e) ? this.#getValue(base) : null;
     }
     if (res.manifestState === 'too-long') return this.#getValue(base);
     return res.manifest;
@@ -408,9 +436,10 @@ export class ValkeyTier implements Tier {
   /**
    * One native job for a chunk whose shape is known from its namespace's
    * last manifest: the manifest and every segment, the segments straight
-   * into the slab. 'glide' when the shape is unknown or was not the guess.
+   * into the slab. 'glide' when the shape is unknown or was not the guess,
+   * or no node is known for the slot; 'redirected' after a MOVED/ASK.
    */
-  async #readNative(native: NativeDataPath, key: ChunkKey, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null | 'glide'> {
+  async #readNative(native: NativeDataPath, key: ChunkKey, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null | 'glide' | 'redirected'> {
     const guess = this.#segmentGuess.get(key.namespaceId);
     if (guess === undefined || guess.count === 0) return 'glide';
     const base = this.keyOf(key);
@@ -429,11 +458,15 @@ export class ValkeyTier implements Tier {
     const keys = Array.from({ length: guess.count }, (_, i) => segmentRedisKey(base, i));
     let res;
     try {
-      res = await native.read(base, MANIFEST_CAP, keys, dest.buf, guess.seg, this.#partTimeoutMs);
+      const job = native.read(base, MANIFEST_CAP, keys, dest.buf, guess.seg, this.#partTimeoutMs);
+      if (job === null) {
+        dest.release();
+        return 'glide';
+      }
+      res = await job;
     } catch (e) {
       dest.release();
-      this.#nativeFailed(`GET ${base}`, e);
-      return this.#miss();
+      return this.#nativeFailed(native, `GET ${base}`, e) ? 'redirected' : this.#miss();
     }
     if (res.manifestState === 'nil') {
       dest.release();
@@ -517,16 +550,20 @@ export class ValkeyTier implements Tier {
     return this.#miss();
   }
 
-  /** The segments of a manifest already read, natively into `joined`; null for a miss. */
-  async #segmentsNative(native: NativeDataPath, base: string, header: ChunkHeader, joined: Buffer): Promise<Buffer | null> {
+  /**
+   * The segments of a manifest already read, natively into `joined`; null
+   * for a miss; 'glide' when no node is known for the slot or it redirected.
+   */
+  async #segmentsNative(native: NativeDataPath, base: string, header: ChunkHeader, joined: Buffer): Promise<Buffer | null | 'glide'> {
     const n = header.segs?.length ?? 0;
     const keys = Array.from({ length: n }, (_, i) => segmentRedisKey(base, i));
     let res;
     try {
-      res = await native.read('', 0, keys, joined, header.seg ?? header.len, this.#partTimeoutMs);
+      const job = native.read('', 0, keys, joined, header.seg ?? header.len, this.#partTimeoutMs);
+      if (job === null) return 'glide';
+      res = await job;
     } catch (e) {
-      this.#nativeFailed(`GET ${base} segments`, e);
-      return null;
+      return this.#nativeFailed(native, `GET ${base} segments`, e) ? 'glide' : null;
     }
     const verdict = this.#judgeSegments(header, res.got, res.sums);
     if (verdict === 'ok') return joined;

@@ -179,8 +179,14 @@ describe('two daemons, one 3-master Valkey cluster', () => {
     await b?.stop();
   });
 
-  it('a chunk stored through A is retrieved byte-exact through B', async () => {
+  it('a chunk stored through A is retrieved byte-exact through B, both on the native data path', async () => {
     await shareAndCheck(a, b, 7);
+    for (const d of [a, b]) {
+      const detail = d.daemon.stats().remote.detail as { dataPath: string; dataPathReason: string; native: { jobs: number } };
+      expect(detail.dataPath).toBe('native');
+      expect(detail.dataPathReason).toMatch(/each of 3 cluster nodes/);
+      expect(detail.native.jobs).toBeGreaterThan(0);
+    }
   });
 });
 

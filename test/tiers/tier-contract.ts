@@ -14,6 +14,8 @@ export interface TierContractOptions {
   /** Sizes that must be exercised besides the defaults (e.g. segment edges). */
   extraSizes?: number[];
   namespaceId?: string;
+  /** Runs as the suite's last test, on the same tier (e.g. which data path carried it). */
+  finally?: (tier: Tier) => void | Promise<void>;
 }
 
 const MiB = 1 << 20;
@@ -107,5 +109,12 @@ export function runTierContract(name: string, makeTier: () => Promise<Tier>, opt
       const got = await Promise.all(items.map(({ k }) => tier.get(k)));
       got.forEach((g, i) => expect(g!.equals(items[i].v)).toBe(true));
     });
+
+    if (options.finally) {
+      const check = options.finally;
+      it('afterwards: the tier is what the suite meant to test', async () => {
+        await check(tier);
+      });
+    }
   });
 }

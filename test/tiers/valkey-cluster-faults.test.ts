@@ -1,6 +1,7 @@
 /**
  * A cluster master killed and restarted under load: the tier never throws,
- * never serves wrong bytes, and stores again once the node is back.
+ * never serves wrong bytes, and stores again once the node is back; on
+ * both data paths (native: the dead node's link fails its jobs and reconnects).
  */
 
 import { randomBytes } from 'node:crypto';
@@ -32,10 +33,10 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, timeo
   }
 }
 
-describe('valkey cluster faults', () => {
+describe.each(['native', 'glide'] as const)('valkey cluster faults (%s data path)', (dataPath) => {
   it('a master killed and restarted: misses and skips, no errors, then stores on every node', async () => {
     const tier = await ValkeyTier.create({
-      url: cluster.url, segmentBytes: 256 * 1024, log: () => undefined,
+      url: cluster.url, dataPath, segmentBytes: 256 * 1024, log: () => undefined,
       reconnectMinMs: 50, reconnectMaxMs: 500, connectTimeoutMs: 500, requestTimeoutMs: 1000,
     });
     try {
@@ -73,6 +74,15 @@ describe('valkey cluster faults', () => {
       }, 20_000);
       const back = await Promise.all(keys.map((k) => tier.get(k)));
       back.forEach((b, i) => expect(b?.toString()).toBe(keys[i].hash));
+      // And segmented chunks on every node, on the path under test.
+      const big = keys.map((k) => ({ k, v: randomBytes(300 * 1024) }));
+      await until('all segmented puts succeed', async () => (await Promise.all(big.map(({ k, v }) => tier.put(k, v)))).every(Boolean), 20_000);
+      const bigBack = await Promise.all(big.map(({ k }) => tier.get(k)));
+      bigBack.forEach((b, i) => expect(b?.equals(big[i].v)).toBe(true));
+      const native = tier.stats().native as { jobs: number; nodes: number } | null;
+      expect(tier.dataPath.path).toBe(dataPath);
+      if (dataPath === 'native') expect(native).toMatchObject({ nodes: 3 });
+      else expect(native).toBeNull();
       expect(unhandled).toEqual([]);
     } finally {
       await tier.close();

@@ -33,9 +33,26 @@ for (const dataPath of ['native', 'glide'] as const) {
   });
 }
 
-describe('valkey cluster', () => {
-  runTierContract('valkey cluster, naive', () => ValkeyTier.create({ url: cluster.url, log: quiet }));
-});
+for (const dataPath of ['native', 'glide'] as const) {
+  describe(`valkey cluster (${dataPath} data path)`, () => {
+    runTierContract(`valkey cluster, ${dataPath}, naive`, () => ValkeyTier.create({ url: cluster.url, dataPath, log: quiet }), {
+      finally: (tier) => {
+        const t = tier as ValkeyTier;
+        const native = t.stats().native as { jobs: number; nodes: number } | null;
+        expect(t.dataPath.path).toBe(dataPath);
+        if (dataPath === 'native') {
+          expect(t.dataPath.reason).toMatch(/connections to each of 3 cluster nodes/);
+          expect(native!.jobs).toBeGreaterThan(0);
+          // ~16 segmented chunks at random slots: more than one master took
+          // some (valkey-slots.test.ts routes to each of the three on purpose).
+          expect(native!.nodes).toBeGreaterThanOrEqual(2);
+        } else {
+          expect(native).toBeNull();
+        }
+      },
+    });
+  });
+}
 
 describe('valkey getInto (reads into caller slabs)', () => {
   function slabs(): { allocate: (n: number) => Slab | null; live: () => number } {
