@@ -3,9 +3,10 @@
  * between host slabs and Valkey sockets on the addon's I/O threads
  * (native/src/valkey/), one completion per chunk, no JS Buffer per segment.
  *
- *   write  JS packs the manifest with placeholder checksums; the I/O thread
- *          computes each segment's xxh64, patches it in, SETs the segments
- *          (writev from the slab) and then the manifest, on one connection.
+ *   write  JS packs the manifest with placeholder checksums; the I/O threads
+ *          compute each segment's xxh64, patch it in, SET the segments
+ *          (writev from the slab, in parts spread over the connections) and
+ *          then the manifest, once every part succeeded.
  *   read   GETs (manifest +) segments pipelined; each segment's bytes land in
  *          place in the slab and are hashed there; JS compares the sums with
  *          the manifest before anything is handed on.
