@@ -16,7 +16,7 @@
 import { Decoder, GlideClient } from '@valkey/valkey-glide';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Slab } from '../src/tiers/host-memory.js';
 import type { SerdeName } from '../src/tiers/serde.js';
 import { parseSerde } from '../src/tiers/serde.js';
@@ -81,6 +81,12 @@ export interface ValkeyThroughputRow {
    * size (-c 1) and the segment size at -c 1, 4 and 8: the server's ceiling.
    */
   best_reference: { store_gbps: number; store_what: string; retrieve_gbps: number; retrieve_what: string } | null;
+  /**
+   * LMCache's RedisConnector pattern on the same server and chunk size
+   * (bench/lmcache_redis_pattern.py: redis-py, 8 threads, a metadata and a
+   * kv_bytes key per chunk); null where redis-py is not installed.
+   */
+  lmcache_reference: { what: string; store_gbps: number; retrieve_gbps: number; misses?: number } | null;
   /** store_gbps / best_reference, retrieve_gbps / best_reference. */
   ratio: { store: number; retrieve: number } | null;
 }
@@ -127,6 +133,17 @@ export function parseBenchmarkCsv(csv: string): Map<string, number> {
     }
   }
   return out;
+}
+
+/** bench/lmcache_redis_pattern.py through Debian's Python (python3-redis); null when redis-py is missing. */
+async function lmcacheReference(url: string, size: number, n: number): Promise<ValkeyThroughputRow['lmcache_reference']> {
+  const ep = parseValkeyUrl(url);
+  if (ep.mode === 'cluster' || ep.tls || ep.password !== undefined) return null;
+  const script = fileURLToPath(new URL('../../bench/lmcache_redis_pattern.py', import.meta.url));
+  const a = ep.addresses[0];
+  const hasRedisPy = await run('/usr/bin/python3', ['-c', 'import redis'], 30_000).then(() => true, () => false);
+  if (!hasRedisPy) return null;
+  return JSON.parse(await run('/usr/bin/python3', [script, a.host, String(a.port), String(size), String(n), '8'], 300_000)) as ValkeyThroughputRow['lmcache_reference'];
 }
 
 async function reference(url: string, size: number, n: number, clients: number): Promise<ValkeyThroughputRow['reference']> {
@@ -258,6 +275,7 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
       const segRefs: NonNullable<ValkeyThroughputRow['reference']>[] = [];
       const sweeps: NonNullable<ValkeyThroughputRow['reference']>[][] = [];
       const glideRefs: NonNullable<ValkeyThroughputRow['glide_reference']>[] = [];
+      const lmcacheRefs: NonNullable<ValkeyThroughputRow['lmcache_reference']>[] = [];
       const segmented = size > segmentBytes;
       const valueBytes = Math.min(size, segmentBytes);
       for (let r = 0; r < rounds; r++) {
@@ -272,6 +290,10 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
         }
         const g = await glideReference(url, valueBytes, Math.ceil((n * size) / valueBytes), connections, Math.min(connections * bulkPerConnection, segmented ? inflight * Math.ceil(size / segmentBytes) : inflight));
         if (g) glideRefs.push(g);
+        if (!options.noReference) {
+          const l = await lmcacheReference(url, size, n);
+          if (l) lmcacheRefs.push(l);
+        }
       }
       const med = (xs: NonNullable<ValkeyThroughputRow['reference']>[]): ValkeyThroughputRow['reference'] =>
         xs.length ? { what: xs[0].what, store_gbps: median(xs.map((r) => r.store_gbps)), retrieve_gbps: median(xs.map((r) => r.retrieve_gbps)) } : null;
@@ -300,6 +322,7 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
           segment_reference: med(segRefs),
           glide_reference: med(glideRefs),
           best_reference: best,
+          lmcache_reference: med(lmcacheRefs),
           ratio: null,
         };
         if (best && best.store_gbps > 0 && best.retrieve_gbps > 0) {
