@@ -84,7 +84,9 @@ class Request:
     first_logits: Optional[torch.Tensor] = None
     last_logits: Optional[torch.Tensor] = None
     t_arrival: float = 0.0
+    t_load_start: Optional[float] = None
     t_load_done: Optional[float] = None
+    load_errors_at_recv: Optional[set[int]] = None   # load_error_blocks when finished_recving came
     t_first_token: Optional[float] = None
     computed_tokens_total: int = 0
 
@@ -293,6 +295,7 @@ class RefEngine:
                 req.external_tokens = ext
             if load_async:
                 req.status = "WAITING_FOR_REMOTE_KVS"
+                req.t_load_start = time.perf_counter()
                 skipped.append(req)
                 continue
             req.num_computed_tokens = computed
@@ -379,6 +382,7 @@ class RefEngine:
             if req is not None and req.status == "WAITING_FOR_REMOTE_KVS":
                 self.finished_recving_ids.add(rid)
                 req.t_load_done = now
+                req.load_errors_at_recv = set(req.load_error_blocks)
         for req in list(self.running):
             n = so.num_scheduled_tokens.get(req.request_id)
             if n is None:
