@@ -129,7 +129,7 @@ class Procs:
 
 
 def make_engine(sock: Optional[str], args: Any, contexts: list[int]) -> RefEngine:
-    extra = {"kvtier_timeout_s": 30.0, "kvtier_save_wait_s": 30.0}
+    extra = {"kvtier_timeout_s": 30.0}
     return RefEngine(sock, dtype=DTYPES[args.dtype], layout=args.layout, num_blocks=blocks_for(contexts),
                      extra=extra)
 
@@ -142,7 +142,7 @@ def warm_up(args: Any, sock: Optional[str] = None) -> None:
     are slow; pay for them outside the measurements. With `sock`, the warm prompt goes through
     that daemon: stored on A by the parent, loaded from Valkey through B by the child."""
     e = RefEngine(sock, dtype=DTYPES[args.dtype], layout=args.layout, num_blocks=40,
-                  extra={"kvtier_timeout_s": 30.0, "kvtier_save_wait_s": 30.0})
+                  extra={"kvtier_timeout_s": 30.0})
     try:
         e.generate("warm", prompt_for(WARM_TOKENS))
         e.drain(timeout_s=60) if sock else None

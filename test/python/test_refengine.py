@@ -13,8 +13,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
 import torch
@@ -52,7 +53,7 @@ def assert_matches(got: torch.Tensor, prompt: list[int], dtype: torch.dtype = to
 
 
 def engine(sock: str, **kw: Any) -> RefEngine:
-    extra = {"kvtier_timeout_s": 3.0, "kvtier_save_wait_s": 3.0, "kvtier_retry_interval_s": 0.2,
+    extra = {"kvtier_timeout_s": 3.0, "kvtier_retry_interval_s": 0.2,
              **kw.pop("extra", {})}
     kw.setdefault("num_blocks", 160)
     return RefEngine(sock, extra=extra, **kw)
@@ -213,7 +214,7 @@ def test_chunk_corrupted_in_valkey_is_a_miss(daemon_factory, valkey, target):
     # recomputes from token 256 on.
     if r.external_tokens == 768:
         assert len(r.load_error_blocks) == 16 and r.recomputed_from == 256
-        assert r.computed_tokens_total == (1000 - 768) + (1000 - 256)
+        assert r.computed_tokens_total == 1000 - 256     # chunks 0 loaded; 1-2 and the rest computed
     else:
         assert r.external_tokens <= 256
     assert_matches(r.first_logits, P2)
@@ -232,7 +233,7 @@ def test_daemon_killed_during_a_load_recomputes(daemon, when):
     produce(daemon.socket)
     hook = {"before_load": ("after_build_meta", lambda meta: daemon.kill()),
             "mid_load": ("after_start_load", daemon.kill)}[when]
-    b = engine(daemon.socket, extra={"kvtier_timeout_s": 2.0, "kvtier_save_wait_s": 1.0}, hooks=dict([hook]))
+    b = engine(daemon.socket, extra={"kvtier_timeout_s": 2.0}, hooks=dict([hook]))
     t0 = time.monotonic()
     try:
         r = b.generate("consumer", P2)
@@ -244,7 +245,9 @@ def test_daemon_killed_during_a_load_recomputes(daemon, when):
         assert len(r.load_error_blocks) == 48 and r.recomputed_from == 0
     if r.load_error_blocks:
         assert r.recomputed_from is not None and r.recomputed_from < 768
-        assert r.computed_tokens_total == (1000 - 768) + (1000 - r.recomputed_from)
+        # asynchronous load: nothing is computed until it ends, then everything after the first
+        # failed block
+        assert r.computed_tokens_total == 1000 - r.recomputed_from
     assert_matches(r.first_logits, P2)
 
 
@@ -347,8 +350,9 @@ def test_two_requests_load_in_one_step(daemon):
         x = b.add_request("x", P2)
         y = b.add_request("y", other)
         so = b.step()
-        assert {n.req_id for n in so.scheduled_new_reqs} == {"x", "y"}
+        assert so.scheduled_new_reqs == [], "both wait for their asynchronous loads"
         assert len(so.kv_connector_metadata.loads) == 2
+        assert {x.status, y.status} == {"WAITING_FOR_REMOTE_KVS"}
         while x.status != "FINISHED" or y.status != "FINISHED":
             b.step()
         b.drain()
@@ -407,3 +411,157 @@ def test_without_alibi_a_swap_only_reorders_a_sum(daemon):
     assert bad.external_tokens == 768
     diff = float((bad.first_logits - want).abs().max())
     assert 0 < diff < 1e-3, diff
+
+
+# -- asynchronous loads (WAITING_FOR_REMOTE_KVS) ----------------------------------------------
+
+def _pause_during_first_load(daemon: Any, seconds: Optional[float]) -> dict[str, Any]:
+    """Hooks that SIGSTOP the daemon right after the worker sent the first load's Retrieve
+    (and SIGCONT it `seconds` later, when given): the load is in flight that long."""
+    state: dict[str, Any] = {"armed": False, "paused_at": None}
+
+    def after_build_meta(meta: Any) -> None:
+        if meta.loads and state["paused_at"] is None:
+            state["armed"] = True
+
+    def after_start_load() -> None:
+        if state["armed"]:
+            state["armed"] = False
+            daemon.pause()
+            state["paused_at"] = time.perf_counter()
+            if seconds is not None:
+                threading.Timer(seconds, daemon.resume).start()
+
+    state["hooks"] = {"after_build_meta": after_build_meta, "after_start_load": after_start_load}
+    return state
+
+
+def test_load_failing_halfway_reports_its_blocks_and_recomputes(daemon_factory, valkey):
+    """Chunk 1 of 3 is corrupted in Valkey: the daemon's Retrieve loads chunks 0 and 2 and fails
+    chunk 1's checksum. Its 16 blocks come back in the same get_finished pass that reports the
+    request in finished_recving; the request is then scheduled from token 256 on."""
+    da, db = valkey_daemon(daemon_factory, valkey), valkey_daemon(daemon_factory, valkey)
+    probe = engine(da.socket)
+    fp = probe.worker._worker.client.fingerprint
+    probe.close()
+    produce(da.socket)
+    wait_written(da.socket, 3)
+    key = f"kvtier:{{{fp.namespace_id()}:{chunk_hashes(fp.root(), P1, 256)[1].hex()}}}"
+    cli = ["valkey-cli", "-p", str(valkey)]
+    size = int(subprocess.run(cli + ["strlen", key], capture_output=True, text=True).stdout)
+    subprocess.run(cli + ["setrange", key, str(size - 100), "CORRUPTED"], check=True, capture_output=True)
+    b = engine(db.socket)
+    try:
+        r = b.add_request("consumer", P2)
+        b.step()
+        assert r.status == "WAITING_FOR_REMOTE_KVS" and r.num_computed_tokens == 0
+        while r.status != "FINISHED":
+            b.step()
+        b.drain()
+    finally:
+        b.close()
+    assert r.external_tokens == 768
+    chunk1 = set(r.block_ids[16:32])
+    assert r.load_errors_at_recv == chunk1 == r.load_error_blocks, "errors no later than finished_recving"
+    assert r.recomputed_from == 256 and r.computed_tokens_total == 1000 - 256
+    assert_matches(r.first_logits, P2)
+
+
+def test_daemon_killed_while_a_load_waits_recomputes(daemon):
+    """The daemon is stopped with the Retrieve unanswered, then killed while the request waits:
+    the load fails as a whole (nothing was scattered), the request recomputes from token 0."""
+    produce(daemon.socket)
+    st = _pause_during_first_load(daemon, None)
+    b = engine(daemon.socket, hooks=st["hooks"])
+    try:
+        r = b.add_request("consumer", P2)
+        for _ in range(3):
+            b.step()
+        assert r.status == "WAITING_FOR_REMOTE_KVS", "a stopped daemon leaves the request waiting"
+        loading = set(r.block_ids)
+        daemon.kill()
+        t0 = time.monotonic()
+        while r.status != "FINISHED":
+            b.step()
+            assert time.monotonic() - t0 < 20
+    finally:
+        b.close()
+    assert r.external_tokens == 768
+    assert r.load_errors_at_recv == loading and len(loading) == 48 and r.recomputed_from == 0
+    assert r.computed_tokens_total == 1000
+    assert_matches(r.first_logits, P2)
+
+
+def test_aborted_load_keeps_its_blocks_until_the_daemon_answered(daemon):
+    """A request aborted while its Retrieve is in flight (daemon stopped): its 48 blocks stay
+    out of the free list until finished_recving, so a request that needs them waits, and its
+    KV is not overwritten by the late scatter (its decode logits equal a recompute's)."""
+    produce(daemon.socket)
+    q_prompt = [_rng.randrange(1024) for _ in range(200)]    # < one chunk: no lookup, no save
+    st = _pause_during_first_load(daemon, None)
+    b = engine(daemon.socket, num_blocks=1 + 48 + 8, hooks=st["hooks"])
+    try:
+        x = b.add_request("long", P2)
+        b.step()
+        assert x.status == "WAITING_FOR_REMOTE_KVS" and len(x.block_ids) == 48
+        loading_blocks = set(x.block_ids)
+        b.abort("long")
+        q = b.add_request("q", q_prompt, max_new_tokens=6)     # needs 13 blocks, 8 are free
+        for _ in range(3):
+            b.step()
+            assert q.status == "WAITING", "q must not get the blocks the daemon may still write"
+            assert not loading_blocks & set(b.free_blocks)
+        daemon.resume()
+        t0 = time.monotonic()
+        while q.status != "FINISHED":
+            b.step()
+            assert time.monotonic() - t0 < 20
+        assert not b.aborted_loading
+        assert set(q.block_ids) & loading_blocks, "q ran in blocks of the aborted load"
+    finally:
+        daemon.resume()
+        b.close()
+    ref = RefEngine(None, num_blocks=80)
+    try:
+        want = ref.generate("q", q_prompt, max_new_tokens=6)
+    finally:
+        ref.close()
+    assert q.output_token_ids == want.output_token_ids
+    assert torch.equal(q.last_logits, want.last_logits)
+
+
+def test_decode_steps_go_on_while_a_long_prompt_loads(daemon):
+    """Four short requests decode while a 1000-token prompt's load is held up ~2 s (daemon
+    stopped right after the Retrieve was sent). Steps during the load take about as long as
+    before it; none takes anywhere near the load's duration (a blocking load would)."""
+    produce(daemon.socket)
+    st = _pause_during_first_load(daemon, 2.0)
+    b = engine(daemon.socket, hooks=st["hooks"])
+    try:
+        shorts = [b.add_request(f"s{i}", [_rng.randrange(1024) for _ in range(100)], max_new_tokens=400)
+                  for i in range(4)]
+        for _ in range(12):
+            b.step()
+        base = [dt for _, dt, _ in b.step_times[2:]]
+        n0 = len(b.step_times)
+        long = b.add_request("long", P2)
+        while long.status != "FINISHED":
+            b.step()
+        during = [dt for t, dt, _ in b.step_times[n0 + 1:]
+                  if long.t_load_done is not None and t + dt <= long.t_load_done]
+        for r in shorts:
+            b.abort(r.request_id)
+    finally:
+        daemon.resume()
+        b.close()
+    load_s = long.t_load_done - long.t_load_start
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    print(f"\nload {load_s * 1000:.0f} ms; decode steps before: median {med(base) * 1000:.1f} ms, "
+          f"max {max(base) * 1000:.1f} ms ({len(base)}); during the load: median {med(during) * 1000:.1f} ms, "
+          f"max {max(during) * 1000:.1f} ms ({len(during)} steps)")
+    assert load_s >= 1.9, "the daemon was stopped for 2 s"
+    assert len(during) >= 3, "the batch must keep stepping while the load is in flight"
+    assert max(during) < load_s / 3, "a step waited for the load"
+    assert all(len(r.output_token_ids) > 12 + len(during) // 2 for r in shorts)
+    assert long.load_error_blocks == set()
+    assert_matches(long.first_logits, P2)

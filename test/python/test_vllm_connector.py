@@ -218,8 +218,8 @@ def test_daemon_killed_during_load_never_leaves_wrong_kv(daemon, alloc):
 def test_hung_daemon_costs_a_bounded_wait_and_reports_failed_loads(daemon, alloc):
     import time
 
-    a = MiniEngine(daemon.socket, alloc, "A", extra={"kvtier_timeout_s": 0.5, "kvtier_save_wait_s": 0.5})
-    b = MiniEngine(daemon.socket, alloc, "B", extra={"kvtier_timeout_s": 0.5, "kvtier_save_wait_s": 0.5})
+    a = MiniEngine(daemon.socket, alloc, "A", extra={"kvtier_timeout_s": 0.5})
+    b = MiniEngine(daemon.socket, alloc, "B", extra={"kvtier_timeout_s": 0.5})
     try:
         a.run(req("r1", PREFIX + [5] * 100))
         r2 = req("r2", PREFIX + [6] * 50)

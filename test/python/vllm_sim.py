@@ -2,7 +2,11 @@
 drives KVTierConnector in vLLM's call order (v1 Scheduler + model runner mixin):
 
   scheduler: get_num_new_matched_tokens → (allocate) update_state_after_alloc
-             → build_connector_meta;  request_finished when the request ends
+             → build_connector_meta;  request_finished when the request ends.
+             A hit is an asynchronous load: steps without the request until
+             get_finished reports it in finished_recving, then the second
+             update_state_after_alloc (0 external tokens) and its prefill from the
+             first failed block (or the end of the load)
   worker:    bind_connector_metadata → start_load_kv → per layer
              wait_for_layer_load / (attention) / save_kv_layer → wait_for_save
              → get_finished(finished_req_ids) → get_block_ids_with_load_errors
@@ -15,6 +19,7 @@ byte for byte with what the engine would have computed.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -35,7 +40,7 @@ NUM_BLOCKS = 200
 
 def vllm_config(socket: str, *, model: str = "test/llama", dtype: Any = torch.float16, tp_size: int = 1,
                 extra: Optional[dict] = None, role: str = "kv_both") -> Any:
-    ex = {"kvtier_socket": socket, "kvtier_timeout_s": 3.0, "kvtier_save_wait_s": 3.0,
+    ex = {"kvtier_socket": socket, "kvtier_timeout_s": 3.0,
           "kvtier_retry_interval_s": 0.2, **(extra or {})}
     return SimpleNamespace(
         model_config=SimpleNamespace(model=model, dtype=dtype, use_mla=False),
@@ -98,39 +103,65 @@ class MiniEngine:
     # -- one prefill request, start to finish ---------------------------------------
 
     def run(self, req: Request, *, before_worker: Any = None, after_start_load: Any = None) -> StepResult:
+        rid = req.request_id
         ext, load_async = self.scheduler.get_num_new_matched_tokens(req, 0)
-        assert load_async is False
+        assert load_async == (ext > 0), "a hit is loaded asynchronously, a miss is not"
         n = len(req.prompt_token_ids)
         assert ext < n, "the connector must leave at least one token to compute"
         table = [self.free.pop(0) for _ in range(-(-n // BLOCK))]
         self.scheduler.update_state_after_alloc(req, KVCacheBlocks(table), ext)
-        so = SchedulerOutput([NewRequestData(req.request_id, req.prompt_token_ids, (table,), 0)],
-                             CachedRequestData(), {req.request_id: n - ext}, set(self.finished))
-        self.finished.clear()
-        so.kv_connector_metadata = self.scheduler.build_connector_meta(so)
+        errors: set[int] = set()
+        sending: set[str] = set()
+        start = ext
+        if load_async:
+            so = self._output([], {})
+            if before_worker is not None:
+                before_worker()
+            e, s, recving = self._worker_step(so, compute=None, after_start_load=after_start_load)
+            errors, sending = errors | e, sending | s
+            deadline = time.monotonic() + 30
+            while rid not in recving:
+                assert time.monotonic() < deadline, "the load was never reported in finished_recving"
+                time.sleep(0.005)
+                e, s, recving = self._worker_step(self._output([], {}), compute=None)
+                errors, sending = errors | e, sending | s
+            bad = [i for i, b in enumerate(table[:-(-ext // BLOCK)]) if b in errors]
+            start = bad[0] * BLOCK if bad else ext
+            self.scheduler.update_state_after_alloc(req, KVCacheBlocks(table), 0)
+            before_worker = after_start_load = None
+        so = self._output([NewRequestData(rid, req.prompt_token_ids, (table,), start)], {rid: n - start})
         if before_worker is not None:
             before_worker()
-        errors, sending = self._worker_step(so, compute=(req, table, ext), after_start_load=after_start_load)
+        e, s, _ = self._worker_step(so, compute=(req, table, start), after_start_load=after_start_load)
+        errors, sending = errors | e, sending | s
         req.num_computed_tokens = n
         hold, _ = self.scheduler.request_finished(req, (table,))
-        self.finished.add(req.request_id)
+        self.finished.add(rid)
         if hold:
-            self.held[req.request_id] = table
+            self.held[rid] = table
         else:
             self.free.extend(table)
         sending |= self.idle_step()
-        return StepResult(ext, ext, errors, sending, table)
+        deadline = time.monotonic() + 30
+        while rid in self.held and time.monotonic() < deadline:   # polled, never waited for
+            time.sleep(0.005)
+            sending |= self.idle_step()
+        return StepResult(ext, start, errors, sending, table)
+
+    def _output(self, new: list[NewRequestData], num: dict[str, int]) -> SchedulerOutput:
+        so = SchedulerOutput(new, CachedRequestData(), num, set(self.finished),
+                             total_num_scheduled_tokens=sum(num.values()))
+        self.finished.clear()
+        so.kv_connector_metadata = self.scheduler.build_connector_meta(so)
+        return so
 
     def idle_step(self) -> set[str]:
         """A step with nothing to compute (vLLM's kv_connector_no_forward)."""
-        so = SchedulerOutput([], CachedRequestData(), {}, set(self.finished))
-        self.finished.clear()
-        so.kv_connector_metadata = self.scheduler.build_connector_meta(so)
-        _, sending = self._worker_step(so, compute=None)
+        _, sending, _ = self._worker_step(self._output([], {}), compute=None)
         return sending
 
     def _worker_step(self, so: SchedulerOutput, compute: Any,
-                     after_start_load: Any = None) -> tuple[set[int], set[str]]:
+                     after_start_load: Any = None) -> tuple[set[int], set[str], set[str]]:
         w = self.worker
         w.bind_connector_metadata(so.kv_connector_metadata)
         w.start_load_kv(self.forward_context)
@@ -144,12 +175,13 @@ class MiniEngine:
                 w.save_kv_layer(name, self.kv[name], None)
             w.wait_for_save()
         done_sending, done_recving = w.get_finished(so.finished_req_ids)
-        assert done_recving is None
         errors = w.get_block_ids_with_load_errors()
         w.clear_connector_metadata()
+        self.scheduler.update_connector_output(SimpleNamespace(
+            finished_sending=done_sending, finished_recving=done_recving, invalid_block_ids=errors))
         for req_id in done_sending or ():
             self.free.extend(self.held.pop(req_id))
-        return errors, set(done_sending or ())
+        return errors, set(done_sending or ()), set(done_recving or ())
 
     def _attention(self, layer: int, name: str, tokens: list[int], table: list[int], start: int) -> None:
         t = self.kv[name]

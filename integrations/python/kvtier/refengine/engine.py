@@ -5,23 +5,35 @@ Scheduler half (as vllm/v1/core/sched/scheduler.py does it, reduced):
     schedule():
       running requests first (decode, or the rest of a chunked prefill)
       then waiting requests, in arrival order:
-        ext, async = connector.get_num_new_matched_tokens(req, local_hit=0)
-        allocate blocks for ext + the tokens scheduled now
-        connector.update_state_after_alloc(req, blocks, ext)
-        req.num_computed_tokens = ext
+        WAITING_FOR_REMOTE_KVS and not in finished_recving: skipped, stays waiting
+          (the batch goes on without it); in finished_recving: its loaded blocks
+          count as computed (len(blocks) * block_size, never the last token) or,
+          after a failed load, num_computed_tokens as truncated below; → WAITING
+        num_computed_tokens == 0: ext, async = get_num_new_matched_tokens(req, 0)
+        async: allocate blocks for the ext tokens only, update_state_after_alloc(req,
+          blocks, ext), → WAITING_FOR_REMOTE_KVS, nothing scheduled for it this step
+        else: allocate for the tokens scheduled now, update_state_after_alloc(req,
+          blocks, ext) (the second call, ext = 0, for a request whose load finished)
+        not enough free blocks: stop scheduling waiting requests (no preemption)
       SchedulerOutput(new reqs, cached reqs, tokens per req, finished_req_ids)
       meta = connector.build_connector_meta(scheduler_output)
 
     update_from_output():
-      invalid blocks (get_block_ids_with_load_errors): the request rewinds to its
-        first failed block, the token sampled this step is discarded, and the
-        next step recomputes from there (vLLM's "recompute" policy)
+      invalid blocks (get_block_ids_with_load_errors): a waiting async request is
+        truncated to its first failed block (recomputed once it is scheduled); a
+        running request rewinds to it, the token sampled this step is discarded,
+        and the next step recomputes from there (vLLM's "recompute" policy)
+      finished_recving: a waiting request becomes ready; an aborted one frees its blocks
       sample (greedy), finish at max_new_tokens:
         connector.request_finished(req, block_ids) → True: the blocks are held
         until a worker's get_finished reports the request in finished_sending
       finished_sending → free the held blocks
       connector.update_connector_output(KVConnectorOutput(finished_sending,
         finished_recving, invalid_block_ids))
+
+    abort(req_id): like finish_requests(FINISHED_ABORTED). A request aborted while
+      WAITING_FOR_REMOTE_KVS keeps its blocks until finished_recving reports it (as
+      vLLM's finish_requests delays freeing them): the daemon may still write them.
 
 Worker half (as the model runner's KV connector mixin does it):
 
@@ -32,10 +44,6 @@ Worker half (as the model runner's KV connector mixin does it):
     get_block_ids_with_load_errors(); clear_connector_metadata()
     (a step with nothing to compute runs the same calls without the forward,
      like vLLM's kv_connector_no_forward)
-
-KVTierConnector only loads synchronously (get_num_new_matched_tokens returns
-(n, False)), so the WAITING_FOR_REMOTE_KVS path is not implemented here: the
-engine raises if a connector asks for an asynchronous load.
 
 One engine is one scheduler connector plus one worker connector (TP=1) in the
 same process, which is what vLLM's uniprocess executor does.
@@ -74,7 +82,11 @@ class Request:
     load_error_blocks: set[int] = field(default_factory=set)
     recomputed_from: Optional[int] = None
     first_logits: Optional[torch.Tensor] = None
+    last_logits: Optional[torch.Tensor] = None
     t_arrival: float = 0.0
+    t_load_start: Optional[float] = None
+    t_load_done: Optional[float] = None
+    load_errors_at_recv: Optional[set[int]] = None   # load_error_blocks when finished_recving came
     t_first_token: Optional[float] = None
     computed_tokens_total: int = 0
 
@@ -132,6 +144,10 @@ class RefEngine:
         self.running: list[Request] = []
         self.finished: dict[str, Request] = {}
         self.held: dict[str, list[int]] = {}             # finished, blocks kept for an async save
+        self.aborted_loading: dict[str, Request] = {}    # aborted mid-load, blocks kept until recv'd
+        self.finished_recving_ids: set[str] = set()
+        self.failed_recving_ids: set[str] = set()
+        self.step_times: list[tuple[float, float, int]] = []   # (start, seconds, tokens computed)
         self._finished_ids: set[str] = set()              # for the next SchedulerOutput
         self.steps = 0
         self.scheduler = self.worker = None
@@ -163,16 +179,39 @@ class RefEngine:
             self.step()
         return req
 
+    def abort(self, req_id: str) -> Request:
+        """vLLM's finish_requests(FINISHED_ABORTED) for one request (waiting or running)."""
+        req = next(r for r in self.waiting + self.running if r.request_id == req_id)
+        (self.running if req in self.running else self.waiting).remove(req)
+        loading = req.status == "WAITING_FOR_REMOTE_KVS" and req_id not in self.finished_recving_ids
+        self.finished_recving_ids.discard(req_id)
+        self.failed_recving_ids.discard(req_id)
+        req.status = "FINISHED_ABORTED"
+        self.finished[req_id] = req
+        self._finished_ids.add(req_id)
+        hold = False
+        if self.scheduler is not None:
+            hold, _ = self.scheduler.request_finished(req, (list(req.block_ids),))
+        assert not (hold and loading), "a save of a request whose load is in flight"
+        if loading:
+            self.aborted_loading[req_id] = req
+        elif hold:
+            self.held[req_id] = list(req.block_ids)
+        else:
+            self.free_blocks.extend(req.block_ids)
+        return req
+
     def drain(self, timeout_s: float = 30.0) -> None:
         """Idle steps until every held block is back (saves acknowledged)."""
         deadline = time.monotonic() + timeout_s
         self.step()
-        while (self.held or self._finished_ids) and time.monotonic() < deadline:
+        while (self.held or self.aborted_loading or self._finished_ids) and time.monotonic() < deadline:
             self.step()
-            if self.held:
+            if self.held or self.aborted_loading:
                 time.sleep(0.01)
-        if self.held:
-            raise TimeoutError(f"saves of {sorted(self.held)} not acknowledged in {timeout_s} s")
+        if self.held or self.aborted_loading:
+            raise TimeoutError(f"transfers of {sorted(self.held) + sorted(self.aborted_loading)} "
+                               f"not acknowledged in {timeout_s} s")
 
     def close(self) -> None:
         if self.worker is not None:
@@ -188,22 +227,29 @@ class RefEngine:
     # -- one step -------------------------------------------------------------------------
 
     def step(self) -> SchedulerOutput:
+        t0 = time.perf_counter()
         so = self._schedule()
         if self.scheduler is not None:
             so.kv_connector_metadata = self.scheduler.build_connector_meta(so)
             if "after_build_meta" in self.hooks:
                 self.hooks["after_build_meta"](so.kv_connector_metadata)
-        logits, sending, invalid = self._execute(so)
-        self._update_from_output(so, logits, sending, invalid)
+        logits, sending, recving, invalid = self._execute(so)
+        self._update_from_output(so, logits, sending, recving, invalid)
         self.steps += 1
+        self.step_times.append((t0, time.perf_counter() - t0, so.total_num_scheduled_tokens))
+        if not so.total_num_scheduled_tokens:
+            time.sleep(0.001)   # only loads or saves in flight: do not spin
         return so
 
+    def _blocks_needed(self, req: Request, upto_tokens: int) -> int:
+        return max(-(-upto_tokens // BLOCK_SIZE) - len(req.block_ids), 0)
+
     def _alloc(self, req: Request, upto_tokens: int) -> list[int]:
-        need = -(-upto_tokens // BLOCK_SIZE) - len(req.block_ids)
+        need = self._blocks_needed(req, upto_tokens)
         if need > len(self.free_blocks):
             raise RuntimeError(f"out of KV blocks ({need} needed, {len(self.free_blocks)} free); "
                                "this engine does not preempt: give it more num_blocks")
-        new = [self.free_blocks.pop(0) for _ in range(max(need, 0))]
+        new = [self.free_blocks.pop(0) for _ in range(need)]
         req.block_ids.extend(new)
         return new
 
@@ -222,22 +268,36 @@ class RefEngine:
             cached.num_computed_tokens.append(req.num_computed_tokens)
             num[req.request_id] = n
             budget -= n
+        skipped: list[Request] = []
         while self.waiting and budget > 0:
-            req = self.waiting[0]
-            local = 0                                       # no local prefix cache in this engine
-            ext = 0
-            if self.scheduler is not None:
-                ext, load_async = self.scheduler.get_num_new_matched_tokens(req, local)
-                if load_async:
-                    raise NotImplementedError("asynchronous KV loads: KVTierConnector never asks for them")
-                assert local + ext < req.num_tokens, "the connector claimed the last prompt token"
-            computed = local + ext
-            n = min(req.num_tokens - computed, budget)
+            req = self.waiting.pop(0)
+            if req.status == "WAITING_FOR_REMOTE_KVS" and not self._remote_kvs_ready(req):
+                skipped.append(req)
+                continue
+            ext, load_async = 0, False
+            if req.num_computed_tokens == 0:
+                local = 0                                   # no local prefix cache in this engine
+                if self.scheduler is not None:
+                    ext, load_async = self.scheduler.get_num_new_matched_tokens(req, local)
+                    assert local + ext < req.num_tokens, "the connector claimed the last prompt token"
+                    assert ext or not load_async, "async must be False when nothing is matched"
+                computed = local + ext
+            else:                                           # after an asynchronous load
+                computed = req.num_computed_tokens
+            n = 0 if load_async else min(req.num_tokens - computed, budget)
+            if self._blocks_needed(req, computed + n) > len(self.free_blocks):
+                self.waiting.insert(0, req)                 # vLLM: allocate_slots is None, stop here
+                break
             self._alloc(req, computed + n)
             if self.scheduler is not None:
                 self.scheduler.update_state_after_alloc(req, KVCacheBlocks(req.block_ids), ext)
-            self.waiting.pop(0)
-            req.external_tokens = ext
+            if ext:
+                req.external_tokens = ext
+            if load_async:
+                req.status = "WAITING_FOR_REMOTE_KVS"
+                req.t_load_start = time.perf_counter()
+                skipped.append(req)
+                continue
             req.num_computed_tokens = computed
             req.status = "RUNNING"
             self.running.append(req)
@@ -245,10 +305,28 @@ class RefEngine:
                                            computed))
             num[req.request_id] = n
             budget -= n
+        self.waiting[:0] = skipped
         finished, self._finished_ids = self._finished_ids, set()
         return SchedulerOutput(new_reqs, cached, num, finished, total_num_scheduled_tokens=sum(num.values()))
 
-    def _execute(self, so: SchedulerOutput) -> tuple[dict[str, torch.Tensor], set[str], set[int]]:
+    def _remote_kvs_ready(self, req: Request) -> bool:
+        """vLLM's _update_waiting_for_remote_kv: True (and status WAITING) once the load ended."""
+        rid = req.request_id
+        if rid not in self.finished_recving_ids:
+            return False
+        self.finished_recving_ids.discard(rid)
+        if rid in self.failed_recving_ids:                  # truncated in _update_from_output
+            self.failed_recving_ids.discard(rid)
+            if req.num_computed_tokens == 0:                # nothing valid: free, look up again
+                self.free_blocks.extend(req.block_ids)
+                req.block_ids = []
+        else:
+            computed = min(len(req.block_ids) * BLOCK_SIZE, req.num_tokens)
+            req.num_computed_tokens = computed - 1 if computed == req.num_tokens else computed
+        req.status = "WAITING"
+        return True
+
+    def _execute(self, so: SchedulerOutput) -> tuple[dict[str, torch.Tensor], set[str], set[str], set[int]]:
         """The worker: connector calls around the forward pass."""
         w = self.worker
         if w is not None:
@@ -278,19 +356,33 @@ class RefEngine:
                     if seg.end == by_id[rid].num_tokens:
                         logits[rid] = self.model.logits(seg)
         sending: set[str] = set()
+        recving: set[str] = set()
         invalid: set[int] = set()
         if w is not None:
             w.wait_for_save()
             done_sending, done_recving = w.get_finished(so.finished_req_ids)
-            assert not done_recving, "no asynchronous loads were requested"
             sending = set(done_sending or ())
+            recving = set(done_recving or ())
             invalid = set(w.get_block_ids_with_load_errors())
             w.clear_connector_metadata()
-        return logits, sending, invalid
+        return logits, sending, recving, invalid
 
     def _update_from_output(self, so: SchedulerOutput, logits: dict[str, torch.Tensor], sending: set[str],
-                            invalid: set[int]) -> None:
+                            recving: set[str], invalid: set[int]) -> None:
         now = time.perf_counter()
+        for req in self.waiting:
+            if req.status == "WAITING_FOR_REMOTE_KVS" and invalid:
+                self._truncate_async_load(req, invalid)
+        for rid in recving:
+            aborted = self.aborted_loading.pop(rid, None)
+            if aborted is not None:
+                self.free_blocks.extend(aborted.block_ids)   # the daemon answered: no more writes
+                continue
+            req = next((r for r in self.waiting if r.request_id == rid), None)
+            if req is not None and req.status == "WAITING_FOR_REMOTE_KVS":
+                self.finished_recving_ids.add(rid)
+                req.t_load_done = now
+                req.load_errors_at_recv = set(req.load_error_blocks)
         for req in list(self.running):
             n = so.num_scheduled_tokens.get(req.request_id)
             if n is None:
@@ -314,6 +406,7 @@ class RefEngine:
             if req.first_logits is None:
                 req.first_logits = lg
                 req.t_first_token = now
+            req.last_logits = lg
             req.output_token_ids.append(int(torch.argmax(lg)))
             if len(req.output_token_ids) >= req.max_new_tokens:
                 self._finish(req)
@@ -323,7 +416,21 @@ class RefEngine:
                 self.free_blocks.extend(blocks)
         if self.scheduler is not None:
             self.scheduler.update_connector_output(SimpleNamespace(
-                finished_sending=sending or None, finished_recving=None, invalid_block_ids=invalid))
+                finished_sending=sending or None, finished_recving=recving or None, invalid_block_ids=invalid))
+
+    def _truncate_async_load(self, req: Request, invalid: set[int]) -> None:
+        """vLLM's _update_requests_with_invalid_blocks for a request still loading."""
+        rid = req.request_id
+        tokens = req.num_computed_tokens if rid in self.failed_recving_ids else len(req.block_ids) * BLOCK_SIZE
+        ids = req.block_ids[:-(-tokens // BLOCK_SIZE)]
+        bad = [i for i, b in enumerate(ids) if b in invalid]
+        if not bad:
+            return
+        req.load_error_blocks |= {ids[i] for i in bad}
+        first = bad[0] * BLOCK_SIZE
+        req.recomputed_from = first if req.recomputed_from is None else min(req.recomputed_from, first)
+        req.num_computed_tokens = min(first, tokens)
+        self.failed_recving_ids.add(rid)
 
     def _finish(self, req: Request) -> None:
         self.running.remove(req)

@@ -1,15 +1,22 @@
 """Scheduler half of KVTierConnector: Lookup, lease, hand block ids to workers.
 
     get_num_new_matched_tokens ──Lookup (one per tp/pp rank namespace)──▶ kvtierd
-        keeps the leases; claims min(hit, prompt_len - 1) tokens, sync load
-    update_state_after_alloc    marks the request to load
-    build_connector_meta        LoadSpec(leases, chunks → block table) + SaveSpecs;
-                                releases leases of lookups that were not scheduled
-    update_connector_output     invalid_block_ids (failed loads, recomputed by vLLM): those
-                                chunks no longer count as cached for request_finished
+        keeps the leases; claims min(hit, prompt_len - 1) tokens beyond the local hit and
+        returns (n, True): the load is asynchronous (WAITING_FOR_REMOTE_KVS)
+    update_state_after_alloc    num_external_tokens > 0: a LoadSpec from the blocks just
+                                allocated for them; 0 (the second call after the load, or
+                                no load): nothing, the lookup's leases are released
+    build_connector_meta        this step's LoadSpecs + SaveSpecs; releases leases of
+                                lookups that were not allocated
+    update_connector_output     finished_recving ends a load; invalid_block_ids (failed
+                                loads, recomputed): those chunks no longer count as cached
+                                for request_finished, and the request is not offered again
     request_finished            SaveSpec for the request's full chunks; returns True
                                 so vLLM holds the blocks until workers report
-                                StoreCopied through get_finished
+                                StoreCopied through get_finished. A request aborted while
+                                its load is in flight returns False: vLLM itself keeps a
+                                WAITING_FOR_REMOTE_KVS request's blocks until the worker
+                                reports it in finished_recving (the daemon has answered)
 
 Never raises into vLLM: an unreachable daemon is a miss (warned once).
 Requests with a cache_salt, multimodal inputs, a LoRA adapter or prompt
@@ -61,7 +68,9 @@ class SchedulerSide:
                     timeout=settings.timeout_s, connect_timeout=min(settings.timeout_s, 1.0))
         self.health = Health(f"kvtierd at {settings.socket}", log, settings.retry_interval_s)
         self._lookups: dict[str, _Lookup] = {}
-        self._to_load: dict[str, _Lookup] = {}
+        self._to_load: list[LoadSpec] = []
+        self._loading: set[str] = set()            # LoadSpec sent, finished_recving not seen
+        self._load_failed: set[str] = set()        # a load failed: never offered again
         self._saves: list[SaveSpec] = []
         self._loaded_chunks: dict[str, int] = {}
         self._load_blocks: dict[str, tuple[int, list[int]]] = {}   # req -> (first chunk, block ids) loaded
@@ -71,7 +80,8 @@ class SchedulerSide:
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
-        if not self.s.load or not self.health.ready() or _bypass(request):
+        if (not self.s.load or req_id in self._loading or req_id in self._load_failed
+                or not self.health.ready() or _bypass(request)):
             return 0, False
         tokens = list(request.prompt_token_ids or [])
         if len(tokens) <= self.s.chunk_size:
@@ -97,41 +107,24 @@ class SchedulerSide:
             self._release(_Lookup(0, 0, leases))
             return 0, False
         self._lookups[req_id] = _Lookup(hit_chunks or 0, usable, leases, num_computed_tokens)
-        return usable - num_computed_tokens, False
+        return usable - num_computed_tokens, True
 
     def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
+        """Decides from num_external_tokens alone (base.py): blocks may be non-empty when it is 0,
+        and an async request gets a second call with 0 once its load is done."""
         req_id = request.request_id
         lk = self._lookups.pop(req_id, None)
         if lk is None or num_external_tokens <= 0:
             self._release(lk)
             return
         lk.local_tokens = lk.usable_tokens - num_external_tokens
-        self._to_load[req_id] = lk
+        self._add_load(req_id, lk, block_group0(_block_ids(blocks)))
 
     def build_connector_meta(self, scheduler_output: Any) -> KVTierConnectorMetadata:
         meta = KVTierConnectorMetadata()
-        for req in getattr(scheduler_output, "scheduled_new_reqs", None) or []:
-            lk = self._to_load.pop(req.req_id, None)
-            if lk is not None:
-                self._add_load(meta, req.req_id, lk, block_group0(req.block_ids))
-        cached = getattr(scheduler_output, "scheduled_cached_reqs", None)
-        if cached is not None and self._to_load:
-            for i, req_id in enumerate(getattr(cached, "req_ids", []) or []):
-                lk = self._to_load.pop(req_id, None)
-                if lk is None:
-                    continue
-                new_blocks = cached.new_block_ids[i] if getattr(cached, "new_block_ids", None) else None
-                if _resumed(cached, i, req_id) and new_blocks is not None:
-                    self._add_load(meta, req_id, lk, block_group0(new_blocks))
-                else:
-                    log.error("kvtier: request %s was promised %d external tokens but has no full block "
-                              "table in this step; not loading", req_id, lk.usable_tokens)
-                    self._release(lk)
-        for req_id, lk in list(self._to_load.items()):
-            log.error("kvtier: request %s was allocated for loading but not scheduled", req_id)
-            self._release(lk)
-        self._to_load.clear()
-        for lk in self._lookups.values():  # looked up, not scheduled: the next call looks up again
+        meta.loads, self._to_load = self._to_load, []
+        self._loading.update(ld.req_id for ld in meta.loads)
+        for lk in self._lookups.values():  # looked up, not allocated: the next call looks up again
             self._release(lk)
         self._lookups.clear()
         meta.saves, self._saves = self._saves, []
@@ -142,19 +135,24 @@ class SchedulerSide:
         and request_finished must then save those chunks again instead of skipping them as
         already cached (a chunk that failed verification was dropped by the daemon)."""
         invalid = set(getattr(connector_output, "invalid_block_ids", None) or ())
-        if not invalid:
-            return
         B = self.s.blocks_per_chunk
-        for req_id, (first, ids) in list(self._load_blocks.items()):
+        for req_id, (first, ids) in list(self._load_blocks.items()) if invalid else ():
             bad = [j for j, b in enumerate(ids) if b != NO_BLOCK and b in invalid]
             if bad:
                 self._loaded_chunks[req_id] = min(self._loaded_chunks.get(req_id, 0), first + bad[0] // B)
+                self._load_failed.add(req_id)
+        self._loading.difference_update(getattr(connector_output, "finished_recving", None) or ())
 
     def request_finished(self, request: Any, block_ids: Any) -> tuple[bool, Optional[dict[str, Any]]]:
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
         loaded = self._loaded_chunks.pop(req_id, 0)
         self._load_blocks.pop(req_id, None)
+        self._load_failed.discard(req_id)
+        if req_id in self._loading:   # aborted while loading: nothing computed to save
+            self._loading.discard(req_id)
+            self._to_load = [ld for ld in self._to_load if ld.req_id != req_id]
+            return False, None
         if not self.s.save or not self.health.ready() or _bypass(request):
             return False, None
         blocks = block_group0(block_ids)
@@ -169,14 +167,14 @@ class SchedulerSide:
         return True, None
 
     def shutdown(self) -> None:
-        for lk in list(self._lookups.values()) + list(self._to_load.values()):
+        for lk in self._lookups.values():
             self._release(lk)
         for c in self.clients.values():
             c.close()
 
     # -- helpers --------------------------------------------------------------
 
-    def _add_load(self, meta: KVTierConnectorMetadata, req_id: str, lk: _Lookup, table: list[int]) -> None:
+    def _add_load(self, req_id: str, lk: _Lookup, table: list[int]) -> None:
         cs, bs, B = self.s.chunk_size, self.s.block_size, self.s.blocks_per_chunk
         first = lk.local_tokens // cs
         num = lk.hit_chunks - first
@@ -187,7 +185,7 @@ class SchedulerSide:
         ids: list[int] = []
         for b in range(first * B, (first + num) * B):
             ids.append(NO_BLOCK if b < local_blocks or b >= len(table) else table[b])
-        meta.loads.append(LoadSpec(req_id, dict(lk.leases), first, num, ids))
+        self._to_load.append(LoadSpec(req_id, dict(lk.leases), first, num, ids))
         self._loaded_chunks[req_id] = lk.hit_chunks
         self._load_blocks[req_id] = (first, ids)
 
@@ -214,9 +212,8 @@ def _bypass(request: Any) -> bool:
                 or getattr(request, "prompt_embeds", None) is not None)
 
 
-def _resumed(cached: Any, i: int, req_id: str) -> bool:
-    ids = getattr(cached, "resumed_req_ids", None)
-    if ids is not None:
-        return req_id in ids
-    flags = getattr(cached, "resumed_from_preemption", None)
-    return bool(flags[i]) if flags is not None else False
+
+def _block_ids(blocks: Any) -> Any:
+    """Block ids of vLLM's KVCacheBlocks (get_block_ids()), or a plain list/tuple form."""
+    get = getattr(blocks, "get_block_ids", None)
+    return get() if get is not None else blocks

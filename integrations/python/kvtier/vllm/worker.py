@@ -3,13 +3,23 @@
     register_kv_caches   regions + planes derived from the tensors → RegisterKv
                          (refused: inline mode, the worker copies chunk bytes itself)
     start_load_kv        sends every Store (SaveSpec) and Retrieve (LoadSpec) of the
-                         step, pipelined on one connection
-    wait_for_layer_load  first call waits for all of the step's Retrieves: the daemon
-                         scatters every layer of a chunk in one batch
-    get_finished         reports saves whose StoreCopied arrived (blocks reusable)
+                         step, pipelined on one connection; returns at once
+    wait_for_layer_load  nothing: loads are asynchronous, their requests are not in
+                         the batch until get_finished reports them
+    get_finished         polls, never waits: saves whose StoreCopied arrived (blocks
+                         reusable) in finished_sending; loads the daemon answered in
+                         finished_recving, their failed blocks returned by the
+                         get_block_ids_with_load_errors call of the same pass
     get_block_ids_with_load_errors   blocks of failed/unanswered Retrieves: vLLM
                          recomputes them
 
+    step N   start_load_kv ─Retrieve─▶ kvtierd ─┐ scatters into the blocks
+    step N+k get_finished: RetrieveDone arrived? ◀┘ yes: finished_recving (+ errors)
+
+Inline mode (no shared memory) gathers saves and scatters loads on one copy
+thread, so the step loop never copies chunk bytes either. A load unanswered
+after kvtier_timeout_s is failed and the connection dropped, which makes the
+daemon unmap this worker's regions instead of writing into reused blocks.
 Failures never raise into vLLM: a failed load is reported as failed blocks, a
 failed save is reported finished (its blocks freed) and logged.
 """
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -37,15 +48,17 @@ log = logging.getLogger("kvtier.vllm")
 class _Load:
     spec: LoadSpec
     lease: int
-    pending: Optional[Pending]
+    pending: Optional[Pending]        # None: failed before it was sent
     inline: bool
+    issued: float
+    scatter: Optional[Future] = None  # inline: the copy thread's scatter of the answer
 
 
 @dataclass
 class _Save:
     spec: SaveSpec
-    pending: Optional[Pending]
-    waited: bool = False              # get_finished waits once, then only polls
+    pending: Optional[Pending]        # block form: StoreCopied frees the blocks
+    gather: Optional[Future] = None   # inline: done once the bytes are copied out
 
 
 class WorkerSide:
@@ -58,8 +71,9 @@ class WorkerSide:
         self.layout: Optional[KvLayout] = None
         self.codec: Optional[ChunkCodec] = None
         self.mode = "off"            # "blocks" | "inline" | "off"
-        self._loads: list[_Load] = []
+        self._loads: dict[str, _Load] = {}
         self._saves: dict[str, _Save] = {}
+        self._copier: Optional[ThreadPoolExecutor] = None
         self._finished_seen: set[str] = set()
         self._load_errors: set[int] = set()
         self.stats = {"loaded_chunks": 0, "failed_load_blocks": 0, "stored_chunks": 0, "failed_saves": 0}
@@ -130,96 +144,128 @@ class WorkerSide:
             self._issue_load(load, ready)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
-        if self._loads:
-            self._finish_loads()
+        """Nothing to wait for: a loading request is not in this step's batch."""
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
-        if self._loads:
-            self._finish_loads()
+        recving = self._poll_loads()
         self._finished_seen |= set(finished_req_ids or ())
         done: set[str] = set()
-        deadline = time.monotonic() + self.s.save_wait_s
         for req_id, save in list(self._saves.items()):
-            if req_id not in self._finished_seen:
-                continue
-            if save.pending is not None and not self._copied(save, deadline):
-                continue
-            done.add(req_id)
-            del self._saves[req_id]
-            self._finished_seen.discard(req_id)
-        return (done or None), None
+            if req_id in self._finished_seen and self._save_done(save):
+                done.add(req_id)
+                del self._saves[req_id]
+                self._finished_seen.discard(req_id)
+        return (done or None), (recving or None)
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         errors, self._load_errors = self._load_errors, set()
         return errors
 
     def shutdown(self) -> None:
-        if self._loads:
-            self._finish_loads()
+        if self._copier is not None:
+            self._copier.shutdown(wait=True)
         if self.client is not None:
             self.client.close()
+        for ld in self._loads.values():
+            if ld.pending is not None:
+                self._release(ld.lease)
 
     # -- loads ---------------------------------------------------------------------
 
     def _issue_load(self, spec: LoadSpec, ready: bool) -> None:
         lease = spec.leases.get(self.rank, 0)
+        ld = _Load(spec, lease, None, inline=self.mode != "blocks", issued=time.monotonic())
+        self._loads[spec.req_id] = ld
         if not ready or not lease or self.client is None:
             self._fail_load(spec, "kvtierd unavailable" if not ready else "no lease for this rank")
             return
         try:
             if self.mode == "blocks":
-                p = self.client.retrieve_blocks(lease, spec.first_chunk, spec.num_chunks, spec.block_ids)
-                self._loads.append(_Load(spec, lease, p, inline=False))
+                ld.pending = self.client.retrieve_blocks(lease, spec.first_chunk, spec.num_chunks, spec.block_ids)
             else:
-                p = self.client.submit(proto.Retrieve(lease_id=lease, first_chunk=spec.first_chunk,
-                                                      num_chunks=spec.num_chunks))
-                self._loads.append(_Load(spec, lease, p, inline=True))
+                ld.pending = self.client.submit(proto.Retrieve(lease_id=lease, first_chunk=spec.first_chunk,
+                                                               num_chunks=spec.num_chunks))
         except KvtierError as exc:
             self._note_failure(exc)
             self._fail_load(spec, str(exc))
 
-    def _finish_loads(self) -> None:
-        loads, self._loads = self._loads, []
-        for ld in loads:
-            try:
-                assert ld.pending is not None
-                field_name, done = ld.pending.wait(self.s.timeout_s)[0]
-                if field_name != "retrieve_done":
-                    raise KvtierError("KVT_BAD_FRAME", f"expected retrieve_done, got {field_name}")
-                if ld.inline:
-                    self._scatter_inline(ld.spec, done)
-                else:
-                    failed = unpack_u32(done.failed_block_ids)
-                    if done.loaded_chunks + done.failed_chunks < ld.spec.num_chunks and not failed:
-                        raise KvtierError("KVT_BAD_FRAME", f"RetrieveDone accounts for "
-                                          f"{done.loaded_chunks + done.failed_chunks} of {ld.spec.num_chunks} chunks")
-                    self._load_errors.update(b for b in failed if b != NO_BLOCK)
-                    self.stats["loaded_chunks"] += done.loaded_chunks
-                    self.stats["failed_load_blocks"] += len(failed)
-            except RequestTimeout as exc:
-                # A late scatter could land in blocks vLLM has reused by then: drop the
-                # connection, which makes the daemon unmap this worker's regions.
-                self._note_failure(exc)
-                self._fail_load(ld.spec, str(exc))
-                if self.client is not None:
-                    self.client.close()
-            except KvtierError as exc:
-                self._note_failure(exc)
-                self._fail_load(ld.spec, str(exc))
-            self._release(ld.lease)
+    def _poll_loads(self) -> set[str]:
+        """Requests whose load ended (their chunks are in their blocks, or reported failed)."""
+        now = time.monotonic()
+        if any(ld.pending is not None and not ld.pending.done() and now - ld.issued > self.s.timeout_s
+               for ld in self._loads.values()):
+            # A late scatter could land in blocks vLLM has reused by then: drop the connection,
+            # which makes the daemon unmap this worker's regions; every Pending on it fails.
+            self._note_failure(RequestTimeout(f"Retrieve unanswered after {self.s.timeout_s:.3f}s"))
+            if self.client is not None:
+                self.client.close()
+        ended: set[str] = set()
+        for req_id, ld in list(self._loads.items()):
+            if ld.scatter is not None:
+                if not ld.scatter.done():
+                    continue
+                self._scattered(ld)
+            elif ld.pending is not None:
+                if not ld.pending.done():
+                    continue
+                if self._answered(ld):
+                    continue                   # inline: scatter handed to the copy thread
+            ended.add(req_id)
+            del self._loads[req_id]
+        return ended
 
-    def _scatter_inline(self, spec: LoadSpec, done: Any) -> None:
+    def _scattered(self, ld: _Load) -> None:
+        assert ld.scatter is not None
+        try:
+            failed, loaded = ld.scatter.result()
+        except Exception as exc:  # a scatter that raised leaves its blocks unknown: recompute them
+            log.warning("kvtier: inline scatter for %s failed: %s", ld.spec.req_id, exc)
+            self._fail_load(ld.spec, str(exc))
+            return
+        self._load_errors.update(failed)
+        self.stats["loaded_chunks"] += loaded
+        self.stats["failed_load_blocks"] += len(failed)
+
+    def _answered(self, ld: _Load) -> bool:
+        """Takes a load's answer; True when its inline scatter still has to run."""
+        assert ld.pending is not None
+        try:
+            field_name, done = ld.pending.wait(0.0)[0]
+            if field_name != "retrieve_done":
+                raise KvtierError("KVT_BAD_FRAME", f"expected retrieve_done, got {field_name}")
+            if ld.inline:
+                self._release(ld.lease)
+                ld.scatter = self._copy_thread().submit(self._scatter_inline, ld.spec, done)
+                return True
+            failed = unpack_u32(done.failed_block_ids)
+            if done.loaded_chunks + done.failed_chunks < ld.spec.num_chunks and not failed:
+                raise KvtierError("KVT_BAD_FRAME", f"RetrieveDone accounts for "
+                                  f"{done.loaded_chunks + done.failed_chunks} of {ld.spec.num_chunks} chunks")
+            self._load_errors.update(b for b in failed if b != NO_BLOCK)
+            self.stats["loaded_chunks"] += done.loaded_chunks
+            self.stats["failed_load_blocks"] += len(failed)
+        except KvtierError as exc:
+            self._note_failure(exc)
+            self._fail_load(ld.spec, str(exc))
+        self._release(ld.lease)
+        return False
+
+    def _scatter_inline(self, spec: LoadSpec, done: Any) -> tuple[set[int], int]:
+        """On the copy thread: (blocks whose chunk was missing or short, chunks scattered)."""
         assert self.codec is not None
         B = self.s.blocks_per_chunk
         chunks = list(done.chunks)
+        failed: set[int] = set()
+        loaded = 0
         for j in range(spec.num_chunks):
             ids = spec.block_ids[j * B:(j + 1) * B]
             data = chunks[j] if j < len(chunks) else b""
             if len(data) != self.codec.chunk_bytes:
-                self._load_errors.update(b for b in ids if b != NO_BLOCK)
+                failed.update(b for b in ids if b != NO_BLOCK)
                 continue
             self.codec.scatter(data, ids)
-            self.stats["loaded_chunks"] += 1
+            loaded += 1
+        return failed, loaded
 
     def _fail_load(self, spec: LoadSpec, why: str) -> None:
         blocks = {b for b in spec.block_ids if b != NO_BLOCK}
@@ -240,40 +286,52 @@ class WorkerSide:
         if not ready or self.client is None:
             self._saves[spec.req_id] = _Save(spec, None)
             return
+        if self.mode != "blocks":
+            self._saves[spec.req_id] = _Save(spec, None, self._copy_thread().submit(self._store_inline, spec))
+            return
         try:
-            if self.mode == "blocks":
-                p = self.client.store_blocks(spec.token_ids, spec.block_ids, spec.skip_chunks)
-            else:
-                assert self.codec is not None
-                B = self.s.blocks_per_chunk
-                n = len(spec.token_ids) // self.s.chunk_size
-                chunks = [self.codec.gather(spec.block_ids[i * B:(i + 1) * B]) for i in range(n)]
-                self.client.store_inline(spec.token_ids, chunks)
-                self._saves[spec.req_id] = _Save(spec, None)  # bytes copied out: blocks are free
-                self.stats["stored_chunks"] += n
-                return
+            p = self.client.store_blocks(spec.token_ids, spec.block_ids, spec.skip_chunks)
             self._saves[spec.req_id] = _Save(spec, p)
         except KvtierError as exc:
             self._note_failure(exc)
             self.stats["failed_saves"] += 1
             self._saves[spec.req_id] = _Save(spec, None)
 
-    def _copied(self, save: _Save, deadline: float) -> bool:
-        """True once the daemon no longer reads the blocks (StoreCopied, error, or daemon gone)."""
-        assert save.pending is not None
-        wait = 0.0 if save.waited else max(0.0, deadline - time.monotonic())
-        save.waited = True
+    def _store_inline(self, spec: SaveSpec) -> None:
+        """On the copy thread: gather the chunks (then the blocks are free) and send them."""
+        assert self.codec is not None and self.client is not None
+        B = self.s.blocks_per_chunk
+        n = len(spec.token_ids) // self.s.chunk_size
+        chunks = [self.codec.gather(spec.block_ids[i * B:(i + 1) * B]) for i in range(n)]
         try:
-            (_, copied), = save.pending.wait(wait, count=1)
-            self.stats["stored_chunks"] += copied.stored_chunks
+            self.client.store_inline(spec.token_ids, chunks)
+            self.stats["stored_chunks"] += n
+        except KvtierError as exc:
+            self._note_failure(exc)
+            self.stats["failed_saves"] += 1
+
+    def _save_done(self, save: _Save) -> bool:
+        """True once the daemon no longer reads the blocks (StoreCopied, error, or daemon gone).
+        Never waits."""
+        if save.gather is not None:
+            return save.gather.done()
+        if save.pending is None:
             return True
-        except RequestTimeout:
+        if not save.pending.done(count=1):
             return False
+        try:
+            (_, copied), = save.pending.wait(0.0, count=1)
+            self.stats["stored_chunks"] += copied.stored_chunks
         except KvtierError as exc:
             self._note_failure(exc)
             self.stats["failed_saves"] += 1
             log.debug("kvtier: save of %s failed: %s", save.spec.req_id, exc)
-            return True
+        return True
+
+    def _copy_thread(self) -> ThreadPoolExecutor:
+        if self._copier is None:
+            self._copier = ThreadPoolExecutor(1, thread_name_prefix="kvtier-copy")
+        return self._copier
 
     def _note_failure(self, exc: KvtierError) -> None:
         if isinstance(exc, (DaemonUnavailable, RequestTimeout)):
