@@ -2,8 +2,8 @@
  * The daemon serves at once, whatever its pool size, and warms the pool in
  * the background (src/daemon.ts, native/src/pool.h "Warming"); a pool it
  * cannot have stops it with exit 2. Real `kvtier start` child processes.
- * Warming 2 GiB takes 2.5-3.5 s on the 2-core test machine, so a Ping within
- * 2 s of spawning sees it unfinished there; on a faster machine the
+ * Warming 2 GiB takes 2.5-3.5 s on the 2-core test machine, so the first
+ * Ping (about 1 s after spawning) sees it unfinished there; on a faster machine the
  * in-progress checks are skipped, the timing and the end state are not.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -69,11 +69,13 @@ async function stop(child: ChildProcess): Promise<void> {
 const stats = async (c: KvtierClient): Promise<DaemonStats> => (await c.stats()) as unknown as DaemonStats;
 
 describe('a 2 GiB pool', () => {
-  it('answers a Ping within 2 s of start, skips (counts) stores until ready, then serves everything', async () => {
+  it('answers a Ping within 3 s of spawning (1 s alone), skips (counts) stores until ready, then serves everything', async () => {
     const socket = join(dir, 'big.sock');
     const { child, client, pingMs, stderr } = await startAndPing(socket, { KVTIER_MAX_LOCAL_CPU_SIZE: '2' });
     try {
-      expect(pingMs).toBeLessThan(2000);
+      // Spawn to first Ping, Node's own start included: ~1 s alone on 2 cores;
+      // 3 s leaves room for the other suites vitest runs beside this one.
+      expect(pingMs).toBeLessThan(3000);
       const first = await stats(client);
       expect(first.memory.capacityBytes).toBe(2 * GiB);
       expect(first.memory.readyBytes).toBeGreaterThanOrEqual(64 << 20); // the first step warms before listening
