@@ -27,7 +27,12 @@ export function packageRoot(): string {
 }
 
 /** `env` holds KVTIER_* settings; the socket goes to a fresh temp dir unless given. */
-export async function spawnDaemon(env: Record<string, string> = {}, socket?: string): Promise<DaemonProcess> {
+/**
+ * Starts `kvtier start` and waits until it serves and, unless `opts.warm` is
+ * false, until its host pool is warm (the daemon serves before that; a
+ * store into a still-warming pool may be skipped).
+ */
+export async function spawnDaemon(env: Record<string, string> = {}, socket?: string, opts: { warm?: boolean } = {}): Promise<DaemonProcess> {
   const cli = join(packageRoot(), 'dist/src/cli/main.js');
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build first`);
   const dir = socket === undefined ? mkdtempSync(join(tmpdir(), 'kvtier-')) : null;
@@ -43,7 +48,8 @@ export async function spawnDaemon(env: Record<string, string> = {}, socket?: str
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const deadline = Date.now() + 20_000;
-  while (!err.includes('kvtierd serving')) {
+  const ready = opts.warm === false ? 'kvtierd serving' : 'host pool warm';
+  while (!err.includes(ready)) {
     if (child.exitCode !== null) throw new Error(`kvtierd exited with ${child.exitCode}: ${err}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');

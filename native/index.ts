@@ -32,7 +32,10 @@ interface BindingPool {
   readonly buffer: ArrayBuffer;
   alloc(bytes: number): number;
   free(offset: number): void;
-  info(): { capacityBytes: number; usedBytes: number; liveSlabs: number; pinned: boolean; hugePages: boolean; cudaHost: boolean; detail: string };
+  info(): { capacityBytes: number; usedBytes: number; liveSlabs: number; readyBytes: number; lockedBytes: number; warm: boolean; pinned: boolean; hugePages: boolean; cudaHost: boolean; detail: string };
+  /** Faults in and mlocks the arena off the JS thread; true when done, false when stopped by close(). */
+  warm(stepBytes: number): Promise<boolean>;
+  warmNow(upToBytes: number): void;
   close(): void;
 }
 
@@ -255,13 +258,32 @@ export function peerCredentials(fd: number): PeerCredentials {
  */
 export const ARENA_MAX_BYTES = 2 ** 31;
 
-/** The pinned host pool: arenas allocated at construction, slabs are Buffer views into them. */
+/** Arenas warm in steps of this many bytes; each step makes its bytes allocatable. */
+export const WARM_STEP_BYTES = 64 * 1024 * 1024;
+
+export interface NativePoolOptions {
+  /**
+   * Fault in and mlock the arenas off the JS thread, one after the other,
+   * instead of in the constructor; until a step is ready its bytes are not
+   * handed out (allocate() returns null). The daemon warms in the background
+   * so that it listens at once (the first WARM_STEP_BYTES are warmed in the
+   * constructor even so); tests and benches warm at construction.
+   */
+  background?: boolean;
+}
+
+/**
+ * The pinned host pool: arenas mapped at construction, slabs are Buffer
+ * views into them. Warming (faulting in and locking) happens in the
+ * constructor, or with `background` arena by arena on a worker thread.
+ */
 export class NativePool implements HostMemory {
   readonly capacityBytes: number;
   #arenas: BindingPool[] = [];
   #closed = false;
+  #warm: Promise<HostMemoryInfo>;
 
-  constructor(capacityBytes: number) {
+  constructor(capacityBytes: number, options: NativePoolOptions = {}) {
     if (!Number.isSafeInteger(capacityBytes) || capacityBytes < 4096) {
       throw new BadRequestError(`expected an integer >= 4096 for the pool size in bytes, got ${capacityBytes}`);
     }
@@ -270,11 +292,32 @@ export class NativePool implements HostMemory {
       for (let left = capacityBytes; left >= 4096; left -= ARENA_MAX_BYTES) {
         this.#arenas.push(new Pool(Math.min(left, ARENA_MAX_BYTES)));
       }
+      // In the background, the first step still warms here: a daemon is never up with no room at all.
+      if (options.background !== true) for (const a of this.#arenas) a.warmNow(ARENA_MAX_BYTES);
+      else this.#arenas[0].warmNow(WARM_STEP_BYTES);
     } catch (e) {
       for (const a of this.#arenas) a.close();
       throw typed(e);
     }
     this.capacityBytes = this.#arenas.reduce((n, a) => n + a.info().capacityBytes, 0);
+    this.#warm = options.background === true ? this.#warmAll() : Promise.resolve(this.info());
+  }
+
+  /** Resolves with info() once every arena is warm (or the pool closed while warming). */
+  whenWarm(): Promise<HostMemoryInfo> {
+    return this.#warm;
+  }
+
+  async #warmAll(): Promise<HostMemoryInfo> {
+    for (const a of this.#arenas) {
+      if (this.#closed) break;
+      try {
+        await a.warm(WARM_STEP_BYTES);
+      } catch (e) {
+        throw typed(e);
+      }
+    }
+    return this.info();
   }
 
   allocate(bytes: number): Slab | null {
@@ -301,13 +344,20 @@ export class NativePool implements HostMemory {
 
   info(): HostMemoryInfo {
     const all = this.#arenas.map((a) => a.info());
+    const sum = (f: (i: (typeof all)[number]) => number): number => all.reduce((n, i) => n + f(i), 0);
+    const warm = all.every((i) => i.warm);
+    // Arenas warm in order: the last one warmed (or warming) says what mlock did.
+    const last = all.find((i) => !i.warm) ?? all[all.length - 1];
     return {
       kind: 'native',
-      capacityBytes: all.reduce((n, i) => n + i.capacityBytes, 0),
-      usedBytes: all.reduce((n, i) => n + i.usedBytes, 0),
+      capacityBytes: sum((i) => i.capacityBytes),
+      usedBytes: sum((i) => i.usedBytes),
+      readyBytes: sum((i) => i.readyBytes),
+      lockedBytes: sum((i) => i.lockedBytes),
+      warm,
       pinned: all.every((i) => i.pinned),
       hugePages: all.every((i) => i.hugePages),
-      detail: all.length === 1 ? all[0].detail : `${all.length} arenas: ${all[0].detail}`,
+      detail: all.length === 1 ? all[0].detail : `${all.length} arenas: ${last.detail}`,
     };
   }
 

@@ -7,6 +7,9 @@
  *
  * The native addon is optional at run time: without it the daemon serves
  * inline transfers from heap memory and says so in its log and in stats.
+ * The native pool is checked against MemAvailable (host-fit.ts), mapped,
+ * and warmed in the background: the socket listens at once, stores skip
+ * (counted) until their bytes are ready, stats show bytes ready of total.
  */
 import type { KvtierConfig } from './config/load.js';
 import { ForbiddenError, errorMessage } from './errors.js';
@@ -18,7 +21,8 @@ import type { SlowOp } from './metrics/slow-ops.js';
 import type { KvRegistrar } from './protocol/connection.js';
 import type { PeerCredentials } from './protocol/peer.js';
 import { SocketServer } from './protocol/server.js';
-import { HeapMemory, type HostMemory } from './tiers/host-memory.js';
+import { HeapMemory, type HostMemory, type HostMemoryInfo } from './tiers/host-memory.js';
+import { fitHostCapacity, memAvailableBytes } from './tiers/host-fit.js';
 import { HostTier } from './tiers/host-tier.js';
 
 import { VERSION } from './package-info.js';
@@ -40,6 +44,8 @@ export interface Daemon {
   /** http://host:port/metrics when metrics_port > 0, else null. */
   readonly metricsUrl: string | null;
   stats(): DaemonStats;
+  /** Resolves once the host pool is warm (the daemon serves before that). */
+  whenWarm(): Promise<HostMemoryInfo>;
   close(): Promise<void>;
 }
 
@@ -66,7 +72,7 @@ export interface DaemonStats {
 }
 
 interface NativeModule {
-  NativePool: new (bytes: number) => HostMemory;
+  NativePool: new (bytes: number, options: { background: boolean }) => HostMemory;
   tuneMalloc(): boolean;
   RegisteredKv: new (spec: import('../native/index.js').KvLayoutSpec, options?: import('../native/index.js').RegisteredKvOptions) => import('../native/index.js').RegisteredKv;
   nativeInfo(): { backend: string; reason: string };
@@ -89,10 +95,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const { config, logger: log } = opts;
   const started = Date.now();
   const native = config.hostMemory === 'heap' ? { mod: null, detail: 'host_memory: heap' } : await loadNative(log);
-  const capacity = Math.floor(config.maxLocalCpuSize * 1024 ** 3);
+  let capacity = Math.floor(config.maxLocalCpuSize * 1024 ** 3);
   let memory: HostMemory;
   if (native.mod !== null) {
-    memory = new native.mod.NativePool(capacity);
+    const fit = fitHostCapacity(capacity, { shrink: config.shrinkLocalCpuToAvailable, memAvailable: memAvailableBytes(), sizeGb: config.maxLocalCpuSize });
+    if (fit.warning !== null) log.warn(fit.warning);
+    capacity = fit.bytes;
+    memory = new native.mod.NativePool(capacity, { background: true });
   } else if (config.hostMemory === 'native') {
     throw new Error(`host_memory: native was asked for, but the addon did not load: ${native.detail}`);
   } else {
@@ -203,6 +212,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     native: native.detail,
     metrics: metricsServer?.url ?? 'off',
   });
+  const warmStart = Date.now();
+  memory.whenWarm().then((info) => {
+    if (closing !== null) return;
+    const fields = { hostBytes: info.capacityBytes, lockedBytes: info.lockedBytes, ms: Date.now() - warmStart, memory: info.detail };
+    if (info.pinned || info.kind === 'heap') log.info('host pool warm', fields);
+    else log.warn('host pool warm but not page-locked: serving from swappable memory', fields);
+  }, (e: unknown) => log.error('host pool warming failed', { error: errorMessage(e) }));
   let closing: Promise<void> | null = null;
   return {
     config,
@@ -211,6 +227,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     metrics,
     metricsUrl: metricsServer?.url ?? null,
     stats,
+    whenWarm: () => memory.whenWarm(),
     close: () => {
       closing ??= (async () => {
         await metricsServer?.close();

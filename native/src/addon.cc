@@ -69,12 +69,31 @@ std::shared_ptr<PoolMemory> poolHolding(const uint8_t* p) {
 
 namespace {
 
+// Faults in and locks one arena on a libuv worker thread (pool.h, "Warming").
+// It holds the memory, so a close() while it runs only stops it early.
+class WarmWorker : public Napi::AsyncWorker {
+ public:
+  WarmWorker(Napi::Env env, std::shared_ptr<PoolMemory> mem, size_t step)
+      : Napi::AsyncWorker(env), mem_(std::move(mem)), step_(step), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override { warmPoolMemory(*mem_, step_, mem_->size); }
+  void OnOK() override { deferred_.Resolve(Napi::Boolean::New(Env(), mem_->warm.load(std::memory_order_acquire))); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  std::shared_ptr<PoolMemory> mem_;
+  size_t step_;
+  Napi::Promise::Deferred deferred_;
+};
+
 class Pool : public Napi::ObjectWrap<Pool> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Pool",
                        {InstanceMethod("alloc", &Pool::Alloc), InstanceMethod("free", &Pool::Free),
-                        InstanceMethod("info", &Pool::Info), InstanceMethod("close", &Pool::Close)});
+                        InstanceMethod("info", &Pool::Info), InstanceMethod("warm", &Pool::Warm),
+                        InstanceMethod("warmNow", &Pool::WarmNow),
+                        InstanceMethod("close", &Pool::Close)});
   }
 
   explicit Pool(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Pool>(info) {
@@ -120,6 +139,7 @@ class Pool : public Napi::ObjectWrap<Pool> {
   Napi::Value Alloc(const Napi::CallbackInfo& info) {
     requireOpen(info.Env());
     size_t bytes = sizeArg(info, 0, "allocation bytes");
+    alloc_->grow(mem_->ready.load(std::memory_order_acquire));
     return Napi::Number::New(info.Env(), static_cast<double>(alloc_->allocate(bytes)));
   }
 
@@ -140,17 +160,49 @@ class Pool : public Napi::ObjectWrap<Pool> {
     o.Set("capacityBytes", static_cast<double>(alloc_->capacity()));
     o.Set("usedBytes", static_cast<double>(alloc_->used()));
     o.Set("liveSlabs", static_cast<double>(alloc_->liveCount()));
-    o.Set("pinned", mem_ ? mem_->pinned : false);
+    bool warm = mem_ && mem_->warm.load(std::memory_order_acquire);
+    o.Set("readyBytes", static_cast<double>(mem_ ? std::min(mem_->ready.load(), alloc_->capacity()) : 0));
+    o.Set("lockedBytes", static_cast<double>(mem_ ? mem_->locked.load() : 0));
+    o.Set("warm", warm);
+    o.Set("pinned", warm && mem_->pinned);
     o.Set("hugePages", mem_ ? mem_->hugePages : false);
     o.Set("cudaHost", mem_ ? mem_->cudaHost : false);
-    o.Set("detail", mem_ ? mem_->detail : std::string("closed"));
+    std::string detail = !mem_ ? std::string("closed")
+                         : warm && !mem_->lockDetail.empty() ? mem_->detail + "; " + mem_->lockDetail
+                         : warm ? mem_->detail
+                                : mem_->detail + "; warming (mlock in progress)";
+    o.Set("detail", detail);
     return o;
+  }
+
+  // warmNow(upToBytes): warms [ready, upToBytes) on the JS thread (a first
+  // step before the daemon listens; small pools in tests and benches).
+  Napi::Value WarmNow(const Napi::CallbackInfo& info) {
+    requireOpen(info.Env());
+    size_t upTo = sizeArg(info, 0, "bytes to warm");
+    warmPoolMemory(*mem_, upTo, upTo);
+    return info.Env().Undefined();
+  }
+
+  // warm(stepBytes): a Promise of true once the arena is faulted in and
+  // locked as far as the OS allows (false: stopped by close()).
+  Napi::Value Warm(const Napi::CallbackInfo& info) {
+    requireOpen(info.Env());
+    size_t step = sizeArg(info, 0, "warming step bytes");
+    if (step < ExtentAllocator::kGranule) {
+      throwCoded(info.Env(), "KVT_BAD_REQUEST", "expected at least 4096 for warming step bytes, got " + std::to_string(step));
+    }
+    auto* worker = new WarmWorker(info.Env(), mem_, step / ExtentAllocator::kGranule * ExtentAllocator::kGranule);
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
   }
 
   // Detaches the ArrayBuffer (every Buffer view over it becomes empty, so JS
   // cannot touch freed memory) and drops the pool's reference.
   Napi::Value Close(const Napi::CallbackInfo& info) {
     if (!mem_) return info.Env().Undefined();
+    mem_->stop.store(true);
     Napi::ArrayBuffer ab = ab_.Value();
     if (!ab.IsDetached()) ab.Detach();
     ab_.Reset();

@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -48,11 +49,13 @@ std::shared_ptr<PoolMemory> allocatePoolMemory(size_t bytes) {
     mem->cudaHost = true;
     mem->pinned = true;
     mem->detail = "cudaHostAlloc(portable), page-locked by the CUDA driver";
+    mem->locked.store(bytes);
+    mem->ready.store(bytes);
+    mem->warm.store(true, std::memory_order_release);
     return mem;
   }
   std::string detail;
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
   if (p != MAP_FAILED) {
     mem->hugePages = true;
     detail = "mmap(MAP_HUGETLB) reserved huge pages";
@@ -70,22 +73,54 @@ std::shared_ptr<PoolMemory> allocatePoolMemory(size_t bytes) {
     }
   }
   mem->base = static_cast<uint8_t*>(p);
-  if (mlock(p, bytes) == 0) {
-    mem->pinned = true;
-    detail += "; mlock ok (page-locked)";
-  } else {
-    detail += std::string("; mlock refused (") + std::strerror(errno) +
-              "), pages populated but swappable";
-    populate(mem->base, bytes);
-  }
   if (!reason.empty()) detail += "; no cudaHostAlloc: " + reason;
   mem->detail = detail;
   return mem;
 }
 
-ExtentAllocator::ExtentAllocator(size_t capacity)
-    : capacity_(capacity / kGranule * kGranule) {
-  if (capacity_ > 0) free_.emplace(0, capacity_);
+void warmPoolMemory(PoolMemory& mem, size_t step, size_t upTo) {
+  if (mem.warm.load(std::memory_order_acquire)) return;
+  size_t end = std::min(upTo, mem.size);
+  size_t off = mem.ready.load();
+  while (off < end && !mem.stop.load(std::memory_order_relaxed)) {
+    size_t len = std::min(step, end - off);
+    if (mem.lockErrno.load() == 0 && mlock(mem.base + off, len) == 0) {
+      mem.locked.fetch_add(len);
+    } else {
+      if (mem.lockErrno.load() == 0) mem.lockErrno.store(errno);
+      populate(mem.base + off, len);
+    }
+    off += len;
+    mem.ready.store(off, std::memory_order_release);
+  }
+  if (off < mem.size) return;  // stopped (the pool is closing), or only the first part asked for
+  size_t locked = mem.locked.load();
+  int err = mem.lockErrno.load();
+  if (err == 0) {
+    mem.pinned = true;
+    mem.lockDetail = "mlock ok (page-locked)";
+  } else {
+    mem.lockDetail = std::string("mlock refused (") + std::strerror(err) + ") after " + std::to_string(locked) +
+                     " of " + std::to_string(mem.size) + " bytes: the rest populated but swappable";
+  }
+  mem.warm.store(true, std::memory_order_release);
+}
+
+ExtentAllocator::ExtentAllocator(size_t capacity) : capacity_(capacity / kGranule * kGranule) {}
+
+void ExtentAllocator::grow(size_t bytes) {
+  size_t to = std::min(bytes, capacity_) / kGranule * kGranule;
+  if (to <= ready_) return;
+  size_t from = ready_;
+  ready_ = to;
+  if (!free_.empty()) {
+    auto last = std::prev(free_.end());
+    if (last->first + last->second == from) {
+      last->second += to - from;
+      return;
+    }
+  }
+  free_.emplace(from, to - from);
 }
 
 int64_t ExtentAllocator::allocate(size_t bytes) {

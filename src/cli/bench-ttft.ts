@@ -3,14 +3,14 @@
  * list of benches. Model mode unless --endpoint or --mode engine; arguments
  * after the options in engine mode go to bench/ttft_engine.py unchanged.
  */
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { MODEL_DEFAULTS, formatTtft, runTtftBench, type TtftOptions } from '../../bench/ttft.js';
 import { DEFAULT_MFU } from '../../bench/ttft-shapes.js';
 
 function tokenList(v: string): number[] {
   return v.split(',').map((s) => {
     const m = /^(\d+)([kK]?)$/.exec(s.trim());
-    if (m === null) throw new Error(`expected token counts like 8K,32K,131072, got ${s}`);
+    if (m === null) throw new InvalidArgumentError(`expected token counts like 8K,32K,131072, got ${s}`);
     return Number(m[1]) * (m[2] === '' ? 1 : 1024);
   });
 }
@@ -18,7 +18,7 @@ function tokenList(v: string): number[] {
 function positive(name: string): (v: string) => number {
   return (v) => {
     const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`expected a positive number for ${name}, got ${v}`);
+    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a positive number for ${name}, got ${v}`);
     return n;
   };
 }
@@ -66,8 +66,10 @@ export function registerTtft(bench: Command): void {
     .allowExcessArguments(true)
     .action(async (flags: Flags, cmd: Command) => {
       const mode = flags.mode ?? (flags.endpoint !== undefined ? 'endpoint' : 'model');
-      if (mode !== 'model' && mode !== 'endpoint' && mode !== 'engine') throw new Error(`expected model, endpoint or engine for --mode, got ${mode}`);
-      if (mode !== 'engine' && cmd.args.length > 0) throw new Error(`unknown arguments ${cmd.args.join(' ')} (only --mode engine passes arguments through)`);
+      // Usage errors: commander prints them and main() exits 2.
+      const usage: (message: string) => never = (message) => cmd.error(`kvtier bench ttft: ${message}`, { exitCode: 2, code: 'kvtier.usage' });
+      if (mode !== 'model' && mode !== 'endpoint' && mode !== 'engine') usage(`expected model, endpoint or engine for --mode, got ${mode}`);
+      if (mode !== 'engine' && cmd.args.length > 0) usage(`unknown arguments ${cmd.args.join(' ')} (only --mode engine passes arguments through)`);
       const opts: TtftOptions = {
         mode,
         models: flags.model !== undefined ? flags.model.split(',') : mode === 'model' ? MODEL_DEFAULTS.models : [],

@@ -1,8 +1,9 @@
 /**
  * `kvtier bench <name>`: each bench prints a table for a person, or one JSON
- * object with --json. The benches themselves live in bench/.
+ * object with --json. The benches themselves live in bench/. A bad flag or
+ * value is a usage error (exit 2, as for every command), not a failure (1).
  */
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { runLookupBench } from '../../bench/lookup.js';
 import { registerTtft } from './bench-ttft.js';
 import { runCudaThroughput } from '../../bench/throughput-cuda.js';
@@ -19,7 +20,7 @@ function progress(json: boolean): (msg: string) => void {
 function int(name: string): (v: string) => number {
   return (v) => {
     const n = Number(v);
-    if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`expected a positive integer for ${name}, got ${v}`);
+    if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive integer for ${name}, got ${v}`);
     return n;
   };
 }
@@ -60,8 +61,10 @@ export function registerBench(program: Command): void {
       if (r.cases.some((c) => c.wrong_bytes > 0 || c.first_store_after_restart_ms === null)) process.exitCode = 1;
     });
 
-  bench
-    .command('throughput')
+  const throughput = bench.command('throughput');
+  // Commander prints the message and, with exitOverride, throws: main() exits 2.
+  const usage: (message: string) => never = (message) => throughput.error(`kvtier bench throughput: ${message}`, { exitCode: 2, code: 'kvtier.usage' });
+  throughput
     .description('chunk store/retrieve GB/s beside memcpy (host) or valkey-benchmark (valkey), measured in the same run')
     .requiredOption('--tier <tier>', 'host or valkey')
     .option('--url <url>', 'valkey tier: use this Valkey instead of starting one on a free loopback port')
@@ -71,8 +74,9 @@ export function registerBench(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (opts: { tier: string; url?: string; sizes: string; source: string; cudaCopy?: string; json?: boolean }) => {
       const log = progress(opts.json === true);
-      if (!['auto', 'shm', 'cuda'].includes(opts.source)) throw new Error(`expected auto, shm or cuda for --source, got ${opts.source}`);
-      if (opts.cudaCopy !== undefined && opts.cudaCopy !== 'kernel' && opts.cudaCopy !== 'staged') throw new Error(`expected staged or kernel for --cuda-copy, got ${opts.cudaCopy}`);
+      if (opts.tier !== 'host' && opts.tier !== 'valkey') usage(`expected host or valkey for --tier, got ${opts.tier}`);
+      if (!['auto', 'shm', 'cuda'].includes(opts.source)) usage(`expected auto, shm or cuda for --source, got ${opts.source}`);
+      if (opts.cudaCopy !== undefined && opts.cudaCopy !== 'kernel' && opts.cudaCopy !== 'staged') usage(`expected staged or kernel for --cuda-copy, got ${opts.cudaCopy}`);
       const native = opts.tier === 'host' ? await import('../../native/index.js') : undefined;
       const source = opts.source !== 'auto' ? opts.source : native?.nativeAvailable() === true && native.nativeInfo().backend === 'cuda' ? 'cuda' : 'shm';
       if (opts.tier === 'host' && source === 'cuda') {
@@ -101,7 +105,7 @@ export function registerBench(program: Command): void {
         process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `host tier, ${out.model}, ${out.chunk_bytes >> 20} MiB chunks\n  store (gather)     ${out.store_gbps} GB/s  (${out.ratio.store} of memcpy ${out.reference.store_gbps})\n  retrieve (scatter) ${out.retrieve_gbps} GB/s  (${out.ratio.retrieve} of memcpy)\n`);
       } else if (opts.tier === 'valkey') {
         const sizes = opts.sizes.split(',').map((v) => Math.round(Number(v) * (1 << 20)));
-        if (sizes.some((n) => !Number.isSafeInteger(n) || n <= 0)) throw new Error(`expected MiB sizes like 4,32 for --sizes, got ${opts.sizes}`);
+        if (sizes.some((n) => !Number.isSafeInteger(n) || n <= 0)) usage(`expected MiB sizes like 4,32 for --sizes, got ${opts.sizes}`);
         log(`valkey tier: ${opts.sizes} MiB chunks vs valkey-benchmark`);
         // The tier runs here as it runs in kvtierd: with the daemon's malloc settings.
         const native = await import('../../native/index.js').catch(() => null);
@@ -109,8 +113,6 @@ export function registerBench(program: Command): void {
         const rows = await runValkeyThroughput({ url: opts.url, sizes });
         if (opts.json === true) process.stdout.write(`${JSON.stringify(rows.length === 1 ? rows[0] : { bench: 'throughput', tier: 'valkey', rows })}\n`);
         else for (const r of rows) process.stdout.write(`${(r.chunk_bytes / (1 << 20)).toFixed(0)} MiB chunks, ${r.path}: store ${r.store_gbps} GB/s, retrieve ${r.retrieve_gbps} GB/s; best valkey-benchmark SET ${r.best_reference?.store_gbps ?? '-'} GET ${r.best_reference?.retrieve_gbps ?? '-'} GB/s\n`);
-      } else {
-        throw new Error(`expected host or valkey for --tier, got ${opts.tier}`);
       }
     });
 }

@@ -33,12 +33,13 @@ export function formatStats(s: DaemonStats): string {
     ['version', `${s.version}, up ${s.uptimeSeconds} s, socket ${s.socket}`],
     ['connections / leases', `${s.connections} / ${s.leases}`],
     ['host memory', `${fmtBytes(s.memory.usedBytes)} of ${fmtBytes(s.memory.capacityBytes)} (${s.memory.kind}${s.memory.pinned ? ', pinned' : ''}${s.memory.hugePages ? ', huge pages' : ''})`],
+    ['host pool warming', warming(s)],
     ['host chunks', `${s.host.entries} (${s.host.pinnedEntries} pinned, ${fmtBytes(s.host.pinnedBytes)})`],
     ['evictions', `${s.host.evictions} (${fmtBytes(s.host.evictedBytes)})`],
     ['lookups', `${c.lookups}; chunk hit rate ${pct(c.hitChunks, c.lookupChunks)} (host ${c.hostHitChunks}, valkey ${c.remoteHitChunks}); tokens served ${c.hitTokens}`],
     ['token hit rate', tokenRates(s)],
     ['lookup latency', `p50 ${s.lookupLatencyUs.p50} us, p99 ${s.lookupLatencyUs.p99} us, max ${s.lookupLatencyUs.max} us (last 256)`],
-    ['stored', `${c.storedChunks} chunks, ${fmtBytes(c.storedBytes)}; ${c.presentChunks} already present; ${c.skippedChunks} skipped (pool full of pinned chunks)`],
+    ['stored', `${c.storedChunks} chunks, ${fmtBytes(c.storedBytes)}; ${c.presentChunks} already present; ${c.skippedChunks} skipped (${s.host.skippedWarming ?? 0} while the pool warmed, ${s.host.skippedFull} with the pool full of pinned chunks)`],
     ['retrieved', `${c.retrievedChunks} chunks, ${fmtBytes(c.retrievedBytes)}; ${c.failedRetrieveChunks} failed (recomputed by the worker)`],
     ['write-behind', `${s.writeBehind.queuedJobs} queued (${fmtBytes(s.writeBehind.queuedBytes)}), ${s.writeBehind.inFlight} in flight, ${s.writeBehind.written} written, ${s.writeBehind.failed} failed, ${s.writeBehind.dropped} dropped`],
     ['bytes per tier', tierBytes(s)],
@@ -50,6 +51,14 @@ export function formatStats(s: DaemonStats): string {
   if (s.slowOps !== undefined && s.slowOps.length === 0) rows.push(['slowest recent ops', 'none yet']);
   const w = Math.max(...rows.map(([k]) => k.length));
   return `${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`;
+}
+
+function warming(s: DaemonStats): string {
+  const m = s.memory;
+  const ready = `${fmtBytes(m.readyBytes)} of ${fmtBytes(m.capacityBytes)} ready (${pct(m.readyBytes, m.capacityBytes)})`;
+  if (!m.warm) return `in progress: ${ready}, ${fmtBytes(m.lockedBytes)} locked; stores that find no ready room are skipped`;
+  if (m.kind === 'heap') return 'none needed (heap memory)';
+  return m.pinned ? `done: ${ready}, all page-locked` : `done: ${ready}, NOT page-locked (${fmtBytes(m.lockedBytes)} locked): ${m.detail}`;
 }
 
 function paceLine(s: DaemonStats): string {

@@ -64,11 +64,12 @@ type Origins = { [F in Field]: string };
 /** Rules between keys; mutates config, may throw. */
 function crossCheck(config: KvtierConfig, origins: Origins, warnings: string[]): void {
   const url = config.remoteUrl;
-  if (url !== null && url.toLowerCase().startsWith('valkey-cluster://')) {
+  const cluster = url === null ? null : /^(valkeys?-cluster):\/\//i.exec(url)?.[1].toLowerCase() ?? null;
+  if (cluster !== null) {
     if (config.valkeyMode === 'single' && origins.valkeyMode !== 'default') {
       throw new ConfigError(
         `valkey_mode: "single" (from ${origins.valkeyMode}) conflicts with remote_url ${show(url, false)} ` +
-          `(from ${origins.remoteUrl}); a valkey-cluster:// URL needs valkey_mode cluster`,
+          `(from ${origins.remoteUrl}); a ${cluster}:// URL needs valkey_mode cluster`,
       );
     }
     config.valkeyMode = 'cluster';

@@ -45,13 +45,13 @@ Unknown keys are a warning naming the nearest known key; a bad value stops the
 daemon with an error naming the key, the value, what is allowed and where the
 value came from.
 
-A \`valkey-cluster://\` URL implies \`valkey_mode: cluster\`. \`valkey_mode\`,
+A \`valkey-cluster://\` or \`valkeys-cluster://\` (TLS) URL implies \`valkey_mode: cluster\`. \`valkey_mode\`,
 \`valkey_username\`, \`valkey_password\`, \`valkey_tls_ca_file\` and
 \`valkey_tls_insecure\` may also sit in \`extra_config\` (as LMCache puts its
 Valkey options), below a top-level key of the same source; \`extra_config\`
 maps from file, environment and flags merge key by key.
 
-TLS (\`valkeys://\`, \`rediss://\`): the server certificate is checked against the
+TLS (\`valkeys://\`, \`rediss://\`, \`valkeys-cluster://\`): the server certificate is checked against the
 system's trust store, or against \`valkey_tls_ca_file\` (PEM, read at start: a
 missing, unreadable or non-PEM file stops the daemon, exit 2).
 \`valkey_tls_insecure: true\` turns the check off and is logged as a warning; it

@@ -12,6 +12,7 @@ export interface KvtierConfig {
   chunkSize: number;
   localCpu: boolean;
   maxLocalCpuSize: number;
+  shrinkLocalCpuToAvailable: boolean;
   remoteUrl: string | null;
   remoteSerde: 'naive' | 'lz4' | 'lz4-shuffle';
   saveUnfullChunk: boolean;
@@ -86,7 +87,7 @@ function entry<T>(key: string, spec: Spec<T>): Entry<T> {
 /** setTimeout's ceiling; timeouts above it fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-export const REMOTE_SCHEMES = ['valkey', 'valkeys', 'redis', 'rediss', 'valkey-cluster'] as const;
+export const REMOTE_SCHEMES = ['valkey', 'valkeys', 'redis', 'rediss', 'valkey-cluster', 'valkeys-cluster'] as const;
 
 export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   chunkSize: entry('chunk_size', {
@@ -99,12 +100,16 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   }),
   maxLocalCpuSize: entry('max_local_cpu_size', {
     check: c.positive(65536, 'GB'), default: 5, lmcache: 'max_local_cpu_size',
-    doc: 'Host tier capacity in GB (float).',
+    doc: 'Host tier capacity in GB (float). The pinned pool is mapped at start and warmed (faulted in, mlocked) in the background while the daemon serves; more than MemAvailable stops the daemon (exit 2) unless shrink_local_cpu_to_available.',
+  }),
+  shrinkLocalCpuToAvailable: entry('shrink_local_cpu_to_available', {
+    check: c.boolean({ strict: true }), default: false,
+    doc: 'When max_local_cpu_size is more than MemAvailable at start, take 90% of MemAvailable instead of exiting, with a warning saying by how much the pool shrank.',
   }),
   remoteUrl: entry('remote_url', {
     check: c.nullable(c.url(REMOTE_SCHEMES, 'kvtier speaks only the Valkey/Redis protocol')),
     default: null, lmcache: 'remote_url',
-    doc: 'Valkey tier address; valkeys:// and rediss:// use TLS; null: host tier only.',
+    doc: 'Valkey tier address; valkeys://, rediss:// and valkeys-cluster:// use TLS; valkey-cluster:// and valkeys-cluster:// list cluster seeds; null: host tier only.',
   }),
   remoteSerde: entry('remote_serde', {
     check: c.oneOf(['naive', 'lz4', 'lz4-shuffle'] as const, {
@@ -123,11 +128,11 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   }),
   blockingTimeoutSecs: entry('blocking_timeout_secs', {
     check: c.positive(MAX_TIMER_MS / 1000, 'seconds'), default: 10, lmcache: 'blocking_timeout_secs',
-    doc: 'Longest a blocking call waits on the Valkey tier before it counts as a miss.',
+    doc: 'Longest a blocking call (a Lookup, Retrieve or write-behind store) waits on the Valkey tier before it counts as a miss; an upper cap, not a per-request timeout. Requests get a 1 s base (plus time for their bytes); a cap below the hung-server bound (2 x that, 2.28 s at defaults) lowers the base until the bound fits, to at least 0.1 s per request.',
   }),
   valkeyMode: entry('valkey_mode', {
     check: c.oneOf(['single', 'cluster'] as const), default: 'single', lmcache: 'extra_config.valkey_mode',
-    doc: 'Valkey topology; a valkey-cluster:// URL implies cluster. Also read from extra_config.',
+    doc: 'Valkey topology; a valkey-cluster:// or valkeys-cluster:// URL implies cluster. Also read from extra_config.',
   }),
   valkeyUsername: entry('valkey_username', {
     check: c.nullable(c.text()), default: null, lmcache: 'extra_config.valkey_username',

@@ -29,5 +29,5 @@ export function readCaFile(path: string, where: string): Buffer {
 
 /** Whether remote_url asks for TLS. */
 export function isTlsUrl(url: string | null): boolean {
-  return url !== null && /^(?:valkeys|rediss):\/\//i.test(url);
+  return url !== null && /^(?:valkeys|rediss|valkeys-cluster):\/\//i.test(url);
 }

@@ -5,7 +5,9 @@
  * Slab and gives it back with release(). HeapMemory (plain Buffers, counted
  * against a byte budget) is the fallback; native/ provides the pinned pool
  * with the same interface. A Slab is released exactly once; releasing twice
- * is a bug and throws.
+ * is a bug and throws. A pool may still be warming (faulting in and locking
+ * its pages) while it serves: allocate() then finds room only in the part
+ * that is ready, and info() says how far warming got.
  */
 
 export interface Slab {
@@ -18,7 +20,13 @@ export interface HostMemoryInfo {
   kind: 'heap' | 'native';
   capacityBytes: number;
   usedBytes: number;
-  /** What the OS gave: pinned (cudaHostAlloc or mlock), huge pages. */
+  /** Bytes faulted in and allocatable; below capacityBytes while the pool warms. */
+  readyBytes: number;
+  /** Bytes page-locked (mlock or cudaHostAlloc). */
+  lockedBytes: number;
+  /** Warming finished: readyBytes === capacityBytes, and `pinned` is final. */
+  warm: boolean;
+  /** What the OS gave: pinned (cudaHostAlloc or mlock, every byte), huge pages. */
   pinned: boolean;
   hugePages: boolean;
   detail: string;
@@ -29,6 +37,8 @@ export interface HostMemory {
   /** null when there is no room (the caller evicts and retries, or skips). */
   allocate(bytes: number): Slab | null;
   info(): HostMemoryInfo;
+  /** Resolves with info() once the memory is warm (at once for memory that needs no warming). */
+  whenWarm(): Promise<HostMemoryInfo>;
   close(): void;
 }
 
@@ -60,10 +70,17 @@ export class HeapMemory implements HostMemory {
       kind: 'heap',
       capacityBytes: this.capacityBytes,
       usedBytes: this.#used,
+      readyBytes: this.capacityBytes,
+      lockedBytes: 0,
+      warm: true,
       pinned: false,
       hugePages: false,
       detail: 'Node heap buffers (native pool not in use)',
     };
+  }
+
+  whenWarm(): Promise<HostMemoryInfo> {
+    return Promise.resolve(this.info());
   }
 
   close(): void {}

@@ -7,7 +7,8 @@
  *   remove() of a pinned entry only marks it doomed, the slab goes back to
  *   the pool when the last pin is dropped;
  * - when every entry is pinned and the pool is full, reserve() returns null:
- *   the caller skips the store and counts it, memory is never overcommitted.
+ *   the caller skips the store and counts it, memory is never overcommitted;
+ *   while the pool still warms that count is skippedWarming, not skippedFull.
  * The Map's insertion order is the LRU order (oldest first): a touch is a
  * delete + set, O(1).
  */
@@ -30,6 +31,8 @@ export interface HostTierStats {
   evictions: number;
   evictedBytes: number;
   skippedFull: number;
+  /** Reservations refused while the pool was still warming and its ready part was full. */
+  skippedWarming: number;
 }
 
 export class HostTier implements Tier {
@@ -42,6 +45,7 @@ export class HostTier implements Tier {
   #evictions = 0;
   #evictedBytes = 0;
   #skippedFull = 0;
+  #skippedWarming = 0;
 
   constructor(memory: HostMemory) {
     this.memory = memory;
@@ -93,7 +97,8 @@ export class HostTier implements Tier {
       const slab = this.memory.allocate(bytes);
       if (slab !== null) return slab;
       if (!this.#evictOne()) {
-        this.#skippedFull++;
+        if (this.memory.info().warm) this.#skippedFull++;
+        else this.#skippedWarming++;
         return null;
       }
     }
@@ -141,6 +146,7 @@ export class HostTier implements Tier {
       evictions: this.#evictions,
       evictedBytes: this.#evictedBytes,
       skippedFull: this.#skippedFull,
+      skippedWarming: this.#skippedWarming,
     };
   }
 

@@ -11,7 +11,7 @@ import type { KvtierConfig } from '../config/load.js';
 import { isTlsUrl, readCaFile } from '../config/tls-files.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ValkeyTierOptions } from './valkey-options.js';
+import { VALKEY_DEFAULTS, requestCeilingMs, requestTimeInputs, type ValkeyTierOptions } from './valkey-options.js';
 import { redactUrl } from './valkey-url.js';
 import { ValkeyTier } from './valkey-tier.js';
 
@@ -32,7 +32,7 @@ export function tierOptionsFromConfig(config: KvtierConfig & { remoteUrl: string
     segmentBytes: config.valkeySegmentBytes,
     connections: config.valkeyConnections,
     dataPath: config.valkeyDataPath,
-    requestTimeoutMs: Math.max(250, config.blockingTimeoutSecs * 100),
+    requestTimeoutMs: requestTimeoutFor(config.blockingTimeoutSecs, config.valkeySegmentBytes),
     ...(tls && config.valkeyTlsCaFile !== null ? { tlsRootCertificates: readCaFile(config.valkeyTlsCaFile, 'config') } : {}),
     tlsInsecure: tls && config.valkeyTlsInsecure,
     log: (level, message) => log[level](message, { remote: redacted }),
@@ -41,6 +41,24 @@ export function tierOptionsFromConfig(config: KvtierConfig & { remoteUrl: string
       else log.warn('valkey tier unavailable: stores skipped, lookups answered from the host tier', { remote: redacted, error: error?.message ?? null });
     },
   };
+}
+
+/** The smallest base timeout a request gets, however low blocking_timeout_secs is. */
+export const MIN_REQUEST_TIMEOUT_MS = 100;
+
+/**
+ * blocking_timeout_secs is LMCache's "how long a blocking call may wait": an
+ * upper cap, not the per-request base. A call waits at most
+ * hungServerBoundMs = 2 x requestCeilingMs (a request, then the PING that
+ * confirms a hung server), so the base is the default 1000 ms, lowered
+ * until that bound fits in the cap (never below MIN_REQUEST_TIMEOUT_MS).
+ * A cap above the default bound (2280 ms at defaults) changes nothing.
+ */
+export function requestTimeoutFor(blockingTimeoutSecs: number, segmentBytes: number): number {
+  const capMs = blockingTimeoutSecs * 1000;
+  const transferMs = requestCeilingMs(requestTimeInputs({ requestTimeoutMs: 0, segmentBytes }));
+  const fits = Math.floor(capMs / 2 - transferMs);
+  return Math.max(MIN_REQUEST_TIMEOUT_MS, Math.min(VALKEY_DEFAULTS.requestTimeoutMs, fits));
 }
 
 export async function createRemoteTier(config: KvtierConfig, log: Logger): Promise<ValkeyTier | null> {

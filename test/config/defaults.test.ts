@@ -10,6 +10,7 @@ describe('defaults', () => {
       chunkSize: 256,
       localCpu: true,
       maxLocalCpuSize: 5,
+      shrinkLocalCpuToAvailable: false,
       remoteUrl: null,
       remoteSerde: 'naive',
       saveUnfullChunk: false,
@@ -47,8 +48,8 @@ describe('defaults', () => {
 
   it('has one table row per key, with env names and LMCache aliases', () => {
     const rows = configTable();
-    expect(rows).toHaveLength(29);
-    expect(new Set(rows.map((r) => r.key)).size).toBe(29);
+    expect(rows).toHaveLength(30);
+    expect(new Set(rows.map((r) => r.key)).size).toBe(30);
     expect(rows.find((r) => r.key === 'chunk_size')).toMatchObject({
       env: 'KVTIER_CHUNK_SIZE', lmcacheAlias: 'chunk_size', default: '256',
     });

@@ -14,6 +14,7 @@ const valid = {
   chunk_size: int(1, 4096).map((n) => n * 16),
   local_cpu: fc.boolean(),
   max_local_cpu_size: fc.double({ min: Number.MIN_VALUE, max: 65536, noNaN: true }),
+  shrink_local_cpu_to_available: fc.boolean(),
   remote_url: fc.option(
     fc.tuple(fc.constantFrom(...REMOTE_SCHEMES), fc.domain(), int(1, 65535)).map(([s, h, p]) => `${s}://${h}:${p}`),
   ),
@@ -54,14 +55,14 @@ describe('round trip', () => {
     fc.assert(
       fc.property(fc.record(valid, { requiredKeys: [] }), (written: Written) => {
         const url = written.remote_url;
-        if (url?.startsWith('valkey-cluster://') && written.valkey_mode === 'single') written.valkey_mode = 'cluster';
+        if (/^valkeys?-cluster:\/\//.test(url ?? '') && written.valkey_mode === 'single') written.valkey_mode = 'cluster';
         const file = writeConfig(YAML.stringify(written, { version: '1.1' }));
         const { config } = loadConfig({ file, env: {} });
         const want: Record<string, unknown> = { ...defaults, extraConfig: {} };
         for (const [k, v] of Object.entries(written)) {
           want[camel(k)] = k === 'socket_mode' && typeof v === 'string' ? parseInt(v, 8) : v;
         }
-        if (url?.startsWith('valkey-cluster://')) want.valkeyMode = 'cluster';
+        if (/^valkeys?-cluster:\/\//.test(url ?? '')) want.valkeyMode = 'cluster';
         expect(config).toEqual(want);
       }),
       { numRuns: 200 },

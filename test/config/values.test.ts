@@ -25,7 +25,7 @@ describe('invalid values name key, value, what is allowed and where', () => {
     ['local_cpu: maybe', 'local_cpu: "maybe"', 'boolean (true/false, 1/0, yes/no)'],
     ['max_local_cpu_size: 0', 'max_local_cpu_size: 0', 'number > 0'],
     ['max_local_cpu_size: -1.5', 'max_local_cpu_size: -1.5', 'number > 0'],
-    ['remote_url: "lm://localhost:65432"', 'remote_url: "lm://localhost:65432"', 'valkey://, valkeys://, redis://, rediss://, valkey-cluster://'],
+    ['remote_url: "lm://localhost:65432"', 'remote_url: "lm://localhost:65432"', 'valkey://, valkeys://, redis://, rediss://, valkey-cluster://, valkeys-cluster://'],
     ['remote_url: localhost:6379', 'remote_url: "localhost:6379"', 'URL with scheme'],
     ['remote_serde: torch', 'remote_serde: "torch"', 'one of naive, lz4, lz4-shuffle'],
     ['save_unfull_chunk: 2', 'save_unfull_chunk: 2', 'boolean'],
@@ -97,6 +97,9 @@ describe('valid edge values', () => {
     ['chunk_size: 16', { chunkSize: 16 }],
     ['chunk_size: 65536', { chunkSize: 65536 }],
     ['remote_url: valkey-cluster://h:7000', { remoteUrl: 'valkey-cluster://h:7000', valkeyMode: 'cluster' }],
+    // Regression: the tier parsed valkeys-cluster:// and the docs named it, but the schema refused it.
+    ['remote_url: valkeys-cluster://h:7000,h:7001', { remoteUrl: 'valkeys-cluster://h:7000,h:7001', valkeyMode: 'cluster' }],
+    ['shrink_local_cpu_to_available: true', { shrinkLocalCpuToAvailable: true }],
     ['remote_url: valkeys://u:p@h:6380/2', { remoteUrl: 'valkeys://u:p@h:6380/2' }],
     ['remote_url: null', { remoteUrl: null }],
     ['remote_serde: lz4-shuffle', { remoteSerde: 'lz4-shuffle' }],

@@ -30,7 +30,7 @@ export interface TestDaemon {
 
 export async function startTestDaemon(
   overrides: Record<string, unknown> = {},
-  opts: { remote?: RemoteTier | null; logger?: Logger; socket?: string } = {},
+  opts: { remote?: RemoteTier | null; logger?: Logger; socket?: string; /** false: return while the pool still warms. */ warm?: boolean } = {},
 ): Promise<TestDaemon> {
   const dir = mkdtempSync(join(tmpdir(), 'kvtier-test-'));
   const socket = opts.socket ?? join(dir, 'kvtier.sock');
@@ -38,6 +38,7 @@ export async function startTestDaemon(
   const internalErrors: LogFields[] = [];
   const logger = recordInternalErrors(opts.logger ?? (process.env.KVTIER_TEST_LOG ? createLogger('debug') : silentLogger), internalErrors);
   const daemon = await startDaemon({ config, logger, remote: opts.remote });
+  if (opts.warm !== false) await daemon.whenWarm();
   const clients: KvtierClient[] = [];
   return {
     daemon,

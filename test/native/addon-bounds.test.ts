@@ -9,7 +9,14 @@ import { afterAll, expect, test } from 'vitest';
 import { shmPath } from './shm-fixture.js';
 
 interface RawRegion { close(): void; readonly size: number; readonly kind: string }
-interface RawPool { alloc(bytes: number): number; free(offset: number): void; info(): { usedBytes: number }; close(): void }
+interface RawPool {
+  alloc(bytes: number): number;
+  free(offset: number): void;
+  info(): { usedBytes: number; readyBytes: number; warm: boolean; pinned: boolean };
+  warm(stepBytes: number): Promise<boolean>;
+  warmNow(upToBytes: number): void;
+  close(): void;
+}
 interface Raw {
   Pool: new (bytes: number) => RawPool;
   Region: new (path: string, size: number, shmDir: string, ownerUid: number) => RawRegion;
@@ -74,8 +81,33 @@ test('a valid copy moves exactly the named bytes', async () => {
   region.close();
 });
 
+test('an arena hands out only what is warm, and grows as warming goes', async () => {
+  const pool = new raw.Pool(1 << 20);
+  expect(pool.alloc(4096)).toBe(-1);
+  expect(pool.info()).toMatchObject({ readyBytes: 0, warm: false, pinned: false });
+  pool.warmNow(256 * 1024);
+  expect(pool.info()).toMatchObject({ readyBytes: 256 * 1024, warm: false });
+  expect(pool.alloc(200 * 1024)).toBe(0);
+  expect(pool.alloc(100 * 1024)).toBe(-1);
+  expect(() => pool.warm(100)).toThrow(/expected at least 4096 for warming step bytes/);
+  expect(await pool.warm(64 * 1024)).toBe(true);
+  expect(pool.info()).toMatchObject({ readyBytes: 1 << 20, warm: true });
+  // The freed first extent and the rest coalesce: the whole arena fits again.
+  pool.free(0);
+  expect(pool.alloc(1 << 20)).toBe(0);
+  pool.close();
+});
+
+test('a close() during warming stops it; the promise settles false', async () => {
+  const pool = new raw.Pool(256 << 20);
+  const warming = pool.warm(4096);
+  pool.close();
+  expect(await warming).toBe(false);
+});
+
 test('the allocator rejects a double free and a foreign offset without corrupting itself', () => {
   const pool = new raw.Pool(1 << 20);
+  pool.warmNow(1 << 20);
   const a = pool.alloc(5000);
   const b = pool.alloc(5000);
   expect([a, b]).toEqual([0, 8192]);

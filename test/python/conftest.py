@@ -39,19 +39,27 @@ class Daemon:
         if os.path.exists(self.socket):
             os.unlink(self.socket)
         log = open(self.log_path, "ab")
+        log_from = log.tell()
         cmd = os.environ.get("KVTIER_PY_DAEMON", f"node {DAEMON_MAIN}").split()
         self.proc = subprocess.Popen(
             cmd + ["start", "--socket", self.socket, "--config", self.config],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
         deadline = time.monotonic() + timeout
+        # The daemon serves at once and warms its pool in the background;
+        # tests store right away, so wait for the warm line as well.
         while time.monotonic() < deadline:
-            if os.path.exists(self.socket):
+            if os.path.exists(self.socket) and self._logged_since(log_from, '"host pool warm'):
                 return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
         raise RuntimeError(f"kvtierd did not create {self.socket}; log:\n{self.log()}")
+
+    def _logged_since(self, offset: int, text: str) -> bool:
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return text.encode() in f.read()
 
     def pause(self) -> None:
         """SIGSTOP: a hung daemon (socket open, nothing answered)."""

@@ -1,0 +1,37 @@
+/**
+ * Usage errors exit 2, as the README promises for every command.
+ * Regression: `kvtier bench ...` with a bad flag value exited 1.
+ */
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { packageRoot } from '../../bench/daemon-process.js';
+
+const cli = join(packageRoot(), 'dist/src/cli/main.js');
+
+function run(args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], { env: { ...process.env, KVTIER_CONFIG_FILE: '', LMCACHE_CONFIG_FILE: '' }, timeout: 30_000 }, (err, _stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stderr });
+    });
+  });
+}
+
+describe('kvtier bench usage errors exit 2 with the reason', () => {
+  it.each([
+    [['bench', 'lookup', '--tokens', 'x'], /expected a positive integer for --tokens, got x/],
+    [['bench', 'throughput', '--tier', 'disk'], /expected host or valkey for --tier, got disk/],
+    [['bench', 'throughput', '--tier', 'host', '--source', 'gpu'], /expected auto, shm or cuda for --source, got gpu/],
+    [['bench', 'throughput', '--tier', 'host', '--cuda-copy', 'fast'], /expected staged or kernel for --cuda-copy, got fast/],
+    [['bench', 'throughput', '--tier', 'valkey', '--sizes', 'a'], /expected MiB sizes like 4,32 for --sizes, got a/],
+    [['bench', 'throughput'], /required option '--tier <tier>' not specified/],
+    [['bench', 'ttft', '--mode', 'nope'], /expected model, endpoint or engine for --mode, got nope/],
+    [['bench', 'ttft', '--contexts', '8Q'], /expected token counts like 8K,32K,131072, got 8Q/],
+    [['bench', 'ttft', 'extra'], /unknown arguments extra/],
+    [['bench', 'nosuch'], /unknown command 'nosuch'/],
+  ])('kvtier %j', async (args, message) => {
+    const r = await run(args as string[]);
+    expect(r.stderr).toMatch(message);
+    expect(r.code).toBe(2);
+  }, 30_000);
+});
