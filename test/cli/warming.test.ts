@@ -69,7 +69,7 @@ async function stop(child: ChildProcess): Promise<void> {
 const stats = async (c: KvtierClient): Promise<DaemonStats> => (await c.stats()) as unknown as DaemonStats;
 
 describe('a 2 GiB pool', () => {
-  it('answers a Ping at most 1 s later than a daemon without a pool, skips (counts) stores until ready, then serves everything', async () => {
+  it('answers a Ping at most 2 s later than a daemon without a pool, skips (counts) stores until ready, then serves everything', async () => {
     // Baseline in the same run: a daemon with no pool to warm (heap memory).
     const base = await startAndPing(join(dir, 'heap.sock'), { KVTIER_MAX_LOCAL_CPU_SIZE: '2', KVTIER_HOST_MEMORY: 'heap' });
     await base.client.close();
@@ -78,9 +78,11 @@ describe('a 2 GiB pool', () => {
     const { child, client, pingMs, stderr } = await startAndPing(socket, { KVTIER_MAX_LOCAL_CPU_SIZE: '2' });
     try {
       // Spawn to first Ping includes Node's own start (~1 s alone on 2 cores,
-      // 3 s beside other suites): the pool may add at most 1 s to the baseline.
+      // 3 s beside other suites): the pool may add at most 2 s to the
+      // baseline. Warming these 2 GiB before listening, as before, added
+      // 2.5-3.5 s alone and more beside other suites.
       console.log(`warming.test.ts: first Ping ${pingMs.toFixed(0)} ms after spawning; heap-memory baseline ${base.pingMs.toFixed(0)} ms`);
-      expect(pingMs).toBeLessThan(base.pingMs + 1000);
+      expect(pingMs).toBeLessThan(base.pingMs + 2000);
       expect(pingMs).toBeLessThan(10_000);
       const first = await stats(client);
       expect(first.memory.capacityBytes).toBe(2 * GiB);
