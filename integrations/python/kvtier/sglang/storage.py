@@ -1,26 +1,33 @@
-"""KVTierHiCacheStorage: SGLang's HiCacheStorage over kvtierd Put/Get/Exists.
+"""KVTierHiCacheStorage: SGLang's HiCacheStorage over kvtierd.
 
 SGLang names each host page by its own prefix-chained page hash, so chunks are
 addressed by those opaque keys (the daemon hashes them into its namespace:
-SHA-256(h0 || 'k' || key)). Values are SGLang's flat host pages, copied inline
-over the socket: the zero-copy v1 calls read/write pages of the registered
-host pool, the legacy calls move tensors, the v2 calls handle the side pools
-of hybrid models (pools_v2.py). Batches are pipelined (all requests
-sent, then all answers awaited). Every failure is a miss or a failed write,
-never an exception into SGLang's prefetch/backup threads.
+SHA-256(h0 || 'k' || key)), one key per chunk. The zero-copy v1 calls move
+pages of the registered host pool in block form when the daemon can map
+memory: pages are copied into an shm staging region registered once
+(block_form.py) and the socket carries slot ids; otherwise, and for the
+legacy calls, page bytes travel inline. The v2 calls handle the side pools of
+hybrid models (pools_v2.py). Batches are pipelined. Every failure is a miss
+or a failed write, never an exception into SGLang's prefetch/backup threads,
+and every True is a page the daemon holds (Put answers PutOk, a block-form
+Store's skipped pages are looked up).
 
 The namespace: model, the host pool's dtype and layout, page size, tp/pp rank
-(MLA ranks share one namespace: every rank holds the same latent KV), salt.
+(MLA ranks share one namespace: every rank holds the same latent KV), the
+attention-CP rank (each CP rank holds its own slice of every page), salt.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any, List, Optional
 
+from .. import proto
 from ..client import KvtierClient, Pending
-from ..errors import KvtierError
+from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
+from ..framing import pack_u32, unpack_u32
 from ..hashing import Fingerprint
 from ..health import Health
+from .block_form import Staging, gather, page_view, scatter
 from .pools_v2 import PoolsV2Mixin
 
 log = logging.getLogger("kvtier.sglang")
@@ -63,6 +70,13 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
                              float(self.extra.get("kvtier_retry_interval_s", 1.0)))
         self.mem_pool_host: Any = None
         self._client: Optional[KvtierClient] = None
+        self._staging: Optional[Staging] = None
+        self._view: Any = None
+        self._block_form = bool(self.extra.get("kvtier_block_form", True))
+        self._registered = False
+        self._staging_pages = int(self.extra.get("kvtier_staging_pages", 32))
+        self.counters = {"pages_set": 0, "pages_stored": 0, "pages_not_stored": 0, "pages_get": 0,
+                         "pages_loaded": 0, "pages_missed": 0, "block_form_batches": 0, "inline_batches": 0}
         pool = kwargs.get("mem_pool_host") or next((a for a in args if hasattr(a, "page_size")), None)
         if pool is not None:
             self.register_mem_pool_host(pool)
@@ -74,6 +88,9 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
         mla = bool(getattr(c, "is_mla_model", False))
         layout = getattr(pool, "layout", None) or ("page_first" if getattr(c, "is_page_first_layout", False)
                                                    else "layer_first")
+        cp_size = int(getattr(c, "attn_cp_size", 1) or 1)
+        if cp_size > 1:
+            layout = f"{layout}-cp{int(getattr(c, 'attn_cp_rank', 0))}of{cp_size}"
         dtype = str(x.get("kvtier_dtype", getattr(pool, "dtype", "unknown"))).replace("torch.", "")
         return Fingerprint(
             model=str(x.get("kvtier_model", getattr(c, "model_name", None) or "")),
@@ -84,11 +101,32 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
             pp_rank=int(getattr(c, "pp_rank", 0)), pp_size=int(getattr(c, "pp_size", 1)),
             mla=mla, cache_salt=str(x.get("kvtier_cache_salt", "")))
 
+    def _side_suffix(self, pool_name: str) -> str:
+        """The TP rank for side-pool keys where the namespace does not carry it (MLA) and the
+        pool is sharded by TP."""
+        c = self.config
+        size = int(getattr(c, "tp_size", 1) or 1)
+        replicated = self.extra.get("kvtier_replicated_pools", ["indexer"])
+        if not getattr(c, "is_mla_model", False) or size <= 1 or pool_name in replicated:
+            return ""
+        return f"@tp{int(getattr(c, 'tp_rank', 0))}of{size}"
+
     def register_mem_pool_host(self, mem_pool_host: Any) -> None:
         self.mem_pool_host = mem_pool_host
-        if self._client is not None:  # the namespace depends on the pool: dial again
+        self._close_client()  # the namespace and the staging region depend on the pool: dial again
+        self._view = page_view(mem_pool_host) if mem_pool_host is not None else None
+
+    def _close_client(self) -> None:
+        if self._client is not None:
             self._client.close()
             self._client = None
+        self._registered = False
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
+
+    def close(self) -> None:
+        self._close_client()
 
     def register_mem_host_pool_v2(self, host_pool: Any, host_pool_name: Any) -> None:
         if not hasattr(self, "registered_pools"):
@@ -103,7 +141,38 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
         if self._client is None:
             self._client = KvtierClient(self.socket, self.fingerprint(), "sglang", timeout=self.timeout,
                                         connect_timeout=min(self.timeout, 1.0))
+            self._registered = False
+        if not self._registered and self._block_form:
+            self._register_staging(self._client)
         return self._client
+
+    def _register_staging(self, client: KvtierClient) -> None:
+        """RegisterKv of the staging region, once per client (the client re-sends it after a
+        reconnect); refused by the daemon: inline transfers from then on."""
+        pool = self.mem_pool_host
+        if pool is None or self._staging_pages <= 0:
+            return
+        if self._staging is None:
+            try:
+                dummy = pool.get_dummy_flat_data_page()
+                self._staging = Staging(int(dummy.numel()), dummy.dtype, self._staging_pages)
+            except Exception as exc:  # no /dev/shm, an unusual pool
+                log.warning("kvtier: no shm staging region (%s); using inline transfers", exc)
+                self._block_form = False
+                return
+        try:
+            client.register_kv(self._staging.register_request(client.fingerprint.chunk_size))
+            self._registered = True
+        except (DaemonUnavailable, RequestTimeout):
+            return  # the daemon is not there: the request that follows reports it; try again later
+        except KvtierError as exc:
+            log.warning("kvtier: RegisterKv refused (%s); using inline transfers", exc)
+            self._block_form = False
+
+    @property
+    def transfer_mode(self) -> str:
+        """"blocks" when v1 pages move through the registered staging region, else "inline"."""
+        return "blocks" if self._registered else "inline"
 
     def _failed(self, exc: KvtierError) -> None:
         self.health.failed(exc)
@@ -143,62 +212,169 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
         return self.batch_exists([key]) == 1
 
     def batch_exists(self, keys: List[str], extra_info: Optional[Any] = None) -> int:
+        """The leading run of pages a load would get: the daemon's Lookup, which also weighs
+        whether Valkey-only pages are worth loading, without pinning anything."""
         client = self._conn()
         if client is None or not keys:
             return 0
         try:
-            ok = client.exists([k.encode() for k in keys])
+            ok = client.lookup(keys=[k.encode() for k in keys], no_lease=True)
             self.health.ok()
-            return int(ok.prefix_found)
+            return int(ok.hit_chunks)
         except KvtierError as exc:
             self._failed(exc)
             return 0
 
     # -- zero-copy v1 API: pages of the registered host pool ---------------------------
 
-    def _page_index(self, host_indices: Any, i: int) -> int:
+    def _pages(self, host_indices: Any, n: int) -> Any:
+        """Page numbers of the first n pages of host_indices (token slots, page-aligned)."""
+        import torch
+
         page = int(getattr(self.mem_pool_host, "page_size", 1) or 1)
-        return int(host_indices[i * page].item())
+        return (host_indices[: n * page: page].to(torch.int64) // page).cpu()
 
     def batch_get_v1(self, keys: List[str], host_indices: Any, extra_info: Optional[Any] = None) -> List[bool]:
+        client = self._conn()
+        if client is not None and self._registered and keys:
+            ok = self._get_blocks(client, keys, self._pages(host_indices, len(keys)))
+        else:
+            ok = self._get_inline(keys, host_indices)
+        self.counters["pages_get"] += len(keys)
+        self.counters["pages_loaded"] += sum(ok)
+        self.counters["pages_missed"] += len(keys) - sum(ok)
+        return ok
+
+    def batch_set_v1(self, keys: List[str], host_indices: Any, extra_info: Optional[Any] = None) -> List[bool]:
+        client = self._conn()
+        if client is not None and self._registered and keys:
+            ok = self._set_blocks(client, keys, self._pages(host_indices, len(keys)))
+        else:
+            pool, page = self.mem_pool_host, int(getattr(self.mem_pool_host, "page_size", 1) or 1)
+            pages = self._pages(host_indices, len(keys))
+            ok = self._put_many(keys, [_page_bytes(pool.get_data_page(int(p) * page, flat=True)) for p in pages])
+            self.counters["inline_batches"] += 1
+        self.counters["pages_set"] += len(keys)
+        self.counters["pages_stored"] += sum(ok)
+        self.counters["pages_not_stored"] += len(keys) - sum(ok)
+        return ok
+
+    def _get_inline(self, keys: List[str], host_indices: Any) -> List[bool]:
         pool = self.mem_pool_host
+        page = int(getattr(pool, "page_size", 1) or 1)
         values = self._get_many(keys)
         ok: List[bool] = []
         for i, data in enumerate(values):
             if data is None or not ok_all(ok):
                 ok.append(False)
                 continue
-            page = pool.get_dummy_flat_data_page()
-            if not _fill(page, data):
+            buf = pool.get_dummy_flat_data_page()
+            if not _fill(buf, data):
                 ok.append(False)
                 continue
-            pool.set_from_flat_data_page(self._page_index(host_indices, i), page)
+            pool.set_from_flat_data_page(int(host_indices[i * page].item()), buf)
             ok.append(True)
+        self.counters["inline_batches"] += 1
         return ok
 
-    def batch_set_v1(self, keys: List[str], host_indices: Any, extra_info: Optional[Any] = None) -> List[bool]:
-        pool = self.mem_pool_host
-        pages = [_page_bytes(pool.get_data_page(self._page_index(host_indices, i), flat=True))
-                 for i in range(len(keys))]
-        return self._put_many(keys, pages)
+    def _set_blocks(self, client: KvtierClient, keys: List[str], pages: Any) -> List[bool]:
+        """Pages into the set half of the staging region, then Store by slot id, a half at a time."""
+        staging = self._staging
+        assert staging is not None
+        first, half, lock = staging.half(True)
+        ok: List[bool] = []
+        with lock:
+            for s in range(0, len(keys), staging.slots):
+                part = keys[s:s + staging.slots]
+                n = len(part)
+                try:
+                    gather(self.mem_pool_host, self._view, pages[s:s + n], half)
+                    body = proto.Store(address=proto.ChunkAddress(keys=[k.encode() for k in part]),
+                                       block_ids=pack_u32(range(first, first + n)))
+                    copied = client.submit(body, expect=2).wait(self.timeout, count=1)[0][1]
+                    self.counters["block_form_batches"] += 1
+                    self.health.ok()
+                except KvtierError as exc:
+                    self._failed(exc)
+                    ok.extend([False] * (len(keys) - s))
+                    break
+                if copied.stored_chunks + copied.present_chunks == n:
+                    ok.extend([True] * n)
+                else:  # some were skipped (host tier full of pinned chunks): which ones?
+                    ok.extend(self._held(client, part))
+        return ok
+
+    def _held(self, client: KvtierClient, keys: List[str]) -> List[bool]:
+        try:
+            return [bool(f) for f in client.exists([k.encode() for k in keys]).found]
+        except KvtierError as exc:
+            self._failed(exc)
+            return [False] * len(keys)
+
+    def _get_blocks(self, client: KvtierClient, keys: List[str], pages: Any) -> List[bool]:
+        """Lookup (a lease on the leading run), Retrieve into the get half by slot id, release,
+        then the loaded slots into the host pool with one scatter."""
+        staging = self._staging
+        assert staging is not None
+        first, half, lock = staging.half(False)
+        ok: List[bool] = []
+        with lock:
+            for s in range(0, len(keys), staging.slots):
+                part = keys[s:s + staging.slots]
+                loaded = self._retrieve(client, part, first) if ok_all(ok) else 0
+                if loaded:
+                    scatter(self.mem_pool_host, self._view, pages[s:s + loaded], half)
+                ok.extend([True] * loaded + [False] * (len(part) - loaded))
+        return ok
+
+    def _retrieve(self, client: KvtierClient, keys: List[str], first: int) -> int:
+        """How many leading pages of `keys` landed in slots first, first+1, ..."""
+        try:
+            found = client.lookup(keys=[k.encode() for k in keys])
+            hit, lease = int(found.hit_chunks), int(found.lease_id)
+            if hit == 0:
+                return 0
+            try:
+                done = client.retrieve_blocks(lease, 0, hit, list(range(first, first + hit))).wait(self.timeout)[0][1]
+            finally:
+                client.release_lease(lease)
+            self.counters["block_form_batches"] += 1
+            self.health.ok()
+        except KvtierError as exc:
+            self._failed(exc)
+            return 0
+        failed = set(unpack_u32(done.failed_block_ids))
+        n = 0
+        while n < hit and first + n not in failed:
+            n += 1
+        return n
 
     def clear(self) -> None:
+        """Removes every page of this backend's namespace from every tier (host and Valkey)."""
         client = self._conn()
         if client is None:
             return
         try:
             client.invalidate()
+            self.health.ok()
         except KvtierError as exc:
             self._failed(exc)
 
     def get_stats(self) -> Any:
-        return None
+        """This backend's page counters and transfer mode, with the daemon's stats when reachable."""
+        out: dict[str, Any] = {"transfer_mode": self.transfer_mode, **self.counters}
+        client = self._conn()
+        if client is not None:
+            try:
+                out["daemon"] = client.stats()
+                self.health.ok()
+            except KvtierError as exc:
+                self._failed(exc)
+        return out
 
     # -- pipelined helpers ---------------------------------------------------------------
 
     def _get_many(self, keys: List[str]) -> List[Optional[bytes]]:
-        from .. import proto
-
         client = self._conn()
         if client is None:
             return [None] * len(keys)
@@ -215,21 +391,21 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
             return [None] * len(keys)
 
     def _put_many(self, keys: List[str], values: List[bytes]) -> List[bool]:
-        from .. import proto
-
+        """One Put per page, pipelined; True only where the daemon says it holds the page
+        (PutOk; a daemon that predates PutOk answers Ack, taken as stored)."""
         client = self._conn()
         if client is None:
             return [False] * len(keys)
         try:
-            pend = [client.submit(proto.Put(key=k.encode(), value=v)) for k, v in zip(keys, values)]
+            pend = [client.submit(proto.Put(key=k.encode(), value=v, want_put_ok=True)) for k, v in zip(keys, values)]
         except KvtierError as exc:
             self._failed(exc)
             return [False] * len(keys)
         ok: List[bool] = []
         for p in pend:
             try:
-                p.wait(self.timeout)
-                ok.append(True)
+                field, msg = p.wait(self.timeout)[0]
+                ok.append(bool(msg.stored) if field == "put_ok" else field == "ack")
             except KvtierError as exc:
                 self._failed(exc)
                 ok.append(False)
