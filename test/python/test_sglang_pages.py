@@ -26,7 +26,7 @@ from sglang_pools import PAGE, host_indices, make_pool, storage_config  # noqa: 
 
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 LAYOUTS = [("mha", "layer_first"), ("mha", "page_first"), ("mha", "page_first_direct"),
-           ("mla", "layer_first"), ("mla", "page_first")]
+           ("mla", "layer_first"), ("mla", "page_first"), ("mla", "page_first_direct")]
 
 
 def backend(sock, pool, kind="mha", cfg=None, **extra):
