@@ -18,13 +18,17 @@ page_first_direct; MHA and MLA pools), a view V of kv_buffer with V[p] =
 page p: a whole batch then moves with one index_select (set) or one
 index_copy_ (get). The view is checked once against the pool's own
 get_data_page; a pool it does not fit goes page by page through the slots.
+BlockFormMixin holds the v1 transfers themselves: Store by slot ids (an
+Exists for a batch the daemon partly skipped), Lookup + Retrieve into slots.
 """
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from .. import proto, shm
+from ..errors import KvtierError
+from ..framing import pack_u32, unpack_u32
 from ..torch_compat import untyped_storage
 
 # (layout, kv_buffer dims) -> the dim that counts tokens (split into pages) or pages.
@@ -123,3 +127,80 @@ def scatter(pool: Any, view: Optional[Any], pages: Any, src: Any) -> None:
     page = int(pool.page_size)
     for j in range(n):
         pool.set_from_flat_data_page(int(pages[j]) * page, src[j])
+
+
+class BlockFormMixin:
+    """v1 pages by slot id. Needs `_staging`, `_view`, `mem_pool_host`, `timeout`, `counters`,
+    `health` and `_failed()` (storage.py)."""
+
+    def _set_blocks(self, client: Any, keys: List[str], pages: Any) -> List[bool]:
+        """Pages into the set half of the staging region, then Store by slot id, a half at a time."""
+        staging = self._staging
+        assert staging is not None
+        first, half, lock = staging.half(True)
+        ok: List[bool] = []
+        with lock:
+            for s in range(0, len(keys), staging.slots):
+                part = keys[s:s + staging.slots]
+                n = len(part)
+                try:
+                    gather(self.mem_pool_host, self._view, pages[s:s + n], half)
+                    body = proto.Store(address=proto.ChunkAddress(keys=[k.encode() for k in part]),
+                                       block_ids=pack_u32(range(first, first + n)))
+                    copied = client.submit(body, expect=2).wait(self.timeout, count=1)[0][1]
+                    self.counters["block_form_batches"] += 1
+                    self.health.ok()
+                except KvtierError as exc:
+                    self._failed(exc)
+                    ok.extend([False] * (len(keys) - s))
+                    break
+                if copied.stored_chunks + copied.present_chunks == n:
+                    ok.extend([True] * n)
+                else:  # some were skipped (host tier full of pinned chunks): which ones?
+                    ok.extend(self._held(client, part))
+        return ok
+
+    def _held(self, client: Any, keys: List[str]) -> List[bool]:
+        try:
+            return [bool(f) for f in client.exists([k.encode() for k in keys]).found]
+        except KvtierError as exc:
+            self._failed(exc)
+            return [False] * len(keys)
+
+    def _get_blocks(self, client: Any, keys: List[str], pages: Any) -> List[bool]:
+        """Lookup (a lease on the leading run), Retrieve into the get half by slot id, release,
+        then the loaded slots into the host pool with one scatter."""
+        staging = self._staging
+        assert staging is not None
+        first, half, lock = staging.half(False)
+        ok: List[bool] = []
+        with lock:
+            for s in range(0, len(keys), staging.slots):
+                part = keys[s:s + staging.slots]
+                loaded = self._retrieve(client, part, first) if all(ok) else 0
+                if loaded:
+                    scatter(self.mem_pool_host, self._view, pages[s:s + loaded], half)
+                ok.extend([True] * loaded + [False] * (len(part) - loaded))
+        return ok
+
+    def _retrieve(self, client: Any, keys: List[str], first: int) -> int:
+        """How many leading pages of `keys` landed in slots first, first+1, ..."""
+        try:
+            found = client.lookup(keys=[k.encode() for k in keys])
+            hit, lease = int(found.hit_chunks), int(found.lease_id)
+            if hit == 0:
+                return 0
+            try:
+                done = client.retrieve_blocks(lease, 0, hit, list(range(first, first + hit))).wait(self.timeout)[0][1]
+            finally:
+                client.release_lease(lease)
+            self.counters["block_form_batches"] += 1
+            self.health.ok()
+        except KvtierError as exc:
+            self._failed(exc)
+            return 0
+        failed = set(unpack_u32(done.failed_block_ids))
+        n = 0
+        while n < hit and first + n not in failed:
+            n += 1
+        return n

@@ -19,15 +19,15 @@ attention-CP rank (each CP rank holds its own slice of every page), salt.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, List, Optional
 
 from .. import proto
 from ..client import KvtierClient, Pending
 from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
-from ..framing import pack_u32, unpack_u32
 from ..hashing import Fingerprint
 from ..health import Health
-from .block_form import Staging, gather, page_view, scatter
+from .block_form import BlockFormMixin, Staging, page_view
 from .pools_v2 import PoolsV2Mixin
 
 log = logging.getLogger("kvtier.sglang")
@@ -58,7 +58,7 @@ def _fill(target: Any, data: bytes) -> bool:
     return True
 
 
-class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-type]
+class KVTierHiCacheStorage(BlockFormMixin, PoolsV2Mixin, _Base):  # type: ignore[misc, valid-type]
     """HiCacheStorage backend. Constructed by SGLang's dynamic backend loader."""
 
     def __init__(self, storage_config: Any, *args: Any, **kwargs: Any) -> None:
@@ -70,6 +70,7 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
                              float(self.extra.get("kvtier_retry_interval_s", 1.0)))
         self.mem_pool_host: Any = None
         self._client: Optional[KvtierClient] = None
+        self._conn_lock = threading.Lock()
         self._staging: Optional[Staging] = None
         self._view: Any = None
         self._block_form = bool(self.extra.get("kvtier_block_form", True))
@@ -136,22 +137,25 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
             self.register_mem_pool_host(host_pool)
 
     def _conn(self) -> Optional[KvtierClient]:
+        """The client, dialled and (block form) registered on first use; None while the daemon is away."""
         if not self.health.ready():
             return None
-        if self._client is None:
-            self._client = KvtierClient(self.socket, self.fingerprint(), "sglang", timeout=self.timeout,
-                                        connect_timeout=min(self.timeout, 1.0))
-            self._registered = False
-        if not self._registered and self._block_form:
-            self._register_staging(self._client)
-        return self._client
+        with self._conn_lock:  # SGLang's prefetch and backup threads may both get here first
+            if self._client is None:
+                self._client = KvtierClient(self.socket, self.fingerprint(), "sglang", timeout=self.timeout,
+                                            connect_timeout=min(self.timeout, 1.0))
+                self._registered = False
+            if not self._registered and self._block_form and not self._register_staging(self._client):
+                return None
+            return self._client
 
-    def _register_staging(self, client: KvtierClient) -> None:
+    def _register_staging(self, client: KvtierClient) -> bool:
         """RegisterKv of the staging region, once per client (the client re-sends it after a
-        reconnect); refused by the daemon: inline transfers from then on."""
+        reconnect); refused by the daemon: inline transfers from then on. False: the daemon
+        is away (reported to health, registration tried again on the next dial)."""
         pool = self.mem_pool_host
         if pool is None or self._staging_pages <= 0:
-            return
+            return True
         if self._staging is None:
             try:
                 dummy = pool.get_dummy_flat_data_page()
@@ -159,15 +163,17 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
             except Exception as exc:  # no /dev/shm, an unusual pool
                 log.warning("kvtier: no shm staging region (%s); using inline transfers", exc)
                 self._block_form = False
-                return
+                return True
         try:
             client.register_kv(self._staging.register_request(client.fingerprint.chunk_size))
             self._registered = True
-        except (DaemonUnavailable, RequestTimeout):
-            return  # the daemon is not there: the request that follows reports it; try again later
+        except (DaemonUnavailable, RequestTimeout) as exc:
+            self._failed(exc)
+            return False
         except KvtierError as exc:
             log.warning("kvtier: RegisterKv refused (%s); using inline transfers", exc)
             self._block_form = False
+        return True
 
     @property
     def transfer_mode(self) -> str:
@@ -276,78 +282,6 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
             ok.append(True)
         self.counters["inline_batches"] += 1
         return ok
-
-    def _set_blocks(self, client: KvtierClient, keys: List[str], pages: Any) -> List[bool]:
-        """Pages into the set half of the staging region, then Store by slot id, a half at a time."""
-        staging = self._staging
-        assert staging is not None
-        first, half, lock = staging.half(True)
-        ok: List[bool] = []
-        with lock:
-            for s in range(0, len(keys), staging.slots):
-                part = keys[s:s + staging.slots]
-                n = len(part)
-                try:
-                    gather(self.mem_pool_host, self._view, pages[s:s + n], half)
-                    body = proto.Store(address=proto.ChunkAddress(keys=[k.encode() for k in part]),
-                                       block_ids=pack_u32(range(first, first + n)))
-                    copied = client.submit(body, expect=2).wait(self.timeout, count=1)[0][1]
-                    self.counters["block_form_batches"] += 1
-                    self.health.ok()
-                except KvtierError as exc:
-                    self._failed(exc)
-                    ok.extend([False] * (len(keys) - s))
-                    break
-                if copied.stored_chunks + copied.present_chunks == n:
-                    ok.extend([True] * n)
-                else:  # some were skipped (host tier full of pinned chunks): which ones?
-                    ok.extend(self._held(client, part))
-        return ok
-
-    def _held(self, client: KvtierClient, keys: List[str]) -> List[bool]:
-        try:
-            return [bool(f) for f in client.exists([k.encode() for k in keys]).found]
-        except KvtierError as exc:
-            self._failed(exc)
-            return [False] * len(keys)
-
-    def _get_blocks(self, client: KvtierClient, keys: List[str], pages: Any) -> List[bool]:
-        """Lookup (a lease on the leading run), Retrieve into the get half by slot id, release,
-        then the loaded slots into the host pool with one scatter."""
-        staging = self._staging
-        assert staging is not None
-        first, half, lock = staging.half(False)
-        ok: List[bool] = []
-        with lock:
-            for s in range(0, len(keys), staging.slots):
-                part = keys[s:s + staging.slots]
-                loaded = self._retrieve(client, part, first) if ok_all(ok) else 0
-                if loaded:
-                    scatter(self.mem_pool_host, self._view, pages[s:s + loaded], half)
-                ok.extend([True] * loaded + [False] * (len(part) - loaded))
-        return ok
-
-    def _retrieve(self, client: KvtierClient, keys: List[str], first: int) -> int:
-        """How many leading pages of `keys` landed in slots first, first+1, ..."""
-        try:
-            found = client.lookup(keys=[k.encode() for k in keys])
-            hit, lease = int(found.hit_chunks), int(found.lease_id)
-            if hit == 0:
-                return 0
-            try:
-                done = client.retrieve_blocks(lease, 0, hit, list(range(first, first + hit))).wait(self.timeout)[0][1]
-            finally:
-                client.release_lease(lease)
-            self.counters["block_form_batches"] += 1
-            self.health.ok()
-        except KvtierError as exc:
-            self._failed(exc)
-            return 0
-        failed = set(unpack_u32(done.failed_block_ids))
-        n = 0
-        while n < hit and first + n not in failed:
-            n += 1
-        return n
 
     def clear(self) -> None:
         """Removes every page of this backend's namespace from every tier (host and Valkey)."""
