@@ -269,7 +269,8 @@ export class ChunkManager {
     } else {
       const per = source.copier.blocksPerChunk;
       // Block form moves whole chunks only: a partial chunk has no fixed byte size.
-      let full = 0;
+      // Opaque keys name one whole chunk each.
+      let full = 'keys' in address ? count : 0;
       while (full < count && resolved.tokensOf(full) === this.#opts.chunkSize) full++;
       count = Math.min(full, Math.floor(source.blockIds.length / per));
     }
@@ -344,9 +345,19 @@ export class ChunkManager {
     return found;
   }
 
-  /** Removes the address's chunks from every tier; with no address, the namespace's host chunks. */
+  /** Removes the address's chunks from every tier; with no address, every chunk of the namespace. */
   async invalidate(ns: Namespace, address: ChunkAddress | null): Promise<number> {
-    if (address === null) return this.host.removePrefix(`${ns.id}:`);
+    if (address === null) {
+      const removed = this.host.removePrefix(`${ns.id}:`);
+      const remote = this.#sync.usable();
+      if (remote?.deleteNamespace === undefined) return removed;
+      try {
+        return Math.max(removed, await remote.deleteNamespace(ns.id));
+      } catch (e) {
+        this.#log.warn('remote namespace invalidate failed', { error: errorMessage(e) });
+        return removed;
+      }
+    }
     const resolved = this.#resolve(ns, address);
     const keys: ChunkKey[] = [];
     let removed = 0;

@@ -23,6 +23,8 @@ import { WriteBehindQueue, type WriteBehindStats } from './write-behind.js';
 export interface RemoteTier extends Tier {
   readonly available?: boolean;
   getInto?(key: ChunkKey, allocate: (bytes: number) => Slab | null): Promise<Slab | null>;
+  /** Removes every chunk of a namespace; returns how many chunks it removed. */
+  deleteNamespace?(namespaceId: string): Promise<number>;
 }
 
 export interface RemoteSyncOptions {

@@ -259,8 +259,8 @@ export class Connection {
       case 'put': {
         const req = env.put!;
         if (req.key == null || req.key.length === 0) throw new BadRequestError('expected a non-empty key for Put');
-        await m.put(ns, req.key, asBuffer(req.value));
-        return { ack: {} };
+        const stored = await m.put(ns, req.key, asBuffer(req.value));
+        return req.wantPutOk === true ? { putOk: { stored } } : { ack: {} };
       }
       case 'get': {
         const req = env.get!;

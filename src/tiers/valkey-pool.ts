@@ -21,6 +21,7 @@ import {
   Batch,
   ClosingError,
   ClusterBatch,
+  ClusterScanCursor,
   ConnectionError,
   Decoder,
   GlideClient,
@@ -301,6 +302,35 @@ export class ValkeyPool {
       throw this.#lastError ?? new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted}: no cluster connection for CLUSTER SLOTS`);
     }
     return client.customCommand(['CLUSTER', 'SLOTS'], { route: 'randomNode', decoder: Decoder.String });
+  }
+
+  /**
+   * Every key matching a glob, by SCAN (each master in a cluster): for
+   * namespace-wide deletes, never on a request's hot path.
+   */
+  async scanKeys(match: string): Promise<string[]> {
+    const client = this.#slots[0]?.client;
+    if (this.#state !== 'up' || client === undefined) {
+      throw this.#lastError ?? new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted} is not connected`);
+    }
+    const out: string[] = [];
+    const opts = { match, count: 1000, decoder: Decoder.String };
+    if (client instanceof GlideClusterClient) {
+      let cursor = new ClusterScanCursor();
+      while (!cursor.isFinished()) {
+        const [next, keys] = await client.scan(cursor, opts);
+        for (const k of keys) out.push(String(k));
+        cursor = next;
+      }
+      return out;
+    }
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, opts);
+      for (const k of keys) out.push(String(k));
+      cursor = String(next);
+    } while (cursor !== '0');
+    return out;
   }
 
   /** A batch's timeout: its bytes and those queued ahead of it, at most the ceiling. */

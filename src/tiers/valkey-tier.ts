@@ -60,6 +60,9 @@ function asBuffer(r: ValkeyReply): Buffer | null {
   return Buffer.isBuffer(r) ? r : null;
 }
 
+/** Keys per pipeline in deleteNamespace. */
+const DELETE_BATCH = 512;
+
 export class ValkeyTier implements Tier {
   readonly name = 'valkey' as const;
   readonly counters: ValkeyTierCounters = {
@@ -665,6 +668,24 @@ export class ValkeyTier implements Tier {
     }));
     if (!dels) return 0;
     return heads.reduce<number>((n, h) => n + (asBuffer(h)?.length ? 1 : 0), 0);
+  }
+
+  /**
+   * Deletes every key of a namespace (chunks and their segments), found by
+   * SCAN over `<prefix>:{<namespace id>:*`; counts the chunks (not segments).
+   */
+  async deleteNamespace(namespaceId: string): Promise<number> {
+    if (!this.available) return 0;
+    const keys = await this.#pool.scanKeys(`${this.#prefix}:{${namespaceId}:*`);
+    let chunks = 0;
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      const part = keys.slice(i, i + DELETE_BATCH);
+      // One DEL per key: keys of different chunks may live in different cluster slots.
+      const out = await this.#run(part.map((k) => ({ op: 'del', keys: [k] }) as const));
+      if (out === null) break;
+      for (const k of part) if (k.endsWith('}')) chunks++;
+    }
+    return chunks;
   }
 
   async close(): Promise<void> {

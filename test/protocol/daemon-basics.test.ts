@@ -86,6 +86,15 @@ describe('daemon over a real Unix socket', () => {
     expect(e.found).toEqual([true, true, false, true]);
   });
 
+  it('answers Put with PutOk when asked, Ack otherwise (older clients)', async () => {
+    const c = await d.connect({ fingerprint: { model: 'kv-put-ok' } });
+    const asked = await c.request({ put: { key: Buffer.from('p1'), value: Buffer.from('v'), wantPutOk: true } });
+    expect(asked.body).toBe('putOk');
+    expect(asked.putOk!.stored).toBe(true);
+    const old = await c.request({ put: { key: Buffer.from('p2'), value: Buffer.from('v') } });
+    expect(old.body).toBe('ack');
+  });
+
   it('names its errors: no Hello, unknown lease, chunk size mismatch, bad tokens', async () => {
     const raw = await d.connect();
     await expect(raw.lookup({ tokens: Buffer.alloc(5) })).rejects.toMatchObject({ code: 'KVT_BAD_REQUEST' });

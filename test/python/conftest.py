@@ -86,10 +86,11 @@ class Daemon:
 
 
 def _write_config(path: str, extra: str = "") -> None:
-    """chunk_size 256 unless `extra` sets it (later YAML keys would be duplicates)."""
+    """chunk_size 256 and max_local_cpu_size 1 unless `extra` sets them (later YAML keys would be duplicates)."""
     base = "" if "chunk_size" in extra else "chunk_size: 256\n"
+    base += "" if "max_local_cpu_size" in extra else "max_local_cpu_size: 1\n"
     with open(path, "w") as f:
-        f.write(base + "max_local_cpu_size: 1\n" + extra)
+        f.write(base + extra)
 
 
 @pytest.fixture

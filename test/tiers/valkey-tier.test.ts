@@ -105,3 +105,24 @@ describe('valkey getInto (reads into caller slabs)', () => {
     }
   });
 });
+
+describe('valkey deleteNamespace (clear of one namespace)', () => {
+  for (const which of ['single', 'cluster'] as const) {
+    it(`removes a namespace's chunks and segments and nothing else (${which})`, async () => {
+      const t = await ValkeyTier.create({ url: which === 'single' ? single.url : cluster.url, segmentBytes: 64 << 10, log: quiet });
+      try {
+        const ns = `delns-${which}-${Date.now()}`;
+        const keys = Array.from({ length: 20 }, (_, i) => ({ namespaceId: ns, hash: `h${i}` }));
+        const kept = { namespaceId: `${ns}x`, hash: 'h0' };
+        for (const k of keys) expect(await t.put(k, randomBytes(k.hash === 'h0' ? 200 << 10 : 100))).toBe(true);
+        expect(await t.put(kept, randomBytes(100))).toBe(true);
+        expect(await t.deleteNamespace(ns)).toBe(20);
+        expect(await t.contains(keys)).toEqual(keys.map(() => false));
+        expect(await t.contains([kept])).toEqual([true]);
+        expect(await t.deleteNamespace(ns)).toBe(0);
+      } finally {
+        await t.close();
+      }
+    });
+  }
+});

@@ -3,7 +3,10 @@
 SGLang moves the KV pool through the v1/legacy calls and the extra pools of
 hybrid models through batch_{exists,get,set}_v2 with PoolTransfer lists. A
 side pool's page is stored under "<page hash>.<pool name>" (SGLang's own
-component-key convention), KV pages under the bare hash. Exists for every
+component-key convention), KV pages under the bare hash. MLA ranks share
+one namespace, but a side pool sharded by TP (Mamba states, SWA KV) differs
+per rank: its keys then end in "@tp<rank>of<size>" (pools listed in
+extra_config kvtier_replicated_pools, default the DSA indexer, do not). Exists for every
 component goes in one request; longest-prefix and trailing-page policies
 follow SGLang's HiCacheFile reference.
 """
@@ -37,13 +40,17 @@ def _name(pool: Any) -> str:
 
 
 class PoolsV2Mixin:
-    """Needs `_conn()`, `_get_many()`, `_put_many()`, `_failed()` and `registered_pools`."""
+    """Needs `_conn()`, `_get_many()`, `_put_many()`, `_failed()`, `_side_suffix()` and `registered_pools`."""
+
+    def _component_key(self, key: str, pool: Any) -> str:
+        k = component_key(key, pool)
+        return k if k == key else k + self._side_suffix(_name(pool))  # type: ignore[attr-defined]
 
     def batch_exists_v2(self, keys: List[str], pool_transfers: Optional[List[Any]] = None,
                         extra_info: Optional[Any] = None) -> Any:
         transfers = list(pool_transfers or [])
         names = [_name(t.name) for t in transfers]
-        wanted = [component_key(k, "kv") for k in keys] + [component_key(k, n) for n in names for k in keys]
+        wanted = [component_key(k, "kv") for k in keys] + [self._component_key(k, n) for n in names for k in keys]
         client = self._conn()  # type: ignore[attr-defined]
         if client is None or not keys:
             return PoolTransferResult(0, {})
@@ -89,7 +96,7 @@ class PoolsV2Mixin:
             if pool is None:
                 results[name] = [False] * len(keys)
                 continue
-            values = self._get_many([component_key(k, name) for k in keys])  # type: ignore[attr-defined]
+            values = self._get_many([self._component_key(k, name) for k in keys])  # type: ignore[attr-defined]
             ok: List[bool] = []
             for i, data in enumerate(values):
                 buf = pool.get_dummy_flat_data_page()
@@ -112,5 +119,5 @@ class PoolsV2Mixin:
                 continue
             pages = [_page_bytes(pool.get_data_page(int(t.host_indices[i * page].item()), flat=True))
                      for i in range(len(keys))]
-            results[name] = self._put_many([component_key(k, name) for k in keys], pages)  # type: ignore[attr-defined]
+            results[name] = self._put_many([self._component_key(k, name) for k in keys], pages)  # type: ignore[attr-defined]
         return results

@@ -1,26 +1,33 @@
-"""KVTierHiCacheStorage: SGLang's HiCacheStorage over kvtierd Put/Get/Exists.
+"""KVTierHiCacheStorage: SGLang's HiCacheStorage over kvtierd.
 
 SGLang names each host page by its own prefix-chained page hash, so chunks are
 addressed by those opaque keys (the daemon hashes them into its namespace:
-SHA-256(h0 || 'k' || key)). Values are SGLang's flat host pages, copied inline
-over the socket: the zero-copy v1 calls read/write pages of the registered
-host pool, the legacy calls move tensors, the v2 calls handle the side pools
-of hybrid models (pools_v2.py). Batches are pipelined (all requests
-sent, then all answers awaited). Every failure is a miss or a failed write,
-never an exception into SGLang's prefetch/backup threads.
+SHA-256(h0 || 'k' || key)), one key per chunk. The zero-copy v1 calls move
+pages of the registered host pool in block form when the daemon can map
+memory: pages are copied into an shm staging region registered once
+(block_form.py) and the socket carries slot ids; otherwise, and for the
+legacy calls, page bytes travel inline. The v2 calls handle the side pools of
+hybrid models (pools_v2.py). Batches are pipelined. Every failure is a miss
+or a failed write, never an exception into SGLang's prefetch/backup threads,
+and every True is a page the daemon holds (Put answers PutOk, a block-form
+Store's skipped pages are looked up).
 
 The namespace: model, the host pool's dtype and layout, page size, tp/pp rank
-(MLA ranks share one namespace: every rank holds the same latent KV), salt.
+(MLA ranks share one namespace: every rank holds the same latent KV), the
+attention-CP rank (each CP rank holds its own slice of every page), salt.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, List, Optional
 
+from .. import proto
 from ..client import KvtierClient, Pending
-from ..errors import KvtierError
+from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
 from ..hashing import Fingerprint
 from ..health import Health
+from .block_form import BlockFormMixin, Staging, page_view
 from .pools_v2 import PoolsV2Mixin
 
 log = logging.getLogger("kvtier.sglang")
@@ -51,7 +58,7 @@ def _fill(target: Any, data: bytes) -> bool:
     return True
 
 
-class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-type]
+class KVTierHiCacheStorage(BlockFormMixin, PoolsV2Mixin, _Base):  # type: ignore[misc, valid-type]
     """HiCacheStorage backend. Constructed by SGLang's dynamic backend loader."""
 
     def __init__(self, storage_config: Any, *args: Any, **kwargs: Any) -> None:
@@ -63,6 +70,14 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
                              float(self.extra.get("kvtier_retry_interval_s", 1.0)))
         self.mem_pool_host: Any = None
         self._client: Optional[KvtierClient] = None
+        self._conn_lock = threading.Lock()
+        self._staging: Optional[Staging] = None
+        self._view: Any = None
+        self._block_form = bool(self.extra.get("kvtier_block_form", True))
+        self._registered = False
+        self._staging_pages = int(self.extra.get("kvtier_staging_pages", 32))
+        self.counters = {"pages_set": 0, "pages_stored": 0, "pages_not_stored": 0, "pages_get": 0,
+                         "pages_loaded": 0, "pages_missed": 0, "block_form_batches": 0, "inline_batches": 0}
         pool = kwargs.get("mem_pool_host") or next((a for a in args if hasattr(a, "page_size")), None)
         if pool is not None:
             self.register_mem_pool_host(pool)
@@ -74,6 +89,9 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
         mla = bool(getattr(c, "is_mla_model", False))
         layout = getattr(pool, "layout", None) or ("page_first" if getattr(c, "is_page_first_layout", False)
                                                    else "layer_first")
+        cp_size = int(getattr(c, "attn_cp_size", 1) or 1)
+        if cp_size > 1:
+            layout = f"{layout}-cp{int(getattr(c, 'attn_cp_rank', 0))}of{cp_size}"
         dtype = str(x.get("kvtier_dtype", getattr(pool, "dtype", "unknown"))).replace("torch.", "")
         return Fingerprint(
             model=str(x.get("kvtier_model", getattr(c, "model_name", None) or "")),
@@ -84,11 +102,32 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
             pp_rank=int(getattr(c, "pp_rank", 0)), pp_size=int(getattr(c, "pp_size", 1)),
             mla=mla, cache_salt=str(x.get("kvtier_cache_salt", "")))
 
+    def _side_suffix(self, pool_name: str) -> str:
+        """The TP rank for side-pool keys where the namespace does not carry it (MLA) and the
+        pool is sharded by TP."""
+        c = self.config
+        size = int(getattr(c, "tp_size", 1) or 1)
+        replicated = self.extra.get("kvtier_replicated_pools", ["indexer"])
+        if not getattr(c, "is_mla_model", False) or size <= 1 or pool_name in replicated:
+            return ""
+        return f"@tp{int(getattr(c, 'tp_rank', 0))}of{size}"
+
     def register_mem_pool_host(self, mem_pool_host: Any) -> None:
         self.mem_pool_host = mem_pool_host
-        if self._client is not None:  # the namespace depends on the pool: dial again
+        self._close_client()  # the namespace and the staging region depend on the pool: dial again
+        self._view = page_view(mem_pool_host) if mem_pool_host is not None else None
+
+    def _close_client(self) -> None:
+        if self._client is not None:
             self._client.close()
             self._client = None
+        self._registered = False
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
+
+    def close(self) -> None:
+        self._close_client()
 
     def register_mem_host_pool_v2(self, host_pool: Any, host_pool_name: Any) -> None:
         if not hasattr(self, "registered_pools"):
@@ -98,12 +137,48 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
             self.register_mem_pool_host(host_pool)
 
     def _conn(self) -> Optional[KvtierClient]:
+        """The client, dialled and (block form) registered on first use; None while the daemon is away."""
         if not self.health.ready():
             return None
-        if self._client is None:
-            self._client = KvtierClient(self.socket, self.fingerprint(), "sglang", timeout=self.timeout,
-                                        connect_timeout=min(self.timeout, 1.0))
-        return self._client
+        with self._conn_lock:  # SGLang's prefetch and backup threads may both get here first
+            if self._client is None:
+                self._client = KvtierClient(self.socket, self.fingerprint(), "sglang", timeout=self.timeout,
+                                            connect_timeout=min(self.timeout, 1.0))
+                self._registered = False
+            if not self._registered and self._block_form and not self._register_staging(self._client):
+                return None
+            return self._client
+
+    def _register_staging(self, client: KvtierClient) -> bool:
+        """RegisterKv of the staging region, once per client (the client re-sends it after a
+        reconnect); refused by the daemon: inline transfers from then on. False: the daemon
+        is away (reported to health, registration tried again on the next dial)."""
+        pool = self.mem_pool_host
+        if pool is None or self._staging_pages <= 0:
+            return True
+        if self._staging is None:
+            try:
+                dummy = pool.get_dummy_flat_data_page()
+                self._staging = Staging(int(dummy.numel()), dummy.dtype, self._staging_pages)
+            except Exception as exc:  # no /dev/shm, an unusual pool
+                log.warning("kvtier: no shm staging region (%s); using inline transfers", exc)
+                self._block_form = False
+                return True
+        try:
+            client.register_kv(self._staging.register_request(client.fingerprint.chunk_size))
+            self._registered = True
+        except (DaemonUnavailable, RequestTimeout) as exc:
+            self._failed(exc)
+            return False
+        except KvtierError as exc:
+            log.warning("kvtier: RegisterKv refused (%s); using inline transfers", exc)
+            self._block_form = False
+        return True
+
+    @property
+    def transfer_mode(self) -> str:
+        """"blocks" when v1 pages move through the registered staging region, else "inline"."""
+        return "blocks" if self._registered else "inline"
 
     def _failed(self, exc: KvtierError) -> None:
         self.health.failed(exc)
@@ -143,62 +218,97 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
         return self.batch_exists([key]) == 1
 
     def batch_exists(self, keys: List[str], extra_info: Optional[Any] = None) -> int:
+        """The leading run of pages a load would get: the daemon's Lookup, which also weighs
+        whether Valkey-only pages are worth loading, without pinning anything."""
         client = self._conn()
         if client is None or not keys:
             return 0
         try:
-            ok = client.exists([k.encode() for k in keys])
+            ok = client.lookup(keys=[k.encode() for k in keys], no_lease=True)
             self.health.ok()
-            return int(ok.prefix_found)
+            return int(ok.hit_chunks)
         except KvtierError as exc:
             self._failed(exc)
             return 0
 
     # -- zero-copy v1 API: pages of the registered host pool ---------------------------
 
-    def _page_index(self, host_indices: Any, i: int) -> int:
+    def _pages(self, host_indices: Any, n: int) -> Any:
+        """Page numbers of the first n pages of host_indices (token slots, page-aligned)."""
+        import torch
+
         page = int(getattr(self.mem_pool_host, "page_size", 1) or 1)
-        return int(host_indices[i * page].item())
+        return (host_indices[: n * page: page].to(torch.int64) // page).cpu()
 
     def batch_get_v1(self, keys: List[str], host_indices: Any, extra_info: Optional[Any] = None) -> List[bool]:
+        client = self._conn()
+        if client is not None and self._registered and keys:
+            ok = self._get_blocks(client, keys, self._pages(host_indices, len(keys)))
+        else:
+            ok = self._get_inline(keys, host_indices)
+        self.counters["pages_get"] += len(keys)
+        self.counters["pages_loaded"] += sum(ok)
+        self.counters["pages_missed"] += len(keys) - sum(ok)
+        return ok
+
+    def batch_set_v1(self, keys: List[str], host_indices: Any, extra_info: Optional[Any] = None) -> List[bool]:
+        client = self._conn()
+        if client is not None and self._registered and keys:
+            ok = self._set_blocks(client, keys, self._pages(host_indices, len(keys)))
+        else:
+            pool, page = self.mem_pool_host, int(getattr(self.mem_pool_host, "page_size", 1) or 1)
+            pages = self._pages(host_indices, len(keys))
+            ok = self._put_many(keys, [_page_bytes(pool.get_data_page(int(p) * page, flat=True)) for p in pages])
+            self.counters["inline_batches"] += 1
+        self.counters["pages_set"] += len(keys)
+        self.counters["pages_stored"] += sum(ok)
+        self.counters["pages_not_stored"] += len(keys) - sum(ok)
+        return ok
+
+    def _get_inline(self, keys: List[str], host_indices: Any) -> List[bool]:
         pool = self.mem_pool_host
+        page = int(getattr(pool, "page_size", 1) or 1)
         values = self._get_many(keys)
         ok: List[bool] = []
         for i, data in enumerate(values):
             if data is None or not ok_all(ok):
                 ok.append(False)
                 continue
-            page = pool.get_dummy_flat_data_page()
-            if not _fill(page, data):
+            buf = pool.get_dummy_flat_data_page()
+            if not _fill(buf, data):
                 ok.append(False)
                 continue
-            pool.set_from_flat_data_page(self._page_index(host_indices, i), page)
+            pool.set_from_flat_data_page(int(host_indices[i * page].item()), buf)
             ok.append(True)
+        self.counters["inline_batches"] += 1
         return ok
 
-    def batch_set_v1(self, keys: List[str], host_indices: Any, extra_info: Optional[Any] = None) -> List[bool]:
-        pool = self.mem_pool_host
-        pages = [_page_bytes(pool.get_data_page(self._page_index(host_indices, i), flat=True))
-                 for i in range(len(keys))]
-        return self._put_many(keys, pages)
-
     def clear(self) -> None:
+        """Removes every page of this backend's namespace from every tier (host and Valkey)."""
         client = self._conn()
         if client is None:
             return
         try:
             client.invalidate()
+            self.health.ok()
         except KvtierError as exc:
             self._failed(exc)
 
     def get_stats(self) -> Any:
-        return None
+        """This backend's page counters and transfer mode, with the daemon's stats when reachable."""
+        out: dict[str, Any] = {"transfer_mode": self.transfer_mode, **self.counters}
+        client = self._conn()
+        if client is not None:
+            try:
+                out["daemon"] = client.stats()
+                self.health.ok()
+            except KvtierError as exc:
+                self._failed(exc)
+        return out
 
     # -- pipelined helpers ---------------------------------------------------------------
 
     def _get_many(self, keys: List[str]) -> List[Optional[bytes]]:
-        from .. import proto
-
         client = self._conn()
         if client is None:
             return [None] * len(keys)
@@ -215,21 +325,21 @@ class KVTierHiCacheStorage(PoolsV2Mixin, _Base):  # type: ignore[misc, valid-typ
             return [None] * len(keys)
 
     def _put_many(self, keys: List[str], values: List[bytes]) -> List[bool]:
-        from .. import proto
-
+        """One Put per page, pipelined; True only where the daemon says it holds the page
+        (PutOk; a daemon that predates PutOk answers Ack, taken as stored)."""
         client = self._conn()
         if client is None:
             return [False] * len(keys)
         try:
-            pend = [client.submit(proto.Put(key=k.encode(), value=v)) for k, v in zip(keys, values)]
+            pend = [client.submit(proto.Put(key=k.encode(), value=v, want_put_ok=True)) for k, v in zip(keys, values)]
         except KvtierError as exc:
             self._failed(exc)
             return [False] * len(keys)
         ok: List[bool] = []
         for p in pend:
             try:
-                p.wait(self.timeout)
-                ok.append(True)
+                field, msg = p.wait(self.timeout)[0]
+                ok.append(bool(msg.stored) if field == "put_ok" else field == "ack")
             except KvtierError as exc:
                 self._failed(exc)
                 ok.append(False)
