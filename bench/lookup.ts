@@ -1,15 +1,26 @@
 /**
  * `kvtier bench lookup`: socket round trip and full-prefix lookup latency.
  *
- * rtt: an empty request (Ping) over the Unix socket. lookup: a Lookup of a
- * `tokens`-token prompt whose every chunk is in the host tier (hashing of
- * the whole prompt included), as the vLLM scheduler issues it, lease and
- * all. The daemon runs in its own process.
+ * rtt: an empty request (Ping) over the Unix socket, measured in blocks
+ * alternating with echo_us, a plain Node Unix-socket echo of a frame of the
+ * same size (bench/echo-floor.ts): the floor, in the same run. lookup: a
+ * Lookup of a `tokens`-token prompt whose every chunk is in the host tier
+ * (hashing of the whole prompt included), as the vLLM scheduler issues it,
+ * lease and all; python_lookup_us is the same Lookup from the Python client
+ * (integrations/python, /usr/bin/python3), null where that cannot run. The
+ * daemon runs in its own process. Both sides are warmed up first (JIT): a
+ * daemon in service has answered many requests already.
  */
 import { randomInt } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { KvtierClient } from '../src/protocol/client.js';
+import { encodeFrame } from '../src/protocol/messages.js';
 import { packTokens } from '../src/chunking/tokens.js';
-import { spawnDaemon } from './daemon-process.js';
+import { packageRoot, spawnDaemon } from './daemon-process.js';
+import { startEchoFloor } from './echo-floor.js';
 import { nowUs, percentiles } from './stats.js';
 
 export interface LookupBenchOptions {
@@ -18,15 +29,27 @@ export interface LookupBenchOptions {
   socket?: string;
 }
 
+type Percentiles = { p50: number; p99: number; max: number };
+
 export interface LookupBenchResult {
   bench: 'lookup';
   tokens: number;
   chunks_hit: number;
   iterations: number;
-  rtt_us: { p50: number; p99: number; max: number };
-  lookup_us: { p50: number; p99: number; max: number };
-  daemon_lookup_us: { p50: number; p99: number; max: number };
+  rtt_us: Percentiles;
+  /** The floor: a plain Node Unix-socket echo of a Ping-sized frame, in the same run. */
+  echo_us: Percentiles;
+  echo_frame_bytes: number;
+  lookup_us: Percentiles;
+  daemon_lookup_us: Percentiles;
+  /** The Python client's Lookup of the same prompt; null without /usr/bin/python3 and protobuf. */
+  python_lookup_us: { p50: number; p99: number; max: number; chunks_hit: number } | null;
+  python_error?: string;
 }
+
+const PYTHON = '/usr/bin/python3';
+const RTT_BLOCKS = 10;
+const WARMUP_ROUND_TRIPS = 5000;
 
 export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: string) => void = () => {}): Promise<LookupBenchResult> {
   // The client process gets the daemon's malloc settings, so its own fresh
@@ -34,9 +57,13 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
   const native = await import('../native/index.js').catch(() => null);
   if (native !== null && native.nativeAvailable()) native.tuneMalloc();
   const daemon = opts.socket === undefined ? await spawnDaemon({ KVTIER_MAX_LOCAL_CPU_SIZE: '1' }) : null;
+  const socket = opts.socket ?? daemon!.socket;
+  const frame = encodeFrame({ id: 1 + WARMUP_ROUND_TRIPS + opts.iterations * 5, ping: {} });
+  const echo = await startEchoFloor(frame);
   let client: KvtierClient | null = null;
   try {
-    client = await KvtierClient.connect({ path: opts.socket ?? daemon!.socket, clientKind: 'bench', fingerprint: { model: 'bench-lookup' } });
+    // The Python client's fingerprint defaults (block 16, tp/pp size 1): both clients share one namespace.
+    client = await KvtierClient.connect({ path: socket, clientKind: 'bench', fingerprint: { model: 'bench-lookup', blockSize: 16, tpSize: 1, ppSize: 1 } });
     const chunkSize = client.hello!.chunkSize;
     const tokens = packTokens(Array.from({ length: opts.tokens }, () => randomInt(0, 128_256)));
     const chunks = Math.floor(opts.tokens / chunkSize);
@@ -45,13 +72,25 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
     const stored = await client.store({ address: { tokens }, chunks: Array.from({ length: chunks }, () => payload) });
     await stored.committed;
 
-    progress('measuring rtt');
-    for (let i = 0; i < 500; i++) await client.ping();
-    const rtt: number[] = [];
-    for (let i = 0; i < opts.iterations * 5; i++) {
-      const t = nowUs();
+    progress('measuring rtt and the echo floor');
+    for (let i = 0; i < WARMUP_ROUND_TRIPS; i++) {
       await client.ping();
-      rtt.push(nowUs() - t);
+      await echo.roundTrip();
+    }
+    const rtt: number[] = [];
+    const floor: number[] = [];
+    const perBlock = Math.ceil((opts.iterations * 5) / RTT_BLOCKS);
+    for (let b = 0; b < RTT_BLOCKS; b++) {
+      for (let i = 0; i < perBlock; i++) {
+        const t = nowUs();
+        await echo.roundTrip();
+        floor.push(nowUs() - t);
+      }
+      for (let i = 0; i < perBlock; i++) {
+        const t = nowUs();
+        await client.ping();
+        rtt.push(nowUs() - t);
+      }
     }
     progress('measuring lookup');
     const address = { tokens };
@@ -65,13 +104,38 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
       hit = r.hitChunks;
       await client.releaseLease(r.leaseId);
     }
-    const stats = (await client.stats()) as { lookupLatencyUs: { p50: number; p99: number; max: number } };
+    const stats = (await client.stats()) as { lookupLatencyUs: Percentiles };
+    progress('measuring the Python client\'s lookup');
+    const py = await pythonLookup(socket, tokens, chunkSize, opts.iterations);
     return {
       bench: 'lookup', tokens: opts.tokens, chunks_hit: hit, iterations: opts.iterations,
-      rtt_us: percentiles(rtt), lookup_us: percentiles(lookup), daemon_lookup_us: stats.lookupLatencyUs,
+      rtt_us: percentiles(rtt), echo_us: percentiles(floor), echo_frame_bytes: frame.length,
+      lookup_us: percentiles(lookup), daemon_lookup_us: stats.lookupLatencyUs,
+      python_lookup_us: py.result, ...(py.error !== undefined ? { python_error: py.error } : {}),
     };
   } finally {
     await client?.close();
+    await echo.stop();
     if (daemon !== null) await daemon.stop();
+  }
+}
+
+async function pythonLookup(socket: string, tokens: Uint8Array, chunkSize: number, iterations: number): Promise<{ result: LookupBenchResult['python_lookup_us']; error?: string }> {
+  if (!existsSync(PYTHON)) return { result: null, error: `${PYTHON} not found` };
+  const dir = mkdtempSync(join(tmpdir(), 'kvtier-pylookup-'));
+  try {
+    const file = join(dir, 'tokens.u32');
+    writeFileSync(file, tokens);
+    const script = join(packageRoot(), 'bench', 'lookup_python.py');
+    const child = spawn(PYTHON, [script, socket, file, String(chunkSize), String(iterations)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    if (code !== 0) return { result: null, error: `python exited with ${code}: ${err.trim().split('\n').slice(-1)[0] ?? ''}` };
+    return { result: JSON.parse(out) as NonNullable<LookupBenchResult['python_lookup_us']> };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -41,8 +41,10 @@ export function registerBench(program: Command): void {
       else {
         process.stdout.write(`lookup of ${r.tokens} tokens (${r.chunks_hit} chunks hit), ${r.iterations} iterations\n`);
         process.stdout.write(`  socket rtt      p50 ${r.rtt_us.p50} us   p99 ${r.rtt_us.p99} us\n`);
+        process.stdout.write(`  echo floor      p50 ${r.echo_us.p50} us   p99 ${r.echo_us.p99} us  (plain Node Unix-socket echo, ${r.echo_frame_bytes}-byte frame, same run)\n`);
         process.stdout.write(`  lookup (client) p50 ${r.lookup_us.p50} us   p99 ${r.lookup_us.p99} us\n`);
         process.stdout.write(`  lookup (daemon) p50 ${r.daemon_lookup_us.p50} us   p99 ${r.daemon_lookup_us.p99} us\n`);
+        process.stdout.write(r.python_lookup_us === null ? `  lookup (python) not run: ${r.python_error ?? 'unknown'}\n` : `  lookup (python) p50 ${r.python_lookup_us.p50} us   p99 ${r.python_lookup_us.p99} us\n`);
       }
     });
 

@@ -6,6 +6,9 @@
  * (StoreCopied, then StoreCommitted), so its pending slot stays open for the
  * second one. An Error frame rejects with a KvtierError carrying the
  * daemon's code; a closed socket rejects everything still pending.
+ * Timeouts share one timer (armed for the earliest deadline, re-armed when it
+ * fires) instead of a setTimeout/clearTimeout pair per request: a request
+ * costs a deadline number, and the round trip is the socket's.
  */
 import { createConnection, type Socket } from 'node:net';
 import { ConnectionClosedError, KvtierError, TimeoutError, type ErrorCode } from '../errors.js';
@@ -23,12 +26,19 @@ export interface ClientOptions {
 
 type Body = Omit<EnvelopeInit, 'id'>;
 
-interface Pending {
+interface Settle {
   resolve(env: Envelope): void;
   reject(e: Error): void;
-  timer: NodeJS.Timeout;
+}
+
+interface Pending {
+  first: Settle;
   /** Store: resolves on StoreCommitted after the first response resolved. */
-  second?: { resolve(env: Envelope): void; reject(e: Error): void };
+  second: Settle | undefined;
+  /** performance.now() past which the request fails with TimeoutError. */
+  deadline: number;
+  what: string;
+  timeoutMs: number;
 }
 
 export interface StoreHandle {
@@ -43,6 +53,9 @@ export class KvtierClient {
   readonly #timeoutMs: number;
   #nextId = 1;
   #closedError: Error | null = null;
+  /** The one timeout timer, and the deadline it is armed for. */
+  #timer: NodeJS.Timeout | null = null;
+  #timerAt = Infinity;
   hello: kvtier.v1.HelloOk | null = null;
 
   private constructor(socket: Socket, timeoutMs: number) {
@@ -187,21 +200,17 @@ export class KvtierClient {
     what: string,
     encode: (id: number) => Buffer | Buffer[],
     timeoutMs: number,
-    first: { resolve(env: Envelope): void; reject(e: Error): void },
-    second?: Pending['second'],
+    first: Settle,
+    second?: Settle,
   ): void {
     if (this.#closedError !== null) {
       first.reject(this.#closedError);
       return;
     }
     const id = this.#nextId++;
-    const timer = setTimeout(() => {
-      this.#pending.delete(id);
-      const e = new TimeoutError(`request ${what} (id ${id})`, timeoutMs);
-      first.reject(e);
-      second?.reject(e);
-    }, timeoutMs);
-    this.#pending.set(id, { ...first, timer, second });
+    const deadline = performance.now() + timeoutMs;
+    this.#pending.set(id, { first, second, deadline, what, timeoutMs });
+    if (deadline < this.#timerAt) this.#arm(deadline);
     const frame = encode(id);
     if (Buffer.isBuffer(frame)) {
       this.#socket.write(frame);
@@ -210,6 +219,33 @@ export class KvtierClient {
       for (const part of frame) this.#socket.write(part);
       this.#socket.uncork();
     }
+  }
+
+  /** (Re)arms the timeout timer for `at`. Unref'd: the open socket is what keeps a process alive. */
+  #arm(at: number): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = setTimeout(() => this.#expire(), Math.max(0, Math.ceil(at - performance.now())));
+    this.#timer.unref();
+  }
+
+  /** Fails every request past its deadline; re-arms for the earliest one left. */
+  #expire(): void {
+    this.#timer = null;
+    this.#timerAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const [id, p] of this.#pending) {
+      if (p.deadline <= now) {
+        this.#pending.delete(id);
+        const e = new TimeoutError(`request ${p.what} (id ${id})`, p.timeoutMs);
+        p.first.reject(e);
+        p.second?.reject(e);
+      } else if (p.deadline < next) {
+        next = p.deadline;
+      }
+    }
+    if (next !== Infinity) this.#arm(next);
   }
 
   #onData(data: Buffer): void {
@@ -227,29 +263,28 @@ export class KvtierClient {
       if (p === undefined) continue;
       if (env.body === 'error') {
         this.#pending.delete(env.id);
-        clearTimeout(p.timer);
         const e = new KvtierError((env.error?.code ?? "KVT_INTERNAL") as ErrorCode, env.error?.message ?? "");
-        p.reject(e);
+        p.first.reject(e);
         p.second?.reject(e);
       } else if (env.body === 'storeCopied' && p.second !== undefined) {
-        p.resolve(env);
+        p.first.resolve(env);
       } else if (env.body === 'storeCommitted' && p.second !== undefined) {
         this.#pending.delete(env.id);
-        clearTimeout(p.timer);
         p.second.resolve(env);
       } else {
         this.#pending.delete(env.id);
-        clearTimeout(p.timer);
-        p.resolve(env);
+        p.first.resolve(env);
       }
     }
   }
 
   #failAll(e: Error): void {
     if (this.#closedError === null) this.#closedError = e;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#timerAt = Infinity;
     for (const [id, p] of this.#pending) {
-      clearTimeout(p.timer);
-      p.reject(e);
+      p.first.reject(e);
       p.second?.reject(e);
       this.#pending.delete(id);
     }

@@ -2,7 +2,9 @@
  * One client connection: frames in, requests dispatched, responses out.
  *
  * Requests are handled concurrently and answered in completion order with
- * their own id, so a client may pipeline. The first request must be Hello,
+ * their own id, so a client may pipeline. Those that need no I/O (Ping,
+ * Hello, Stats, ReleaseLease) are answered in the turn that read them, with
+ * no promise in between: they are the socket's round trip. The first request must be Hello,
  * which fixes the connection's namespace. Domain errors become Error frames
  * here and only here; a broken frame stream (oversized length) is answered
  * once and the connection closed. Whatever the connection holds (leases,
@@ -75,6 +77,9 @@ export const FLUSH_MS = 1000;
  */
 const MAX_IN_FLIGHT = 256;
 const MAX_UNSENT_BYTES = 64 * 1024 * 1024;
+
+/** A request's answer without its id; null: the handler sent its own frames (Store, inline Retrieve). */
+type Reply = Omit<EnvelopeInit, 'id'> | null;
 
 const REQUESTS: ReadonlySet<string> = new Set([
   'hello', 'ping', 'stats', 'lookup', 'releaseLease', 'put', 'get', 'exists', 'store', 'retrieve',
@@ -179,27 +184,50 @@ export class Connection {
       return;
     }
     const id = env.id;
+    let handled: Reply | Promise<Reply>;
+    try {
+      handled = this.#handle(env);
+      // A Lookup reads its token bytes only in the synchronous part of the
+      // handler (hashing happens before the first await): its frame's memory
+      // can go back to the decoder now. Other requests keep theirs.
+      if (env.body === 'lookup') this.#decoder.reclaim(frame);
+      if (!(handled instanceof Promise)) {
+        // Answered without waiting (Ping, Hello, Stats, ReleaseLease): sent
+        // in this turn, with no promise hops in between.
+        if (handled !== null) this.#send({ id, ...handled });
+        return;
+      }
+    } catch (e) {
+      this.#send({ id, error: this.#errorBody(e) });
+      return;
+    }
     this.#inFlight++;
     this.#flow();
-    const handled = this.#handle(env);
-    // A Lookup reads its token bytes only in the synchronous part of the
-    // handler (hashing happens before the first await): its frame's memory
-    // can go back to the decoder now. Other requests keep theirs.
-    if (env.body === 'lookup') this.#decoder.reclaim(frame);
-    handled
-      .then((reply) => {
-        if (reply !== null) this.#send({ id, ...reply });
-      })
-      .catch((e: unknown) => this.#send({ id, error: this.#errorBody(e) }))
-      .finally(() => {
-        this.#inFlight--;
-        this.#flow();
-        if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
-          const waiters = this.#idleWaiters;
-          this.#idleWaiters = [];
-          for (const w of waiters) w();
-        }
-      });
+    handled.then(
+      (reply) => this.#answer(id, reply),
+      (e: unknown) => this.#answer(id, e, true),
+    );
+  }
+
+  /** Sends an I/O request's answer (or its error) and counts it done. */
+  #answer(id: number, result: unknown, failed = false): void {
+    try {
+      if (failed) this.#send({ id, error: this.#errorBody(result) });
+      else if (result !== null) this.#send({ id, ...(result as NonNullable<Reply>) });
+    } catch (e) {
+      this.#send({ id, error: this.#errorBody(e) });
+    }
+    this.#settled();
+  }
+
+  #settled(): void {
+    this.#inFlight--;
+    this.#flow();
+    if (this.#inFlight === 0 && this.#idleWaiters.length > 0) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
   }
 
   /** Pauses reading past the per-connection bounds, resumes below half of them. */
@@ -232,8 +260,11 @@ export class Connection {
     return this.#ns;
   }
 
-  async #handle(env: Envelope): Promise<Omit<EnvelopeInit, 'id'> | null> {
-    const m = this.#ctx.manager;
+  /**
+   * Requests that need no I/O are answered here and now; the others return
+   * the Promise of their answer. Throws (or rejects with) domain errors.
+   */
+  #handle(env: Envelope): Reply | Promise<Reply> {
     switch (env.body) {
       case 'hello':
         return { helloOk: this.#hello(env.hello!) };
@@ -247,15 +278,21 @@ export class Connection {
         if (!REQUESTS.has(env.body)) throw new UnknownMessageError(`${env.body} is a response, not a request`);
     }
     const ns = this.#namespace();
+    if (env.body === 'releaseLease') {
+      this.#ctx.manager.releaseLease(ns, num(env.releaseLease!.leaseId));
+      return { ack: {} };
+    }
+    return this.#handleIo(ns, env);
+  }
+
+  async #handleIo(ns: Namespace, env: Envelope): Promise<Reply> {
+    const m = this.#ctx.manager;
     switch (env.body) {
       case 'lookup': {
         const req = env.lookup!;
         const r = await m.lookup(ns, address(req.address), { owner: this.id, ttlMs: req.leaseTtlMs || undefined, noLease: req.noLease === true });
         return { lookupOk: { hitTokens: r.hitTokens, hitChunks: r.hitChunks, hostChunks: r.hostChunks, valkeyChunks: r.remoteChunks, leaseId: r.leaseId } };
       }
-      case 'releaseLease':
-        m.releaseLease(ns, num(env.releaseLease!.leaseId));
-        return { ack: {} };
       case 'put': {
         const req = env.put!;
         if (req.key == null || req.key.length === 0) throw new BadRequestError('expected a non-empty key for Put');

@@ -9,7 +9,22 @@ import pytest
 from conftest import REPO
 from kvtier import proto
 from kvtier.errors import ProtocolError
-from kvtier.framing import FrameDecoder, encode_frame, pack_u32, unpack_u32
+from kvtier.client import address
+from kvtier.framing import FrameDecoder, encode_frame, frame_parts, lookup_frame_parts, pack_u32, u32_array, unpack_u32
+
+
+def test_lookup_frame_parts_are_the_encoded_envelope():
+    """The client's zero-copy Lookup frame is byte for byte what protobuf writes."""
+    for n in (1, 256, 131072):
+        tokens = [(i * 2654435761) & 0xFFFFFFFF for i in range(n)]
+        for request_id in (1, 127, 128, 1 << 40):
+            for ttl, no_lease in ((0, False), (300, False), (600000, True)):
+                want = encode_frame(proto.envelope(request_id, proto.Lookup(
+                    address=address(tokens, None), lease_ttl_ms=ttl, no_lease=no_lease)))
+                parts = lookup_frame_parts(request_id, u32_array(tokens), ttl, no_lease)
+                assert b"".join(memoryview(p).cast("B").tobytes() for p in parts) == want
+    env = proto.envelope(3, proto.Ping())
+    assert b"".join(frame_parts(env)) == encode_frame(env)
 
 
 def test_pack_u32_is_little_endian():

@@ -25,15 +25,64 @@ def encode_frame(env: Any) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
-def pack_u32(values: Iterable[int]) -> bytes:
-    """Packs ints (0..2^32-1) as little-endian u32 bytes."""
+def frame_parts(env: Any) -> tuple[bytes, bytes]:
+    """An Envelope's frame as (length header, payload): sent with one sendmsg,
+    without the copy of the payload that joining them costs (a 128K-token
+    Lookup is 512 KiB)."""
+    data = env.SerializeToString()
+    return HEADER.pack(len(data)), data
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def lookup_frame_parts(request_id: int, tokens: Any, lease_ttl_ms: int = 0,
+                       no_lease: bool = False) -> list[Any]:
+    """A Lookup by tokens as frame pieces around the caller's packed token
+    buffer (bytes or array('I')), for one sendmsg: [header + envelope head,
+    tokens, tail]. The bytes are the encoding of
+    Envelope{id, lookup{address{tokens}, lease_ttl_ms, no_lease}}
+    (src/protocol/messages.ts lookupFrameParts is the same); the 512 KiB of a
+    128K-token prompt are not copied into a message, serialized and joined."""
+    n = memoryview(tokens).nbytes
+    tail = b""
+    if lease_ttl_ms > 0:
+        tail += b"\x10" + _varint(lease_ttl_ms)  # Lookup.lease_ttl_ms = 2
+    if no_lease:
+        tail += b"\x18\x01"  # Lookup.no_lease = 3
+    tokens_head = b"\x0a" + _varint(n)  # ChunkAddress.tokens = 1
+    address_len = len(tokens_head) + n
+    lookup_head = b"\x0a" + _varint(address_len)  # Lookup.address = 1
+    lookup_len = len(lookup_head) + address_len + len(tail)
+    env_head = b"\x08" + _varint(request_id) + b"\xa2\x01" + _varint(lookup_len)  # Envelope.id = 1, .lookup = 20
+    head = env_head + lookup_head + tokens_head
+    length = len(head) + n + len(tail)
+    parts: list[Any] = [HEADER.pack(length) + head, tokens]
+    if tail:
+        parts.append(tail)
+    return parts
+
+
+def u32_array(values: Iterable[int]) -> array:
+    """Ints (0..2^32-1) as an array whose buffer is little-endian u32 (no bytes copy)."""
     arr = array("I", values) if not isinstance(values, array) else values
     if arr.itemsize != 4:  # pragma: no cover - exotic platforms
         arr = array("L", values)
     if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian hosts
         arr = array(arr.typecode, arr)
         arr.byteswap()
-    return arr.tobytes()
+    return arr
+
+
+def pack_u32(values: Iterable[int]) -> bytes:
+    """Packs ints (0..2^32-1) as little-endian u32 bytes."""
+    return u32_array(values).tobytes()
 
 
 def unpack_u32(data: bytes) -> list[int]:
