@@ -4,11 +4,12 @@
  * Requests are handled concurrently and answered in completion order with
  * their own id, so a client may pipeline. Those that need no I/O (Ping,
  * Hello, Stats, ReleaseLease) are answered in the turn that read them, with
- * no promise in between: they are the socket's round trip. The first request must be Hello,
- * which fixes the connection's namespace. Domain errors become Error frames
- * here and only here; a broken frame stream (oversized length) is answered
- * once and the connection closed. Whatever the connection holds (leases,
- * registered KV regions) is released when it closes, however it closes.
+ * no promise in between: they are the socket's round trip. The first
+ * request must be Hello, which fixes the connection's namespace. Domain
+ * errors become Error frames here and only here; a broken frame stream
+ * (oversized length) is answered once and the connection closed. Whatever
+ * the connection holds (leases, registered KV regions) is released when it
+ * closes, however it closes.
  *
  * A connection the daemon gives up on (broken framing, idle past
  * idle_connection_timeout_ms, shutdown) is ended, given FLUSH_MS to drain
@@ -198,6 +199,7 @@ export class Connection {
         return;
       }
     } catch (e) {
+      if (env.body === 'lookup') this.#decoder.reclaim(frame);
       this.#send({ id, error: this.#errorBody(e) });
       return;
     }
