@@ -41,8 +41,8 @@ const HEADER_PROBE_BYTES = 65_536;
 /** A manifest read by the native path lands in a buffer of this size; a bigger value goes through glide. */
 const MANIFEST_CAP = 65_536;
 
-/** What the segments of one chunk were, read natively: 'ok', 'down', 'missing', or why they are corrupt. */
-type SegmentsRead = 'ok' | 'down' | 'missing' | { corrupt: string };
+/** What the segments of one chunk were, read natively: 'ok', 'missing', or why they are corrupt. */
+type SegmentsRead = 'ok' | 'missing' | { corrupt: string };
 
 function defaultLog(level: 'info' | 'warn' | 'error', message: string): void {
   if (level !== 'info') process.stderr.write(`kvtier ${level}: ${message}\n`);
@@ -541,7 +541,6 @@ export class ValkeyTier implements Tier {
   /** A chunk whose segments did not all verify: deleted, a miss. */
   async #segmentsFailed(base: string, header: ChunkHeader, verdict: Exclude<SegmentsRead, 'ok'>): Promise<null> {
     const segs = header.segs?.length ?? 0;
-    if (verdict === 'down') return this.#miss();
     if (verdict === 'missing') {
       this.counters.incomplete++;
       this.#log('info', `valkey ${base}: segments missing (evicted or expired); deleted`);

@@ -9,13 +9,10 @@ only where K/V come from, so any difference is wrong KV (or a wrong block).
 from __future__ import annotations
 
 import random
-import shutil
-import socket
 import subprocess
-import tempfile
 import threading
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pytest
 import torch
@@ -97,31 +94,6 @@ def wait_written(sock: str, chunks: int, timeout: float = 20.0) -> None:
         raise AssertionError(f"write-behind did not write {chunks} chunks: {wb}")
     finally:
         c.close()
-
-
-@pytest.fixture
-def valkey() -> Iterator[int]:
-    exe = shutil.which("valkey-server")
-    if exe is None:
-        pytest.skip("valkey-server is not installed (scripts/ensure-valkey.sh)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    tmp = tempfile.mkdtemp(prefix="kvtier-refengine-valkey-")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if subprocess.run(["valkey-cli", "-p", str(port), "ping"], capture_output=True,
-                              text=True).stdout.strip() == "PONG":
-                break
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.kill()
-        proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def valkey_daemon(daemon_factory: Any, port: int, extra: str = "") -> Any:

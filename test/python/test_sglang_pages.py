@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from typing import Iterator
 
 import pytest
 import torch
@@ -166,31 +162,6 @@ def test_batch_set_v1_in_block_form_is_false_for_skipped_pages(daemon_factory):
     held = [bool(f) for f in holder._conn().exists([k.encode() for k in keys]).found]
     assert got == held
     assert holder.get_stats()["pages_not_stored"] == got.count(False)
-
-
-@pytest.fixture
-def valkey() -> Iterator[int]:
-    exe = shutil.which("valkey-server")
-    if exe is None:
-        pytest.skip("valkey-server is not installed (scripts/ensure-valkey.sh)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    tmp = tempfile.mkdtemp(prefix="kvtier-sglang-valkey-")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if subprocess.run(["valkey-cli", "-p", str(port), "ping"], capture_output=True,
-                              text=True).stdout.strip() == "PONG":
-                break
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.kill()
-        proc.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_clear_removes_the_namespace_from_host_and_valkey(daemon_factory, valkey):
