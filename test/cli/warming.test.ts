@@ -51,7 +51,9 @@ async function startAndPing(socket: string, env: Record<string, string>, wrapper
     if (child.exitCode !== null) throw new Error(`kvtier start exited ${child.exitCode}: ${err}`);
     if (performance.now() - t0 > 20_000) throw new Error(`no Ping answered within 20 s: ${err}`);
     try {
-      const client = await KvtierClient.connect({ path: socket, fingerprint: fp, timeoutMs: 2000 });
+      // The client is kept for the test: its requests (4 MiB stores while 2 GiB warm beside the
+      // whole suite) get 10 s; 2 s timed a store out once in CI.
+      const client = await KvtierClient.connect({ path: socket, fingerprint: fp, timeoutMs: 10_000 });
       await client.ping();
       return { child, client, pingMs: performance.now() - t0, stderr: () => err };
     } catch {
