@@ -113,7 +113,12 @@ describe('a 2 GiB pool', () => {
       expect(s.host.skippedWarming + s.host.skippedFull).toBe(early.skippedChunks);
       expect(s.host.skippedFull).toBe(0);
       expect(s.counters.skippedChunks).toBe(early.skippedChunks);
-      expect(stderr()).toContain(s.memory.pinned ? '"host pool warm"' : 'host pool warm but not page-locked');
+      // Stats turn warm in the same tick the pool does; the log line comes
+      // through the stderr pipe a little later (CI once read stderr first).
+      const line = s.memory.pinned ? '"host pool warm"' : 'host pool warm but not page-locked';
+      const logDeadline = Date.now() + 5_000;
+      while (!stderr().includes(line) && Date.now() < logDeadline) await new Promise((r) => setTimeout(r, 20));
+      expect(stderr()).toContain(line);
 
       const t = tokens(8 * 256, 2);
       const chunks = Array.from({ length: 8 }, () => randomBytes(4 << 20));
