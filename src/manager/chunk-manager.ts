@@ -225,15 +225,8 @@ export class ChunkManager {
    */
   async retrieveInline(ns: Namespace, leaseId: number, first: number, num: number): Promise<{ chunks: Array<Buffer | null>; done(): void }> {
     const entries = await this.#leasedEntries(ns, leaseId, first, num);
-    let loaded = 0;
-    let bytes = 0;
-    const chunks = entries.map((e) => {
-      if (e === null) return null;
-      loaded++;
-      bytes += e.slab.buf.length;
-      return e.slab.buf;
-    });
-    this.counters.recordRetrieve(loaded, bytes, entries.length - loaded);
+    const chunks = entries.map((e) => (e === null ? null : e.slab.buf));
+    this.counters.recordRetrieve(entries);
     return { chunks, done: () => this.#unpinAll(entries) };
   }
 
@@ -266,7 +259,7 @@ export class ChunkManager {
     } finally {
       this.#unpinAll(entries);
     }
-    this.counters.recordRetrieve(loaded, loaded * copier.chunkBytes, count - loaded);
+    this.counters.recordRetrieveCounts(loaded, loaded * copier.chunkBytes, count - loaded);
     return { loaded, failed: count - loaded, failedBlocks: Uint32Array.from(failed) };
   }
 

@@ -8,6 +8,7 @@
  * follow from others (Valkey hits = hits - host hits) are getters, not a
  * second count that could drift.
  */
+import type { HostEntry } from '../tiers/host-tier.js';
 
 export class ManagerCounters {
   lookups = 0;
@@ -75,7 +76,19 @@ export class ManagerCounters {
     this.skippedChunks += skipped;
   }
 
-  recordRetrieve(loaded: number, bytes: number, failed: number): void {
+  /** Inline form: every non-null entry was handed back. */
+  recordRetrieve(entries: Array<HostEntry | null>): void {
+    for (const e of entries) {
+      if (e === null) this.failedRetrieveChunks++;
+      else {
+        this.retrievedChunks++;
+        this.retrievedBytes += e.slab.buf.length;
+      }
+    }
+  }
+
+  /** Block form: a chunk can also fail in the scatter, so the manager says how many landed. */
+  recordRetrieveCounts(loaded: number, bytes: number, failed: number): void {
     this.retrievedChunks += loaded;
     this.retrievedBytes += bytes;
     this.failedRetrieveChunks += failed;
