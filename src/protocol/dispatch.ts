@@ -124,6 +124,7 @@ export class Dispatcher {
         return this.#exists(this.#namespace(), env.exists!);
       case 'invalidate':
         return this.#invalidate(this.#namespace(), env.invalidate!);
+      // These two need no namespace, but like every request they wait for Hello.
       case 'registerKv':
         this.#namespace();
         return this.#register(env.registerKv!);
