@@ -47,7 +47,20 @@ def test_frames_roundtrip_split_at_every_byte():
         assert [e.id for e in got] == [7, 8, 9]
         assert proto.body_of(got[0])[1].lease_ttl_ms == 5000
         assert proto.body_of(got[1]) [0] == "store_copied"
-        assert dec.pending_bytes == 0
+        assert [e.id for e in dec.feed(encode_frame(envs[2]))] == [9]  # nothing left over from the stream
+
+
+def test_frames_fed_in_small_pieces_and_large_frames_across_feeds():
+    """Headers and bodies split over many feeds (any bytes-like input), and a 4 MiB frame
+    arriving in 1 MiB reads as the client's reader gets it."""
+    big = proto.envelope(1, proto.GetOk(found=True, value=bytes(range(256)) * (16 << 10)))
+    envs = [proto.envelope(2, proto.Ping()), big, proto.envelope(3, proto.Pong())]
+    stream = b"".join(encode_frame(e) for e in envs)
+    dec = FrameDecoder()
+    got = [env for i in range(0, 64) for env in dec.feed(bytearray(stream[i:i + 1]))]
+    got += [env for i in range(64, len(stream), 1 << 20) for env in dec.feed(memoryview(stream)[i:i + (1 << 20)])]
+    assert [e.id for e in got] == [2, 1, 3]
+    assert got[1].get_ok.value == big.get_ok.value
 
 
 def test_oversized_and_garbage_frames_raise():
