@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 from .. import proto
 from ..client import KvtierClient, Pending
-from ..codec import ChunkCodec
+from ..torch_copy import TorchBlockCopier
 from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
 from ..framing import NO_BLOCK, unpack_u32
 from ..health import Health
@@ -69,7 +69,7 @@ class WorkerSide:
         self.health = Health(f"kvtierd at {settings.socket}", log, settings.retry_interval_s)
         self.client: Optional[KvtierClient] = None
         self.layout: Optional[KvLayout] = None
-        self.codec: Optional[ChunkCodec] = None
+        self.codec: Optional[TorchBlockCopier] = None
         self.mode = "off"            # "blocks" | "inline" | "off"
         self._loads: dict[str, _Load] = {}
         self._saves: dict[str, _Save] = {}
@@ -94,7 +94,7 @@ class WorkerSide:
                         "will miss, nothing wrong is loaded", layout.descriptor, fp.kv_layout,
                         layout.descriptor, layout.descriptor)
         self.layout = layout
-        self.codec = ChunkCodec(layout, self.s.chunk_size)
+        self.codec = TorchBlockCopier(layout, self.s.chunk_size)
         self.client = KvtierClient(
             self.s.socket, fp.replace(tp_rank=self.tp_rank, pp_rank=self.pp_rank, kv_layout=layout.descriptor),
             "vllm-worker", timeout=self.s.timeout_s, connect_timeout=min(self.s.timeout_s, 1.0))
