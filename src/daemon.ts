@@ -14,7 +14,9 @@
 import type { KvtierConfig } from './config/load.js';
 import { ForbiddenError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
-import { ChunkManager, type RemoteTier } from './manager/chunk-manager.js';
+import type { ChainFn } from './chunking/prefix-hash.js';
+import { ChunkManager } from './manager/chunk-manager.js';
+import type { RemoteTier } from './tiers/tier.js';
 import { DaemonMetrics } from './metrics/daemon-metrics.js';
 import { MetricsServer } from './metrics/http-server.js';
 import type { SlowOp } from './metrics/slow-ops.js';
@@ -77,6 +79,7 @@ interface NativeModule {
   RegisteredKv: new (spec: import('../native/index.js').KvLayoutSpec, options?: import('../native/index.js').RegisteredKvOptions) => import('../native/index.js').RegisteredKv;
   nativeInfo(): { backend: string; reason: string };
   peerCredentials(fd: number): PeerCredentials;
+  chainHashes: ChainFn;
 }
 
 async function loadNative(log: Logger): Promise<{ mod: NativeModule | null; detail: string }> {
@@ -120,6 +123,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
     logger: log,
     recomputeTokensPerS: config.recomputeTokensPerS,
+    chain: native.mod?.chainHashes ?? null,
   });
   let server: SocketServer;
   const metrics = new DaemonMetrics({ version: VERSION, chunkSize: config.chunkSize, manager, memory: () => memory.info(), connections: () => server.connectionCount, closedConnections: () => server.closedConnections });

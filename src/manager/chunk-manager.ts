@@ -18,17 +18,18 @@
 import { BadBlockIdError, BadRequestError, LeaseNotFoundError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Namespace } from '../chunking/namespace.js';
-import { hashHex, hashKeys, hashTokenChunks } from '../chunking/prefix-hash.js';
+import { hashKeys, hashTokenChunks, type ChainFn } from '../chunking/prefix-hash.js';
 import { checkPacked } from '../chunking/tokens.js';
 import type { Slab } from '../tiers/host-memory.js';
 import type { HostEntry, HostTier } from '../tiers/host-tier.js';
-import type { ChunkKey } from '../tiers/tier.js';
+import { ChunkId, chunkIds } from '../tiers/chunk-id.js';
+import type { RemoteTier } from '../tiers/tier.js';
 import { LeaseTable, type Lease, type LeasedChunk } from './leases.js';
-import { RemoteSync, type RemoteTier } from './remote-sync.js';
+import { RemoteSync } from './remote-sync.js';
 import { ManagerCounters } from './counters.js';
 import { RemotePace, type RemotePaceSnapshot } from './remote-pace.js';
 
-export type { RemoteTier } from './remote-sync.js';
+export type { RemoteTier } from '../tiers/tier.js';
 
 /** Copies between a worker's registered KV blocks and chunk buffers (native/). */
 export interface BlockCopier {
@@ -56,6 +57,8 @@ export interface ManagerOptions {
   logger: Logger;
   /** recompute_tokens_per_s: remote hits are offered only while loading them beats recomputing (remote-pace.ts). */
   recomputeTokensPerS?: number | null;
+  /** The prefix-hash chain backend (native/ chainHashes when loaded); null or absent: the JavaScript chain. */
+  chain?: ChainFn | null;
 }
 
 export interface LookupResult {
@@ -80,7 +83,8 @@ export interface BlockRetrieveResult {
 }
 
 interface ResolvedAddress {
-  hashes: Buffer;
+  /** One ChunkId per chunk, built once here and passed to every tier. */
+  ids: ChunkId[];
   count: number;
   /** Tokens covered by chunk i. */
   tokensOf(i: number): number;
@@ -126,35 +130,39 @@ export class ChunkManager {
     const remote = this.#sync.usable();
     let hostRun = 0;
     let broken = false;
-    const prefix = `${ns.id}:`;
-    // Host keys are built once per chunk and reused below: no repeated hex/string work.
-    const keys: string[] = [];
-    const resolved = this.#resolve(ns, address, (i, hashes) => {
-      const key = prefix + hashHex(hashes, i);
-      keys.push(key);
-      if (!broken && this.host.has(key)) {
+    // Each chunk's host presence is asked once, here while hashing, for the
+    // leading run; the chunks past it once, after the remote answer.
+    const resolved = this.#resolve(ns, address, (i, id) => {
+      if (!broken && this.host.has(id)) {
         hostRun = i + 1;
         return false;
       }
       broken = true;
       return remote === null;
     });
+    const ids = resolved.ids;
     let hit = hostRun;
     if (remote !== null && hostRun < resolved.count) {
-      const rest: ChunkKey[] = [];
-      for (let i = hostRun; i < resolved.count; i++) rest.push({ namespaceId: ns.id, hash: keys[i].slice(prefix.length) });
+      const rest = ids.slice(hostRun, resolved.count);
       let remoteFound: boolean[] = [];
       try {
         remoteFound = await remote.contains(rest);
       } catch (e) {
         this.#log.warn('remote lookup failed; answering from the host tier', { error: errorMessage(e) });
       }
-      while (hit < resolved.count && (this.host.has(keys[hit]) || remoteFound[hit - hostRun] === true)) hit++;
+      // The host run may have grown while the remote answered (a store, a fetch landing).
+      let cut = hostRun;
+      let hostOnly = true;
+      while (hit < resolved.count) {
+        const inHost = this.host.has(ids[hit]);
+        if (!inHost && remoteFound[hit - hostRun] !== true) break;
+        if (!inHost) hostOnly = false;
+        if (hostOnly) cut = hit + 1;
+        hit++;
+      }
       if (hit > hostRun && !this.#pace.pays(ns.id)) {
         // Loading the Valkey-only chunks would be slower than prefill: offer
         // the prefix the host tier holds and let the worker recompute the rest.
-        let cut = hostRun;
-        while (cut < hit && this.host.has(keys[cut])) cut++;
         this.counters.remoteSlowSkippedChunks += hit - cut;
         hit = cut;
       }
@@ -168,13 +176,13 @@ export class ChunkManager {
     const fetches: Promise<HostEntry | null>[] = [];
     const fetchTokens: number[] = [];
     for (let i = 0; i < hit; i++) {
-      const key = keys[i];
-      const entry = opts.noLease === true ? this.host.peek(key) : this.host.pin(key);
+      const id = ids[i];
+      const entry = opts.noLease === true ? this.host.peek(id) : this.host.pin(id);
       if (entry !== undefined && ++hostChunks === 1) this.#pace.learnChunk(ns.id, entry.slab.buf.length, resolved.tokensOf(i));
       if (opts.noLease === true) continue;
-      const chunk: LeasedChunk = { key, tokens: resolved.tokensOf(i), entry: entry ?? null, pending: null };
+      const chunk: LeasedChunk = { id, tokens: resolved.tokensOf(i), entry: entry ?? null, pending: null };
       if (entry === undefined) {
-        chunk.pending = this.#sync.fetch({ namespaceId: ns.id, hash: key.slice(prefix.length) }, key);
+        chunk.pending = this.#sync.fetch(id);
         fetches.push(chunk.pending);
         fetchTokens.push(chunk.tokens);
       }
@@ -276,10 +284,10 @@ export class ChunkManager {
     }
     let present = 0;
     let skipped = 0;
-    const fresh: Array<{ index: number; key: string; slab: Slab }> = [];
+    const fresh: Array<{ index: number; id: ChunkId; slab: Slab }> = [];
     for (let i = skipChunks; i < count; i++) {
-      const key = `${ns.id}:${hashHex(resolved.hashes, i)}`;
-      if (this.host.has(key)) {
+      const id = resolved.ids[i];
+      if (this.host.has(id)) {
         present++;
         continue;
       }
@@ -289,7 +297,7 @@ export class ChunkManager {
         skipped++;
         continue;
       }
-      fresh.push({ index: i, key, slab });
+      fresh.push({ index: i, id, slab });
     }
     try {
       if (source.kind === 'inline') {
@@ -302,9 +310,9 @@ export class ChunkManager {
       for (const f of fresh) f.slab.release();
       throw e;
     }
-    const entries = fresh.map((f) => this.host.insert(f.key, f.slab));
+    const entries = fresh.map((f) => this.host.insert(f.id, f.slab));
     this.counters.recordStore(entries.length, entries.reduce((n, e) => n + e.slab.buf.length, 0), present, skipped);
-    return { stored: entries.length, present, skipped, committed: this.#sync.write(ns.id, entries) };
+    return { stored: entries.length, present, skipped, committed: this.#sync.write(entries) };
   }
 
   async put(ns: Namespace, key: Uint8Array, value: Buffer): Promise<boolean> {
@@ -313,12 +321,11 @@ export class ChunkManager {
   }
 
   async get(ns: Namespace, key: Uint8Array): Promise<Buffer | null> {
-    const hex = hashHex(hashKeys(ns.root, [key]), 0);
-    const k = `${ns.id}:${hex}`;
-    let entry = this.host.pin(k) ?? null;
+    const id = ChunkId.at(ns.id, hashKeys(ns.root, [key]), 0);
+    let entry = this.host.pin(id) ?? null;
     if (entry === null) {
-      const fetched = await this.#sync.fetch({ namespaceId: ns.id, hash: hex }, k);
-      entry = fetched !== null && !fetched.doomed && this.host.peek(k) === fetched ? fetched : null;
+      const fetched = await this.#sync.fetch(id);
+      entry = fetched !== null && !fetched.doomed && this.host.peek(id) === fetched ? fetched : null;
       if (entry !== null) this.host.pinEntry(entry);
     }
     if (entry === null) return null;
@@ -328,13 +335,13 @@ export class ChunkManager {
   }
 
   async exists(ns: Namespace, keys: Uint8Array[]): Promise<boolean[]> {
-    const hashes = hashKeys(ns.root, keys);
-    const found = keys.map((_, i) => this.host.has(`${ns.id}:${hashHex(hashes, i)}`));
+    const ids = chunkIds(ns.id, hashKeys(ns.root, keys), keys.length);
+    const found = ids.map((id) => this.host.has(id));
     const remote = this.#sync.usable();
     const missing = found.flatMap((f, i) => (f ? [] : [i]));
     if (remote !== null && missing.length > 0) {
       try {
-        const r = await remote.contains(missing.map((i) => ({ namespaceId: ns.id, hash: hashHex(hashes, i) })));
+        const r = await remote.contains(missing.map((i) => ids[i]));
         missing.forEach((i, j) => {
           found[i] = r[j] === true;
         });
@@ -348,7 +355,7 @@ export class ChunkManager {
   /** Removes the address's chunks from every tier; with no address, every chunk of the namespace. */
   async invalidate(ns: Namespace, address: ChunkAddress | null): Promise<number> {
     if (address === null) {
-      const removed = this.host.removePrefix(`${ns.id}:`);
+      const removed = this.host.removeNamespace(ns.id);
       const remote = this.#sync.usable();
       if (remote?.deleteNamespace === undefined) return removed;
       try {
@@ -358,14 +365,9 @@ export class ChunkManager {
         return removed;
       }
     }
-    const resolved = this.#resolve(ns, address);
-    const keys: ChunkKey[] = [];
+    const { ids: keys } = this.#resolve(ns, address);
     let removed = 0;
-    for (let i = 0; i < resolved.count; i++) {
-      const hash = hashHex(resolved.hashes, i);
-      keys.push({ namespaceId: ns.id, hash });
-      if (this.host.remove(`${ns.id}:${hash}`)) removed++;
-    }
+    for (const id of keys) if (this.host.remove(id)) removed++;
     const remote = this.#sync.usable();
     if (remote !== null && keys.length > 0) {
       try {
@@ -388,26 +390,32 @@ export class ChunkManager {
     if (this.remote !== null) await this.remote.close();
   }
 
-  #resolve(ns: Namespace, address: ChunkAddress, stop?: (i: number, hashes: Buffer) => boolean): ResolvedAddress {
+  /** Hashes an address and builds each chunk's ChunkId once; `stop(i, id)` true ends it after chunk i. */
+  #resolve(ns: Namespace, address: ChunkAddress, stop?: (i: number, id: ChunkId) => boolean): ResolvedAddress {
     const chunkSize = this.#opts.chunkSize;
+    const ids: ChunkId[] = [];
     if ('tokens' in address) {
       checkPacked(address.tokens);
       const total = address.tokens.byteLength >>> 2;
-      const { hashes, count } = hashTokenChunks(ns.root, address.tokens, chunkSize, this.#opts.saveUnfullChunk, stop);
-      return { hashes, count, tokensOf: (i) => Math.min(chunkSize, total - i * chunkSize) };
+      const { count } = hashTokenChunks(ns.root, address.tokens, chunkSize, this.#opts.saveUnfullChunk, (i, hashes) => {
+        const id = ChunkId.at(ns.id, hashes, i);
+        ids.push(id);
+        return stop !== undefined && stop(i, id);
+      }, this.#opts.chain ?? null);
+      return { ids, count, tokensOf: (i) => Math.min(chunkSize, total - i * chunkSize) };
     }
     if (address.keys.length === 0) throw new BadRequestError('expected tokens or at least one key in the chunk address');
     const hashes = hashKeys(ns.root, address.keys);
     let count = address.keys.length;
-    if (stop !== undefined) {
-      for (let i = 0; i < address.keys.length; i++) {
-        if (stop(i, hashes)) {
-          count = i + 1;
-          break;
-        }
+    for (let i = 0; i < address.keys.length; i++) {
+      const id = ChunkId.at(ns.id, hashes, i);
+      ids.push(id);
+      if (stop !== undefined && stop(i, id)) {
+        count = i + 1;
+        break;
       }
     }
-    return { hashes, count, tokensOf: () => 0 };
+    return { ids, count, tokensOf: () => 0 };
   }
 
   #lease(ns: Namespace, leaseId: number): Lease {
@@ -449,7 +457,7 @@ export class ChunkManager {
   async #pinWhenFetched(lease: Lease, chunk: LeasedChunk, pending: Promise<HostEntry | null>): Promise<HostEntry | null> {
     const entry = await pending;
     // The entry may have been evicted between the fetch and now: then it is a miss.
-    if (entry === null || lease.released || entry.doomed || this.host.peek(chunk.key) !== entry) return null;
+    if (entry === null || lease.released || entry.doomed || this.host.peek(chunk.id) !== entry) return null;
     this.host.pinEntry(entry);
     chunk.entry = entry;
     chunk.pending = null;

@@ -18,9 +18,9 @@ import { BadRequestError, CorruptValueError, errorMessage, KvtierError, ValkeyAu
 import { checksum } from './checksum.js';
 import { decode, encode, type SerdeName } from './serde.js';
 import type { Slab } from './host-memory.js';
-import type { ChunkKey, Tier } from './tier.js';
+import type { ChunkId } from './chunk-id.js';
+import type { RemoteTier } from './tier.js';
 import {
-  chunkRedisKey,
   decodeValue,
   encodeValue,
   FORMAT_VERSION,
@@ -63,7 +63,7 @@ function asBuffer(r: ValkeyReply): Buffer | null {
 /** Keys per pipeline in deleteNamespace. */
 const DELETE_BATCH = 512;
 
-export class ValkeyTier implements Tier {
+export class ValkeyTier implements RemoteTier {
   readonly name = 'valkey' as const;
   readonly counters: ValkeyTierCounters = {
     stores: 0, skipped: 0, hits: 0, misses: 0, corrupt: 0, incomplete: 0,
@@ -203,8 +203,8 @@ export class ValkeyTier implements Tier {
   }
 
   /** The Valkey key of a chunk (its manifest when segmented). */
-  keyOf(key: ChunkKey): string {
-    return chunkRedisKey(this.#prefix, key);
+  keyOf(key: ChunkId): string {
+    return key.valkeyKey(this.#prefix);
   }
 
   async #run(commands: readonly ValkeyCommand[], bytes = 0): Promise<ValkeyReply[] | null> {
@@ -229,7 +229,7 @@ export class ValkeyTier implements Tier {
     this.#failuresSinceLog = 0;
   }
 
-  async contains(keys: readonly ChunkKey[]): Promise<boolean[]> {
+  async contains(keys: readonly ChunkId[]): Promise<boolean[]> {
     if (keys.length === 0) return [];
     const names = keys.map((k) => this.keyOf(k));
     const out = await this.#run(names.map((key) => ({ op: 'exists', key })));
@@ -237,7 +237,7 @@ export class ValkeyTier implements Tier {
     return out.map((r) => r === 1);
   }
 
-  async put(key: ChunkKey, payload: Buffer): Promise<boolean> {
+  async put(key: ChunkId, payload: Buffer): Promise<boolean> {
     const base = this.keyOf(key);
     if (!this.available) {
       this.counters.skipped++;
@@ -327,7 +327,7 @@ export class ValkeyTier implements Tier {
     return true;
   }
 
-  async get(key: ChunkKey): Promise<Buffer | null> {
+  async get(key: ChunkId): Promise<Buffer | null> {
     return (await this.#read(key, undefined))?.buf ?? null;
   }
 
@@ -337,11 +337,11 @@ export class ValkeyTier implements Tier {
    * docs/valkey.md). `allocate` must return exactly `bytes` bytes, or null
    * (no room: a miss). The tier releases the slab itself on a miss.
    */
-  getInto(key: ChunkKey, allocate: (bytes: number) => Slab | null): Promise<Slab | null> {
+  getInto(key: ChunkId, allocate: (bytes: number) => Slab | null): Promise<Slab | null> {
     return this.#read(key, allocate);
   }
 
-  async #read(key: ChunkKey, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null> {
+  async #read(key: ChunkId, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null> {
     // After a redirect the whole chunk goes through glide: the map is being refreshed.
     let native = this.#native;
     if (native !== null && this.available) {
@@ -442,7 +442,7 @@ export class ValkeyTier implements Tier {
    * into the slab. 'glide' when the shape is unknown or was not the guess,
    * or no node is known for the slot; 'redirected' after a MOVED/ASK.
    */
-  async #readNative(native: NativeDataPath, key: ChunkKey, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null | 'glide' | 'redirected'> {
+  async #readNative(native: NativeDataPath, key: ChunkId, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null | 'glide' | 'redirected'> {
     const guess = this.#segmentGuess.get(key.namespaceId);
     if (guess === undefined || guess.count === 0) return 'glide';
     const base = this.keyOf(key);
@@ -645,7 +645,7 @@ export class ValkeyTier implements Tier {
    * Deletes chunks with their segments (the segment count comes from a
    * GETRANGE of the manifest's head); counts chunks that existed.
    */
-  async delete(keys: readonly ChunkKey[]): Promise<number> {
+  async delete(keys: readonly ChunkId[]): Promise<number> {
     if (keys.length === 0) return 0;
     const bases = keys.map((k) => this.keyOf(k));
     const heads = await this.#run(bases.map((key) => ({ op: 'getrange', key, start: 0, end: HEADER_PROBE_BYTES - 1 })));
