@@ -94,6 +94,11 @@ async function loadNative(log: Logger): Promise<{ mod: NativeModule | null; deta
   }
 }
 
+/** With host_memory: heap the addon was not loaded for memory; the prefix-hash chain still runs in it when it loads. */
+async function loadChain(): Promise<ChainFn | null> {
+  return import('../native/index.js').then((m) => (m.nativeAvailable() ? m.chainHashes : null), () => null);
+}
+
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const { config, logger: log } = opts;
   const started = Date.now();
@@ -123,7 +128,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
     logger: log,
     recomputeTokensPerS: config.recomputeTokensPerS,
-    chain: native.mod?.chainHashes ?? null,
+    chain: native.mod?.chainHashes ?? (await loadChain()),
   });
   let server: SocketServer;
   const metrics = new DaemonMetrics({ version: VERSION, chunkSize: config.chunkSize, manager, memory: () => memory.info(), connections: () => server.connectionCount, closedConnections: () => server.closedConnections });
