@@ -7,7 +7,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { ConfigError, UsageError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
 import { startDaemon, VERSION } from '../daemon.js';
 import { runStats } from './stats.js';
@@ -86,6 +86,10 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    if (e instanceof UsageError) {
+      process.stderr.write(`kvtier: ${e.message}\n`);
+      return 2;
+    }
     if (e instanceof ConfigError) {
       process.stderr.write(`kvtier: configuration error: ${e.message}\n`);
       return 2;

@@ -18,7 +18,7 @@
  */
 import type { Socket } from 'node:net';
 import {
-  BadRequestError, KvtierError, NamespaceMismatchError, NotHelloError, NotRegisteredError,
+  BadFrameError, BadRequestError, ErrorCode, KvtierError, NamespaceMismatchError, NotHelloError, NotRegisteredError,
   ProtocolVersionError, UnknownMessageError, errorMessage, isKvtierError,
 } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -181,7 +181,7 @@ export class Connection {
     try {
       env = decodeEnvelope(frame);
     } catch (e) {
-      this.#send({ id: 0, error: { code: 'KVT_BAD_FRAME', message: `undecodable envelope: ${errorMessage(e)}` } });
+      this.#send({ id: 0, error: this.#errorBody(new BadFrameError(`undecodable envelope: ${errorMessage(e)}`)) });
       return;
     }
     const id = env.id;
@@ -254,7 +254,7 @@ export class Connection {
   #errorBody(e: unknown): { code: string; message: string } {
     if (isKvtierError(e)) return { code: e.code, message: e.message };
     this.#log.error('internal error', { error: errorMessage(e), stack: e instanceof Error ? e.stack ?? null : null });
-    return { code: 'KVT_INTERNAL', message: errorMessage(e) };
+    return { code: ErrorCode.KVT_INTERNAL, message: errorMessage(e) };
   }
 
   #namespace(): Namespace {
@@ -397,7 +397,7 @@ export class Connection {
   }
 
   async #register(req: kvtier.v1.IRegisterKv): Promise<Omit<EnvelopeInit, 'id'>> {
-    if (this.#ctx.registrar === null) throw new KvtierError('KVT_NATIVE', 'this daemon has no native addon loaded: block-form transfers are unavailable');
+    if (this.#ctx.registrar === null) throw new KvtierError(ErrorCode.KVT_NATIVE, 'this daemon has no native addon loaded: block-form transfers are unavailable');
     await this.#unregister();
     this.#kv = await this.#ctx.registrar(req, this.#ctx.chunkSize, this.#peer);
     return { registerKvOk: { chunkBytes: this.#kv.chunkBytes, backend: this.#kv.backend } };

@@ -14,7 +14,7 @@
  * Counters are a plain object for src/metrics to read.
  */
 
-import { BadRequestError, CorruptValueError, errorMessage, KvtierError, ValkeyAuthError } from '../errors.js';
+import { BadRequestError, CorruptValueError, ErrorCode, errorMessage, KvtierError, ValkeyAuthError } from '../errors.js';
 import { checksum } from './checksum.js';
 import { decode, encode, type SerdeName } from './serde.js';
 import type { Slab } from './host-memory.js';
@@ -193,7 +193,7 @@ export class ValkeyTier implements Tier {
     }
     this.counters.errors++;
     if (this.available) this.#warnFailure(`${what}: ${f.message.trim()}`);
-    if (f.code === 'KVT_VALKEY_UNAVAILABLE') void this.#pool.probe();
+    if (f.code === ErrorCode.KVT_VALKEY_UNAVAILABLE) void this.#pool.probe();
     return false;
   }
 
