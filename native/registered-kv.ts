@@ -16,7 +16,7 @@ export interface GatherJob {
 }
 
 export interface ScatterJob {
-  /** SKIP_BLOCK (0xFFFFFFFF) entries are left untouched in the worker's memory. */
+  /** SKIP_BLOCK entries are left untouched in the worker's memory. */
   blockIds: Uint32Array;
   src: Buffer;
 }
