@@ -2,7 +2,8 @@
 /**
  * `kvtier` command line: start, stats, doctor, bench.
  *
- * Exit codes: 0 ok, 1 failure, 2 bad configuration or usage. Logs go to
+ * Exit codes: 0 ok, 1 failure, 2 bad configuration (ConfigError) or usage
+ * (commander's own errors and UsageError). Logs go to
  * stderr as JSON lines; command output (tables, --json) to stdout.
  */
 import { Command, CommanderError } from 'commander';
