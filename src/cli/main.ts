@@ -3,8 +3,8 @@
  * `kvtier` command line: start, stats, doctor, bench.
  *
  * Exit codes: 0 ok, 1 failure, 2 bad configuration (ConfigError) or usage
- * (commander's own errors and UsageError). Logs go to
- * stderr as JSON lines; command output (tables, --json) to stdout.
+ * (commander's own errors and UsageError). Logs go to stderr as JSON lines;
+ * command output (tables, --json) to stdout.
  */
 import { Command, CommanderError } from 'commander';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
