@@ -90,7 +90,7 @@ interface ResolvedAddress {
 export class ChunkManager {
   readonly host: HostTier;
   readonly remote: RemoteTier | null;
-  readonly counters = new ManagerCounters();
+  readonly counters: ManagerCounters;
   readonly #opts: ManagerOptions;
   readonly #log: Logger;
   readonly #leases: LeaseTable;
@@ -99,6 +99,7 @@ export class ChunkManager {
 
   constructor(opts: ManagerOptions) {
     this.#opts = opts;
+    this.counters = new ManagerCounters(opts.chunkSize);
     this.host = opts.host;
     this.remote = opts.remote;
     this.#log = opts.logger;
@@ -189,7 +190,8 @@ export class ChunkManager {
         if (chunk.pending !== null) chunk.pending = this.#pinWhenFetched(lease, chunk, chunk.pending);
       }
     }
-    this.counters.recordLookup(resolved.count, hit, hostChunks, hitTokens, process.hrtime.bigint() - started);
+    const askedTokens = 'tokens' in address ? address.tokens.byteLength >>> 2 : 0;
+    this.counters.recordLookup(resolved.count, hit, hostChunks, hitTokens, askedTokens, remote !== null);
     return { hitTokens, hitChunks: hit, hostChunks, remoteChunks: hit - hostChunks, leaseId };
   }
 
@@ -258,7 +260,7 @@ export class ChunkManager {
     } finally {
       this.#unpinAll(entries);
     }
-    this.counters.recordRetrieve(loaded === 0 ? entries.map(() => null) : entries);
+    this.counters.recordRetrieveCounts(loaded, loaded * copier.chunkBytes, count - loaded);
     return { loaded, failed: count - loaded, failedBlocks: Uint32Array.from(failed) };
   }
 
