@@ -12,6 +12,7 @@
  * Every slab a copy reads or writes is pinned for the duration of the copy,
  * independently of the lease, so an expiring lease cannot free it mid-copy.
  */
+import { SKIP_BLOCK } from '../../proto/constants.js';
 import type { Namespace } from '../chunking/namespace.js';
 import { BadBlockIdError, BadRequestError, LeaseNotFoundError, errorMessage } from '../errors.js';
 import type { ChunkId } from '../tiers/chunk-id.js';
@@ -114,7 +115,7 @@ export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: nu
   const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
   const failed: number[] = [];
   const failChunk = (j: number): void => {
-    for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== 0xffffffff) failed.push(b);
+    for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) failed.push(b);
   };
   entries.forEach((entry, j) => {
     if (entry === null || entry.slab.buf.length !== copier.chunkBytes) failChunk(j);

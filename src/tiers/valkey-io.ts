@@ -12,7 +12,7 @@
  * and comes back as null: the read side turns that into a miss, the write
  * side into false. Internal to the tier; nothing outside src/tiers uses it.
  */
-import { BadRequestError, errorMessage } from '../errors.js';
+import { BadRequestError, ErrorCode, errorMessage } from '../errors.js';
 import type { Slab } from './host-memory.js';
 import { decode, type SerdeName } from './serde.js';
 import { segmentRedisKey, type ChunkHeader } from './valkey-format.js';
@@ -107,7 +107,7 @@ export class ValkeyIo {
     }
     this.counters.errors++;
     if (this.available) this.warnFailure(`${what}: ${f.message.trim()}`);
-    if (f.code === 'KVT_VALKEY_UNAVAILABLE') void this.pool.probe();
+    if (f.code === ErrorCode.KVT_VALKEY_UNAVAILABLE) void this.pool.probe();
     return false;
   }
 
