@@ -38,6 +38,7 @@ export function formatStats(s: DaemonStats): string {
     ['evictions', `${s.host.evictions} (${fmtBytes(s.host.evictedBytes)})`],
     ['lookups', `${c.lookups}; chunk hit rate ${pct(c.hitChunks, c.lookupChunks)} (host ${c.hostHitChunks}, valkey ${c.remoteHitChunks}); tokens served ${c.hitTokens}`],
     ['token hit rate', tokenRates(s)],
+    ['miss reasons', missLine(s)],
     ['lookup latency', `p50 ${s.lookupLatencyUs.p50} us, p99 ${s.lookupLatencyUs.p99} us, max ${s.lookupLatencyUs.max} us (last 256)`],
     ['stored', `${c.storedChunks} chunks, ${fmtBytes(c.storedBytes)}; ${c.presentChunks} already present; ${c.skippedChunks} skipped (${s.host.skippedWarming ?? 0} while the pool warmed, ${s.host.skippedFull} with the pool full of pinned chunks)`],
     ['retrieved', `${c.retrievedChunks} chunks, ${fmtBytes(c.retrievedBytes)}; ${c.failedRetrieveChunks} failed (recomputed by the worker)`],
@@ -59,6 +60,11 @@ function warming(s: DaemonStats): string {
   if (!m.warm) return `in progress: ${ready}, ${fmtBytes(m.lockedBytes)} locked; stores that find no ready room are skipped`;
   if (m.kind === 'heap') return 'none needed (heap memory)';
   return m.pinned ? `done: ${ready}, all page-locked` : `done: ${ready}, NOT page-locked (${fmtBytes(m.lockedBytes)} locked): ${m.detail}`;
+}
+
+function missLine(s: DaemonStats): string {
+  if (s.misses === undefined) return '-';
+  return `${Object.entries(s.misses).map(([k, n]) => `${k} ${n}`).join(', ')} (chunks; lookup-time reasons once per lookup)`;
 }
 
 function paceLine(s: DaemonStats): string {

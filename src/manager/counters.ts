@@ -10,6 +10,21 @@
  */
 import type { HostEntry } from '../tiers/host-tier.js';
 
+/**
+ * Why a chunk was not served (kvtier_lookup_miss_chunks_total{reason}).
+ * Lookup-time reasons count once per Lookup that stopped short of its
+ * prompt, for the first chunk it could not offer (the chunks after it are
+ * no longer a prefix and are not looked up): not_stored, evicted (the host
+ * tier remembers evicting it and no remote holds it), valkey_down (Valkey is
+ * configured but down, or its EXISTS failed), slow_skip (held only by Valkey,
+ * not offered as slower than recompute). Retrieve-time reasons count each
+ * chunk: lease_expired (chunks a Retrieve asked of an expired lease) and
+ * verification_failed (Valkey values that failed verification, read from
+ * the Valkey tier's own counters, not counted twice here).
+ */
+export const MISS_REASONS = ['not_stored', 'evicted', 'verification_failed', 'valkey_down', 'slow_skip', 'lease_expired'] as const;
+export type MissReason = (typeof MISS_REASONS)[number];
+
 export class ManagerCounters {
   lookups = 0;
   lookupChunks = 0;
@@ -34,6 +49,14 @@ export class ManagerCounters {
   remoteSkippedDown = 0;
   /** Valkey-only chunks a Lookup did not report because recomputing them is faster (recompute_tokens_per_s). */
   remoteSlowSkippedChunks = 0;
+  /** Miss reasons counted by the manager (verification_failed comes from the Valkey tier). */
+  readonly misses = { not_stored: 0, evicted: 0, valkey_down: 0, slow_skip: 0, lease_expired: 0 } satisfies Partial<Record<MissReason, number>>;
+  /**
+   * Tokens whose KV went back to a worker: each loaded chunk's real tokens
+   * (a partial last chunk counts what it covers; a key-addressed chunk,
+   * chunk_size), less the blocks a block-form Retrieve was told to skip.
+   */
+  prefillTokensSaved = 0;
   readonly #chunkSize: number;
 
   constructor(chunkSize: number) {
@@ -48,9 +71,8 @@ export class ManagerCounters {
     return this.hitTokens - this.hostHitTokens;
   }
 
-  /** Tokens whose KV went back to a worker: by definition chunks handed back x chunk_size. */
-  get prefillTokensSaved(): number {
-    return this.retrievedChunks * this.#chunkSize;
+  get chunkSize(): number {
+    return this.#chunkSize;
   }
 
   /**
@@ -76,21 +98,24 @@ export class ManagerCounters {
     this.skippedChunks += skipped;
   }
 
-  /** Inline form: every non-null entry was handed back. */
-  recordRetrieve(entries: Array<HostEntry | null>): void {
-    for (const e of entries) {
+  /** Inline form: every non-null entry was handed back; `tokens[j]` is entry j's tokens (0: a key, chunk_size). */
+  recordRetrieve(entries: Array<HostEntry | null>, tokens: (j: number) => number): void {
+    for (let j = 0; j < entries.length; j++) {
+      const e = entries[j];
       if (e === null) this.failedRetrieveChunks++;
       else {
         this.retrievedChunks++;
         this.retrievedBytes += e.slab.buf.length;
+        this.prefillTokensSaved += tokens(j) || this.#chunkSize;
       }
     }
   }
 
-  /** Block form: a chunk can also fail in the scatter, so the manager says how many landed. */
-  recordRetrieveCounts(loaded: number, bytes: number, failed: number): void {
+  /** Block form: a chunk can also fail in the scatter, so the manager says how many landed and their tokens. */
+  recordRetrieveCounts(loaded: number, bytes: number, failed: number, tokens: number): void {
     this.retrievedChunks += loaded;
     this.retrievedBytes += bytes;
     this.failedRetrieveChunks += failed;
+    this.prefillTokensSaved += tokens;
   }
 }

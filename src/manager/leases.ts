@@ -4,7 +4,9 @@
  * A lease belongs to the connection that asked (released when it closes)
  * but may be used by any connection of the same namespace: vLLM looks up
  * from its scheduler process and loads from its worker processes. Expiry is
- * swept by one coarse timer, not one timer per lease.
+ * swept by one coarse timer, not one timer per lease. The last
+ * EXPIRED_SLOTS expired leases are remembered (direct-mapped by id, 48 KiB)
+ * so a Retrieve that comes too late is told apart from a bad lease id.
  */
 import type { ChunkId } from '../tiers/chunk-id.js';
 import type { HostEntry } from '../tiers/host-tier.js';
@@ -27,8 +29,12 @@ export interface Lease {
   released: boolean;
 }
 
+const EXPIRED_SLOTS = 4096;
+
 export class LeaseTable {
   #leases = new Map<number, Lease>();
+  readonly #expiredIds = new Float64Array(EXPIRED_SLOTS);
+  readonly #expiredChunks = new Uint32Array(EXPIRED_SLOTS);
   #nextId = 1;
   #timer: NodeJS.Timeout;
   readonly #onRelease: (lease: Lease) => void;
@@ -53,10 +59,23 @@ export class LeaseTable {
     const lease = this.#leases.get(id);
     if (lease === undefined || lease.namespaceId !== namespaceId) return undefined;
     if (lease.expiresAt <= Date.now()) {
-      this.release(lease);
+      this.#expire(lease);
       return undefined;
     }
     return lease;
+  }
+
+  /** The chunk count of lease `id` if it expired recently (not released), else 0. */
+  expiredChunks(id: number): number {
+    const slot = id % EXPIRED_SLOTS;
+    return this.#expiredIds[slot] === id ? this.#expiredChunks[slot] : 0;
+  }
+
+  #expire(lease: Lease): void {
+    const slot = lease.id % EXPIRED_SLOTS;
+    this.#expiredIds[slot] = lease.id;
+    this.#expiredChunks[slot] = lease.chunks.length;
+    this.release(lease);
   }
 
   release(lease: Lease): void {
@@ -78,7 +97,7 @@ export class LeaseTable {
   }
 
   sweep(now: number): void {
-    for (const lease of [...this.#leases.values()]) if (lease.expiresAt <= now) this.release(lease);
+    for (const lease of [...this.#leases.values()]) if (lease.expiresAt <= now) this.#expire(lease);
   }
 
   close(): void {

@@ -11,8 +11,10 @@
  */
 import type { Namespace } from '../chunking/namespace.js';
 import { errorMessage } from '../errors.js';
+import type { ChunkId } from '../tiers/chunk-id.js';
 import type { HostEntry } from '../tiers/host-tier.js';
 import { resolveAddress, type ChunkAddress } from './address.js';
+import type { MissReason } from './counters.js';
 import type { Lease, LeasedChunk } from './leases.js';
 import type { ManagerParts } from './parts.js';
 
@@ -47,12 +49,15 @@ export async function lookup(p: ManagerParts, ns: Namespace, address: ChunkAddre
   });
   const ids = resolved.ids;
   let hit = hostRun;
+  let remoteDown = remote === null && p.sync.configured;
+  let slowCut = false;
   if (remote !== null && hostRun < resolved.count) {
     const rest = ids.slice(hostRun, resolved.count);
     let remoteFound: boolean[] = [];
     try {
       remoteFound = await remote.contains(rest);
     } catch (e) {
+      remoteDown = true;
       p.log.warn('remote lookup failed; answering from the host tier', { error: errorMessage(e) });
     }
     // The host run may have grown while the remote answered (a store, a fetch landing).
@@ -70,8 +75,10 @@ export async function lookup(p: ManagerParts, ns: Namespace, address: ChunkAddre
       // the prefix the host tier holds and let the worker recompute the rest.
       p.counters.remoteSlowSkippedChunks += hit - cut;
       hit = cut;
+      slowCut = true;
     }
   }
+  if (hit < resolved.count) p.counters.misses[missReason(p, ids[hit], slowCut, remoteDown)]++;
 
   let hitTokens = 0;
   for (let i = 0; i < hit; i++) hitTokens += resolved.tokensOf(i);
@@ -104,6 +111,13 @@ export async function lookup(p: ManagerParts, ns: Namespace, address: ChunkAddre
   const askedTokens = 'tokens' in address ? address.tokens.byteLength >>> 2 : 0;
   p.counters.recordLookup(resolved.count, hit, hostChunks, hitTokens, askedTokens, remote !== null);
   return { hitTokens, hitChunks: hit, hostChunks, remoteChunks: hit - hostChunks, leaseId };
+}
+
+/** Why chunk `id`, the first this Lookup could not offer, was a miss (counters.ts MISS_REASONS). */
+function missReason(p: ManagerParts, id: ChunkId, slowCut: boolean, remoteDown: boolean): Exclude<MissReason, 'verification_failed' | 'lease_expired'> {
+  if (slowCut) return 'slow_skip';
+  if (remoteDown) return 'valkey_down';
+  return p.host.wasEvicted(id) ? 'evicted' : 'not_stored';
 }
 
 /** The read rate this lookup saw: its remote chunks' bytes over the time until the last one landed. */

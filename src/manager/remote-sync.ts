@@ -37,6 +37,10 @@ export class RemoteSync {
     this.#writeBehind = new WriteBehindQueue(opts.writeBehindQueueBytes, opts.writeBehindConcurrency, opts.logger);
   }
 
+  get configured(): boolean {
+    return this.#o.remote !== null;
+  }
+
   /** The remote tier when it is configured and not known to be down. */
   usable(): RemoteTier | null {
     const r = this.#o.remote;

@@ -98,20 +98,21 @@ export async function store(p: ManagerParts, ns: Namespace, address: ChunkAddres
  * not be had. The caller must call done() once it has copied them out.
  */
 export async function retrieveInline(p: ManagerParts, ns: Namespace, leaseId: number, first: number, num: number): Promise<{ chunks: Array<Buffer | null>; done(): void }> {
-  const entries = await leasedEntries(p, ns, leaseId, first, num);
+  const lease = leaseOf(p, ns, leaseId, first, num);
+  const entries = await leasedEntries(p, lease, first, num);
   const chunks = entries.map((e) => (e === null ? null : e.slab.buf));
-  p.counters.recordRetrieve(entries);
+  p.counters.recordRetrieve(entries, (j) => lease.chunks[first + j].tokens);
   return { chunks, done: () => unpinAll(p, entries) };
 }
 
 export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: number, first: number, num: number, blockIds: Uint32Array, copier: BlockCopier): Promise<BlockRetrieveResult> {
-  const lease = leaseOf(p, ns, leaseId);
+  const lease = leaseOf(p, ns, leaseId, first, num);
   const count = num === 0 ? lease.chunks.length - first : num;
   const perChunk = copier.blocksPerChunk;
   if (blockIds.length !== count * perChunk) {
     throw new BadBlockIdError(`expected ${count * perChunk} block ids for ${count} chunks of ${perChunk} blocks, got ${blockIds.length}`);
   }
-  const entries = await leasedEntries(p, ns, leaseId, first, count);
+  const entries = await leasedEntries(p, lease, first, count);
   const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
   const failed: number[] = [];
   const failChunk = (j: number): void => {
@@ -122,6 +123,15 @@ export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: nu
     else jobs.push({ blockIds: blockIds.subarray(j * perChunk, (j + 1) * perChunk), src: entry.slab.buf });
   });
   let loaded = jobs.length;
+  // Prefill saved: the blocks actually written (a skipped block was computed by the worker).
+  const blockTokens = p.chunkSize / perChunk;
+  let tokens = 0;
+  entries.forEach((entry, j) => {
+    if (entry === null || entry.slab.buf.length !== copier.chunkBytes) return;
+    let written = 0;
+    for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) written++;
+    tokens += Math.min(lease.chunks[first + j].tokens || p.chunkSize, written * blockTokens);
+  });
   try {
     if (jobs.length > 0) await copier.scatter(jobs);
   } catch (e) {
@@ -130,22 +140,27 @@ export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: nu
       if (entry !== null && entry.slab.buf.length === copier.chunkBytes) failChunk(j);
     });
     loaded = 0;
+    tokens = 0;
   } finally {
     unpinAll(p, entries);
   }
-  p.counters.recordRetrieveCounts(loaded, loaded * copier.chunkBytes, count - loaded);
+  p.counters.recordRetrieveCounts(loaded, loaded * copier.chunkBytes, count - loaded, tokens);
   return { loaded, failed: count - loaded, failedBlocks: Uint32Array.from(failed) };
 }
 
-function leaseOf(p: ManagerParts, ns: Namespace, leaseId: number): Lease {
+/** The lease; a Retrieve of an expired one counts its asked chunks as lease_expired misses. */
+function leaseOf(p: ManagerParts, ns: Namespace, leaseId: number, first: number, num: number): Lease {
   const lease = p.leases.get(leaseId, ns.id);
-  if (lease === undefined) throw new LeaseNotFoundError(leaseId);
+  if (lease === undefined) {
+    const expired = p.leases.expiredChunks(leaseId);
+    if (expired > 0) p.counters.misses.lease_expired += num === 0 ? Math.max(0, expired - first) : Math.min(num, Math.max(0, expired - first));
+    throw new LeaseNotFoundError(leaseId);
+  }
   return lease;
 }
 
 /** Pinned entries (one extra pin each, for the copy) of a lease's chunks. */
-async function leasedEntries(p: ManagerParts, ns: Namespace, leaseId: number, first: number, num: number): Promise<Array<HostEntry | null>> {
-  const lease = leaseOf(p, ns, leaseId);
+async function leasedEntries(p: ManagerParts, lease: Lease, first: number, num: number): Promise<Array<HostEntry | null>> {
   const end = num === 0 ? lease.chunks.length : first + num;
   if (!Number.isInteger(first) || first < 0 || end > lease.chunks.length || end < first) {
     throw new BadRequestError(`expected chunks within the lease's ${lease.chunks.length}, got first_chunk ${first} num_chunks ${num}`);

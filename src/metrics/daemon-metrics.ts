@@ -9,6 +9,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ChunkManager } from '../manager/chunk-manager.js';
+import { missReasons } from './miss-reasons.js';
 import type { HostMemoryInfo } from '../tiers/host-memory.js';
 import { LOOKUP_BUCKETS, METRICS, TRANSFER_BUCKETS, type MetricDef } from './names.js';
 import { remoteView } from './remote-view.js';
@@ -71,6 +72,7 @@ export class DaemonMetrics {
     counter(METRICS.lookupTokens, () => tiers(c.lookupTokens, c.remoteLookupTokens));
     counter(METRICS.hitTokens, () => tiers(c.hostHitTokens, c.remoteHitTokens));
     counter(METRICS.missTokens, () => tiers(c.lookupTokens - c.hostHitTokens, c.remoteLookupTokens - c.remoteHitTokens));
+    counter(METRICS.missChunks, () => Object.entries(missReasons(m)).map(([reason, n]): [Record<string, string>, number] => [{ reason }, n]));
     counter(METRICS.prefillTokensSaved, () => c.prefillTokensSaved);
     counter(METRICS.storedChunks, () => tiers(c.storedChunks, vk()?.stores ?? 0));
     counter(METRICS.storedBytes, () => tiers(c.storedBytes, vk()?.bytesOut ?? 0));

@@ -5,6 +5,8 @@
  * are a user-facing format: src/cli/stats.ts and tools parse them.
  */
 import type { ChunkManager } from '../manager/chunk-manager.js';
+import type { MissReason } from '../manager/counters.js';
+import { missReasons } from './miss-reasons.js';
 import type { HostMemory, HostMemoryInfo } from '../tiers/host-memory.js';
 import type { HostTier } from '../tiers/host-tier.js';
 import { remoteView } from './remote-view.js';
@@ -21,6 +23,8 @@ export interface DaemonStats {
   host: ReturnType<HostTier['stats']>;
   writeBehind: ReturnType<ChunkManager['writeBehindStats']>;
   counters: Record<string, number>;
+  /** kvtier_lookup_miss_chunks_total by reason (counters.ts MISS_REASONS says what each counts). */
+  misses: Record<MissReason, number>;
   /** Of the last 256 lookups. */
   lookupLatencyUs: { p50: number; p99: number; max: number };
   /** The slowest of the last 256 lookups, stores and retrieves each, slowest first. */
@@ -68,6 +72,7 @@ export function daemonStats(src: StatsSources): DaemonStats {
       retrievedBytes: c.retrievedBytes, failedRetrieveChunks: c.failedRetrieveChunks, remoteFetchedChunks: c.remoteFetchedChunks,
       remoteFetchMisses: c.remoteFetchMisses, remoteSkippedDown: c.remoteSkippedDown, remoteSlowSkippedChunks: c.remoteSlowSkippedChunks,
     },
+    misses: missReasons(m),
     lookupLatencyUs: r.ring.latencyUs(LOOKUP),
     slowOps: r.ring.slowest(5),
     registeredWorkers: r.registeredWorkers,

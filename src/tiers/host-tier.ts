@@ -15,6 +15,7 @@
  * Tier contract of the shared tiers.
  */
 import type { ChunkId } from './chunk-id.js';
+import { EvictedIds } from './evicted-ids.js';
 import type { HostMemory, Slab } from './host-memory.js';
 
 export interface HostEntry {
@@ -22,6 +23,8 @@ export interface HostEntry {
   readonly slab: Slab;
   pins: number;
   doomed: boolean;
+  /** Unix ms the entry was inserted (kvtier inspect). */
+  readonly storedAt: number;
 }
 
 export interface HostTierStats {
@@ -48,6 +51,7 @@ export class HostTier {
   #evictedBytes = 0;
   #skippedFull = 0;
   #skippedWarming = 0;
+  readonly #evicted = new EvictedIds();
 
   constructor(memory: HostMemory) {
     this.memory = memory;
@@ -60,6 +64,16 @@ export class HostTier {
 
   has(id: ChunkId): boolean {
     return this.#index.has(id.hostKey);
+  }
+
+  /** Whether this tier evicted the chunk recently (bounded memory: evicted-ids.ts). */
+  wasEvicted(id: ChunkId): boolean {
+    return this.#evicted.has(id.hostKey);
+  }
+
+  /** Every entry, oldest first (admin listing; not for the hot path). */
+  entries(): IterableIterator<HostEntry> {
+    return this.#index.values();
   }
 
   /** Pins and touches an entry; undefined when absent. */
@@ -114,8 +128,9 @@ export class HostTier {
       slab.release();
       return existing;
     }
-    const entry: HostEntry = { id, slab, pins: 0, doomed: false };
+    const entry: HostEntry = { id, slab, pins: 0, doomed: false, storedAt: Date.now() };
     this.#index.set(id.hostKey, entry);
+    this.#evicted.forget(id.hostKey);
     this.#usedBytes += slab.buf.length;
     return entry;
   }
@@ -167,6 +182,7 @@ export class HostTier {
       this.#index.delete(key);
       this.#evictions++;
       this.#evictedBytes += entry.slab.buf.length;
+      this.#evicted.add(key);
       entry.doomed = true;
       this.#free(entry);
       return true;
