@@ -104,6 +104,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     host,
     remote,
     writeBehindQueueBytes: config.writeBehindQueueBytes,
+    pinBudgetBytes: config.pinBudgetBytes,
     writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
     logger: log,
     recomputeTokensPerS: config.recomputeTokensPerS,

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * `kvtier` command line: start, stats, doctor, bench.
+ * `kvtier` command line: start, stats, doctor, ls, inspect, clear, pin,
+ * unpin, bench.
  *
  * Exit codes: 0 ok, 1 failure, 2 bad configuration (ConfigError) or usage
  * (commander's own errors and UsageError). Logs go to stderr as JSON lines;
@@ -14,6 +15,7 @@ import { startDaemon, VERSION } from '../daemon.js';
 import { runStats } from './stats.js';
 import { runDoctor } from './doctor.js';
 import { registerBench } from './bench.js';
+import { registerAdmin } from './admin.js';
 
 function configFrom(opts: { config?: string; socket?: string; logLevel?: string }): LoadedConfig {
   return loadConfig({ file: opts.config ?? null, overrides: { socket_path: opts.socket, log_level: opts.logLevel } });
@@ -77,6 +79,7 @@ export function buildProgram(): Command {
       process.exitCode = await runDoctor(loaded);
     });
 
+  registerAdmin(program);
   registerBench(program);
   return program;
 }

@@ -29,6 +29,7 @@ export interface KvtierConfig {
   keyPrefix: string;
   ttlSecs: number;
   writeBehindQueueBytes: number;
+  pinBudgetBytes: number;
   socketPath: string;
   socketMode: number;
   metricsPort: number;
@@ -175,6 +176,10 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   writeBehindQueueBytes: entry('write_behind_queue_bytes', {
     check: c.integer(1, Number.MAX_SAFE_INTEGER), default: 1073741824,
     doc: 'Bytes of chunks queued for the Valkey tier; a store that would exceed it skips Valkey (counted as dropped).',
+  }),
+  pinBudgetBytes: entry('pin_budget_bytes', {
+    check: c.integer(0, Number.MAX_SAFE_INTEGER), default: 1073741824,
+    doc: 'Host tier bytes `kvtier pin` may keep from eviction (a system prompt, say); a pin past it pins nothing more and says so. 0: pinning is off.',
   }),
   socketPath: entry('socket_path', {
     check: c.text({ maxBytes: 107 }), default: '/tmp/kvtier.sock',

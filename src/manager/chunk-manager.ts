@@ -5,6 +5,7 @@
  *   lookup.ts     Lookup: host run, remote contains, lease, prefetch
  *   transfers.ts  Store and Retrieve (inline or block form)
  *   keyed.ts      Put / Get / Exists / Invalidate by key
+ *   admin.ts      kvtier ls / inspect / clear / pin (pins.ts holds the pins)
  *   remote-sync   fetches remote ─► host, write-behind host ─► remote
  *
  * This class owns the state those modules share (ManagerParts, parts.ts)
@@ -18,11 +19,14 @@ import type { Logger } from '../log.js';
 import type { HostTier } from '../tiers/host-tier.js';
 import type { RemoteTier } from '../tiers/tier.js';
 import type { ChunkAddress } from './address.js';
+import * as admin from './admin.js';
+import type { AdminTier, ChunkInfo, NamespaceUsage, PinResult } from './admin.js';
 import { ManagerCounters } from './counters.js';
 import * as keyed from './keyed.js';
 import { LeaseTable, type Lease } from './leases.js';
 import { lookup, type LookupOptions, type LookupResult } from './lookup.js';
 import type { ManagerParts } from './parts.js';
+import { PrefixPins } from './pins.js';
 import { RemotePace, type RemotePaceSnapshot } from './remote-pace.js';
 import { RemoteSync } from './remote-sync.js';
 import * as transfers from './transfers.js';
@@ -47,6 +51,8 @@ export interface ManagerOptions {
   recomputeTokensPerS?: number | null;
   /** The prefix-hash chain backend (native/ chainHashes when loaded); null or absent: the JavaScript chain. */
   chain?: ChainFn | null;
+  /** pin_budget_bytes: host bytes `kvtier pin` may hold (absent: 0, pinning off). */
+  pinBudgetBytes?: number;
 }
 
 export class ChunkManager {
@@ -54,11 +60,13 @@ export class ChunkManager {
   readonly remote: RemoteTier | null;
   readonly counters: ManagerCounters;
   readonly #p: ManagerParts;
+  readonly #pins: PrefixPins;
 
   constructor(opts: ManagerOptions) {
     this.counters = new ManagerCounters(opts.chunkSize);
     this.host = opts.host;
     this.remote = opts.remote;
+    this.#pins = new PrefixPins(opts.host, opts.pinBudgetBytes ?? 0);
     this.#p = {
       host: opts.host,
       sync: new RemoteSync({
@@ -132,8 +140,31 @@ export class ChunkManager {
   }
 
   /** Removes the address's chunks from every tier; with no address, every chunk of the namespace. */
-  invalidate(ns: Namespace, address: ChunkAddress | null): Promise<number> {
-    return keyed.invalidate(this.#p, ns, address);
+  async invalidate(ns: Namespace, address: ChunkAddress | null): Promise<number> {
+    const removed = await keyed.invalidate(this.#p, ns, address);
+    this.#pins.prune();
+    return removed;
+  }
+
+  /** Pinned by `kvtier pin`: chunks and bytes, and the budget. */
+  pinStats(): { chunks: number; bytes: number; budgetBytes: number } {
+    return { chunks: this.#pins.count, bytes: this.#pins.bytes, budgetBytes: this.#pins.budgetBytes };
+  }
+
+  listNamespaces(namespaceId: string | null, tier: AdminTier): Promise<{ namespaces: NamespaceUsage[]; valkeyListed: boolean }> {
+    return admin.listNamespaces(this.#p, this.#pins, this.remote, namespaceId, tier);
+  }
+
+  inspect(query: { namespaceId: string | null; hash: string } | { ns: Namespace; address: ChunkAddress }): Promise<ChunkInfo[]> {
+    return admin.inspect(this.#p, this.#pins, this.remote, query);
+  }
+
+  clear(namespaceId: string | null, tier: AdminTier): Promise<{ host: number; valkey: number }> {
+    return admin.clear(this.#p, this.#pins, this.remote, namespaceId, tier);
+  }
+
+  pin(ns: Namespace, address: ChunkAddress, unpin: boolean): Promise<PinResult> {
+    return admin.pin(this.#p, this.#pins, ns, address, unpin);
   }
 
   async drain(): Promise<void> {
@@ -142,6 +173,7 @@ export class ChunkManager {
 
   async close(): Promise<void> {
     this.#p.leases.close();
+    this.#pins.close();
     await this.#p.sync.drain();
     await this.host.close();
     if (this.remote !== null) await this.remote.close();

@@ -171,6 +171,26 @@ export class KvtierClient {
     return JSON.parse((await this.request({ stats: {} })).statsOk?.json ?? "{}") as Record<string, unknown>;
   }
 
+  /** Admin: namespaces with chunk counts and bytes per tier. */
+  async listNamespaces(req: kvtier.v1.IListNamespaces = {}): Promise<kvtier.v1.ListNamespacesOk> {
+    return (await this.request({ listNamespaces: req })).listNamespacesOk as kvtier.v1.ListNamespacesOk;
+  }
+
+  /** Admin: where chunks live (by hash, or every chunk of tokens in this connection's namespace). */
+  async inspect(req: kvtier.v1.IInspect): Promise<kvtier.v1.InspectOk> {
+    return (await this.request({ inspect: req })).inspectOk as kvtier.v1.InspectOk;
+  }
+
+  /** Admin: removes a namespace's (or every namespace's) chunks from a tier or all. */
+  async clear(req: kvtier.v1.IClear = {}): Promise<kvtier.v1.ClearOk> {
+    return (await this.request({ clear: req })).clearOk as kvtier.v1.ClearOk;
+  }
+
+  /** Admin: keeps a prefix from eviction (unpin: lets it go). */
+  async pin(address: kvtier.v1.IChunkAddress, unpin = false): Promise<kvtier.v1.PinOk> {
+    return (await this.request({ pin: { address, unpin } })).pinOk as kvtier.v1.PinOk;
+  }
+
   async registerKv(req: kvtier.v1.IRegisterKv): Promise<kvtier.v1.RegisterKvOk> {
     return (await this.request({ registerKv: req })).registerKvOk as kvtier.v1.RegisterKvOk;
   }

@@ -16,6 +16,7 @@ import type { Logger } from '../log.js';
 import type { Namespace } from '../chunking/namespace.js';
 import type { BlockCopier, ChunkManager } from '../manager/chunk-manager.js';
 import type { KvLayoutSpec } from '../../native/layout-plan.js';
+import * as admin from './admin.js';
 import { address, addressOrAll, asBuffer, namespaceOf, num } from './from-wire.js';
 import { layoutFromWire } from './layout-from-wire.js';
 import { PROTOCOL_VERSION, type Envelope, type EnvelopeInit } from './messages.js';
@@ -124,6 +125,17 @@ export class Dispatcher {
         return this.#exists(this.#namespace(), env.exists!);
       case 'invalidate':
         return this.#invalidate(this.#namespace(), env.invalidate!);
+      // Admin (the kvtier CLI): listing and clearing name namespaces by id, but wait for Hello too.
+      case 'listNamespaces':
+        this.#namespace();
+        return admin.listNamespaces(m, env.listNamespaces!);
+      case 'inspect':
+        return admin.inspect(m, this.#namespace(), env.inspect!);
+      case 'clear':
+        this.#namespace();
+        return admin.clear(m, env.clear!);
+      case 'pin':
+        return admin.pin(m, this.#namespace(), env.pin!);
       // These two need no namespace, but like every request they wait for Hello.
       case 'registerKv':
         this.#namespace();

@@ -38,4 +38,10 @@ export interface RemoteTier extends Tier {
   getInto?(key: ChunkId, allocate: (bytes: number) => Slab | null): Promise<Slab | null>;
   /** Removes every chunk of a namespace; returns how many chunks it removed. */
   deleteNamespace?(namespaceId: string): Promise<number>;
+  /** Admin (kvtier ls): chunks and stored bytes per namespace, or of one. */
+  usage?(namespaceId: string | null): Promise<Map<string, { chunks: number; bytes: number }>>;
+  /** Admin (kvtier inspect): stored bytes of each chunk, 0 where absent. */
+  chunkBytes?(keys: readonly ChunkId[]): Promise<number[]>;
+  /** Admin (kvtier inspect by hash): namespaces holding a chunk of this hash. */
+  namespacesOf?(hash: string): Promise<string[]>;
 }

@@ -23,6 +23,7 @@ export type ValkeyCommand =
   | { op: 'getrange'; key: string; start: number; end: number }
   | { op: 'set'; key: string; value: Buffer; ttlSecs?: number }
   | { op: 'exists'; key: string }
+  | { op: 'strlen'; key: string }
   | { op: 'del'; keys: string[] };
 
 /** One result per command: a reply, or the error of that command alone. */
@@ -90,6 +91,9 @@ export function batchOf(client: Client, commands: readonly ValkeyCommand[]): Bat
         break;
       case 'exists':
         batch.exists([c.key]);
+        break;
+      case 'strlen':
+        batch.strlen(c.key);
         break;
       case 'del':
         batch.del(c.keys);

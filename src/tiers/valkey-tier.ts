@@ -24,6 +24,7 @@ import type { Slab } from './host-memory.js';
 import { encode, type SerdeName } from './serde.js';
 import type { RemoteTier } from './tier.js';
 import { deleteChunks, deleteNamespace } from './valkey-delete.js';
+import { valkeyChunkBytes, valkeyNamespacesOf, valkeyUsage, type ValkeyUsage } from './valkey-admin.js';
 import { decodeValue, encodeValue, FORMAT_VERSION, segmentCount, segmentRange, segmentRedisKey, type ChunkHeader } from './valkey-format.js';
 import { takeSlab, ValkeyIo } from './valkey-io.js';
 import { NativeDataPath, placeholderSums, sumOffsets, type DataPathInfo } from './valkey-native.js';
@@ -312,6 +313,21 @@ export class ValkeyTier implements RemoteTier {
   /** Deletes every key of a namespace (chunks and their segments); counts the chunks. */
   deleteNamespace(namespaceId: string): Promise<number> {
     return deleteNamespace(this.#io, this.#prefix, namespaceId);
+  }
+
+  /** Chunks and bytes per namespace (admin: a SCAN of the keyspace). */
+  usage(namespaceId: string | null): Promise<Map<string, ValkeyUsage>> {
+    return valkeyUsage(this.#io, this.#prefix, namespaceId);
+  }
+
+  /** Stored bytes of each chunk, 0 where absent (admin). */
+  chunkBytes(keys: readonly ChunkId[]): Promise<number[]> {
+    return valkeyChunkBytes(this.#io, keys.map((k) => this.keyOf(k)));
+  }
+
+  /** Namespaces that hold a chunk of this hash (admin: a SCAN). */
+  namespacesOf(hash: string): Promise<string[]> {
+    return valkeyNamespacesOf(this.#io, this.#prefix, hash);
   }
 
   async close(): Promise<void> {

@@ -26,6 +26,7 @@ describe('defaults', () => {
       keyPrefix: 'kvtier',
       ttlSecs: 0,
       writeBehindQueueBytes: 1073741824,
+      pinBudgetBytes: 1073741824,
       socketPath: '/tmp/kvtier.sock',
       socketMode: 0o600,
       metricsPort: 0,
@@ -48,8 +49,8 @@ describe('defaults', () => {
 
   it('has one table row per key, with env names and LMCache aliases', () => {
     const rows = configTable();
-    expect(rows).toHaveLength(30);
-    expect(new Set(rows.map((r) => r.key)).size).toBe(30);
+    expect(rows).toHaveLength(31);
+    expect(new Set(rows.map((r) => r.key)).size).toBe(31);
     expect(rows.find((r) => r.key === 'chunk_size')).toMatchObject({
       env: 'KVTIER_CHUNK_SIZE', lmcacheAlias: 'chunk_size', default: '256',
     });

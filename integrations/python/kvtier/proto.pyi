@@ -74,6 +74,22 @@ class Envelope(Message):
     def register_kv_ok(self) -> RegisterKvOk: ...
     @property
     def unregister(self) -> Unregister: ...
+    @property
+    def list_namespaces(self) -> ListNamespaces: ...
+    @property
+    def list_namespaces_ok(self) -> ListNamespacesOk: ...
+    @property
+    def inspect(self) -> Inspect: ...
+    @property
+    def inspect_ok(self) -> InspectOk: ...
+    @property
+    def clear(self) -> Clear: ...
+    @property
+    def clear_ok(self) -> ClearOk: ...
+    @property
+    def pin(self) -> Pin: ...
+    @property
+    def pin_ok(self) -> PinOk: ...
     def __init__(
         self,
         *,
@@ -105,6 +121,14 @@ class Envelope(Message):
         register_kv: Optional[RegisterKv] = ...,
         register_kv_ok: Optional[RegisterKvOk] = ...,
         unregister: Optional[Unregister] = ...,
+        list_namespaces: Optional[ListNamespaces] = ...,
+        list_namespaces_ok: Optional[ListNamespacesOk] = ...,
+        inspect: Optional[Inspect] = ...,
+        inspect_ok: Optional[InspectOk] = ...,
+        clear: Optional[Clear] = ...,
+        clear_ok: Optional[ClearOk] = ...,
+        pin: Optional[Pin] = ...,
+        pin_ok: Optional[PinOk] = ...,
     ) -> None: ...
 
 class Error(Message):
@@ -448,3 +472,140 @@ class RegisterKvOk(Message):
 
 class Unregister(Message):
     def __init__(self) -> None: ...
+
+class ListNamespaces(Message):
+    namespace_id: str
+    tier: str
+    def __init__(
+        self,
+        *,
+        namespace_id: str = ...,
+        tier: str = ...,
+    ) -> None: ...
+
+class NamespaceUsage(Message):
+    namespace_id: str
+    host_chunks: int
+    host_bytes: int
+    valkey_chunks: int
+    valkey_bytes: int
+    pinned_chunks: int
+    def __init__(
+        self,
+        *,
+        namespace_id: str = ...,
+        host_chunks: int = ...,
+        host_bytes: int = ...,
+        valkey_chunks: int = ...,
+        valkey_bytes: int = ...,
+        pinned_chunks: int = ...,
+    ) -> None: ...
+
+class ListNamespacesOk(Message):
+    @property
+    def namespaces(self) -> RepeatedCompositeFieldContainer[NamespaceUsage]: ...
+    valkey_listed: bool
+    def __init__(
+        self,
+        *,
+        namespaces: Optional[Iterable[NamespaceUsage]] = ...,
+        valkey_listed: bool = ...,
+    ) -> None: ...
+
+class Inspect(Message):
+    namespace_id: str
+    chunk_hash: str
+    tokens: bytes
+    def __init__(
+        self,
+        *,
+        namespace_id: str = ...,
+        chunk_hash: str = ...,
+        tokens: bytes = ...,
+    ) -> None: ...
+
+class ChunkInfo(Message):
+    namespace_id: str
+    chunk_hash: str
+    index: int
+    in_host: bool
+    host_bytes: int
+    host_age_s: float
+    pinned: bool
+    pins: int
+    in_valkey: bool
+    valkey_bytes: int
+    def __init__(
+        self,
+        *,
+        namespace_id: str = ...,
+        chunk_hash: str = ...,
+        index: int = ...,
+        in_host: bool = ...,
+        host_bytes: int = ...,
+        host_age_s: float = ...,
+        pinned: bool = ...,
+        pins: int = ...,
+        in_valkey: bool = ...,
+        valkey_bytes: int = ...,
+    ) -> None: ...
+
+class InspectOk(Message):
+    @property
+    def chunks(self) -> RepeatedCompositeFieldContainer[ChunkInfo]: ...
+    def __init__(
+        self,
+        *,
+        chunks: Optional[Iterable[ChunkInfo]] = ...,
+    ) -> None: ...
+
+class Clear(Message):
+    namespace_id: str
+    tier: str
+    def __init__(
+        self,
+        *,
+        namespace_id: str = ...,
+        tier: str = ...,
+    ) -> None: ...
+
+class ClearOk(Message):
+    host_chunks: int
+    valkey_chunks: int
+    def __init__(
+        self,
+        *,
+        host_chunks: int = ...,
+        valkey_chunks: int = ...,
+    ) -> None: ...
+
+class Pin(Message):
+    @property
+    def address(self) -> ChunkAddress: ...
+    unpin: bool
+    def __init__(
+        self,
+        *,
+        address: Optional[ChunkAddress] = ...,
+        unpin: bool = ...,
+    ) -> None: ...
+
+class PinOk(Message):
+    chunks: int
+    pinned_chunks: int
+    already_chunks: int
+    missing_chunks: int
+    over_budget_chunks: int
+    pinned_bytes: int
+    budget_bytes: int
+    def __init__(
+        self,
+        *,
+        chunks: int = ...,
+        pinned_chunks: int = ...,
+        already_chunks: int = ...,
+        missing_chunks: int = ...,
+        over_budget_chunks: int = ...,
+        pinned_bytes: int = ...,
+        budget_bytes: int = ...,
+    ) -> None: ...

@@ -1,0 +1,198 @@
+/**
+ * `kvtier ls`, `inspect`, `clear`, `pin` and `unpin` (run `npm run build`
+ * first: the CLI runs from dist/) against a real daemon with a real
+ * valkey-server, two namespaces side by side: every command's --json and
+ * text, a clear that must leave the other namespace's keys alone, pins that
+ * survive an eviction storm up to pin_budget_bytes, and usage errors (exit 2).
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packageRoot } from '../../bench/daemon-process.js';
+import { startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
+import { parseTokenFile } from '../../src/cli/admin.js';
+import type { KvtierClient } from '../../src/protocol/client.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+
+const cli = join(packageRoot(), 'dist/src/cli/main.js');
+const MiB = 1024 * 1024;
+const ids = (n: number, seed: number): number[] => Array.from({ length: n }, (_, i) => (i * 7919 + seed * 104_729) % 128_000);
+const pack = (t: number[]): Buffer => Buffer.from(Uint32Array.from(t).buffer);
+
+describe('kvtier admin commands', () => {
+  let valkey: ValkeyServer;
+  let d: TestDaemon;
+  let m1: KvtierClient;
+  let m2: KvtierClient;
+  let ns1: string;
+  let ns2: string;
+  const p1 = ids(3 * 256, 1);
+  const p2 = ids(2 * 256, 2);
+
+  const run = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args, '--socket', d.socket], { env: { ...process.env, KVTIER_CONFIG_FILE: '', LMCACHE_CONFIG_FILE: '' }, timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr });
+    });
+  });
+  const json = async (args: string[]): Promise<any> => {
+    const r = await run([...args, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout);
+  };
+  const file = (name: string, text: string): string => {
+    const f = join(d.dir, name);
+    writeFileSync(f, text);
+    return f;
+  };
+  const valkeyKeys = async (): Promise<string[]> => (await valkey.cli(['--raw', 'KEYS', 'adm:*'])).split('\n').filter((k) => k !== '');
+
+  beforeAll(async () => {
+    valkey = await startValkey();
+    // ~10 MiB of heap pool, 1 MiB chunks: an eviction storm is a few stores.
+    d = await startTestDaemon({ remote_url: valkey.url, key_prefix: 'adm', max_local_cpu_size: 0.01, host_memory: 'heap', pin_budget_bytes: 3 * MiB + 1024 });
+    m1 = await d.connect({ fingerprint: { model: 'm1' } });
+    m2 = await d.connect({ fingerprint: { model: 'm2' } });
+    ns1 = m1.hello.namespaceId;
+    ns2 = m2.hello.namespaceId;
+    await (await m1.store({ address: { tokens: pack(p1) }, chunks: [0, 1, 2].map(() => randomBytes(MiB)) })).committed;
+    await (await m2.store({ address: { tokens: pack(p2) }, chunks: [Buffer.alloc(4096, 1), Buffer.alloc(4096, 2)] })).committed;
+  });
+  afterAll(async () => {
+    await d?.stop();
+    await stopAllValkey();
+  });
+
+  it('ls: namespaces with chunks and bytes per tier', async () => {
+    const r = await json(['ls']);
+    expect(r.valkeyListed).toBe(true);
+    const one = r.namespaces.find((n: any) => n.namespaceId === ns1);
+    const two = r.namespaces.find((n: any) => n.namespaceId === ns2);
+    expect(one).toMatchObject({ hostChunks: 3, hostBytes: 3 * MiB, valkeyChunks: 3 });
+    expect(one.valkeyBytes).toBeGreaterThan(3 * MiB); // manifests and segments, with headers
+    expect(two).toMatchObject({ hostChunks: 2, hostBytes: 8192, valkeyChunks: 2 });
+    expect(await json(['ls', '--namespace', ns2])).toMatchObject({ namespaces: [{ namespaceId: ns2, hostChunks: 2 }] });
+    const host = await json(['ls', '--tier', 'host']);
+    expect(host.valkeyListed).toBe(false);
+    expect(host.namespaces.find((n: any) => n.namespaceId === ns1)).toMatchObject({ hostChunks: 3, valkeyChunks: 0 });
+    const text = await run(['ls']);
+    expect(text.stdout).toMatch(new RegExp(`${ns1}\\s+3\\s+3\\.0 MiB\\s+0\\s+3\\s+3\\.0 MiB`));
+  });
+
+  it('inspect: by a prompt (JSON array or whitespace-separated ids) and by chunk hash', async () => {
+    const f = file('p1.json', JSON.stringify(p1));
+    const r = await json(['inspect', '--tokens-file', f, '--model', 'm1']);
+    expect(r.chunks).toHaveLength(3);
+    r.chunks.forEach((c: any, i: number) => {
+      expect(c).toMatchObject({ namespaceId: ns1, index: i, inHost: true, hostBytes: MiB, pinned: false, pins: 0, inValkey: true });
+      expect(c.chunkHash).toMatch(/^[0-9a-f]{64}$/);
+      expect(c.hostAgeS).toBeGreaterThanOrEqual(0);
+      expect(c.hostAgeS).toBeLessThan(60);
+    });
+    const spaced = file('p1.txt', p1.join(' ').replace(/ (\d+7) /g, '\n$1\n'));
+    expect((await json(['inspect', '--tokens-file', spaced, '--model', 'm1'])).chunks.map((c: any) => c.chunkHash)).toEqual(r.chunks.map((c: any) => c.chunkHash));
+    // Another namespace hashes the same tokens differently: nothing there.
+    const other = await json(['inspect', '--tokens-file', f, '--model', 'm2']);
+    expect(other.chunks.every((c: any) => !c.inHost && !c.inValkey)).toBe(true);
+    const byHash = await json(['inspect', r.chunks[1].chunkHash]);
+    expect(byHash.chunks).toEqual([expect.objectContaining({ namespaceId: ns1, chunkHash: r.chunks[1].chunkHash, inHost: true, inValkey: true })]);
+    expect((await json(['inspect', r.chunks[1].chunkHash, '--namespace', ns2])).chunks[0]).toMatchObject({ inHost: false, inValkey: false });
+    const text = await run(['inspect', r.chunks[0].chunkHash]);
+    expect(text.stdout).toMatch(/host 1\.0 MiB, \d+\.\d s old, not pinned \(0 pins\); valkey \d+\.\d MiB/);
+    expect((await run(['inspect', 'f'.repeat(64)])).stdout).toBe('not found in any tier\n');
+  });
+
+  it('pin keeps a prefix through an eviction storm, up to pin_budget_bytes; unpin lets it go', async () => {
+    const f = file('p1-pin.json', JSON.stringify(p1));
+    const two = file('p1-two.json', JSON.stringify(p1.slice(0, 512)));
+    expect(await json(['pin', two, '--model', 'm1'])).toMatchObject({ chunks: 2, pinnedChunks: 2, alreadyChunks: 0, missingChunks: 0, overBudgetChunks: 0, pinnedBytes: 2 * MiB, budgetBytes: 3 * MiB + 1024 });
+    const again = await run(['pin', f, '--model', 'm1']);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/pinned 1 of 3 chunks \(2 already pinned, 0 in no tier, 0 over budget\); 3\.0 MiB of 3\.0 MiB budget pinned/);
+    // Over budget: a fourth chunk of another prompt is refused, exit 1.
+    const p3 = ids(256, 3);
+    await (await m1.store({ address: { tokens: pack(p3) }, chunks: [randomBytes(MiB)] })).committed;
+    const over = await run(['pin', file('p3.json', JSON.stringify(p3)), '--model', 'm1', '--json']);
+    expect(over.code).toBe(1);
+    expect(JSON.parse(over.stdout)).toMatchObject({ chunks: 1, pinnedChunks: 0, overBudgetChunks: 1, pinnedBytes: 3 * MiB });
+    // Fill the pool several times over: the pinned prefix stays in the host tier.
+    for (let seed = 10; seed < 16; seed++) await (await m2.store({ address: { tokens: pack(ids(4 * 256, seed)) }, chunks: [0, 1, 2, 3].map(() => randomBytes(MiB)) })).committed;
+    expect((await m1.stats() as any).host.evictions).toBeGreaterThan(10);
+    const kept = await json(['inspect', '--tokens-file', f, '--model', 'm1']);
+    expect(kept.chunks.map((c: any) => [c.inHost, c.pinned])).toEqual([[true, true], [true, true], [true, true]]);
+    expect((await json(['ls', '--namespace', ns1, '--tier', 'host'])).namespaces[0]).toMatchObject({ hostChunks: 3, pinnedChunks: 3 });
+    const l = await m1.lookup({ tokens: pack(p1) }, { noLease: true });
+    expect(l).toMatchObject({ hitChunks: 3, hostChunks: 3 });
+
+    expect(await json(['unpin', f, '--model', 'm1'])).toMatchObject({ chunks: 3, pinnedChunks: 3, pinnedBytes: 0 });
+    expect((await run(['unpin', f, '--model', 'm1'])).stdout).toMatch(/unpinned 0 of 3 chunks \(3 were not pinned\)/);
+    for (let seed = 20; seed < 24; seed++) await (await m2.store({ address: { tokens: pack(ids(4 * 256, seed)) }, chunks: [0, 1, 2, 3].map(() => randomBytes(MiB)) })).committed;
+    expect((await json(['inspect', '--tokens-file', f, '--model', 'm1'])).chunks.every((c: any) => !c.inHost && c.inValkey)).toBe(true);
+    // A prefix only in Valkey is fetched into the host tier and pinned.
+    expect(await json(['pin', two, '--model', 'm1'])).toMatchObject({ pinnedChunks: 2, missingChunks: 0 });
+    expect((await json(['inspect', '--tokens-file', two, '--model', 'm1'])).chunks.every((c: any) => c.inHost && c.pinned)).toBe(true);
+    // No tier holds it: nothing to pin, exit 1.
+    const none = await run(['pin', file('none.txt', ids(256, 99).join('\n')), '--model', 'm1']);
+    expect(none.code).toBe(1);
+    expect(none.stdout).toMatch(/pinned 0 of 1 chunks \(0 already pinned, 1 in no tier, 0 over budget\)/);
+  });
+
+  it("clear: one namespace, one tier at a time, never another namespace's keys", async () => {
+    const before = await json(['ls']);
+    const two = before.namespaces.find((n: any) => n.namespaceId === ns2);
+    const keys2 = (await valkeyKeys()).filter((k) => k.includes(`{${ns2}:`));
+    expect(keys2.length).toBeGreaterThan(0);
+
+    const host = await json(['clear', '--namespace', ns1, '--tier', 'host']);
+    expect(host.valkeyChunks).toBe(0);
+    expect(host.hostChunks).toBe(before.namespaces.find((n: any) => n.namespaceId === ns1).hostChunks);
+    let now = await json(['ls']);
+    expect(now.namespaces.find((n: any) => n.namespaceId === ns1)).toMatchObject({ hostChunks: 0, pinnedChunks: 0 });
+    expect(now.namespaces.find((n: any) => n.namespaceId === ns1).valkeyChunks).toBeGreaterThan(0);
+    expect(now.namespaces.find((n: any) => n.namespaceId === ns2)).toEqual(two);
+
+    const all = await run(['clear', '--namespace', ns1]);
+    expect(all.code).toBe(0);
+    expect(all.stdout).toMatch(new RegExp(`cleared 0 host chunks and ${4} valkey chunks of namespace ${ns1}`));
+    now = await json(['ls']);
+    expect(now.namespaces.find((n: any) => n.namespaceId === ns1)).toBeUndefined();
+    expect(now.namespaces.find((n: any) => n.namespaceId === ns2)).toEqual(two);
+    expect((await valkeyKeys()).filter((k) => k.includes(`{${ns2}:`)).sort()).toEqual(keys2.sort());
+    expect((await valkeyKeys()).some((k) => k.includes(`{${ns1}:`))).toBe(false);
+
+    // Everything, valkey only: the host copies stay.
+    const vk = await json(['clear', '--tier', 'valkey']);
+    expect(vk).toEqual({ hostChunks: 0, valkeyChunks: two.valkeyChunks });
+    expect(await valkeyKeys()).toEqual([]);
+    expect((await json(['ls'])).namespaces).toEqual([{ ...two, valkeyChunks: 0, valkeyBytes: 0 }]);
+    expect(await json(['clear'])).toEqual({ hostChunks: two.hostChunks, valkeyChunks: 0 });
+    expect((await run(['ls'])).stdout).toBe('no chunks\n');
+  });
+
+  it('usage errors exit 2', async () => {
+    for (const args of [
+      ['ls', '--tier', 'tape'],
+      ['clear', '--namespace', 'a*'],
+      ['inspect'],
+      ['inspect', 'abc', '--tokens-file', 'x'],
+      ['inspect', '--tokens-file', join(d.dir, 'does-not-exist')],
+      ['pin'],
+      ['pin', file('bad.json', '[1, -2]')],
+      ['unpin', file('words.txt', '1 2 three')],
+      ['pin', file('empty.txt', ''), '--fingerprint', '{"model":'],
+    ]) {
+      const r = await run(args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).not.toBe('');
+    }
+  });
+
+  it('token files: a JSON array, or integers separated by whitespace or commas', () => {
+    expect(parseTokenFile('[1, 2, 4294967295]', 'f')).toEqual(pack([1, 2, 4294967295]));
+    expect(parseTokenFile(' 1\n2,3\t4 \n', 'f')).toEqual(pack([1, 2, 3, 4]));
+    expect(() => parseTokenFile('[1.5]', 'f')).toThrow(/position 0/);
+    expect(() => parseTokenFile('{"a":1}', 'f')).toThrow(/token ids/);
+    expect(() => parseTokenFile('4294967296', 'f')).toThrow(/unsigned 32-bit/);
+  });
+});
