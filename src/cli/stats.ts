@@ -36,6 +36,7 @@ export function formatStats(s: DaemonStats): string {
     ['host pool warming', warming(s)],
     ['host chunks', `${s.host.entries} (${s.host.pinnedEntries} pinned, ${fmtBytes(s.host.pinnedBytes)})`],
     ['evictions', `${s.host.evictions} (${fmtBytes(s.host.evictedBytes)})`],
+    ['kvtier pin', s.pins === undefined ? '-' : `${s.pins.chunks} chunks, ${fmtBytes(s.pins.bytes)} of ${fmtBytes(s.pins.budgetBytes)} pin_budget_bytes`],
     ['lookups', `${c.lookups}; chunk hit rate ${pct(c.hitChunks, c.lookupChunks)} (host ${c.hostHitChunks}, valkey ${c.remoteHitChunks}); tokens served ${c.hitTokens}`],
     ['token hit rate', tokenRates(s)],
     ['miss reasons', missLine(s)],

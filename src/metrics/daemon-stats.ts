@@ -25,6 +25,8 @@ export interface DaemonStats {
   counters: Record<string, number>;
   /** kvtier_lookup_miss_chunks_total by reason (counters.ts MISS_REASONS says what each counts). */
   misses: Record<MissReason, number>;
+  /** Host chunks held by `kvtier pin`, and pin_budget_bytes. */
+  pins: ReturnType<ChunkManager['pinStats']>;
   /** Of the last 256 lookups. */
   lookupLatencyUs: { p50: number; p99: number; max: number };
   /** The slowest of the last 256 lookups, stores and retrieves each, slowest first. */
@@ -73,6 +75,7 @@ export function daemonStats(src: StatsSources): DaemonStats {
       remoteFetchMisses: c.remoteFetchMisses, remoteSkippedDown: c.remoteSkippedDown, remoteSlowSkippedChunks: c.remoteSlowSkippedChunks,
     },
     misses: missReasons(m),
+    pins: m.pinStats(),
     lookupLatencyUs: r.ring.latencyUs(LOOKUP),
     slowOps: r.ring.slowest(5),
     registeredWorkers: r.registeredWorkers,

@@ -122,6 +122,7 @@ describe('kvtier admin commands', () => {
     const kept = await json(['inspect', '--tokens-file', f, '--model', 'm1']);
     expect(kept.chunks.map((c: any) => [c.inHost, c.pinned])).toEqual([[true, true], [true, true], [true, true]]);
     expect((await json(['ls', '--namespace', ns1, '--tier', 'host'])).namespaces[0]).toMatchObject({ hostChunks: 3, pinnedChunks: 3 });
+    expect((await m1.stats() as any).pins).toEqual({ chunks: 3, bytes: 3 * MiB, budgetBytes: 3 * MiB + 1024 });
     const l = await m1.lookup({ tokens: pack(p1) }, { noLease: true });
     expect(l).toMatchObject({ hitChunks: 3, hostChunks: 3 });
 
