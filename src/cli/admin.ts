@@ -158,7 +158,9 @@ export function registerAdmin(program: Command): void {
       const req = { namespaceId: namespaceOption(o.namespace), tier: tierOption(o.tier) };
       const r = await withClient(o, (c) => c.clear(req));
       const what = req.namespaceId === '' ? 'every namespace' : `namespace ${req.namespaceId}`;
-      out(o, { hostChunks: r.hostChunks, valkeyChunks: r.valkeyChunks }, `cleared ${r.hostChunks} host chunks and ${r.valkeyChunks} valkey chunks of ${what}\n`);
+      const skipped = r.valkeySkipped ? '; valkey is down: its chunks were NOT cleared\n' : '\n';
+      out(o, { hostChunks: r.hostChunks, valkeyChunks: r.valkeyChunks, valkeySkipped: r.valkeySkipped }, `cleared ${r.hostChunks} host chunks and ${r.valkeyChunks} valkey chunks of ${what}${skipped}`);
+      if (r.valkeySkipped) process.exitCode = 1;
     });
 
   for (const unpin of [false, true]) {

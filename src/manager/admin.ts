@@ -158,8 +158,8 @@ export async function inspect(
   });
 }
 
-/** Removes what the request names; returns chunks removed per tier. */
-export async function clear(p: ManagerParts, pins: PrefixPins, remote: RemoteTier | null, namespaceId: string | null, tier: AdminTier): Promise<{ host: number; valkey: number }> {
+/** Removes what the request names; returns chunks removed per tier, and whether a down Valkey was left as is. */
+export async function clear(p: ManagerParts, pins: PrefixPins, remote: RemoteTier | null, namespaceId: string | null, tier: AdminTier): Promise<{ host: number; valkey: number; valkeySkipped: boolean }> {
   const r = remoteFor(p, tier, remote, tier === 'valkey');
   const namespaces = new Set<string>();
   if (namespaceId !== null) namespaces.add(namespaceId);
@@ -176,7 +176,7 @@ export async function clear(p: ManagerParts, pins: PrefixPins, remote: RemoteTie
     }
     if (r?.deleteNamespace !== undefined) valkey += await r.deleteNamespace(ns);
   }
-  return { host, valkey };
+  return { host, valkey, valkeySkipped: tier !== 'host' && remote !== null && r === null };
 }
 
 /** Pins (or unpins) the host chunks of a prefix; chunks only in Valkey are fetched first. */

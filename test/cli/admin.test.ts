@@ -14,14 +14,15 @@ import { packageRoot } from '../../bench/daemon-process.js';
 import { startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
 import { parseTokenFile } from '../../src/cli/admin.js';
 import type { KvtierClient } from '../../src/protocol/client.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
 
 const cli = join(packageRoot(), 'dist/src/cli/main.js');
 const MiB = 1024 * 1024;
 const ids = (n: number, seed: number): number[] => Array.from({ length: n }, (_, i) => (i * 7919 + seed * 104_729) % 128_000);
 const pack = (t: number[]): Buffer => Buffer.from(Uint32Array.from(t).buffer);
 
-describe('kvtier admin commands', () => {
+// Each CLI run is a node start (about a second on a loaded two-core machine): generous timeouts.
+describe('kvtier admin commands', { timeout: 120_000 }, () => {
   let valkey: ValkeyServer;
   let d: TestDaemon;
   let m1: KvtierClient;
@@ -164,11 +165,29 @@ describe('kvtier admin commands', () => {
 
     // Everything, valkey only: the host copies stay.
     const vk = await json(['clear', '--tier', 'valkey']);
-    expect(vk).toEqual({ hostChunks: 0, valkeyChunks: two.valkeyChunks });
+    expect(vk).toEqual({ hostChunks: 0, valkeyChunks: two.valkeyChunks, valkeySkipped: false });
     expect(await valkeyKeys()).toEqual([]);
     expect((await json(['ls'])).namespaces).toEqual([{ ...two, valkeyChunks: 0, valkeyBytes: 0 }]);
-    expect(await json(['clear'])).toEqual({ hostChunks: two.hostChunks, valkeyChunks: 0 });
+    expect(await json(['clear'])).toEqual({ hostChunks: two.hostChunks, valkeyChunks: 0, valkeySkipped: false });
     expect((await run(['ls'])).stdout).toBe('no chunks\n');
+  });
+
+  it('with Valkey down: clear says Valkey was not cleared (exit 1), ls lists the host tier, --tier valkey fails', async () => {
+    await (await m1.store({ address: { tokens: pack(p1) }, chunks: [Buffer.alloc(4096, 3)] })).committed;
+    await valkey.kill();
+    let seed = 200;
+    // A lost connection is noticed by the next request: keep asking.
+    await waitFor(async () => {
+      await m1.lookup({ tokens: pack(ids(256, seed++)) }, { noLease: true });
+      return !d.daemon.stats().remote.available;
+    }, 'valkey seen down', 15_000);
+    const ls = await json(['ls']);
+    expect(ls).toMatchObject({ valkeyListed: false, namespaces: [{ namespaceId: ns1, hostChunks: 1 }] });
+    expect((await run(['ls'])).stdout).toContain('valkey not listed (not configured or down)');
+    expect((await run(['ls', '--tier', 'valkey'])).code).toBe(1);
+    const r = await run(['clear', '--namespace', ns1]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/cleared 1 host chunks and 0 valkey chunks of namespace \w+; valkey is down: its chunks were NOT cleared/);
   });
 
   it('usage errors exit 2', async () => {

@@ -572,11 +572,13 @@ class Clear(Message):
 class ClearOk(Message):
     host_chunks: int
     valkey_chunks: int
+    valkey_skipped: bool
     def __init__(
         self,
         *,
         host_chunks: int = ...,
         valkey_chunks: int = ...,
+        valkey_skipped: bool = ...,
     ) -> None: ...
 
 class Pin(Message):
