@@ -24,6 +24,7 @@ import {
   errorMessage,
 } from '../src/errors.js';
 import type { HostMemory, HostMemoryInfo, Slab } from '../src/tiers/host-memory.js';
+import type { DiskBinding } from './disk-io.js';
 import { LayoutPlan, type KvLayoutSpec } from './layout-plan.js';
 
 export { SKIP_BLOCK, type KvLayoutSpec, type KvPlaneSpec, type KvRegionSpec } from './layout-plan.js';
@@ -45,7 +46,7 @@ interface BindingRegion {
   close(): void;
 }
 
-interface Binding {
+interface Binding extends DiskBinding {
   info(): { cudaCompiled: boolean; deviceCount: number; reason: string; copyThreads: number; cudaCopy: string; cudaCopyGpuMs: number };
   Pool: new (bytes: number) => BindingPool;
   Region: {
@@ -232,6 +233,11 @@ export function openValkeyLink(o: ValkeyLinkOptions): ValkeyLinkBinding {
 /** xxh64 as 16 hex digits, computed by the addon (tests compare it with checksum.ts). */
 export function nativeXxh64(bytes: Uint8Array): string {
   return load().xxh64(bytes);
+}
+
+/** The disk tier's part of the addon; native/disk-io.ts checks its arguments. */
+export function diskBinding(): DiskBinding {
+  return load();
 }
 
 /** Who is at the other end of a connected Unix socket, as the kernel recorded it at connect(). */

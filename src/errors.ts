@@ -31,7 +31,9 @@ export type ErrorCode =
   | 'KVT_NATIVE'
   | 'KVT_INTERNAL'
   | 'KVT_VALKEY_REFUSED'
-  | 'KVT_FORBIDDEN';
+  | 'KVT_FORBIDDEN'
+  | 'KVT_DISK_IO'
+  | 'KVT_DISK_LOCKED';
 
 export class KvtierError extends Error {
   readonly code: ErrorCode;
@@ -187,6 +189,23 @@ export class NativeError extends KvtierError {
 export class ForbiddenError extends KvtierError {
   constructor(message: string) {
     super('KVT_FORBIDDEN', message);
+  }
+}
+
+/** A disk tier file operation failed; `errno` is its name (ENOSPC, EIO...). */
+export class DiskIoError extends KvtierError {
+  readonly errno: string;
+
+  constructor(message: string, errno: string) {
+    super('KVT_DISK_IO', message);
+    this.errno = errno;
+  }
+}
+
+/** Another process holds the local_disk directory's lock file: the daemon refuses to start (exit code 2). */
+export class DiskLockedError extends KvtierError {
+  constructor(message: string) {
+    super('KVT_DISK_LOCKED', message);
   }
 }
 
