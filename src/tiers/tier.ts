@@ -1,5 +1,5 @@
 /**
- * The contract every storage tier keeps (host RAM, Valkey).
+ * The contract every storage tier keeps (host RAM, local disk, Valkey).
  *
  * A tier stores opaque chunk payloads under a ChunkKey. `get` returns only
  * bytes the tier has verified (for Valkey: header, namespace, length and
@@ -7,7 +7,7 @@
  * to interpret. test/tiers/tier-contract.ts runs one suite against every tier.
  */
 
-export type TierName = 'host' | 'valkey';
+export type TierName = 'host' | 'disk' | 'valkey';
 
 /** A chunk's identity: its namespace and the hex of its 32-byte prefix hash. */
 export interface ChunkKey {
