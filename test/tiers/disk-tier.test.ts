@@ -161,6 +161,14 @@ describe('disk tier', () => {
     expect(small.has(`${NS}:${keys[0].hash}`)).toBe(false);
   });
 
+  it('with sync (fdatasync before the rename) stores and serves alike', async () => {
+    const t = await tier(diskDir(), { sync: true });
+    const key = randomChunkKey(NS);
+    const bytes = randomBytes(100_000);
+    expect(await t.put(key, bytes)).toBe(true);
+    expect((await t.get(key))?.equals(bytes)).toBe(true);
+  });
+
   it('removes a namespace', async () => {
     const t = await tier(diskDir());
     const other = 'c'.repeat(32);
