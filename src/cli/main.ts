@@ -7,7 +7,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { ConfigError, DiskLockedError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
 import { startDaemon, VERSION } from '../daemon.js';
 import { runStats } from './stats.js';
@@ -88,6 +88,10 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     if (e instanceof ConfigError) {
       process.stderr.write(`kvtier: configuration error: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof DiskLockedError) {
+      process.stderr.write(`kvtier: ${e.code}: ${e.message}\n`);
       return 2;
     }
     process.stderr.write(`kvtier: ${errorMessage(e)}\n`);

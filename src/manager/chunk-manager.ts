@@ -1,12 +1,14 @@
 /**
  * The chunk manager: where lookups, stores and retrieves meet the tiers.
  *
- *   Lookup   ─ hash chunk by chunk; host index first, then one pipelined
- *              remote `contains` for the rest; pin the prefix under a lease
- *              and start prefetching remote-only chunks into the host tier.
+ *   Lookup   ─ hash chunk by chunk; host index first, then the disk index,
+ *              then one pipelined remote `contains` for the rest; pin the
+ *              prefix under a lease and start prefetching disk and remote
+ *              chunks into the host tier (a disk hit is promoted to host).
  *   Store    ─ reserve host slabs, fill them (inline copy or one batched
- *              native gather), index them, answer "copied"; then write-behind
- *              to the remote tier and answer "committed".
+ *              native gather), index them, answer "copied"; then queue them
+ *              for the disk tier (background, not awaited) and write-behind
+ *              to the remote tier, and answer "committed" (remote).
  *   Retrieve ─ wait for prefetches, copy out (inline) or scatter into the
  *              worker's blocks; a chunk that could not be had is reported as
  *              failed so the worker recomputes it. Never wrong bytes: the host
@@ -24,6 +26,7 @@ import type { Slab } from '../tiers/host-memory.js';
 import type { HostEntry, HostTier } from '../tiers/host-tier.js';
 import type { ChunkKey } from '../tiers/tier.js';
 import { LeaseTable, type Lease, type LeasedChunk } from './leases.js';
+import type { DiskSync } from './disk-sync.js';
 import { RemoteSync, type RemoteTier } from './remote-sync.js';
 import { ManagerCounters } from './counters.js';
 import { RemotePace, type RemotePaceSnapshot } from './remote-pace.js';
@@ -51,6 +54,8 @@ export interface ManagerOptions {
   localCpu: boolean;
   host: HostTier;
   remote: RemoteTier | null;
+  /** The disk tier (local_disk), between host and remote. */
+  disk?: DiskSync | null;
   writeBehindQueueBytes: number;
   writeBehindConcurrency: number;
   logger: Logger;
@@ -62,6 +67,8 @@ export interface LookupResult {
   hitTokens: number;
   hitChunks: number;
   hostChunks: number;
+  /** Hits found on the disk tier (not in host RAM): prefetched and promoted. */
+  diskChunks: number;
   remoteChunks: number;
   leaseId: number;
 }
@@ -89,6 +96,7 @@ interface ResolvedAddress {
 export class ChunkManager {
   readonly host: HostTier;
   readonly remote: RemoteTier | null;
+  readonly disk: DiskSync | null;
   readonly counters = new ManagerCounters();
   readonly #opts: ManagerOptions;
   readonly #log: Logger;
@@ -100,6 +108,7 @@ export class ChunkManager {
     this.#opts = opts;
     this.host = opts.host;
     this.remote = opts.remote;
+    this.disk = opts.disk ?? null;
     this.#log = opts.logger;
     this.#leases = new LeaseTable((lease) => this.#unpinLease(lease));
     this.#pace = new RemotePace(opts.recomputeTokensPerS ?? null);
@@ -124,37 +133,45 @@ export class ChunkManager {
   async lookup(ns: Namespace, address: ChunkAddress, opts: { owner: number; ttlMs?: number; noLease?: boolean }): Promise<LookupResult> {
     const started = process.hrtime.bigint();
     const remote = this.#sync.usable();
+    const disk = this.disk;
     let hostRun = 0;
+    // Chunks held here (host or disk), from the first: never cut for the remote pace.
+    let localRun = 0;
     let broken = false;
     const prefix = `${ns.id}:`;
     // Host keys are built once per chunk and reused below: no repeated hex/string work.
     const keys: string[] = [];
+    const local = (key: string): boolean => this.host.has(key) || (disk !== null && disk.has(key));
     const resolved = this.#resolve(ns, address, (i, hashes) => {
       const key = prefix + hashHex(hashes, i);
       keys.push(key);
       if (!broken && this.host.has(key)) {
-        hostRun = i + 1;
+        hostRun = localRun = i + 1;
         return false;
       }
       broken = true;
+      if (disk !== null && localRun === i && local(key)) {
+        localRun = i + 1;
+        return false;
+      }
       return remote === null;
     });
-    let hit = hostRun;
-    if (remote !== null && hostRun < resolved.count) {
+    let hit = localRun;
+    if (remote !== null && localRun < resolved.count) {
       const rest: ChunkKey[] = [];
-      for (let i = hostRun; i < resolved.count; i++) rest.push({ namespaceId: ns.id, hash: keys[i].slice(prefix.length) });
+      for (let i = localRun; i < resolved.count; i++) rest.push({ namespaceId: ns.id, hash: keys[i].slice(prefix.length) });
       let remoteFound: boolean[] = [];
       try {
         remoteFound = await remote.contains(rest);
       } catch (e) {
         this.#log.warn('remote lookup failed; answering from the host tier', { error: errorMessage(e) });
       }
-      while (hit < resolved.count && (this.host.has(keys[hit]) || remoteFound[hit - hostRun] === true)) hit++;
-      if (hit > hostRun && !this.#pace.pays(ns.id)) {
+      while (hit < resolved.count && (local(keys[hit]) || remoteFound[hit - localRun] === true)) hit++;
+      if (hit > localRun && !this.#pace.pays(ns.id)) {
         // Loading the Valkey-only chunks would be slower than prefill: offer
-        // the prefix the host tier holds and let the worker recompute the rest.
-        let cut = hostRun;
-        while (cut < hit && this.host.has(keys[cut])) cut++;
+        // the prefix the host and disk tiers hold and let the worker recompute the rest.
+        let cut = localRun;
+        while (cut < hit && local(keys[cut])) cut++;
         this.counters.remoteSlowSkippedChunks += hit - cut;
         hit = cut;
       }
@@ -163,6 +180,7 @@ export class ChunkManager {
     let hitTokens = 0;
     for (let i = 0; i < hit; i++) hitTokens += resolved.tokensOf(i);
     let hostChunks = 0;
+    let diskChunks = 0;
     let leaseId = 0;
     const chunks: LeasedChunk[] = [];
     const fetches: Promise<HostEntry | null>[] = [];
@@ -171,9 +189,13 @@ export class ChunkManager {
       const key = keys[i];
       const entry = opts.noLease === true ? this.host.peek(key) : this.host.pin(key);
       if (entry !== undefined && ++hostChunks === 1) this.#pace.learnChunk(ns.id, entry.slab.buf.length, resolved.tokensOf(i));
+      const onDisk = entry === undefined && disk !== null && disk.has(key);
+      if (onDisk) diskChunks++;
       if (opts.noLease === true) continue;
       const chunk: LeasedChunk = { key, tokens: resolved.tokensOf(i), entry: entry ?? null, pending: null };
-      if (entry === undefined) {
+      if (onDisk) {
+        chunk.pending = this.#fetchDiskFirst({ namespaceId: ns.id, hash: key.slice(prefix.length) }, key);
+      } else if (entry === undefined) {
         chunk.pending = this.#sync.fetch({ namespaceId: ns.id, hash: key.slice(prefix.length) }, key);
         fetches.push(chunk.pending);
         fetchTokens.push(chunk.tokens);
@@ -189,7 +211,8 @@ export class ChunkManager {
       }
     }
     this.counters.recordLookup(resolved.count, hit, hostChunks, hitTokens, process.hrtime.bigint() - started);
-    return { hitTokens, hitChunks: hit, hostChunks, remoteChunks: hit - hostChunks, leaseId };
+    if (disk !== null) disk.lookupHitChunks += diskChunks;
+    return { hitTokens, hitChunks: hit, hostChunks, diskChunks, remoteChunks: hit - hostChunks - diskChunks, leaseId };
   }
 
   /** The read rate this lookup saw: its remote chunks' bytes over the time until the last one landed. */
@@ -303,6 +326,7 @@ export class ChunkManager {
       throw e;
     }
     const entries = fresh.map((f) => this.host.insert(f.key, f.slab));
+    this.disk?.write(ns.id, entries);
     this.counters.recordStore(entries.length, entries.reduce((n, e) => n + e.slab.buf.length, 0), present, skipped);
     return { stored: entries.length, present, skipped, committed: this.#sync.write(ns.id, entries) };
   }
@@ -317,7 +341,7 @@ export class ChunkManager {
     const k = `${ns.id}:${hex}`;
     let entry = this.host.pin(k) ?? null;
     if (entry === null) {
-      const fetched = await this.#sync.fetch({ namespaceId: ns.id, hash: hex }, k);
+      const fetched = await this.#fetchDiskFirst({ namespaceId: ns.id, hash: hex }, k);
       entry = fetched !== null && !fetched.doomed && this.host.peek(k) === fetched ? fetched : null;
       if (entry !== null) this.host.pinEntry(entry);
     }
@@ -329,7 +353,11 @@ export class ChunkManager {
 
   async exists(ns: Namespace, keys: Uint8Array[]): Promise<boolean[]> {
     const hashes = hashKeys(ns.root, keys);
-    const found = keys.map((_, i) => this.host.has(`${ns.id}:${hashHex(hashes, i)}`));
+    const disk = this.disk;
+    const found = keys.map((_, i) => {
+      const k = `${ns.id}:${hashHex(hashes, i)}`;
+      return this.host.has(k) || (disk !== null && disk.has(k));
+    });
     const remote = this.#sync.usable();
     const missing = found.flatMap((f, i) => (f ? [] : [i]));
     if (remote !== null && missing.length > 0) {
@@ -348,7 +376,7 @@ export class ChunkManager {
   /** Removes the address's chunks from every tier; with no address, every chunk of the namespace. */
   async invalidate(ns: Namespace, address: ChunkAddress | null): Promise<number> {
     if (address === null) {
-      const removed = this.host.removePrefix(`${ns.id}:`);
+      const removed = Math.max(this.host.removePrefix(`${ns.id}:`), this.disk?.removeNamespace(ns.id) ?? 0);
       const remote = this.#sync.usable();
       if (remote?.deleteNamespace === undefined) return removed;
       try {
@@ -364,7 +392,8 @@ export class ChunkManager {
     for (let i = 0; i < resolved.count; i++) {
       const hash = hashHex(resolved.hashes, i);
       keys.push({ namespaceId: ns.id, hash });
-      if (this.host.remove(`${ns.id}:${hash}`)) removed++;
+      const onHost = this.host.remove(`${ns.id}:${hash}`);
+      if ((this.disk?.remove(`${ns.id}:${hash}`) ?? false) || onHost) removed++;
     }
     const remote = this.#sync.usable();
     if (remote !== null && keys.length > 0) {
@@ -379,13 +408,24 @@ export class ChunkManager {
 
   async drain(): Promise<void> {
     await this.#sync.drain();
+    await this.disk?.drain();
   }
 
   async close(): Promise<void> {
     this.#leases.close();
     await this.#sync.drain();
+    // Disk writes still queued hold host pins: they finish before the host tier goes.
+    await this.disk?.drain();
     await this.host.close();
+    await this.disk?.close();
     if (this.remote !== null) await this.remote.close();
+  }
+
+  /** A chunk the disk index names: read and promoted; on a miss there (corrupt, vanished), Valkey. */
+  async #fetchDiskFirst(key: ChunkKey, hostKey: string): Promise<HostEntry | null> {
+    const disk = this.disk;
+    const entry = disk !== null && disk.has(hostKey) ? await disk.fetch(key, hostKey) : null;
+    return entry ?? this.#sync.fetch(key, hostKey);
   }
 
   #resolve(ns: Namespace, address: ChunkAddress, stop?: (i: number, hashes: Buffer) => boolean): ResolvedAddress {

@@ -62,12 +62,14 @@ export function instrumentManager(manager: ChunkManager, t: InstrumentTargets): 
       const asked = 'tokens' in address ? address.tokens.byteLength >>> 2 : 0;
       // Chunks are chunk_size tokens except a saved partial last one: the host
       // share is capped by the hit tokens, the rest of the hit came from Valkey.
+      // Disk tier hits are neither host nor Valkey tokens (the disk counts its own hits).
       const hostTokens = Math.min(r.hitTokens, r.hostChunks * t.chunkSize);
+      const localTokens = Math.min(r.hitTokens, (r.hostChunks + r.diskChunks) * t.chunkSize);
       c.lookupTokens += asked;
       c.hostHitTokens += hostTokens;
       if (remoteAsked) {
-        c.valkeyLookupTokens += asked - hostTokens;
-        c.valkeyHitTokens += r.hitTokens - hostTokens;
+        c.valkeyLookupTokens += asked - localTokens;
+        c.valkeyHitTokens += r.hitTokens - localTokens;
       }
       return r;
     } catch (e) {
