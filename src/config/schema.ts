@@ -193,7 +193,7 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   }),
   writeBehindQueueBytes: entry('write_behind_queue_bytes', {
     check: c.integer(1, Number.MAX_SAFE_INTEGER), default: 1073741824,
-    doc: 'Bytes of chunks queued for the Valkey tier; a store that would exceed it skips Valkey (counted as dropped).',
+    doc: 'Bytes of chunks queued for the Valkey tier, and separately for the disk tier; a store that would exceed it skips that tier (counted as dropped). Queued chunks stay pinned in host RAM until written.',
   }),
   socketPath: entry('socket_path', {
     check: c.text({ maxBytes: 107 }), default: '/tmp/kvtier.sock',
