@@ -28,7 +28,9 @@ export async function startBenchDaemon(env: Record<string, string>): Promise<Dae
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const deadline = Date.now() + START_TIMEOUT_MS;
-  while (!err.includes('kvtierd serving')) {
+  // The daemon serves while its pool still warms, and skips stores that find
+  // no ready room: a bench that stores a whole context waits for warm.
+  while (!err.includes('host pool warm')) {
     if (child.exitCode !== null || child.signalCode !== null) {
       rmSync(dir, { recursive: true, force: true });
       throw new Error(`kvtierd ended at start (${child.exitCode ?? child.signalCode}): ${err.trim()}`);

@@ -221,7 +221,7 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
   let up = performance.now();
   const a = await daemon(env);
   const pool = kv.path === 'blocks' ? `native ${fmtGiB(poolBytes(bytes))} pool, populated and locked before it serves` : `heap pool of ${fmtGiB(poolBytes(bytes))}`;
-  progress(`${label}: daemon A serving after ${((performance.now() - up) / 1000).toFixed(1)} s (${pool})`);
+  progress(`${label}: daemon A warm and serving after ${((performance.now() - up) / 1000).toFixed(1)} s (${pool})`);
   let storeMs = 0;
   let used = 0;
   try {
@@ -231,7 +231,10 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
       const t0 = performance.now();
       const s = await kv.store(wa, tokens, chunks);
       storeMs = performance.now() - t0;
-      if (s.stored !== chunks || s.committed !== chunks) throw new Error(`${label}: stored ${s.stored}, committed to Valkey ${s.committed} of ${chunks} chunks (${s.failed} failed): pool or Valkey too small`);
+      if (s.stored !== chunks || s.committed !== chunks) {
+        const host = ((await wa.stats()) as unknown as { host: Record<string, unknown> }).host;
+        throw new Error(`${label}: stored ${s.stored}, committed to Valkey ${s.committed} of ${chunks} chunks (${s.failed} failed); host tier: ${JSON.stringify(host)}`);
+      }
       used = await valkeyUsed(valkey);
       progress(`${label}: stored in ${(storeMs / 1000).toFixed(1)} s (${(bytes / storeMs / 1e6).toFixed(2)} GB/s to host + Valkey); Valkey holds ${fmtGiB(used)}`);
       // The first repetition checks the bytes; the others only time.
@@ -252,7 +255,7 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
   progress(`${label}: daemon B (empty host tier, same Valkey): valkey_hit`);
   up = performance.now();
   const b = await daemon(env);
-  progress(`${label}: daemon B serving after ${((performance.now() - up) / 1000).toFixed(1)} s`);
+  progress(`${label}: daemon B warm and serving after ${((performance.now() - up) / 1000).toFixed(1)} s`);
   try {
     const wb = await KvtierClient.connect({ path: b.socket, clientKind: 'bench-ttft', fingerprint: { model: shape.name }, timeoutMs: 600_000 });
     try {

@@ -16,11 +16,11 @@ import type { KvtierConfig } from './config/load.js';
 import { ConfigError, ForbiddenError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import { ChunkManager, type RemoteTier } from './manager/chunk-manager.js';
-import { DiskSync, type DiskSyncStats } from './manager/disk-sync.js';
+import { DiskSync } from './manager/disk-sync.js';
 import { DaemonMetrics } from './metrics/daemon-metrics.js';
+import { daemonStats, type DaemonStats } from './metrics/daemon-stats.js';
 import { MetricsServer } from './metrics/http-server.js';
-import type { SlowOp } from './metrics/slow-ops.js';
-import type { KvRegistrar } from './protocol/connection.js';
+import type { KvRegistrar } from './protocol/dispatch.js';
 import type { PeerCredentials } from './protocol/peer.js';
 import { SocketServer } from './protocol/server.js';
 import { HeapMemory, type HostMemory, type HostMemoryInfo } from './tiers/host-memory.js';
@@ -30,6 +30,7 @@ import { HostTier } from './tiers/host-tier.js';
 import { VERSION } from './package-info.js';
 
 export { VERSION };
+export type { DaemonStats };
 
 export interface DaemonOptions {
   config: KvtierConfig;
@@ -49,30 +50,6 @@ export interface Daemon {
   /** Resolves once the host pool is warm (the daemon serves before that). */
   whenWarm(): Promise<HostMemoryInfo>;
   close(): Promise<void>;
-}
-
-export interface DaemonStats {
-  version: string;
-  uptimeSeconds: number;
-  socket: string;
-  connections: number;
-  leases: number;
-  memory: ReturnType<HostMemory['info']>;
-  host: ReturnType<HostTier['stats']>;
-  writeBehind: ReturnType<ChunkManager['writeBehindStats']>;
-  /** The disk tier (local_disk), or null when not configured. */
-  disk: DiskSyncStats | null;
-  counters: Record<string, number>;
-  lookupLatencyUs: { p50: number; p99: number; max: number };
-  /** The slowest of the last 512 lookups/stores/retrieves, slowest first. */
-  slowOps: SlowOp[];
-  registeredWorkers: number;
-  /** Connections the daemon closed itself: broken framing, idle past idle_connection_timeout_ms. */
-  closedConnections: { badFrame: number; idle: number };
-  /** Prompt tokens looked up and found per tier, and tokens handed back by Retrieve. */
-  tokens: { lookup: number; hostHit: number; valkeyLookup: number; valkeyHit: number; prefillSaved: number };
-  remote: { configured: boolean; available: boolean; detail: Record<string, unknown> | null; pace: ReturnType<ChunkManager['remotePace']> };
-  native: { loaded: boolean; detail: string };
 }
 
 interface NativeModule {
@@ -134,61 +111,18 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     recomputeTokensPerS: config.recomputeTokensPerS,
   });
   let server: SocketServer;
-  const metrics = new DaemonMetrics({ version: VERSION, chunkSize: config.chunkSize, manager, memory: () => memory.info(), connections: () => server.connectionCount, closedConnections: () => server.closedConnections });
+  const metrics = new DaemonMetrics({ version: VERSION, manager, memory: () => memory.info(), connections: () => server.connectionCount, closedConnections: () => server.closedConnections });
   const nativeMod = native.mod;
-  const registrar: KvRegistrar | null = metrics.trackRegistrar(nativeMod === null ? null : async (spec, chunkTokens, peer) => {
+  const registrar: KvRegistrar | null = nativeMod === null ? null : async (layout, peer) => {
     // Without the peer's uid there is no owner to check files against: refuse.
     if (peer === null) throw new ForbiddenError('the connecting process could not be identified (SO_PEERCRED): RegisterKv is refused');
-    const kv = new nativeMod.RegisteredKv({
-      regions: (spec.regions ?? []).map((r) => ({
-        regionId: r.regionId ?? 0,
-        sizeBytes: Number(r.sizeBytes ?? 0),
-        shmPath: r.shmPath ?? undefined,
-        cudaIpcHandle: r.cudaIpcHandle != null && r.cudaIpcHandle.length > 0 ? r.cudaIpcHandle : undefined,
-        deviceIndex: r.deviceIndex ?? 0,
-      })),
-      planes: (spec.planes ?? []).map((p) => ({
-        layer: p.layer ?? 0,
-        regionId: p.regionId ?? 0,
-        offset: Number(p.offset ?? 0),
-        blockStride: Number(p.blockStride ?? 0),
-        blockBytes: Number(p.blockBytes ?? 0),
-      })),
-      numBlocks: spec.numBlocks ?? 0,
-      blockSize: spec.blockSize ?? 0,
-      chunkTokens,
-    }, { ownerUid: peer.uid });
-    return kv;
-  });
-
-  const stats = (): DaemonStats => {
-    const ns = [...manager.counters.lookupNs].filter((v) => v > 0).sort((a, b) => a - b);
-    const pick = (q: number): number => (ns.length === 0 ? 0 : Math.round(ns[Math.min(ns.length - 1, Math.floor(q * ns.length))] / 1000));
-    const c = manager.counters;
-    const counters: Record<string, number> = {};
-    for (const [k, v] of Object.entries(c)) if (typeof v === 'number') counters[k] = v;
-    const remoteDetail = remote !== null && 'stats' in remote && typeof remote.stats === 'function' ? (remote.stats as () => Record<string, unknown>)()
-      : remote !== null && 'counters' in remote ? { ...(remote.counters as object) } : null;
-    return {
-      version: VERSION,
-      uptimeSeconds: Math.round((Date.now() - started) / 1000),
-      socket: config.socketPath,
-      connections: server.connectionCount,
-      leases: manager.leaseCount,
-      memory: memory.info(),
-      host: host.stats(),
-      writeBehind: manager.writeBehindStats(),
-      disk: disk?.stats() ?? null,
-      counters,
-      lookupLatencyUs: { p50: pick(0.5), p99: pick(0.99), max: pick(1) },
-      slowOps: metrics.slowOps(),
-      registeredWorkers: metrics.registeredWorkers,
-      closedConnections: { ...server.closedConnections },
-      tokens: { lookup: metrics.requests.lookupTokens, hostHit: metrics.requests.hostHitTokens, valkeyLookup: metrics.requests.valkeyLookupTokens, valkeyHit: metrics.requests.valkeyHitTokens, prefillSaved: metrics.requests.prefillTokensSaved },
-      remote: { configured: remote !== null, available: remote !== null && remote.available !== false, detail: remoteDetail, pace: manager.remotePace() },
-      native: { loaded: native.mod !== null, detail: native.detail },
-    };
+    return new nativeMod.RegisteredKv(layout, { ownerUid: peer.uid });
   };
+  const stats = (): DaemonStats => daemonStats({
+    version: VERSION, socket: config.socketPath, started, manager, memory, requests: metrics.requests,
+    connections: () => server.connectionCount, closedConnections: () => server.closedConnections,
+    native: { loaded: native.mod !== null, detail: native.detail },
+  });
   server = new SocketServer({
     path: config.socketPath,
     mode: config.socketMode,
@@ -202,6 +136,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       saveUnfullChunk: config.saveUnfullChunk,
       serverVersion: VERSION,
       registrar,
+      observer: metrics.requests,
       idleTimeoutMs: config.idleConnectionTimeoutMs,
       logger: log,
       statsJson: () => JSON.stringify(stats()),

@@ -36,7 +36,7 @@ export function formatStats(s: DaemonStats): string {
     ['host pool warming', warming(s)],
     ['host chunks', `${s.host.entries} (${s.host.pinnedEntries} pinned, ${fmtBytes(s.host.pinnedBytes)})`],
     ['evictions', `${s.host.evictions} (${fmtBytes(s.host.evictedBytes)})`],
-    ['lookups', `${c.lookups}; chunk hit rate ${pct(c.hitChunks, c.lookupChunks)} (host ${c.hostHitChunks}${s.disk ? `, disk ${s.disk.lookupHitChunks}` : ''}, valkey ${c.remoteHitChunks - (s.disk?.lookupHitChunks ?? 0)}); tokens served ${c.hitTokens}`],
+    ['lookups', `${c.lookups}; chunk hit rate ${pct(c.hitChunks, c.lookupChunks)} (host ${c.hostHitChunks}${s.disk ? `, disk ${c.diskHitChunks}` : ''}, valkey ${c.remoteHitChunks}); tokens served ${c.hitTokens}`],
     ['token hit rate', tokenRates(s)],
     ['lookup latency', `p50 ${s.lookupLatencyUs.p50} us, p99 ${s.lookupLatencyUs.p99} us, max ${s.lookupLatencyUs.max} us (last 256)`],
     ['stored', `${c.storedChunks} chunks, ${fmtBytes(c.storedBytes)}; ${c.presentChunks} already present; ${c.skippedChunks} skipped (${s.host.skippedWarming ?? 0} while the pool warmed, ${s.host.skippedFull} with the pool full of pinned chunks)`],

@@ -97,7 +97,7 @@ export class ChunkManager {
   readonly host: HostTier;
   readonly remote: RemoteTier | null;
   readonly disk: DiskSync | null;
-  readonly counters = new ManagerCounters();
+  readonly counters: ManagerCounters;
   readonly #opts: ManagerOptions;
   readonly #log: Logger;
   readonly #leases: LeaseTable;
@@ -106,6 +106,7 @@ export class ChunkManager {
 
   constructor(opts: ManagerOptions) {
     this.#opts = opts;
+    this.counters = new ManagerCounters(opts.chunkSize);
     this.host = opts.host;
     this.remote = opts.remote;
     this.disk = opts.disk ?? null;
@@ -210,8 +211,8 @@ export class ChunkManager {
         if (chunk.pending !== null) chunk.pending = this.#pinWhenFetched(lease, chunk, chunk.pending);
       }
     }
-    this.counters.recordLookup(resolved.count, hit, hostChunks, hitTokens, process.hrtime.bigint() - started);
-    if (disk !== null) disk.lookupHitChunks += diskChunks;
+    const askedTokens = 'tokens' in address ? address.tokens.byteLength >>> 2 : 0;
+    this.counters.recordLookup(resolved.count, hit, hostChunks, hitTokens, askedTokens, remote !== null, diskChunks);
     return { hitTokens, hitChunks: hit, hostChunks, diskChunks, remoteChunks: hit - hostChunks - diskChunks, leaseId };
   }
 
@@ -280,7 +281,7 @@ export class ChunkManager {
     } finally {
       this.#unpinAll(entries);
     }
-    this.counters.recordRetrieve(loaded === 0 ? entries.map(() => null) : entries);
+    this.counters.recordRetrieveCounts(loaded, loaded * copier.chunkBytes, count - loaded);
     return { loaded, failed: count - loaded, failedBlocks: Uint32Array.from(failed) };
   }
 

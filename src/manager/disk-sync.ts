@@ -28,7 +28,6 @@ export interface DiskSyncOptions {
 
 export interface DiskSyncStats extends DiskTierStats {
   queue: WriteBehindStats;
-  lookupHitChunks: number;
   /** Chunks read from disk into the host tier (promoted). */
   promoted: number;
   promotedBytes: number;
@@ -41,8 +40,6 @@ export class DiskSync {
   readonly #o: DiskSyncOptions;
   readonly #queue: WriteBehindQueue;
   readonly #fetches = new Map<string, Promise<HostEntry | null>>();
-  /** Lookup hits found on disk (the manager counts them here). */
-  lookupHitChunks = 0;
   #promoted = 0;
   #promotedBytes = 0;
   #promoteSkippedFull = 0;
@@ -59,7 +56,7 @@ export class DiskSync {
   }
 
   stats(): DiskSyncStats {
-    return { ...this.disk.stats(), queue: this.#queue.stats(), lookupHitChunks: this.lookupHitChunks, promoted: this.#promoted, promotedBytes: this.#promotedBytes, promoteSkippedFull: this.#promoteSkippedFull };
+    return { ...this.disk.stats(), queue: this.#queue.stats(), promoted: this.#promoted, promotedBytes: this.#promotedBytes, promoteSkippedFull: this.#promoteSkippedFull };
   }
 
   /** Queues fresh host entries for the disk; each is pinned until its file is written or the write failed. */

@@ -3,57 +3,42 @@
  *
  * Counters and gauges are read at scrape time from the plain numbers the
  * manager, host tier, write-behind queue and Valkey tier already keep
- * (collect callbacks), so a request never calls into prom-client for them;
- * only the three latency histograms are observed on the request path, once
- * per request, by ./instrument.ts. The registry also keeps the slow-op ring
- * and the count of workers with registered KV memory for `kvtier stats`.
+ * (collect callbacks), so a request never calls into prom-client for them.
+ * The three latency histograms are observed once per request by
+ * ./request-metrics.ts, which the protocol dispatcher reports to.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ChunkManager } from '../manager/chunk-manager.js';
 import type { DiskSyncStats } from '../manager/disk-sync.js';
-import type { KvRegistrar } from '../protocol/connection.js';
 import type { HostMemoryInfo } from '../tiers/host-memory.js';
-import type { ValkeyTierCounters } from '../tiers/valkey-tier.js';
-import { RequestCounters, instrumentManager } from './instrument.js';
 import { LOOKUP_BUCKETS, METRICS, TRANSFER_BUCKETS, type MetricDef } from './names.js';
-import { SlowOpRing, type SlowOp } from './slow-ops.js';
+import { remoteView } from './remote-view.js';
+import { RequestMetrics } from './request-metrics.js';
 
 export interface MetricsSources {
   version: string;
-  chunkSize: number;
   manager: ChunkManager;
   memory(): HostMemoryInfo;
   connections(): number;
   closedConnections(): { badFrame: number; idle: number };
 }
 
-/** What the metrics need of the remote tier: availability and ValkeyTier's counters. */
-interface RemoteView {
-  available: boolean;
-  counters: ValkeyTierCounters | null;
-}
-
 type Values = Array<[Record<string, string>, number]>;
 
 export class DaemonMetrics {
   readonly registry = new Registry();
-  readonly requests = new RequestCounters();
-  readonly ring = new SlowOpRing();
-  #registered = 0;
-  readonly #src: MetricsSources;
+  /** The dispatcher's observer. */
+  readonly requests: RequestMetrics;
 
   constructor(src: MetricsSources) {
-    this.#src = src;
     const m = src.manager;
     const reg = [this.registry];
     const histogram = <L extends string>(d: MetricDef, buckets: number[]): Histogram<L> =>
       new Histogram<L>({ name: d.name, help: d.help, labelNames: d.labels as L[], buckets, registers: reg });
-    const lookup = histogram(METRICS.lookupSeconds, LOOKUP_BUCKETS);
-    const store = histogram<'form'>(METRICS.storeSeconds, TRANSFER_BUCKETS);
-    const retrieve = histogram<'form'>(METRICS.retrieveSeconds, TRANSFER_BUCKETS);
-    instrumentManager(m, {
-      counters: this.requests, ring: this.ring, lookup, store, retrieve, chunkSize: src.chunkSize,
-      remoteAsked: () => m.remote !== null && m.remote.available !== false,
+    this.requests = new RequestMetrics({
+      lookup: histogram(METRICS.lookupSeconds, LOOKUP_BUCKETS),
+      store: histogram<'form'>(METRICS.storeSeconds, TRANSFER_BUCKETS),
+      retrieve: histogram<'form'>(METRICS.retrieveSeconds, TRANSFER_BUCKETS),
     });
 
     const counter = (d: MetricDef, read: () => Values | number): void => {
@@ -80,13 +65,14 @@ export class DaemonMetrics {
     const tiers = (host: number, valkey: number): Values => [[{ tier: 'host' }, host], [{ tier: 'valkey' }, valkey]];
     const c = m.counters;
     const r = this.requests;
-    const vk = (): ValkeyTierCounters | null => this.#remote().counters;
+    const remote = () => remoteView(m.remote);
+    const vk = () => remote().counters;
 
     counter(METRICS.lookups, () => c.lookups);
-    counter(METRICS.lookupTokens, () => tiers(r.lookupTokens, r.valkeyLookupTokens));
-    counter(METRICS.hitTokens, () => tiers(r.hostHitTokens, r.valkeyHitTokens));
-    counter(METRICS.missTokens, () => tiers(r.lookupTokens - r.hostHitTokens, r.valkeyLookupTokens - r.valkeyHitTokens));
-    counter(METRICS.prefillTokensSaved, () => r.prefillTokensSaved);
+    counter(METRICS.lookupTokens, () => tiers(c.lookupTokens, c.remoteLookupTokens));
+    counter(METRICS.hitTokens, () => tiers(c.hostHitTokens, c.remoteHitTokens));
+    counter(METRICS.missTokens, () => tiers(c.lookupTokens - c.hostHitTokens, c.remoteLookupTokens - c.remoteHitTokens));
+    counter(METRICS.prefillTokensSaved, () => c.prefillTokensSaved);
     counter(METRICS.storedChunks, () => tiers(c.storedChunks, vk()?.stores ?? 0));
     counter(METRICS.storedBytes, () => tiers(c.storedBytes, vk()?.bytesOut ?? 0));
     counter(METRICS.retrievedChunks, () => tiers(c.retrievedChunks, vk()?.hits ?? 0));
@@ -126,7 +112,7 @@ export class DaemonMetrics {
     counter(METRICS.diskVerificationFailures, () => dk()?.corrupt ?? 0);
 
     gauge(METRICS.valkeyConfigured, () => (m.remote !== null ? 1 : 0));
-    gauge(METRICS.valkeyUp, () => (this.#remote().available ? 1 : 0));
+    gauge(METRICS.valkeyUp, () => (remote().available ? 1 : 0));
     counter(METRICS.valkeyReconnects, () => vk()?.reconnects ?? 0);
     counter(METRICS.valkeyErrors, () => vk()?.errors ?? 0);
     counter(METRICS.valkeyVerificationFailures, () => [[{ reason: 'corrupt' }, vk()?.corrupt ?? 0], [{ reason: 'incomplete' }, vk()?.incomplete ?? 0]]);
@@ -139,41 +125,7 @@ export class DaemonMetrics {
       const n = src.closedConnections();
       return [[{ reason: 'bad_frame' }, n.badFrame], [{ reason: 'idle' }, n.idle]];
     });
-    gauge(METRICS.registeredWorkers, () => this.#registered);
+    gauge(METRICS.registeredWorkers, () => r.registeredWorkers);
     gauge(METRICS.up, () => [[{ version: src.version }, 1]]);
-  }
-
-  /** The registrar, counting registrations that are open (closed with their connection). */
-  trackRegistrar(registrar: KvRegistrar | null): KvRegistrar | null {
-    if (registrar === null) return null;
-    return async (spec, chunkTokens, peer) => {
-      const kv = await registrar(spec, chunkTokens, peer);
-      this.#registered++;
-      const close = kv.close.bind(kv);
-      let closed = false;
-      kv.close = async () => {
-        if (!closed) {
-          closed = true;
-          this.#registered--;
-        }
-        await close();
-      };
-      return kv;
-    };
-  }
-
-  get registeredWorkers(): number {
-    return this.#registered;
-  }
-
-  slowOps(n = 5): SlowOp[] {
-    return this.ring.slowest(n);
-  }
-
-  #remote(): RemoteView {
-    const remote = this.#src.manager.remote;
-    if (remote === null) return { available: false, counters: null };
-    const counters = 'counters' in remote ? (remote.counters as ValkeyTierCounters) : null;
-    return { available: remote.available !== false, counters };
   }
 }

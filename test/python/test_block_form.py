@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kvtier.client import KvtierClient
-from kvtier.codec import ChunkCodec
+from kvtier.torch_copy import TorchBlockCopier
 from kvtier.errors import KvtierError
 from kvtier.framing import NO_BLOCK, unpack_u32
 from kvtier.hashing import Fingerprint
@@ -76,7 +76,7 @@ def test_store_blocks_then_retrieve_into_another_layout(daemon, alloc, dst_kind)
         (_, done), = b.retrieve_blocks(ok.lease_id, 1, 2, out).wait(10.0)
         assert unpack_u32(done.failed_block_ids) == []
         assert done.loaded_chunks == 2
-        ca, cb = ChunkCodec(lay_a, 256), ChunkCodec(lay_b, 256)
+        ca, cb = TorchBlockCopier(lay_a, 256), TorchBlockCopier(lay_b, 256)
         assert cb.gather(out[B:]) == ca.gather(table[2 * B:3 * B])
         assert cb.gather(out[1:B]) == ca.gather(table[B + 1:2 * B])
         for t in dst.values():

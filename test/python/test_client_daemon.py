@@ -1,6 +1,7 @@
 """The Python client against a real kvtierd: Hello, inline Put/Get/Exists,
 Lookup/Store/Retrieve inline, leases across connections, pipelining, timeouts,
 reconnects and namespace isolation."""
+import logging
 import os
 import socket
 import threading
@@ -12,6 +13,7 @@ from kvtier import proto
 from kvtier.client import KvtierClient
 from kvtier.errors import DaemonUnavailable, KvtierError, RequestTimeout
 from kvtier.hashing import Fingerprint
+from kvtier.session import Session, release_lease
 
 FP = Fingerprint(model="test/model", dtype="float16", kv_layout="kv-NHD-x2", chunk_size=256, block_size=16)
 
@@ -90,6 +92,28 @@ def test_daemon_not_running_raises_daemon_unavailable(tmp_path):
     c = KvtierClient(str(tmp_path / "absent.sock"), FP, connect_timeout=0.2)
     with pytest.raises(DaemonUnavailable):
         c.lookup(tokens=list(range(300)))
+
+
+def test_session_clients_and_lease_release(daemon, tmp_path):
+    """The integrations' factory: clients with the session's timeouts (a dial capped at 1 s)
+    sharing one Health; release_lease sends over a live connection and is a quiet no-op
+    without one."""
+    s = Session(daemon.socket, timeout=5.0, retry_interval=0.5, log=logging.getLogger("kvtier.test"))
+    c = s.client(FP, "pytest-session")
+    assert (c.socket_path, c.timeout, c.connect_timeout, c.client_kind) == (daemon.socket, 5.0, 1.0, "pytest-session")
+    assert s.health.retry_interval == 0.5 and s.health.what == f"kvtierd at {daemon.socket}"
+    assert Session(daemon.socket, 0.3, 1.0, logging.getLogger("kvtier.test")).client(FP, "x").connect_timeout == 0.3
+    release_lease(None, 7)
+    release_lease(c, 7)                  # not connected yet: nothing sent
+    assert not c.connected
+    tokens = list(range(512))
+    with c:
+        c.store_inline(tokens, [b"\x01" * 64] * 2).wait(5.0)
+        lease = c.lookup(tokens=tokens, lease_ttl_ms=60000).lease_id
+        assert lease
+        release_lease(c, lease)
+        c.ping()                         # the ReleaseLease went before it on the one connection
+    release_lease(c, lease)              # closed: no-op, never raises
 
 
 def test_request_timeout_on_a_silent_peer(tmp_path):

@@ -1,11 +1,11 @@
 """CUDA KV tensors: regions carry the CUDA IPC handle of the cudaMalloc block and
-plane offsets relative to it; the Python codec works on device memory. Needs a
+plane offsets relative to it; the torch block copier works on device memory. Needs a
 GPU (skipped with the reason otherwise); block form through the daemon also
 needs a daemon whose addon was built with CUDA."""
 import pytest
 import torch
 
-from kvtier.codec import ChunkCodec
+from kvtier.torch_copy import TorchBlockCopier
 from kvtier.framing import NO_BLOCK, unpack_u32
 from kvtier.layout import derive_layout
 
@@ -38,7 +38,7 @@ def test_views_of_one_cuda_buffer_share_a_region():
 def test_codec_on_device_memory():
     a = {f"l.{i}": torch.randn(2, NB, BS, H, D, device="cuda", dtype=torch.float16) for i in range(2)}
     b = {f"l.{i}": torch.zeros(NB, 2, BS, H, D, device="cuda", dtype=torch.float16) for i in range(2)}
-    ca, cb = ChunkCodec(derive_layout(a, BS), 256), ChunkCodec(derive_layout(b, BS), 256)
+    ca, cb = TorchBlockCopier(derive_layout(a, BS), 256), TorchBlockCopier(derive_layout(b, BS), 256)
     data = ca.gather(list(range(16)))
     cb.scatter(data, [NO_BLOCK] + list(range(17, 32)))
     assert torch.equal(b["l.1"][17], a["l.1"][:, 1])

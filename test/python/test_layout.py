@@ -1,9 +1,9 @@
 """Regions and planes derived from tensor strides, for the layouts vLLM uses,
-and the Python chunk codec (the inline fallback) on those layouts."""
+and the torch block copier (the inline fallback) on those layouts."""
 import pytest
 import torch
 
-from kvtier.codec import ChunkCodec
+from kvtier.torch_copy import TorchBlockCopier
 from kvtier.framing import NO_BLOCK
 from kvtier.layout import LayoutError, derive_layout
 from kvtier.shm import ShmAllocator
@@ -85,7 +85,7 @@ def test_flash_attn_and_flashinfer_chunks_are_identical(alloc):
     fi = {f"l.{i}": alloc.empty((NB, 2, BS, H, D), torch.float16) for i in range(2)}
     for name in fi:
         fi[name].copy_(fa[name].transpose(0, 1))
-    ca, cb = ChunkCodec(derive_layout(fa, BS), 8), ChunkCodec(derive_layout(fi, BS), 8)
+    ca, cb = TorchBlockCopier(derive_layout(fa, BS), 8), TorchBlockCopier(derive_layout(fi, BS), 8)
     assert ca.gather([3, 7]) == cb.gather([3, 7])
     data = ca.gather([1, 2])
     cb.scatter(data, [9, NO_BLOCK])

@@ -70,7 +70,7 @@ describe('disk tier in a daemon', () => {
       const s = b.daemon.stats().disk!;
       expect(s.hits).toBe(8 + values.length);
       expect(s.promoted).toBe(s.hits);
-      expect(s.lookupHitChunks).toBeGreaterThanOrEqual(8);
+      expect(b.daemon.stats().counters.diskHitChunks).toBeGreaterThanOrEqual(8);
     } finally {
       await b.stop();
     }
@@ -102,13 +102,18 @@ describe('disk tier in a daemon', () => {
     try {
       const c = await d.connect({ fingerprint: fp });
       const ps = [prompt(30), prompt(31)];
-      for (const p of ps) await (await c.store({ address: { tokens: p.tokens }, chunks: p.chunks })).committed;
+      // One prompt at a time: writes in flight hold their room, so a burst beyond the
+      // tier is skipped (counted) rather than evicting what is still being written.
+      for (const p of ps) {
+        await (await c.store({ address: { tokens: p.tokens }, chunks: p.chunks })).committed;
+        await d.daemon.manager.drain();
+      }
       await c.put(Buffer.from('big'), randomBytes(400_000));
       await d.daemon.manager.drain();
       const s = d.daemon.stats().disk!;
       expect(s.usedBytes).toBeLessThanOrEqual(s.capacityBytes);
       expect(s.evictions).toBeGreaterThan(0);
-      expect(s.skippedFull).toBe(1);
+      expect(s.skippedFull).toBeGreaterThanOrEqual(1);
       for (const p of ps) expect(await served(c, p)).toMatchObject({ hit: 3, wrong: 0 });
       expect((await c.get(Buffer.from('big')))?.length).toBe(400_000);
       await c.ping();

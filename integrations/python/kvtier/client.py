@@ -58,6 +58,8 @@ class Pending:
             self._cond.notify_all()
 
     def done(self, count: Optional[int] = None) -> bool:
+        """True once `count` (default: all expected) responses arrived or the request failed.
+        Never blocks: the vLLM worker polls its loads and saves with it each step."""
         need = self.expect if count is None else count
         with self._cond:
             return self.error is not None or len(self.responses) >= need

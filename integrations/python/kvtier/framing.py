@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Optional
 
 from . import proto
 from .errors import ProtocolError
@@ -97,36 +97,67 @@ def unpack_u32(data: bytes) -> list[int]:
 
 
 class FrameDecoder:
-    """Accumulates bytes from the socket and yields complete Envelopes."""
+    """Accumulates bytes from the socket and yields complete Envelopes.
+
+    Zero-copy: a frame that lies whole inside one `feed` is parsed from a
+    memoryview of the caller's buffer at its offset; a frame split across
+    feeds is assembled once, into a bytearray of exactly its length allocated
+    when its header is read, and parsed from that. Nothing is joined, sliced
+    into new bytes, or shifted down after a frame is taken.
+    """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self._buf = bytearray()
         self._max = max_frame
+        self._head = bytearray()             # a header split across feeds (< 4 bytes)
+        self._body: Optional[bytearray] = None  # the split frame being filled
+        self._filled = 0
 
-    def feed(self, data: bytes) -> list[Any]:
-        self._buf += data
+    def feed(self, data: Any) -> list[Any]:
+        """Takes the next bytes of the stream (any bytes-like object); returns the Envelopes completed."""
         out: list[Any] = []
-        while len(self._buf) >= 4:
-            (length,) = HEADER.unpack_from(self._buf)
-            if length > self._max:
-                raise ProtocolError(f"frame of {length} bytes exceeds max {self._max}")
-            if len(self._buf) < 4 + length:
-                break
-            body = bytes(self._buf[4:4 + length])
-            del self._buf[:4 + length]
-            env = proto.Envelope()
-            try:
-                env.ParseFromString(body)
-            except Exception as exc:  # DecodeError differs across runtimes
-                raise ProtocolError(f"undecodable Envelope of {length} bytes: {exc}") from exc
-            out.append(env)
+        with memoryview(data) as view:
+            mv = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+            pos, end = 0, mv.nbytes
+            while pos < end:
+                body = self._body
+                if body is not None:             # continuing a split frame
+                    take = min(end - pos, len(body) - self._filled)
+                    body[self._filled:self._filled + take] = mv[pos:pos + take]
+                    self._filled += take
+                    pos += take
+                    if self._filled < len(body):
+                        break
+                    self._body = None
+                    out.append(self._parse(body))
+                    continue
+                if self._head or end - pos < 4:  # a header split across feeds
+                    take = min(4 - len(self._head), end - pos)
+                    self._head += mv[pos:pos + take]
+                    pos += take
+                    if len(self._head) < 4:
+                        break
+                    (length,) = HEADER.unpack(self._head)
+                    self._head = bytearray()
+                else:
+                    (length,) = HEADER.unpack_from(mv, pos)
+                    pos += 4
+                if length > self._max:
+                    raise ProtocolError(f"frame of {length} bytes exceeds max {self._max}")
+                if end - pos >= length:          # whole in this feed: parsed in place
+                    with mv[pos:pos + length] as frame:
+                        out.append(self._parse(frame))
+                    pos += length
+                else:
+                    self._body, self._filled = bytearray(length), 0
+            if mv is not view:
+                mv.release()
         return out
 
-    @property
-    def pending_bytes(self) -> int:
-        return len(self._buf)
-
-
-def block_table(block_ids: Sequence[int]) -> bytes:
-    """Packs a request's block table for Store/Retrieve (NO_BLOCK = don't write)."""
-    return pack_u32(block_ids)
+    @staticmethod
+    def _parse(frame: Any) -> Any:
+        env = proto.Envelope()
+        try:
+            env.ParseFromString(frame)
+        except Exception as exc:  # DecodeError differs across runtimes
+            raise ProtocolError(f"undecodable Envelope of {len(frame)} bytes: {exc}") from exc
+        return env

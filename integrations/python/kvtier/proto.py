@@ -5,6 +5,10 @@ Built at import time from the committed serialized descriptor
 Debian's python3-protobuf 3.21 (runtime 4.21) as well as current 5.x/6.x
 runtimes, and never collides with another copy of kvtier.proto loaded into the
 default pool. Use the classes as `proto.Envelope`, `proto.Lookup`, ...
+
+Type checkers read kvtier/proto.pyi instead of this file: the classes are made
+at run time (the globals().update below), so the stub, generated from the same
+descriptor by tools/gen_descriptor.py, declares each one with its fields.
 """
 from __future__ import annotations
 

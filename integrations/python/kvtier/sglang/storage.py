@@ -26,7 +26,7 @@ from .. import proto
 from ..client import KvtierClient, Pending
 from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
 from ..hashing import Fingerprint
-from ..health import Health
+from ..session import Session
 from .block_form import BlockFormMixin, Staging, page_view
 from .pools_v2 import PoolsV2Mixin
 
@@ -66,8 +66,8 @@ class KVTierHiCacheStorage(BlockFormMixin, PoolsV2Mixin, _Base):  # type: ignore
         self.extra = dict(getattr(storage_config, "extra_config", None) or {})
         self.socket = str(self.extra.get("kvtier_socket", "/tmp/kvtier.sock"))
         self.timeout = float(self.extra.get("kvtier_timeout_s", 5.0))
-        self.health = Health(f"kvtierd at {self.socket}", log,
-                             float(self.extra.get("kvtier_retry_interval_s", 1.0)))
+        self.session = Session(self.socket, self.timeout, float(self.extra.get("kvtier_retry_interval_s", 1.0)), log)
+        self.health = self.session.health
         self.mem_pool_host: Any = None
         self._client: Optional[KvtierClient] = None
         self._conn_lock = threading.Lock()
@@ -142,8 +142,7 @@ class KVTierHiCacheStorage(BlockFormMixin, PoolsV2Mixin, _Base):  # type: ignore
             return None
         with self._conn_lock:  # SGLang's prefetch and backup threads may both get here first
             if self._client is None:
-                self._client = KvtierClient(self.socket, self.fingerprint(), "sglang", timeout=self.timeout,
-                                            connect_timeout=min(self.timeout, 1.0))
+                self._client = self.session.client(self.fingerprint(), "sglang")
                 self._registered = False
             if not self._registered and self._block_form and not self._register_staging(self._client):
                 return None

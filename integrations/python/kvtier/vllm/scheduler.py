@@ -32,7 +32,7 @@ from .. import proto
 from ..client import KvtierClient, address
 from ..errors import KvtierError
 from ..framing import NO_BLOCK
-from ..health import Health
+from ..session import Session, release_lease
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
 from .settings import Settings, rank_index
 
@@ -60,13 +60,13 @@ class SchedulerSide:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         fp = settings.fingerprint
+        session = Session(settings.socket, settings.timeout_s, settings.retry_interval_s, log)
         self.clients: dict[int, KvtierClient] = {}
         for pp in range(fp.pp_size):
             for tp in range(fp.tp_size):
-                self.clients[rank_index(fp, tp, pp)] = KvtierClient(
-                    settings.socket, fp.replace(tp_rank=tp, pp_rank=pp), "vllm-scheduler",
-                    timeout=settings.timeout_s, connect_timeout=min(settings.timeout_s, 1.0))
-        self.health = Health(f"kvtierd at {settings.socket}", log, settings.retry_interval_s)
+                self.clients[rank_index(fp, tp, pp)] = session.client(fp.replace(tp_rank=tp, pp_rank=pp),
+                                                                      "vllm-scheduler")
+        self.health = session.health
         self._lookups: dict[str, _Lookup] = {}
         self._to_load: list[LoadSpec] = []
         self._loading: set[str] = set()            # LoadSpec sent, finished_recving not seen
@@ -193,13 +193,7 @@ class SchedulerSide:
         if lk is None:
             return
         for idx, lease in lk.leases.items():
-            client = self.clients.get(idx)
-            if client is None or not client.connected:
-                continue
-            try:
-                client.release_lease(lease)
-            except KvtierError:
-                pass
+            release_lease(self.clients.get(idx), lease)
 
 
 def _bypass(request: Any) -> bool:

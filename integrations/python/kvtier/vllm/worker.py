@@ -33,11 +33,11 @@ from typing import Any, Optional
 
 from .. import proto
 from ..client import KvtierClient, Pending
-from ..codec import ChunkCodec
 from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
 from ..framing import NO_BLOCK, unpack_u32
-from ..health import Health
 from ..layout import KvLayout, LayoutError, derive_layout
+from ..session import Session, release_lease
+from ..torch_copy import TorchBlockCopier
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
 from .settings import Settings, rank_index, worker_ranks
 
@@ -66,10 +66,11 @@ class WorkerSide:
         self.s = settings
         self.tp_rank, self.pp_rank = worker_ranks(settings)
         self.rank = rank_index(settings.fingerprint, self.tp_rank, self.pp_rank)
-        self.health = Health(f"kvtierd at {settings.socket}", log, settings.retry_interval_s)
+        self.session = Session(settings.socket, settings.timeout_s, settings.retry_interval_s, log)
+        self.health = self.session.health
         self.client: Optional[KvtierClient] = None
         self.layout: Optional[KvLayout] = None
-        self.codec: Optional[ChunkCodec] = None
+        self.codec: Optional[TorchBlockCopier] = None
         self.mode = "off"            # "blocks" | "inline" | "off"
         self._loads: dict[str, _Load] = {}
         self._saves: dict[str, _Save] = {}
@@ -94,10 +95,9 @@ class WorkerSide:
                         "will miss, nothing wrong is loaded", layout.descriptor, fp.kv_layout,
                         layout.descriptor, layout.descriptor)
         self.layout = layout
-        self.codec = ChunkCodec(layout, self.s.chunk_size)
-        self.client = KvtierClient(
-            self.s.socket, fp.replace(tp_rank=self.tp_rank, pp_rank=self.pp_rank, kv_layout=layout.descriptor),
-            "vllm-worker", timeout=self.s.timeout_s, connect_timeout=min(self.s.timeout_s, 1.0))
+        self.codec = TorchBlockCopier(layout, self.s.chunk_size)
+        self.client = self.session.client(
+            fp.replace(tp_rank=self.tp_rank, pp_rank=self.pp_rank, kv_layout=layout.descriptor), "vllm-worker")
         self._ensure_registered()
 
     def _ensure_registered(self) -> bool:
@@ -274,11 +274,7 @@ class WorkerSide:
         log.debug("kvtier: load of %s failed (%s): %d blocks to recompute", spec.req_id, why, len(blocks))
 
     def _release(self, lease: int) -> None:
-        if self.client is not None and self.client.connected:
-            try:
-                self.client.release_lease(lease)
-            except KvtierError:
-                pass
+        release_lease(self.client, lease)
 
     # -- saves ---------------------------------------------------------------------
 

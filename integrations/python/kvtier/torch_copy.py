@@ -1,8 +1,8 @@
-"""Gathers and scatters chunk bytes in Python, for when the daemon cannot.
+"""Gathers and scatters chunk bytes with torch, for when the daemon cannot copy blocks.
 
 The daemon normally copies blocks itself (block-form Store/Retrieve through
 the native addon). When RegisterKv is refused (no addon, or a region it cannot
-open), the worker falls back to the inline protocol and uses this codec: the
+open), the worker falls back to the inline protocol and copies with this: the
 same plane-by-plane chunk layout, built with index_select on strided byte
 views of each region, so chunks are interchangeable between the two paths.
 """
@@ -16,7 +16,9 @@ from .layout import KvLayout
 from .torch_compat import byte_view
 
 
-class ChunkCodec:
+class TorchBlockCopier:
+    """index_select/index_copy_ over strided byte views of the planes: chunk <-> blocks."""
+
     def __init__(self, layout: KvLayout, chunk_size: int) -> None:
         import torch
 

@@ -1,0 +1,53 @@
+"""What every engine integration sets up beside the daemon: clients, health, lease release.
+
+The vLLM scheduler and worker and the SGLang backend all talk to one kvtierd
+the same way: clients with the integration's request timeout and a connect
+timeout of at most a second (an absent daemon must cost a step little),
+one `Health` per integration that turns an unreachable daemon into cache
+misses with one warning, and leases released best-effort (never over a dead
+connection: the daemon drops a connection's leases with it).
+
+    session = Session("/tmp/kvtier.sock", timeout=5.0, retry_interval=1.0, log=log)
+    client = session.client(fingerprint, "vllm-worker")
+    if session.health.ready(): ...
+    release_lease(client, lease_id)
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from .client import KvtierClient
+from .errors import KvtierError
+from .hashing import Fingerprint
+from .health import Health
+
+# The most a dial may take, whatever the request timeout: a daemon that is away
+# answers at once with ECONNREFUSED/ENOENT; one that does not accept within a
+# second is treated as away.
+MAX_CONNECT_TIMEOUT_S = 1.0
+
+
+class Session:
+    """One daemon socket as an integration uses it: the clients it makes and their health."""
+
+    def __init__(self, socket: str, timeout: float, retry_interval: float, log: logging.Logger) -> None:
+        self.socket = socket
+        self.timeout = timeout
+        self.health = Health(f"kvtierd at {socket}", log, retry_interval)
+
+    def client(self, fingerprint: Fingerprint, kind: str) -> KvtierClient:
+        """A client for one namespace (connects lazily, on its first request)."""
+        return KvtierClient(self.socket, fingerprint, kind, timeout=self.timeout,
+                            connect_timeout=min(self.timeout, MAX_CONNECT_TIMEOUT_S))
+
+
+def release_lease(client: Optional[KvtierClient], lease_id: int) -> None:
+    """Unpins a lease without waiting; nothing when there is no live connection (the daemon
+    released the connection's leases when it closed) and never raises."""
+    if client is None or not client.connected:
+        return
+    try:
+        client.release_lease(lease_id)
+    except KvtierError:
+        pass
