@@ -76,6 +76,8 @@ export class DiskTier implements Tier {
   #opts: DiskTierOptions;
   #reserved = 0;
   #writing = new Set<string>();
+  /** Keys removed while their write was in flight: the file is deleted when it lands, never indexed. */
+  #cancelled = new Set<string>();
   #removing = new Map<string, Promise<unknown>>();
   #inflight = new Set<Promise<unknown>>();
   #seq = 0;
@@ -154,6 +156,10 @@ export class DiskTier implements Tier {
         const tmp = `${path}.${process.pid}-${++this.#seq}.tmp`;
         const h = encodeHeader(key.namespaceId, key.hash, src.length);
         await this.#io.writeChunk({ tmpPath: tmp, finalPath: path, header: h.header, payload: src, sumOffset: h.sumOffset, headerSumOffset: h.headerSumOffset, direct: this.direct, sync: this.#opts.sync === true });
+        if (this.#cancelled.has(k)) {
+          this.#unlinkLater([path]);
+          return false;
+        }
         this.#index.add({ key: k, path, length: src.length, fileBytes: need });
         this.#s.writes++;
         this.#s.writtenBytes += src.length;
@@ -165,6 +171,7 @@ export class DiskTier implements Tier {
       } finally {
         this.#reserved -= need;
         this.#writing.delete(k);
+        this.#cancelled.delete(k);
       }
     })());
     return p;
@@ -215,8 +222,10 @@ export class DiskTier implements Tier {
 
   /** Removes a chunk; true when it was indexed. */
   remove(key: string): boolean {
+    const writing = this.#writing.has(key);
+    if (writing) this.#cancelled.add(key);
     const entry = this.#index.remove(key);
-    if (entry === undefined) return false;
+    if (entry === undefined) return writing;
     this.#unlinkLater([entry.path]);
     return true;
   }
@@ -225,6 +234,7 @@ export class DiskTier implements Tier {
   removeNamespace(namespaceId: string): number {
     const prefix = `${namespaceId}:`;
     const gone: string[] = [];
+    for (const k of this.#writing) if (k.startsWith(prefix)) this.#cancelled.add(k);
     for (const e of [...this.#index.entries()]) {
       if (e.key.startsWith(prefix) && this.#index.removeEntry(e)) gone.push(e.path);
     }

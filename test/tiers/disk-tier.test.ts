@@ -169,6 +169,18 @@ describe('disk tier', () => {
     expect((await t.get(key))?.equals(bytes)).toBe(true);
   });
 
+  it('a chunk removed while its write is in flight is never indexed, and its file goes', async () => {
+    const dir = diskDir();
+    const t = await tier(dir);
+    const key = randomChunkKey(NS);
+    const writing = t.put(key, randomBytes(8 << 20));
+    expect(t.remove(`${NS}:${key.hash}`)).toBe(true);
+    expect(await writing).toBe(false);
+    expect(t.has(`${NS}:${key.hash}`)).toBe(false);
+    await t.close();
+    expect(existsSync(chunkPath(dir, NS, key.hash))).toBe(false);
+  });
+
   it('removes a namespace', async () => {
     const t = await tier(diskDir());
     const other = 'c'.repeat(32);
