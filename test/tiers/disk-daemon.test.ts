@@ -8,6 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readdirSync, truncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { packageRoot, spawnDaemon } from '../../bench/daemon-process.js';
@@ -71,6 +72,31 @@ describe('disk tier in a daemon', () => {
       expect(s.hits).toBe(8 + values.length);
       expect(s.promoted).toBe(s.hits);
       expect(b.daemon.stats().counters.diskHitChunks).toBeGreaterThanOrEqual(8);
+    } finally {
+      await b.stop();
+    }
+  });
+
+  it('a chunk file truncated or overwritten behind the daemon is a miss (the worker recomputes it), deleted and counted', async () => {
+    const disk = diskDir();
+    const a = await startTestDaemon({ local_disk: disk });
+    const p = prompt(7, 3);
+    await (await (await a.connect({ fingerprint: fp })).store({ address: { tokens: p.tokens }, chunks: p.chunks })).committed;
+    await a.stop();
+    const b = await startTestDaemon({ local_disk: disk });
+    try {
+      const files = readdirSync(disk, { recursive: true }).map(String).filter((f) => f.endsWith('.kvc')).map((f) => join(disk, f));
+      expect(files).toHaveLength(3);
+      truncateSync(files[0], 8192);
+      const fd = openSync(files[1], 'r+');
+      writeSync(fd, Buffer.from('not the bytes you stored'), 0, 24, 4096 + 1000);
+      closeSync(fd);
+      const c = await b.connect({ fingerprint: fp });
+      const r = await served(c, p);
+      expect(r).toEqual({ hit: 1, host: 0, wrong: 0 });
+      const s = b.daemon.stats().disk!;
+      expect(s.corrupt).toBe(2);
+      expect(s.entries).toBe(1);
     } finally {
       await b.stop();
     }
