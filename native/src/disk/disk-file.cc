@@ -126,6 +126,11 @@ CopyError writeChunkFile(DiskWrite& w) {
   if (bulk > 0) iov[n++] = {const_cast<uint8_t*>(w.data), bulk};
   if (rest > 0) iov[n++] = {tail.get(), kDiskBlock};
   const size_t want = kDiskBlock + bulk + (rest > 0 ? kDiskBlock : 0);
+  // The whole file's blocks at once: no extending writes, and ENOSPC before any byte moves.
+  if (fallocate(fd.get(), 0, 0, static_cast<off_t>(want)) != 0 && errno == ENOSPC) {
+    ::unlink(w.tmpPath.c_str());
+    return sysError("fallocate", w.tmpPath, ENOSPC);
+  }
   int64_t got = fullIo(fd.get(), iov, n, 0, true);
   int err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != want ? ENOSPC : 0;
   if (err == 0 && w.sync && fdatasync(fd.get()) != 0) err = errno;

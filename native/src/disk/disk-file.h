@@ -5,7 +5,8 @@
 //   [ header 4096 ][ payload bulk: floor(len/4096) blocks ][ tail block, zero padded ]
 //    bounce buffer   straight from/to the caller's slab     bounce buffer
 //
-// One preadv/pwritev moves all three. O_DIRECT is used only where asked for
+// One preadv/pwritev moves all three, into a file fallocated to its full size
+// first (no extending writes; ENOSPC before a byte moves). O_DIRECT is used only where asked for
 // and the slab address is 4 KiB aligned (pool slabs are); otherwise the same
 // I/O goes through the page cache. A write goes to a temporary name and is
 // renamed into place only when every byte is written, so a final name always
