@@ -9,7 +9,7 @@
  */
 import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, errorMessage } from '../errors.js';
+import { ConfigError, DiskLockedError, errorMessage } from '../errors.js';
 import { lockDiskDir, probeDiskDir, unlockDiskDir } from '../../native/disk-io.js';
 import { subdirNames } from './disk-format.js';
 
@@ -58,4 +58,20 @@ export function openDiskDir(dir: string, direct: 'auto' | boolean): OpenedDiskDi
     }
   }
   return { lockFd, direct: useDirect, directNote };
+}
+
+/**
+ * For `kvtier doctor`: whether the directory would open, without taking it
+ * over (the lock is tried and dropped at once; a running daemon holding it
+ * is reported, not a failure).
+ */
+export function diskDirReport(dir: string, direct: 'auto' | boolean): { ok: boolean; message: string } {
+  try {
+    const opened = openDiskDir(dir, direct);
+    unlockDiskDir(opened.lockFd);
+    return { ok: true, message: `${dir}: writable, ${opened.direct ? 'O_DIRECT' : `page cache${opened.directNote === '' ? '' : ` (${opened.directNote})`}`}, not in use` };
+  } catch (e) {
+    if (e instanceof DiskLockedError) return { ok: true, message: `${dir}: in use by a running daemon (${e.message})` };
+    return { ok: false, message: errorMessage(e) };
+  }
 }
