@@ -15,7 +15,7 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { DiskTier, DiskTierStats } from '../tiers/disk-tier.js';
 import type { HostEntry, HostTier } from '../tiers/host-tier.js';
-import type { ChunkKey } from '../tiers/tier.js';
+import type { DiskKey } from '../tiers/disk-tier.js';
 import { WriteBehindQueue, type WriteBehindStats } from './write-behind.js';
 
 export interface DiskSyncOptions {
@@ -76,7 +76,7 @@ export class DiskSync {
   }
 
   /** Disk → host slab → host index, deduplicated per key; null on a miss or any failure. */
-  fetch(key: ChunkKey, hostKey: string): Promise<HostEntry | null> {
+  fetch(key: DiskKey, hostKey: string): Promise<HostEntry | null> {
     const inflight = this.#fetches.get(hostKey);
     if (inflight !== undefined) return inflight;
     const length = this.disk.lengthOf(hostKey);

@@ -24,7 +24,18 @@ import type { Logger } from '../log.js';
 import { openDiskDir } from './disk-dir.js';
 import { chunkPath, classifyPath, decodeHeader, encodeHeader, fileBytes, isChunkHash, namespaceTag, SCAN_HEAD_BYTES } from './disk-format.js';
 import { DiskIndex, type DiskEntry } from './disk-index.js';
-import { chunkKeyString, type ChunkKey, type Tier } from './tier.js';
+import type { Tier } from './tier.js';
+
+/** What names a chunk here: its namespace and hash (a ChunkId has both). */
+export interface DiskKey {
+  readonly namespaceId: string;
+  readonly hash: string;
+}
+
+/** The host tier's key form, which the index uses too. */
+function keyOf(key: DiskKey): string {
+  return `${key.namespaceId}:${key.hash}`;
+}
 
 export interface DiskTierOptions {
   /** The local_disk directory (already a path, not a file:// URL). */
@@ -136,8 +147,8 @@ export class DiskTier implements Tier {
    * is). false when skipped (no room, I/O error, closed); the caller keeps
    * src unchanged until this settles.
    */
-  async write(key: ChunkKey, src: Buffer): Promise<boolean> {
-    const k = chunkKeyString(key);
+  async write(key: DiskKey, src: Buffer): Promise<boolean> {
+    const k = keyOf(key);
     if (this.#closed || !isChunkHash(key.hash)) return false;
     if (this.#writing.has(k)) return true;
     const need = fileBytes(src.length);
@@ -181,8 +192,8 @@ export class DiskTier implements Tier {
    * Reads a chunk into dest (exactly lengthOf(key) bytes; a host slab, ideally)
    * and verifies it. false: a miss; dest then holds garbage.
    */
-  async readInto(key: ChunkKey, dest: Buffer): Promise<boolean> {
-    const entry = this.#index.get(chunkKeyString(key));
+  async readInto(key: DiskKey, dest: Buffer): Promise<boolean> {
+    const entry = this.#index.get(keyOf(key));
     if (this.#closed || entry === undefined || entry.length !== dest.length) {
       this.#s.misses++;
       return false;
@@ -190,7 +201,7 @@ export class DiskTier implements Tier {
     return this.#track(this.#readEntry(entry, key, dest));
   }
 
-  async #readEntry(entry: DiskEntry, key: ChunkKey, dest: Buffer): Promise<boolean> {
+  async #readEntry(entry: DiskEntry, key: DiskKey, dest: Buffer): Promise<boolean> {
     let why: string;
     try {
       const r = await this.#io.readChunk(entry.path, dest, { direct: this.direct, dropCache: this.#opts.dropCacheOnRead });
@@ -242,12 +253,12 @@ export class DiskTier implements Tier {
     return gone.length;
   }
 
-  async contains(keys: readonly ChunkKey[]): Promise<boolean[]> {
-    return keys.map((k) => this.#index.has(chunkKeyString(k)));
+  async contains(keys: readonly DiskKey[]): Promise<boolean[]> {
+    return keys.map((k) => this.#index.has(keyOf(k)));
   }
 
-  async get(key: ChunkKey): Promise<Buffer | null> {
-    const length = this.lengthOf(chunkKeyString(key));
+  async get(key: DiskKey): Promise<Buffer | null> {
+    const length = this.lengthOf(keyOf(key));
     if (length === undefined) {
       this.#s.misses++;
       return null;
@@ -257,13 +268,13 @@ export class DiskTier implements Tier {
   }
 
   /** Tier contract: write, with payload copied first so the caller may reuse its buffer at once. */
-  async put(key: ChunkKey, payload: Buffer): Promise<boolean> {
+  async put(key: DiskKey, payload: Buffer): Promise<boolean> {
     return this.write(key, Buffer.from(payload));
   }
 
-  async delete(keys: readonly ChunkKey[]): Promise<number> {
+  async delete(keys: readonly DiskKey[]): Promise<number> {
     let n = 0;
-    for (const k of keys) if (this.remove(chunkKeyString(k))) n++;
+    for (const k of keys) if (this.remove(keyOf(k))) n++;
     return n;
   }
 
