@@ -2,12 +2,18 @@
  * The disk tier's file I/O in the addon (native/src/disk/), checked here:
  * every file operation runs on the DiskIo's own threads and settles a
  * Promise; only the start-up probe and the directory lock are synchronous.
- * Rejections are DiskIoError (with the errno name, so the tier can count
- * ENOSPC and EIO apart) or the typed classes of src/errors.ts. Loaded through
- * native/index.ts like every other part of the addon.
+ * Rejections are NativeCodedError: KVT_DISK_IO with a message that starts
+ * with the errno name ("ENOSPC: write <path>: ..."), so the tier can count
+ * ENOSPC and EIO apart; KVT_BAD_REQUEST for bad arguments; KVT_DISK_LOCKED
+ * from lockDiskDir.
  */
-import { BadRequestError, DiskIoError, DiskLockedError, KvtierError, NativeError, errorMessage } from '../src/errors.js';
-import { diskBinding } from './index.js';
+import { ErrorCode } from '../proto/constants.js';
+import { NativeCodedError, badRequest, coded, messageOf } from './errors.js';
+import { load } from './loader.js';
+
+function diskBinding(): DiskBinding {
+  return load();
+}
 
 /** Header block and O_DIRECT alignment of every chunk file (disk-file.h). */
 export const DISK_BLOCK = 4096;
@@ -49,20 +55,11 @@ export interface DiskBinding {
   diskUnlock(fd: number): void;
 }
 
-function typed(e: unknown): KvtierError {
-  if (e instanceof KvtierError) return e;
-  const code = (e as { code?: unknown } | null)?.code;
-  const message = errorMessage(e);
-  if (code === 'KVT_DISK_IO') return new DiskIoError(message, /^(E[A-Z0-9]+):/.exec(message)?.[1] ?? 'EIO');
-  if (code === 'KVT_BAD_REQUEST') return new BadRequestError(message);
-  return new NativeError(message, { cause: e });
-}
-
 async function settle<T>(p: () => Promise<T>): Promise<T> {
   try {
     return await p();
   } catch (e) {
-    throw typed(e);
+    throw coded(e);
   }
 }
 
@@ -87,12 +84,12 @@ export class DiskIo {
 
   constructor(threads: number) {
     if (!Number.isSafeInteger(threads) || threads < 1 || threads > 64) {
-      throw new BadRequestError(`expected an integer 1..64 for disk I/O threads, got ${threads}`);
+      throw badRequest(`expected an integer 1..64 for disk I/O threads, got ${threads}`);
     }
     try {
       this.#io = new (diskBinding().DiskIo)(threads);
     } catch (e) {
-      throw typed(e);
+      throw coded(e);
     }
   }
 
@@ -102,7 +99,7 @@ export class DiskIo {
 
   /** Writes a chunk file under tmpPath and renames it to finalPath; the temporary file is gone on failure. */
   writeChunk(w: ChunkWrite): Promise<{ direct: boolean }> {
-    if (w.header.byteLength !== DISK_BLOCK) throw new BadRequestError(`expected ${DISK_BLOCK} bytes for a disk header, got ${w.header.byteLength}`);
+    if (w.header.byteLength !== DISK_BLOCK) throw badRequest(`expected ${DISK_BLOCK} bytes for a disk header, got ${w.header.byteLength}`);
     return settle(() => this.#io.write(w.tmpPath, w.finalPath, w.header, w.payload, w.sumOffset, w.headerSumOffset, w.direct, w.sync));
   }
 
@@ -139,15 +136,15 @@ export function probeDiskDir(dir: string, direct: boolean): string {
   return diskBinding().diskProbe(dir, direct);
 }
 
-/** An exclusive lock on path (created); its fd. Throws DiskLockedError naming the holder. */
+/** An exclusive lock on path (created); its fd. Throws KVT_DISK_LOCKED naming the holder. */
 export function lockDiskDir(path: string): number {
   try {
     return diskBinding().diskLock(path);
   } catch (e) {
-    const code = (e as { code?: unknown } | null)?.code;
-    if (code !== 'KVT_DISK_LOCKED') throw typed(e);
+    const c = coded(e);
+    if (c.code !== ErrorCode.KVT_DISK_LOCKED) throw c;
     const pid = (e as { heldBy?: number }).heldBy ?? 0;
-    throw new DiskLockedError(`${path} is ${errorMessage(e)}${pid > 0 ? ` (pid ${pid})` : ''}: two kvtier daemons cannot share one local_disk directory`);
+    throw new NativeCodedError(ErrorCode.KVT_DISK_LOCKED, `${path} is ${messageOf(e)}${pid > 0 ? ` (pid ${pid})` : ''}: two kvtier daemons cannot share one local_disk directory`);
   }
 }
 

@@ -13,9 +13,9 @@
  */
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { ChunkId } from '../tiers/chunk-id.js';
 import type { DiskTier, DiskTierStats } from '../tiers/disk-tier.js';
 import type { HostEntry, HostTier } from '../tiers/host-tier.js';
-import type { DiskKey } from '../tiers/disk-tier.js';
 import { WriteBehindQueue, type WriteBehindStats } from './write-behind.js';
 
 export interface DiskSyncOptions {
@@ -60,15 +60,14 @@ export class DiskSync {
   }
 
   /** Queues fresh host entries for the disk; each is pinned until its file is written or the write failed. */
-  write(namespaceId: string, entries: readonly HostEntry[]): void {
+  write(entries: readonly HostEntry[]): void {
     const { host } = this.#o;
-    const prefix = namespaceId.length + 1;
     for (const entry of entries) {
-      if (this.disk.has(entry.key)) continue;
+      if (this.disk.has(entry.id.hostKey)) continue;
       host.pinEntry(entry);
       const accepted = this.#queue.enqueue({
         bytes: entry.slab.buf.length,
-        run: () => this.disk.write({ namespaceId, hash: entry.key.slice(prefix) }, entry.slab.buf),
+        run: () => this.disk.write(entry.id, entry.slab.buf),
         done: () => host.unpin(entry),
       });
       if (!accepted) host.unpin(entry);
@@ -76,7 +75,8 @@ export class DiskSync {
   }
 
   /** Disk → host slab → host index, deduplicated per key; null on a miss or any failure. */
-  fetch(key: DiskKey, hostKey: string): Promise<HostEntry | null> {
+  fetch(id: ChunkId): Promise<HostEntry | null> {
+    const hostKey = id.hostKey;
     const inflight = this.#fetches.get(hostKey);
     if (inflight !== undefined) return inflight;
     const length = this.disk.lengthOf(hostKey);
@@ -90,7 +90,7 @@ export class DiskSync {
       }
       let ok = false;
       try {
-        ok = await this.disk.readInto(key, slab.buf);
+        ok = await this.disk.readInto(id, slab.buf);
       } catch (e) {
         this.#o.logger.warn('read from the disk tier failed', { error: errorMessage(e) });
       }
@@ -100,7 +100,7 @@ export class DiskSync {
       }
       this.#promoted++;
       this.#promotedBytes += length;
-      return host.insert(hostKey, slab);
+      return host.insert(id, slab);
     })().finally(() => this.#fetches.delete(hostKey));
     this.#fetches.set(hostKey, p);
     return p;

@@ -19,7 +19,7 @@
  * All file I/O runs on the native DiskIo threads; only the index lives here.
  */
 import { DiskIo, unlockDiskDir } from '../../native/disk-io.js';
-import { DiskIoError, errorMessage } from '../errors.js';
+import { diskErrno, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { openDiskDir } from './disk-dir.js';
 import { chunkPath, classifyPath, decodeHeader, encodeHeader, fileBytes, isChunkHash, namespaceTag, SCAN_HEAD_BYTES } from './disk-format.js';
@@ -215,7 +215,7 @@ export class DiskTier implements Tier {
       }
     } catch (e) {
       this.#s.misses++;
-      if (this.#index.removeEntry(entry) && !(e instanceof DiskIoError && e.errno === 'ENOENT')) this.#countIoError(e, 'read');
+      if (this.#index.removeEntry(entry) && diskErrno(e) !== 'ENOENT') this.#countIoError(e, 'read');
       return false;
     }
     if (why !== '') {
@@ -320,7 +320,7 @@ export class DiskTier implements Tier {
   }
 
   #countIoError(e: unknown, op: 'read' | 'write'): void {
-    const errno = e instanceof DiskIoError ? e.errno : '';
+    const errno = diskErrno(e);
     if (op === 'write' && (errno === 'ENOSPC' || errno === 'EDQUOT')) this.#s.skippedFull++;
     else this.#s.ioErrors++;
     this.#opts.logger?.warn(`disk tier: ${op} failed; ${op === 'write' ? 'store skipped' : 'a miss'}`, { error: errorMessage(e) });

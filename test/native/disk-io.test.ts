@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DISK_BLOCK, DiskIo } from '../../native/disk-io.js';
-import { BadRequestError, DiskIoError } from '../../src/errors.js';
+import { BadRequestError, DiskIoError, diskErrno } from '../../src/errors.js';
 import { checksum } from '../../src/tiers/checksum.js';
 import { decodeHeader, encodeHeader, fileBytes } from '../../src/tiers/disk-format.js';
 
@@ -57,7 +57,7 @@ describe('DiskIo', () => {
   it('reports a missing file as DiskIoError ENOENT', async () => {
     const e = await io.readChunk(join(dir, 'nope'), Buffer.alloc(10), { direct: false }).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(DiskIoError);
-    expect((e as DiskIoError).errno).toBe('ENOENT');
+    expect(diskErrno(e)).toBe('ENOENT');
     expect((e as DiskIoError).code).toBe('KVT_DISK_IO');
   });
 
@@ -67,6 +67,6 @@ describe('DiskIo', () => {
 
   it('a write into a missing directory fails with ENOENT and leaves nothing', async () => {
     const e = await io.writeChunk({ tmpPath: join(dir, 'no', 'x.tmp'), finalPath: join(dir, 'no', 'x'), header: Buffer.alloc(DISK_BLOCK), payload: Buffer.alloc(1), sumOffset: 0, headerSumOffset: 16, direct: false, sync: false }).catch((x: unknown) => x);
-    expect((e as DiskIoError).errno).toBe('ENOENT');
+    expect(diskErrno(e)).toBe('ENOENT');
   });
 });

@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "../addon-data.h"
+#include "../constants.h"
 #include "../thread-pool.h"
 #include "../valkey/xxh64.h"
 #include "disk-file.h"
@@ -22,7 +23,7 @@ namespace kvtier {
 namespace {
 
 [[noreturn]] void badArgs(Napi::Env env, const std::string& message) {
-  throw codedError(env, "KVT_BAD_REQUEST", message);
+  throw codedError(env, codes::kBadRequest, message);
 }
 
 double numArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
@@ -87,7 +88,7 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
 
  private:
   void requireOpen(Napi::Env env) {
-    if (!pool_) throw codedError(env, "KVT_NATIVE", "the disk I/O pool is closed");
+    if (!pool_) throw codedError(env, codes::kNative, "the disk I/O pool is closed");
   }
 
   // write(tmpPath, finalPath, header(4096), payload, sumOffset, headerSumOffset, direct, sync) -> {direct}
@@ -264,7 +265,7 @@ Napi::Value DiskLock(const Napi::CallbackInfo& info) {
   long heldBy = 0;
   int fd = lockFile(path, &why, &heldBy);
   if (fd < 0) {
-    Napi::Error e = codedError(env, "KVT_DISK_LOCKED", why);
+    Napi::Error e = codedError(env, codes::kDiskLocked, why);
     e.Value().Set("heldBy", static_cast<double>(heldBy));
     throw e;
   }

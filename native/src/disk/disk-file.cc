@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 
+#include "../constants.h"
 #include "../valkey/xxh64.h"
 
 namespace kvtier {
@@ -32,7 +33,7 @@ Aligned alignedBlock(size_t bytes) {
 
 CopyError sysError(const std::string& what, const std::string& path, int err) {
   const char* name = strerrorname_np(err);
-  return {"KVT_DISK_IO", std::string(name ? name : "EIO") + ": " + what + " " + path + ": " + std::strerror(err)};
+  return {codes::kDiskIo, std::string(name ? name : "EIO") + ": " + what + " " + path + ": " + std::strerror(err)};
 }
 
 CopyError ok() { return {"", ""}; }
@@ -101,11 +102,11 @@ int openMaybeDirect(const std::string& path, int flags, bool direct, bool* used)
 
 CopyError writeChunkFile(DiskWrite& w) {
   if (w.header.size() != kDiskBlock || w.sumOffset + 16 > kDiskBlock || w.headerSumOffset + 16 > kDiskBlock) {
-    return {"KVT_BAD_REQUEST", "expected a 4096-byte header with both checksum fields inside it"};
+    return {codes::kBadRequest, "expected a 4096-byte header with both checksum fields inside it"};
   }
   Aligned head = alignedBlock(kDiskBlock);
   Aligned tail = alignedBlock(kDiskBlock);
-  if (!head || !tail) return {"KVT_NATIVE", "out of memory for disk bounce buffers"};
+  if (!head || !tail) return {codes::kNative, "out of memory for disk bounce buffers"};
   char hex[16];
   xxh64Hex(xxh64(w.data, w.length), hex);
   std::memcpy(w.header.data() + w.sumOffset, hex, 16);
@@ -150,7 +151,7 @@ CopyError writeChunkFile(DiskWrite& w) {
 CopyError readChunkFile(DiskRead& r) {
   Aligned head = alignedBlock(kDiskBlock);
   Aligned tail = alignedBlock(kDiskBlock);
-  if (!head || !tail) return {"KVT_NATIVE", "out of memory for disk bounce buffers"};
+  if (!head || !tail) return {codes::kNative, "out of memory for disk bounce buffers"};
   const size_t bulk = r.length / kDiskBlock * kDiskBlock;
   const size_t rest = r.length - bulk;
   const bool direct = r.direct && (bulk == 0 || aligned(r.data));
