@@ -69,16 +69,17 @@ export function registerBench(program: Command): void {
     throw new UsageError(`bench throughput: ${message}`);
   };
   throughput
-    .description('chunk store/retrieve GB/s beside memcpy (host) or valkey-benchmark (valkey), measured in the same run')
-    .requiredOption('--tier <tier>', 'host or valkey')
+    .description('chunk store/retrieve GB/s beside memcpy (host), plain file I/O (disk) or valkey-benchmark (valkey), measured in the same run')
+    .requiredOption('--tier <tier>', 'host, disk or valkey')
+    .option('--dir <dir>', 'disk tier: where the scratch directory goes (default: the OS temp dir)')
     .option('--url <url>', 'valkey tier: use this Valkey instead of starting one on a free loopback port')
-    .option('--sizes <mib>', 'valkey tier: chunk sizes in MiB, comma separated', '4,32')
+    .option('--sizes <mib>', 'valkey and disk tiers: chunk sizes in MiB, comma separated', '4,32')
     .option('--source <source>', 'host tier: where the worker KV lives: cuda (device memory via CUDA IPC), shm, sglang (an SGLang host pool through the HiCache backend), or auto (cuda when a device is visible)', 'auto')
     .option('--cuda-copy <mode>', 'host tier with --source cuda: staged or kernel (default: KVTIER_CUDA_COPY, else staged)')
     .option('--json', 'print one JSON object')
-    .action(async (opts: { tier: string; url?: string; sizes: string; source: string; cudaCopy?: string; json?: boolean }) => {
+    .action(async (opts: { tier: string; url?: string; dir?: string; sizes: string; source: string; cudaCopy?: string; json?: boolean }) => {
       const log = progress(opts.json === true);
-      if (opts.tier !== 'host' && opts.tier !== 'valkey') usage(`expected host or valkey for --tier, got ${opts.tier}`);
+      if (opts.tier !== 'host' && opts.tier !== 'valkey' && opts.tier !== 'disk') usage(`expected host, disk or valkey for --tier, got ${opts.tier}`);
       if (!['auto', 'shm', 'cuda', 'sglang'].includes(opts.source)) usage(`expected auto, shm, cuda or sglang for --source, got ${opts.source}`);
       if (opts.cudaCopy !== undefined && opts.cudaCopy !== 'kernel' && opts.cudaCopy !== 'staged') usage(`expected staged or kernel for --cuda-copy, got ${opts.cudaCopy}`);
       const native = opts.tier === 'host' ? await import('../../native/index.js') : undefined;
@@ -122,6 +123,15 @@ export function registerBench(program: Command): void {
           detail: r,
         };
         process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `host tier, ${out.model}, ${out.chunk_bytes >> 20} MiB chunks\n  store (gather)     ${out.store_gbps} GB/s  (${out.ratio.store} of memcpy ${out.reference.store_gbps})\n  retrieve (scatter) ${out.retrieve_gbps} GB/s  (${out.ratio.retrieve} of memcpy)\n`);
+      } else if (opts.tier === 'disk') {
+        const sizes = opts.sizes.split(',').map((v) => Math.round(Number(v) * (1 << 20)));
+        if (sizes.some((n) => !Number.isSafeInteger(n) || n <= 0)) usage(`expected MiB sizes like 4,32 for --sizes, got ${opts.sizes}`);
+        log(`disk tier: ${opts.sizes} MiB chunks between pinned slabs and files vs plain file I/O`);
+        const { runDiskThroughput } = await import('../../bench/throughput-disk.js');
+        const r = await runDiskThroughput({ dir: opts.dir, sizes });
+        if (opts.json === true) process.stdout.write(`${JSON.stringify(r)}\n`);
+        else for (const row of r.rows) process.stdout.write(`${row.chunk_bytes >> 20} MiB chunks (${r.direct ? 'O_DIRECT' : 'buffered'}, ${r.io_threads} threads): store ${row.store_gbps} GB/s (${row.ratio.store} of ${row.reference.store_gbps}), retrieve ${row.retrieve_gbps} GB/s (${row.ratio.retrieve} of ${row.reference.retrieve_gbps}), verified ${row.verified}\n`);
+        if (r.rows.some((row) => !row.verified)) process.exitCode = 1;
       } else if (opts.tier === 'valkey') {
         const sizes = opts.sizes.split(',').map((v) => Math.round(Number(v) * (1 << 20)));
         if (sizes.some((n) => !Number.isSafeInteger(n) || n <= 0)) usage(`expected MiB sizes like 4,32 for --sizes, got ${opts.sizes}`);
