@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "../addon-data.h"
+#include "../napi-args.h"
 #include "../constants.h"
 #include "../thread-pool.h"
 #include "../valkey/xxh64.h"
@@ -21,50 +22,6 @@
 
 namespace kvtier {
 namespace {
-
-[[noreturn]] void badArgs(Napi::Env env, const std::string& message) {
-  throw codedError(env, codes::kBadRequest, message);
-}
-
-double numArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsNumber()) badArgs(info.Env(), std::string("expected a number for ") + what);
-  double v = info[i].As<Napi::Number>().DoubleValue();
-  if (!(v >= 0 && v <= 9007199254740991.0) || std::floor(v) != v) {
-    badArgs(info.Env(), std::string("expected a non-negative integer for ") + what);
-  }
-  return v;
-}
-
-std::string stringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsString()) badArgs(info.Env(), std::string("expected a string for ") + what);
-  return info[i].As<Napi::String>().Utf8Value();
-}
-
-bool boolArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsBoolean()) badArgs(info.Env(), std::string("expected a boolean for ") + what);
-  return info[i].As<Napi::Boolean>().Value();
-}
-
-Napi::Uint8Array bytesArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsTypedArray() ||
-      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    badArgs(info.Env(), std::string("expected a Uint8Array for ") + what);
-  }
-  return info[i].As<Napi::Uint8Array>();
-}
-
-std::vector<std::string> stringsArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsArray()) badArgs(info.Env(), std::string("expected an array of strings for ") + what);
-  Napi::Array a = info[i].As<Napi::Array>();
-  std::vector<std::string> out;
-  out.reserve(a.Length());
-  for (uint32_t k = 0; k < a.Length(); ++k) {
-    Napi::Value v = a.Get(k);
-    if (!v.IsString()) badArgs(info.Env(), std::string("expected strings in ") + what);
-    out.push_back(v.As<Napi::String>().Utf8Value());
-  }
-  return out;
-}
 
 using Result = std::function<Napi::Value(Napi::Env)>;
 
@@ -81,8 +38,8 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
 
   // new DiskIo(threads)
   explicit DiskIoWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DiskIoWrap>(info) {
-    double n = numArg(info, 0, "threads");
-    if (n < 1 || n > 64) badArgs(info.Env(), "expected 1..64 for disk I/O threads");
+    double n = args::integer(info, 0, "threads");
+    if (n < 1 || n > 64) args::bad(info.Env(), "expected 1..64 for disk I/O threads");
     pool_ = std::make_unique<ThreadPool>(static_cast<size_t>(n));
   }
 
@@ -96,18 +53,18 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
     Napi::Env env = info.Env();
     requireOpen(env);
     auto w = std::make_shared<DiskWrite>();
-    w->tmpPath = stringArg(info, 0, "temporary path");
-    w->finalPath = stringArg(info, 1, "final path");
-    Napi::Uint8Array header = bytesArg(info, 2, "header");
-    if (header.ByteLength() != kDiskBlock) badArgs(env, "expected a 4096-byte header");
+    w->tmpPath = args::string(info, 0, "temporary path");
+    w->finalPath = args::string(info, 1, "final path");
+    Napi::Uint8Array header = args::bytes(info, 2, "header");
+    if (header.ByteLength() != kDiskBlock) args::bad(env, "expected a 4096-byte header");
     w->header.assign(header.Data(), header.Data() + kDiskBlock);
-    Napi::Uint8Array payload = bytesArg(info, 3, "payload");
+    Napi::Uint8Array payload = args::bytes(info, 3, "payload");
     w->data = payload.Data();
     w->length = payload.ByteLength();
-    w->sumOffset = static_cast<size_t>(numArg(info, 4, "sumOffset"));
-    w->headerSumOffset = static_cast<size_t>(numArg(info, 5, "headerSumOffset"));
-    w->direct = boolArg(info, 6, "direct");
-    w->sync = boolArg(info, 7, "sync");
+    w->sumOffset = static_cast<size_t>(args::integer(info, 4, "sumOffset"));
+    w->headerSumOffset = static_cast<size_t>(args::integer(info, 5, "headerSumOffset"));
+    w->direct = args::boolean(info, 6, "direct");
+    w->sync = args::boolean(info, 7, "sync");
     return start(env, {payload}, [w] { return writeChunkFile(*w); }, [w](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("direct", w->usedDirect);
@@ -120,12 +77,12 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
     Napi::Env env = info.Env();
     requireOpen(env);
     auto r = std::make_shared<DiskRead>();
-    r->path = stringArg(info, 0, "path");
-    Napi::Uint8Array dest = bytesArg(info, 1, "destination");
+    r->path = args::string(info, 0, "path");
+    Napi::Uint8Array dest = args::bytes(info, 1, "destination");
     r->data = dest.Data();
     r->length = dest.ByteLength();
-    r->direct = boolArg(info, 2, "direct");
-    r->dropCache = boolArg(info, 3, "dropCache");
+    r->direct = args::boolean(info, 2, "direct");
+    r->dropCache = args::boolean(info, 3, "dropCache");
     return start(env, {dest}, [r] { return readChunkFile(*r); }, [r](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("complete", r->complete);
@@ -148,10 +105,10 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
   Napi::Value WritePlain(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     requireOpen(env);
-    std::string path = stringArg(info, 0, "path");
-    Napi::Uint8Array src = bytesArg(info, 1, "source");
-    uint64_t offset = static_cast<uint64_t>(numArg(info, 2, "offset"));
-    bool direct = boolArg(info, 3, "direct");
+    std::string path = args::string(info, 0, "path");
+    Napi::Uint8Array src = args::bytes(info, 1, "source");
+    uint64_t offset = static_cast<uint64_t>(args::integer(info, 2, "offset"));
+    bool direct = args::boolean(info, 3, "direct");
     const uint8_t* data = src.Data();
     size_t len = src.ByteLength();
     return start(env, {src}, [=] { return writePlain(path, data, len, offset, direct); }, nullptr);
@@ -161,11 +118,11 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
   Napi::Value ReadPlain(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     requireOpen(env);
-    std::string path = stringArg(info, 0, "path");
-    Napi::Uint8Array dest = bytesArg(info, 1, "destination");
-    uint64_t offset = static_cast<uint64_t>(numArg(info, 2, "offset"));
-    bool direct = boolArg(info, 3, "direct");
-    bool drop = boolArg(info, 4, "dropCache");
+    std::string path = args::string(info, 0, "path");
+    Napi::Uint8Array dest = args::bytes(info, 1, "destination");
+    uint64_t offset = static_cast<uint64_t>(args::integer(info, 2, "offset"));
+    bool direct = args::boolean(info, 3, "direct");
+    bool drop = args::boolean(info, 4, "dropCache");
     uint8_t* data = dest.Data();
     size_t len = dest.ByteLength();
     return start(env, {dest}, [=] { return readPlain(path, data, len, offset, direct, drop); }, nullptr);
@@ -175,9 +132,9 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
   Napi::Value Scan(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     requireOpen(env);
-    std::string root = stringArg(info, 0, "root");
-    size_t headBytes = static_cast<size_t>(numArg(info, 1, "headBytes"));
-    if (headBytes > kDiskBlock) badArgs(env, "expected at most 4096 head bytes");
+    std::string root = args::string(info, 0, "root");
+    size_t headBytes = static_cast<size_t>(args::integer(info, 1, "headBytes"));
+    if (headBytes > kDiskBlock) args::bad(env, "expected at most 4096 head bytes");
     auto entries = std::make_shared<std::vector<DiskScanEntry>>();
     return start(env, {}, [=] { return scanChunkDir(root, headBytes, entries.get()); }, [entries](Napi::Env env) -> Napi::Value {
       const auto& es = *entries;
@@ -204,7 +161,7 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
   Napi::Value Remove(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     requireOpen(env);
-    auto paths = std::make_shared<std::vector<std::string>>(stringsArg(info, 0, "paths"));
+    auto paths = std::make_shared<std::vector<std::string>>(args::strings(info, 0, "paths"));
     auto removed = std::make_shared<size_t>(0);
     return start(env, {}, [=] {
       *removed = removeFiles(*paths);
@@ -252,15 +209,15 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
 
 // diskProbe(dir, direct) -> '' or why the directory cannot be used
 Napi::Value DiskProbe(const Napi::CallbackInfo& info) {
-  std::string dir = stringArg(info, 0, "dir");
-  bool direct = boolArg(info, 1, "direct");
+  std::string dir = args::string(info, 0, "dir");
+  bool direct = args::boolean(info, 1, "direct");
   return Napi::String::New(info.Env(), probeDir(dir, direct));
 }
 
 // diskLock(path) -> fd; throws KVT_DISK_LOCKED with `heldBy` (a pid, or 0)
 Napi::Value DiskLock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = stringArg(info, 0, "path");
+  std::string path = args::string(info, 0, "path");
   std::string why;
   long heldBy = 0;
   int fd = lockFile(path, &why, &heldBy);
@@ -274,7 +231,7 @@ Napi::Value DiskLock(const Napi::CallbackInfo& info) {
 
 // diskUnlock(fd)
 Napi::Value DiskUnlock(const Napi::CallbackInfo& info) {
-  int fd = static_cast<int>(numArg(info, 0, "fd"));
+  int fd = static_cast<int>(args::integer(info, 0, "fd"));
   flock(fd, LOCK_UN);
   ::close(fd);
   return info.Env().Undefined();
