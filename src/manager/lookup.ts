@@ -105,7 +105,7 @@ export async function lookup(p: ManagerParts, ns: Namespace, address: ChunkAddre
     if (onDisk) {
       chunk.pending = fetchLocalFirst(p, id);
     } else if (entry === undefined) {
-      chunk.pending = p.sync.fetch(id);
+      chunk.pending = fetchRemote(p, id);
       fetches.push(chunk.pending);
       fetchTokens.push(chunk.tokens);
     }
@@ -128,7 +128,22 @@ export async function lookup(p: ManagerParts, ns: Namespace, address: ChunkAddre
 export async function fetchLocalFirst(p: ManagerParts, id: ChunkId): Promise<HostEntry | null> {
   const disk = p.disk;
   const entry = disk !== null && disk.has(id.hostKey) ? await disk.fetch(id) : null;
-  return entry ?? p.sync.fetch(id);
+  return entry ?? fetchRemote(p, id);
+}
+
+/**
+ * A chunk from the remote tier into the host tier. With a disk tier it is
+ * queued for the disk too, so host eviction or a restart does not cost
+ * another network read.
+ */
+function fetchRemote(p: ManagerParts, id: ChunkId): Promise<HostEntry | null> {
+  const fetched = p.sync.fetch(id);
+  const disk = p.disk;
+  if (disk === null) return fetched;
+  return fetched.then((entry) => {
+    if (entry !== null) disk.write([entry]);
+    return entry;
+  });
 }
 
 /** The read rate this lookup saw: its remote chunks' bytes over the time until the last one landed. */

@@ -2,7 +2,8 @@
  * The disk tier in real daemons: chunks and Put/Get values outlive a restart
  * (in-process close, and SIGTERM of a `kvtier start` child), a kill -9 during
  * writes leaves only complete chunks served (and every byte served right),
- * a chunk pushed out of host RAM is a disk hit, promoted on retrieve, a tiny
+ * a chunk pushed out of host RAM is a disk hit, promoted on retrieve, a chunk
+ * read from Valkey is kept on disk too, a tiny
  * max_local_disk_size skips stores without harm, and two daemons cannot share
  * one directory (exit 2, KVT_DISK_LOCKED).
  */
@@ -15,6 +16,7 @@ import { packageRoot, spawnDaemon } from '../../bench/daemon-process.js';
 import { packTokens } from '../../src/chunking/tokens.js';
 import type { DaemonStats } from '../../src/daemon.js';
 import { KvtierClient } from '../../src/protocol/client.js';
+import { startValkey, stopAllValkey } from '../../bench/valkey-server.js';
 import { startTestDaemon } from '../helpers/daemon.js';
 import { diskDir, removeDiskDirs } from './disk-helpers.js';
 
@@ -120,6 +122,35 @@ describe('disk tier in a daemon', () => {
       expect(await served(c, first)).toEqual({ hit: 2, host: 0, wrong: 0 });
     } finally {
       await d.stop();
+    }
+  });
+
+  it('a chunk served from Valkey is kept on local disk too: after a restart with Valkey gone it is a disk hit', async () => {
+    const valkey = await startValkey();
+    const disk = diskDir();
+    const p = prompt(7, 4);
+    try {
+      // Another daemon of the fleet stored it; this one only ever read it from Valkey.
+      const a = await startTestDaemon({ remote_url: valkey.url, key_prefix: 'dv' });
+      const ca = await a.connect({ fingerprint: fp });
+      await (await ca.store({ address: { tokens: p.tokens }, chunks: p.chunks })).committed;
+      await a.stop();
+      const b = await startTestDaemon({ remote_url: valkey.url, key_prefix: 'dv', local_disk: disk, max_local_disk_size: 0.5 });
+      const cb = await b.connect({ fingerprint: fp });
+      expect(await served(cb, p)).toEqual({ hit: 4, host: 0, wrong: 0 });
+      await b.daemon.manager.drain();
+      expect(b.daemon.stats().disk).toMatchObject({ entries: 4 });
+      await b.stop();
+    } finally {
+      await stopAllValkey();
+    }
+    const c = await startTestDaemon({ local_disk: disk, max_local_disk_size: 0.5 });
+    try {
+      const cc = await c.connect({ fingerprint: fp });
+      expect(await served(cc, p)).toEqual({ hit: 4, host: 0, wrong: 0 });
+      expect(c.daemon.stats().disk).toMatchObject({ hits: 4 });
+    } finally {
+      await c.stop();
     }
   });
 
