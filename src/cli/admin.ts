@@ -24,7 +24,7 @@ interface Common {
   fingerprint?: string;
 }
 
-const TIERS = ['host', 'valkey', 'all'];
+const TIERS = ['host', 'disk', 'valkey', 'all'];
 const NAMESPACE_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 
 /** Token ids from a token file's text: a JSON array, or integers separated by whitespace or commas. */
@@ -119,16 +119,19 @@ const withFingerprint = (cmd: Command): Command => cmd
 export function registerAdmin(program: Command): void {
   common(program.command('ls').description('namespaces with chunk counts and bytes per tier'))
     .option('--namespace <id>', 'only this namespace')
-    .option('--tier <tier>', 'host, valkey or all (default all)')
+    .option('--tier <tier>', 'host, disk, valkey or all (default all)')
     .action(async (o: Common & { namespace?: string; tier?: string }) => {
       const req = { namespaceId: namespaceOption(o.namespace), tier: tierOption(o.tier) };
       const r = await withClient(o, (c) => c.listNamespaces(req));
-      const rows = [['namespace', 'host chunks', 'host bytes', 'pinned', 'valkey chunks', 'valkey bytes']];
+      // Disk columns where the disk tier holds something (or was asked for).
+      const disk = req.tier === 'disk' || r.namespaces.some((n) => (n.diskChunks ?? 0) > 0);
+      const rows = [['namespace', 'host chunks', 'host bytes', 'pinned', 'valkey chunks', 'valkey bytes', ...(disk ? ['disk chunks', 'disk bytes'] : [])]];
       for (const n of r.namespaces) {
         const vk = r.valkeyListed ? [String(n.valkeyChunks), fmtBytes(n.valkeyBytes)] : ['-', '-'];
-        rows.push([n.namespaceId ?? '', String(n.hostChunks), fmtBytes(n.hostBytes), String(n.pinnedChunks), ...vk]);
+        const dk = disk ? [String(n.diskChunks), fmtBytes(n.diskBytes)] : [];
+        rows.push([n.namespaceId ?? '', String(n.hostChunks), fmtBytes(n.hostBytes), String(n.pinnedChunks), ...vk, ...dk]);
       }
-      const note = r.valkeyListed || req.tier === 'host' ? '' : 'valkey not listed (not configured or down)\n';
+      const note = r.valkeyListed || req.tier === 'host' || req.tier === 'disk' ? '' : 'valkey not listed (not configured or down)\n';
       out(o, { namespaces: r.namespaces, valkeyListed: r.valkeyListed }, r.namespaces.length === 0 ? `no chunks\n${note}` : table(rows) + note);
     });
 
@@ -144,6 +147,7 @@ export function registerAdmin(program: Command): void {
       const lines = r.chunks.map((ch) => {
         const where = [
           ch.inHost ? `host ${fmtBytes(ch.hostBytes)}, ${(ch.hostAgeS ?? 0).toFixed(1)} s old, ${ch.pinned ? 'pinned' : 'not pinned'} (${ch.pins} pins)` : 'host -',
+          ch.inDisk ? `disk ${fmtBytes(ch.diskBytes)}` : 'disk -',
           ch.inValkey ? `valkey ${fmtBytes(ch.valkeyBytes)}` : 'valkey -',
         ];
         return `${req.tokens !== undefined ? `#${ch.index} ` : ''}${ch.namespaceId} ${ch.chunkHash}  ${where.join('; ')}`;
@@ -153,13 +157,14 @@ export function registerAdmin(program: Command): void {
 
   common(program.command('clear').description("remove chunks: a namespace's or every namespace's, from a tier or all"))
     .option('--namespace <id>', 'only this namespace (default: every namespace)')
-    .option('--tier <tier>', 'host, valkey or all (default all)')
+    .option('--tier <tier>', 'host, disk, valkey or all (default all)')
     .action(async (o: Common & { namespace?: string; tier?: string }) => {
       const req = { namespaceId: namespaceOption(o.namespace), tier: tierOption(o.tier) };
       const r = await withClient(o, (c) => c.clear(req));
       const what = req.namespaceId === '' ? 'every namespace' : `namespace ${req.namespaceId}`;
       const skipped = r.valkeySkipped ? '; valkey is down: its chunks were NOT cleared\n' : '\n';
-      out(o, { hostChunks: r.hostChunks, valkeyChunks: r.valkeyChunks, valkeySkipped: r.valkeySkipped }, `cleared ${r.hostChunks} host chunks and ${r.valkeyChunks} valkey chunks of ${what}${skipped}`);
+      const disk = (r.diskChunks ?? 0) > 0 || req.tier === 'disk' ? `, ${r.diskChunks} disk chunks` : '';
+      out(o, { hostChunks: r.hostChunks, diskChunks: r.diskChunks, valkeyChunks: r.valkeyChunks, valkeySkipped: r.valkeySkipped }, `cleared ${r.hostChunks} host chunks${disk} and ${r.valkeyChunks} valkey chunks of ${what}${skipped}`);
       if (r.valkeySkipped) process.exitCode = 1;
     });
 

@@ -5,7 +5,7 @@
  *
  * A namespace is named by its 32-hex id (what Hello answers and `kvtier ls`
  * prints). Clearing a namespace removes only keys under that id, in the host
- * index and under `<prefix>:{<id>:` in Valkey; with no namespace, every
+ * index, the disk index and under `<prefix>:{<id>:` in Valkey; with no namespace, every
  * namespace the tiers hold, one by one, the same way.
  */
 import type { Namespace } from '../chunking/namespace.js';
@@ -13,10 +13,11 @@ import { BadRequestError, ValkeyUnavailableError, errorMessage } from '../errors
 import { ChunkId } from '../tiers/chunk-id.js';
 import type { RemoteTier } from '../tiers/tier.js';
 import { resolveAddress, type ChunkAddress } from './address.js';
+import type { DiskSync } from './disk-sync.js';
 import type { ManagerParts } from './parts.js';
 import type { PrefixPins } from './pins.js';
 
-export const ADMIN_TIERS = ['host', 'valkey', 'all'] as const;
+export const ADMIN_TIERS = ['host', 'disk', 'valkey', 'all'] as const;
 export type AdminTier = (typeof ADMIN_TIERS)[number];
 
 export interface NamespaceUsage {
@@ -26,6 +27,8 @@ export interface NamespaceUsage {
   valkeyChunks: number;
   valkeyBytes: number;
   pinnedChunks: number;
+  diskChunks: number;
+  diskBytes: number;
 }
 
 export interface ChunkInfo {
@@ -39,6 +42,8 @@ export interface ChunkInfo {
   pins: number;
   inValkey: boolean;
   valkeyBytes: number;
+  inDisk: boolean;
+  diskBytes: number;
 }
 
 export interface PinResult {
@@ -62,13 +67,13 @@ export function namespaceIdOf(s: string | null | undefined): string | null {
 
 export function tierOf(s: string | null | undefined): AdminTier {
   if (s === null || s === undefined || s === '') return 'all';
-  if (!(ADMIN_TIERS as readonly string[]).includes(s)) throw new BadRequestError(`expected tier host, valkey or all, got "${s}"`);
+  if (!(ADMIN_TIERS as readonly string[]).includes(s)) throw new BadRequestError(`expected tier host, disk, valkey or all, got "${s}"`);
   return s as AdminTier;
 }
 
 /** The remote tier for an admin request that names it; null when the request did not ask for it. */
 function remoteFor(p: ManagerParts, tier: AdminTier, remote: RemoteTier | null, strict: boolean): RemoteTier | null {
-  if (tier === 'host') return null;
+  if (tier !== 'valkey' && tier !== 'all') return null;
   if (remote === null) {
     if (strict && tier === 'valkey') throw new BadRequestError('valkey is not configured (remote_url)');
     return null;
@@ -80,14 +85,26 @@ function remoteFor(p: ManagerParts, tier: AdminTier, remote: RemoteTier | null, 
   return remote;
 }
 
+/** The disk tier when the request names it; an error when it names it alone and local_disk is not set. */
+function diskFor(p: ManagerParts, tier: AdminTier): DiskSync | null {
+  if (tier !== 'disk' && tier !== 'all') return null;
+  if (p.disk === null && tier === 'disk') throw new BadRequestError('the disk tier is not configured (local_disk)');
+  return p.disk;
+}
+
 export async function listNamespaces(p: ManagerParts, pins: PrefixPins, remote: RemoteTier | null, namespaceId: string | null, tier: AdminTier): Promise<{ namespaces: NamespaceUsage[]; valkeyListed: boolean }> {
   const out = new Map<string, NamespaceUsage>();
   const row = (ns: string): NamespaceUsage => {
     let u = out.get(ns);
-    if (u === undefined) out.set(ns, (u = { namespaceId: ns, hostChunks: 0, hostBytes: 0, valkeyChunks: 0, valkeyBytes: 0, pinnedChunks: 0 }));
+    if (u === undefined) out.set(ns, (u = { namespaceId: ns, hostChunks: 0, hostBytes: 0, valkeyChunks: 0, valkeyBytes: 0, pinnedChunks: 0, diskChunks: 0, diskBytes: 0 }));
     return u;
   };
-  if (tier !== 'valkey') {
+  for (const [ns, v] of diskFor(p, tier)?.disk.usage(namespaceId) ?? []) {
+    const u = row(ns);
+    u.diskChunks = v.chunks;
+    u.diskBytes = v.bytes;
+  }
+  if (tier === 'host' || tier === 'all') {
     for (const e of p.host.entries()) {
       if (namespaceId !== null && e.id.namespaceId !== namespaceId) continue;
       const u = row(e.id.namespaceId);
@@ -127,6 +144,7 @@ export async function inspect(
     if (query.namespaceId !== null) namespaces.add(query.namespaceId);
     else {
       for (const e of p.host.entries()) if (e.id.hash === hash) namespaces.add(e.id.namespaceId);
+      for (const ns of p.disk?.disk.usage(null).keys() ?? []) if (p.disk!.has(`${ns}:${hash}`)) namespaces.add(ns);
       if (r?.namespacesOf !== undefined) {
         try {
           for (const ns of await r.namespacesOf(hash)) if (NAMESPACE_ID.test(ns)) namespaces.add(ns);
@@ -154,29 +172,42 @@ export async function inspect(
       namespaceId: id.namespaceId, chunkHash: id.hash, index: 'hash' in query ? 0 : i,
       inHost: e !== undefined, hostBytes: e?.slab.buf.length ?? 0, hostAgeS: e === undefined ? 0 : (now - e.storedAt) / 1000,
       pinned: pins.has(id), pins: e?.pins ?? 0, inValkey: valkey[i] > 0, valkeyBytes: valkey[i],
+      inDisk: p.disk?.has(id.hostKey) ?? false, diskBytes: p.disk?.disk.lengthOf(id.hostKey) ?? 0,
     };
   });
 }
 
 /** Removes what the request names; returns chunks removed per tier, and whether a down Valkey was left as is. */
-export async function clear(p: ManagerParts, pins: PrefixPins, remote: RemoteTier | null, namespaceId: string | null, tier: AdminTier): Promise<{ host: number; valkey: number; valkeySkipped: boolean }> {
+export async function clear(p: ManagerParts, pins: PrefixPins, remote: RemoteTier | null, namespaceId: string | null, tier: AdminTier): Promise<ClearResult> {
   const r = remoteFor(p, tier, remote, tier === 'valkey');
+  const disk = diskFor(p, tier);
+  const hostToo = tier === 'host' || tier === 'all';
   const namespaces = new Set<string>();
   if (namespaceId !== null) namespaces.add(namespaceId);
   else {
-    if (tier !== 'valkey') for (const e of p.host.entries()) namespaces.add(e.id.namespaceId);
+    if (hostToo) for (const e of p.host.entries()) namespaces.add(e.id.namespaceId);
+    for (const ns of disk?.disk.usage(null).keys() ?? []) namespaces.add(ns);
     if (r?.usage !== undefined) for (const ns of (await r.usage(null)).keys()) if (NAMESPACE_ID.test(ns)) namespaces.add(ns);
   }
   let host = 0;
   let valkey = 0;
+  let diskChunks = 0;
   for (const ns of namespaces) {
-    if (tier !== 'valkey') {
+    if (hostToo) {
       host += p.host.removeNamespace(ns);
       pins.dropNamespace(ns);
     }
+    if (disk !== null) diskChunks += disk.removeNamespace(ns);
     if (r?.deleteNamespace !== undefined) valkey += await r.deleteNamespace(ns);
   }
-  return { host, valkey, valkeySkipped: tier !== 'host' && remote !== null && r === null };
+  return { host, disk: diskChunks, valkey, valkeySkipped: (tier === 'valkey' || tier === 'all') && remote !== null && r === null };
+}
+
+export interface ClearResult {
+  host: number;
+  disk: number;
+  valkey: number;
+  valkeySkipped: boolean;
 }
 
 /** Pins (or unpins) the host chunks of a prefix; chunks only in Valkey are fetched first. */

@@ -166,7 +166,7 @@ export class ChunkManager {
     return admin.inspect(this.#p, this.#pins, this.remote, query);
   }
 
-  clear(namespaceId: string | null, tier: AdminTier): Promise<{ host: number; valkey: number; valkeySkipped: boolean }> {
+  clear(namespaceId: string | null, tier: AdminTier): Promise<admin.ClearResult> {
     return admin.clear(this.#p, this.#pins, this.remote, namespaceId, tier);
   }
 

@@ -31,7 +31,7 @@ export async function inspect(m: ChunkManager, ns: Namespace, req: kvtier.v1.IIn
 
 export async function clear(m: ChunkManager, req: kvtier.v1.IClear): Promise<Reply> {
   const r = await m.clear(namespaceIdOf(req.namespaceId), tierOf(req.tier));
-  return { clearOk: { hostChunks: r.host, valkeyChunks: r.valkey, valkeySkipped: r.valkeySkipped } };
+  return { clearOk: { hostChunks: r.host, valkeyChunks: r.valkey, valkeySkipped: r.valkeySkipped, diskChunks: r.disk } };
 }
 
 export async function pin(m: ChunkManager, ns: Namespace, req: kvtier.v1.IPin): Promise<Reply> {

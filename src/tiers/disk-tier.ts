@@ -241,6 +241,20 @@ export class DiskTier implements Tier {
     return true;
   }
 
+  /** Admin (kvtier ls): chunks and payload bytes per namespace, or of one. */
+  usage(namespaceId: string | null): Map<string, { chunks: number; bytes: number }> {
+    const out = new Map<string, { chunks: number; bytes: number }>();
+    for (const e of this.#index.entries()) {
+      const ns = e.key.slice(0, e.key.indexOf(':'));
+      if (namespaceId !== null && ns !== namespaceId) continue;
+      let u = out.get(ns);
+      if (u === undefined) out.set(ns, (u = { chunks: 0, bytes: 0 }));
+      u.chunks++;
+      u.bytes += e.length;
+    }
+    return out;
+  }
+
   /** Removes every chunk of a namespace. */
   removeNamespace(namespaceId: string): number {
     const prefix = `${namespaceId}:`;

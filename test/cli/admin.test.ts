@@ -7,7 +7,8 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../bench/daemon-process.js';
@@ -100,7 +101,7 @@ describe('kvtier admin commands', { timeout: 120_000 }, () => {
     expect(byHash.chunks).toEqual([expect.objectContaining({ namespaceId: ns1, chunkHash: r.chunks[1].chunkHash, inHost: true, inValkey: true })]);
     expect((await json(['inspect', r.chunks[1].chunkHash, '--namespace', ns2])).chunks[0]).toMatchObject({ inHost: false, inValkey: false });
     const text = await run(['inspect', r.chunks[0].chunkHash]);
-    expect(text.stdout).toMatch(/host 1\.0 MiB, \d+\.\d s old, not pinned \(0 pins\); valkey \d+\.\d MiB/);
+    expect(text.stdout).toMatch(/host 1\.0 MiB, \d+\.\d s old, not pinned \(0 pins\); disk -; valkey \d+\.\d MiB/);
     expect((await run(['inspect', 'f'.repeat(64)])).stdout).toBe('not found in any tier\n');
   });
 
@@ -165,10 +166,10 @@ describe('kvtier admin commands', { timeout: 120_000 }, () => {
 
     // Everything, valkey only: the host copies stay.
     const vk = await json(['clear', '--tier', 'valkey']);
-    expect(vk).toEqual({ hostChunks: 0, valkeyChunks: two.valkeyChunks, valkeySkipped: false });
+    expect(vk).toEqual({ hostChunks: 0, diskChunks: 0, valkeyChunks: two.valkeyChunks, valkeySkipped: false });
     expect(await valkeyKeys()).toEqual([]);
     expect((await json(['ls'])).namespaces).toEqual([{ ...two, valkeyChunks: 0, valkeyBytes: 0 }]);
-    expect(await json(['clear'])).toEqual({ hostChunks: two.hostChunks, valkeyChunks: 0, valkeySkipped: false });
+    expect(await json(['clear'])).toEqual({ hostChunks: two.hostChunks, diskChunks: 0, valkeyChunks: 0, valkeySkipped: false });
     expect((await run(['ls'])).stdout).toBe('no chunks\n');
   });
 
@@ -193,6 +194,7 @@ describe('kvtier admin commands', { timeout: 120_000 }, () => {
   it('usage errors exit 2', async () => {
     for (const args of [
       ['ls', '--tier', 'tape'],
+      ['clear', '--tier', 'disk', '--namespace', 'a b'],
       ['clear', '--namespace', 'a*'],
       ['inspect'],
       ['inspect', 'abc', '--tokens-file', 'x'],
@@ -214,5 +216,54 @@ describe('kvtier admin commands', { timeout: 120_000 }, () => {
     expect(() => parseTokenFile('[1.5]', 'f')).toThrow(/position 0/);
     expect(() => parseTokenFile('{"a":1}', 'f')).toThrow(/token ids/);
     expect(() => parseTokenFile('4294967296', 'f')).toThrow(/unsigned 32-bit/);
+  });
+});
+
+describe('kvtier admin commands with the disk tier', { timeout: 120_000 }, () => {
+  it('ls, inspect and clear see the disk tier; --tier disk clears only it', async () => {
+    const d = await startTestDaemon({ local_disk: `file://${mkdtempSync(join(tmpdir(), 'kvtier-admin-disk-'))}/`, max_local_disk_size: 0.1 });
+    try {
+      const run = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => new Promise((resolve) => {
+        execFile(process.execPath, [cli, ...args, '--socket', d.socket], { env: { ...process.env, KVTIER_CONFIG_FILE: '', LMCACHE_CONFIG_FILE: '' }, timeout: 30_000 }, (err, stdout, stderr) => {
+          resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr });
+        });
+      });
+      const json = async (args: string[]): Promise<any> => {
+        const r = await run([...args, '--json']);
+        expect(r.code, r.stderr).toBe(0);
+        return JSON.parse(r.stdout);
+      };
+      const c = await d.connect({ fingerprint: { model: 'disk' } });
+      const ns = c.hello.namespaceId;
+      const p = ids(2 * 256, 7);
+      await (await c.store({ address: { tokens: pack(p) }, chunks: [Buffer.alloc(8192, 1), Buffer.alloc(8192, 2)] })).committed;
+      await d.daemon.manager.drain();
+      expect((await json(['ls'])).namespaces).toEqual([expect.objectContaining({ namespaceId: ns, hostChunks: 2, hostBytes: 16384, diskChunks: 2, diskBytes: 16384 })]);
+      expect((await run(['ls', '--tier', 'disk'])).stdout).toMatch(new RegExp(`${ns}\\s+0\\s+0\\.0 MiB\\s+0\\s+-\\s+-\\s+2\\s+0\\.0 MiB`));
+      const f = join(d.dir, 'p.json');
+      writeFileSync(f, JSON.stringify(p));
+      const r = await json(['inspect', '--tokens-file', f, '--model', 'disk']);
+      expect(r.chunks.map((x: any) => [x.inHost, x.inDisk, x.diskBytes, x.inValkey])).toEqual([[true, true, 8192, false], [true, true, 8192, false]]);
+      expect((await json(['inspect', r.chunks[0].chunkHash])).chunks).toEqual([expect.objectContaining({ namespaceId: ns, inDisk: true })]);
+      expect(await json(['clear', '--tier', 'disk'])).toEqual({ hostChunks: 0, diskChunks: 2, valkeyChunks: 0, valkeySkipped: false });
+      expect((await json(['ls'])).namespaces).toEqual([expect.objectContaining({ hostChunks: 2, diskChunks: 0 })]);
+      expect((await run(['clear', '--namespace', ns])).stdout).toBe(`cleared 2 host chunks and 0 valkey chunks of namespace ${ns}\n`);
+      // No Valkey here: naming it alone is an error from the daemon (exit 1).
+      expect((await run(['ls', '--tier', 'valkey'])).code).toBe(1);
+    } finally {
+      await d.stop();
+    }
+  });
+
+  it('--tier disk without local_disk is refused by the daemon', async () => {
+    const d = await startTestDaemon({});
+    try {
+      const c = await d.connect();
+      await expect(c.listNamespaces({ tier: 'disk' })).rejects.toMatchObject({ code: 'KVT_BAD_REQUEST' });
+      await expect(c.clear({ tier: 'tape' })).rejects.toMatchObject({ code: 'KVT_BAD_REQUEST' });
+      await expect(c.clear({ namespaceId: 'a*' })).rejects.toMatchObject({ code: 'KVT_BAD_REQUEST' });
+    } finally {
+      await d.stop();
+    }
   });
 });

@@ -490,6 +490,8 @@ class NamespaceUsage(Message):
     valkey_chunks: int
     valkey_bytes: int
     pinned_chunks: int
+    disk_chunks: int
+    disk_bytes: int
     def __init__(
         self,
         *,
@@ -499,6 +501,8 @@ class NamespaceUsage(Message):
         valkey_chunks: int = ...,
         valkey_bytes: int = ...,
         pinned_chunks: int = ...,
+        disk_chunks: int = ...,
+        disk_bytes: int = ...,
     ) -> None: ...
 
 class ListNamespacesOk(Message):
@@ -535,6 +539,8 @@ class ChunkInfo(Message):
     pins: int
     in_valkey: bool
     valkey_bytes: int
+    in_disk: bool
+    disk_bytes: int
     def __init__(
         self,
         *,
@@ -548,6 +554,8 @@ class ChunkInfo(Message):
         pins: int = ...,
         in_valkey: bool = ...,
         valkey_bytes: int = ...,
+        in_disk: bool = ...,
+        disk_bytes: int = ...,
     ) -> None: ...
 
 class InspectOk(Message):
@@ -573,12 +581,14 @@ class ClearOk(Message):
     host_chunks: int
     valkey_chunks: int
     valkey_skipped: bool
+    disk_chunks: int
     def __init__(
         self,
         *,
         host_chunks: int = ...,
         valkey_chunks: int = ...,
         valkey_skipped: bool = ...,
+        disk_chunks: int = ...,
     ) -> None: ...
 
 class Pin(Message):
