@@ -106,9 +106,8 @@ def test_daemon_killed_before_load_reports_failed_blocks_then_reconnects(daemon,
 
 
 @pytest.mark.parametrize("change", [{"model": "other/model"}, {"dtype": torch.bfloat16},
-                                    {"extra": {"kvtier_tp_rank": 1}, "tp_size": 2},
                                     {"extra": {"kvtier_cache_salt": "tenant-b"}}],
-                         ids=["model", "dtype", "tp-rank", "salt"])
+                         ids=["model", "dtype", "salt"])
 def test_other_namespace_never_gets_the_chunks(daemon, alloc, change):
     a = MiniEngine(daemon.socket, alloc, "A")
     b = MiniEngine(daemon.socket, alloc, "B", **change)
@@ -255,3 +254,97 @@ def test_metadata_pickles_for_the_worker_processes():
     meta = KVTierConnectorMetadata([LoadSpec("r", {0: 5}, 1, 2, [1, 2, 0xFFFFFFFF])],
                                    [SaveSpec("s", [1, 2, 3], [4], 0)])
     assert pickle.loads(pickle.dumps(meta)) == meta
+
+
+# -- tensor parallelism --------------------------------------------------------------------------
+
+def test_tp2_each_rank_stores_and_loads_only_its_own_shard(daemon, alloc):
+    """TP=2 on both engines (same tp_size): each rank's worker holds different KV (its heads);
+    the consumer's rank r gets rank r's bytes, never the other rank's."""
+    a = MiniEngine(daemon.socket, alloc, "A", tp_size=2)
+    b = MiniEngine(daemon.socket, alloc, "B", tp_size=2)
+    try:
+        assert [w._worker.rank for w in b.workers] == [0, 1]
+        a.run(req("r1", PREFIX + [1, 2, 3] * 40))
+        assert all(w._worker.stats["stored_chunks"] == 4 for w in a.workers)
+        r2 = req("r2", PREFIX + [9, 8] * 30)
+        s = b.run(r2)
+        assert s.external_tokens == 768 and s.load_errors == set()
+        for idx in (0, 1):
+            for pos in range(0, 768, 11):
+                got = b.token_kv(s.block_table, pos, idx)
+                assert all(torch.equal(g, w) for g, w in zip(got, b.expected_kv(r2.prompt_token_ids, pos, idx))), \
+                    (idx, pos)
+                other = b.expected_kv(r2.prompt_token_ids, pos, 1 - idx)
+                assert not all(torch.equal(g, w) for g, w in zip(got, other)), "the shards must differ"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_tp2_rank_1_alone_never_gets_rank_0s_chunks(daemon, alloc):
+    """Same tp_size=2 on both sides, only the rank differs: rank 0 stored, a rank-1 namespace misses."""
+    from kvtier import KvtierClient
+
+    a = MiniEngine(daemon.socket, alloc, "A", tp_size=2)
+    try:
+        a.run(req("r1", PREFIX + [1] * 30))
+        fp = a.workers[0]._worker.client.fingerprint
+        hits = {}
+        for rank in (0, 1):
+            c = KvtierClient(daemon.socket, fp.replace(tp_rank=rank), "probe", timeout=3.0)
+            try:
+                hits[rank] = c.lookup(tokens=PREFIX, no_lease=True).hit_chunks
+            finally:
+                c.close()
+        assert hits == {0: 3, 1: 3}
+        a.close()
+        a = MiniEngine(daemon.socket, alloc, "A2", tp_size=2)
+        # rank 1's shard dropped (invalidated): rank 0's chunks must not stand in for it
+        c = KvtierClient(daemon.socket, fp.replace(tp_rank=1), "probe", timeout=3.0)
+        try:
+            c.invalidate()
+        finally:
+            c.close()
+        assert a.run(req("r2", PREFIX + [2] * 30)).external_tokens == 0
+    finally:
+        a.close()
+
+
+def test_tp_rank_that_cannot_be_read_is_an_error_naming_what_is_missing(tmp_path):
+    from types import SimpleNamespace
+
+    from kvtier.vllm import KVTierConnector
+    from kvtier.vllm.compat import Role
+    from kvtier.vllm.settings import RankUnknown
+    from vllm_sim import vllm_config
+
+    cfg = vllm_config(str(tmp_path / "x.sock"), tp_size=2)
+    with pytest.raises(RankUnknown, match="kvtier_tp_rank"):
+        KVTierConnector(cfg, Role.WORKER, SimpleNamespace(num_blocks=8))
+    cfg = vllm_config(str(tmp_path / "x.sock"), tp_size=2, extra={"kvtier_tp_rank": 2})
+    with pytest.raises(RankUnknown, match="outside"):
+        KVTierConnector(cfg, Role.WORKER, SimpleNamespace(num_blocks=8))
+
+
+@pytest.mark.parametrize("vllm_init,fails", [(None, False), ("raise ImportError('libcudart.so.12: cannot open')", True),
+                                              ("", True)],
+                         ids=["absent", "broken-install", "no-base-module"])
+def test_vllm_import_failure_other_than_absent_is_raised(tmp_path, vllm_init, fails):
+    """vLLM missing: the stand-ins. vLLM present but failing to import (or without the
+    connector base module): the error surfaces instead of silently using the stand-ins."""
+    import os
+    import subprocess
+    import sys
+
+    if vllm_init is not None:
+        (tmp_path / "vllm").mkdir()
+        (tmp_path / "vllm" / "__init__.py").write_text(vllm_init + "\n")
+    pkg = os.path.join(os.path.dirname(__file__), "..", "..", "integrations", "python")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), pkg])}
+    r = subprocess.run([sys.executable, "-c", "import kvtier.vllm as v; print(v.HAVE_VLLM)"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    if fails:
+        assert r.returncode != 0 and ("libcudart" in r.stderr or "vllm.distributed" in r.stderr), r.stderr
+    else:
+        assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr

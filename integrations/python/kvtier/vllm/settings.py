@@ -16,7 +16,9 @@ kvtier_retry_interval_s   1.0                  back-off after the daemon was unr
 kvtier_kv_layout          from the model       layout descriptor (kv-NHD-x2, mla-NC-x1, ...)
 kvtier_model              model_config.model   namespace model name
 kvtier_cache_salt         ""                   tenant salt: different salts never share
-kvtier_tp_rank/pp_rank    from vLLM            rank override (stand-ins, tests)
+kvtier_tp_rank/pp_rank    from vLLM            this worker's rank; without it the rank is read from
+                                               vLLM's parallel state, and failing that is an error
+                                               (RankUnknown) unless the size is 1
 """
 from __future__ import annotations
 
@@ -91,18 +93,44 @@ def settings_from_vllm(vllm_config: Any, kv_cache_config: Any = None) -> Setting
         num_blocks=int(num_blocks) if num_blocks else None)
 
 
-def worker_ranks(settings: Settings) -> tuple[int, int]:
-    """(tp_rank, pp_rank) of this worker: overrides first, then vLLM's groups."""
-    tp, pp = settings.tp_rank, settings.pp_rank
-    if tp is None or pp is None:
-        try:  # pragma: no cover - needs an initialized vLLM distributed env
-            from vllm.distributed.parallel_state import get_pp_group, get_tensor_model_parallel_rank
+class RankUnknown(RuntimeError):
+    """This worker's tp/pp rank could not be read: storing under a guessed rank would put
+    one rank's KV shard in another rank's namespace."""
 
+
+def worker_ranks(settings: Settings) -> tuple[int, int]:
+    """(tp_rank, pp_rank) of this worker: kvtier_tp_rank/kvtier_pp_rank first, then vLLM's
+    parallel state. A dimension of size 1 has rank 0 (nothing to read). Otherwise a rank that
+    cannot be read raises RankUnknown naming what is missing: falling back to rank 0 would let
+    every shard land in rank 0's namespace and one rank load another rank's KV."""
+    fp = settings.fingerprint
+    tp, pp = settings.tp_rank, settings.pp_rank
+    if tp is None and fp.tp_size == 1:
+        tp = 0
+    if pp is None and fp.pp_size == 1:
+        pp = 0
+    if tp is None or pp is None:
+        try:
+            from vllm.distributed.parallel_state import get_pp_group, get_tensor_model_parallel_rank
+        except ImportError as exc:
+            raise RankUnknown(
+                f"kvtier: tensor_parallel_size={fp.tp_size}, pipeline_parallel_size={fp.pp_size} but "
+                f"vllm.distributed.parallel_state cannot be imported ({exc}); set "
+                "kv_connector_extra_config.kvtier_tp_rank / kvtier_pp_rank") from exc
+        try:
             tp = get_tensor_model_parallel_rank() if tp is None else tp
             pp = get_pp_group().rank_in_group if pp is None else pp
-        except Exception:
-            tp, pp = tp or 0, pp or 0
-    return int(tp), int(pp)
+        except Exception as exc:  # vLLM asserts when its groups are not initialized yet
+            raise RankUnknown(
+                f"kvtier: cannot read this worker's rank from vLLM's parallel state "
+                f"(tensor_parallel_size={fp.tp_size}, pipeline_parallel_size={fp.pp_size}): "
+                f"{type(exc).__name__}: {exc}; the TP/PP groups must be initialized before the "
+                "worker connector, or set kv_connector_extra_config.kvtier_tp_rank / kvtier_pp_rank") from exc
+    tp, pp = int(tp), int(pp)
+    if not (0 <= tp < fp.tp_size and 0 <= pp < fp.pp_size):
+        raise RankUnknown(f"kvtier: rank tp={tp} pp={pp} is outside tensor_parallel_size={fp.tp_size}, "
+                          f"pipeline_parallel_size={fp.pp_size}")
+    return tp, pp
 
 
 def rank_index(fp: Fingerprint, tp_rank: int, pp_rank: int) -> int:
