@@ -348,3 +348,123 @@ def test_vllm_import_failure_other_than_absent_is_raised(tmp_path, vllm_init, fa
         assert r.returncode != 0 and ("libcudart" in r.stderr or "vllm.distributed" in r.stderr), r.stderr
     else:
         assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+# -- the overrides current vLLM expects -----------------------------------------------------------
+
+@pytest.mark.parametrize("role", ["kv_both", "kv_producer", "kv_consumer"])
+def test_requires_kv_delivery_is_false_for_a_best_effort_cache(tmp_path, role):
+    from types import SimpleNamespace
+
+    from kvtier.vllm import KVTierConnector
+    from kvtier.vllm.compat import Role
+    from vllm_sim import vllm_config
+
+    c = KVTierConnector(vllm_config(str(tmp_path / "x.sock"), role=role), Role.SCHEDULER,
+                        SimpleNamespace(num_blocks=8))
+    try:
+        assert c.requires_kv_delivery is False
+    finally:
+        c.shutdown()
+
+
+def test_handle_preemptions_takes_the_metadata_or_a_set_and_waits_for_an_inflight_load(daemon, alloc):
+    """vLLM calls handle_preemptions every step with the metadata (older: a set of ids). A
+    preempted request's blocks are reused right after: a load of ours into them must be over."""
+    from vllm_sim import CachedRequestData, KVCacheBlocks, SchedulerOutput
+
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        a.run(req("r1", PREFIX + [4] * 20))
+        r = req("r2", PREFIX + [3] * 20)
+        ext, _ = b.scheduler.get_num_new_matched_tokens(r, 0)
+        assert ext == 768
+        table = [b.free.pop(0) for _ in range(-(-len(r.prompt_token_ids) // BLOCK))]
+        b.scheduler.update_state_after_alloc(r, KVCacheBlocks(table), ext)
+        so = SchedulerOutput([], CachedRequestData(), {}, set(), preempted_req_ids={"r2"})
+        meta = b.scheduler.build_connector_meta(so)
+        assert meta.preempted == {"r2"} and len(meta.loads) == 1
+        w = b.worker
+        w.bind_connector_metadata(meta)
+        w.start_load_kv(b.forward_context)
+        w.handle_preemptions(meta)
+        ld = w._worker._loads["r2"]
+        assert ld.pending is None or ld.pending.done(), "the load must be over before the blocks are reused"
+        w.handle_preemptions({"r2"})          # the older set-of-ids form
+        w.handle_preemptions(None)
+        w.clear_connector_metadata()
+        b.scheduler.request_finished(r, (table,))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_preempted_and_resumed_request_still_saves_correct_kv(daemon, alloc):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        from vllm_sim import CachedRequestData, SchedulerOutput
+        so = SchedulerOutput([], CachedRequestData(), {}, set(), preempted_req_ids={"r1"})
+        so.kv_connector_metadata = a.scheduler.build_connector_meta(so)
+        a.worker.bind_connector_metadata(so.kv_connector_metadata)
+        a.worker.handle_preemptions(so.kv_connector_metadata)
+        a.worker.clear_connector_metadata()
+        a.run(req("r1", PREFIX + [4] * 20))
+        s = b.run(req("r2", PREFIX + [3] * 20))
+        assert s.external_tokens == 768 and s.load_errors == set()
+        assert all(torch.equal(g, w) for g, w in zip(b.token_kv(s.block_table, 700),
+                                                     b.expected_kv(PREFIX, 700)))
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("publishable,stored", [(20, 1), (0, 0), (None, 3)])
+def test_never_publishes_past_num_publishable_block_hashes(daemon, alloc, publishable, stored):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        r = req("r1", PREFIX + [4] * 20)
+        if publishable is not None:
+            r.num_publishable_block_hashes = publishable   # 20 blocks of 16 = 320 tokens: one chunk
+        s = a.run(r)
+        assert a.worker._worker.stats["stored_chunks"] == stored
+        assert s.finished_sending == ({"r1"} if stored else set())
+        assert b.run(req("r2", PREFIX + [3] * 20)).external_tokens == stored * 256
+    finally:
+        a.close()
+        b.close()
+
+
+def test_connector_stats_through_vllms_stats_hooks(daemon, alloc):
+    from kvtier.vllm import KVTierConnector
+    from kvtier.vllm.stats import KVTierConnectorStats
+
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        a.run(req("r1", PREFIX + [4] * 20))
+        ws = a.worker.get_kv_connector_stats()
+        assert ws is not None and ws.data["stored_chunks"] == 3 and ws.data["saves"] == 1
+        assert ws.data["save_time_s"] > 0
+        assert a.worker.get_kv_connector_stats() is None, "each collection starts a new interval"
+        b.run(req("r2", PREFIX + [3] * 20))
+        ss = b.scheduler.get_kv_connector_stats()
+        assert ss.data["lookups"] == 1 and ss.data["hit_tokens"] == 768
+        assert ss.data["hit_chunks_host"] == 3
+        wb = b.worker.get_kv_connector_stats()
+        assert wb.data["loaded_chunks"] == 3 and wb.data["loads"] == 1 and wb.data["load_time_s"] > 0
+        # vLLM rebuilds it from its data dict in another process and aggregates workers
+        rebuilt = KVTierConnector.build_kv_connector_stats(data=dict(wb.data))
+        assert isinstance(rebuilt, KVTierConnectorStats)
+        total = rebuilt.aggregate(KVTierConnector.build_kv_connector_stats(data=dict(wb.data)))
+        assert total.reduce()["loaded_chunks"] == 6 and not total.is_empty()
+        assert KVTierConnector.build_kv_connector_stats().is_empty()
+        special = req("r3", PREFIX)
+        special.lora_request = object()
+        b.run(special)
+        assert b.scheduler.get_kv_connector_stats().data["bypassed"] == 1
+    finally:
+        a.close()
+        b.close()

@@ -188,6 +188,7 @@ class MiniEngine:
         recving_by: list[set[str]] = []
         for idx, w in enumerate(self.workers):
             w.bind_connector_metadata(so.kv_connector_metadata)
+            w.handle_preemptions(so.kv_connector_metadata)   # every step, as current vLLM
             w.start_load_kv(self.forward_context)
             if after_start_load is not None and idx == len(self.workers) - 1:
                 after_start_load()

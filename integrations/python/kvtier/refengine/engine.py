@@ -331,6 +331,7 @@ class RefEngine:
         w = self.worker
         if w is not None:
             w.bind_connector_metadata(so.kv_connector_metadata)
+            w.handle_preemptions(so.kv_connector_metadata)   # every step, as current vLLM
             w.start_load_kv(self.forward_context)
             if "after_start_load" in self.hooks:
                 self.hooks["after_start_load"]()

@@ -36,6 +36,7 @@ class SchedulerOutput:
     finished_req_ids: set[str]
     total_num_scheduled_tokens: int = 0
     kv_connector_metadata: Any = None
+    preempted_req_ids: Optional[set[str]] = None
 
 
 class KVCacheBlocks:

@@ -16,6 +16,7 @@ from .compat import ConnectorBase, init_base, is_scheduler
 from .metadata import KVTierConnectorMetadata
 from .scheduler import SchedulerSide
 from .settings import settings_from_vllm
+from .stats import KVTierConnectorStats
 from .worker import WorkerSide
 
 
@@ -29,6 +30,16 @@ class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
             self._scheduler = SchedulerSide(self.settings)
         else:
             self._worker = WorkerSide(self.settings)
+
+    # -- properties vLLM reads (base.py defaults overridden) -------------------------
+
+    @property
+    def requires_kv_delivery(self) -> bool:
+        """False: kvtier is a best-effort cache, a dropped save is a later miss. The base
+        default (is_kv_producer) is True for kv_both, which makes vLLM recompute a preempted
+        request whose hand-off is pending and can stall async scheduling for nothing: kvtier
+        saves only finished requests, from blocks vLLM holds until get_finished reports them."""
+        return False
 
     # -- scheduler side -----------------------------------------------------------
 
@@ -58,6 +69,21 @@ class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
         assert self._worker is not None
         self._worker.register_kv_caches(kv_caches)
 
+    def handle_preemptions(self, kv_connector_metadata: Any = None) -> None:
+        """Called before preempted requests' blocks are overwritten. Current vLLM passes this
+        step's connector metadata (its `preempted` ids come from SchedulerOutput.preempted_req_ids);
+        older vLLM passed the set of preempted request ids itself."""
+        if self._worker is None:
+            return
+        if isinstance(kv_connector_metadata, KVTierConnectorMetadata):
+            ids = set(kv_connector_metadata.preempted)
+        elif isinstance(kv_connector_metadata, (set, frozenset, list, tuple)):
+            ids = set(kv_connector_metadata)
+        else:
+            ids = set()
+        if ids:
+            self._worker.handle_preemptions(ids)
+
     def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
         assert self._worker is not None
         meta = self._connector_metadata if self.has_connector_metadata() else None
@@ -80,6 +106,19 @@ class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         return self._worker.get_block_ids_with_load_errors() if self._worker is not None else set()
+
+    # -- stats (vLLM's KVConnectorStats path) ---------------------------------------------
+
+    def get_kv_connector_stats(self) -> Optional[KVTierConnectorStats]:
+        """This interval's figures of this side (scheduler: lookups and hits; worker: loads and
+        saves), or None when there is nothing to report."""
+        side = self._worker if self._worker is not None else self._scheduler
+        return side.take_stats() if side is not None else None
+
+    @classmethod
+    def build_kv_connector_stats(cls, data: Optional[dict[str, Any]] = None) -> KVTierConnectorStats:
+        """vLLM rebuilds a dynamically loaded connector's stats from their data dict."""
+        return KVTierConnectorStats(data=dict(data)) if data else KVTierConnectorStats()
 
     def shutdown(self) -> None:
         if self._worker is not None:

@@ -33,3 +33,5 @@ class SaveSpec:
 class KVTierConnectorMetadata(MetadataBase):
     loads: list[LoadSpec] = field(default_factory=list)
     saves: list[SaveSpec] = field(default_factory=list)
+    # SchedulerOutput.preempted_req_ids of this step, for handle_preemptions(metadata)
+    preempted: set[str] = field(default_factory=set)

@@ -35,6 +35,7 @@ from ..framing import NO_BLOCK
 from ..session import Session, release_lease
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
 from .settings import Settings, rank_index
+from .stats import KVTierConnectorStats
 
 log = logging.getLogger("kvtier.vllm")
 
@@ -74,14 +75,21 @@ class SchedulerSide:
         self._saves: list[SaveSpec] = []
         self._loaded_chunks: dict[str, int] = {}
         self._load_blocks: dict[str, tuple[int, list[int]]] = {}   # req -> (first chunk, block ids) loaded
+        self.interval = KVTierConnectorStats()     # taken by get_kv_connector_stats
+        self._bypass_counted: set[str] = set()     # a request is counted once, not per lookup
 
     # -- vLLM hooks -----------------------------------------------------------
 
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
+        if _bypass(request):
+            if req_id not in self._bypass_counted:
+                self._bypass_counted.add(req_id)
+                self.interval.add("bypassed")
+            return 0, False
         if (not self.s.load or req_id in self._loading or req_id in self._load_failed
-                or not self.health.ready() or _bypass(request)):
+                or not self.health.ready()):
             return 0, False
         tokens = list(request.prompt_token_ids or [])
         if len(tokens) <= self.s.chunk_size:
@@ -91,8 +99,10 @@ class SchedulerSide:
             body = proto.Lookup(address=address(tokens, None), lease_ttl_ms=self.s.lease_ttl_ms)
             pending = {idx: c.submit(body) for idx, c in self.clients.items()}  # one round trip for all ranks
             hit_tokens, hit_chunks = len(tokens), None
+            tiers = (0, 0)
             for idx, p in pending.items():
                 _, ok = p.wait(self.s.lookup_timeout_s)[0]
+                tiers = (ok.host_chunks, ok.valkey_chunks) if idx == 0 else tiers
                 if ok.lease_id:
                     leases[idx] = ok.lease_id
                 hit_tokens = min(hit_tokens, ok.hit_tokens)
@@ -107,6 +117,10 @@ class SchedulerSide:
             self._release(_Lookup(0, 0, leases))
             return 0, False
         self._lookups[req_id] = _Lookup(hit_chunks or 0, usable, leases, num_computed_tokens)
+        self.interval.add("lookups")
+        self.interval.add("hit_tokens", usable - num_computed_tokens)
+        self.interval.add("hit_chunks_host", tiers[0])
+        self.interval.add("hit_chunks_valkey", tiers[1])
         return usable - num_computed_tokens, True
 
     def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
@@ -128,6 +142,12 @@ class SchedulerSide:
             self._release(lk)
         self._lookups.clear()
         meta.saves, self._saves = self._saves, []
+        preempted = set(getattr(scheduler_output, "preempted_req_ids", None) or ())
+        meta.preempted = preempted
+        for req_id in preempted:
+            # Its blocks are freed and it is recomputed from scratch: the blocks of its load are
+            # no longer its blocks (chunks known cached stay known, so its save still skips them).
+            self._load_blocks.pop(req_id, None)
         return meta
 
     def update_connector_output(self, connector_output: Any) -> None:
@@ -149,6 +169,7 @@ class SchedulerSide:
         loaded = self._loaded_chunks.pop(req_id, 0)
         self._load_blocks.pop(req_id, None)
         self._load_failed.discard(req_id)
+        self._bypass_counted.discard(req_id)
         if req_id in self._loading:   # aborted while loading: nothing computed to save
             self._loading.discard(req_id)
             self._to_load = [ld for ld in self._to_load if ld.req_id != req_id]
@@ -158,6 +179,11 @@ class SchedulerSide:
         blocks = block_group0(block_ids)
         tokens = list(getattr(request, "all_token_ids", None) or request.prompt_token_ids or [])
         computed = min(int(getattr(request, "num_computed_tokens", len(tokens))), len(tokens))
+        publishable = getattr(request, "num_publishable_block_hashes", None)
+        if publishable is not None:
+            # vLLM: blocks past this (e.g. KV of speculative tokens not yet materialized) must
+            # not be published by hash; kvtier's chunks are content-addressed the same way.
+            computed = min(computed, int(publishable) * self.s.block_size)
         n_chunks = min(computed // self.s.chunk_size, len(blocks) // self.s.blocks_per_chunk)
         if n_chunks <= 0 or n_chunks <= loaded:
             return False, None
@@ -165,6 +191,11 @@ class SchedulerSide:
         self._saves.append(SaveSpec(req_id, tokens[:n_chunks * self.s.chunk_size], blocks[:n_chunks * B],
                                     skip_chunks=loaded))
         return True, None
+
+    def take_stats(self) -> Optional[KVTierConnectorStats]:
+        if self.interval.is_empty():
+            return None
+        return self.interval.clone_and_reset()
 
     def shutdown(self) -> None:
         for lk in self._lookups.values():

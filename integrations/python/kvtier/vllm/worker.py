@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import proto
@@ -40,6 +40,7 @@ from ..session import Session, release_lease
 from ..torch_copy import TorchBlockCopier
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
 from .settings import Settings, rank_index, worker_ranks
+from .stats import KVTierConnectorStats
 
 log = logging.getLogger("kvtier.vllm")
 
@@ -59,6 +60,7 @@ class _Save:
     spec: SaveSpec
     pending: Optional[Pending]        # block form: StoreCopied frees the blocks
     gather: Optional[Future] = None   # inline: done once the bytes are copied out
+    issued: float = field(default_factory=time.monotonic)
 
 
 class WorkerSide:
@@ -77,7 +79,10 @@ class WorkerSide:
         self._copier: Optional[ThreadPoolExecutor] = None
         self._finished_seen: set[str] = set()
         self._load_errors: set[int] = set()
+        # Cumulative counters (tests, logs) and the interval ones vLLM collects through
+        # get_kv_connector_stats (reset on each collection).
         self.stats = {"loaded_chunks": 0, "failed_load_blocks": 0, "stored_chunks": 0, "failed_saves": 0}
+        self.interval = KVTierConnectorStats()
 
     # -- registration -----------------------------------------------------------
 
@@ -153,6 +158,8 @@ class WorkerSide:
         for req_id, save in list(self._saves.items()):
             if req_id in self._finished_seen and self._save_done(save):
                 done.add(req_id)
+                self.interval.add("saves")
+                self.interval.add("save_time_s", time.monotonic() - save.issued)
                 del self._saves[req_id]
                 self._finished_seen.discard(req_id)
         return (done or None), (recving or None)
@@ -212,6 +219,8 @@ class WorkerSide:
                     continue                   # inline: scatter handed to the copy thread
             ended.add(req_id)
             del self._loads[req_id]
+            self.interval.add("loads")
+            self.interval.add("load_time_s", time.monotonic() - ld.issued)
         return ended
 
     def _scattered(self, ld: _Load) -> None:
@@ -223,8 +232,8 @@ class WorkerSide:
             self._fail_load(ld.spec, str(exc))
             return
         self._load_errors.update(failed)
-        self.stats["loaded_chunks"] += loaded
-        self.stats["failed_load_blocks"] += len(failed)
+        self._count("loaded_chunks", loaded)
+        self._count("failed_load_blocks", len(failed))
 
     def _answered(self, ld: _Load) -> bool:
         """Takes a load's answer; True when its inline scatter still has to run."""
@@ -242,8 +251,8 @@ class WorkerSide:
                 raise KvtierError("KVT_BAD_FRAME", f"RetrieveDone accounts for "
                                   f"{done.loaded_chunks + done.failed_chunks} of {ld.spec.num_chunks} chunks")
             self._load_errors.update(b for b in failed if b != NO_BLOCK)
-            self.stats["loaded_chunks"] += done.loaded_chunks
-            self.stats["failed_load_blocks"] += len(failed)
+            self._count("loaded_chunks", done.loaded_chunks)
+            self._count("failed_load_blocks", len(failed))
         except KvtierError as exc:
             self._note_failure(exc)
             self._fail_load(ld.spec, str(exc))
@@ -270,7 +279,7 @@ class WorkerSide:
     def _fail_load(self, spec: LoadSpec, why: str) -> None:
         blocks = {b for b in spec.block_ids if b != NO_BLOCK}
         self._load_errors.update(blocks)
-        self.stats["failed_load_blocks"] += len(blocks)
+        self._count("failed_load_blocks", len(blocks))
         log.debug("kvtier: load of %s failed (%s): %d blocks to recompute", spec.req_id, why, len(blocks))
 
     def _release(self, lease: int) -> None:
@@ -290,7 +299,7 @@ class WorkerSide:
             self._saves[spec.req_id] = _Save(spec, p)
         except KvtierError as exc:
             self._note_failure(exc)
-            self.stats["failed_saves"] += 1
+            self._count("failed_saves", 1)
             self._saves[spec.req_id] = _Save(spec, None)
 
     def _store_inline(self, spec: SaveSpec) -> None:
@@ -301,10 +310,10 @@ class WorkerSide:
         chunks = [self.codec.gather(spec.block_ids[i * B:(i + 1) * B]) for i in range(n)]
         try:
             self.client.store_inline(spec.token_ids, chunks)
-            self.stats["stored_chunks"] += n
+            self._count("stored_chunks", n)
         except KvtierError as exc:
             self._note_failure(exc)
-            self.stats["failed_saves"] += 1
+            self._count("failed_saves", 1)
 
     def _save_done(self, save: _Save) -> bool:
         """True once the daemon no longer reads the blocks (StoreCopied, error, or daemon gone).
@@ -317,12 +326,41 @@ class WorkerSide:
             return False
         try:
             (_, copied), = save.pending.wait(0.0, count=1)
-            self.stats["stored_chunks"] += copied.stored_chunks
+            self._count("stored_chunks", copied.stored_chunks)
         except KvtierError as exc:
             self._note_failure(exc)
-            self.stats["failed_saves"] += 1
+            self._count("failed_saves", 1)
             log.debug("kvtier: save of %s failed: %s", save.spec.req_id, exc)
         return True
+
+    def _count(self, key: str, value: Any) -> None:
+        self.stats[key] += value
+        self.interval.add(key, value)
+
+    def take_stats(self) -> Optional[KVTierConnectorStats]:
+        """This interval's figures for vLLM (None when nothing happened), then a fresh interval."""
+        if self.interval.is_empty():
+            return None
+        return self.interval.clone_and_reset()
+
+    def handle_preemptions(self, preempted: set[str]) -> None:
+        """Before vLLM reuses a preempted request's blocks: no transfer of ours may still write
+        them. Saves only ever read blocks of finished requests (held by vLLM until get_finished),
+        so only a load can be in flight; vLLM does not preempt a request waiting for its KV, but
+        if one is, its load is waited for (bounded by kvtier_timeout_s), and one still
+        unanswered drops the connection, which makes the daemon unmap this worker's regions."""
+        inflight = [ld for rid, ld in self._loads.items() if rid in preempted]
+        deadline = time.monotonic() + self.s.timeout_s
+        for ld in inflight:
+            if ld.pending is not None:
+                while not ld.pending.done() and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                if not ld.pending.done():
+                    self._note_failure(RequestTimeout("load of a preempted request unanswered"))
+                    if self.client is not None:
+                        self.client.close()
+            if ld.scatter is not None:
+                ld.scatter.result()
 
     def _copy_thread(self) -> ThreadPoolExecutor:
         if self._copier is None:
