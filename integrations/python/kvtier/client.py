@@ -313,10 +313,12 @@ class KvtierClient:
         """Inline Store; Pending gets StoreCopied then StoreCommitted."""
         return self.submit(proto.Store(address=address(tokens, keys), chunks=list(chunks)), expect=2)
 
-    def store_blocks(self, tokens: Sequence[int], block_ids: Sequence[int], skip_chunks: int = 0) -> Pending:
-        """Block-form Store from registered KV memory; blocks are reusable after StoreCopied."""
-        body = proto.Store(address=address(tokens, None), block_ids=pack_u32(block_ids),
-                           skip_chunks=skip_chunks)
+    def store_blocks(self, tokens: Optional[Sequence[int]], block_ids: Sequence[int], skip_chunks: int = 0,
+                     keys: Optional[Sequence[bytes]] = None) -> Pending:
+        """Block-form Store from registered KV memory (chunks named by tokens, or by one key
+        each); blocks are reusable after StoreCopied."""
+        body = proto.Store(address=address(None if keys is not None else tokens, keys),
+                           block_ids=pack_u32(block_ids), skip_chunks=skip_chunks)
         return self.submit(body, expect=2)
 
     def retrieve_inline(self, lease_id: int, first_chunk: int = 0, num_chunks: int = 0,

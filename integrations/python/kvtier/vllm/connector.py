@@ -12,22 +12,24 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .compat import ConnectorBase, init_base, is_scheduler
+from .compat import ConnectorBase, SupportsHMA, init_base, is_scheduler
 from .metadata import KVTierConnectorMetadata
 from .scheduler import SchedulerSide
 from .settings import settings_from_vllm
 from .stats import KVTierConnectorStats
-from .worker import WorkerSide
+from .worker import GroupedWorker, WorkerSide
 
 
-class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
+class KVTierConnector(ConnectorBase, SupportsHMA):  # type: ignore[misc, valid-type]
     def __init__(self, vllm_config: Any, role: Any, kv_cache_config: Any = None) -> None:
         init_base(self, vllm_config, role, kv_cache_config)
         self.settings = settings_from_vllm(vllm_config, kv_cache_config)
         self._scheduler: Optional[SchedulerSide] = None
-        self._worker: Optional[WorkerSide] = None
+        self._worker: Any = None       # WorkerSide, or GroupedWorker with several KV cache groups
         if is_scheduler(role):
             self._scheduler = SchedulerSide(self.settings)
+        elif len(self.settings.groups) > 1:
+            self._worker = GroupedWorker(self.settings)
         else:
             self._worker = WorkerSide(self.settings)
 
@@ -62,6 +64,13 @@ class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
     def request_finished(self, request: Any, block_ids: Any) -> tuple[bool, Optional[dict[str, Any]]]:
         assert self._scheduler is not None
         return self._scheduler.request_finished(request, block_ids)
+
+    def request_finished_all_groups(self, request: Any,
+                                    block_ids: tuple[list[int], ...]) -> tuple[bool, Optional[dict[str, Any]]]:
+        """SupportsHMA: vLLM's hybrid allocator calls this instead of request_finished, with
+        every KV cache group's blocks."""
+        assert self._scheduler is not None
+        return self._scheduler.request_finished_all_groups(request, block_ids)
 
     # -- worker side -----------------------------------------------------------------
 

@@ -23,11 +23,59 @@ kvtier_tp_rank/pp_rank    from vLLM            this worker's rank; without it th
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..hashing import Fingerprint
 from ..layout import default_descriptor
+
+
+@dataclass(frozen=True)
+class KvGroup:
+    """One of vLLM's KV cache groups (kv_cache_config.kv_cache_groups[i]).
+
+    kind: "full" (full attention, MLA included: every token's KV is read later),
+    "sliding" (sliding-window attention: a later query reads only the last `window`
+    tokens), or "unsupported" (mamba state, chunked-local attention, a spec kvtier
+    does not know): a model with such a group is never looked up nor saved, so no
+    prefix is ever half restored."""
+
+    index: int
+    kind: str
+    window: int                     # sliding: tokens in the window; else 0
+    layer_names: tuple[str, ...]
+    spec_name: str
+
+
+def kv_groups(kv_cache_config: Any) -> list[KvGroup]:
+    """The KV cache groups of vLLM's KVCacheConfig; [] when it has none (older vLLM, tests)."""
+    groups = getattr(kv_cache_config, "kv_cache_groups", None) if kv_cache_config is not None else None
+    out: list[KvGroup] = []
+    for i, g in enumerate(groups or ()):
+        spec = getattr(g, "kv_cache_spec", None)
+        name = type(spec).__name__
+        window = int(getattr(spec, "sliding_window", None) or 0)
+        if name == "SlidingWindowSpec" or (name.startswith("SlidingWindow") and window > 0):
+            kind = "sliding"
+        elif name in ("FullAttentionSpec", "MLAAttentionSpec"):
+            # A FullAttentionSpec with sliding_window set (hybrid allocator off) keeps every block:
+            # storing and loading all of them is right.
+            kind, window = "full", 0
+        else:
+            kind, window = "unsupported", 0
+        out.append(KvGroup(i, kind, window, tuple(getattr(g, "layer_names", ()) or ()), name))
+    return out
+
+
+def group_fingerprint(fp: Fingerprint, group: Optional[KvGroup], num_groups: int) -> Fingerprint:
+    """The namespace of one group's chunks. With one group it is the connector's namespace
+    unchanged (chunks stay shared with engines of before groups); with several, each group's
+    layers are chunks of their own (another set of layers, another size), so the group, its
+    kind and window go into kv_layout."""
+    if group is None or num_groups <= 1:
+        return fp
+    tag = f"{group.kind}{group.window}" if group.window else group.kind
+    return fp.replace(kv_layout=f"{fp.kv_layout};hma-g{group.index}of{num_groups}-{tag}")
 
 
 @dataclass
@@ -45,6 +93,11 @@ class Settings:
     tp_rank: Optional[int]
     pp_rank: Optional[int]
     num_blocks: Optional[int]
+    groups: list[KvGroup] = field(default_factory=list)
+
+    @property
+    def unsupported_groups(self) -> list[KvGroup]:
+        return [g for g in self.groups if g.kind == "unsupported"]
 
     @property
     def blocks_per_chunk(self) -> int:
@@ -90,7 +143,7 @@ def settings_from_vllm(vllm_config: Any, kv_cache_config: Any = None) -> Setting
         retry_interval_s=float(extra.get("kvtier_retry_interval_s", 1.0)),
         load=role in ("kv_both", "kv_consumer"), save=role in ("kv_both", "kv_producer"),
         fingerprint=fp, tp_rank=rank("kvtier_tp_rank"), pp_rank=rank("kvtier_pp_rank"),
-        num_blocks=int(num_blocks) if num_blocks else None)
+        num_blocks=int(num_blocks) if num_blocks else None, groups=kv_groups(kv_cache_config))
 
 
 class RankUnknown(RuntimeError):

@@ -39,7 +39,7 @@ from ..layout import KvLayout, LayoutError, derive_layout
 from ..session import Session, release_lease
 from ..torch_copy import TorchBlockCopier
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
-from .settings import Settings, rank_index, worker_ranks
+from .settings import KvGroup, Settings, group_fingerprint, rank_index, worker_ranks
 from .stats import KVTierConnectorStats
 
 log = logging.getLogger("kvtier.vllm")
@@ -64,8 +64,13 @@ class _Save:
 
 
 class WorkerSide:
-    def __init__(self, settings: Settings) -> None:
+    """The worker connector for one KV cache group (all layers when vLLM gives no groups)."""
+
+    def __init__(self, settings: Settings, group: Optional[KvGroup] = None, num_groups: int = 1) -> None:
         self.s = settings
+        self.group = group
+        self.group_index = group.index if group is not None else 0
+        self.num_groups = num_groups
         self.tp_rank, self.pp_rank = worker_ranks(settings)
         self.rank = rank_index(settings.fingerprint, self.tp_rank, self.pp_rank)
         self.session = Session(settings.socket, settings.timeout_s, settings.retry_interval_s, log)
@@ -87,22 +92,26 @@ class WorkerSide:
     # -- registration -----------------------------------------------------------
 
     def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
-        fp = self.s.fingerprint
+        fp = group_fingerprint(self.s.fingerprint, self.group, self.num_groups)
+        if self.group is not None and self.num_groups > 1:
+            kv_caches = {n: t for n, t in kv_caches.items() if n in self.group.layer_names}
         try:
             layout = derive_layout(kv_caches, self.s.block_size, self.s.num_blocks, mla=fp.mla,
                                    allow_unshared=True)
         except LayoutError as exc:
             log.error("kvtier: cannot describe the KV cache layout, connector disabled: %s", exc)
             return
-        if layout.descriptor != fp.kv_layout:
+        descriptor = group_fingerprint(self.s.fingerprint.replace(kv_layout=layout.descriptor), self.group,
+                                       self.num_groups).kv_layout
+        if descriptor != fp.kv_layout:
             log.warning("kvtier: KV layout is %s but the scheduler looks up %s; set "
                         "kv_connector_extra_config.kvtier_kv_layout=%s on this engine. Using %s: lookups "
                         "will miss, nothing wrong is loaded", layout.descriptor, fp.kv_layout,
-                        layout.descriptor, layout.descriptor)
+                        layout.descriptor, descriptor)
         self.layout = layout
         self.codec = TorchBlockCopier(layout, self.s.chunk_size)
         self.client = self.session.client(
-            fp.replace(tp_rank=self.tp_rank, pp_rank=self.pp_rank, kv_layout=layout.descriptor), "vllm-worker")
+            fp.replace(tp_rank=self.tp_rank, pp_rank=self.pp_rank, kv_layout=descriptor), "vllm-worker")
         self._ensure_registered()
 
     def _ensure_registered(self) -> bool:
@@ -144,9 +153,11 @@ class WorkerSide:
             return
         ready = self._ensure_registered()
         for save in meta.saves:
-            self._issue_save(save, ready)
+            if save.group == self.group_index:
+                self._issue_save(save, ready)
         for load in meta.loads:
-            self._issue_load(load, ready)
+            if load.group == self.group_index:
+                self._issue_load(load, ready)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         """Nothing to wait for: a loading request is not in this step's batch."""
@@ -295,7 +306,7 @@ class WorkerSide:
             self._saves[spec.req_id] = _Save(spec, None, self._copy_thread().submit(self._store_inline, spec))
             return
         try:
-            p = self.client.store_blocks(spec.token_ids, spec.block_ids, spec.skip_chunks)
+            p = self.client.store_blocks(spec.token_ids, spec.block_ids, spec.skip_chunks, keys=spec.keys)
             self._saves[spec.req_id] = _Save(spec, p)
         except KvtierError as exc:
             self._note_failure(exc)
@@ -306,10 +317,10 @@ class WorkerSide:
         """On the copy thread: gather the chunks (then the blocks are free) and send them."""
         assert self.codec is not None and self.client is not None
         B = self.s.blocks_per_chunk
-        n = len(spec.token_ids) // self.s.chunk_size
+        n = len(spec.keys) if spec.keys is not None else len(spec.token_ids) // self.s.chunk_size
         chunks = [self.codec.gather(spec.block_ids[i * B:(i + 1) * B]) for i in range(n)]
         try:
-            self.client.store_inline(spec.token_ids, chunks)
+            self.client.store_inline(None if spec.keys is not None else spec.token_ids, chunks, keys=spec.keys)
             self._count("stored_chunks", n)
         except KvtierError as exc:
             self._note_failure(exc)
@@ -370,3 +381,90 @@ class WorkerSide:
     def _note_failure(self, exc: KvtierError) -> None:
         if isinstance(exc, (DaemonUnavailable, RequestTimeout)):
             self.health.failed(exc)
+
+
+class GroupedWorker:
+    """The worker connector of a model with several KV cache groups: one WorkerSide per group
+    (its layers, its namespace, its own connection and registration). A request is reported
+    finished (sending or recving) once every group that had a transfer for it reported it,
+    which is what vLLM's block accounting needs: one report per request and worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        n = len(settings.groups)
+        self.sides = [WorkerSide(settings, g, n) for g in settings.groups]
+        self.tp_rank, self.pp_rank = self.sides[0].tp_rank, self.sides[0].pp_rank
+        self.rank = self.sides[0].rank
+        self._want_send: dict[str, set[int]] = {}
+        self._want_recv: dict[str, set[int]] = {}
+        self._got_send: dict[str, set[int]] = {}
+        self._got_recv: dict[str, set[int]] = {}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for side in self.sides:
+            for k, v in side.stats.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    @property
+    def mode(self) -> str:
+        modes = {side.mode for side in self.sides}
+        return modes.pop() if len(modes) == 1 else "mixed"
+
+    def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
+        for side in self.sides:
+            side.register_kv_caches(kv_caches)
+
+    def start_load_kv(self, meta: Optional[KVTierConnectorMetadata]) -> None:
+        if meta is None:
+            return
+        for save in meta.saves:
+            self._want_send.setdefault(save.req_id, set()).add(save.group)
+        for load in meta.loads:
+            self._want_recv.setdefault(load.req_id, set()).add(load.group)
+        for side in self.sides:
+            side.start_load_kv(meta)
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        """Nothing to wait for (see WorkerSide)."""
+
+    def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
+        for g, side in enumerate(self.sides):
+            snd, rcv = side.get_finished(finished_req_ids)
+            for rid in snd or ():
+                self._got_send.setdefault(rid, set()).add(g)
+            for rid in rcv or ():
+                self._got_recv.setdefault(rid, set()).add(g)
+        return self._complete(self._want_send, self._got_send), self._complete(self._want_recv, self._got_recv)
+
+    @staticmethod
+    def _complete(want: dict[str, set[int]], got: dict[str, set[int]]) -> Optional[set[str]]:
+        done = {rid for rid, gs in got.items() if gs >= want.get(rid, set())}
+        for rid in done:
+            got.pop(rid, None)
+            want.pop(rid, None)
+        return done or None
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        out: set[int] = set()
+        for side in self.sides:
+            out |= side.get_block_ids_with_load_errors()
+        return out
+
+    def handle_preemptions(self, preempted: set[str]) -> None:
+        for side in self.sides:
+            side.handle_preemptions(preempted)
+
+    def take_stats(self) -> Optional[KVTierConnectorStats]:
+        total: Optional[KVTierConnectorStats] = None
+        for side in self.sides:
+            st = side.take_stats()
+            if st is not None:
+                total = st if total is None else total.aggregate(st)
+        return total
+
+    def shutdown(self) -> None:
+        for side in self.sides:
+            side.shutdown()
