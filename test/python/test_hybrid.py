@@ -52,9 +52,9 @@ def test_hybrid_load_equals_recompute_and_restores_every_group(daemon, free_out_
         assert [s.group_index for s in sides] == [0, 1]
         full, sw = (s.stats["stored_chunks"] for s in sides)
         assert full == 3
-        # blocks kept: every sliding chunk stored; vLLM-style freeing: only chunks whose blocks
-        # were still in the window when the request finished (none of the three full ones)
-        assert sw == (3 if not free_out_of_window else 0)
+        # sliding chunks are stored in the step that completes them, while their window is
+        # resident: with vLLM-style freeing too (at the end only the last 100 tokens are)
+        assert sw == 3
         assert len(a.free_blocks) == a.cache.num_blocks - 1
     finally:
         a.close()
@@ -62,15 +62,40 @@ def test_hybrid_load_equals_recompute_and_restores_every_group(daemon, free_out_
     try:
         r = b.generate("consumer", P2)
         b.drain()
-        if free_out_of_window:
-            # the window before the hit end was freed before it could be stored: a miss, never
-            # full-attention KV with a sliding window left to garbage
-            assert r.external_tokens == 0
-        else:
-            assert r.external_tokens == 768 and r.load_error_blocks == set()
-            full_side, sw_side = b.worker._worker.sides
-            assert full_side.stats["loaded_chunks"] == 3
-            assert sw_side.stats["loaded_chunks"] == 1, "only the window before token 768 is loaded"
+        assert r.external_tokens == 768 and r.load_error_blocks == set()
+        full_side, sw_side = b.worker._worker.sides
+        assert full_side.stats["loaded_chunks"] == 3
+        assert sw_side.stats["loaded_chunks"] == 1, "only the window before token 768 is loaded"
+        assert torch.equal(r.first_logits, recompute(P2))
+    finally:
+        b.close()
+
+
+def test_a_sliding_window_not_cached_shortens_the_hit_never_half_restores(daemon):
+    """The sliding group's chunk 2 is dropped from the daemon: a hit at 768 would need it, so
+    the hit shortens to 512 (whose window, chunk 1, is cached), logits still equal recompute."""
+    from kvtier import KvtierClient
+    from kvtier.vllm.scheduler import SLIDING_CHAIN_ROOT
+    from kvtier.hashing import chunk_hashes
+
+    a = engine(daemon.socket, free_out_of_window=True)
+    try:
+        a.generate("producer", P1)
+        a.drain()
+        sw_fp = a.worker._worker.sides[1].client.fingerprint
+    finally:
+        a.close()
+    c = KvtierClient(daemon.socket, sw_fp, "probe", timeout=3.0)
+    try:
+        keys = chunk_hashes(SLIDING_CHAIN_ROOT, P1, 256)
+        assert c.lookup(keys=keys[:3], no_lease=True).hit_chunks == 3
+        assert c.invalidate(keys=[keys[2]]) == 1
+    finally:
+        c.close()
+    b = engine(daemon.socket, free_out_of_window=True)
+    try:
+        r = b.generate("consumer", P2)
+        assert r.external_tokens == 512 and r.load_error_blocks == set()
         assert torch.equal(r.first_logits, recompute(P2))
     finally:
         b.close()

@@ -106,7 +106,10 @@ class KVTierConnector(ConnectorBase, SupportsHMA):  # type: ignore[misc, valid-t
         """Nothing to do per layer: finished requests are stored from their blocks."""
 
     def wait_for_save(self) -> None:
-        """Nothing to wait for: stores are asynchronous and reported by get_finished."""
+        """Never waits: finished requests' stores are reported by get_finished; the saves made
+        during the steps (sliding-window chunks) go out here, after the forward wrote them."""
+        if self._worker is not None:
+            self._worker.wait_for_save()
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
         if self._worker is None:

@@ -24,10 +24,16 @@ OffloadingConnector moves every group's blocks of an offloaded range.
     full attention   looked up and stored by token chain, like the single group
     sliding window   a later request reads only the last `window` tokens before
                      its hit end, and vLLM frees (nulls) a group's blocks that fell
-                     out of the window: so its chunks are stored by key (the
-                     token chain, kvtier_sliding_chain) from the first chunk still
-                     resident, and looked up for the window before the hit end
-                     only; a window not all cached shortens the hit until it is
+                     out of the window. So its chunks are keyed (a token chain of
+                     fixed root) and stored during the steps, in the step a chunk
+                     is completed, while the window before the chunk's end is
+                     still resident (build_connector_meta: SaveSpec step=True;
+                     the worker stores after the forward and waits for the copy
+                     before the next forward, since vLLM may reuse those blocks
+                     then). A chunk's bytes outside that window are never read by
+                     any later hit and may be the null block's. Looked up for the
+                     window before the hit end only; a window not all cached
+                     shortens the hit until it is
     anything else    (mamba state, chunked-local): the model is never looked up
                      nor saved (bypassed, counted); a half-restored state is wrong
 A hit restores every group's KV the first computed token needs, or is shortened
@@ -95,6 +101,12 @@ class SchedulerSide:
         self._load_blocks: dict[tuple[str, int], tuple[int, list[int]]] = {}  # (req, group) -> (first chunk, ids)
         self.interval = KVTierConnectorStats()     # taken by get_kv_connector_stats
         self._bypass_counted: set[str] = set()     # a request is counted once, not per lookup
+        # Sliding-window groups: running requests' block tables (from the SchedulerOutput) and
+        # the next chunk to store per group, for the saves made during the steps.
+        self._sliding = [g for g in range(len(self.groups)) if self._kind(g) == "sliding"]
+        self._requests: dict[str, Any] = {}
+        self._tables: dict[str, list[list[int]]] = {}
+        self._next_chunk: dict[str, dict[int, int]] = {}
 
     # -- vLLM hooks -----------------------------------------------------------
 
@@ -208,6 +220,8 @@ class SchedulerSide:
         """Decides from num_external_tokens alone (base.py): blocks may be non-empty when it is 0,
         and an async request gets a second call with 0 once its load is done."""
         req_id = request.request_id
+        if self._sliding:
+            self._requests[req_id] = request
         lk = self._lookups.pop(req_id, None)
         if lk is None or num_external_tokens <= 0:
             self._release(lk)
@@ -223,6 +237,8 @@ class SchedulerSide:
             self._release(lk)
         self._lookups.clear()
         meta.saves, self._saves = self._saves, []
+        if self._sliding and self.s.save and self.health.ready():
+            meta.saves.extend(self._step_saves(scheduler_output))
         preempted = set(getattr(scheduler_output, "preempted_req_ids", None) or ())
         meta.preempted = preempted
         for req_id in preempted:
@@ -231,6 +247,48 @@ class SchedulerSide:
             for g in range(len(self.groups)):
                 self._load_blocks.pop((req_id, g), None)
         return meta
+
+    def _step_saves(self, so: Any) -> list[SaveSpec]:
+        """Sliding-window chunks that this step completes, stored after its forward."""
+        n = len(self.groups)
+        progress: list[tuple[str, int]] = []
+        for nr in getattr(so, "scheduled_new_reqs", None) or ():
+            self._tables[nr.req_id] = _groups(nr.block_ids, n)
+            progress.append((nr.req_id, nr.num_computed_tokens))
+        cached = getattr(so, "scheduled_cached_reqs", None)
+        if cached is not None:
+            resumed = set(getattr(cached, "resumed_req_ids", None) or ())
+            for i, req_id in enumerate(cached.req_ids):
+                new = cached.new_block_ids[i] if i < len(cached.new_block_ids) else None
+                if req_id in resumed or req_id not in self._tables:
+                    self._tables[req_id] = _groups(new, n)   # resumed: its whole table
+                elif new is not None:
+                    for t, add in zip(self._tables[req_id], _groups(new, n)):
+                        t.extend(add)
+                progress.append((req_id, cached.num_computed_tokens[i]))
+        cs, B = self.s.chunk_size, self.s.blocks_per_chunk
+        out: list[SaveSpec] = []
+        for req_id, computed in progress:
+            req = self._requests.get(req_id)
+            if req is None or self._bypass_reason(req):
+                continue
+            tokens = list(getattr(req, "all_token_ids", None) or req.prompt_token_ids or [])
+            end = min(computed + int(so.num_scheduled_tokens.get(req_id, 0)), len(tokens)) // cs
+            nxt = self._next_chunk.setdefault(req_id, {})
+            keys: Optional[list[bytes]] = None
+            for g in self._sliding:
+                group = self.groups[g]
+                assert group is not None
+                table = self._tables[req_id][g]
+                for c in range(nxt.get(g, 0), min(end, len(table) // B)):
+                    if not _window_resident(table, c, cs, self.s.block_size, group.window):
+                        continue
+                    if keys is None:
+                        keys = chunk_hashes(SLIDING_CHAIN_ROOT, tokens[:end * cs], cs)
+                    out.append(SaveSpec(req_id, [], table[c * B:(c + 1) * B], 0, group=g, keys=[keys[c]],
+                                        step=True))
+                nxt[g] = max(nxt.get(g, 0), end)
+        return out
 
     def update_connector_output(self, connector_output: Any) -> None:
         """Blocks whose load failed (KVConnectorOutput.invalid_block_ids): vLLM recomputes them,
@@ -259,6 +317,9 @@ class SchedulerSide:
         loaded = self._loaded_chunks.pop(req_id, 0)
         for g in range(len(self.groups)):
             self._load_blocks.pop((req_id, g), None)
+        self._requests.pop(req_id, None)
+        self._tables.pop(req_id, None)
+        next_chunk = self._next_chunk.pop(req_id, {})
         self._load_failed.discard(req_id)
         self._bypass_counted.discard(req_id)
         if req_id in self._loading:   # aborted while loading: nothing computed to save
@@ -282,14 +343,16 @@ class SchedulerSide:
         saves: list[SaveSpec] = []
         for g, table in enumerate(tables):
             if self._kind(g) == "sliding":
-                # From the first chunk whose blocks are all still resident: vLLM nulls blocks that
-                # fell out of the window (block 0 is its null block).
-                c0 = n_chunks
-                while c0 > 0 and all(b != NULL_BLOCK for b in table[(c0 - 1) * B:c0 * B]):
-                    c0 -= 1
-                if c0 < n_chunks:
-                    keys = chunk_hashes(SLIDING_CHAIN_ROOT, tokens[:n_chunks * cs], cs)[c0:]
-                    saves.append(SaveSpec(req_id, [], table[c0 * B:n_chunks * B], 0, group=g, keys=keys))
+                # Chunks not stored during the steps whose window is still resident (vLLM nulls
+                # blocks that fell out of the window; block 0 is its null block).
+                group = self.groups[g]
+                assert group is not None
+                todo = [c for c in range(next_chunk.get(g, 0), n_chunks)
+                        if _window_resident(table, c, cs, self.s.block_size, group.window)]
+                if todo:
+                    keys = chunk_hashes(SLIDING_CHAIN_ROOT, tokens[:n_chunks * cs], cs)
+                    ids = [b for c in todo for b in table[c * B:(c + 1) * B]]
+                    saves.append(SaveSpec(req_id, [], ids, 0, group=g, keys=[keys[c] for c in todo]))
             elif n_chunks > loaded:
                 saves.append(SaveSpec(req_id, tokens[:n_chunks * cs], table[:n_chunks * B],
                                       skip_chunks=loaded, group=g))
@@ -338,6 +401,8 @@ class SchedulerSide:
             return
         self._to_load.extend(specs)
         self._loaded_chunks[req_id] = lk.hit_chunks
+        if self._sliding:   # loaded from kvtier: nothing to store again up to the hit
+            self._next_chunk[req_id] = {g: lk.hit_chunks for g in self._sliding}
 
     def _release(self, lk: Optional[_Lookup]) -> None:
         if lk is None:
@@ -363,6 +428,15 @@ def _bypass(request: Any) -> Optional[str]:
 
 
 NULL_BLOCK = 0   # vLLM's null block (BlockPool reserves block 0): never written, never stored
+
+
+def _window_resident(table: list[int], c: int, cs: int, bs: int, window: int) -> bool:
+    """Whether the blocks holding what any later hit reads of sliding-window chunk c are
+    resident: tokens [(c+1)*cs - window, (c+1)*cs) (a hit ends at or after the chunk's end,
+    at worst one token before it, and reads the window before its end)."""
+    lo = max(c * cs, (c + 1) * cs - window) // bs
+    hi = (c + 1) * cs // bs
+    return hi <= len(table) and all(b != NULL_BLOCK for b in table[lo:hi])
 
 
 def _groups(block_ids: Any, n: int) -> list[list[int]]:

@@ -43,6 +43,7 @@ from .settings import KvGroup, Settings, group_fingerprint, rank_index, worker_r
 from .stats import KVTierConnectorStats
 
 log = logging.getLogger("kvtier.vllm")
+NULL_BLOCK = 0   # vLLM's null block (block 0 of its pool)
 
 
 @dataclass
@@ -84,6 +85,11 @@ class WorkerSide:
         self._copier: Optional[ThreadPoolExecutor] = None
         self._finished_seen: set[str] = set()
         self._load_errors: set[int] = set()
+        # Saves made during the steps (sliding-window chunks): queued at start_load_kv, issued
+        # after the forward (wait_for_save), copied before the next forward (vLLM may hand the
+        # blocks to another request then).
+        self._step_queue: list[SaveSpec] = []
+        self._step_inflight: list[_Save] = []
         # Cumulative counters (tests, logs) and the interval ones vLLM collects through
         # get_kv_connector_stats (reset on each collection).
         self.stats = {"loaded_chunks": 0, "failed_load_blocks": 0, "stored_chunks": 0, "failed_saves": 0}
@@ -149,11 +155,17 @@ class WorkerSide:
     # -- per step ------------------------------------------------------------------
 
     def start_load_kv(self, meta: Optional[KVTierConnectorMetadata]) -> None:
+        self._wait_step_saves()
         if meta is None:
             return
         ready = self._ensure_registered()
         for save in meta.saves:
-            if save.group == self.group_index:
+            if save.group != self.group_index:
+                continue
+            if save.step:
+                if ready:
+                    self._step_queue.append(save)
+            else:
                 self._issue_save(save, ready)
         for load in meta.loads:
             if load.group == self.group_index:
@@ -161,6 +173,50 @@ class WorkerSide:
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         """Nothing to wait for: a loading request is not in this step's batch."""
+
+    def wait_for_save(self) -> None:
+        """After the forward: the step's saves (its KV is written now) go out; never waits."""
+        queue, self._step_queue = self._step_queue, []
+        for spec in queue:
+            if self.client is None:
+                break
+            if self.mode == "blocks" and NULL_BLOCK not in spec.block_ids:
+                try:
+                    p = self.client.store_blocks(None, spec.block_ids, 0, keys=spec.keys)
+                    self._step_inflight.append(_Save(spec, p))
+                except KvtierError as exc:
+                    self._note_failure(exc)
+                    self._count("failed_saves", 1)
+            else:
+                # A chunk with null blocks (outside every later reader's window) is gathered here:
+                # block form refuses repeated block ids, and those bytes are never read.
+                self._step_inflight.append(_Save(spec, None, self._copy_thread().submit(self._store_inline, spec)))
+
+    def _wait_step_saves(self) -> None:
+        """Before the next forward: the daemon (or the copy thread) has read the step saves'
+        blocks. Bounded by kvtier_timeout_s; past it the connection is dropped, which makes the
+        daemon unmap this worker's regions instead of reading reused blocks."""
+        if not self._step_inflight:
+            return
+        deadline = time.monotonic() + self.s.timeout_s
+        for sv in self._step_inflight:
+            if sv.gather is not None:
+                try:
+                    sv.gather.result(timeout=max(0.0, deadline - time.monotonic()))
+                except Exception as exc:  # noqa: BLE001 - a failed gather is a failed save
+                    log.debug("kvtier: step save gather failed: %s", exc)
+                    self._count("failed_saves", 1)
+                continue
+            while sv.pending is not None and not sv.pending.done(count=1) and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            if sv.pending is not None and not sv.pending.done(count=1):
+                self._note_failure(RequestTimeout(f"step save unanswered after {self.s.timeout_s:.3f}s"))
+                if self.client is not None:
+                    self.client.close()
+                self._count("failed_saves", 1)
+                continue
+            self._save_done(sv)
+        self._step_inflight = []
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
         recving = self._poll_loads()
@@ -180,6 +236,7 @@ class WorkerSide:
         return errors
 
     def shutdown(self) -> None:
+        self._wait_step_saves()
         if self._copier is not None:
             self._copier.shutdown(wait=True)
         if self.client is not None:
@@ -421,7 +478,8 @@ class GroupedWorker:
         if meta is None:
             return
         for save in meta.saves:
-            self._want_send.setdefault(save.req_id, set()).add(save.group)
+            if not save.step:            # step saves are no request_finished hold: never reported
+                self._want_send.setdefault(save.req_id, set()).add(save.group)
         for load in meta.loads:
             self._want_recv.setdefault(load.req_id, set()).add(load.group)
         for side in self.sides:
@@ -429,6 +487,10 @@ class GroupedWorker:
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         """Nothing to wait for (see WorkerSide)."""
+
+    def wait_for_save(self) -> None:
+        for side in self.sides:
+            side.wait_for_save()
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
         for g, side in enumerate(self.sides):
