@@ -169,6 +169,8 @@ class RefEngine:
             from ..vllm import KVTierConnector
             from ..vllm.compat import Role
 
+            if layout == "cross_layer":
+                extra = {"kvtier_cross_layer_blocks": True, **(extra or {})}
             cfg = vllm_config(socket, model_name=model_name, dtype=dtype, mla=self.cache.mla, role=role,
                               extra=extra)
             kvc: Any = SimpleNamespace(num_blocks=num_blocks)
@@ -182,7 +184,12 @@ class RefEngine:
                     KVCacheGroupSpec(sw, SlidingWindowSpec(BLOCK_SIZE, model.sliding_window))])
             self.scheduler = KVTierConnector(cfg, Role.SCHEDULER, kvc)
             self.worker = KVTierConnector(cfg, Role.WORKER, kvc)
-            self.worker.register_kv_caches(self.cache.tensors)
+            if self.worker.prefer_cross_layer_blocks and self.cache.cross_layer_tensor is not None:
+                # vLLM's model runner: with uniform layers and a backend that has the stride order,
+                # the one cross-layer tensor instead of the per-layer dict
+                self.worker.register_cross_layers_kv_cache(self.cache.cross_layer_tensor, None)
+            else:
+                self.worker.register_kv_caches(self.cache.tensors)
         self.forward_context = SimpleNamespace(attn_metadata={}, no_compile_layers={})
 
     # -- public -------------------------------------------------------------------------

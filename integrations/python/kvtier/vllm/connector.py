@@ -43,6 +43,15 @@ class KVTierConnector(ConnectorBase, SupportsHMA):  # type: ignore[misc, valid-t
         saves only finished requests, from blocks vLLM holds until get_finished reports them."""
         return False
 
+    @property
+    def prefer_cross_layer_blocks(self) -> bool:
+        """kvtier_cross_layer_blocks: vLLM then allocates blocks contiguous across all layers
+        when the model's layers are uniform and the backend has a stride order for it, and calls
+        register_cross_layers_kv_cache instead of register_kv_caches. Off by default because the
+        scheduler must know the chunk layout before the workers register (the namespace names
+        it), and with several KV cache groups (hybrid models) vLLM cannot use it."""
+        return bool(self.settings.cross_layer_blocks) and len(self.settings.groups) <= 1
+
     # -- scheduler side -----------------------------------------------------------
 
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
@@ -92,6 +101,10 @@ class KVTierConnector(ConnectorBase, SupportsHMA):  # type: ignore[misc, valid-t
             ids = set()
         if ids:
             self._worker.handle_preemptions(ids)
+
+    def register_cross_layers_kv_cache(self, kv_cache: Any, attn_backend: Any = None) -> None:
+        assert self._worker is not None and isinstance(self._worker, WorkerSide)
+        self._worker.register_cross_layers_kv_cache(kv_cache, attn_backend)
 
     def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
         assert self._worker is not None

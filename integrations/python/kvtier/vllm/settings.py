@@ -16,6 +16,10 @@ kvtier_retry_interval_s   1.0                  back-off after the daemon was unr
 kvtier_kv_layout          from the model       layout descriptor (kv-NHD-x2, mla-NC-x1, ...)
 kvtier_model              model_config.model   namespace model name
 kvtier_cache_salt         ""                   tenant salt: different salts never share
+kvtier_cross_layer_blocks false               ask vLLM for cross-layer blocks (prefer_cross_layer_blocks):
+                                               one contiguous block across all layers, one copy per
+                                               block. Its chunks are another kv_layout (kv-xlLKNHD-x1),
+                                               so engines share chunks only with the same choice
 kvtier_tp_rank/pp_rank    from vLLM            this worker's rank; without it the rank is read from
                                                vLLM's parallel state, and failing that is an error
                                                (RankUnknown) unless the size is 1
@@ -94,6 +98,7 @@ class Settings:
     pp_rank: Optional[int]
     num_blocks: Optional[int]
     groups: list[KvGroup] = field(default_factory=list)
+    cross_layer_blocks: bool = False
 
     @property
     def unsupported_groups(self) -> list[KvGroup]:
@@ -111,6 +116,10 @@ def _dtype_name(model_config: Any, cache_config: Any) -> str:
     return str(getattr(model_config, "dtype", "auto")).replace("torch.", "")
 
 
+def _flag(v: Any) -> bool:
+    return v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
 def settings_from_vllm(vllm_config: Any, kv_cache_config: Any = None) -> Settings:
     ktc = vllm_config.kv_transfer_config
     extra = dict(getattr(ktc, "kv_connector_extra_config", None) or {})
@@ -123,11 +132,12 @@ def settings_from_vllm(vllm_config: Any, kv_cache_config: Any = None) -> Setting
         raise ValueError(f"kvtier_chunk_size {chunk_size} must be a multiple of the vLLM block_size "
                          f"{block_size}")
     mla = bool(getattr(model_config, "use_mla", False))
+    cross_layer = _flag(extra.get("kvtier_cross_layer_blocks", False))
     role = str(getattr(ktc, "kv_role", "kv_both") or "kv_both")
     fp = Fingerprint(
         model=str(extra.get("kvtier_model", model_config.model)),
         dtype=_dtype_name(model_config, cache_config),
-        kv_layout=str(extra.get("kvtier_kv_layout", default_descriptor(mla))),
+        kv_layout=str(extra.get("kvtier_kv_layout", default_descriptor(mla, cross_layer))),
         chunk_size=chunk_size, block_size=block_size,
         tp_size=int(getattr(parallel, "tensor_parallel_size", 1)),
         pp_size=int(getattr(parallel, "pipeline_parallel_size", 1)),
@@ -143,7 +153,8 @@ def settings_from_vllm(vllm_config: Any, kv_cache_config: Any = None) -> Setting
         retry_interval_s=float(extra.get("kvtier_retry_interval_s", 1.0)),
         load=role in ("kv_both", "kv_consumer"), save=role in ("kv_both", "kv_producer"),
         fingerprint=fp, tp_rank=rank("kvtier_tp_rank"), pp_rank=rank("kvtier_pp_rank"),
-        num_blocks=int(num_blocks) if num_blocks else None, groups=kv_groups(kv_cache_config))
+        num_blocks=int(num_blocks) if num_blocks else None, groups=kv_groups(kv_cache_config),
+        cross_layer_blocks=cross_layer)
 
 
 class RankUnknown(RuntimeError):

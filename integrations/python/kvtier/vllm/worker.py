@@ -35,7 +35,7 @@ from .. import proto
 from ..client import KvtierClient, Pending
 from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
 from ..framing import NO_BLOCK, unpack_u32
-from ..layout import KvLayout, LayoutError, derive_layout
+from ..layout import KvLayout, LayoutError, derive_cross_layer_layout, derive_layout
 from ..session import Session, release_lease
 from ..torch_copy import TorchBlockCopier
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
@@ -107,6 +107,27 @@ class WorkerSide:
         except LayoutError as exc:
             log.error("kvtier: cannot describe the KV cache layout, connector disabled: %s", exc)
             return
+        self._use_layout(layout, fp)
+
+    def register_cross_layers_kv_cache(self, kv_cache: Any, attn_backend: Any = None) -> None:
+        """vLLM's one KV tensor for all layers (first dim num_layers): registered as one plane,
+        a block one segment across every layer. Blocks that are not contiguous across layers
+        (a backend's stride order kvtier does not expect) are described layer by layer."""
+        fp = group_fingerprint(self.s.fingerprint, self.group, self.num_groups)
+        try:
+            layout = derive_cross_layer_layout(kv_cache, self.s.block_size, self.s.num_blocks, mla=fp.mla,
+                                               allow_unshared=True)
+        except LayoutError as exc:
+            log.error("kvtier: cannot describe the cross-layer KV cache, connector disabled: %s", exc)
+            return
+        if layout is None:
+            log.warning("kvtier: cross-layer KV blocks from %s are not contiguous across layers; "
+                        "registering them layer by layer", getattr(attn_backend, "__name__", attn_backend))
+            self.register_kv_caches({f"layer.{i}": kv_cache[i] for i in range(kv_cache.shape[0])})
+            return
+        self._use_layout(layout, fp)
+
+    def _use_layout(self, layout: KvLayout, fp: Any) -> None:
         descriptor = group_fingerprint(self.s.fingerprint.replace(kv_layout=layout.descriptor), self.group,
                                        self.num_groups).kv_layout
         if descriptor != fp.kv_layout:
