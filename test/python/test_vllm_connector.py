@@ -468,3 +468,44 @@ def test_connector_stats_through_vllms_stats_hooks(daemon, alloc):
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("extra", [{}, {"save_only_first_rank": True}], ids=["default", "lmcache-key"])
+def test_mla_at_tp2_stores_one_copy_that_every_rank_loads(daemon, alloc, extra):
+    from kvtier import KvtierClient
+
+    cfg = dict(tp_size=2, mla=True, extra={"kvtier_kv_layout": "mla-NHD-x2", **extra})
+    a = MiniEngine(daemon.socket, alloc, "A", **cfg)
+    b = MiniEngine(daemon.socket, alloc, "B", **cfg)
+    try:
+        s1 = a.run(req("r1", PREFIX + [1, 2, 3] * 40))
+        assert s1.finished_sending == {"r1"}, "rank 1 skips its save but still reports it"
+        assert [w._worker.stats["stored_chunks"] for w in a.workers] == [4, 0]
+        fp = a.workers[0]._worker.client.fingerprint
+        assert fp.tp_rank == 0 and a.workers[1]._worker.client.fingerprint == fp
+        c = KvtierClient(daemon.socket, fp.replace(tp_rank=1), "probe", timeout=3.0)
+        try:
+            assert c.lookup(tokens=PREFIX, no_lease=True).hit_chunks == 0, "no second copy"
+        finally:
+            c.close()
+        r2 = req("r2", PREFIX + [9, 8] * 30)
+        s = b.run(r2)
+        assert s.external_tokens == 768 and s.load_errors == set()
+        for idx in (0, 1):
+            assert b.workers[idx]._worker.stats["loaded_chunks"] == 3
+            for pos in range(0, 768, 13):
+                assert all(torch.equal(g, w) for g, w in zip(b.token_kv(s.block_table, pos, idx),
+                                                             b.expected_kv(r2.prompt_token_ids, pos, idx)))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_mla_one_copy_can_be_turned_off(daemon, alloc):
+    cfg = dict(tp_size=2, mla=True, extra={"kvtier_kv_layout": "mla-NHD-x2", "save_only_first_rank": False})
+    a = MiniEngine(daemon.socket, alloc, "A", **cfg)
+    try:
+        a.run(req("r1", PREFIX + [1] * 30))
+        assert [w._worker.stats["stored_chunks"] for w in a.workers] == [4, 4]
+    finally:
+        a.close()

@@ -39,11 +39,11 @@ NUM_BLOCKS = 200
 
 
 def vllm_config(socket: str, *, model: str = "test/llama", dtype: Any = torch.float16, tp_size: int = 1,
-                extra: Optional[dict] = None, role: str = "kv_both") -> Any:
+                extra: Optional[dict] = None, role: str = "kv_both", mla: bool = False) -> Any:
     ex = {"kvtier_socket": socket, "kvtier_timeout_s": 3.0,
           "kvtier_retry_interval_s": 0.2, **(extra or {})}
     return SimpleNamespace(
-        model_config=SimpleNamespace(model=model, dtype=dtype, use_mla=False),
+        model_config=SimpleNamespace(model=model, dtype=dtype, use_mla=mla),
         cache_config=SimpleNamespace(block_size=BLOCK, cache_dtype="auto"),
         parallel_config=SimpleNamespace(tensor_parallel_size=tp_size, pipeline_parallel_size=1),
         kv_transfer_config=SimpleNamespace(kv_connector="KVTierConnector", kv_connector_module_path="kvtier.vllm",
@@ -228,7 +228,7 @@ class MiniEngine:
         for pos in range(start, len(tokens)):
             b, off = table[pos // BLOCK], pos % BLOCK
             for kv in (0, 1):
-                t[kv, b, off] = kv_value(tokens[pos], pos, layer, kv, self.ranks[idx]).to(t.dtype)
+                t[kv, b, off] = kv_value(tokens[pos], pos, layer, kv, self._kv_rank(idx)).to(t.dtype)
 
     def token_kv(self, table: list[int], pos: int, idx: int = 0) -> list[torch.Tensor]:
         """The KV bytes worker `idx` holds for token `pos` of a request with block table `table`."""
@@ -238,8 +238,12 @@ class MiniEngine:
 
     def expected_kv(self, tokens: list[int], pos: int, idx: int = 0) -> list[torch.Tensor]:
         dtype = next(iter(self.kv.values())).dtype
-        return [kv_value(tokens[pos], pos, layer, kv, self.ranks[idx]).to(dtype)
+        return [kv_value(tokens[pos], pos, layer, kv, self._kv_rank(idx)).to(dtype)
                 for layer in range(LAYERS) for kv in (0, 1)]
+
+    def _kv_rank(self, idx: int) -> int:
+        """MLA: every rank holds the same latent KV; otherwise each rank its own heads."""
+        return 0 if self.config.model_config.use_mla else self.ranks[idx]
 
     def close(self) -> None:
         for w in self.workers:

@@ -89,8 +89,10 @@ class SchedulerSide:
             gfp = group_fingerprint(fp, group, n)
             for pp in range(fp.pp_size):
                 for tp in range(fp.tp_size):
+                    # MLA one copy: every rank's lookup is in rank 0's namespace, each with a
+                    # lease of its own (a worker releases its lease once its load ended)
                     self.clients[(rank_index(fp, tp, pp), g)] = session.client(
-                        gfp.replace(tp_rank=tp, pp_rank=pp), "vllm-scheduler")
+                        gfp.replace(tp_rank=settings.namespace_tp_rank(tp), pp_rank=pp), "vllm-scheduler")
         self.health = session.health
         self._lookups: dict[str, _Lookup] = {}
         self._to_load: list[LoadSpec] = []

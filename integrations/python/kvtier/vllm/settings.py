@@ -20,6 +20,9 @@ kvtier_cross_layer_blocks false               ask vLLM for cross-layer blocks (p
                                                one contiguous block across all layers, one copy per
                                                block. Its chunks are another kv_layout (kv-xlLKNHD-x1),
                                                so engines share chunks only with the same choice
+kvtier_mla_one_copy       true for MLA         MLA at TP>1: every rank holds the same latent KV, so
+  (or LMCache's save_only_first_rank)          rank 0 saves and every rank loads that one copy (all
+                                               ranks use rank 0's namespace); false: one copy per rank
 kvtier_tp_rank/pp_rank    from vLLM            this worker's rank; without it the rank is read from
                                                vLLM's parallel state, and failing that is an error
                                                (RankUnknown) unless the size is 1
@@ -99,6 +102,11 @@ class Settings:
     num_blocks: Optional[int]
     groups: list[KvGroup] = field(default_factory=list)
     cross_layer_blocks: bool = False
+    mla_one_copy: bool = False        # MLA at TP>1: rank 0 saves, all ranks load rank 0's copy
+
+    def namespace_tp_rank(self, tp_rank: int) -> int:
+        """The tp_rank whose namespace a rank's chunks live in."""
+        return 0 if self.mla_one_copy else tp_rank
 
     @property
     def unsupported_groups(self) -> list[KvGroup]:
@@ -133,6 +141,7 @@ def settings_from_vllm(vllm_config: Any, kv_cache_config: Any = None) -> Setting
                          f"{block_size}")
     mla = bool(getattr(model_config, "use_mla", False))
     cross_layer = _flag(extra.get("kvtier_cross_layer_blocks", False))
+    one_copy = _flag(extra.get("kvtier_mla_one_copy", extra.get("save_only_first_rank", True)))
     role = str(getattr(ktc, "kv_role", "kv_both") or "kv_both")
     fp = Fingerprint(
         model=str(extra.get("kvtier_model", model_config.model)),
@@ -154,7 +163,7 @@ def settings_from_vllm(vllm_config: Any, kv_cache_config: Any = None) -> Setting
         load=role in ("kv_both", "kv_consumer"), save=role in ("kv_both", "kv_producer"),
         fingerprint=fp, tp_rank=rank("kvtier_tp_rank"), pp_rank=rank("kvtier_pp_rank"),
         num_blocks=int(num_blocks) if num_blocks else None, groups=kv_groups(kv_cache_config),
-        cross_layer_blocks=cross_layer)
+        cross_layer_blocks=cross_layer, mla_one_copy=bool(mla and one_copy and fp.tp_size > 1))
 
 
 class RankUnknown(RuntimeError):

@@ -138,7 +138,8 @@ class WorkerSide:
         self.layout = layout
         self.codec = TorchBlockCopier(layout, self.s.chunk_size)
         self.client = self.session.client(
-            fp.replace(tp_rank=self.tp_rank, pp_rank=self.pp_rank, kv_layout=descriptor), "vllm-worker")
+            fp.replace(tp_rank=self.s.namespace_tp_rank(self.tp_rank), pp_rank=self.pp_rank, kv_layout=descriptor),
+            "vllm-worker")
         self._ensure_registered()
 
     def _ensure_registered(self) -> bool:
@@ -184,7 +185,7 @@ class WorkerSide:
             if save.group != self.group_index:
                 continue
             if save.step:
-                if ready:
+                if ready and not (self.s.mla_one_copy and self.tp_rank != 0):
                     self._step_queue.append(save)
             else:
                 self._issue_save(save, ready)
@@ -377,6 +378,10 @@ class WorkerSide:
     # -- saves ---------------------------------------------------------------------
 
     def _issue_save(self, spec: SaveSpec, ready: bool) -> None:
+        if self.s.mla_one_copy and self.tp_rank != 0:
+            # MLA: rank 0 stores the one copy every rank loads; this rank's blocks are free now
+            self._saves[spec.req_id] = _Save(spec, None)
+            return
         if not ready or self.client is None:
             self._saves[spec.req_id] = _Save(spec, None)
             return
