@@ -592,3 +592,36 @@ def test_prefer_cross_layer_blocks_is_opt_in_and_off_for_hybrid_models(tmp_path)
         assert derive_cross_layer_layout(lm, 16, 8) is None
         xl = alloc.empty((8, 4, 2, 16, 2, 64), torch.float32).permute(1, 2, 0, 3, 4, 5)
         assert derive_cross_layer_layout(xl, 16, 8).descriptor == "kv-xlLKNHD-x1"
+
+
+# -- TP=2: two worker processes, KV heads sharded ------------------------------------------------
+
+def test_tp2_worker_processes_store_and_load_their_own_shard_and_match_recompute(daemon):
+    """Two TP ranks in two processes, each holding one of the two KV heads: each stores and loads
+    only its own shard (checked by bytes against the producer's shard), and the logits after the
+    load equal a full recompute."""
+    a = engine(daemon.socket, tp=2)
+    try:
+        assert [i["rank"] for i in a.worker.info] == [0, 1]
+        assert all(i["mode"] == "blocks" for i in a.worker.info)
+        ra = a.generate("producer", P1)
+        a.drain()
+        assert [st["stored_chunks"] for st in a.worker.stats()] == [3, 3]
+        b = engine(daemon.socket, tp=2)
+        try:
+            r = b.generate("consumer", P2)
+            b.drain()
+            assert r.external_tokens == 768 and r.load_error_blocks == set()
+            assert [st["loaded_chunks"] for st in b.worker.stats()] == [3, 3]
+            assert_matches(r.first_logits, P2)
+            for rank in (0, 1):
+                ka = a.cache.rank_tensors[rank]["model.layers.2.self_attn.attn"]
+                kb = b.cache.rank_tensors[rank]["model.layers.2.self_attn.attn"]
+                for blk in range(0, 48, 5):      # the 768 loaded tokens, block by block
+                    assert torch.equal(kb[:, r.block_ids[blk]], ka[:, ra.block_ids[blk]]), (rank, blk)
+                other = a.cache.rank_tensors[1 - rank]["model.layers.2.self_attn.attn"]
+                assert not torch.equal(kb[:, r.block_ids[3]], other[:, ra.block_ids[3]])
+        finally:
+            b.close()
+    finally:
+        a.close()

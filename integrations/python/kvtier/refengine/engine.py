@@ -115,12 +115,12 @@ class Request:
 
 
 def vllm_config(socket: str, *, model_name: str, dtype: torch.dtype, mla: bool, role: str = "kv_both",
-                extra: Optional[dict[str, Any]] = None) -> Any:
+                extra: Optional[dict[str, Any]] = None, tp: int = 1) -> Any:
     ex = {"kvtier_socket": socket, **(extra or {})}
     return SimpleNamespace(
         model_config=SimpleNamespace(model=model_name, dtype=dtype, use_mla=mla),
         cache_config=SimpleNamespace(block_size=BLOCK_SIZE, cache_dtype="auto"),
-        parallel_config=SimpleNamespace(tensor_parallel_size=1, pipeline_parallel_size=1),
+        parallel_config=SimpleNamespace(tensor_parallel_size=tp, pipeline_parallel_size=1),
         kv_transfer_config=SimpleNamespace(kv_connector="KVTierConnector", kv_connector_module_path="kvtier.vllm",
                                            kv_role=role, kv_connector_extra_config=ex, engine_id="refengine"))
 
@@ -141,14 +141,23 @@ class RefEngine:
                  role: str = "kv_both", token_budget: Optional[int] = None,
                  alloc: Optional[ShmAllocator] = None,
                  hooks: Optional[dict[str, Callable[..., Any]]] = None,
-                 free_out_of_window: bool = False) -> None:
+                 free_out_of_window: bool = False, tp: int = 1) -> None:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if token_budget is not None and token_budget % BLOCK_SIZE:
             raise ValueError("token_budget must be a multiple of the block size")
         self.device = torch.device(device)
         self.model = Transformer(model, dtype, self.device)
-        self.cache = PagedKVCache(model, layout, num_blocks, BLOCK_SIZE, dtype, self.device, alloc)
+        self.tp = tp
+        if tp > 1:
+            # one worker process per rank, KV heads sharded over them (kvtier.refengine.tp)
+            from .tp import ShardedKVCache
+
+            if layout != "flash" or self.device.type != "cpu":
+                raise ValueError("the TP mode runs the flash layout on CPU")
+            self.cache: Any = ShardedKVCache(model, tp, num_blocks, BLOCK_SIZE, dtype)
+        else:
+            self.cache = PagedKVCache(model, layout, num_blocks, BLOCK_SIZE, dtype, self.device, alloc)
         self.token_budget = token_budget
         self.hooks = hooks or {}
         self.hybrid = bool(model.sliding_layers)
@@ -172,7 +181,7 @@ class RefEngine:
             if layout == "cross_layer":
                 extra = {"kvtier_cross_layer_blocks": True, **(extra or {})}
             cfg = vllm_config(socket, model_name=model_name, dtype=dtype, mla=self.cache.mla, role=role,
-                              extra=extra)
+                              extra=extra, tp=tp)
             kvc: Any = SimpleNamespace(num_blocks=num_blocks)
             if self.hybrid:
                 from .vllm_shapes import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec, SlidingWindowSpec
@@ -183,8 +192,19 @@ class RefEngine:
                     KVCacheGroupSpec(full, FullAttentionSpec(BLOCK_SIZE)),
                     KVCacheGroupSpec(sw, SlidingWindowSpec(BLOCK_SIZE, model.sliding_window))])
             self.scheduler = KVTierConnector(cfg, Role.SCHEDULER, kvc)
-            self.worker = KVTierConnector(cfg, Role.WORKER, kvc)
-            if self.worker.prefer_cross_layer_blocks and self.cache.cross_layer_tensor is not None:
+            if tp > 1:
+                from .tp import TPWorkers
+
+                def rank_cfg(r: int) -> Any:
+                    return vllm_config(socket, model_name=model_name, dtype=dtype, mla=False, role=role,
+                                       extra={**(extra or {}), "kvtier_tp_rank": r}, tp=tp)
+
+                self.worker = TPWorkers(rank_cfg, kvc, self.cache)
+            else:
+                self.worker = KVTierConnector(cfg, Role.WORKER, kvc)
+            if tp > 1:
+                pass                    # each rank's process registered its shard
+            elif self.worker.prefer_cross_layer_blocks and self.cache.cross_layer_tensor is not None:
                 # vLLM's model runner: with uniform layers and a backend that has the stride order,
                 # the one cross-layer tensor instead of the per-layer dict
                 self.worker.register_cross_layers_kv_cache(self.cache.cross_layer_tensor, None)
