@@ -21,6 +21,7 @@ import type { Slab } from '../src/tiers/host-memory.js';
 import type { SerdeName } from '../src/tiers/serde.js';
 import { parseSerde } from '../src/tiers/serde.js';
 import type { DataPathName } from '../src/tiers/valkey-native.js';
+import { ChunkId } from '../src/tiers/chunk-id.js';
 import { ValkeyTier } from '../src/tiers/valkey-tier.js';
 import { parseValkeyUrl } from '../src/tiers/valkey-url.js';
 import { startValkey, stopAllValkey } from './valkey-server.js';
@@ -172,7 +173,7 @@ interface Pass {
 async function tierPass(tier: ValkeyTier, size: number, n: number, inflight: number): Promise<Pass> {
   const payload = randomBytes(size);
   // A namespace per chunk size, as in the daemon (one model, one chunk size).
-  const keys = Array.from({ length: n }, () => ({ namespaceId: `bench-${size}`, hash: randomBytes(16).toString('hex') }));
+  const keys = Array.from({ length: n }, () => ChunkId.of(`bench-${size}`, randomBytes(16).toString('hex')));
   // Cold: the server allocates fresh memory for every value. Timed store:
   // the same keys again, as valkey-benchmark rewrites its one key, so both
   // sides measure a warm server.

@@ -21,6 +21,7 @@
 import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import { packTokens } from '../src/chunking/tokens.js';
+import { UsageError } from '../src/errors.js';
 import { KvtierClient } from '../src/protocol/client.js';
 import { startValkey, type ValkeyServer } from './valkey-server.js';
 import type { DaemonProcess } from './daemon-process.js';
@@ -105,11 +106,11 @@ async function valkeyUsed(v: ValkeyServer): Promise<number> {
 export async function runModelMode(opts: ModelModeOptions, progress: (msg: string) => void): Promise<ModelModeResult> {
   const shapes = opts.models.map((name) => {
     const s = SHAPES[name];
-    if (s === undefined) throw new Error(`unknown model shape ${name}; known: ${Object.keys(SHAPES).join(', ')}`);
+    if (s === undefined) throw new UsageError(`unknown model shape ${name}; known: ${Object.keys(SHAPES).join(', ')}`);
     return s;
   });
   for (const c of opts.contexts) {
-    if (c % CHUNK_TOKENS !== 0) throw new Error(`expected context lengths that are multiples of ${CHUNK_TOKENS}, got ${c}`);
+    if (c % CHUNK_TOKENS !== 0) throw new UsageError(`expected context lengths that are multiples of ${CHUNK_TOKENS}, got ${c}`);
   }
   const avail = memAvailable();
   const plan: Array<{ shape: ModelShape; context: number; inline: boolean }> = [];

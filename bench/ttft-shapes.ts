@@ -43,7 +43,7 @@ export const SHAPES: Record<string, ModelShape> = {
 };
 
 export const H100_PEAK_TFLOPS = 989;
-export const DEFAULT_MFU = 0.45;
+export { DEFAULT_MFU } from '../src/cli/ttft-defaults.js';
 
 export function kvBytesPerToken(s: ModelShape): number {
   return 2 * s.layers * s.kvHeadsPerRank * s.headDim * s.elemBytes;

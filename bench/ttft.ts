@@ -9,6 +9,7 @@
  * One JSON object with --json, else a table; --plot FILE writes an SVG of
  * TTFT against context length; progress goes to stderr.
  */
+import { UsageError } from '../src/errors.js';
 import { runEndpointMode } from './ttft-endpoint.js';
 import { runEngineMode } from './ttft-engine.js';
 import { runModelMode } from './ttft-model.js';
@@ -41,13 +42,13 @@ export interface TtftOptions {
  * Both shapes at 8K, 32K and 128K; what cannot run here (memory, or the
  * 4 GiB native pool limit) is skipped and listed with its reason.
  */
-export const MODEL_DEFAULTS = { models: ['llama-3.1-8b', 'llama-3.3-70b-tp8'], contexts: [8192, 32768, 131072] };
+export { MODEL_DEFAULTS } from '../src/cli/ttft-defaults.js';
 
 export async function runTtftBench(opts: TtftOptions, progress: (msg: string) => void): Promise<TtftResult> {
   const started = performance.now();
   let result: TtftResult;
   if (opts.mode === 'endpoint') {
-    if (opts.endpoint === null || opts.models.length === 0) throw new Error('endpoint mode needs --endpoint URL and --model NAME');
+    if (opts.endpoint === null || opts.models.length === 0) throw new UsageError('endpoint mode needs --endpoint URL and --model NAME');
     const r = await runEndpointMode({
       endpoint: opts.endpoint, model: opts.models[0], contexts: opts.contexts, docs: opts.docs,
       maxTokens: opts.maxTokens, flushUrl: opts.flushUrl, timeoutMs: opts.timeoutMs,

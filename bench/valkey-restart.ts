@@ -16,6 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 
+import { ChunkId } from '../src/tiers/chunk-id.js';
 import { ValkeyTier } from '../src/tiers/valkey-tier.js';
 import { startValkey } from './valkey-server.js';
 
@@ -60,7 +61,7 @@ async function runCase(kind: 'busy' | 'idle', downMs: number): Promise<RestartCa
         continue;
       }
       const n = seq++;
-      const key = { namespaceId: 'restart', hash: `c${n}` };
+      const key = ChunkId.of('restart', `c${n}`);
       out.puts++;
       inFlight++;
       const ok = await tier.put(key, payloads[n % 2]);
@@ -84,7 +85,7 @@ async function runCase(kind: 'busy' | 'idle', downMs: number): Promise<RestartCa
       out.reads++;
       inFlight++;
       try {
-        const got = await tier.get({ namespaceId: 'restart', hash }).finally(() => inFlight--);
+        const got = await tier.get(ChunkId.of('restart', hash)).finally(() => inFlight--);
         if (got === null) out.misses++;
         else if (got.equals(payloads[stored.get(hash)!])) out.hits++;
         else out.wrong_bytes++;

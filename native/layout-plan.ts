@@ -10,7 +10,8 @@
  * planeTable is what the addon's copyBlocks expands jobs with
  * (native/src/copy.cc), re-checking every bound itself.
  */
-import { BadBlockIdError, BadLayoutError } from '../src/errors.js';
+import { SKIP_BLOCK } from '../proto/constants.js';
+import { badBlockId, badLayout } from './errors.js';
 
 export interface KvRegionSpec {
   regionId: number;
@@ -49,11 +50,11 @@ export interface PlannedPlane {
 }
 
 /** Block id that a scatter leaves untouched (the worker already has it). */
-export const SKIP_BLOCK = 0xffffffff;
+export { SKIP_BLOCK };
 
 function checkInt(value: unknown, key: string, min: number): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new BadLayoutError(`expected an integer >= ${min} for ${key}, got ${String(value)}`);
+    throw badLayout(`expected an integer >= ${min} for ${key}, got ${String(value)}`);
   }
   return value;
 }
@@ -77,52 +78,52 @@ export class LayoutPlan {
     const blockSize = checkInt(spec.blockSize, 'block_size', 1);
     const chunkTokens = checkInt(spec.chunkTokens, 'chunk_size', 1);
     if (chunkTokens % blockSize !== 0) {
-      throw new BadLayoutError(`expected chunk_size to be a multiple of block_size ${blockSize}, got ${chunkTokens}`);
+      throw badLayout(`expected chunk_size to be a multiple of block_size ${blockSize}, got ${chunkTokens}`);
     }
     this.blocksPerChunk = chunkTokens / blockSize;
     if (!Array.isArray(spec.regions) || spec.regions.length === 0) {
-      throw new BadLayoutError('expected at least one region, got none');
+      throw badLayout('expected at least one region, got none');
     }
     const indexById = new Map<number, number>();
     spec.regions.forEach((r, i) => {
       const id = checkInt(r.regionId, `regions[${i}].region_id`, 0);
-      if (indexById.has(id)) throw new BadLayoutError(`expected unique region ids, got ${id} twice`);
+      if (indexById.has(id)) throw badLayout(`expected unique region ids, got ${id} twice`);
       checkInt(r.sizeBytes, `regions[${i}].size_bytes`, 1);
       const hasShm = typeof r.shmPath === 'string' && r.shmPath.length > 0;
       const hasIpc = r.cudaIpcHandle !== undefined && r.cudaIpcHandle.length > 0;
       if (hasShm === hasIpc) {
-        throw new BadLayoutError(`expected exactly one of shm_path or cuda_ipc_handle for region ${id}, got ${hasShm ? 'both' : 'neither'}`);
+        throw badLayout(`expected exactly one of shm_path or cuda_ipc_handle for region ${id}, got ${hasShm ? 'both' : 'neither'}`);
       }
       if (hasIpc && r.cudaIpcHandle!.length !== 64) {
-        throw new BadLayoutError(`expected 64 bytes for cuda_ipc_handle of region ${id}, got ${r.cudaIpcHandle!.length}`);
+        throw badLayout(`expected 64 bytes for cuda_ipc_handle of region ${id}, got ${r.cudaIpcHandle!.length}`);
       }
       indexById.set(id, i);
     });
     const kinds = new Set(spec.regions.map((r) => (r.cudaIpcHandle !== undefined && r.cudaIpcHandle.length > 0 ? `cuda device ${r.deviceIndex ?? 0}` : 'shm')));
     if (kinds.size > 1) {
-      throw new BadLayoutError(`expected every region of one registration on one kind of memory, got ${[...kinds].join(' and ')}`);
+      throw badLayout(`expected every region of one registration on one kind of memory, got ${[...kinds].join(' and ')}`);
     }
     this.regions = spec.regions;
     if (!Array.isArray(spec.planes) || spec.planes.length === 0) {
-      throw new BadLayoutError('expected at least one plane, got none');
+      throw badLayout('expected at least one plane, got none');
     }
     let slot = 0;
     this.planes = spec.planes.map((p, i) => {
       const key = `planes[${i}] (layer ${String(p.layer)})`;
       const regionIndex = indexById.get(p.regionId);
       if (regionIndex === undefined) {
-        throw new BadLayoutError(`expected a registered region id for ${key}.region_id, got ${String(p.regionId)}`);
+        throw badLayout(`expected a registered region id for ${key}.region_id, got ${String(p.regionId)}`);
       }
       const offset = checkInt(p.offset, `${key}.offset`, 0);
       const blockBytes = checkInt(p.blockBytes, `${key}.block_bytes`, 1);
       const blockStride = checkInt(p.blockStride, `${key}.block_stride`, 0);
       if (this.numBlocks > 1 && blockStride < blockBytes) {
-        throw new BadLayoutError(`expected ${key}.block_stride >= block_bytes ${blockBytes} (blocks must not overlap), got ${blockStride}`);
+        throw badLayout(`expected ${key}.block_stride >= block_bytes ${blockBytes} (blocks must not overlap), got ${blockStride}`);
       }
       const end = offset + (this.numBlocks - 1) * blockStride + blockBytes;
       const size = spec.regions[regionIndex].sizeBytes;
       if (!Number.isSafeInteger(end) || end > size) {
-        throw new BadLayoutError(
+        throw badLayout(
           `expected ${key} to end within region ${p.regionId} of ${size} bytes, got offset ${offset} + ` +
             `${this.numBlocks - 1} x block_stride ${blockStride} + block_bytes ${blockBytes} = ${end}`,
         );
@@ -133,7 +134,7 @@ export class LayoutPlan {
     this.bytesPerBlockSlot = slot;
     this.chunkBytes = slot * this.blocksPerChunk;
     if (!Number.isSafeInteger(this.chunkBytes)) {
-      throw new BadLayoutError(`expected a chunk size below 2^53 bytes, got ${this.chunkBytes}`);
+      throw badLayout(`expected a chunk size below 2^53 bytes, got ${this.chunkBytes}`);
     }
     this.#stamp = new Uint32Array(this.numBlocks);
     this.planeTable = Float64Array.from(this.planes.flatMap((p) => [p.regionIndex, p.offset, p.blockStride, p.blockBytes]));
@@ -151,7 +152,8 @@ export class LayoutPlan {
    */
   validate(jobs: readonly { blockIds: Uint32Array; buf: Uint8Array }[], scatter: boolean): void {
     const what = scatter ? 'src' : 'dst';
-    if (++this.#generation === 0xffffffff) {
+    // Stamps are u32: start over before the generation wraps.
+    if (++this.#generation === 2 ** 32 - 1) {
       this.#stamp.fill(0);
       this.#generation = 1;
     }
@@ -159,22 +161,22 @@ export class LayoutPlan {
     jobs.forEach((job, j) => {
       const ids = job.blockIds;
       if (!(ids instanceof Uint32Array) || ids.length < 1 || ids.length > this.blocksPerChunk) {
-        throw new BadBlockIdError(
+        throw badBlockId(
           `expected 1 to ${this.blocksPerChunk} block ids (a Uint32Array) for job ${j}, got ${ids instanceof Uint32Array ? ids.length : typeof ids}`,
         );
       }
       const need = this.bytesFor(ids.length);
       if (!(job.buf instanceof Uint8Array) || job.buf.length < need) {
-        throw new BadBlockIdError(`expected at least ${need} bytes for the ${what} buffer of job ${j}, got ${job.buf?.length}`);
+        throw badBlockId(`expected at least ${need} bytes for the ${what} buffer of job ${j}, got ${job.buf?.length}`);
       }
       for (let k = 0; k < ids.length; k++) {
         const id = ids[k];
         if (id === SKIP_BLOCK && scatter) continue;
         if (id >= this.numBlocks) {
-          throw new BadBlockIdError(`expected a block id below num_blocks ${this.numBlocks} for job ${j} block ${k}, got ${id}`);
+          throw badBlockId(`expected a block id below num_blocks ${this.numBlocks} for job ${j} block ${k}, got ${id}`);
         }
         if (this.#stamp[id] === gen) {
-          throw new BadBlockIdError(`expected distinct block ids in one request, got ${id} more than once (job ${j} block ${k})`);
+          throw badBlockId(`expected distinct block ids in one request, got ${id} more than once (job ${j} block ${k})`);
         }
         this.#stamp[id] = gen;
       }

@@ -26,7 +26,8 @@ if (!env.npm_config_nodedir && existsSync(join(nodePrefix, 'include', 'node', 'n
 }
 
 const napiInclude = dirname(createRequire(join(root, 'package.json')).resolve('node-addon-api/package.json'));
-const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
+// Resolved, not joined: installed as a dependency, cmake-js is hoisted above this package.
+const cmakeJs = join(dirname(createRequire(join(root, 'package.json')).resolve('cmake-js/package.json')), 'bin', 'cmake-js');
 const cpuOnly = env.KVTIER_CPU_ONLY === '1' || env.KVTIER_CPU_ONLY === 'true';
 const requireCuda = env.KVTIER_REQUIRE_CUDA === '1';
 if (env.CUDACXX === undefined && !cpuOnly && existsSync('/usr/local/cuda/bin/nvcc')) {

@@ -22,7 +22,7 @@ function missing() {
   const out = [];
   if (!['valkey-server', 'valkey-cli', 'valkey-benchmark'].every(onPath)) out.push(['valkey-server, valkey-cli or valkey-benchmark is not on PATH', null]);
   if (!existsSync(python)) out.push([`${python} not found`, 'python3']);
-  for (const [mod, pkg] of [['torch', 'python3-torch'], ['numpy', 'python3-numpy'], ['google.protobuf', 'python3-protobuf'], ['pytest', 'python3-pytest']]) {
+  for (const [mod, pkg] of [['torch', 'python3-torch'], ['numpy', 'python3-numpy'], ['google.protobuf', 'python3-protobuf'], ['pytest', 'python3-pytest'], ['setuptools', 'python3-setuptools']]) {
     if (!imports(mod)) out.push([`${mod} is not importable by ${python}`, pkg]);
   }
   return out;

@@ -14,7 +14,9 @@
 import type { KvtierConfig } from './config/load.js';
 import { ForbiddenError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
-import { ChunkManager, type RemoteTier } from './manager/chunk-manager.js';
+import type { ChainFn } from './chunking/prefix-hash.js';
+import { ChunkManager } from './manager/chunk-manager.js';
+import type { RemoteTier } from './tiers/tier.js';
 import { DaemonMetrics } from './metrics/daemon-metrics.js';
 import { daemonStats, type DaemonStats } from './metrics/daemon-stats.js';
 import { MetricsServer } from './metrics/http-server.js';
@@ -56,6 +58,7 @@ interface NativeModule {
   RegisteredKv: new (spec: import('../native/index.js').KvLayoutSpec, options?: import('../native/index.js').RegisteredKvOptions) => import('../native/index.js').RegisteredKv;
   nativeInfo(): { backend: string; reason: string };
   peerCredentials(fd: number): PeerCredentials;
+  chainHashes: ChainFn;
 }
 
 async function loadNative(log: Logger): Promise<{ mod: NativeModule | null; detail: string }> {
@@ -68,6 +71,11 @@ async function loadNative(log: Logger): Promise<{ mod: NativeModule | null; deta
     log.warn('native addon unavailable: heap memory and inline transfers only', { error: errorMessage(e) });
     return { mod: null, detail: errorMessage(e) };
   }
+}
+
+/** With host_memory: heap the addon was not loaded for memory; the prefix-hash chain still runs in it when it loads. */
+async function loadChain(): Promise<ChainFn | null> {
+  return import('../native/index.js').then((m) => (m.nativeAvailable() ? m.chainHashes : null), () => null);
 }
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
@@ -99,6 +107,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
     logger: log,
     recomputeTokensPerS: config.recomputeTokensPerS,
+    chain: native.mod?.chainHashes ?? (await loadChain()),
   });
   let server: SocketServer;
   const metrics = new DaemonMetrics({ version: VERSION, manager, memory: () => memory.info(), connections: () => server.connectionCount, closedConnections: () => server.closedConnections });

@@ -24,6 +24,7 @@
 #include "region.h"
 #include "thread-pool.h"
 #include "valkey/binding.h"
+#include "constants.h"
 
 namespace kvtier {
 
@@ -41,11 +42,11 @@ namespace {
 
 size_t sizeArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
   if (info.Length() <= i || !info[i].IsNumber()) {
-    throwCoded(info.Env(), "KVT_BAD_REQUEST", std::string("expected a number for ") + what);
+    throwCoded(info.Env(), codes::kBadRequest, std::string("expected a number for ") + what);
   }
   double v = info[i].As<Napi::Number>().DoubleValue();
   if (!(v >= 0 && v <= 9007199254740991.0) || std::floor(v) != v) {
-    throwCoded(info.Env(), "KVT_BAD_REQUEST",
+    throwCoded(info.Env(), codes::kBadRequest,
                std::string("expected a non-negative integer for ") + what + ", got " + std::to_string(v));
   }
   return static_cast<size_t>(v);
@@ -100,7 +101,7 @@ class Pool : public Napi::ObjectWrap<Pool> {
     Napi::Env env = info.Env();
     size_t bytes = sizeArg(info, 0, "pool bytes");
     if (bytes < ExtentAllocator::kGranule) {
-      throwCoded(env, "KVT_BAD_REQUEST",
+      throwCoded(env, codes::kBadRequest,
                  "expected at least " + std::to_string(ExtentAllocator::kGranule) + " for pool bytes, got " +
                      std::to_string(bytes));
     }
@@ -109,12 +110,12 @@ class Pool : public Napi::ObjectWrap<Pool> {
     // failed external ArrayBuffer creation frees its hint twice. NativePool in
     // index.ts builds larger pools from several arenas.
     if (bytes > (size_t{1} << 32)) {
-      throwCoded(env, "KVT_BAD_REQUEST", "expected at most 4 GiB for one pool arena, got " + std::to_string(bytes));
+      throwCoded(env, codes::kBadRequest, "expected at most 4 GiB for one pool arena, got " + std::to_string(bytes));
     }
     try {
       mem_ = allocatePoolMemory(bytes);
     } catch (const std::exception& e) {
-      throwCoded(env, "KVT_NATIVE", e.what());
+      throwCoded(env, codes::kNative, e.what());
     }
     alloc_ = std::make_unique<ExtentAllocator>(bytes);
     {
@@ -133,7 +134,7 @@ class Pool : public Napi::ObjectWrap<Pool> {
 
  private:
   void requireOpen(Napi::Env env) {
-    if (!mem_) throwCoded(env, "KVT_NATIVE", "the pool is closed");
+    if (!mem_) throwCoded(env, codes::kNative, "the pool is closed");
   }
 
   Napi::Value Alloc(const Napi::CallbackInfo& info) {
@@ -147,7 +148,7 @@ class Pool : public Napi::ObjectWrap<Pool> {
     requireOpen(info.Env());
     size_t offset = sizeArg(info, 0, "slab offset");
     if (alloc_->release(offset) != 0) {
-      throwCoded(info.Env(), "KVT_NATIVE",
+      throwCoded(info.Env(), codes::kNative,
                  "slab at offset " + std::to_string(offset) +
                      " is not live in this pool (released twice, or never allocated here)");
     }
@@ -190,7 +191,7 @@ class Pool : public Napi::ObjectWrap<Pool> {
     requireOpen(info.Env());
     size_t step = sizeArg(info, 0, "warming step bytes");
     if (step < ExtentAllocator::kGranule) {
-      throwCoded(info.Env(), "KVT_BAD_REQUEST", "expected at least 4096 for warming step bytes, got " + std::to_string(step));
+      throwCoded(info.Env(), codes::kBadRequest, "expected at least 4096 for warming step bytes, got " + std::to_string(step));
     }
     auto* worker = new WarmWorker(info.Env(), mem_, step / ExtentAllocator::kGranule * ExtentAllocator::kGranule);
     Napi::Promise promise = worker->Promise();
@@ -228,13 +229,13 @@ class Region : public Napi::ObjectWrap<Region> {
   explicit Region(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Region>(info) {
     Napi::Env env = info.Env();
     size_t size = sizeArg(info, 1, "region size_bytes");
-    if (size == 0) throwCoded(env, "KVT_BAD_LAYOUT", "expected a positive size_bytes for a region, got 0");
+    if (size == 0) throwCoded(env, codes::kBadLayout, "expected a positive size_bytes for a region, got 0");
     if (info[0].IsString()) {
       if (info.Length() < 4 || !info[2].IsString()) {
-        throwCoded(env, "KVT_BAD_REQUEST", "expected (shmPath, size, shmDir, ownerUid) for a shm region");
+        throwCoded(env, codes::kBadRequest, "expected (shmPath, size, shmDir, ownerUid) for a shm region");
       }
       size_t uid = sizeArg(info, 3, "owner uid");
-      if (uid > UINT32_MAX) throwCoded(env, "KVT_BAD_REQUEST", "expected a uid below 2^32, got " + std::to_string(uid));
+      if (uid > UINT32_MAX) throwCoded(env, codes::kBadRequest, "expected a uid below 2^32, got " + std::to_string(uid));
       RegionError error;
       mapping_ = openShmRegion(info[2].As<Napi::String>().Utf8Value(), info[0].As<Napi::String>().Utf8Value(), size,
                                static_cast<uint32_t>(uid), &error);
@@ -245,15 +246,15 @@ class Region : public Napi::ObjectWrap<Region> {
     if (info[0].IsBuffer()) {
       auto handle = info[0].As<Napi::Buffer<uint8_t>>();
       if (handle.Length() != 64) {
-        throwCoded(env, "KVT_BAD_LAYOUT",
+        throwCoded(env, codes::kBadLayout,
                    "expected 64 bytes for cuda_ipc_handle, got " + std::to_string(handle.Length()));
       }
       size_t device = sizeArg(info, 2, "device_index");
       mapping_ = openCudaIpcRegion(handle.Data(), size, static_cast<int>(device), &error);
     } else {
-      throwCoded(env, "KVT_BAD_LAYOUT", "expected a shm path or a CUDA IPC handle for a region");
+      throwCoded(env, codes::kBadLayout, "expected a shm path or a CUDA IPC handle for a region");
     }
-    if (!mapping_) throwCoded(env, "KVT_REGION_UNAVAILABLE", error);
+    if (!mapping_) throwCoded(env, codes::kRegionUnavailable, error);
   }
 
   std::shared_ptr<RegionMapping> mapping() const { return mapping_; }
@@ -285,10 +286,10 @@ std::shared_ptr<CopyBatch> batchFromArgs(const Napi::CallbackInfo& info, std::ve
   for (uint32_t i = 0; i < regions.Length(); ++i) {
     Napi::Value v = regions.Get(i);
     if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(regionCtor)) {
-      throwCoded(env, "KVT_BAD_REQUEST", "expected a Region for regions[" + std::to_string(i) + "]");
+      throwCoded(env, codes::kBadRequest, "expected a Region for regions[" + std::to_string(i) + "]");
     }
     auto mapping = Region::Unwrap(v.As<Napi::Object>())->mapping();
-    if (!mapping) throwCoded(env, "KVT_REGION_UNAVAILABLE", "region " + std::to_string(i) + " is closed");
+    if (!mapping) throwCoded(env, codes::kRegionUnavailable, "region " + std::to_string(i) + " is closed");
     batch->regions.push_back(std::move(mapping));
   }
   if (!batch->regions.empty()) batch->device = batch->regions[0]->device;
@@ -296,7 +297,7 @@ std::shared_ptr<CopyBatch> batchFromArgs(const Napi::CallbackInfo& info, std::ve
   for (uint32_t i = 0; i < buffers.Length(); ++i) {
     Napi::Value v = buffers.Get(i);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-      throwCoded(env, "KVT_BAD_REQUEST", "expected a Buffer for buffers[" + std::to_string(i) + "]");
+      throwCoded(env, codes::kBadRequest, "expected a Buffer for buffers[" + std::to_string(i) + "]");
     }
     auto u8 = v.As<Napi::Uint8Array>();
     views->push_back({u8.Data(), u8.ByteLength()});
@@ -338,7 +339,7 @@ BlockArgs blockArgs(const Napi::CallbackInfo& info) {
   if (info.Length() < 6 || !info[0].IsBoolean() || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray() ||
       !info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
       !info[5].IsNumber()) {
-    throwCoded(env, "KVT_BAD_REQUEST",
+    throwCoded(env, codes::kBadRequest,
                "expected (boolean, Region[], Uint8Array[], Uint32Array[], Float64Array, number) for copyBlocks");
   }
   BlockArgs a;
@@ -346,14 +347,14 @@ BlockArgs blockArgs(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < idArrays.Length(); ++i) {
     Napi::Value v = idArrays.Get(i);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-      throwCoded(env, "KVT_BAD_REQUEST", "expected a Uint32Array for blockIds[" + std::to_string(i) + "]");
+      throwCoded(env, codes::kBadRequest, "expected a Uint32Array for blockIds[" + std::to_string(i) + "]");
     }
     auto ids = v.As<Napi::Uint32Array>();
     a.jobs.push_back({ids.Data(), ids.ElementLength()});
   }
   a.planes = info[4].As<Napi::Float64Array>();
   if (a.planes.ElementLength() % 4 != 0) {
-    throwCoded(env, "KVT_BAD_LAYOUT",
+    throwCoded(env, codes::kBadLayout,
                "expected a multiple of 4 for the plane array length, got " + std::to_string(a.planes.ElementLength()));
   }
   a.numBlocks = static_cast<uint64_t>(sizeArg(info, 5, "num_blocks"));
@@ -389,10 +390,10 @@ Napi::Value ListSegments(const Napi::CallbackInfo& info) {
 Napi::Value PeerCreds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   size_t fd = sizeArg(info, 0, "socket fd");
-  if (fd > INT32_MAX) throwCoded(env, "KVT_BAD_REQUEST", "expected a file descriptor, got " + std::to_string(fd));
+  if (fd > INT32_MAX) throwCoded(env, codes::kBadRequest, "expected a file descriptor, got " + std::to_string(fd));
   PeerCredentials cred;
   std::string error;
-  if (!peerCredentials(static_cast<int>(fd), &cred, &error)) throwCoded(env, "KVT_NATIVE", error);
+  if (!peerCredentials(static_cast<int>(fd), &cred, &error)) throwCoded(env, codes::kNative, error);
   Napi::Object o = Napi::Object::New(env);
   o.Set("pid", static_cast<double>(cred.pid));
   o.Set("uid", static_cast<double>(cred.uid));

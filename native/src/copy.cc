@@ -9,6 +9,7 @@
 
 #include "sigbus-guard.h"
 #include "thread-pool.h"
+#include "constants.h"
 
 namespace kvtier {
 
@@ -37,7 +38,7 @@ static CopyError emitSegment(CopyBatch* batch, const std::vector<BufferView>& bu
   const RegionMapping& region = *batch->regions[ri];
   const BufferView& buf = buffers[bi];
   if (len == 0 || len > region.size || roff > region.size - len || len > buf.length || boff > buf.length - len) {
-    return {"KVT_BAD_REQUEST", "segment " + std::to_string(i) + ": region bytes [" + std::to_string(roff) + ", +" +
+    return {codes::kBadRequest, "segment " + std::to_string(i) + ": region bytes [" + std::to_string(roff) + ", +" +
                                    std::to_string(len) + ") or buffer bytes [" + std::to_string(boff) +
                                    ", +" + std::to_string(len) + ") out of bounds"};
   }
@@ -65,10 +66,10 @@ static CopyError expandBlocks(const CopyBatch& batch, const std::vector<BufferVi
                               const std::vector<BlockIds>& jobs, const double* planes, size_t planeCount,
                               uint64_t numBlocks, Emit&& emit) {
   if (jobs.size() != buffers.size()) {
-    return {"KVT_BAD_REQUEST", "expected one block id array per buffer, got " + std::to_string(jobs.size()) +
+    return {codes::kBadRequest, "expected one block id array per buffer, got " + std::to_string(jobs.size()) +
                                    " for " + std::to_string(buffers.size())};
   }
-  if (planeCount == 0 || numBlocks == 0) return {"KVT_BAD_LAYOUT", "expected at least one plane and one block"};
+  if (planeCount == 0 || numBlocks == 0) return {codes::kBadLayout, "expected at least one plane and one block"};
   struct Plane {
     uint64_t region, offset, stride, bytes;
   };
@@ -79,10 +80,10 @@ static CopyError expandBlocks(const CopyBatch& batch, const std::vector<BufferVi
     Plane& q = ps[p];
     if (!asIndex(d[0], &q.region) || !asIndex(d[1], &q.offset) || !asIndex(d[2], &q.stride) ||
         !asIndex(d[3], &q.bytes) || q.bytes == 0) {
-      return {"KVT_BAD_LAYOUT", "plane " + std::to_string(p) + ": expected positive block bytes and non-negative integers below 2^53"};
+      return {codes::kBadLayout, "plane " + std::to_string(p) + ": expected positive block bytes and non-negative integers below 2^53"};
     }
     if (q.region >= batch.regions.size()) {
-      return {"KVT_BAD_LAYOUT", "plane " + std::to_string(p) + ": expected region index below " +
+      return {codes::kBadLayout, "plane " + std::to_string(p) + ": expected region index below " +
                                     std::to_string(batch.regions.size()) + ", got " + std::to_string(q.region)};
     }
     // The last block must end inside the region; every id below numBlocks then does.
@@ -91,7 +92,7 @@ static CopyError expandBlocks(const CopyBatch& batch, const std::vector<BufferVi
     const uint64_t last = numBlocks - 1;
     if (q.offset > size || q.bytes > size - q.offset ||
         (q.stride != 0 && last > (size - q.offset - q.bytes) / q.stride)) {
-      return {"KVT_BAD_LAYOUT", "plane " + std::to_string(p) + ": block " + std::to_string(last) +
+      return {codes::kBadLayout, "plane " + std::to_string(p) + ": block " + std::to_string(last) +
                                     " would end outside region " + batch.regions[q.region]->name + " of " +
                                     std::to_string(size) + " bytes"};
     }
@@ -102,12 +103,12 @@ static CopyError expandBlocks(const CopyBatch& batch, const std::vector<BufferVi
     const uint32_t* ids = jobs[j].ids;
     const size_t n = jobs[j].count;
     if (n == 0 || n > buffers[j].length / slot) {
-      return {"KVT_BAD_BLOCK_ID", "job " + std::to_string(j) + ": " + std::to_string(n) +
+      return {codes::kBadBlockId, "job " + std::to_string(j) + ": " + std::to_string(n) +
                                       " blocks do not fit its buffer of " + std::to_string(buffers[j].length) + " bytes"};
     }
     for (size_t k = 0; k < n; ++k) {
       if (ids[k] == kSkipBlock ? !batch.scatter : ids[k] >= numBlocks) {
-        return {"KVT_BAD_BLOCK_ID", "job " + std::to_string(j) + " block " + std::to_string(k) +
+        return {codes::kBadBlockId, "job " + std::to_string(j) + " block " + std::to_string(k) +
                                         ": expected a block id below " + std::to_string(numBlocks) + ", got " +
                                         std::to_string(ids[k])};
       }
@@ -147,11 +148,11 @@ CopyError planBlocks(CopyBatch* batch, const std::vector<BufferView>& buffers, c
   bool anyCuda = false, anyShm = false;
   for (const auto& r : batch->regions) (r->kind == RegionKind::CudaIpc ? anyCuda : anyShm) = true;
   if (anyCuda && anyShm) {
-    return {"KVT_BAD_REQUEST", "one copy batch cannot mix CUDA IPC regions and shm regions"};
+    return {codes::kBadRequest, "one copy batch cannot mix CUDA IPC regions and shm regions"};
   }
   for (const auto& r : batch->regions) {
     if (anyCuda && r->device != batch->regions[0]->device) {
-      return {"KVT_BAD_REQUEST", "one copy batch cannot span CUDA devices " + std::to_string(batch->regions[0]->device) +
+      return {codes::kBadRequest, "one copy batch cannot span CUDA devices " + std::to_string(batch->regions[0]->device) +
                                      " and " + std::to_string(r->device)};
     }
   }
@@ -167,7 +168,7 @@ CopyError planBlocks(CopyBatch* batch, const std::vector<BufferView>& buffers, c
   if (batch->cuda) {
     for (size_t i = 0; i < buffers.size(); ++i) {
       if (!cudaBackendDeviceAccessible(buffers[i].data)) {
-        return {"KVT_BAD_REQUEST", "buffer " + std::to_string(i) +
+        return {codes::kBadRequest, "buffer " + std::to_string(i) +
                                        ": expected pinned pool memory for a CUDA region copy, got pageable memory"};
       }
     }
@@ -224,12 +225,12 @@ void cpuTask(const std::shared_ptr<CpuRun>& run) {
   for (const auto& r : run->batch->regions) {
     std::string why = r->checkLive();
     if (!why.empty()) {
-      run->fail({"KVT_REGION_UNAVAILABLE", why});
+      run->fail({codes::kRegionUnavailable, why});
       break;
     }
   }
   if (!run->failed.load() && !runGuarded(copyClaimedPieces, run.get())) {
-    run->fail({"KVT_REGION_UNAVAILABLE",
+    run->fail({codes::kRegionUnavailable,
                "a region became unreadable during the copy (SIGBUS: its file was truncated)"});
   }
   if (run->tasksLeft.fetch_sub(1) == 1) {
@@ -249,7 +250,7 @@ void runCopy(std::shared_ptr<CopyBatch> batch, std::function<void(const CopyErro
   if (batch->cuda) {
     submitCopyTask([batch, done = std::move(done)] {
       std::string err = cudaBackendCopy(batch->pieces.data(), batch->pieces.size(), batch->device, batch->scatter);
-      done(err.empty() ? CopyError{"", ""} : CopyError{"KVT_NATIVE", "CUDA copy failed: " + err});
+      done(err.empty() ? CopyError{"", ""} : CopyError{codes::kNative, "CUDA copy failed: " + err});
     });
     return;
   }

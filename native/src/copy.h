@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "constants.h"
 #include "cuda-backend.h"
 #include "pool.h"
 #include "region.h"
@@ -48,7 +49,6 @@ struct BlockIds {
   const uint32_t* ids;
   size_t count;
 };
-constexpr uint32_t kSkipBlock = 0xffffffffu;
 
 // Validates and expands jobs into batch->pieces. planes are [regionIndex,
 // offset, blockStride, blockBytes] x planeCount (float64s, integers < 2^53);

@@ -2,6 +2,7 @@
 #include "cuda-testing.h"
 
 #include "cuda-backend.h"
+#include "constants.h"
 
 namespace kvtier {
 
@@ -9,7 +10,7 @@ namespace {
 
 [[noreturn]] void fail(Napi::Env env, const std::string& message) {
   Napi::Error e = Napi::Error::New(env, message);
-  e.Value().Set("code", Napi::String::New(env, "KVT_NATIVE"));
+  e.Value().Set("code", Napi::String::New(env, codes::kNative));
   throw e;
 }
 

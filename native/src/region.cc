@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "cuda-backend.h"
+#include "constants.h"
 
 namespace kvtier {
 
@@ -77,7 +78,7 @@ bool openBeneath(int dir, const std::string& path, const std::string& rel, uint3
     size_t slash = rel.find('/', at);
     std::string part = rel.substr(at, slash == std::string::npos ? std::string::npos : slash - at);
     if (part.empty() || part == "." || part == "..") {
-      return fail(error, "KVT_FORBIDDEN", path + ": expected a path without empty, '.' or '..' components");
+      return fail(error, codes::kForbidden, path + ": expected a path without empty, '.' or '..' components");
     }
     if (slash == std::string::npos) break;
     at = slash + 1;
@@ -89,27 +90,27 @@ bool openBeneath(int dir, const std::string& path, const std::string& rel, uint3
     if (slash == std::string::npos) {
       struct stat before;
       if (fstatat(cur.fd, part.c_str(), &before, AT_SYMLINK_NOFOLLOW) != 0) {
-        return fail(error, "KVT_REGION_UNAVAILABLE", sysError(path, "cannot open", errno));
+        return fail(error, codes::kRegionUnavailable, sysError(path, "cannot open", errno));
       }
-      if (S_ISLNK(before.st_mode)) return fail(error, "KVT_FORBIDDEN", path + ": is a symlink; refusing to follow it");
+      if (S_ISLNK(before.st_mode)) return fail(error, codes::kForbidden, path + ": is a symlink; refusing to follow it");
       if (!S_ISREG(before.st_mode)) {
-        return fail(error, "KVT_FORBIDDEN", path + ": expected a regular shm file, got another kind of file");
+        return fail(error, codes::kForbidden, path + ": expected a regular shm file, got another kind of file");
       }
       if (before.st_uid != ownerUid) {
-        return fail(error, "KVT_FORBIDDEN",
+        return fail(error, codes::kForbidden,
                     path + ": owned by uid " + std::to_string(before.st_uid) + ", the connecting process runs as uid " +
                         std::to_string(ownerUid) + "; the daemon maps only files the client owns");
       }
       Fd file(openat(cur.fd, part.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
       if (file.fd < 0) {
-        return fail(error, errno == ELOOP ? "KVT_FORBIDDEN" : "KVT_REGION_UNAVAILABLE",
+        return fail(error, errno == ELOOP ? codes::kForbidden : codes::kRegionUnavailable,
                     sysError(path, "cannot open", errno));
       }
       struct stat after;
-      if (fstat(file.fd, &after) != 0) return fail(error, "KVT_REGION_UNAVAILABLE", sysError(path, "fstat failed", errno));
+      if (fstat(file.fd, &after) != 0) return fail(error, codes::kRegionUnavailable, sysError(path, "fstat failed", errno));
       if (after.st_dev != before.st_dev || after.st_ino != before.st_ino || !S_ISREG(after.st_mode) ||
           after.st_uid != ownerUid) {
-        return fail(error, "KVT_FORBIDDEN", path + ": the file changed while it was being opened");
+        return fail(error, codes::kForbidden, path + ": the file changed while it was being opened");
       }
       *out = file.release();
       return true;
@@ -120,7 +121,7 @@ bool openBeneath(int dir, const std::string& path, const std::string& rel, uint3
       // ELOOP: the component is a symlink; ENOTDIR: a file (or a symlink, on
       // some kernels) where a directory was named.
       bool forbidden = err == ELOOP || err == ENOTDIR;
-      return fail(error, forbidden ? "KVT_FORBIDDEN" : "KVT_REGION_UNAVAILABLE",
+      return fail(error, forbidden ? codes::kForbidden : codes::kRegionUnavailable,
                   path + ": component '" + part + "' " +
                       (forbidden ? "is not a directory (a symlink is never followed)" : std::string("cannot be opened: ") +
                                                                                             std::strerror(err)));
@@ -137,14 +138,14 @@ std::shared_ptr<RegionMapping> openShmRegion(const std::string& baseDir, const s
                                              uint32_t ownerUid, RegionError* error) {
   std::string prefix = baseDir.empty() || baseDir.back() != '/' ? baseDir + "/" : baseDir;
   if (path.compare(0, prefix.size(), prefix) != 0 || path.size() == prefix.size()) {
-    fail(error, "KVT_FORBIDDEN", path + ": expected a file inside " + baseDir);
+    fail(error, codes::kForbidden, path + ": expected a file inside " + baseDir);
     return nullptr;
   }
   // The base itself is trusted (a system directory such as /dev/shm); only
   // its last component is guarded against being a symlink.
   int dir = open(baseDir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (dir < 0) {
-    fail(error, "KVT_REGION_UNAVAILABLE", sysError(baseDir, "cannot open the shm directory", errno));
+    fail(error, codes::kRegionUnavailable, sysError(baseDir, "cannot open the shm directory", errno));
     return nullptr;
   }
   int fd = -1;
@@ -155,11 +156,11 @@ std::shared_ptr<RegionMapping> openShmRegion(const std::string& baseDir, const s
   r->fd = fd;
   struct stat st;
   if (fstat(r->fd, &st) != 0) {
-    fail(error, "KVT_REGION_UNAVAILABLE", sysError(path, "fstat failed", errno));
+    fail(error, codes::kRegionUnavailable, sysError(path, "fstat failed", errno));
     return nullptr;
   }
   if (static_cast<uint64_t>(st.st_size) < size) {
-    fail(error, "KVT_REGION_UNAVAILABLE",
+    fail(error, codes::kRegionUnavailable,
          path + ": expected at least " + std::to_string(size) + " bytes for size_bytes, got a file of " +
              std::to_string(st.st_size));
     return nullptr;
@@ -167,7 +168,7 @@ std::shared_ptr<RegionMapping> openShmRegion(const std::string& baseDir, const s
   // MAP_POPULATE: fault the page tables in now, not 4 KiB at a time inside copies.
   void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd, 0);
   if (p == MAP_FAILED) {
-    fail(error, "KVT_REGION_UNAVAILABLE", sysError(path, "mmap failed", errno));
+    fail(error, codes::kRegionUnavailable, sysError(path, "mmap failed", errno));
     return nullptr;
   }
   r->base = static_cast<uint8_t*>(p);

@@ -13,22 +13,16 @@
  *   h_i = SHA-256(h0 || "k" || key_i)
  *
  * Results come back as one Buffer of n*32 bytes: no per-chunk objects on the
- * lookup path. The chain runs in the native addon when it is built (one call
- * per batch of chunks instead of two SHA-256 calls per chunk from JavaScript,
- * about 3x faster); the JavaScript chain below is the fallback and the
- * reference the tests hold the native one to.
+ * lookup path. The caller injects the chain backend: the daemon passes the
+ * native addon's (one call per batch of chunks instead of two SHA-256 calls
+ * per chunk from JavaScript, about 3x faster) when it loaded; null runs the
+ * JavaScript chain below, the fallback and the reference the tests hold the
+ * native one to. This module loads nothing: it sits below native/.
  */
 import { hash } from 'node:crypto';
 
-type ChainFn = (prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array) => void;
-
-const nativeChain: ChainFn | null = await import('../../native/index.js').then(
-  (m) => (m.nativeAvailable() ? m.chainHashes : null),
-  () => null,
-);
-
-/** True when hashTokenChunks runs the chain in the native addon. */
-export const nativeHashing = nativeChain !== null;
+/** A native chain: writes h_1..h_count into `out` from h_0 = `prev` (native/index.ts chainHashes). */
+export type ChainFn = (prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array) => void;
 
 /** Chunks hashed per native call: bounds the work wasted past an early stop. */
 const NATIVE_BATCH = 32;
@@ -52,7 +46,7 @@ export function hashTokenChunks(
   chunkSize: number,
   includePartial: boolean,
   stop?: (index: number, hashes: Buffer) => boolean,
-  chain: ChainFn | null = nativeChain,
+  chain: ChainFn | null = null,
 ): { hashes: Buffer; count: number } {
   const tokenCount = tokens.byteLength >>> 2;
   const n = chunkCount(tokenCount, chunkSize, includePartial);

@@ -4,8 +4,9 @@
  * after the options in engine mode go to bench/ttft_engine.py unchanged.
  */
 import { InvalidArgumentError, type Command } from 'commander';
-import { MODEL_DEFAULTS, formatTtft, runTtftBench, type TtftOptions } from '../../bench/ttft.js';
-import { DEFAULT_MFU } from '../../bench/ttft-shapes.js';
+import type { TtftOptions } from '../../bench/ttft.js';
+import { UsageError } from '../errors.js';
+import { DEFAULT_MFU, MODEL_DEFAULTS } from './ttft-defaults.js';
 
 function tokenList(v: string): number[] {
   return v.split(',').map((s) => {
@@ -66,10 +67,12 @@ export function registerTtft(bench: Command): void {
     .allowExcessArguments(true)
     .action(async (flags: Flags, cmd: Command) => {
       const mode = flags.mode ?? (flags.endpoint !== undefined ? 'endpoint' : 'model');
-      // Usage errors: commander prints them and main() exits 2.
-      const usage: (message: string) => never = (message) => cmd.error(`kvtier bench ttft: ${message}`, { exitCode: 2, code: 'kvtier.usage' });
+      const usage: (message: string) => never = (message) => {
+        throw new UsageError(`bench ttft: ${message}`);
+      };
       if (mode !== 'model' && mode !== 'endpoint' && mode !== 'engine') usage(`expected model, endpoint or engine for --mode, got ${mode}`);
       if (mode !== 'engine' && cmd.args.length > 0) usage(`unknown arguments ${cmd.args.join(' ')} (only --mode engine passes arguments through)`);
+      const { formatTtft, runTtftBench } = await import('../../bench/ttft.js');
       const opts: TtftOptions = {
         mode,
         models: flags.model !== undefined ? flags.model.split(',') : mode === 'model' ? MODEL_DEFAULTS.models : [],

@@ -1,15 +1,14 @@
 /**
  * `kvtier bench <name>`: each bench prints a table for a person, or one JSON
  * object with --json. The benches themselves live in bench/. A bad flag or
- * value is a usage error (exit 2, as for every command), not a failure (1).
+ * value is a usage error (UsageError: exit 2, as for every command), not a
+ * failure (1). Bench modules are imported inside each command's action, never
+ * at the top: `kvtier start` must not load them (bench/throughput-valkey.ts
+ * pulls in valkey-glide; test/cli/lazy-bench.test.ts checks).
  */
 import { InvalidArgumentError, type Command } from 'commander';
-import { runLookupBench } from '../../bench/lookup.js';
+import { UsageError } from '../errors.js';
 import { registerTtft } from './bench-ttft.js';
-import { runCudaThroughput } from '../../bench/throughput-cuda.js';
-import { runHostThroughput } from '../../bench/throughput-host.js';
-import { runValkeyThroughput } from '../../bench/throughput-valkey.js';
-import { runValkeyRestart } from '../../bench/valkey-restart.js';
 
 function progress(json: boolean): (msg: string) => void {
   return (msg) => {
@@ -36,6 +35,7 @@ export function registerBench(program: Command): void {
     .option('-s, --socket <path>', 'use a running daemon instead of starting one')
     .option('--json', 'print one JSON object')
     .action(async (opts: { tokens: number; iterations: number; socket?: string; json?: boolean }) => {
+      const { runLookupBench } = await import('../../bench/lookup.js');
       const r = await runLookupBench(opts, progress(opts.json === true));
       if (opts.json === true) process.stdout.write(`${JSON.stringify(r)}\n`);
       else {
@@ -57,6 +57,7 @@ export function registerBench(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (opts: { downMs: number; json?: boolean }) => {
       progress(opts.json === true)(`valkey restart: busy and idle cases, ${opts.downMs} ms down each`);
+      const { runValkeyRestart } = await import('../../bench/valkey-restart.js');
       const r = await runValkeyRestart(opts.downMs);
       if (opts.json === true) process.stdout.write(`${JSON.stringify(r)}\n`);
       else for (const c of r.cases) process.stdout.write(`${c.case}: first store ${c.first_store_after_restart_ms ?? 'never'} ms after the restart; ${c.puts_ok}/${c.puts} stores ok, ${c.hits} hits, ${c.misses} misses, ${c.wrong_bytes} wrong\n`);
@@ -64,8 +65,9 @@ export function registerBench(program: Command): void {
     });
 
   const throughput = bench.command('throughput');
-  // Commander prints the message and, with exitOverride, throws: main() exits 2.
-  const usage: (message: string) => never = (message) => throughput.error(`kvtier bench throughput: ${message}`, { exitCode: 2, code: 'kvtier.usage' });
+  const usage: (message: string) => never = (message) => {
+    throw new UsageError(`bench throughput: ${message}`);
+  };
   throughput
     .description('chunk store/retrieve GB/s beside memcpy (host) or valkey-benchmark (valkey), measured in the same run')
     .requiredOption('--tier <tier>', 'host or valkey')
@@ -83,6 +85,7 @@ export function registerBench(program: Command): void {
       const source = opts.source !== 'auto' ? opts.source : native?.nativeAvailable() === true && native.nativeInfo().backend === 'cuda' ? 'cuda' : 'shm';
       if (opts.tier === 'host' && source === 'cuda') {
         log('host tier: gather/scatter of Llama-3.1-8B chunks between device memory (CUDA IPC) and the pinned pool vs cudaMemcpy');
+        const { runCudaThroughput } = await import('../../bench/throughput-cuda.js');
         const r = await runCudaThroughput({ mode: opts.cudaCopy as 'staged' | 'kernel' | undefined });
         const out = {
           bench: 'throughput', tier: 'host', source: 'cuda', model: r.shape, chunk_bytes: r.chunk_bytes,
@@ -96,6 +99,7 @@ export function registerBench(program: Command): void {
         if (!r.verified) process.exitCode = 1;
       } else if (opts.tier === 'host') {
         log('host tier: gather/scatter of Llama-3.1-8B chunks vs memcpy');
+        const { runHostThroughput } = await import('../../bench/throughput-host.js');
         const r = await runHostThroughput({});
         const out = {
           bench: 'throughput', tier: 'host', source: 'shm', model: r.shape, chunk_bytes: r.chunk_bytes,
@@ -112,6 +116,7 @@ export function registerBench(program: Command): void {
         // The tier runs here as it runs in kvtierd: with the daemon's malloc settings.
         const native = await import('../../native/index.js').catch(() => null);
         if (native !== null && native.nativeAvailable()) native.tuneMalloc();
+        const { runValkeyThroughput } = await import('../../bench/throughput-valkey.js');
         const rows = await runValkeyThroughput({ url: opts.url, sizes });
         if (opts.json === true) process.stdout.write(`${JSON.stringify(rows.length === 1 ? rows[0] : { bench: 'throughput', tier: 'valkey', rows })}\n`);
         else for (const r of rows) process.stdout.write(`${(r.chunk_bytes / (1 << 20)).toFixed(0)} MiB chunks, ${r.path}: store ${r.store_gbps} GB/s, retrieve ${r.retrieve_gbps} GB/s; best valkey-benchmark SET ${r.best_reference?.store_gbps ?? '-'} GET ${r.best_reference?.retrieve_gbps ?? '-'} GB/s\n`);

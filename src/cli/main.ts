@@ -2,12 +2,13 @@
 /**
  * `kvtier` command line: start, stats, doctor, bench.
  *
- * Exit codes: 0 ok, 1 failure, 2 bad configuration or usage. Logs go to
- * stderr as JSON lines; command output (tables, --json) to stdout.
+ * Exit codes: 0 ok, 1 failure, 2 bad configuration (ConfigError) or usage
+ * (commander's own errors and UsageError). Logs go to stderr as JSON lines;
+ * command output (tables, --json) to stdout.
  */
 import { Command, CommanderError } from 'commander';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { ConfigError, UsageError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
 import { startDaemon, VERSION } from '../daemon.js';
 import { runStats } from './stats.js';
@@ -86,6 +87,10 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    if (e instanceof UsageError) {
+      process.stderr.write(`kvtier: ${e.message}\n`);
+      return 2;
+    }
     if (e instanceof ConfigError) {
       process.stderr.write(`kvtier: configuration error: ${e.message}\n`);
       return 2;

@@ -6,6 +6,7 @@
  * entry whose check returns the wrong type) does not compile. Loader, docs
  * and the example config all read from here; nothing else names a key.
  */
+import { MAX_FRAME_BYTES_DEFAULT, MAX_FRAME_BYTES_MAX, MAX_FRAME_BYTES_MIN } from '../../proto/constants.js';
 import * as c from './checks.js';
 
 export interface KvtierConfig {
@@ -192,7 +193,7 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
     doc: 'Address the metrics server binds.',
   }),
   maxFrameBytes: entry('max_frame_bytes', {
-    check: c.integer(4096, 2147483647), default: 268435456,
+    check: c.integer(MAX_FRAME_BYTES_MIN, MAX_FRAME_BYTES_MAX), default: MAX_FRAME_BYTES_DEFAULT,
     doc: 'Largest protocol frame accepted; bigger frames close the connection.',
   }),
   leaseTtlMs: entry('lease_ttl_ms', {

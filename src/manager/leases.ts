@@ -6,10 +6,11 @@
  * from its scheduler process and loads from its worker processes. Expiry is
  * swept by one coarse timer, not one timer per lease.
  */
+import type { ChunkId } from '../tiers/chunk-id.js';
 import type { HostEntry } from '../tiers/host-tier.js';
 
 export interface LeasedChunk {
-  readonly key: string;
+  readonly id: ChunkId;
   /** Tokens this chunk covers (chunk_size, or less for a saved partial chunk). */
   readonly tokens: number;
   entry: HostEntry | null;

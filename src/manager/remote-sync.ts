@@ -11,21 +11,10 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Slab } from '../tiers/host-memory.js';
 import type { HostEntry, HostTier } from '../tiers/host-tier.js';
-import type { ChunkKey, Tier } from '../tiers/tier.js';
+import type { ChunkId } from '../tiers/chunk-id.js';
+import type { RemoteTier } from '../tiers/tier.js';
 import type { ManagerCounters } from './counters.js';
 import { WriteBehindQueue, type WriteBehindStats } from './write-behind.js';
-
-/**
- * A remote tier may say it is down; then it is not asked at all. getInto,
- * when offered, reads a chunk straight into a host slab (no second copy);
- * the tier releases the slab itself on a miss.
- */
-export interface RemoteTier extends Tier {
-  readonly available?: boolean;
-  getInto?(key: ChunkKey, allocate: (bytes: number) => Slab | null): Promise<Slab | null>;
-  /** Removes every chunk of a namespace; returns how many chunks it removed. */
-  deleteNamespace?(namespaceId: string): Promise<number>;
-}
 
 export interface RemoteSyncOptions {
   host: HostTier;
@@ -58,9 +47,9 @@ export class RemoteSync {
     return this.#writeBehind.stats();
   }
 
-  /** Remote → host, deduplicated per key. Resolves to null on any failure. */
-  fetch(key: ChunkKey, hostKey: string): Promise<HostEntry | null> {
-    const inflight = this.#fetches.get(hostKey);
+  /** Remote → host, deduplicated per chunk. Resolves to null on any failure. */
+  fetch(id: ChunkId): Promise<HostEntry | null> {
+    const inflight = this.#fetches.get(id.hostKey);
     if (inflight !== undefined) return inflight;
     const remote = this.usable();
     if (remote === null) return Promise.resolve(null);
@@ -69,9 +58,9 @@ export class RemoteSync {
       try {
         let slab: Slab | null;
         if (remote.getInto !== undefined) {
-          slab = await remote.getInto(key, (bytes) => host.reserve(bytes));
+          slab = await remote.getInto(id, (bytes) => host.reserve(bytes));
         } else {
-          const payload = await remote.get(key);
+          const payload = await remote.get(id);
           slab = payload === null ? null : host.reserve(payload.length);
           if (slab !== null) payload!.copy(slab.buf);
         }
@@ -80,20 +69,20 @@ export class RemoteSync {
           return null;
         }
         counters.remoteFetchedChunks++;
-        return host.insert(hostKey, slab);
+        return host.insert(id, slab);
       } catch (e) {
         this.#o.logger.warn('prefetch from the remote tier failed', { error: errorMessage(e) });
         return null;
       } finally {
-        this.#fetches.delete(hostKey);
+        this.#fetches.delete(id.hostKey);
       }
     })();
-    this.#fetches.set(hostKey, p);
+    this.#fetches.set(id.hostKey, p);
     return p;
   }
 
   /** Writes fresh host entries to the remote tier; resolves once every one is written or failed. */
-  write(namespaceId: string, entries: HostEntry[]): Promise<{ committed: number; failed: number }> {
+  write(entries: HostEntry[]): Promise<{ committed: number; failed: number }> {
     const { host, counters } = this.#o;
     if (this.#o.remote === null) return Promise.resolve({ committed: entries.length, failed: 0 });
     const remote = this.usable();
@@ -103,7 +92,6 @@ export class RemoteSync {
     }
     let committed = 0;
     let failed = 0;
-    const prefix = namespaceId.length + 1;
     return new Promise((resolve) => {
       let left = entries.length;
       if (left === 0) resolve({ committed, failed });
@@ -111,14 +99,14 @@ export class RemoteSync {
         if (ok) committed++;
         else failed++;
         host.unpin(entry);
-        if (!this.#o.localCpu) host.remove(entry.key);
+        if (!this.#o.localCpu) host.remove(entry.id);
         if (--left === 0) resolve({ committed, failed });
       };
       for (const entry of entries) {
         host.pinEntry(entry);
         const accepted = this.#writeBehind.enqueue({
           bytes: entry.slab.buf.length,
-          run: () => remote.put({ namespaceId, hash: entry.key.slice(prefix) }, entry.slab.buf),
+          run: () => remote.put(entry.id, entry.slab.buf),
           done: (ok) => finish(entry, ok),
         });
         if (!accepted) finish(entry, false);

@@ -11,7 +11,7 @@
  * costs a deadline number, and the round trip is the socket's.
  */
 import { createConnection, type Socket } from 'node:net';
-import { ConnectionClosedError, KvtierError, TimeoutError, type ErrorCode } from '../errors.js';
+import { ConnectionClosedError, ErrorCode, KvtierError, TimeoutError } from '../errors.js';
 import type { NamespaceFingerprint } from '../chunking/namespace.js';
 import { FrameDecoder } from './framing.js';
 import { PROTOCOL_VERSION, decodeEnvelope, encodeFrame, lookupFrameParts, type Envelope, type EnvelopeInit } from './messages.js';
@@ -263,7 +263,7 @@ export class KvtierClient {
       if (p === undefined) continue;
       if (env.body === 'error') {
         this.#pending.delete(env.id);
-        const e = new KvtierError((env.error?.code ?? "KVT_INTERNAL") as ErrorCode, env.error?.message ?? "");
+        const e = new KvtierError((env.error?.code ?? ErrorCode.KVT_INTERNAL) as ErrorCode, env.error?.message ?? "");
         p.first.reject(e);
         p.second?.reject(e);
       } else if (env.body === 'storeCopied' && p.second !== undefined) {

@@ -17,7 +17,7 @@
  * waiting for a FIN nobody reads.
  */
 import type { Socket } from 'node:net';
-import { errorMessage, isKvtierError } from '../errors.js';
+import { BadFrameError, ErrorCode, errorMessage, isKvtierError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Dispatcher, type DispatchContext, type Reply } from './dispatch.js';
 import { FrameDecoder } from './framing.js';
@@ -145,7 +145,7 @@ export class Connection {
     try {
       env = decodeEnvelope(frame);
     } catch (e) {
-      this.#send({ id: 0, error: { code: 'KVT_BAD_FRAME', message: `undecodable envelope: ${errorMessage(e)}` } });
+      this.#send({ id: 0, error: this.#errorBody(new BadFrameError(`undecodable envelope: ${errorMessage(e)}`)) });
       return;
     }
     const id = env.id;
@@ -218,7 +218,7 @@ export class Connection {
   #errorBody(e: unknown): { code: string; message: string } {
     if (isKvtierError(e)) return { code: e.code, message: e.message };
     this.#log.error('internal error', { error: errorMessage(e), stack: e instanceof Error ? e.stack ?? null : null });
-    return { code: 'KVT_INTERNAL', message: errorMessage(e) };
+    return { code: ErrorCode.KVT_INTERNAL, message: errorMessage(e) };
   }
 
   async #release(): Promise<void> {

@@ -11,7 +11,7 @@
  * which is what lets connection.ts hand the frame back to the decoder as
  * soon as dispatch() returns.
  */
-import { BadRequestError, KvtierError, NamespaceMismatchError, NotHelloError, NotRegisteredError, ProtocolVersionError, UnknownMessageError } from '../errors.js';
+import { BadRequestError, ErrorCode, KvtierError, NamespaceMismatchError, NotHelloError, NotRegisteredError, ProtocolVersionError, UnknownMessageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Namespace } from '../chunking/namespace.js';
 import type { BlockCopier, ChunkManager } from '../manager/chunk-manager.js';
@@ -291,7 +291,7 @@ export class Dispatcher {
 
   async #register(req: kvtier.v1.IRegisterKv): Promise<Reply> {
     const registrar = this.#ctx.registrar;
-    if (registrar === null) throw new KvtierError('KVT_NATIVE', 'this daemon has no native addon loaded: block-form transfers are unavailable');
+    if (registrar === null) throw new KvtierError(ErrorCode.KVT_NATIVE, 'this daemon has no native addon loaded: block-form transfers are unavailable');
     await this.unregister();
     this.#kv = await registrar(layoutFromWire(req, this.#ctx.chunkSize), this.#init.peer);
     this.#obs.kvRegistered();

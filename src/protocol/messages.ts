@@ -10,6 +10,7 @@
  * objects: every such value kvtier sends stays below 2^53.
  */
 import protobuf from 'protobufjs/minimal.js';
+import { FRAME_HEADER_BYTES } from '../../proto/constants.js';
 import { kvtier } from './gen/kvtier.js';
 
 protobuf.util.Long = undefined as unknown as typeof protobuf.util.Long;
@@ -20,10 +21,7 @@ export type Envelope = kvtier.v1.Envelope;
 export type EnvelopeInit = kvtier.v1.IEnvelope;
 export type BodyName = NonNullable<Envelope['body']>;
 
-export const PROTOCOL_VERSION = 1;
-export const FRAME_HEADER_BYTES = 4;
-/** Block id that means "do not write this block" in a block-form Retrieve. */
-export const SKIP_BLOCK = 0xffffffff;
+export { FRAME_HEADER_BYTES, PROTOCOL_VERSION, SKIP_BLOCK } from '../../proto/constants.js';
 
 export function encodeFrame(message: EnvelopeInit): Buffer {
   const writer = protobuf.Writer.create();

@@ -12,7 +12,7 @@
  */
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { KvtierError, SocketInUseError, errorMessage } from '../errors.js';
+import { ErrorCode, KvtierError, SocketInUseError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Connection, type ClosedConnectionCounts, type ConnectionContext } from './connection.js';
 import { socketFd, type PeerCredentials, type PeerReader } from './peer.js';
@@ -111,7 +111,7 @@ export async function removeStaleSocket(path: string): Promise<void> {
   } catch {
     return;
   }
-  if (!isSocket) throw new KvtierError('KVT_SOCKET_IN_USE', `${path} exists and is not a socket; refusing to replace it`);
+  if (!isSocket) throw new KvtierError(ErrorCode.KVT_SOCKET_IN_USE, `${path} exists and is not a socket; refusing to replace it`);
   const live = await new Promise<boolean>((resolve) => {
     const probe = createConnection(path);
     const timer = setTimeout(() => {

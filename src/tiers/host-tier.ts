@@ -10,13 +10,15 @@
  *   the caller skips the store and counts it, memory is never overcommitted;
  *   while the pool still warms that count is skippedWarming, not skippedFull.
  * The Map's insertion order is the LRU order (oldest first): a touch is a
- * delete + set, O(1).
+ * delete + set, O(1). The index is keyed by ChunkId.hostKey; this is the
+ * tier's only API (synchronous, for the manager's hot path), not the async
+ * Tier contract of the shared tiers.
  */
+import type { ChunkId } from './chunk-id.js';
 import type { HostMemory, Slab } from './host-memory.js';
-import { chunkKeyString, type ChunkKey, type Tier } from './tier.js';
 
 export interface HostEntry {
-  readonly key: string;
+  readonly id: ChunkId;
   readonly slab: Slab;
   pins: number;
   doomed: boolean;
@@ -35,7 +37,7 @@ export interface HostTierStats {
   skippedWarming: number;
 }
 
-export class HostTier implements Tier {
+export class HostTier {
   readonly name = 'host' as const;
   readonly memory: HostMemory;
   #index = new Map<string, HostEntry>();
@@ -52,23 +54,24 @@ export class HostTier implements Tier {
   }
 
   /** The entry without touching the LRU order. */
-  peek(key: string): HostEntry | undefined {
-    return this.#index.get(key);
+  peek(id: ChunkId): HostEntry | undefined {
+    return this.#index.get(id.hostKey);
   }
 
-  has(key: string): boolean {
-    return this.#index.has(key);
+  has(id: ChunkId): boolean {
+    return this.#index.has(id.hostKey);
   }
 
   /** Pins and touches an entry; undefined when absent. */
-  pin(key: string): HostEntry | undefined {
-    const entry = this.#index.get(key);
+  pin(id: ChunkId): HostEntry | undefined {
+    const entry = this.#index.get(id.hostKey);
     if (entry === undefined) return undefined;
     // Re-insert under the entry's own (old) key string, not the caller's fresh
     // one: a young string stored in the long-lived index is promoted by every
     // scavenge, and a lookup of 512 chunks made each scavenge take 15-20 ms.
-    this.#index.delete(entry.key);
-    this.#index.set(entry.key, entry);
+    const key = entry.id.hostKey;
+    this.#index.delete(key);
+    this.#index.set(key, entry);
     this.pinEntry(entry);
     return entry;
   }
@@ -81,7 +84,7 @@ export class HostTier implements Tier {
   }
 
   unpin(entry: HostEntry): void {
-    if (entry.pins <= 0) throw new Error(`unpin of an unpinned host entry ${entry.key}`);
+    if (entry.pins <= 0) throw new Error(`unpin of an unpinned host entry ${entry.id.hostKey}`);
     if (--entry.pins === 0) {
       this.#pinnedEntries--;
       this.#pinnedBytes -= entry.slab.buf.length;
@@ -105,33 +108,28 @@ export class HostTier implements Tier {
   }
 
   /** Adds a filled slab. If the key is already present the new slab is released. */
-  insert(key: string, slab: Slab): HostEntry {
-    const existing = this.#index.get(key);
+  insert(id: ChunkId, slab: Slab): HostEntry {
+    const existing = this.#index.get(id.hostKey);
     if (existing !== undefined) {
       slab.release();
       return existing;
     }
-    const entry: HostEntry = { key, slab, pins: 0, doomed: false };
-    this.#index.set(key, entry);
+    const entry: HostEntry = { id, slab, pins: 0, doomed: false };
+    this.#index.set(id.hostKey, entry);
     this.#usedBytes += slab.buf.length;
     return entry;
   }
 
   /** Removes an entry; a pinned one is freed when its last pin goes. */
-  remove(key: string): boolean {
-    const entry = this.#index.get(key);
-    if (entry === undefined) return false;
-    this.#index.delete(key);
-    entry.doomed = true;
-    if (entry.pins === 0) this.#free(entry);
-    return true;
+  remove(id: ChunkId): boolean {
+    return this.#removeKey(id.hostKey);
   }
 
-  /** Removes every entry whose key starts with `prefix` (a namespace id + ':'). */
-  removePrefix(prefix: string): number {
+  /** Removes every entry of a namespace. */
+  removeNamespace(namespaceId: string): number {
     let removed = 0;
-    for (const key of [...this.#index.keys()]) {
-      if (key.startsWith(prefix) && this.remove(key)) removed++;
+    for (const entry of [...this.#index.values()]) {
+      if (entry.id.namespaceId === namespaceId && this.#removeKey(entry.id.hostKey)) removed++;
     }
     return removed;
   }
@@ -150,35 +148,17 @@ export class HostTier implements Tier {
     };
   }
 
-  async contains(keys: readonly ChunkKey[]): Promise<boolean[]> {
-    return keys.map((k) => this.#index.has(chunkKeyString(k)));
-  }
-
-  /** A copy: the slab may be reused as soon as the entry is evicted. */
-  async get(key: ChunkKey): Promise<Buffer | null> {
-    const entry = this.#index.get(chunkKeyString(key));
-    return entry === undefined ? null : Buffer.from(entry.slab.buf);
-  }
-
-  /** Replaces an existing value (a pinned old value lives on until its last unpin). */
-  async put(key: ChunkKey, payload: Buffer): Promise<boolean> {
-    const k = chunkKeyString(key);
-    this.remove(k);
-    const slab = this.reserve(payload.length);
-    if (slab === null) return false;
-    payload.copy(slab.buf);
-    this.insert(k, slab);
-    return true;
-  }
-
-  async delete(keys: readonly ChunkKey[]): Promise<number> {
-    let n = 0;
-    for (const k of keys) if (this.remove(chunkKeyString(k))) n++;
-    return n;
-  }
-
   async close(): Promise<void> {
-    for (const key of [...this.#index.keys()]) this.remove(key);
+    for (const key of [...this.#index.keys()]) this.#removeKey(key);
+  }
+
+  #removeKey(key: string): boolean {
+    const entry = this.#index.get(key);
+    if (entry === undefined) return false;
+    this.#index.delete(key);
+    entry.doomed = true;
+    if (entry.pins === 0) this.#free(entry);
+    return true;
   }
 
   #evictOne(): boolean {

@@ -15,8 +15,8 @@
  */
 
 import { pack, unpack } from 'msgpackr';
-import { BadRequestError, CorruptValueError, errorMessage } from '../errors.js';
-import type { ChunkKey } from './tier.js';
+import { CorruptValueError, errorMessage } from '../errors.js';
+import type { ChunkId } from './chunk-id.js';
 import { SERDE_NAMES, type SerdeName } from './serde.js';
 
 export const FORMAT_VERSION = 1;
@@ -25,7 +25,6 @@ const PREAMBLE = 8;
 const MAX_HEADER = 1 << 20;
 /** No KV chunk comes near this; a header claiming more is corrupt (and must not make us allocate it). */
 export const MAX_CHUNK_BYTES = 1 << 30;
-const SAFE_PART = /^[A-Za-z0-9_.-]{1,128}$/;
 
 export interface ChunkHeader {
   v: number;
@@ -44,14 +43,9 @@ export interface ChunkHeader {
   segs?: string[];
 }
 
-export function chunkRedisKey(prefix: string, key: ChunkKey): string {
-  if (!SAFE_PART.test(key.namespaceId)) {
-    throw new BadRequestError(`namespace id "${key.namespaceId}" must be 1-128 of [A-Za-z0-9_.-]`);
-  }
-  if (!SAFE_PART.test(key.hash)) {
-    throw new BadRequestError(`chunk hash "${key.hash}" must be 1-128 of [A-Za-z0-9_.-]`);
-  }
-  return `${prefix}:{${key.namespaceId}:${key.hash}}`;
+/** The chunk's key (its manifest when segmented); the parts were validated when the ChunkId was made. */
+export function chunkRedisKey(prefix: string, id: ChunkId): string {
+  return id.valkeyKey(prefix);
 }
 
 export function segmentRedisKey(chunkKey: string, index: number): string {

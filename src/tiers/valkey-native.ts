@@ -21,7 +21,7 @@
  */
 
 import type { ValkeyLinkBinding, ValkeyReadResult } from '../../native/index.js';
-import { errorMessage } from '../errors.js';
+import { ErrorCode, errorMessage } from '../errors.js';
 import { keyHashSlot, parseClusterSlots, splitAddress, type SlotMap } from './valkey-slots.js';
 import type { ValkeyEndpoint } from './valkey-url.js';
 
@@ -58,9 +58,9 @@ export interface NativeFailure {
 
 export function failureOf(e: unknown): NativeFailure {
   const code = (e as { code?: unknown } | null)?.code;
-  const c = typeof code === 'string' ? code : 'KVT_NATIVE';
+  const c = typeof code === 'string' ? code : ErrorCode.KVT_NATIVE;
   const message = errorMessage(e);
-  return { code: c, message, redirect: c === 'KVT_VALKEY_REFUSED' && REDIRECT.test(message) };
+  return { code: c, message, redirect: c === ErrorCode.KVT_VALKEY_REFUSED && REDIRECT.test(message) };
 }
 
 export interface NativeStats {
@@ -202,7 +202,7 @@ export class NativeDataPath {
   failed(e: unknown): NativeFailure {
     const f = failureOf(e);
     if (f.redirect) this.#redirects++;
-    if (this.#fetchSlots && (f.redirect || f.code === 'KVT_VALKEY_UNAVAILABLE')) void this.refresh(true);
+    if (this.#fetchSlots && (f.redirect || f.code === ErrorCode.KVT_VALKEY_UNAVAILABLE)) void this.refresh(true);
     return f;
   }
 

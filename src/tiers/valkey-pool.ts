@@ -1,8 +1,8 @@
 /**
  * The Valkey connections of one tier, and whether Valkey is reachable.
  *
- * Several glide clients, used round-robin. A lone GET/GETRANGE/SET goes out
- * as a plain command under the client's timeout, sized for the largest value
+ * Several glide clients, used round-robin (valkey-commands.ts turns a
+ * request into glide calls). A lone GET/GETRANGE/SET goes out as a plain command under the client's timeout, sized for the largest value
  * (glide's 250 ms default is too short for MB values); several commands go
  * out as one non-atomic batch with its own timeout: base + (bytes queued on
  * that client + its own bytes) / rate. Neither exceeds requestCeilingMs()
@@ -19,32 +19,20 @@
 
 import {
   Batch,
-  ClosingError,
   ClusterBatch,
   ClusterScanCursor,
-  ConnectionError,
   Decoder,
   GlideClient,
   GlideClusterClient,
   Logger,
   RequestError,
-  TimeUnit,
-  TimeoutError as GlideTimeoutError,
-  type GlideReturnType,
 } from '@valkey/valkey-glide';
 import { errorMessage, KvtierError, ValkeyAuthError, ValkeyUnavailableError } from '../errors.js';
+import { batchOf, execBatch, isAuthMessage, isCertificateMessage, isConnectionError, isTimeoutError, singleCommand, type Client, type ValkeyCommand, type ValkeyReply } from './valkey-commands.js';
 import { requestCeilingMs } from './valkey-options.js';
 import type { ValkeyEndpoint } from './valkey-url.js';
 
-export type ValkeyCommand =
-  | { op: 'get'; key: string }
-  | { op: 'getrange'; key: string; start: number; end: number }
-  | { op: 'set'; key: string; value: Buffer; ttlSecs?: number }
-  | { op: 'exists'; key: string }
-  | { op: 'del'; keys: string[] };
-
-/** One result per command: a reply, or the error of that command alone. */
-export type ValkeyReply = GlideReturnType;
+export type { ValkeyCommand, ValkeyReply } from './valkey-commands.js';
 
 export type PoolState = 'connecting' | 'up' | 'down' | 'closed';
 export type LogFn = (level: 'info' | 'warn' | 'error', message: string) => void;
@@ -68,8 +56,6 @@ export interface ValkeyPoolOptions {
   onState: (state: PoolState, error?: KvtierError) => void;
 }
 
-type Client = GlideClient | GlideClusterClient;
-
 interface Slot {
   client: Client;
   queuedBytes: number;
@@ -86,24 +72,6 @@ interface Slot {
 const BULK_BYTES = 64 * 1024;
 
 let glideLogSet = false;
-
-function isAuthMessage(msg: string): boolean {
-  return /WRONGPASS|NOAUTH|invalid username-password|AUTH failed|NOPERM/i.test(msg);
-}
-
-/** rustls' words for a server certificate it refused. */
-function isCertificateMessage(msg: string): boolean {
-  return /certificate|UnknownIssuer|NotValidForName|BadSignature/i.test(msg);
-}
-
-/** Errors after which the connection is not trusted any more. */
-export function isConnectionError(e: unknown): boolean {
-  return e instanceof ConnectionError || e instanceof ClosingError;
-}
-
-export function isTimeoutError(e: unknown): boolean {
-  return e instanceof GlideTimeoutError;
-}
 
 export class ValkeyPool {
   #o: ValkeyPoolOptions;
@@ -286,7 +254,7 @@ export class ValkeyPool {
     try {
       const b = slot.client instanceof GlideClusterClient ? new ClusterBatch(false) : new Batch(false);
       b.ping();
-      await this.#exec(slot.client, b, this.#ceilingMs);
+      await execBatch(slot.client, b, this.#ceilingMs);
     } catch (e) {
       if (gen === this.#generation) this.markDown(e);
     }
@@ -339,13 +307,6 @@ export class ValkeyPool {
     return Math.ceil(Math.min(ms, this.#ceilingMs));
   }
 
-  #exec(client: Client, batch: Batch | ClusterBatch, timeout: number): Promise<GlideReturnType[] | null> {
-    if (client instanceof GlideClusterClient) {
-      return client.exec(batch as ClusterBatch, false, { timeout, decoder: Decoder.Bytes });
-    }
-    return client.exec(batch as Batch, false, { timeout, decoder: Decoder.Bytes });
-  }
-
   /**
    * Sends commands on the next connection: one GET/GETRANGE/SET as a plain
    * command, several as one pipeline. Per-command errors come back in the
@@ -360,7 +321,7 @@ export class ValkeyPool {
     slot.queuedBytes += bytes;
     const gen = this.#generation;
     try {
-      const single = commands.length === 1 ? this.#single(slot.client, commands[0]) : undefined;
+      const single = commands.length === 1 ? singleCommand(slot.client, commands[0]) : undefined;
       if (single) {
         try {
           return [await single];
@@ -370,7 +331,7 @@ export class ValkeyPool {
           throw e;
         }
       }
-      const out = await this.#exec(slot.client, this.#batch(slot.client, commands), this.#timeoutFor(slot, bytes));
+      const out = await execBatch(slot.client, batchOf(slot.client, commands), this.#timeoutFor(slot, bytes));
       if (!out || out.length !== commands.length) {
         throw new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted}: pipeline of ${commands.length} gave ${out?.length ?? 'no'} replies`);
       }
@@ -388,50 +349,6 @@ export class ValkeyPool {
       slot.queuedBytes -= bytes;
       if (bulk) this.#releaseBulk(slot);
     }
-  }
-
-  /**
-   * GET, GETRANGE and SET as plain commands, under the client's own timeout
-   * (see #createClients). Measured on the build VM with 4 MiB values, one
-   * connection: GET 0.85 GB/s as a command, 0.28-0.36 GB/s as a one-command
-   * batch, whose reply conversion costs three times the CPU.
-   */
-  #single(client: Client, c: ValkeyCommand): Promise<ValkeyReply> | undefined {
-    const decoder = { decoder: Decoder.Bytes };
-    switch (c.op) {
-      case 'get':
-        return client.get(c.key, decoder);
-      case 'getrange':
-        return client.getrange(c.key, c.start, c.end, decoder);
-      case 'set':
-        return client.set(c.key, c.value, c.ttlSecs ? { expiry: { type: TimeUnit.Seconds, count: c.ttlSecs }, ...decoder } : decoder);
-      default:
-        return undefined;
-    }
-  }
-
-  #batch(client: Client, commands: readonly ValkeyCommand[]): Batch | ClusterBatch {
-    const batch = client instanceof GlideClusterClient ? new ClusterBatch(false) : new Batch(false);
-    for (const c of commands) {
-      switch (c.op) {
-        case 'get':
-          batch.get(c.key);
-          break;
-        case 'getrange':
-          batch.getrange(c.key, c.start, c.end);
-          break;
-        case 'set':
-          batch.set(c.key, c.value, c.ttlSecs ? { expiry: { type: TimeUnit.Seconds, count: c.ttlSecs } } : undefined);
-          break;
-        case 'exists':
-          batch.exists([c.key]);
-          break;
-        case 'del':
-          batch.del(c.keys);
-          break;
-      }
-    }
-    return batch;
   }
 
   #rejectWaiters(err: unknown): void {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { makeNamespace, type NamespaceFingerprint } from '../../src/chunking/namespace.js';
-import { hashKeys, hashTokenChunks, hashHex, chunkCount, nativeHashing } from '../../src/chunking/prefix-hash.js';
+import { hashKeys, hashTokenChunks, hashHex, chunkCount } from '../../src/chunking/prefix-hash.js';
 import { chainHashes, nativeAvailable } from '../../native/index.js';
 import { packTokens, unpackTokens } from '../../src/chunking/tokens.js';
 
@@ -77,7 +77,6 @@ describe('prefix hash chain properties', () => {
     }
   });
   it('the native chain equals the JavaScript chain across batch edges and early stops', () => {
-    expect(nativeHashing).toBe(nativeAvailable());
     if (!nativeAvailable()) {
       console.log('native addon not built: only the JavaScript chain is checked');
       return;

@@ -1,6 +1,8 @@
 /**
  * Usage errors exit 2, as the README promises for every command.
- * Regression: `kvtier bench ...` with a bad flag value exited 1.
+ * Regression: `kvtier bench ...` with a bad flag value exited 1; so did a
+ * bench's own option checks (unknown model shape, context length) before
+ * they threw UsageError.
  */
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
@@ -29,6 +31,9 @@ describe('kvtier bench usage errors exit 2 with the reason', () => {
     [['bench', 'ttft', '--contexts', '8Q'], /expected token counts like 8K,32K,131072, got 8Q/],
     [['bench', 'ttft', 'extra'], /unknown arguments extra/],
     [['bench', 'nosuch'], /unknown command 'nosuch'/],
+    [['bench', 'ttft', '--model', 'nosuch'], /unknown model shape nosuch/],
+    [['bench', 'ttft', '--contexts', '100'], /expected context lengths that are multiples of 256, got 100/],
+    [['bench', 'ttft', '--mode', 'endpoint'], /endpoint mode needs --endpoint URL and --model NAME/],
   ])('kvtier %j', async (args, message) => {
     const r = await run(args as string[]);
     expect(r.stderr).toMatch(message);

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { loadConfig, type KvtierConfig } from '../../src/config/load.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
 import { createLogger, silentLogger, type LogFields, type Logger } from '../../src/log.js';
-import type { RemoteTier } from '../../src/manager/chunk-manager.js';
+import type { RemoteTier } from '../../src/tiers/tier.js';
 import { KvtierClient, type ClientOptions } from '../../src/protocol/client.js';
 
 export interface TestDaemon {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeNamespace } from '../../src/chunking/namespace.js';
 import { hashHex, hashTokenChunks } from '../../src/chunking/prefix-hash.js';
 import { packTokens } from '../../src/chunking/tokens.js';
+import { ChunkId } from '../../src/tiers/chunk-id.js';
 import { chunkRedisKey, segmentRedisKey } from '../../src/tiers/valkey-format.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
 import { freePort, startValkey, startValkeyCluster, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
@@ -100,8 +101,8 @@ describe('two daemons, one single Valkey', () => {
     const ns = makeNamespace({ ...fp, chunkSize: 256, blockSize: 0, tpRank: 0, tpSize: 0, ppRank: 0, ppSize: 0, mla: false, cacheSalt: '' });
     expect(ca.hello!.namespaceId).toBe(ns.id);
     const { hashes } = hashTokenChunks(ns.root, t, 256, false);
-    const k0 = chunkRedisKey('kvtier', { namespaceId: ns.id, hash: hashHex(hashes, 0) });
-    const k1 = chunkRedisKey('kvtier', { namespaceId: ns.id, hash: hashHex(hashes, 1) });
+    const k0 = chunkRedisKey('kvtier', ChunkId.of(ns.id, hashHex(hashes, 0)));
+    const k1 = chunkRedisKey('kvtier', ChunkId.of(ns.id, hashHex(hashes, 1)));
     // Flip bytes inside a segment of chunk 0 and inside the inline value of chunk 1.
     await valkey.cli(['SETRANGE', segmentRedisKey(k0, 1), '1000', 'XXXX']);
     const v1 = await valkey.cli(['STRLEN', k1]);

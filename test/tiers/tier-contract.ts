@@ -6,7 +6,8 @@
 
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ChunkKey, Tier } from '../../src/tiers/tier.js';
+import { ChunkId } from '../../src/tiers/chunk-id.js';
+import type { Tier } from '../../src/tiers/tier.js';
 
 export interface TierContractOptions {
   /** Largest payload tried; default 10 MiB + 3 bytes. */
@@ -20,14 +21,14 @@ export interface TierContractOptions {
 
 const MiB = 1 << 20;
 
-export function randomChunkKey(namespaceId = 'ns-contract'): ChunkKey {
-  return { namespaceId, hash: randomBytes(32).toString('hex') };
+export function randomChunkKey(namespaceId = 'ns-contract'): ChunkId {
+  return ChunkId.of(namespaceId, randomBytes(32).toString('hex'));
 }
 
 export function runTierContract(name: string, makeTier: () => Promise<Tier>, options: TierContractOptions = {}): void {
   const maxBytes = options.maxBytes ?? 10 * MiB + 3;
   const ns = options.namespaceId ?? 'ns-contract';
-  const key = (): ChunkKey => randomChunkKey(ns);
+  const key = (): ChunkId => randomChunkKey(ns);
   const sizes = [...new Set([0, 1, 255, 4096, MiB - 1, MiB, MiB + 1, 3 * MiB + 17, maxBytes, ...(options.extraSizes ?? [])])]
     .filter((n) => n <= maxBytes)
     .sort((a, b) => a - b);
@@ -97,7 +98,7 @@ export function runTierContract(name: string, makeTier: () => Promise<Tier>, opt
 
     it('keys of another namespace with the same hash are distinct', async () => {
       const k = key();
-      const other: ChunkKey = { namespaceId: `${ns}-other`, hash: k.hash };
+      const other: ChunkId = ChunkId.of(`${ns}-other`, k.hash);
       await tier.put(k, Buffer.from('mine'));
       expect(await tier.get(other)).toBeNull();
       expect(await tier.contains([other])).toEqual([false]);

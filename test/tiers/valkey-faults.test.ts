@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { Decoder, GlideClient } from '@valkey/valkey-glide';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ValkeyAuthError } from '../../src/errors.js';
-import type { ChunkKey } from '../../src/tiers/tier.js';
+import { ChunkId } from '../../src/tiers/chunk-id.js';
 import { encodeValue, FORMAT_VERSION } from '../../src/tiers/valkey-format.js';
 import { ValkeyTier, type ValkeyTierOptions } from '../../src/tiers/valkey-tier.js';
 import { freePort, startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
@@ -126,7 +126,7 @@ describe(`valkey tier faults (${dataPath} data path)`, () => {
     expect(tier.counters.reconnects).toBeGreaterThanOrEqual(1);
     // Chunks stored before the crash are gone (no persistence): misses, not errors.
     for (const [hash, v] of [...stored].slice(0, 20)) {
-      const got = await tier.get({ namespaceId: 'ns-contract', hash });
+      const got = await tier.get(ChunkId.of('ns-contract', hash));
       if (got) expect(got.equals(v)).toBe(true);
     }
     await server.stop();
@@ -246,8 +246,8 @@ describe(`valkey tier faults (${dataPath} data path)`, () => {
 
     it('another namespace header under the key: miss, key deleted', async () => {
       const tier = await open({ url: server.url });
-      const mine: ChunkKey = randomChunkKey('ns-a');
-      const other: ChunkKey = { namespaceId: 'ns-b', hash: mine.hash };
+      const mine: ChunkId = randomChunkKey('ns-a');
+      const other: ChunkId = ChunkId.of('ns-b', mine.hash);
       await tier.put(mine, randomBytes(4096));
       const raw = await rawClient(server);
       try {

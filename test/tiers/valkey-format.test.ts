@@ -5,18 +5,19 @@ import { describe, expect, it } from 'vitest';
 import { BadRequestError, CorruptValueError } from '../../src/errors.js';
 import { checksum } from '../../src/tiers/checksum.js';
 import { decode, encode, parseSerde, shuffle2, unshuffle2, SERDE_NAMES } from '../../src/tiers/serde.js';
+import { ChunkId } from '../../src/tiers/chunk-id.js';
 import { chunkRedisKey, decodeValue, encodeValue, FORMAT_VERSION, segmentCount, segmentRedisKey } from '../../src/tiers/valkey-format.js';
 
 describe('valkey value layout', () => {
   it('keys share one hash tag per chunk', () => {
-    const base = chunkRedisKey('kvtier', { namespaceId: 'ns1', hash: 'ab12' });
+    const base = chunkRedisKey('kvtier', ChunkId.of('ns1', 'ab12'));
     expect(base).toBe('kvtier:{ns1:ab12}');
     expect(segmentRedisKey(base, 3)).toBe('kvtier:{ns1:ab12}:s3');
   });
 
   it('rejects ids that could break the hash tag', () => {
-    expect(() => chunkRedisKey('p', { namespaceId: 'a}b', hash: 'ab' })).toThrow(BadRequestError);
-    expect(() => chunkRedisKey('p', { namespaceId: 'a', hash: '' })).toThrow(BadRequestError);
+    expect(() => chunkRedisKey('p', ChunkId.of('a}b', 'ab'))).toThrow(BadRequestError);
+    expect(() => chunkRedisKey('p', ChunkId.of('a', ''))).toThrow(BadRequestError);
   });
 
   it('inline values round-trip', () => {

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Slab } from '../../src/tiers/host-memory.js';
+import { ChunkId } from '../../src/tiers/chunk-id.js';
 import { ValkeyTier } from '../../src/tiers/valkey-tier.js';
 import { startValkey, startValkeyCluster, stopAllValkey, type ValkeyCluster, type ValkeyServer } from '../../bench/valkey-server.js';
 import { randomChunkKey, runTierContract } from './tier-contract.js';
@@ -112,8 +113,8 @@ describe('valkey deleteNamespace (clear of one namespace)', () => {
       const t = await ValkeyTier.create({ url: which === 'single' ? single.url : cluster.url, segmentBytes: 64 << 10, log: quiet });
       try {
         const ns = `delns-${which}-${Date.now()}`;
-        const keys = Array.from({ length: 20 }, (_, i) => ({ namespaceId: ns, hash: `h${i}` }));
-        const kept = { namespaceId: `${ns}x`, hash: 'h0' };
+        const keys = Array.from({ length: 20 }, (_, i) => ChunkId.of(ns, `h${i}`));
+        const kept = ChunkId.of(`${ns}x`, 'h0');
         for (const k of keys) expect(await t.put(k, randomBytes(k.hash === 'h0' ? 200 << 10 : 100))).toBe(true);
         expect(await t.put(kept, randomBytes(100))).toBe(true);
         expect(await t.deleteNamespace(ns)).toBe(20);

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from . import proto
-from .errors import DaemonUnavailable, KvtierError, ProtocolError, RequestTimeout, error_from_daemon
+from .constants import CLIENT_MAX_FRAME_BYTES
+from .errors import (DaemonUnavailable, KvtierError, NamespaceMismatchError, ProtocolError, RequestTimeout,
+                     error_from_daemon)
 from .framing import FrameDecoder, frame_parts, lookup_frame_parts, pack_u32, u32_array
 from .hashing import Fingerprint
 
@@ -182,7 +184,7 @@ class KvtierClient:
 
     def __init__(self, socket_path: str, fingerprint: Fingerprint, client_kind: str = "python",
                  timeout: float = 5.0, connect_timeout: float = 1.0,
-                 max_frame: int = 1 << 30) -> None:
+                 max_frame: int = CLIENT_MAX_FRAME_BYTES) -> None:
         self.socket_path = socket_path
         self.fingerprint = fingerprint
         self.client_kind = client_kind
@@ -217,7 +219,7 @@ class KvtierClient:
                 if field != "hello_ok":
                     raise ProtocolError(f"expected hello_ok for Hello, got {field!r}")
                 if ok.chunk_size and ok.chunk_size != self.fingerprint.chunk_size:
-                    raise KvtierError("KVT_NAMESPACE_MISMATCH",
+                    raise NamespaceMismatchError(
                                       f"daemon chunk_size {ok.chunk_size} != client "
                                       f"{self.fingerprint.chunk_size}")
                 if self._register is not None:

@@ -11,12 +11,12 @@ from array import array
 from collections.abc import Iterable
 from typing import Any, Optional
 
-from . import proto
+from . import constants, proto
 from .errors import ProtocolError
 
 HEADER = struct.Struct("<I")
-DEFAULT_MAX_FRAME = 1 << 30
-NO_BLOCK = 0xFFFFFFFF
+DEFAULT_MAX_FRAME = constants.CLIENT_MAX_FRAME_BYTES
+NO_BLOCK = constants.SKIP_BLOCK
 
 
 def encode_frame(env: Any) -> bytes:

@@ -17,9 +17,9 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 from ._descriptor import FILE_DESCRIPTOR
+from .constants import PROTOCOL_VERSION  # noqa: F401 (proto.PROTOCOL_VERSION, from the shared table)
 
 PACKAGE = "kvtier.v1"
-PROTOCOL_VERSION = 1
 
 _pool = descriptor_pool.DescriptorPool()
 _file = descriptor_pb2.FileDescriptorProto.FromString(FILE_DESCRIPTOR)

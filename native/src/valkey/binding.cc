@@ -11,12 +11,13 @@
 #include "../addon-data.h"
 #include "link.h"
 #include "xxh64.h"
+#include "../constants.h"
 
 namespace kvtier {
 namespace {
 
 [[noreturn]] void badArgs(Napi::Env env, const std::string& message) {
-  throw codedError(env, "KVT_BAD_REQUEST", message);
+  throw codedError(env, codes::kBadRequest, message);
 }
 
 int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* what, double max = 9007199254740991.0) {

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "xxh64.h"
+#include "../constants.h"
 
 namespace kvtier {
 namespace {
@@ -41,7 +42,7 @@ std::shared_ptr<ValkeyLink> ValkeyLink::start(NodeAddress addr, int connections,
 }
 
 void ValkeyLink::fail(std::unique_ptr<ValkeyJob> job, const std::string& message) {
-  job->code = "KVT_VALKEY_UNAVAILABLE";
+  job->code = codes::kValkeyUnavailable;
   job->message = message;
   auto done = std::move(job->done);
   done(job.release());
@@ -85,7 +86,7 @@ void ValkeyLink::close() {
   }
   cv_.notify_all();
   RespConn none;
-  for (auto& part : dropped) finishPart(none, part, false, "KVT_VALKEY_UNAVAILABLE", "the native Valkey link is closed");
+  for (auto& part : dropped) finishPart(none, part, false, codes::kValkeyUnavailable, "the native Valkey link is closed");
 }
 
 size_t ValkeyLink::abort(const std::string& why) {
@@ -96,7 +97,7 @@ size_t ValkeyLink::abort(const std::string& why) {
     for (auto& c : conns_) c->shutdownNow();
   }
   RespConn none;
-  for (auto& part : dropped) finishPart(none, part, false, "KVT_VALKEY_UNAVAILABLE", why);
+  for (auto& part : dropped) finishPart(none, part, false, codes::kValkeyUnavailable, why);
   return dropped.size();
 }
 
@@ -168,7 +169,7 @@ bool ValkeyLink::ensureOpen(RespConn& conn, Clock::time_point deadline, std::str
   if (!conn.open(addr_, connectBy, &error)) {
     const bool auth = error.find("WRONGPASS") != std::string::npos || error.find("NOAUTH") != std::string::npos ||
                       error.find("NOPERM") != std::string::npos;
-    *code = auth ? "KVT_VALKEY_AUTH" : "KVT_VALKEY_UNAVAILABLE";
+    *code = auth ? codes::kValkeyAuth : codes::kValkeyUnavailable;
     *message = addr_.host + ":" + std::to_string(addr_.port) + ": " + error;
     return false;
   }
@@ -198,7 +199,7 @@ bool ValkeyLink::run(RespConn& conn, const JobPart& part, Clock::time_point dead
   // A connection that sat idle may have died with a restarted server: try
   // once more on a fresh one (SET and GET are idempotent). Not after a
   // timeout: a hung server would get twice its bound.
-  if (!reused || conn.isOpen() || conn.timedOut() || *code != "KVT_VALKEY_UNAVAILABLE") return false;
+  if (!reused || conn.isOpen() || conn.timedOut() || *code != codes::kValkeyUnavailable) return false;
   if (!ensureOpen(conn, deadline, code, message)) return false;
   code->clear();
   message->clear();
@@ -208,13 +209,13 @@ bool ValkeyLink::run(RespConn& conn, const JobPart& part, Clock::time_point dead
 namespace {
 
 bool ioFailed(const NodeAddress& a, const std::string& error, std::string* code, std::string* message) {
-  *code = "KVT_VALKEY_UNAVAILABLE";
+  *code = codes::kValkeyUnavailable;
   *message = a.host + ":" + std::to_string(a.port) + ": " + error;
   return false;
 }
 
 bool refused(const std::string& what, const Reply& r, std::string* code, std::string* message) {
-  *code = "KVT_VALKEY_REFUSED";
+  *code = codes::kValkeyRefused;
   *message = what + " refused: " + (r.kind == ReplyKind::Error ? r.text : "unexpected reply");
   return false;
 }

@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 from .. import proto
 from ..client import KvtierClient, Pending
-from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
+from ..errors import BadLayoutError, DaemonUnavailable, KvtierError, ProtocolError, RequestTimeout
 from ..framing import NO_BLOCK, unpack_u32
 from ..layout import KvLayout, LayoutError, derive_cross_layer_layout, derive_layout
 from ..session import Session, release_lease
@@ -158,8 +158,8 @@ class WorkerSide:
             ok = self.client.register_kv(self.layout.to_register())
             expected = self.layout.chunk_bytes(self.s.chunk_size)
             if ok.chunk_bytes and ok.chunk_bytes != expected:
-                raise KvtierError("KVT_BAD_LAYOUT", f"daemon computed chunk_bytes {ok.chunk_bytes}, "
-                                                    f"expected {expected}")
+                raise BadLayoutError(f"daemon computed chunk_bytes {ok.chunk_bytes}, "
+                                     f"expected {expected}")
             self.mode = "blocks"
             log.info("kvtier: registered KV memory with kvtierd (%s backend, %d bytes per chunk)",
                      ok.backend, ok.chunk_bytes)
@@ -331,15 +331,15 @@ class WorkerSide:
         try:
             field_name, done = ld.pending.wait(0.0)[0]
             if field_name != "retrieve_done":
-                raise KvtierError("KVT_BAD_FRAME", f"expected retrieve_done, got {field_name}")
+                raise ProtocolError(f"expected retrieve_done, got {field_name}")
             if ld.inline:
                 self._release(ld.lease)
                 ld.scatter = self._copy_thread().submit(self._scatter_inline, ld.spec, done)
                 return True
             failed = unpack_u32(done.failed_block_ids)
             if done.loaded_chunks + done.failed_chunks < ld.spec.num_chunks and not failed:
-                raise KvtierError("KVT_BAD_FRAME", f"RetrieveDone accounts for "
-                                  f"{done.loaded_chunks + done.failed_chunks} of {ld.spec.num_chunks} chunks")
+                raise ProtocolError(f"RetrieveDone accounts for "
+                                    f"{done.loaded_chunks + done.failed_chunks} of {ld.spec.num_chunks} chunks")
             self._load_errors.update(b for b in failed if b != NO_BLOCK)
             self._count("loaded_chunks", done.loaded_chunks)
             self._count("failed_load_blocks", len(failed))

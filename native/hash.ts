@@ -1,0 +1,26 @@
+/**
+ * Hashing in the addon: the prefix hash chain (same results as the
+ * JavaScript chain in src/chunking/prefix-hash.ts) and xxh64.
+ */
+import { badRequest } from './errors.js';
+import { load } from './loader.js';
+
+/**
+ * The prefix hash chain for `count` chunks of `chunkBytes` bytes of `tokens`
+ * (the last may be shorter), continuing from `prev`, into `out` (count*32).
+ * Same results as the JavaScript chain in src/chunking/prefix-hash.ts.
+ */
+export function chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void {
+  if (prev.byteLength !== 32) throw badRequest(`expected 32 bytes for the previous hash, got ${prev.byteLength}`);
+  if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 1) throw badRequest(`expected a positive integer for chunkBytes, got ${chunkBytes}`);
+  if (!Number.isSafeInteger(count) || count < 0 || out.byteLength < count * 32 || (count > 0 && (count - 1) * chunkBytes >= tokens.byteLength)) {
+    throw badRequest(`expected ${count} chunks to fit ${tokens.byteLength} token bytes and ${out.byteLength} output bytes`);
+  }
+  load().chainHashes(prev, tokens, chunkBytes, count, out);
+}
+
+/** xxh64 as 16 hex digits, computed by the addon (tests compare it with checksum.ts). */
+export function nativeXxh64(bytes: Uint8Array): string {
+  return load().xxh64(bytes);
+}
+

@@ -1,0 +1,27 @@
+/**
+ * What the manager's request modules share: the tiers, the lease table, the
+ * remote traffic, the pace model and the counters, plus how an address is
+ * hashed. ChunkManager (chunk-manager.ts) owns one of these and hands it to
+ * lookup.ts, transfers.ts and keyed.ts, which hold no state of their own.
+ */
+import type { ChainFn } from '../chunking/prefix-hash.js';
+import type { Logger } from '../log.js';
+import type { HostTier } from '../tiers/host-tier.js';
+import type { ManagerCounters } from './counters.js';
+import type { LeaseTable } from './leases.js';
+import type { RemotePace } from './remote-pace.js';
+import type { RemoteSync } from './remote-sync.js';
+
+export interface ManagerParts {
+  readonly host: HostTier;
+  readonly sync: RemoteSync;
+  readonly leases: LeaseTable;
+  readonly pace: RemotePace;
+  readonly counters: ManagerCounters;
+  readonly log: Logger;
+  readonly chunkSize: number;
+  readonly saveUnfullChunk: boolean;
+  readonly leaseTtlMs: number;
+  /** The prefix-hash chain backend; null: the JavaScript chain. */
+  readonly chain: ChainFn | null;
+}

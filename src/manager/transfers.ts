@@ -1,0 +1,165 @@
+/**
+ * Transfers: chunk bytes between a worker and the host tier.
+ *
+ *   Store    ─ reserve host slabs, fill them (inline copy or one batched
+ *              native gather), index them, answer "copied"; the write-behind
+ *              to the remote tier answers "committed" later.
+ *   Retrieve ─ wait for a lease's prefetches, copy out (inline) or scatter
+ *              into the worker's blocks; a chunk that could not be had is
+ *              reported as failed so the worker recomputes it. Never wrong
+ *              bytes: the host tier only holds what a worker gave us or the
+ *              remote tier verified.
+ * Every slab a copy reads or writes is pinned for the duration of the copy,
+ * independently of the lease, so an expiring lease cannot free it mid-copy.
+ */
+import { SKIP_BLOCK } from '../../proto/constants.js';
+import type { Namespace } from '../chunking/namespace.js';
+import { BadBlockIdError, BadRequestError, LeaseNotFoundError, errorMessage } from '../errors.js';
+import type { ChunkId } from '../tiers/chunk-id.js';
+import type { Slab } from '../tiers/host-memory.js';
+import type { HostEntry } from '../tiers/host-tier.js';
+import { resolveAddress, type ChunkAddress } from './address.js';
+import type { Lease } from './leases.js';
+import type { ManagerParts } from './parts.js';
+
+/** Copies between a worker's registered KV blocks and chunk buffers (native/). */
+export interface BlockCopier {
+  readonly chunkBytes: number;
+  readonly blocksPerChunk: number;
+  gather(jobs: Array<{ blockIds: Uint32Array; dst: Buffer }>): Promise<void>;
+  scatter(jobs: Array<{ blockIds: Uint32Array; src: Buffer }>): Promise<void>;
+}
+
+export type StoreSource =
+  | { kind: 'inline'; chunks: Buffer[] }
+  | { kind: 'blocks'; blockIds: Uint32Array; copier: BlockCopier };
+
+export interface StoreCopiedResult {
+  stored: number;
+  present: number;
+  skipped: number;
+  committed: Promise<{ committed: number; failed: number }>;
+}
+
+export interface BlockRetrieveResult {
+  loaded: number;
+  failed: number;
+  failedBlocks: Uint32Array;
+}
+
+export async function store(p: ManagerParts, ns: Namespace, address: ChunkAddress, source: StoreSource, skipChunks: number): Promise<StoreCopiedResult> {
+  const resolved = resolveAddress(p, ns, address);
+  let count = resolved.count;
+  if (source.kind === 'inline') {
+    count = Math.min(count, skipChunks + source.chunks.length);
+  } else {
+    const per = source.copier.blocksPerChunk;
+    // Block form moves whole chunks only: a partial chunk has no fixed byte size.
+    // Opaque keys name one whole chunk each.
+    let full = 'keys' in address ? count : 0;
+    while (full < count && resolved.tokensOf(full) === p.chunkSize) full++;
+    count = Math.min(full, Math.floor(source.blockIds.length / per));
+  }
+  let present = 0;
+  let skipped = 0;
+  const fresh: Array<{ index: number; id: ChunkId; slab: Slab }> = [];
+  for (let i = skipChunks; i < count; i++) {
+    const id = resolved.ids[i];
+    if (p.host.has(id)) {
+      present++;
+      continue;
+    }
+    const bytes = source.kind === 'inline' ? source.chunks[i - skipChunks].length : source.copier.chunkBytes;
+    const slab = p.host.reserve(bytes);
+    if (slab === null) {
+      skipped++;
+      continue;
+    }
+    fresh.push({ index: i, id, slab });
+  }
+  try {
+    if (source.kind === 'inline') {
+      for (const f of fresh) source.chunks[f.index - skipChunks].copy(f.slab.buf);
+    } else if (fresh.length > 0) {
+      const per = source.copier.blocksPerChunk;
+      await source.copier.gather(fresh.map((f) => ({ blockIds: source.blockIds.subarray(f.index * per, (f.index + 1) * per), dst: f.slab.buf })));
+    }
+  } catch (e) {
+    for (const f of fresh) f.slab.release();
+    throw e;
+  }
+  const entries = fresh.map((f) => p.host.insert(f.id, f.slab));
+  p.counters.recordStore(entries.length, entries.reduce((n, e) => n + e.slab.buf.length, 0), present, skipped);
+  return { stored: entries.length, present, skipped, committed: p.sync.write(entries) };
+}
+
+/**
+ * Leased chunks as views of pinned host slabs; null for a chunk that could
+ * not be had. The caller must call done() once it has copied them out.
+ */
+export async function retrieveInline(p: ManagerParts, ns: Namespace, leaseId: number, first: number, num: number): Promise<{ chunks: Array<Buffer | null>; done(): void }> {
+  const entries = await leasedEntries(p, ns, leaseId, first, num);
+  const chunks = entries.map((e) => (e === null ? null : e.slab.buf));
+  p.counters.recordRetrieve(entries);
+  return { chunks, done: () => unpinAll(p, entries) };
+}
+
+export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: number, first: number, num: number, blockIds: Uint32Array, copier: BlockCopier): Promise<BlockRetrieveResult> {
+  const lease = leaseOf(p, ns, leaseId);
+  const count = num === 0 ? lease.chunks.length - first : num;
+  const perChunk = copier.blocksPerChunk;
+  if (blockIds.length !== count * perChunk) {
+    throw new BadBlockIdError(`expected ${count * perChunk} block ids for ${count} chunks of ${perChunk} blocks, got ${blockIds.length}`);
+  }
+  const entries = await leasedEntries(p, ns, leaseId, first, count);
+  const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
+  const failed: number[] = [];
+  const failChunk = (j: number): void => {
+    for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) failed.push(b);
+  };
+  entries.forEach((entry, j) => {
+    if (entry === null || entry.slab.buf.length !== copier.chunkBytes) failChunk(j);
+    else jobs.push({ blockIds: blockIds.subarray(j * perChunk, (j + 1) * perChunk), src: entry.slab.buf });
+  });
+  let loaded = jobs.length;
+  try {
+    if (jobs.length > 0) await copier.scatter(jobs);
+  } catch (e) {
+    p.log.warn('scatter failed; the worker recomputes these chunks', { error: errorMessage(e) });
+    entries.forEach((entry, j) => {
+      if (entry !== null && entry.slab.buf.length === copier.chunkBytes) failChunk(j);
+    });
+    loaded = 0;
+  } finally {
+    unpinAll(p, entries);
+  }
+  p.counters.recordRetrieveCounts(loaded, loaded * copier.chunkBytes, count - loaded);
+  return { loaded, failed: count - loaded, failedBlocks: Uint32Array.from(failed) };
+}
+
+function leaseOf(p: ManagerParts, ns: Namespace, leaseId: number): Lease {
+  const lease = p.leases.get(leaseId, ns.id);
+  if (lease === undefined) throw new LeaseNotFoundError(leaseId);
+  return lease;
+}
+
+/** Pinned entries (one extra pin each, for the copy) of a lease's chunks. */
+async function leasedEntries(p: ManagerParts, ns: Namespace, leaseId: number, first: number, num: number): Promise<Array<HostEntry | null>> {
+  const lease = leaseOf(p, ns, leaseId);
+  const end = num === 0 ? lease.chunks.length : first + num;
+  if (!Number.isInteger(first) || first < 0 || end > lease.chunks.length || end < first) {
+    throw new BadRequestError(`expected chunks within the lease's ${lease.chunks.length}, got first_chunk ${first} num_chunks ${num}`);
+  }
+  const slice = lease.chunks.slice(first, end);
+  await Promise.all(slice.map((c) => c.pending));
+  return slice.map((c) => {
+    const e = c.entry;
+    if (e === null || lease.released) return null;
+    p.host.pinEntry(e);
+    return e;
+  });
+}
+
+export function unpinAll(p: ManagerParts, entries: Array<HostEntry | null>): void {
+  for (const e of entries) if (e !== null) p.host.unpin(e);
+}
