@@ -239,15 +239,24 @@ def test_other_namespace_gets_no_hit(daemon, change):
     assert_matches(r.first_logits, P2, kw.get("dtype", torch.float32))
 
 
-def test_request_cache_salt_bypasses_the_cache(daemon):
+def test_request_cache_salt_keys_the_chunks(daemon):
+    """A per-request cache_salt seeds the chunk chain: an unsalted producer's chunks are a miss
+    for a salted request, a producer under the same salt a hit (logits equal recompute), another
+    salt a miss."""
     produce(daemon.socket)
     b = engine(daemon.socket)
     try:
         r = b.generate("salted", P2, cache_salt="tenant-x")
+        b.drain()
+        assert r.external_tokens == 0
+        assert_matches(r.first_logits, P2)
+        r = b.generate("salted-again", P2[:950] + [7] * 50, cache_salt="tenant-x")
+        assert r.external_tokens == 768 and r.load_error_blocks == set()
+        assert_matches(r.first_logits, P2[:950] + [7] * 50)
+        r = b.generate("other-tenant", P2, cache_salt="tenant-y")
+        assert r.external_tokens == 0
     finally:
         b.close()
-    assert r.external_tokens == 0
-    assert_matches(r.first_logits, P2)
 
 
 # -- every layout ------------------------------------------------------------------------------

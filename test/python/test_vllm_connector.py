@@ -178,7 +178,7 @@ def test_local_prefix_cache_hit_is_not_overwritten(daemon, alloc):
         b.close()
 
 
-@pytest.mark.parametrize("attr,value", [("cache_salt", "tenant-x"), ("mm_features", ["image"]),
+@pytest.mark.parametrize("attr,value", [("mm_features", ["image without a hash"]),
                                         ("lora_request", object()), ("prompt_embeds", object())])
 def test_requests_whose_kv_is_not_keyed_by_tokens_bypass_kvtier(daemon, alloc, attr, value):
     a = MiniEngine(daemon.socket, alloc, "A")
@@ -464,7 +464,8 @@ def test_connector_stats_through_vllms_stats_hooks(daemon, alloc):
         special = req("r3", PREFIX)
         special.lora_request = object()
         b.run(special)
-        assert b.scheduler.get_kv_connector_stats().data["bypassed"] == 1
+        st = b.scheduler.get_kv_connector_stats().data
+        assert st["bypassed"] == 1 and st["bypassed_lora_unnamed"] == 1
     finally:
         a.close()
         b.close()
@@ -507,5 +508,64 @@ def test_mla_one_copy_can_be_turned_off(daemon, alloc):
     try:
         a.run(req("r1", PREFIX + [1] * 30))
         assert [w._worker.stats["stored_chunks"] for w in a.workers] == [4, 4]
+    finally:
+        a.close()
+
+
+# -- keys covering what vLLM's block hash covers -------------------------------------------------
+
+def _with(r, **attrs):
+    for k, v in attrs.items():
+        setattr(r, k, v)
+    return r
+
+
+def _image(h, offset=10, length=300):
+    from types import SimpleNamespace
+    return SimpleNamespace(identifier=h, mm_position=SimpleNamespace(offset=offset, length=length))
+
+
+def _lora(name):
+    from types import SimpleNamespace
+    return SimpleNamespace(lora_name=name, lora_int_id=1)
+
+
+@pytest.mark.parametrize("first,same,other", [
+    ({"cache_salt": "tenant-a"}, {"cache_salt": "tenant-a"}, {"cache_salt": "tenant-b"}),
+    ({"lora_request": _lora("sql")}, {"lora_request": _lora("sql")}, {"lora_request": _lora("chat")}),
+    ({"mm_features": [_image("img-1")]}, {"mm_features": [_image("img-1")]}, {"mm_features": [_image("img-2")]}),
+    ({"mm_features": [_image("img-1")]}, {"mm_features": [_image("img-1")]}, {"mm_features": [_image("img-1", 20)]}),
+], ids=["salt", "lora", "image", "image-moved"])
+def test_extra_keys_same_ones_hit_other_ones_and_none_miss(daemon, alloc, first, same, other):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        s1 = a.run(_with(req("r1", PREFIX + [1] * 30), **first))
+        assert s1.finished_sending == {"r1"}, "a keyed request is saved"
+        assert b.run(_with(req("r2", PREFIX + [2] * 30), **other)).external_tokens == 0
+        assert b.run(req("r3", PREFIX + [2] * 30)).external_tokens == 0, "no extra keys: another chain"
+        r4 = _with(req("r4", PREFIX + [3] * 30), **same)
+        s4 = b.run(r4)
+        assert s4.external_tokens == 768 and s4.load_errors == set()
+        assert all(torch.equal(g, w) for g, w in zip(b.token_kv(s4.block_table, 600),
+                                                     b.expected_kv(r4.prompt_token_ids, 600)))
+        assert b.scheduler.get_kv_connector_stats().data["bypassed"] == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_daemon_that_ignores_seeds_makes_keyed_requests_bypass(daemon, alloc, monkeypatch):
+    """An older daemon would drop ChunkAddress.seed and share a salted prompt with everyone."""
+    a = MiniEngine(daemon.socket, alloc, "A")
+    try:
+        for c in a.scheduler._scheduler.clients.values():
+            c.connect()
+            monkeypatch.setattr(c.hello_ok, "address_seed", False)
+        s = a.run(_with(req("r1", PREFIX + [1] * 30), cache_salt="t"))
+        assert s.external_tokens == 0 and s.finished_sending == set()
+        st = a.scheduler.get_kv_connector_stats().data
+        assert st["bypassed"] == 1 and st["bypassed_daemon_without_seed"] == 1
+        assert a.run(req("r2", PREFIX + [1] * 30)).finished_sending == {"r2"}, "unkeyed requests go on"
     finally:
         a.close()

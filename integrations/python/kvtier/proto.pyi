@@ -166,6 +166,7 @@ class HelloOk(Message):
     max_chunk_bytes: int
     save_unfull_chunk: bool
     server_version: str
+    address_seed: bool
     def __init__(
         self,
         *,
@@ -176,6 +177,7 @@ class HelloOk(Message):
         max_chunk_bytes: int = ...,
         save_unfull_chunk: bool = ...,
         server_version: str = ...,
+        address_seed: bool = ...,
     ) -> None: ...
 
 class Ping(Message):
@@ -191,11 +193,13 @@ class ChunkAddress(Message):
     tokens: bytes
     @property
     def keys(self) -> RepeatedScalarFieldContainer[bytes]: ...
+    seed: bytes
     def __init__(
         self,
         *,
         tokens: bytes = ...,
         keys: Optional[Iterable[bytes]] = ...,
+        seed: bytes = ...,
     ) -> None: ...
 
 class Lookup(Message):

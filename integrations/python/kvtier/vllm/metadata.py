@@ -33,6 +33,7 @@ class SaveSpec:
     skip_chunks: int                  # leading chunks known to be cached
     group: int = 0                    # KV cache group
     keys: Optional[list[bytes]] = None   # key-addressed chunks instead of token_ids (sliding window)
+    seed: bytes = b""                 # the request's chain seed (extra keys), kvtier.vllm.keys
     step: bool = False                # stored during the steps (sliding window): after this step's
                                       # forward, copied before the next; not a request_finished hold
 

@@ -40,8 +40,11 @@ A hit restores every group's KV the first computed token needs, or is shortened
 (at worst to a miss).
 
 Never raises into vLLM: an unreachable daemon is a miss (warned once).
-Requests with a cache_salt, multimodal inputs, a LoRA adapter or prompt
-embeddings are neither looked up nor saved (their KV is not keyed by tokens alone).
+A request's cache_salt, LoRA adapter and multimodal hashes seed its chunk hash
+chain (kvtier.vllm.keys, ChunkAddress.seed): other salts, adapters or images
+never share its chunks. Requests still not keyable (prompt embeddings, a
+multimodal feature without a hash, a daemon that does not honour seeds) are
+neither looked up nor saved, and counted with the reason.
 """
 from __future__ import annotations
 
@@ -57,6 +60,7 @@ from ..session import Session, release_lease
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
 from ..hashing import chunk_hashes
 from .settings import KvGroup, Settings, group_fingerprint, rank_index
+from .keys import request_seed
 from .stats import KVTierConnectorStats
 
 log = logging.getLogger("kvtier.vllm")
@@ -128,8 +132,9 @@ class SchedulerSide:
         tokens = list(request.prompt_token_ids or [])
         if len(tokens) <= self.s.chunk_size:
             return 0, False
+        seed, _ = request_seed(request)
         try:
-            lk = self._lookup(tokens, num_computed_tokens)
+            lk = self._lookup(tokens, num_computed_tokens, seed)
             self.health.ok()
         except KvtierError as exc:
             self.health.failed(exc)
@@ -145,7 +150,7 @@ class SchedulerSide:
         group = self.groups[g]
         return "full" if group is None else group.kind
 
-    def _lookup(self, tokens: list[int], num_computed: int) -> Optional[_Lookup]:
+    def _lookup(self, tokens: list[int], num_computed: int, seed: bytes = b"") -> Optional[_Lookup]:
         """Leases on every (rank, group) for the longest prefix all of them can restore."""
         cs = self.s.chunk_size
         leases: dict[tuple[int, int], int] = {}
@@ -153,7 +158,7 @@ class SchedulerSide:
             full = [k for k in self.clients if self._kind(k[1]) != "sliding"]
             hit_tokens, hit_chunks = len(tokens), len(tokens) // cs
             if full:
-                body = proto.Lookup(address=address(tokens, None), lease_ttl_ms=self.s.lease_ttl_ms)
+                body = proto.Lookup(address=address(tokens, None, seed), lease_ttl_ms=self.s.lease_ttl_ms)
                 pending = {k: self.clients[k].submit(body) for k in full}  # one round trip for all
                 tiers = (0, 0)
                 for k, p in pending.items():
@@ -173,7 +178,7 @@ class SchedulerSide:
             base: dict[int, int] = {}
             sliding = [k for k in self.clients if self._kind(k[1]) == "sliding"]
             if sliding and usable > num_computed:
-                usable = self._lookup_windows(tokens, num_computed, usable, sliding, leases, base)
+                usable = self._lookup_windows(tokens, num_computed, usable, sliding, leases, base, seed)
         except KvtierError:
             self._release(_Lookup(0, 0, leases))
             raise
@@ -184,7 +189,7 @@ class SchedulerSide:
 
     def _lookup_windows(self, tokens: list[int], num_computed: int, usable: int,
                         sliding: list[tuple[int, int]], leases: dict[tuple[int, int], int],
-                        base: dict[int, int]) -> int:
+                        base: dict[int, int], seed: bytes = b"") -> int:
         """Leases the chunks each sliding-window group needs for a hit of `usable` tokens: those
         holding tokens [usable - window + 1, usable) not computed locally. A window not all
         cached shortens the hit to the end of what is, and the windows are looked up again."""
@@ -199,7 +204,7 @@ class SchedulerSide:
                 assert group is not None
                 f = max(max(0, usable - group.window + 1) // cs, num_computed // cs)
                 first[k[1]] = f
-                body = proto.Lookup(address=address(None, keys[f:end]), lease_ttl_ms=self.s.lease_ttl_ms)
+                body = proto.Lookup(address=address(None, keys[f:end], seed), lease_ttl_ms=self.s.lease_ttl_ms)
                 pending[k] = self.clients[k].submit(body)
             got: dict[tuple[int, int], int] = {}
             for k, p in pending.items():
@@ -288,7 +293,7 @@ class SchedulerSide:
                     if keys is None:
                         keys = chunk_hashes(SLIDING_CHAIN_ROOT, tokens[:end * cs], cs)
                     out.append(SaveSpec(req_id, [], table[c * B:(c + 1) * B], 0, group=g, keys=[keys[c]],
-                                        step=True))
+                                        seed=request_seed(req)[0], step=True))
                 nxt[g] = max(nxt.get(g, 0), end)
         return out
 
@@ -331,6 +336,7 @@ class SchedulerSide:
         if not self.s.save or not self.health.ready() or self._bypass_reason(request):
             return False, None
         tables = _groups(block_ids, len(self.groups))
+        seed, _ = request_seed(request)
         tokens = list(getattr(request, "all_token_ids", None) or request.prompt_token_ids or [])
         computed = min(int(getattr(request, "num_computed_tokens", len(tokens))), len(tokens))
         publishable = getattr(request, "num_publishable_block_hashes", None)
@@ -354,10 +360,10 @@ class SchedulerSide:
                 if todo:
                     keys = chunk_hashes(SLIDING_CHAIN_ROOT, tokens[:n_chunks * cs], cs)
                     ids = [b for c in todo for b in table[c * B:(c + 1) * B]]
-                    saves.append(SaveSpec(req_id, [], ids, 0, group=g, keys=[keys[c] for c in todo]))
+                    saves.append(SaveSpec(req_id, [], ids, 0, group=g, keys=[keys[c] for c in todo], seed=seed))
             elif n_chunks > loaded:
                 saves.append(SaveSpec(req_id, tokens[:n_chunks * cs], table[:n_chunks * B],
-                                      skip_chunks=loaded, group=g))
+                                      skip_chunks=loaded, group=g, seed=seed))
         if not saves:
             return False, None
         self._saves.extend(saves)
@@ -366,7 +372,22 @@ class SchedulerSide:
     def _bypass_reason(self, request: Any) -> Optional[str]:
         if self.s.unsupported_groups:
             return "kv_cache_group:" + self.s.unsupported_groups[0].spec_name
-        return _bypass(request)
+        seed, why = request_seed(request)
+        if why is not None:
+            return why
+        # (daemon down: not a bypass, the request is a miss like every other until it is back)
+        if seed and self.health.ready() and not self._daemon_seeds():
+            return "daemon_without_seed"
+        return None
+
+    def _daemon_seeds(self) -> bool:
+        """Whether the daemon honours ChunkAddress.seed (HelloOk.address_seed); an older one would
+        ignore it and share a salted request's chunks with everyone. Unknown (not connected,
+        unreachable): False, the request is bypassed."""
+        try:
+            return all(bool(getattr(c.connect(), "address_seed", False)) for c in self.clients.values())
+        except KvtierError:
+            return False
 
     def take_stats(self) -> Optional[KVTierConnectorStats]:
         if self.interval.is_empty():
@@ -411,22 +432,6 @@ class SchedulerSide:
             return
         for key, lease in lk.leases.items():
             release_lease(self.clients.get(key), lease)
-
-
-def _bypass(request: Any) -> Optional[str]:
-    """Why a request's KV is not a function of its token ids alone (None: it is): a
-    per-request cache_salt (the namespace has one salt per connector, sharing would cross
-    tenants), multimodal inputs (placeholder tokens stand for different images), LoRA
-    adapters, prompt embeddings."""
-    if getattr(request, "cache_salt", None):
-        return "cache_salt"
-    if getattr(request, "mm_features", None):
-        return "multimodal"
-    if getattr(request, "lora_request", None) is not None:
-        return "lora"
-    if getattr(request, "prompt_embeds", None) is not None:
-        return "prompt_embeds"
-    return None
 
 
 NULL_BLOCK = 0   # vLLM's null block (BlockPool reserves block 0): never written, never stored

@@ -204,7 +204,7 @@ class WorkerSide:
                 break
             if self.mode == "blocks" and NULL_BLOCK not in spec.block_ids:
                 try:
-                    p = self.client.store_blocks(None, spec.block_ids, 0, keys=spec.keys)
+                    p = self.client.store_blocks(None, spec.block_ids, 0, keys=spec.keys, seed=spec.seed)
                     self._step_inflight.append(_Save(spec, p))
                 except KvtierError as exc:
                     self._note_failure(exc)
@@ -389,7 +389,8 @@ class WorkerSide:
             self._saves[spec.req_id] = _Save(spec, None, self._copy_thread().submit(self._store_inline, spec))
             return
         try:
-            p = self.client.store_blocks(spec.token_ids, spec.block_ids, spec.skip_chunks, keys=spec.keys)
+            p = self.client.store_blocks(spec.token_ids, spec.block_ids, spec.skip_chunks, keys=spec.keys,
+                                         seed=spec.seed)
             self._saves[spec.req_id] = _Save(spec, p)
         except KvtierError as exc:
             self._note_failure(exc)
@@ -403,7 +404,8 @@ class WorkerSide:
         n = len(spec.keys) if spec.keys is not None else len(spec.token_ids) // self.s.chunk_size
         chunks = [self.codec.gather(spec.block_ids[i * B:(i + 1) * B]) for i in range(n)]
         try:
-            self.client.store_inline(None if spec.keys is not None else spec.token_ids, chunks, keys=spec.keys)
+            self.client.store_inline(None if spec.keys is not None else spec.token_ids, chunks, keys=spec.keys,
+                                     seed=spec.seed)
             self._count("stored_chunks", n)
         except KvtierError as exc:
             self._note_failure(exc)
