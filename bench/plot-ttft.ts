@@ -11,7 +11,7 @@ import type { TtftRow } from './ttft-types.js';
 const W = 900;
 const H = 560;
 const M = { left: 80, right: 250, top: 70, bottom: 60 };
-const COLORS: Record<string, string> = { recompute: '#d62728', host_hit: '#2ca02c', valkey_hit: '#1f77b4', cold: '#d62728', warm: '#2ca02c', warm_flushed: '#1f77b4' };
+const COLORS: Record<string, string> = { recompute: '#d62728', host_hit: '#2ca02c', disk_hit: '#9467bd', valkey_hit: '#1f77b4', cold: '#d62728', warm: '#2ca02c', warm_flushed: '#1f77b4' };
 const DASHES = ['', '7 4', '2 3', '10 3 2 3'];
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');

@@ -10,6 +10,11 @@
  *               until Valkey has them (StoreCommitted)
  *   host_hit    daemon A: Lookup + Retrieve into the worker's blocks (median
  *               of --host-reps) + modelled prefill of the question
+ *   (SIGTERM A, which finishes writing its disk tier; start A again on the
+ *    same local_disk: host tier empty, disk warm)
+ *   disk_hit    daemon A': Lookup (chunks found on disk, prefetch starts) +
+ *               Retrieve + modelled prefill (block path only: the disk tier
+ *               needs the native addon; skipped when the temp dir lacks space)
  *   (stop A; start daemon B, empty, same Valkey: another instance of the fleet)
  *   valkey_hit  daemon B: Lookup (chunks found in Valkey, prefetch starts) +
  *               Retrieve + modelled prefill of the question
@@ -18,7 +23,9 @@
  * all of it, leases to 10 minutes; a combination whose memory estimate does
  * not fit in 85% of MemAvailable is skipped and listed, never shrunk.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { randomInt } from 'node:crypto';
 import { packTokens } from '../src/chunking/tokens.js';
 import { UsageError } from '../src/errors.js';
@@ -206,7 +213,7 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
     ...base, case: 'recompute', cached_tokens: 0, prefill_tokens: prompt, prefill_ms: round(full), transfer_ms: 0, ttft_ms: round(full),
     bytes_moved: 0, gbps: null, prefill_tokens_per_s: Math.round(prompt / (full / 1000)), loaded_chunks: 0, failed_chunks: 0, samples: 1, verified: null,
   }];
-  const hitRow = (c: 'host_hit' | 'valkey_hit', t: LoadTiming, samples: number, verified: boolean | null): TtftRow => {
+  const hitRow = (c: 'host_hit' | 'disk_hit' | 'valkey_hit', t: LoadTiming, samples: number, verified: boolean | null): TtftRow => {
     const transfer = t.lookupMs + t.retrieveMs;
     const moved = t.loaded * kv.chunkBytes;
     return {
@@ -218,9 +225,17 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
     };
   };
 
-  progress(`${label}: daemon A, storing ${chunks} chunks (${fmtGiB(bytes)}, ${kv.path} path) into host + Valkey`);
+  // The disk tier of daemon A, when this path and the temp dir allow one.
+  let diskDir: string | null = null;
+  if (kv.path === 'blocks') {
+    const fs = statfsSync(tmpdir());
+    if (fs.bavail * fs.bsize > bytes * 1.2 + GiB) diskDir = mkdtempSync(join(tmpdir(), 'kvtier-ttft-disk-'));
+    else progress(`${label}: disk_hit skipped: ${tmpdir()} has less than ${fmtGiB(bytes * 1.2 + GiB)} free`);
+  }
+  const envA = diskDir === null ? env : { ...env, KVTIER_LOCAL_DISK: diskDir, KVTIER_MAX_LOCAL_DISK_SIZE: String((bytes * 1.1) / GiB + 0.1) };
+  progress(`${label}: daemon A, storing ${chunks} chunks (${fmtGiB(bytes)}, ${kv.path} path) into host${diskDir === null ? '' : ', disk'} + Valkey`);
   let up = performance.now();
-  const a = await daemon(env);
+  const a = await daemon(envA);
   const pool = kv.path === 'blocks' ? `native ${fmtGiB(poolBytes(bytes))} pool, populated and locked before it serves` : `heap pool of ${fmtGiB(poolBytes(bytes))}`;
   progress(`${label}: daemon A warm and serving after ${((performance.now() - up) / 1000).toFixed(1)} s (${pool})`);
   let storeMs = 0;
@@ -251,6 +266,29 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
     }
   } finally {
     await stop(a);
+  }
+
+  if (diskDir !== null) {
+    progress(`${label}: daemon A restarted on the same local_disk (host tier empty, disk warm): disk_hit`);
+    try {
+      const a2 = await daemon(envA);
+      try {
+        const w = await KvtierClient.connect({ path: a2.socket, clientKind: 'bench-ttft', fingerprint: { model: shape.name }, timeoutMs: 600_000 });
+        try {
+          await kv.attach(w);
+          const t = await kv.load(w, tokens, chunks, true);
+          rows.push(hitRow('disk_hit', t, 1, t.verified));
+          const last = rows[rows.length - 1];
+          progress(`${label}: disk_hit ${last.ttft_ms} ms (${last.gbps} GB/s)`);
+        } finally {
+          await w.close();
+        }
+      } finally {
+        await stop(a2);
+      }
+    } finally {
+      rmSync(diskDir, { recursive: true, force: true });
+    }
   }
 
   progress(`${label}: daemon B (empty host tier, same Valkey): valkey_hit`);

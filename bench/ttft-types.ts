@@ -1,11 +1,11 @@
 /**
  * The shape of `kvtier bench ttft --json`: one object, mode-specific rows.
- * Model mode: cases recompute / host_hit / valkey_hit with measured transfer
+ * Model mode: cases recompute / host_hit / disk_hit / valkey_hit with measured transfer
  * and modelled prefill. Endpoint mode: cold / warm (/ warm_flushed) TTFT
  * measured against a server. Engine mode: whatever rows the engine prints.
  */
 
-export type ModelCase = 'recompute' | 'host_hit' | 'valkey_hit';
+export type ModelCase = 'recompute' | 'host_hit' | 'disk_hit' | 'valkey_hit';
 export type EndpointCase = 'cold' | 'warm' | 'warm_flushed';
 
 export interface TtftRow {

@@ -18,9 +18,13 @@ export interface PoolInfo {
   kind: 'native';
   capacityBytes: number;
   usedBytes: number;
+  /** Bytes faulted in and allocatable; below capacityBytes while the pool warms. */
   readyBytes: number;
+  /** Bytes page-locked (mlock or cudaHostAlloc). */
   lockedBytes: number;
+  /** Warming finished: readyBytes === capacityBytes, and `pinned` is final. */
   warm: boolean;
+  /** What the OS gave: pinned (cudaHostAlloc or mlock, every byte), huge pages. */
   pinned: boolean;
   hugePages: boolean;
   detail: string;

@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import type { DiskBinding } from './disk-io.js';
 import { messageOf, nativeFailure } from './errors.js';
 
 /** One pinned arena (native/src/pool.h). */
@@ -30,7 +31,7 @@ export interface BindingRegion {
   close(): void;
 }
 
-export interface Binding {
+export interface Binding extends DiskBinding {
   info(): { cudaCompiled: boolean; deviceCount: number; reason: string; copyThreads: number; cudaCopy: string; cudaCopyGpuMs: number };
   Pool: new (bytes: number) => BindingPool;
   Region: {

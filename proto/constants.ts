@@ -78,6 +78,10 @@ export const ErrorCode = {
   KVT_FORBIDDEN: 'KVT_FORBIDDEN',
   /** A bad command-line flag or argument: the CLI exits 2. */
   KVT_USAGE: 'KVT_USAGE',
+  /** A disk tier file operation failed (the message starts with the errno name: ENOSPC, EIO...); the tier skips the store or misses, it never reaches a worker. */
+  KVT_DISK_IO: 'KVT_DISK_IO',
+  /** Another process holds the local_disk directory's lock file: the daemon refuses to start (exit code 2). */
+  KVT_DISK_LOCKED: 'KVT_DISK_LOCKED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

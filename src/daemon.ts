@@ -2,6 +2,7 @@
  * kvtierd: builds the daemon from a config and runs it.
  *
  *   config ─► host memory (native pinned pool, or heap) ─► HostTier ─┐
+ *          ─► disk tier (local_disk, when set; needs the addon) ─────┤
  *          ─► remote tier (Valkey, when remote_url is set) ──────────┼─► ChunkManager ─► SocketServer
  *          ─► native KV registrar (block-form Store/Retrieve) ───────┘
  *
@@ -12,10 +13,11 @@
  * (counted) until their bytes are ready, stats show bytes ready of total.
  */
 import type { KvtierConfig } from './config/load.js';
-import { ForbiddenError, errorMessage } from './errors.js';
+import { ConfigError, ForbiddenError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import type { ChainFn } from './chunking/prefix-hash.js';
 import { ChunkManager } from './manager/chunk-manager.js';
+import { DiskSync } from './manager/disk-sync.js';
 import type { RemoteTier } from './tiers/tier.js';
 import { DaemonMetrics } from './metrics/daemon-metrics.js';
 import { daemonStats, type DaemonStats } from './metrics/daemon-stats.js';
@@ -95,6 +97,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     memory = new HeapMemory(capacity);
   }
   const host = new HostTier(memory);
+  let disk: DiskSync | null;
+  try {
+    disk = await buildDisk(config, host, native.mod !== null, log);
+  } catch (e) {
+    memory.close();
+    throw e;
+  }
   const remote = opts.remote !== undefined ? opts.remote : await buildRemote(config, log);
   const manager = new ChunkManager({
     chunkSize: config.chunkSize,
@@ -103,6 +112,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     localCpu: config.localCpu,
     host,
     remote,
+    disk,
     writeBehindQueueBytes: config.writeBehindQueueBytes,
     writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
     logger: log,
@@ -156,6 +166,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     hostBytes: memory.capacityBytes,
     memory: memory.info().detail,
     remote: remote === null ? 'none' : 'valkey',
+    disk: disk === null ? 'none' : `${disk.disk.dir} (${disk.disk.stats().entries} chunks, ${disk.disk.direct ? 'O_DIRECT' : 'page cache'})`,
     native: native.detail,
     metrics: metricsServer?.url ?? 'off',
   });
@@ -185,6 +196,25 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       return closing;
     },
   };
+}
+
+/** The disk tier when local_disk is set: its directory checked, locked and indexed (ConfigError, DiskLockedError: exit 2). */
+async function buildDisk(config: KvtierConfig, host: HostTier, nativeLoaded: boolean, log: Logger): Promise<DiskSync | null> {
+  if (config.localDisk === null) return null;
+  if (!nativeLoaded) {
+    throw new ConfigError(`local_disk: ${config.localDisk} needs the native addon (its file I/O runs there), which did not load (or host_memory is heap)`);
+  }
+  const { DiskTier } = await import('./tiers/disk-tier.js');
+  const tier = await DiskTier.open({
+    dir: config.localDisk,
+    capacityBytes: Math.floor(config.maxLocalDiskSize * 1024 ** 3),
+    ioThreads: config.diskIoThreads,
+    direct: config.diskDirectIo,
+    logger: log,
+  });
+  const s = tier.stats();
+  log.info('disk tier ready', { dir: s.dir, chunks: s.entries, usedBytes: s.usedBytes, capacityBytes: s.capacityBytes, direct: s.direct, corruptDeleted: s.corrupt, tempDeleted: s.removedTemp });
+  return new DiskSync({ host, disk: tier, queueBytes: config.writeBehindQueueBytes, concurrency: config.diskIoThreads * 2, logger: log });
 }
 
 async function buildRemote(config: KvtierConfig, log: Logger): Promise<RemoteTier | null> {

@@ -232,6 +232,29 @@ export class ForbiddenError extends KvtierError {
   }
 }
 
+/** A disk tier file operation failed; `errno` is its name (ENOSPC, EIO...), from the message the addon wrote. */
+export class DiskIoError extends KvtierError {
+  static override readonly code = ErrorCode.KVT_DISK_IO;
+
+  constructor(message: string) {
+    super(ErrorCode.KVT_DISK_IO, message);
+  }
+}
+
+/** Another process holds the local_disk directory's lock file: the daemon refuses to start (exit code 2). */
+export class DiskLockedError extends KvtierError {
+  static override readonly code = ErrorCode.KVT_DISK_LOCKED;
+
+  constructor(message: string) {
+    super(ErrorCode.KVT_DISK_LOCKED, message);
+  }
+}
+
+/** The errno name a DiskIoError's message starts with ("ENOSPC: write ..."), or ''. */
+export function diskErrno(e: unknown): string {
+  return e instanceof DiskIoError ? (/^(E[A-Z0-9]+):/.exec(e.message)?.[1] ?? 'EIO') : '';
+}
+
 export function isKvtierError(e: unknown): e is KvtierError {
   return e instanceof KvtierError;
 }

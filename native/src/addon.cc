@@ -18,6 +18,7 @@
 #include "copy.h"
 #include "cuda-backend.h"
 #include "cuda-testing.h"
+#include "disk/binding.h"
 #include "peer-cred.h"
 #include "prefix-hash.h"
 #include "pool.h"
@@ -472,6 +473,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCudaCopy", Napi::Function::New(env, SetCudaCopy));
   exports.Set("ValkeyLink", defineValkeyLink(env));
   exports.Set("xxh64", Napi::Function::New(env, Xxh64Hex));
+  defineDiskIo(env, exports);
   Napi::Object testing = cudaTestingExports(env);
   testing.Set("segments", Napi::Function::New(env, ListSegments));
   exports.Set("__testing", testing);

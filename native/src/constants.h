@@ -53,6 +53,8 @@ inline constexpr const char* kInternal = "KVT_INTERNAL";
 inline constexpr const char* kValkeyRefused = "KVT_VALKEY_REFUSED";
 inline constexpr const char* kForbidden = "KVT_FORBIDDEN";
 inline constexpr const char* kUsage = "KVT_USAGE";
+inline constexpr const char* kDiskIo = "KVT_DISK_IO";
+inline constexpr const char* kDiskLocked = "KVT_DISK_LOCKED";
 }  // namespace codes
 
 }  // namespace kvtier

@@ -69,17 +69,18 @@ export function registerBench(program: Command): void {
     throw new UsageError(`bench throughput: ${message}`);
   };
   throughput
-    .description('chunk store/retrieve GB/s beside memcpy (host) or valkey-benchmark (valkey), measured in the same run')
-    .requiredOption('--tier <tier>', 'host or valkey')
+    .description('chunk store/retrieve GB/s beside memcpy (host), plain file I/O (disk) or valkey-benchmark (valkey), measured in the same run')
+    .requiredOption('--tier <tier>', 'host, disk or valkey')
+    .option('--dir <dir>', 'disk tier: where the scratch directory goes (default: the OS temp dir)')
     .option('--url <url>', 'valkey tier: use this Valkey instead of starting one on a free loopback port')
-    .option('--sizes <mib>', 'valkey tier: chunk sizes in MiB, comma separated', '4,32')
-    .option('--source <source>', 'host tier: where the worker KV lives: cuda (device memory via CUDA IPC), shm, or auto (cuda when a device is visible)', 'auto')
+    .option('--sizes <mib>', 'valkey and disk tiers: chunk sizes in MiB, comma separated', '4,32')
+    .option('--source <source>', 'host tier: where the worker KV lives: cuda (device memory via CUDA IPC), shm, sglang (an SGLang host pool through the HiCache backend), or auto (cuda when a device is visible)', 'auto')
     .option('--cuda-copy <mode>', 'host tier with --source cuda: staged or kernel (default: KVTIER_CUDA_COPY, else staged)')
     .option('--json', 'print one JSON object')
-    .action(async (opts: { tier: string; url?: string; sizes: string; source: string; cudaCopy?: string; json?: boolean }) => {
+    .action(async (opts: { tier: string; url?: string; dir?: string; sizes: string; source: string; cudaCopy?: string; json?: boolean }) => {
       const log = progress(opts.json === true);
-      if (opts.tier !== 'host' && opts.tier !== 'valkey') usage(`expected host or valkey for --tier, got ${opts.tier}`);
-      if (!['auto', 'shm', 'cuda'].includes(opts.source)) usage(`expected auto, shm or cuda for --source, got ${opts.source}`);
+      if (opts.tier !== 'host' && opts.tier !== 'valkey' && opts.tier !== 'disk') usage(`expected host, disk or valkey for --tier, got ${opts.tier}`);
+      if (!['auto', 'shm', 'cuda', 'sglang'].includes(opts.source)) usage(`expected auto, shm, cuda or sglang for --source, got ${opts.source}`);
       if (opts.cudaCopy !== undefined && opts.cudaCopy !== 'kernel' && opts.cudaCopy !== 'staged') usage(`expected staged or kernel for --cuda-copy, got ${opts.cudaCopy}`);
       const native = opts.tier === 'host' ? await import('../../native/index.js') : undefined;
       const source = opts.source !== 'auto' ? opts.source : native?.nativeAvailable() === true && native.nativeInfo().backend === 'cuda' ? 'cuda' : 'shm';
@@ -97,6 +98,19 @@ export function registerBench(program: Command): void {
         };
         process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `host tier from CUDA device memory (${r.cuda_copy}), ${out.model}, ${out.chunk_bytes >> 20} MiB chunks, bytes verified: ${r.verified}\n  store (gather D2H)     ${out.store_gbps} GB/s  (${out.ratio.store} of cudaMemcpy ${out.reference.store_gbps})\n  retrieve (scatter H2D) ${out.retrieve_gbps} GB/s  (${out.ratio.retrieve} of cudaMemcpy ${out.reference.retrieve_gbps})\n`);
         if (!r.verified) process.exitCode = 1;
+      } else if (opts.tier === 'host' && source === 'sglang') {
+        log('host tier from an SGLang host pool: KVTierHiCacheStorage block form vs inline form vs two memcpys');
+        const { runSglangThroughput } = await import('../../bench/throughput-sglang.js');
+        const r = await runSglangThroughput();
+        const block = r.rows.find((x) => x.form === 'block')!;
+        const inline = r.rows.find((x) => x.form === 'inline')!;
+        const out = {
+          bench: 'throughput', tier: 'host', source: 'sglang', model: r.model, layout: r.layout, chunk_bytes: r.page_bytes,
+          store_gbps: block.store_gbps, retrieve_gbps: block.retrieve_gbps, inline, reference: r.reference, ratio: r.ratio,
+          verified: r.rows.every((x) => x.verified), detail: r,
+        };
+        process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `SGLang host pages, ${r.model}, ${r.layout}, ${r.page_bytes >> 20} MiB pages, bytes verified: ${out.verified}\n  block form   store ${block.store_gbps} GB/s, retrieve ${block.retrieve_gbps} GB/s  (${r.ratio.block_vs_reference.store} / ${r.ratio.block_vs_reference.retrieve} of the two-copy reference ${r.reference.store_gbps} / ${r.reference.retrieve_gbps})\n  inline form  store ${inline.store_gbps} GB/s, retrieve ${inline.retrieve_gbps} GB/s  (block is ${r.ratio.block_vs_inline.store}x / ${r.ratio.block_vs_inline.retrieve}x)\n`);
+        if (!out.verified) process.exitCode = 1;
       } else if (opts.tier === 'host') {
         log('host tier: gather/scatter of Llama-3.1-8B chunks vs memcpy');
         const { runHostThroughput } = await import('../../bench/throughput-host.js');
@@ -109,6 +123,15 @@ export function registerBench(program: Command): void {
           detail: r,
         };
         process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `host tier, ${out.model}, ${out.chunk_bytes >> 20} MiB chunks\n  store (gather)     ${out.store_gbps} GB/s  (${out.ratio.store} of memcpy ${out.reference.store_gbps})\n  retrieve (scatter) ${out.retrieve_gbps} GB/s  (${out.ratio.retrieve} of memcpy)\n`);
+      } else if (opts.tier === 'disk') {
+        const sizes = opts.sizes.split(',').map((v) => Math.round(Number(v) * (1 << 20)));
+        if (sizes.some((n) => !Number.isSafeInteger(n) || n <= 0)) usage(`expected MiB sizes like 4,32 for --sizes, got ${opts.sizes}`);
+        log(`disk tier: ${opts.sizes} MiB chunks between pinned slabs and files vs plain file I/O`);
+        const { runDiskThroughput } = await import('../../bench/throughput-disk.js');
+        const r = await runDiskThroughput({ dir: opts.dir, sizes });
+        if (opts.json === true) process.stdout.write(`${JSON.stringify(r)}\n`);
+        else for (const row of r.rows) process.stdout.write(`${row.chunk_bytes >> 20} MiB chunks (${r.direct ? 'O_DIRECT' : 'buffered'}, ${r.io_threads} threads): store ${row.store_gbps} GB/s (${row.ratio.store} of ${row.reference.store_gbps}), retrieve ${row.retrieve_gbps} GB/s (${row.ratio.retrieve} of ${row.reference.retrieve_gbps}), verified ${row.verified}\n`);
+        if (r.rows.some((row) => !row.verified)) process.exitCode = 1;
       } else if (opts.tier === 'valkey') {
         const sizes = opts.sizes.split(',').map((v) => Math.round(Number(v) * (1 << 20)));
         if (sizes.some((n) => !Number.isSafeInteger(n) || n <= 0)) usage(`expected MiB sizes like 4,32 for --sizes, got ${opts.sizes}`);

@@ -1,7 +1,7 @@
 /**
  * `kvtier doctor`: what this machine gives kvtier, checked for real: the
  * config, the socket, the native addon with a small pinned pool probe,
- * CUDA, and Valkey reachability. Exit 1 when a check fails.
+ * CUDA, the local_disk directory, and Valkey reachability. Exit 1 when a check fails.
  */
 import type { LoadedConfig } from '../config/load.js';
 import { errorMessage } from '../errors.js';
@@ -43,6 +43,18 @@ export async function runDoctor(loaded: LoadedConfig): Promise<number> {
     pool.close();
   } catch (e) {
     lines.push(['warn', 'native addon', `not loaded (${errorMessage(e)}): heap memory and inline transfers only`]);
+  }
+
+  if (config.localDisk === null) {
+    lines.push(['ok', 'local disk', 'not configured (local_disk)']);
+  } else {
+    try {
+      const { diskDirReport } = await import('../tiers/disk-dir.js');
+      const r = diskDirReport(config.localDisk, config.diskDirectIo);
+      lines.push([r.ok ? 'ok' : 'fail', 'local disk', r.message]);
+    } catch (e) {
+      lines.push(['fail', 'local disk', `cannot be checked without the native addon: ${errorMessage(e)}`]);
+    }
   }
 
   if (config.remoteUrl === null) {

@@ -2,13 +2,13 @@
 /**
  * `kvtier` command line: start, stats, doctor, bench.
  *
- * Exit codes: 0 ok, 1 failure, 2 bad configuration (ConfigError) or usage
+ * Exit codes: 0 ok, 1 failure, 2 bad configuration (ConfigError, DiskLockedError) or usage
  * (commander's own errors and UsageError). Logs go to stderr as JSON lines;
  * command output (tables, --json) to stdout.
  */
 import { Command, CommanderError } from 'commander';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
-import { ConfigError, UsageError, errorMessage } from '../errors.js';
+import { ConfigError, DiskLockedError, UsageError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
 import { startDaemon, VERSION } from '../daemon.js';
 import { runStats } from './stats.js';
@@ -93,6 +93,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof ConfigError) {
       process.stderr.write(`kvtier: configuration error: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof DiskLockedError) {
+      process.stderr.write(`kvtier: ${e.code}: ${e.message}\n`);
       return 2;
     }
     process.stderr.write(`kvtier: ${errorMessage(e)}\n`);

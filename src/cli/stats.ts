@@ -36,13 +36,14 @@ export function formatStats(s: DaemonStats): string {
     ['host pool warming', warming(s)],
     ['host chunks', `${s.host.entries} (${s.host.pinnedEntries} pinned, ${fmtBytes(s.host.pinnedBytes)})`],
     ['evictions', `${s.host.evictions} (${fmtBytes(s.host.evictedBytes)})`],
-    ['lookups', `${c.lookups}; chunk hit rate ${pct(c.hitChunks, c.lookupChunks)} (host ${c.hostHitChunks}, valkey ${c.remoteHitChunks}); tokens served ${c.hitTokens}`],
+    ['lookups', `${c.lookups}; chunk hit rate ${pct(c.hitChunks, c.lookupChunks)} (host ${c.hostHitChunks}${s.disk ? `, disk ${c.diskHitChunks}` : ''}, valkey ${c.remoteHitChunks}); tokens served ${c.hitTokens}`],
     ['token hit rate', tokenRates(s)],
     ['lookup latency', `p50 ${s.lookupLatencyUs.p50} us, p99 ${s.lookupLatencyUs.p99} us, max ${s.lookupLatencyUs.max} us (last 256)`],
     ['stored', `${c.storedChunks} chunks, ${fmtBytes(c.storedBytes)}; ${c.presentChunks} already present; ${c.skippedChunks} skipped (${s.host.skippedWarming ?? 0} while the pool warmed, ${s.host.skippedFull} with the pool full of pinned chunks)`],
     ['retrieved', `${c.retrievedChunks} chunks, ${fmtBytes(c.retrievedBytes)}; ${c.failedRetrieveChunks} failed (recomputed by the worker)`],
     ['write-behind', `${s.writeBehind.queuedJobs} queued (${fmtBytes(s.writeBehind.queuedBytes)}), ${s.writeBehind.inFlight} in flight, ${s.writeBehind.written} written, ${s.writeBehind.failed} failed, ${s.writeBehind.dropped} dropped`],
     ['bytes per tier', tierBytes(s)],
+    ['disk', diskLine(s)],
     ['valkey', s.remote.configured ? `${s.remote.available ? 'available' : 'DOWN'} ${s.remote.detail === null ? '' : JSON.stringify(s.remote.detail)}` : 'not configured'],
     ['valkey vs recompute', paceLine(s)],
     ['native', s.native.loaded ? s.native.detail : `not loaded: ${s.native.detail}`],
@@ -82,6 +83,14 @@ function tierBytes(s: DaemonStats): string {
   const num = (k: string): number => (d !== null && typeof d[k] === 'number' ? d[k] : 0);
   const valkey = s.remote.configured ? `; valkey stored ${fmtBytes(num('bytesOut'))}, read ${fmtBytes(num('bytesIn'))}` : '';
   return `host stored ${fmtBytes(c.storedBytes)}, retrieved ${fmtBytes(c.retrievedBytes)}${valkey}`;
+}
+
+function diskLine(s: DaemonStats): string {
+  const d = s.disk;
+  if (d === null || d === undefined) return 'not configured (local_disk)';
+  return `${d.dir} (${d.direct ? 'O_DIRECT' : 'page cache'}): ${d.entries} chunks, ${fmtBytes(d.usedBytes)} of ${fmtBytes(d.capacityBytes)}; ` +
+    `written ${d.writes} (${fmtBytes(d.writtenBytes)}), hits ${d.hits} (${fmtBytes(d.readBytes)}), ${d.evictions} evicted (${fmtBytes(d.evictedBytes)}); ` +
+    `skipped ${d.skippedFull} full, ${d.ioErrors} I/O errors, ${d.queue.dropped} queue full; ${d.corrupt} failed verification; ${d.queue.queuedJobs} queued`;
 }
 
 function slowOp(op: SlowOp): string {

@@ -130,6 +130,41 @@ export function text(opts: TextOptions = {}): Check<string> {
   };
 }
 
+/**
+ * A directory: a file:// URL (LMCache's form, "file:///path/") or an
+ * absolute path. Only the form is checked here; whether it can be used is
+ * checked at start, by the tier that uses it.
+ */
+export function directory(): Check<string> {
+  return {
+    type: 'file:///absolute/path/ or /absolute/path',
+    check(raw) {
+      if (typeof raw !== 'string') throw new Rejected();
+      const s = raw.trim();
+      let path = s;
+      if (/^[a-z][a-z0-9+.-]*:/i.test(s)) {
+        const m = /^file:\/\/(\/[^\0]*)$/i.exec(s);
+        if (!m) throw new Rejected(/^file:/i.test(s) ? 'write file:///absolute/path/ (three slashes)' : 'only file:// URLs name a local directory');
+        path = decodeURIComponent(m[1]);
+      }
+      if (!path.startsWith('/') || path.includes('\0')) throw new Rejected('the path must be absolute');
+      return path.length > 1 ? path.replace(/\/+$/, '') : path;
+    },
+  };
+}
+
+/** auto, or a boolean (true/false, 1/0, yes/no). */
+export function autoBoolean(): Check<'auto' | boolean> {
+  const b = boolean();
+  return {
+    type: 'auto, true or false',
+    check(raw) {
+      if (typeof raw === 'string' && raw.trim().toLowerCase() === 'auto') return 'auto';
+      return b.check(raw);
+    },
+  };
+}
+
 /** `inner`, or null given as YAML null or an empty string (an empty env var). */
 export function nullable<T>(inner: Check<T>): Check<T | null> {
   return {

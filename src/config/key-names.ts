@@ -30,7 +30,7 @@ export const EXTRA_KEYS: ReadonlyArray<readonly [string, Field]> = [
 
 /** LMCache v1 options with no kvtier meaning: warned about, then ignored. */
 export const LMCACHE_UNIMPLEMENTED: ReadonlySet<string> = new Set([
-  'local_device', 'local_disk', 'max_local_disk_size', 'use_layerwise', 'enable_blending',
+  'local_device', 'use_layerwise', 'enable_blending',
   'blend_special_str', 'blend_recompute_ratios', 'enable_p2p', 'lookup_url', 'distributed_url',
   'enable_pd', 'pd_role', 'pd_buffer_size', 'pd_buffer_device', 'transfer_channel',
   'remote_storage_plugins', 'storage_plugins', 'enable_controller', 'controller_url', 'lmcache_instance_id',

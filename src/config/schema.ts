@@ -14,6 +14,10 @@ export interface KvtierConfig {
   localCpu: boolean;
   maxLocalCpuSize: number;
   shrinkLocalCpuToAvailable: boolean;
+  localDisk: string | null;
+  maxLocalDiskSize: number;
+  diskIoThreads: number;
+  diskDirectIo: 'auto' | boolean;
   remoteUrl: string | null;
   remoteSerde: 'naive' | 'lz4' | 'lz4-shuffle';
   saveUnfullChunk: boolean;
@@ -107,6 +111,22 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
     check: c.boolean({ strict: true }), default: false,
     doc: 'When max_local_cpu_size is more than MemAvailable at start, take 90% of MemAvailable instead of exiting, with a warning saying by how much the pool shrank.',
   }),
+  localDisk: entry('local_disk', {
+    check: c.nullable(c.directory()), default: null, lmcache: 'local_disk',
+    doc: 'Disk tier directory (file:///path/ as LMCache writes it, or an absolute path); chunks there outlive a daemon restart. Checked at start with a real file write (and an O_DIRECT one when disk_direct_io asks): missing, not a directory, read-only, or locked by another kvtier daemon stops the daemon (exit 2). null: no disk tier. docs/disk.md has the file format.',
+  }),
+  maxLocalDiskSize: entry('max_local_disk_size', {
+    check: c.positive(1 << 30, 'GB'), default: 5, lmcache: 'max_local_disk_size',
+    doc: 'Disk tier capacity in GB (float), headers and padding included; the least recently used chunks are deleted to stay under it.',
+  }),
+  diskIoThreads: entry('disk_io_threads', {
+    check: c.integer(1, 64), default: 4,
+    doc: "Threads of the disk tier's own I/O pool (blocking preadv/pwritev, never the JS thread or the copy threads).",
+  }),
+  diskDirectIo: entry('disk_direct_io', {
+    check: c.autoBoolean(), default: 'auto', defaultText: 'auto',
+    doc: 'O_DIRECT for disk tier files: true (required: a filesystem that refuses it stops the daemon), false (page cache), or auto (O_DIRECT when the start-up probe takes it).',
+  }),
   remoteUrl: entry('remote_url', {
     check: c.nullable(c.url(REMOTE_SCHEMES, 'kvtier speaks only the Valkey/Redis protocol')),
     default: null, lmcache: 'remote_url',
@@ -174,7 +194,7 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   }),
   writeBehindQueueBytes: entry('write_behind_queue_bytes', {
     check: c.integer(1, Number.MAX_SAFE_INTEGER), default: 1073741824,
-    doc: 'Bytes of chunks queued for the Valkey tier; a store that would exceed it skips Valkey (counted as dropped).',
+    doc: 'Bytes of chunks queued for the Valkey tier, and separately for the disk tier; a store that would exceed it skips that tier (counted as dropped). Queued chunks stay pinned in host RAM until written.',
   }),
   socketPath: entry('socket_path', {
     check: c.text({ maxBytes: 107 }), default: '/tmp/kvtier.sock',

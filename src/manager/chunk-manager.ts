@@ -6,6 +6,7 @@
  *   transfers.ts  Store and Retrieve (inline or block form)
  *   keyed.ts      Put / Get / Exists / Invalidate by key
  *   remote-sync   fetches remote ─► host, write-behind host ─► remote
+ *   disk-sync     host ─► disk in the background, disk ─► host on hits (local_disk)
  *
  * This class owns the state those modules share (ManagerParts, parts.ts)
  * and keeps the method names src/protocol and src/metrics call; each method
@@ -25,6 +26,7 @@ import { lookup, type LookupOptions, type LookupResult } from './lookup.js';
 import type { ManagerParts } from './parts.js';
 import { RemotePace, type RemotePaceSnapshot } from './remote-pace.js';
 import { RemoteSync } from './remote-sync.js';
+import type { DiskSync } from './disk-sync.js';
 import * as transfers from './transfers.js';
 import type { BlockCopier, BlockRetrieveResult, StoreCopiedResult, StoreSource } from './transfers.js';
 
@@ -40,6 +42,8 @@ export interface ManagerOptions {
   localCpu: boolean;
   host: HostTier;
   remote: RemoteTier | null;
+  /** The disk tier (local_disk), between host and remote. */
+  disk?: DiskSync | null;
   writeBehindQueueBytes: number;
   writeBehindConcurrency: number;
   logger: Logger;
@@ -52,6 +56,7 @@ export interface ManagerOptions {
 export class ChunkManager {
   readonly host: HostTier;
   readonly remote: RemoteTier | null;
+  readonly disk: DiskSync | null;
   readonly counters: ManagerCounters;
   readonly #p: ManagerParts;
 
@@ -59,8 +64,10 @@ export class ChunkManager {
     this.counters = new ManagerCounters(opts.chunkSize);
     this.host = opts.host;
     this.remote = opts.remote;
+    this.disk = opts.disk ?? null;
     this.#p = {
       host: opts.host,
+      disk: this.disk,
       sync: new RemoteSync({
         host: opts.host, remote: opts.remote, counters: this.counters, localCpu: opts.localCpu,
         writeBehindQueueBytes: opts.writeBehindQueueBytes, writeBehindConcurrency: opts.writeBehindConcurrency, logger: opts.logger,
@@ -138,12 +145,16 @@ export class ChunkManager {
 
   async drain(): Promise<void> {
     await this.#p.sync.drain();
+    await this.disk?.drain();
   }
 
   async close(): Promise<void> {
     this.#p.leases.close();
     await this.#p.sync.drain();
+    // Disk writes still queued hold host pins: they finish before the host tier goes.
+    await this.disk?.drain();
     await this.host.close();
+    await this.disk?.close();
     if (this.remote !== null) await this.remote.close();
   }
 

@@ -20,7 +20,10 @@ export class ManagerCounters {
   lookupTokens = 0;
   /** The part of hitTokens the host tier held. */
   hostHitTokens = 0;
-  /** Looked-up tokens the host tier did not hold, counted only when the remote tier was asked. */
+  /** Hit chunks (and their tokens) found on the disk tier, not in host RAM. */
+  diskHitChunks = 0;
+  diskHitTokens = 0;
+  /** Looked-up tokens the host and disk tiers did not hold, counted only when the remote tier was asked. */
   remoteLookupTokens = 0;
   storedChunks = 0;
   storedBytes = 0;
@@ -41,11 +44,11 @@ export class ManagerCounters {
   }
 
   get remoteHitChunks(): number {
-    return this.hitChunks - this.hostHitChunks;
+    return this.hitChunks - this.hostHitChunks - this.diskHitChunks;
   }
 
   get remoteHitTokens(): number {
-    return this.hitTokens - this.hostHitTokens;
+    return this.hitTokens - this.hostHitTokens - this.diskHitTokens;
   }
 
   /** Tokens whose KV went back to a worker: by definition chunks handed back x chunk_size. */
@@ -56,17 +59,21 @@ export class ManagerCounters {
   /**
    * `askedTokens` is 0 for key-addressed lookups. A saved partial last chunk
    * is shorter than chunk_size, so the host share is capped by the hit.
+   * `disk`: hit chunks found on the disk tier, which follow the host ones.
    */
-  recordLookup(chunks: number, hit: number, host: number, tokens: number, askedTokens: number, remoteAsked: boolean): void {
+  recordLookup(chunks: number, hit: number, host: number, tokens: number, askedTokens: number, remoteAsked: boolean, disk = 0): void {
     this.lookups++;
     this.lookupChunks += chunks;
     this.hitChunks += hit;
     this.hostHitChunks += host;
+    this.diskHitChunks += disk;
     this.hitTokens += tokens;
     const hostTokens = Math.min(tokens, host * this.#chunkSize);
+    const localTokens = Math.min(tokens, (host + disk) * this.#chunkSize);
     this.lookupTokens += askedTokens;
     this.hostHitTokens += hostTokens;
-    if (remoteAsked) this.remoteLookupTokens += askedTokens - hostTokens;
+    this.diskHitTokens += localTokens - hostTokens;
+    if (remoteAsked) this.remoteLookupTokens += askedTokens - localTokens;
   }
 
   recordStore(stored: number, bytes: number, present: number, skipped: number): void {

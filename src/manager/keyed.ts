@@ -1,7 +1,7 @@
 /**
  * The key-addressed API: Put, Get, Exists and Invalidate of single chunks
  * named by opaque client keys (and Invalidate by tokens or whole namespace).
- * Each reads host first, then the remote tier; a remote failure is logged
+ * Each reads host first, then the disk tier, then the remote tier; a remote failure is logged
  * and answered from the host tier, never sent to the worker as an error.
  */
 import type { Namespace } from '../chunking/namespace.js';
@@ -9,6 +9,7 @@ import { hashKeys } from '../chunking/prefix-hash.js';
 import { errorMessage } from '../errors.js';
 import { ChunkId, chunkIds } from '../tiers/chunk-id.js';
 import { resolveAddress, type ChunkAddress } from './address.js';
+import { fetchLocalFirst } from './lookup.js';
 import type { ManagerParts } from './parts.js';
 import { store } from './transfers.js';
 
@@ -21,7 +22,7 @@ export async function get(p: ManagerParts, ns: Namespace, key: Uint8Array): Prom
   const id = ChunkId.at(ns.id, hashKeys(ns.root, [key]), 0);
   let entry = p.host.pin(id) ?? null;
   if (entry === null) {
-    const fetched = await p.sync.fetch(id);
+    const fetched = await fetchLocalFirst(p, id);
     entry = fetched !== null && !fetched.doomed && p.host.peek(id) === fetched ? fetched : null;
     if (entry !== null) p.host.pinEntry(entry);
   }
@@ -33,7 +34,8 @@ export async function get(p: ManagerParts, ns: Namespace, key: Uint8Array): Prom
 
 export async function exists(p: ManagerParts, ns: Namespace, keys: Uint8Array[]): Promise<boolean[]> {
   const ids = chunkIds(ns.id, hashKeys(ns.root, keys), keys.length);
-  const found = ids.map((id) => p.host.has(id));
+  const disk = p.disk;
+  const found = ids.map((id) => p.host.has(id) || (disk !== null && disk.has(id.hostKey)));
   const remote = p.sync.usable();
   const missing = found.flatMap((f, i) => (f ? [] : [i]));
   if (remote !== null && missing.length > 0) {
@@ -52,7 +54,7 @@ export async function exists(p: ManagerParts, ns: Namespace, keys: Uint8Array[])
 /** Removes the address's chunks from every tier; with no address, every chunk of the namespace. */
 export async function invalidate(p: ManagerParts, ns: Namespace, address: ChunkAddress | null): Promise<number> {
   if (address === null) {
-    const removed = p.host.removeNamespace(ns.id);
+    const removed = Math.max(p.host.removeNamespace(ns.id), p.disk?.removeNamespace(ns.id) ?? 0);
     const remote = p.sync.usable();
     if (remote?.deleteNamespace === undefined) return removed;
     try {
@@ -64,7 +66,10 @@ export async function invalidate(p: ManagerParts, ns: Namespace, address: ChunkA
   }
   const { ids: keys } = resolveAddress(p, ns, address);
   let removed = 0;
-  for (const id of keys) if (p.host.remove(id)) removed++;
+  for (const id of keys) {
+    const onHost = p.host.remove(id);
+    if ((p.disk?.remove(id.hostKey) ?? false) || onHost) removed++;
+  }
   const remote = p.sync.usable();
   if (remote !== null && keys.length > 0) {
     try {

@@ -7,6 +7,7 @@
 import type { ChainFn } from '../chunking/prefix-hash.js';
 import type { Logger } from '../log.js';
 import type { HostTier } from '../tiers/host-tier.js';
+import type { DiskSync } from './disk-sync.js';
 import type { ManagerCounters } from './counters.js';
 import type { LeaseTable } from './leases.js';
 import type { RemotePace } from './remote-pace.js';
@@ -14,6 +15,8 @@ import type { RemoteSync } from './remote-sync.js';
 
 export interface ManagerParts {
   readonly host: HostTier;
+  /** The disk tier (local_disk), or null. */
+  readonly disk: DiskSync | null;
   readonly sync: RemoteSync;
   readonly leases: LeaseTable;
   readonly pace: RemotePace;

@@ -2,7 +2,8 @@
  * Transfers: chunk bytes between a worker and the host tier.
  *
  *   Store    ─ reserve host slabs, fill them (inline copy or one batched
- *              native gather), index them, answer "copied"; the write-behind
+ *              native gather), index them, answer "copied"; queue them for
+ *              the disk tier (background, never awaited); the write-behind
  *              to the remote tier answers "committed" later.
  *   Retrieve ─ wait for a lease's prefetches, copy out (inline) or scatter
  *              into the worker's blocks; a chunk that could not be had is
@@ -89,6 +90,7 @@ export async function store(p: ManagerParts, ns: Namespace, address: ChunkAddres
     throw e;
   }
   const entries = fresh.map((f) => p.host.insert(f.id, f.slab));
+  p.disk?.write(entries);
   p.counters.recordStore(entries.length, entries.reduce((n, e) => n + e.slab.buf.length, 0), present, skipped);
   return { stored: entries.length, present, skipped, committed: p.sync.write(entries) };
 }

@@ -9,6 +9,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ChunkManager } from '../manager/chunk-manager.js';
+import type { DiskSyncStats } from '../manager/disk-sync.js';
 import type { HostMemoryInfo } from '../tiers/host-memory.js';
 import { LOOKUP_BUCKETS, METRICS, TRANSFER_BUCKETS, type MetricDef } from './names.js';
 import { remoteView } from './remote-view.js';
@@ -95,6 +96,20 @@ export class DaemonMetrics {
     counter(METRICS.writeBehindWritten, () => m.writeBehindStats().written);
     counter(METRICS.writeBehindFailed, () => m.writeBehindStats().failed);
     counter(METRICS.writeBehindDropped, () => m.writeBehindStats().dropped);
+
+    const dk = (): DiskSyncStats | null => m.disk?.stats() ?? null;
+    gauge(METRICS.diskConfigured, () => (m.disk !== null ? 1 : 0));
+    gauge(METRICS.diskChunks, () => dk()?.entries ?? 0);
+    gauge(METRICS.diskUsedBytes, () => dk()?.usedBytes ?? 0);
+    gauge(METRICS.diskCapacityBytes, () => dk()?.capacityBytes ?? 0);
+    counter(METRICS.diskWrittenChunks, () => dk()?.writes ?? 0);
+    counter(METRICS.diskWrittenBytes, () => dk()?.writtenBytes ?? 0);
+    counter(METRICS.diskHits, () => dk()?.hits ?? 0);
+    counter(METRICS.diskReadBytes, () => dk()?.readBytes ?? 0);
+    counter(METRICS.diskEvictions, () => dk()?.evictions ?? 0);
+    counter(METRICS.diskEvictedBytes, () => dk()?.evictedBytes ?? 0);
+    counter(METRICS.diskSkippedStores, () => [[{ reason: 'full' }, dk()?.skippedFull ?? 0], [{ reason: 'io_error' }, dk()?.ioErrors ?? 0], [{ reason: 'queue_full' }, dk()?.queue.dropped ?? 0]]);
+    counter(METRICS.diskVerificationFailures, () => dk()?.corrupt ?? 0);
 
     gauge(METRICS.valkeyConfigured, () => (m.remote !== null ? 1 : 0));
     gauge(METRICS.valkeyUp, () => (remote().available ? 1 : 0));

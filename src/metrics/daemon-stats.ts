@@ -5,6 +5,7 @@
  * are a user-facing format: src/cli/stats.ts and tools parse them.
  */
 import type { ChunkManager } from '../manager/chunk-manager.js';
+import type { DiskSyncStats } from '../manager/disk-sync.js';
 import type { HostMemory, HostMemoryInfo } from '../tiers/host-memory.js';
 import type { HostTier } from '../tiers/host-tier.js';
 import { remoteView } from './remote-view.js';
@@ -20,6 +21,8 @@ export interface DaemonStats {
   memory: HostMemoryInfo;
   host: ReturnType<HostTier['stats']>;
   writeBehind: ReturnType<ChunkManager['writeBehindStats']>;
+  /** The disk tier (local_disk), or null when not configured. */
+  disk: DiskSyncStats | null;
   counters: Record<string, number>;
   /** Of the last 256 lookups. */
   lookupLatencyUs: { p50: number; p99: number; max: number };
@@ -61,8 +64,9 @@ export function daemonStats(src: StatsSources): DaemonStats {
     memory: src.memory.info(),
     host: m.host.stats(),
     writeBehind: m.writeBehindStats(),
+    disk: m.disk?.stats() ?? null,
     counters: {
-      lookups: c.lookups, lookupChunks: c.lookupChunks, hitChunks: c.hitChunks, hostHitChunks: c.hostHitChunks,
+      lookups: c.lookups, lookupChunks: c.lookupChunks, hitChunks: c.hitChunks, hostHitChunks: c.hostHitChunks, diskHitChunks: c.diskHitChunks,
       remoteHitChunks: c.remoteHitChunks, hitTokens: c.hitTokens, storedChunks: c.storedChunks, storedBytes: c.storedBytes,
       presentChunks: c.presentChunks, skippedChunks: c.skippedChunks, retrievedChunks: c.retrievedChunks,
       retrievedBytes: c.retrievedBytes, failedRetrieveChunks: c.failedRetrieveChunks, remoteFetchedChunks: c.remoteFetchedChunks,

@@ -9,6 +9,7 @@
  * its pages) while it serves: allocate() then finds room only in the part
  * that is ready, and info() says how far warming got.
  */
+import type { PoolInfo } from '../../native/host-pool.js';
 
 export interface Slab {
   /** Exactly the requested length; a view into the pool, never copied. */
@@ -16,21 +17,13 @@ export interface Slab {
   release(): void;
 }
 
-export interface HostMemoryInfo {
-  kind: 'heap' | 'native';
-  capacityBytes: number;
-  usedBytes: number;
-  /** Bytes faulted in and allocatable; below capacityBytes while the pool warms. */
-  readyBytes: number;
-  /** Bytes page-locked (mlock or cudaHostAlloc). */
-  lockedBytes: number;
-  /** Warming finished: readyBytes === capacityBytes, and `pinned` is final. */
-  warm: boolean;
-  /** What the OS gave: pinned (cudaHostAlloc or mlock, every byte), huge pages. */
-  pinned: boolean;
-  hugePages: boolean;
-  detail: string;
-}
+/**
+ * What a pool holds and how far warming got: readyBytes (faulted in and
+ * allocatable) is below capacityBytes while it warms; lockedBytes are
+ * page-locked; `pinned` (every byte locked) is final once `warm`. The
+ * native pool defines the fields (native/ imports nothing from src/).
+ */
+export type HostMemoryInfo = Omit<PoolInfo, 'kind'> & { kind: 'heap' | 'native' };
 
 export interface HostMemory {
   readonly capacityBytes: number;

@@ -1,5 +1,5 @@
 /**
- * The contracts of the shared tiers (Valkey now, disk next).
+ * The contracts of the shared tiers (local disk, Valkey).
  *
  * A tier stores opaque chunk payloads under a ChunkId (chunk-id.ts). `get`
  * returns only bytes the tier has verified (for Valkey: header, namespace,
@@ -13,7 +13,7 @@ import type { Slab } from './host-memory.js';
 
 export type { ChunkId } from './chunk-id.js';
 
-export type TierName = 'host' | 'valkey';
+export type TierName = 'host' | 'disk' | 'valkey';
 
 export interface Tier {
   readonly name: TierName;

@@ -18,7 +18,7 @@ describe.skipIf(!built)('bench ttft model mode', () => {
   it('moves the real bytes for every case and labels compute as modelled', async () => {
     const prefill = { tokensPerS: null, mfu: 0.45, peakTflops: 989 };
     const r = await runModelMode({ models: ['llama-3.3-70b-tp8'], contexts: [512], questionTokens: 64, regionBytes: 64 << 20, hostReps: 1, prefill, inline: false }, () => {});
-    expect(r.rows.map((x) => x.case)).toEqual(['recompute', 'host_hit', 'valkey_hit']);
+    expect(r.rows.map((x) => x.case)).toEqual(['recompute', 'host_hit', 'disk_hit', 'valkey_hit']);
     expect(r.rows.every((x) => x.path === 'blocks')).toBe(true);
     expect(r.compute).toMatch(/^compute modelled/);
     const chunkBytes = 80 * 2 * 128 * 2 * 256;
@@ -27,7 +27,8 @@ describe.skipIf(!built)('bench ttft model mode', () => {
       expect(row).toMatchObject({ loaded_chunks: 2, failed_chunks: 0, bytes_moved: 2 * chunkBytes, cached_tokens: 512, prefill_tokens: 64, verified: true, compute: 'modelled' });
       expect(row.ttft_ms).toBeGreaterThan(Number(row.prefill_ms));
     }
-    expect(r.rows[2].valkey_chunks).toBe(2);
+    expect(r.rows[3].valkey_chunks).toBe(2);
+    expect(r.rows[2]).toMatchObject({ host_chunks: 0, valkey_chunks: 0 }); // every chunk came from disk
     expect(r.rows[1].host_chunks).toBe(2);
     expect(r.rows[0].ttft_ms).toBeCloseTo(prefillMs(SHAPES['llama-3.3-70b-tp8'], 0, 576, prefill), 0);
     expect(r.skipped).toEqual([]);

@@ -46,3 +46,14 @@ describe('kvtier doctor with a configured Valkey', () => {
     expect(r.code).toBe(1);
   }, 30_000);
 });
+
+describe('kvtier doctor with local_disk', () => {
+  it('reports a usable directory as OK and a missing one as a FAIL naming local_disk', async () => {
+    const disk = mkdtempSync(join(dir, 'disk-'));
+    const ok = await doctor(`local_disk: "file://${disk}/"\n`);
+    expect(ok.stdout).toMatch(/^OK\s+local disk\s+.*writable, (O_DIRECT|page cache).*not in use$/m);
+    const bad = await doctor(`local_disk: ${join(disk, 'missing')}\n`);
+    expect(bad.stdout).toMatch(/^FAIL\s+local disk\s+local_disk: .*missing cannot be used: it does not exist/m);
+    expect(bad.code).toBe(1);
+  }, 30_000);
+});

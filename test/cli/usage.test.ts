@@ -22,8 +22,9 @@ function run(args: string[]): Promise<{ code: number; stderr: string }> {
 describe('kvtier bench usage errors exit 2 with the reason', () => {
   it.each([
     [['bench', 'lookup', '--tokens', 'x'], /expected a positive integer for --tokens, got x/],
-    [['bench', 'throughput', '--tier', 'disk'], /expected host or valkey for --tier, got disk/],
-    [['bench', 'throughput', '--tier', 'host', '--source', 'gpu'], /expected auto, shm or cuda for --source, got gpu/],
+    [['bench', 'throughput', '--tier', 'tape'], /expected host, disk or valkey for --tier, got tape/],
+    [['bench', 'throughput', '--tier', 'disk', '--sizes', '4,x'], /expected MiB sizes like 4,32 for --sizes, got 4,x/],
+    [['bench', 'throughput', '--tier', 'host', '--source', 'gpu'], /expected auto, shm, cuda or sglang for --source, got gpu/],
     [['bench', 'throughput', '--tier', 'host', '--cuda-copy', 'fast'], /expected staged or kernel for --cuda-copy, got fast/],
     [['bench', 'throughput', '--tier', 'valkey', '--sizes', 'a'], /expected MiB sizes like 4,32 for --sizes, got a/],
     [['bench', 'throughput'], /required option '--tier <tier>' not specified/],

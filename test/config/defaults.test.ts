@@ -11,6 +11,10 @@ describe('defaults', () => {
       localCpu: true,
       maxLocalCpuSize: 5,
       shrinkLocalCpuToAvailable: false,
+      localDisk: null,
+      maxLocalDiskSize: 5,
+      diskIoThreads: 4,
+      diskDirectIo: 'auto',
       remoteUrl: null,
       remoteSerde: 'naive',
       saveUnfullChunk: false,
@@ -48,8 +52,8 @@ describe('defaults', () => {
 
   it('has one table row per key, with env names and LMCache aliases', () => {
     const rows = configTable();
-    expect(rows).toHaveLength(30);
-    expect(new Set(rows.map((r) => r.key)).size).toBe(30);
+    expect(rows).toHaveLength(34);
+    expect(new Set(rows.map((r) => r.key)).size).toBe(34);
     expect(rows.find((r) => r.key === 'chunk_size')).toMatchObject({
       env: 'KVTIER_CHUNK_SIZE', lmcacheAlias: 'chunk_size', default: '256',
     });

@@ -69,12 +69,12 @@ describe('environment', () => {
 
   it('warns about KVTIER_ typos, renamed and unimplemented names, and leaves other KVTIER_ vars alone', () => {
     const { config, warnings } = loadConfig({
-      env: { KVTIER_CHUNKSIZE: '1', KVTIER_TEST_VALKEY_URL: 'x', LMCACHE_LOCAL_DISK: 'file:///x', KVTIER_SOCKET: '/a.sock' },
+      env: { KVTIER_CHUNKSIZE: '1', KVTIER_TEST_VALKEY_URL: 'x', LMCACHE_LOCAL_DEVICE: 'cpu', KVTIER_SOCKET: '/a.sock' },
     });
     expect(config.socketPath).toBe('/a.sock');
     expect(warnings).toEqual([
       'KVTIER_SOCKET (environment) was renamed: use KVTIER_SOCKET_PATH instead (value applied)',
-      'local_disk (environment LMCACHE_LOCAL_DISK) is an LMCache option kvtier does not implement; ignored',
+      'local_device (environment LMCACHE_LOCAL_DEVICE) is an LMCache option kvtier does not implement; ignored',
       'environment KVTIER_CHUNKSIZE is not a kvtier setting; ignored; did you mean KVTIER_CHUNK_SIZE?',
     ]);
   });

@@ -119,11 +119,19 @@ describe('warnings', () => {
   });
 
   it('warns about LMCache options kvtier does not implement', () => {
-    const file = writeConfig('local_disk: "file:///tmp/x"\nmax_local_disk_size: 5\nenable_p2p: false\nuse_layerwise: true\n');
+    const file = writeConfig('local_device: cpu\nenable_p2p: false\nuse_layerwise: true\n');
     const { warnings } = loadConfig({ file, env: {} });
-    expect(warnings).toHaveLength(4);
-    expect(warnings[0]).toBe(`local_disk (${file} line 1) is an LMCache option kvtier does not implement; ignored`);
+    expect(warnings).toHaveLength(3);
+    expect(warnings[0]).toBe(`local_device (${file} line 1) is an LMCache option kvtier does not implement; ignored`);
     expect(warnings.every((w) => w.endsWith('is an LMCache option kvtier does not implement; ignored'))).toBe(true);
+  });
+
+  it("takes LMCache's local_disk and max_local_disk_size without a warning", () => {
+    const file = writeConfig('local_disk: "file:///tmp/x/"\nmax_local_disk_size: 5\n');
+    const { config, warnings } = loadConfig({ file, env: {} });
+    expect(warnings).toEqual([]);
+    expect(config.localDisk).toBe('/tmp/x');
+    expect(config.maxLocalDiskSize).toBe(5);
   });
 
   it('applies a renamed key and says what to use instead', () => {

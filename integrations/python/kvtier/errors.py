@@ -247,6 +247,24 @@ class UsageError(KvtierError):
         super().__init__(constants.KVT_USAGE, message)
 
 
+class DiskIoError(KvtierError):
+    """A disk tier file operation failed (the message starts with the errno name: ENOSPC, EIO...); the tier skips the store or misses, it never reaches a worker."""
+
+    code = constants.KVT_DISK_IO
+
+    def __init__(self, message: str) -> None:
+        super().__init__(constants.KVT_DISK_IO, message)
+
+
+class DiskLockedError(KvtierError):
+    """Another process holds the local_disk directory's lock file: the daemon refuses to start (exit code 2)."""
+
+    code = constants.KVT_DISK_LOCKED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(constants.KVT_DISK_LOCKED, message)
+
+
 BY_CODE: dict[str, type[KvtierError]] = {
     constants.KVT_BAD_FRAME: ProtocolError,
     constants.KVT_FRAME_TOO_LARGE: FrameTooLargeError,
@@ -273,6 +291,8 @@ BY_CODE: dict[str, type[KvtierError]] = {
     constants.KVT_VALKEY_REFUSED: ValkeyRefusedError,
     constants.KVT_FORBIDDEN: Forbidden,
     constants.KVT_USAGE: UsageError,
+    constants.KVT_DISK_IO: DiskIoError,
+    constants.KVT_DISK_LOCKED: DiskLockedError,
 }
 
 

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "../addon-data.h"
+#include "../napi-args.h"
 #include "link.h"
 #include "xxh64.h"
 #include "../constants.h"
@@ -16,51 +17,12 @@
 namespace kvtier {
 namespace {
 
-[[noreturn]] void badArgs(Napi::Env env, const std::string& message) {
-  throw codedError(env, codes::kBadRequest, message);
-}
-
-int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* what, double max = 9007199254740991.0) {
-  if (info.Length() <= i || !info[i].IsNumber()) badArgs(info.Env(), std::string("expected a number for ") + what);
-  double v = info[i].As<Napi::Number>().DoubleValue();
-  if (!(v >= 0 && v <= max) || std::floor(v) != v) {
-    badArgs(info.Env(), std::string("expected a non-negative integer for ") + what);
-  }
-  return static_cast<int64_t>(v);
-}
-
-std::string stringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsString()) badArgs(info.Env(), std::string("expected a string for ") + what);
-  return info[i].As<Napi::String>().Utf8Value();
-}
-
-Napi::Uint8Array bytesArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsTypedArray() ||
-      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    badArgs(info.Env(), std::string("expected a Uint8Array for ") + what);
-  }
-  return info[i].As<Napi::Uint8Array>();
-}
-
-std::vector<std::string> keysArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsArray()) badArgs(info.Env(), std::string("expected an array of keys for ") + what);
-  Napi::Array a = info[i].As<Napi::Array>();
-  std::vector<std::string> keys;
-  keys.reserve(a.Length());
-  for (uint32_t k = 0; k < a.Length(); ++k) {
-    Napi::Value v = a.Get(k);
-    if (!v.IsString()) badArgs(info.Env(), std::string("expected string keys in ") + what);
-    keys.push_back(v.As<Napi::String>().Utf8Value());
-  }
-  return keys;
-}
-
 // Splits [data, data+total) into keys.size() segments of segBytes (the last shorter).
 void layoutSegments(Napi::Env env, ValkeyJob* job, std::vector<std::string> keys, uint8_t* data, size_t total,
                     size_t segBytes) {
   if (keys.empty()) return;
   if (segBytes == 0 || (total + segBytes - 1) / segBytes != keys.size()) {
-    badArgs(env, std::to_string(keys.size()) + " segments of " + std::to_string(segBytes) + " bytes cannot hold " +
+    args::bad(env, std::to_string(keys.size()) + " segments of " + std::to_string(segBytes) + " bytes cannot hold " +
                      std::to_string(total) + " bytes");
   }
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -73,7 +35,7 @@ void layoutSegments(Napi::Env env, ValkeyJob* job, std::vector<std::string> keys
 }
 
 std::chrono::milliseconds timeoutArg(const Napi::CallbackInfo& info, size_t i) {
-  return std::chrono::milliseconds(intArg(info, i, "timeoutMs", 3.6e6));
+  return std::chrono::milliseconds(args::integer(info, i, "timeoutMs", 3.6e6));
 }
 
 class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
@@ -88,14 +50,14 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
   // new ValkeyLink(host, port, username, password, db, connections, connectTimeoutMs, pipelineBytes)
   explicit LinkWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LinkWrap>(info) {
     NodeAddress a;
-    a.host = stringArg(info, 0, "host");
-    a.port = static_cast<int>(intArg(info, 1, "port", 65535));
-    a.username = stringArg(info, 2, "username");
-    a.password = stringArg(info, 3, "password");
-    a.db = static_cast<int>(intArg(info, 4, "db", 1 << 20));
-    int connections = static_cast<int>(intArg(info, 5, "connections", 256));
-    int connectMs = static_cast<int>(intArg(info, 6, "connectTimeoutMs", 3.6e6));
-    size_t pipeline = static_cast<size_t>(intArg(info, 7, "pipelineBytes"));
+    a.host = args::string(info, 0, "host");
+    a.port = static_cast<int>(args::integer(info, 1, "port", 65535));
+    a.username = args::string(info, 2, "username");
+    a.password = args::string(info, 3, "password");
+    a.db = static_cast<int>(args::integer(info, 4, "db", 1 << 20));
+    int connections = static_cast<int>(args::integer(info, 5, "connections", 256));
+    int connectMs = static_cast<int>(args::integer(info, 6, "connectTimeoutMs", 3.6e6));
+    size_t pipeline = static_cast<size_t>(args::integer(info, 7, "pipelineBytes"));
     link_ = ValkeyLink::start(std::move(a), std::max(1, connections), connectMs, pipeline);
   }
   ~LinkWrap() override {
@@ -108,23 +70,23 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     Napi::Env env = info.Env();
     auto job = std::make_unique<ValkeyJob>();
     job->write = true;
-    auto keys = keysArg(info, 0, "segment keys");
-    Napi::Uint8Array src = bytesArg(info, 1, "source");
-    size_t seg = static_cast<size_t>(intArg(info, 2, "segment bytes"));
+    auto keys = args::strings(info, 0, "segment keys");
+    Napi::Uint8Array src = args::bytes(info, 1, "source");
+    size_t seg = static_cast<size_t>(args::integer(info, 2, "segment bytes"));
     layoutSegments(env, job.get(), std::move(keys), src.Data(), src.ByteLength(), seg);
-    job->segmentTtl = intArg(info, 3, "segment ttl");
-    job->manifestKey = stringArg(info, 4, "manifest key");
-    Napi::Uint8Array manifest = bytesArg(info, 5, "manifest");
+    job->segmentTtl = args::integer(info, 3, "segment ttl");
+    job->manifestKey = args::string(info, 4, "manifest key");
+    Napi::Uint8Array manifest = args::bytes(info, 5, "manifest");
     job->manifest.assign(manifest.Data(), manifest.Data() + manifest.ByteLength());
     if (!info[6].IsTypedArray() || info[6].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-      badArgs(env, "expected a Uint32Array for the checksum offsets");
+      args::bad(env, "expected a Uint32Array for the checksum offsets");
     }
     Napi::Uint32Array offsets = info[6].As<Napi::Uint32Array>();
     job->sumOffsets.assign(offsets.Data(), offsets.Data() + offsets.ElementLength());
     for (uint32_t at : job->sumOffsets) {
-      if (static_cast<size_t>(at) + 16 > job->manifest.size()) badArgs(env, "a checksum offset lies outside the manifest");
+      if (static_cast<size_t>(at) + 16 > job->manifest.size()) args::bad(env, "a checksum offset lies outside the manifest");
     }
-    job->manifestTtl = intArg(info, 7, "manifest ttl");
+    job->manifestTtl = args::integer(info, 7, "manifest ttl");
     job->timeout = timeoutArg(info, 8);
     return start(env, std::move(job), {src}, [](Napi::Env env, ValkeyJob&) { return env.Undefined(); });
   }
@@ -134,12 +96,12 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto job = std::make_unique<ValkeyJob>();
-    job->manifestKey = stringArg(info, 0, "manifest key");
-    size_t cap = static_cast<size_t>(intArg(info, 1, "manifest capacity", 64 << 20));
+    job->manifestKey = args::string(info, 0, "manifest key");
+    size_t cap = static_cast<size_t>(args::integer(info, 1, "manifest capacity", 64 << 20));
     if (!job->manifestKey.empty()) job->manifest.resize(cap);
-    auto keys = keysArg(info, 2, "segment keys");
-    Napi::Uint8Array dest = bytesArg(info, 3, "destination");
-    size_t seg = static_cast<size_t>(intArg(info, 4, "segment bytes"));
+    auto keys = args::strings(info, 2, "segment keys");
+    Napi::Uint8Array dest = args::bytes(info, 3, "destination");
+    size_t seg = static_cast<size_t>(args::integer(info, 4, "segment bytes"));
     layoutSegments(env, job.get(), std::move(keys), dest.Data(), dest.ByteLength(), seg);
     job->timeout = timeoutArg(info, 5);
     const bool wantManifest = !job->manifestKey.empty();
@@ -183,7 +145,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
 
   // abort(why): fails every queued part, shuts down the sockets of running ones; the count of queued parts.
   Napi::Value Abort(const Napi::CallbackInfo& info) {
-    std::string why = stringArg(info, 0, "reason");
+    std::string why = args::string(info, 0, "reason");
     return Napi::Number::New(info.Env(), link_ ? static_cast<double>(link_->abort(why)) : 0);
   }
 
@@ -229,7 +191,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
 Napi::Function defineValkeyLink(Napi::Env env) { return LinkWrap::Define(env); }
 
 Napi::Value Xxh64Hex(const Napi::CallbackInfo& info) {
-  Napi::Uint8Array bytes = bytesArg(info, 0, "bytes");
+  Napi::Uint8Array bytes = args::bytes(info, 0, "bytes");
   char hex[16];
   xxh64Hex(xxh64(bytes.Data(), bytes.ByteLength()), hex);
   return Napi::String::New(info.Env(), hex, 16);

@@ -1,0 +1,78 @@
+// Blocking file operations of the disk tier, run on its own ThreadPool (never
+// the JS thread). A chunk file is one 4 KiB header block, then the payload
+// padded to whole 4 KiB blocks, so with O_DIRECT every transfer is aligned:
+//
+//   [ header 4096 ][ payload bulk: floor(len/4096) blocks ][ tail block, zero padded ]
+//    bounce buffer   straight from/to the caller's slab     bounce buffer
+//
+// One preadv/pwritev moves all three, into a file fallocated to its full size
+// first (no extending writes; ENOSPC before a byte moves). O_DIRECT is used only where asked for
+// and the slab address is 4 KiB aligned (pool slabs are); otherwise the same
+// I/O goes through the page cache. A write goes to a temporary name and is
+// renamed into place only when every byte is written, so a final name always
+// names a complete file; the header format itself belongs to TypeScript
+// (src/tiers/disk-format.ts): here we only fill in two xxh64 hex fields.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../copy.h"
+
+namespace kvtier {
+
+constexpr size_t kDiskBlock = 4096;
+
+struct DiskWrite {
+  std::string tmpPath;
+  std::string finalPath;
+  std::vector<uint8_t> header;  // kDiskBlock bytes
+  const uint8_t* data = nullptr;
+  size_t length = 0;
+  size_t sumOffset = 0;        // 16 hex digits of xxh64(payload) go here
+  size_t headerSumOffset = 0;  // then 16 hex digits of xxh64(header[0, headerSumOffset))
+  bool direct = false;
+  bool sync = false;
+  bool usedDirect = false;  // out
+};
+
+struct DiskRead {
+  std::string path;
+  uint8_t* data = nullptr;
+  size_t length = 0;
+  bool direct = false;
+  bool dropCache = false;  // posix_fadvise(DONTNEED) first, for a cold buffered read
+  // out
+  bool usedDirect = false;
+  uint64_t fileSize = 0;
+  bool complete = false;  // the file had every byte (else: torn or truncated)
+  std::vector<uint8_t> header;
+  uint64_t sum = 0;
+};
+
+struct DiskScanEntry {
+  std::string path;
+  uint64_t size = 0;
+  double mtimeMs = 0;
+  std::vector<uint8_t> head;  // the first bytes of the file (fewer when it is shorter)
+};
+
+// Errors carry code KVT_DISK_IO and a message "<ERRNO>: <what> <path>: <strerror>".
+CopyError writeChunkFile(DiskWrite& w);
+CopyError readChunkFile(DiskRead& r);
+// Plain I/O at an offset of one file: the bench's reference.
+CopyError writePlain(const std::string& path, const uint8_t* data, size_t length, uint64_t offset, bool direct);
+CopyError readPlain(const std::string& path, uint8_t* data, size_t length, uint64_t offset, bool direct, bool dropCache);
+// Every regular file in `root`'s immediate subdirectories, with its first `headBytes` bytes.
+CopyError scanChunkDir(const std::string& root, size_t headBytes, std::vector<DiskScanEntry>* out);
+// Unlinks each path; the number that existed.
+size_t removeFiles(const std::vector<std::string>& paths);
+// Creates, writes, reads back and unlinks a 4 KiB file in `dir` (O_DIRECT when
+// asked). "" when it worked, else why not.
+std::string probeDir(const std::string& dir, bool direct);
+// An exclusive flock on `path` (created), with our pid written into it; the
+// fd, or -1 with `why` set (`heldBy` is the pid in the file when it is held).
+int lockFile(const std::string& path, std::string* why, long* heldBy);
+
+}  // namespace kvtier
