@@ -2,7 +2,7 @@
 """TTFT of the reference engine (kvtier.refengine), measured on this machine.
 
     /usr/bin/python3 bench/ttft_engine.py [--json] [--contexts 2048,4096,8192]
-        [--dtype float32|bfloat16] [--layout flash|flashinfer|mla|cross] [--check]
+        [--dtype float32|bfloat16] [--layout flash|flashinfer|mla|layer_major|cross_layer] [--check]
 
 For each context length (a fresh random prompt per length, so lengths never share):
   recompute   an engine with KVTierConnector on an empty kvtierd (A) computes the
@@ -201,7 +201,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ap.add_argument("--contexts", default="2048,4096,8192", help="comma-separated prompt lengths in tokens")
     ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    ap.add_argument("--layout", default="flash", choices=["flash", "flashinfer", "mla", "cross"])
+    ap.add_argument("--layout", default="flash", choices=["flash", "flashinfer", "mla", "layer_major", "cross_layer"])
     ap.add_argument("--host-repeats", type=int, default=3, help="host_hit samples (fresh instances), median")
     ap.add_argument("--bf16-atol", type=float, default=2e-2, help="logits tolerance for bfloat16")
     ap.add_argument("--check", action="store_true", help="exit 1 when any row's logits do not match")

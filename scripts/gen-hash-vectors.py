@@ -33,6 +33,16 @@ def chain(root, tokens, chunk_size, include_partial):
     return out
 
 
+def extra_keys_seed(cache_salt, lora, mm):
+    """The per-request chain seed the vLLM connector derives from what vLLM puts in its block
+    hashes' extra keys: b"" when there is none (those requests share with unseeded engines)."""
+    if not cache_salt and not lora and not mm:
+        return b""
+    text = ("kvtier-extra-keys-v1\n" f"cache_salt={cache_salt}\n" f"lora={lora}\n"
+            "mm=" + ",".join(f"{h}@{off}+{n}" for h, off, n in mm) + "\n")
+    return hashlib.sha256(text.encode()).digest()
+
+
 def main():
     base = {"model": "meta-llama/Llama-3.1-8B-Instruct", "dtype": "bfloat16",
             "kv_layout": "flash_attn:2xNBxBSxHxD", "chunk_size": 256, "block_size": 16,
@@ -60,10 +70,27 @@ def main():
     key_case = {"name": "opaque keys", "fingerprint": base, "keys_hex": [k.hex() for k in keys],
                 "root": root.hex(),
                 "key_hashes": [hashlib.sha256(root + b"k" + k).digest().hex() for k in keys]}
+    seeded = []
+    extra = [("salt only", "tenant-7", "", []), ("LoRA adapter", "", "sql-lora", []),
+             ("two images", "", "", [("9f2c1e", 5, 576), ("a0b1c2", 700, 576)]),
+             ("salt, LoRA and an image", "t", "lora-1", [("ff" * 32, 0, 64)])]
+    tokens = [(i * 7919) % 128256 for i in range(600)]
+    for name, salt, lora, mm in extra:
+        seed = extra_keys_seed(salt, lora, mm)
+        start = hashlib.sha256(root + b"s" + seed).digest()
+        seeded.append({"name": name, "fingerprint": base, "cache_salt": salt, "lora": lora,
+                       "mm": [{"hash": h, "offset": o, "length": n} for h, o, n in mm],
+                       "seed_hex": seed.hex(), "seeded_root": start.hex(), "tokens": tokens,
+                       "chunk_hashes": chain(start, tokens, base["chunk_size"], False),
+                       "keys_hex": [k.hex() for k in keys],
+                       "key_hashes": [hashlib.sha256(start + b"k" + k).digest().hex() for k in keys]})
     out = {"description": "kvtier prefix hash chain vectors (DESIGN.md: h0 = SHA-256(canonical fingerprint); "
                           "d_i = SHA-256(LE u32 tokens of chunk i); h_i = SHA-256(h_{i-1} || d_i); "
-                          "opaque key k: SHA-256(h0 || 'k' || k))",
-           "token_cases": cases, "key_cases": [key_case]}
+                          "opaque key k: SHA-256(h0 || 'k' || k)); a per-request seed s (ChunkAddress.seed) "
+                          "starts the chain at h0' = SHA-256(h0 || 's' || s); the vLLM connector's seed is "
+                          "SHA-256('kvtier-extra-keys-v1\\ncache_salt=..\\nlora=..\\nmm=hash@offset+length,..\\n'), "
+                          "none without extra keys",
+           "token_cases": cases, "key_cases": [key_case], "seeded_cases": seeded}
     path = os.path.join(os.path.dirname(__file__), "..", "test", "vectors", "prefix-hash.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1)

@@ -12,6 +12,11 @@
  *
  *   h_i = SHA-256(h0 || "k" || key_i)
  *
+ * A per-request seed (ChunkAddress.seed: a tenant salt, a LoRA adapter,
+ * multimodal hashes) moves the chain's start, for tokens and keys alike:
+ *
+ *   h0' = SHA-256(h0 || "s" || seed)        (no seed: h0' = h0)
+ *
  * Results come back as one Buffer of n*32 bytes: no per-chunk objects on the
  * lookup path. The caller injects the chain backend: the daemon passes the
  * native addon's (one call per batch of chunks instead of two SHA-256 calls
@@ -28,6 +33,12 @@ export type ChainFn = (prev: Uint8Array, tokens: Uint8Array, chunkBytes: number,
 const NATIVE_BATCH = 32;
 
 export const HASH_BYTES = 32;
+
+/** The chain's start for a request: the namespace root, or the root seeded by `seed`. */
+export function seededRoot(root: Buffer, seed: Uint8Array | undefined): Buffer {
+  if (seed === undefined || seed.byteLength === 0) return root;
+  return hash('sha256', Buffer.concat([root.subarray(0, HASH_BYTES), Buffer.from('s'), seed]), 'buffer');
+}
 
 /** Number of chunks a prompt of `tokenCount` tokens yields. */
 export function chunkCount(tokenCount: number, chunkSize: number, includePartial: boolean): number {

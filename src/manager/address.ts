@@ -10,13 +10,14 @@
  * as it matches.
  */
 import type { Namespace } from '../chunking/namespace.js';
-import { hashKeys, hashTokenChunks } from '../chunking/prefix-hash.js';
+import { hashKeys, hashTokenChunks, seededRoot } from '../chunking/prefix-hash.js';
 import { checkPacked } from '../chunking/tokens.js';
 import { BadRequestError } from '../errors.js';
 import { ChunkId } from '../tiers/chunk-id.js';
 import type { ManagerParts } from './parts.js';
 
-export type ChunkAddress = { tokens: Uint8Array } | { keys: Uint8Array[] };
+/** `seed`: the request's chain seed (ChunkAddress.seed), absent or empty for none. */
+export type ChunkAddress = ({ tokens: Uint8Array } | { keys: Uint8Array[] }) & { seed?: Uint8Array };
 
 export interface ResolvedAddress {
   /** One ChunkId per chunk resolved, in order. */
@@ -29,10 +30,11 @@ export interface ResolvedAddress {
 export function resolveAddress(p: ManagerParts, ns: Namespace, address: ChunkAddress, stop?: (i: number, id: ChunkId) => boolean): ResolvedAddress {
   const chunkSize = p.chunkSize;
   const ids: ChunkId[] = [];
+  const root = seededRoot(ns.root, address.seed);
   if ('tokens' in address) {
     checkPacked(address.tokens);
     const total = address.tokens.byteLength >>> 2;
-    const { count } = hashTokenChunks(ns.root, address.tokens, chunkSize, p.saveUnfullChunk, (i, hashes) => {
+    const { count } = hashTokenChunks(root, address.tokens, chunkSize, p.saveUnfullChunk, (i, hashes) => {
       const id = ChunkId.at(ns.id, hashes, i);
       ids.push(id);
       return stop !== undefined && stop(i, id);
@@ -40,7 +42,7 @@ export function resolveAddress(p: ManagerParts, ns: Namespace, address: ChunkAdd
     return { ids, count, tokensOf: (i) => Math.min(chunkSize, total - i * chunkSize) };
   }
   if (address.keys.length === 0) throw new BadRequestError('expected tokens or at least one key in the chunk address');
-  const hashes = hashKeys(ns.root, address.keys);
+  const hashes = hashKeys(root, address.keys);
   let count = address.keys.length;
   for (let i = 0; i < address.keys.length; i++) {
     const id = ChunkId.at(ns.id, hashes, i);

@@ -182,6 +182,7 @@ export class Dispatcher {
     return {
       protocolVersion: PROTOCOL_VERSION, namespaceId: this.#ns.id, chunkSize, maxFrameBytes: ctx.maxFrameBytes,
       maxChunkBytes: ctx.maxChunkBytes, saveUnfullChunk: ctx.saveUnfullChunk, serverVersion: ctx.serverVersion,
+      addressSeed: true,
     };
   }
 

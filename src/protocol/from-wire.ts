@@ -16,8 +16,9 @@ export function address(a: kvtier.v1.IChunkAddress | null | undefined): ChunkAdd
   const hasTokens = a.tokens != null && a.tokens.length > 0;
   const hasKeys = a.keys != null && a.keys.length > 0;
   if (hasTokens && hasKeys) throw new BadRequestError('expected tokens or keys in the chunk address, not both');
-  if (hasKeys) return { keys: a.keys! };
-  return { tokens: a.tokens ?? new Uint8Array(0) };
+  const seed = a.seed != null && a.seed.length > 0 ? { seed: a.seed } : {};
+  if (hasKeys) return { keys: a.keys!, ...seed };
+  return { tokens: a.tokens ?? new Uint8Array(0), ...seed };
 }
 
 /** Invalidate's address: an empty one means the whole namespace (null). */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { makeNamespace, type NamespaceFingerprint } from '../../src/chunking/namespace.js';
-import { hashKeys, hashTokenChunks, hashHex, chunkCount } from '../../src/chunking/prefix-hash.js';
+import { hashKeys, hashTokenChunks, hashHex, chunkCount, seededRoot } from '../../src/chunking/prefix-hash.js';
 import { chainHashes, nativeAvailable } from '../../native/index.js';
 import { packTokens, unpackTokens } from '../../src/chunking/tokens.js';
 
@@ -14,6 +14,8 @@ interface Vectors {
   token_cases: Array<{ name: string; fingerprint: RawFingerprint; save_unfull_chunk: boolean; tokens: number[];
     root: string; namespace_id: string; chunk_hashes: string[] }>;
   key_cases: Array<{ fingerprint: RawFingerprint; keys_hex: string[]; key_hashes: string[] }>;
+  seeded_cases: Array<{ name: string; fingerprint: RawFingerprint; seed_hex: string; seeded_root: string; tokens: number[];
+    chunk_hashes: string[]; keys_hex: string[]; key_hashes: string[] }>;
 }
 
 const vectors = JSON.parse(readFileSync(new URL('../vectors/prefix-hash.json', import.meta.url), 'utf8')) as Vectors;
@@ -46,6 +48,27 @@ describe('prefix hash chain matches the committed vectors', () => {
       const out = hashKeys(ns.root, c.keys_hex.map((k) => Buffer.from(k, 'hex')));
       expect(c.key_hashes.map((_, i) => hashHex(out, i))).toEqual(c.key_hashes);
     }
+  });
+});
+
+describe('a per-request seed (ChunkAddress.seed) matches the committed vectors', () => {
+  for (const c of vectors.seeded_cases) {
+    it(c.name, () => {
+      const ns = makeNamespace(fingerprint(c.fingerprint));
+      const root = seededRoot(ns.root, Buffer.from(c.seed_hex, 'hex'));
+      expect(root.toString('hex')).toBe(c.seeded_root);
+      for (const chain of nativeAvailable() ? [null, chainHashes] : [null]) {
+        const { hashes, count } = hashTokenChunks(root, packTokens(c.tokens), c.fingerprint.chunk_size, false, undefined, chain);
+        expect(Array.from({ length: count }, (_, i) => hashHex(hashes, i))).toEqual(c.chunk_hashes);
+      }
+      const keyed = hashKeys(root, c.keys_hex.map((k) => Buffer.from(k, 'hex')));
+      expect(c.key_hashes.map((_, i) => hashHex(keyed, i))).toEqual(c.key_hashes);
+    });
+  }
+  it('no seed and an empty seed are the namespace root', () => {
+    const ns = makeNamespace(fingerprint(vectors.token_cases[0].fingerprint));
+    expect(seededRoot(ns.root, undefined)).toBe(ns.root);
+    expect(seededRoot(ns.root, new Uint8Array(0))).toBe(ns.root);
   });
 });
 

@@ -28,6 +28,29 @@ def test_key_case(case):
     assert got == case["key_hashes"]
 
 
+@pytest.mark.parametrize("case", DATA["seeded_cases"], ids=lambda c: c["name"])
+def test_seeded_case(case):
+    """The vLLM connector's seed from the extra keys, and the seeded chain, as the vectors say."""
+    from types import SimpleNamespace
+
+    from kvtier.hashing import seeded_root
+    from kvtier.vllm.keys import extra_keys_seed, request_seed
+
+    mm = [(m["hash"], m["offset"], m["length"]) for m in case["mm"]]
+    seed = extra_keys_seed(case["cache_salt"], case["lora"], mm)
+    assert seed.hex() == case["seed_hex"]
+    req = SimpleNamespace(cache_salt=case["cache_salt"] or None,
+                          lora_request=SimpleNamespace(lora_name=case["lora"]) if case["lora"] else None,
+                          mm_features=[SimpleNamespace(identifier=h, mm_position=SimpleNamespace(offset=o, length=n))
+                                       for h, o, n in mm] or None)
+    assert request_seed(req) == (seed, None)
+    fp = Fingerprint(**case["fingerprint"])
+    start = seeded_root(fp.root(), seed)
+    assert start.hex() == case["seeded_root"]
+    assert [h.hex() for h in chunk_hashes(start, case["tokens"], fp.chunk_size)] == case["chunk_hashes"]
+    assert [key_hash(start, bytes.fromhex(k)).hex() for k in case["keys_hex"]] == case["key_hashes"]
+
+
 def test_every_fingerprint_field_changes_the_namespace():
     base = Fingerprint(model="m", dtype="bfloat16", kv_layout="kv-NHD-x2")
     changed = [base.replace(model="m2"), base.replace(dtype="float16"), base.replace(kv_layout="kv-HND-x2"),

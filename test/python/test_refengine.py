@@ -239,15 +239,24 @@ def test_other_namespace_gets_no_hit(daemon, change):
     assert_matches(r.first_logits, P2, kw.get("dtype", torch.float32))
 
 
-def test_request_cache_salt_bypasses_the_cache(daemon):
+def test_request_cache_salt_keys_the_chunks(daemon):
+    """A per-request cache_salt seeds the chunk chain: an unsalted producer's chunks are a miss
+    for a salted request, a producer under the same salt a hit (logits equal recompute), another
+    salt a miss."""
     produce(daemon.socket)
     b = engine(daemon.socket)
     try:
         r = b.generate("salted", P2, cache_salt="tenant-x")
+        b.drain()
+        assert r.external_tokens == 0
+        assert_matches(r.first_logits, P2)
+        r = b.generate("salted-again", P2[:950] + [7] * 50, cache_salt="tenant-x")
+        assert r.external_tokens == 768 and r.load_error_blocks == set()
+        assert_matches(r.first_logits, P2[:950] + [7] * 50)
+        r = b.generate("other-tenant", P2, cache_salt="tenant-y")
+        assert r.external_tokens == 0
     finally:
         b.close()
-    assert r.external_tokens == 0
-    assert_matches(r.first_logits, P2)
 
 
 # -- every layout ------------------------------------------------------------------------------
@@ -268,8 +277,8 @@ def test_flash_and_flashinfer_share_chunks(daemon):
 
 
 def test_bf16_round_trip(daemon):
-    produce(daemon.socket, dtype=torch.bfloat16, layout="cross")
-    r = consume(daemon.socket, dtype=torch.bfloat16, layout="cross")
+    produce(daemon.socket, dtype=torch.bfloat16, layout="layer_major")
+    r = consume(daemon.socket, dtype=torch.bfloat16, layout="layer_major")
     assert r.external_tokens == 768
     assert_matches(r.first_logits, P2, torch.bfloat16)
 
@@ -549,3 +558,91 @@ def test_decode_steps_go_on_while_a_long_prompt_loads(daemon):
     assert all(len(r.output_token_ids) > 12 + len(during) // 2 for r in shorts)
     assert long.load_error_blocks == set()
     assert_matches(long.first_logits, P2)
+
+
+# -- vLLM's cross-layer blocks ------------------------------------------------------------------
+
+def test_cross_layer_blocks_register_one_segment_per_block_across_all_layers(daemon):
+    """prefer_cross_layer_blocks → register_cross_layers_kv_cache(the one tensor): one plane whose
+    block is every layer's K and V (4 layers × 2 × 16 × 2 × 64 × 4 bytes), copied by the daemon."""
+    b = engine(daemon.socket, layout="cross_layer")
+    try:
+        assert b.worker.prefer_cross_layer_blocks
+        w = b.worker._worker
+        assert w.mode == "blocks"
+        assert len(w.layout.planes) == 1
+        assert w.layout.planes[0].block_bytes == 4 * 2 * 16 * 2 * 64 * 4 == w.layout.planes[0].block_stride
+        assert w.client.fingerprint.kv_layout == "kv-xlLKNHD-x1"
+    finally:
+        b.close()
+
+
+def test_cross_layer_chunks_are_their_own_namespace(daemon):
+    """A cross-layer chunk holds the same KV in another byte order: a per-layer engine misses."""
+    produce(daemon.socket, layout="cross_layer")
+    assert consume(daemon.socket, layout="flash").external_tokens == 0
+    assert consume(daemon.socket, layout="cross_layer").external_tokens == 768
+
+
+def test_prefer_cross_layer_blocks_is_opt_in_and_off_for_hybrid_models(tmp_path):
+    from types import SimpleNamespace
+
+    from kvtier.layout import derive_cross_layer_layout
+    from kvtier.refengine.engine import vllm_config
+    from kvtier.refengine.vllm_shapes import (FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec,
+                                              SlidingWindowSpec)
+    from kvtier.shm import ShmAllocator
+    from kvtier.vllm import KVTierConnector
+    from kvtier.vllm.compat import Role
+
+    sock = str(tmp_path / "x.sock")
+    on = {"kvtier_cross_layer_blocks": True}
+    mk = lambda extra, kvc: KVTierConnector(vllm_config(sock, model_name="m", dtype=torch.float32, mla=False,  # noqa: E731
+                                                        extra=extra), Role.SCHEDULER, kvc)
+    hybrid = KVCacheConfig(8, [KVCacheGroupSpec(["a"], FullAttentionSpec(16)),
+                               KVCacheGroupSpec(["b"], SlidingWindowSpec(16, 64))])
+    for extra, kvc, want in [({}, SimpleNamespace(num_blocks=8), False), (on, SimpleNamespace(num_blocks=8), True),
+                             (on, hybrid, False)]:
+        c = mk(extra, kvc)
+        try:
+            assert c.prefer_cross_layer_blocks is want
+        finally:
+            c.shutdown()
+    with ShmAllocator() as alloc:    # a layer-major buffer is not block-contiguous across layers
+        lm = alloc.empty((4, 2, 8, 16, 2, 64), torch.float32)
+        assert derive_cross_layer_layout(lm, 16, 8) is None
+        xl = alloc.empty((8, 4, 2, 16, 2, 64), torch.float32).permute(1, 2, 0, 3, 4, 5)
+        assert derive_cross_layer_layout(xl, 16, 8).descriptor == "kv-xlLKNHD-x1"
+
+
+# -- TP=2: two worker processes, KV heads sharded ------------------------------------------------
+
+def test_tp2_worker_processes_store_and_load_their_own_shard_and_match_recompute(daemon):
+    """Two TP ranks in two processes, each holding one of the two KV heads: each stores and loads
+    only its own shard (checked by bytes against the producer's shard), and the logits after the
+    load equal a full recompute."""
+    a = engine(daemon.socket, tp=2)
+    try:
+        assert [i["rank"] for i in a.worker.info] == [0, 1]
+        assert all(i["mode"] == "blocks" for i in a.worker.info)
+        ra = a.generate("producer", P1)
+        a.drain()
+        assert [st["stored_chunks"] for st in a.worker.stats()] == [3, 3]
+        b = engine(daemon.socket, tp=2)
+        try:
+            r = b.generate("consumer", P2)
+            b.drain()
+            assert r.external_tokens == 768 and r.load_error_blocks == set()
+            assert [st["loaded_chunks"] for st in b.worker.stats()] == [3, 3]
+            assert_matches(r.first_logits, P2)
+            for rank in (0, 1):
+                ka = a.cache.rank_tensors[rank]["model.layers.2.self_attn.attn"]
+                kb = b.cache.rank_tensors[rank]["model.layers.2.self_attn.attn"]
+                for blk in range(0, 48, 5):      # the 768 loaded tokens, block by block
+                    assert torch.equal(kb[:, r.block_ids[blk]], ka[:, ra.block_ids[blk]]), (rank, blk)
+                other = a.cache.rank_tensors[1 - rank]["model.layers.2.self_attn.attn"]
+                assert not torch.equal(kb[:, r.block_ids[3]], other[:, ra.block_ids[3]])
+        finally:
+            b.close()
+    finally:
+        a.close()

@@ -106,9 +106,8 @@ def test_daemon_killed_before_load_reports_failed_blocks_then_reconnects(daemon,
 
 
 @pytest.mark.parametrize("change", [{"model": "other/model"}, {"dtype": torch.bfloat16},
-                                    {"extra": {"kvtier_tp_rank": 1}, "tp_size": 2},
                                     {"extra": {"kvtier_cache_salt": "tenant-b"}}],
-                         ids=["model", "dtype", "tp-rank", "salt"])
+                         ids=["model", "dtype", "salt"])
 def test_other_namespace_never_gets_the_chunks(daemon, alloc, change):
     a = MiniEngine(daemon.socket, alloc, "A")
     b = MiniEngine(daemon.socket, alloc, "B", **change)
@@ -179,7 +178,7 @@ def test_local_prefix_cache_hit_is_not_overwritten(daemon, alloc):
         b.close()
 
 
-@pytest.mark.parametrize("attr,value", [("cache_salt", "tenant-x"), ("mm_features", ["image"]),
+@pytest.mark.parametrize("attr,value", [("mm_features", ["image without a hash"]),
                                         ("lora_request", object()), ("prompt_embeds", object())])
 def test_requests_whose_kv_is_not_keyed_by_tokens_bypass_kvtier(daemon, alloc, attr, value):
     a = MiniEngine(daemon.socket, alloc, "A")
@@ -255,3 +254,318 @@ def test_metadata_pickles_for_the_worker_processes():
     meta = KVTierConnectorMetadata([LoadSpec("r", {0: 5}, 1, 2, [1, 2, 0xFFFFFFFF])],
                                    [SaveSpec("s", [1, 2, 3], [4], 0)])
     assert pickle.loads(pickle.dumps(meta)) == meta
+
+
+# -- tensor parallelism --------------------------------------------------------------------------
+
+def test_tp2_each_rank_stores_and_loads_only_its_own_shard(daemon, alloc):
+    """TP=2 on both engines (same tp_size): each rank's worker holds different KV (its heads);
+    the consumer's rank r gets rank r's bytes, never the other rank's."""
+    a = MiniEngine(daemon.socket, alloc, "A", tp_size=2)
+    b = MiniEngine(daemon.socket, alloc, "B", tp_size=2)
+    try:
+        assert [w._worker.rank for w in b.workers] == [0, 1]
+        a.run(req("r1", PREFIX + [1, 2, 3] * 40))
+        assert all(w._worker.stats["stored_chunks"] == 4 for w in a.workers)
+        r2 = req("r2", PREFIX + [9, 8] * 30)
+        s = b.run(r2)
+        assert s.external_tokens == 768 and s.load_errors == set()
+        for idx in (0, 1):
+            for pos in range(0, 768, 11):
+                got = b.token_kv(s.block_table, pos, idx)
+                assert all(torch.equal(g, w) for g, w in zip(got, b.expected_kv(r2.prompt_token_ids, pos, idx))), \
+                    (idx, pos)
+                other = b.expected_kv(r2.prompt_token_ids, pos, 1 - idx)
+                assert not all(torch.equal(g, w) for g, w in zip(got, other)), "the shards must differ"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_tp2_rank_1_alone_never_gets_rank_0s_chunks(daemon, alloc):
+    """Same tp_size=2 on both sides, only the rank differs: rank 0 stored, a rank-1 namespace misses."""
+    from kvtier import KvtierClient
+
+    a = MiniEngine(daemon.socket, alloc, "A", tp_size=2)
+    try:
+        a.run(req("r1", PREFIX + [1] * 30))
+        fp = a.workers[0]._worker.client.fingerprint
+        hits = {}
+        for rank in (0, 1):
+            c = KvtierClient(daemon.socket, fp.replace(tp_rank=rank), "probe", timeout=3.0)
+            try:
+                hits[rank] = c.lookup(tokens=PREFIX, no_lease=True).hit_chunks
+            finally:
+                c.close()
+        assert hits == {0: 3, 1: 3}
+        a.close()
+        a = MiniEngine(daemon.socket, alloc, "A2", tp_size=2)
+        # rank 1's shard dropped (invalidated): rank 0's chunks must not stand in for it
+        c = KvtierClient(daemon.socket, fp.replace(tp_rank=1), "probe", timeout=3.0)
+        try:
+            c.invalidate()
+        finally:
+            c.close()
+        assert a.run(req("r2", PREFIX + [2] * 30)).external_tokens == 0
+    finally:
+        a.close()
+
+
+def test_tp_rank_that_cannot_be_read_is_an_error_naming_what_is_missing(tmp_path):
+    from types import SimpleNamespace
+
+    from kvtier.vllm import KVTierConnector
+    from kvtier.vllm.compat import Role
+    from kvtier.vllm.settings import RankUnknown
+    from vllm_sim import vllm_config
+
+    cfg = vllm_config(str(tmp_path / "x.sock"), tp_size=2)
+    with pytest.raises(RankUnknown, match="kvtier_tp_rank"):
+        KVTierConnector(cfg, Role.WORKER, SimpleNamespace(num_blocks=8))
+    cfg = vllm_config(str(tmp_path / "x.sock"), tp_size=2, extra={"kvtier_tp_rank": 2})
+    with pytest.raises(RankUnknown, match="outside"):
+        KVTierConnector(cfg, Role.WORKER, SimpleNamespace(num_blocks=8))
+
+
+@pytest.mark.parametrize("vllm_init,fails", [(None, False), ("raise ImportError('libcudart.so.12: cannot open')", True),
+                                              ("", True)],
+                         ids=["absent", "broken-install", "no-base-module"])
+def test_vllm_import_failure_other_than_absent_is_raised(tmp_path, vllm_init, fails):
+    """vLLM missing: the stand-ins. vLLM present but failing to import (or without the
+    connector base module): the error surfaces instead of silently using the stand-ins."""
+    import os
+    import subprocess
+    import sys
+
+    if vllm_init is not None:
+        (tmp_path / "vllm").mkdir()
+        (tmp_path / "vllm" / "__init__.py").write_text(vllm_init + "\n")
+    pkg = os.path.join(os.path.dirname(__file__), "..", "..", "integrations", "python")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), pkg])}
+    r = subprocess.run([sys.executable, "-c", "import kvtier.vllm as v; print(v.HAVE_VLLM)"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    if fails:
+        assert r.returncode != 0 and ("libcudart" in r.stderr or "vllm.distributed" in r.stderr), r.stderr
+    else:
+        assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+# -- the overrides current vLLM expects -----------------------------------------------------------
+
+@pytest.mark.parametrize("role", ["kv_both", "kv_producer", "kv_consumer"])
+def test_requires_kv_delivery_is_false_for_a_best_effort_cache(tmp_path, role):
+    from types import SimpleNamespace
+
+    from kvtier.vllm import KVTierConnector
+    from kvtier.vllm.compat import Role
+    from vllm_sim import vllm_config
+
+    c = KVTierConnector(vllm_config(str(tmp_path / "x.sock"), role=role), Role.SCHEDULER,
+                        SimpleNamespace(num_blocks=8))
+    try:
+        assert c.requires_kv_delivery is False
+    finally:
+        c.shutdown()
+
+
+def test_handle_preemptions_takes_the_metadata_or_a_set_and_waits_for_an_inflight_load(daemon, alloc):
+    """vLLM calls handle_preemptions every step with the metadata (older: a set of ids). A
+    preempted request's blocks are reused right after: a load of ours into them must be over."""
+    from vllm_sim import CachedRequestData, KVCacheBlocks, SchedulerOutput
+
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        a.run(req("r1", PREFIX + [4] * 20))
+        r = req("r2", PREFIX + [3] * 20)
+        ext, _ = b.scheduler.get_num_new_matched_tokens(r, 0)
+        assert ext == 768
+        table = [b.free.pop(0) for _ in range(-(-len(r.prompt_token_ids) // BLOCK))]
+        b.scheduler.update_state_after_alloc(r, KVCacheBlocks(table), ext)
+        so = SchedulerOutput([], CachedRequestData(), {}, set(), preempted_req_ids={"r2"})
+        meta = b.scheduler.build_connector_meta(so)
+        assert meta.preempted == {"r2"} and len(meta.loads) == 1
+        w = b.worker
+        w.bind_connector_metadata(meta)
+        w.start_load_kv(b.forward_context)
+        w.handle_preemptions(meta)
+        ld = w._worker._loads["r2"]
+        assert ld.pending is None or ld.pending.done(), "the load must be over before the blocks are reused"
+        w.handle_preemptions({"r2"})          # the older set-of-ids form
+        w.handle_preemptions(None)
+        w.clear_connector_metadata()
+        b.scheduler.request_finished(r, (table,))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_preempted_and_resumed_request_still_saves_correct_kv(daemon, alloc):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        from vllm_sim import CachedRequestData, SchedulerOutput
+        so = SchedulerOutput([], CachedRequestData(), {}, set(), preempted_req_ids={"r1"})
+        so.kv_connector_metadata = a.scheduler.build_connector_meta(so)
+        a.worker.bind_connector_metadata(so.kv_connector_metadata)
+        a.worker.handle_preemptions(so.kv_connector_metadata)
+        a.worker.clear_connector_metadata()
+        a.run(req("r1", PREFIX + [4] * 20))
+        s = b.run(req("r2", PREFIX + [3] * 20))
+        assert s.external_tokens == 768 and s.load_errors == set()
+        assert all(torch.equal(g, w) for g, w in zip(b.token_kv(s.block_table, 700),
+                                                     b.expected_kv(PREFIX, 700)))
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("publishable,stored", [(20, 1), (0, 0), (None, 3)])
+def test_never_publishes_past_num_publishable_block_hashes(daemon, alloc, publishable, stored):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        r = req("r1", PREFIX + [4] * 20)
+        if publishable is not None:
+            r.num_publishable_block_hashes = publishable   # 20 blocks of 16 = 320 tokens: one chunk
+        s = a.run(r)
+        assert a.worker._worker.stats["stored_chunks"] == stored
+        assert s.finished_sending == ({"r1"} if stored else set())
+        assert b.run(req("r2", PREFIX + [3] * 20)).external_tokens == stored * 256
+    finally:
+        a.close()
+        b.close()
+
+
+def test_connector_stats_through_vllms_stats_hooks(daemon, alloc):
+    from kvtier.vllm import KVTierConnector
+    from kvtier.vllm.stats import KVTierConnectorStats
+
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        a.run(req("r1", PREFIX + [4] * 20))
+        ws = a.worker.get_kv_connector_stats()
+        assert ws is not None and ws.data["stored_chunks"] == 3 and ws.data["saves"] == 1
+        assert ws.data["save_time_s"] > 0
+        assert a.worker.get_kv_connector_stats() is None, "each collection starts a new interval"
+        b.run(req("r2", PREFIX + [3] * 20))
+        ss = b.scheduler.get_kv_connector_stats()
+        assert ss.data["lookups"] == 1 and ss.data["hit_tokens"] == 768
+        assert ss.data["hit_chunks_host"] == 3
+        wb = b.worker.get_kv_connector_stats()
+        assert wb.data["loaded_chunks"] == 3 and wb.data["loads"] == 1 and wb.data["load_time_s"] > 0
+        # vLLM rebuilds it from its data dict in another process and aggregates workers
+        rebuilt = KVTierConnector.build_kv_connector_stats(data=dict(wb.data))
+        assert isinstance(rebuilt, KVTierConnectorStats)
+        total = rebuilt.aggregate(KVTierConnector.build_kv_connector_stats(data=dict(wb.data)))
+        assert total.reduce()["loaded_chunks"] == 6 and not total.is_empty()
+        assert KVTierConnector.build_kv_connector_stats().is_empty()
+        special = req("r3", PREFIX)
+        special.lora_request = object()
+        b.run(special)
+        st = b.scheduler.get_kv_connector_stats().data
+        assert st["bypassed"] == 1 and st["bypassed_lora_unnamed"] == 1
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("extra", [{}, {"save_only_first_rank": True}], ids=["default", "lmcache-key"])
+def test_mla_at_tp2_stores_one_copy_that_every_rank_loads(daemon, alloc, extra):
+    from kvtier import KvtierClient
+
+    cfg = dict(tp_size=2, mla=True, extra={"kvtier_kv_layout": "mla-NHD-x2", **extra})
+    a = MiniEngine(daemon.socket, alloc, "A", **cfg)
+    b = MiniEngine(daemon.socket, alloc, "B", **cfg)
+    try:
+        s1 = a.run(req("r1", PREFIX + [1, 2, 3] * 40))
+        assert s1.finished_sending == {"r1"}, "rank 1 skips its save but still reports it"
+        assert [w._worker.stats["stored_chunks"] for w in a.workers] == [4, 0]
+        fp = a.workers[0]._worker.client.fingerprint
+        assert fp.tp_rank == 0 and a.workers[1]._worker.client.fingerprint == fp
+        c = KvtierClient(daemon.socket, fp.replace(tp_rank=1), "probe", timeout=3.0)
+        try:
+            assert c.lookup(tokens=PREFIX, no_lease=True).hit_chunks == 0, "no second copy"
+        finally:
+            c.close()
+        r2 = req("r2", PREFIX + [9, 8] * 30)
+        s = b.run(r2)
+        assert s.external_tokens == 768 and s.load_errors == set()
+        for idx in (0, 1):
+            assert b.workers[idx]._worker.stats["loaded_chunks"] == 3
+            for pos in range(0, 768, 13):
+                assert all(torch.equal(g, w) for g, w in zip(b.token_kv(s.block_table, pos, idx),
+                                                             b.expected_kv(r2.prompt_token_ids, pos, idx)))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_mla_one_copy_can_be_turned_off(daemon, alloc):
+    cfg = dict(tp_size=2, mla=True, extra={"kvtier_kv_layout": "mla-NHD-x2", "save_only_first_rank": False})
+    a = MiniEngine(daemon.socket, alloc, "A", **cfg)
+    try:
+        a.run(req("r1", PREFIX + [1] * 30))
+        assert [w._worker.stats["stored_chunks"] for w in a.workers] == [4, 4]
+    finally:
+        a.close()
+
+
+# -- keys covering what vLLM's block hash covers -------------------------------------------------
+
+def _with(r, **attrs):
+    for k, v in attrs.items():
+        setattr(r, k, v)
+    return r
+
+
+def _image(h, offset=10, length=300):
+    from types import SimpleNamespace
+    return SimpleNamespace(identifier=h, mm_position=SimpleNamespace(offset=offset, length=length))
+
+
+def _lora(name):
+    from types import SimpleNamespace
+    return SimpleNamespace(lora_name=name, lora_int_id=1)
+
+
+@pytest.mark.parametrize("first,same,other", [
+    ({"cache_salt": "tenant-a"}, {"cache_salt": "tenant-a"}, {"cache_salt": "tenant-b"}),
+    ({"lora_request": _lora("sql")}, {"lora_request": _lora("sql")}, {"lora_request": _lora("chat")}),
+    ({"mm_features": [_image("img-1")]}, {"mm_features": [_image("img-1")]}, {"mm_features": [_image("img-2")]}),
+    ({"mm_features": [_image("img-1")]}, {"mm_features": [_image("img-1")]}, {"mm_features": [_image("img-1", 20)]}),
+], ids=["salt", "lora", "image", "image-moved"])
+def test_extra_keys_same_ones_hit_other_ones_and_none_miss(daemon, alloc, first, same, other):
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B")
+    try:
+        s1 = a.run(_with(req("r1", PREFIX + [1] * 30), **first))
+        assert s1.finished_sending == {"r1"}, "a keyed request is saved"
+        assert b.run(_with(req("r2", PREFIX + [2] * 30), **other)).external_tokens == 0
+        assert b.run(req("r3", PREFIX + [2] * 30)).external_tokens == 0, "no extra keys: another chain"
+        r4 = _with(req("r4", PREFIX + [3] * 30), **same)
+        s4 = b.run(r4)
+        assert s4.external_tokens == 768 and s4.load_errors == set()
+        assert all(torch.equal(g, w) for g, w in zip(b.token_kv(s4.block_table, 600),
+                                                     b.expected_kv(r4.prompt_token_ids, 600)))
+        assert b.scheduler.get_kv_connector_stats().data["bypassed"] == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_daemon_that_ignores_seeds_makes_keyed_requests_bypass(daemon, alloc, monkeypatch):
+    """An older daemon would drop ChunkAddress.seed and share a salted prompt with everyone."""
+    a = MiniEngine(daemon.socket, alloc, "A")
+    try:
+        for c in a.scheduler._scheduler.clients.values():
+            c.connect()
+            monkeypatch.setattr(c.hello_ok, "address_seed", False)
+        s = a.run(_with(req("r1", PREFIX + [1] * 30), cache_salt="t"))
+        assert s.external_tokens == 0 and s.finished_sending == set()
+        st = a.scheduler.get_kv_connector_stats().data
+        assert st["bypassed"] == 1 and st["bypassed_daemon_without_seed"] == 1
+        assert a.run(req("r2", PREFIX + [1] * 30)).finished_sending == {"r2"}, "unkeyed requests go on"
+    finally:
+        a.close()

@@ -39,11 +39,11 @@ NUM_BLOCKS = 200
 
 
 def vllm_config(socket: str, *, model: str = "test/llama", dtype: Any = torch.float16, tp_size: int = 1,
-                extra: Optional[dict] = None, role: str = "kv_both") -> Any:
+                extra: Optional[dict] = None, role: str = "kv_both", mla: bool = False) -> Any:
     ex = {"kvtier_socket": socket, "kvtier_timeout_s": 3.0,
           "kvtier_retry_interval_s": 0.2, **(extra or {})}
     return SimpleNamespace(
-        model_config=SimpleNamespace(model=model, dtype=dtype, use_mla=False),
+        model_config=SimpleNamespace(model=model, dtype=dtype, use_mla=mla),
         cache_config=SimpleNamespace(block_size=BLOCK, cache_dtype="auto"),
         parallel_config=SimpleNamespace(tensor_parallel_size=tp_size, pipeline_parallel_size=1),
         kv_transfer_config=SimpleNamespace(kv_connector="KVTierConnector", kv_connector_module_path="kvtier.vllm",
@@ -62,9 +62,10 @@ class Request:
         return self.prompt_token_ids + self.output_token_ids
 
 
-def kv_value(token: int, pos: int, layer: int, kv: int) -> torch.Tensor:
-    """What 'attention' writes for one token: depends on token, position, layer, K/V."""
-    base = (token * 31 + pos * 7 + layer * 1009 + kv * 5003) % 65521
+def kv_value(token: int, pos: int, layer: int, kv: int, rank: int = 0) -> torch.Tensor:
+    """What 'attention' writes for one token: depends on token, position, layer, K/V and the
+    TP rank (each rank holds its own heads, so its shard differs)."""
+    base = (token * 31 + pos * 7 + layer * 1009 + kv * 5003 + rank * 17011) % 65521
     return (torch.arange(HEADS * HEAD_DIM, dtype=torch.float32).view(HEADS, HEAD_DIM) + base) % 2048
 
 
@@ -78,26 +79,44 @@ class StepResult:
 
 
 class MiniEngine:
-    """One engine instance: a scheduler-side and a worker-side connector, its own KV tensors."""
+    """One engine instance: a scheduler-side connector and one worker-side connector per TP rank
+    in `ranks` (each with its own KV tensors, rank-dependent values; vLLM runs them in separate
+    processes, here they share one), like vLLM's executor aggregating their get_finished."""
 
     def __init__(self, socket: str, alloc: ShmAllocator, name: str = "engine", shm: bool = True,
-                 **cfg: Any) -> None:
-        """`shm=False` allocates plain CPU tensors the daemon cannot map (inline mode)."""
+                 ranks: Optional[list[int]] = None, **cfg: Any) -> None:
+        """`shm=False` allocates plain CPU tensors the daemon cannot map (inline mode).
+        `ranks`: the TP ranks to run workers for (default: every rank of tp_size), each told
+        its rank through kvtier_tp_rank as vLLM's parallel state would."""
         self.name = name
+        tp_size = cfg.get("tp_size", 1)
+        self.ranks = list(range(tp_size)) if ranks is None else list(ranks)
         self.config = vllm_config(socket, **cfg)
         dtype = cfg.get("dtype", torch.float16)
         shape = (2, NUM_BLOCKS, BLOCK, HEADS, HEAD_DIM)
-        self.kv = {f"model.layers.{i}.self_attn.attn": alloc.empty(shape, dtype) if shm else torch.empty(shape, dtype=dtype)
-                   for i in range(LAYERS)}
-        for t in self.kv.values():
-            t.copy_(torch.randn(t.shape).to(dtype))  # garbage: unloaded, uncomputed KV must not look right
         kv_cache_config = SimpleNamespace(num_blocks=NUM_BLOCKS)
         self.scheduler = KVTierConnector(self.config, Role.SCHEDULER, kv_cache_config)
-        self.worker = KVTierConnector(self.config, Role.WORKER, kv_cache_config)
-        self.worker.register_kv_caches(self.kv)
+        self.kvs: list[dict[str, torch.Tensor]] = []
+        self.workers: list[KVTierConnector] = []
+        for rank in self.ranks:
+            kv = {f"model.layers.{i}.self_attn.attn": alloc.empty(shape, dtype) if shm
+                  else torch.empty(shape, dtype=dtype) for i in range(LAYERS)}
+            for t in kv.values():
+                t.copy_(torch.randn(t.shape).to(dtype))  # garbage: unloaded, uncomputed KV must not look right
+            wcfg = self.config
+            if tp_size > 1 and "kvtier_tp_rank" not in self.config.kv_transfer_config.kv_connector_extra_config:
+                wcfg = vllm_config(socket, **{**cfg, "extra": {**cfg.get("extra", {}), "kvtier_tp_rank": rank}})
+            w = KVTierConnector(wcfg, Role.WORKER, kv_cache_config)
+            w.register_kv_caches(kv)
+            self.kvs.append(kv)
+            self.workers.append(w)
+        self.kv = self.kvs[0]
+        self.worker = self.workers[0]
         self.free = list(range(1, NUM_BLOCKS))  # block 0 is vLLM's null block
         self.finished: set[str] = set()
         self.held: dict[str, list[int]] = {}
+        self._pending_send: dict[str, set[int]] = {}   # req -> workers that reported it
+        self._pending_recv: dict[str, set[int]] = {}
         self.forward_context = SimpleNamespace(attn_metadata={}, no_compile_layers={})
 
     # -- one prefill request, start to finish ---------------------------------------
@@ -162,45 +181,73 @@ class MiniEngine:
 
     def _worker_step(self, so: SchedulerOutput, compute: Any,
                      after_start_load: Any = None) -> tuple[set[int], set[str], set[str]]:
-        w = self.worker
-        w.bind_connector_metadata(so.kv_connector_metadata)
-        w.start_load_kv(self.forward_context)
-        if after_start_load is not None:
-            after_start_load()
-        if compute is not None:
-            req, table, start = compute
-            for layer, name in enumerate(self.kv):
-                w.wait_for_layer_load(name)
-                self._attention(layer, name, req.prompt_token_ids, table, start)
-                w.save_kv_layer(name, self.kv[name], None)
-            w.wait_for_save()
-        done_sending, done_recving = w.get_finished(so.finished_req_ids)
-        errors = w.get_block_ids_with_load_errors()
-        w.clear_connector_metadata()
+        """Every rank's worker runs the step; a request is finished sending/recving once every
+        rank reported it (vLLM's KVOutputAggregator), load errors are the union."""
+        errors: set[int] = set()
+        sending_by: list[set[str]] = []
+        recving_by: list[set[str]] = []
+        for idx, w in enumerate(self.workers):
+            w.bind_connector_metadata(so.kv_connector_metadata)
+            w.handle_preemptions(so.kv_connector_metadata)   # every step, as current vLLM
+            w.start_load_kv(self.forward_context)
+            if after_start_load is not None and idx == len(self.workers) - 1:
+                after_start_load()
+            if compute is not None:
+                req, table, start = compute
+                for layer, name in enumerate(self.kvs[idx]):
+                    w.wait_for_layer_load(name)
+                    self._attention(idx, layer, name, req.prompt_token_ids, table, start)
+                    w.save_kv_layer(name, self.kvs[idx][name], None)
+                w.wait_for_save()
+            done_sending, done_recving = w.get_finished(so.finished_req_ids)
+            errors |= w.get_block_ids_with_load_errors()
+            w.clear_connector_metadata()
+            sending_by.append(set(done_sending or ()))
+            recving_by.append(set(done_recving or ()))
+        for i, (snd, rcv) in enumerate(zip(sending_by, recving_by)):
+            for rid in snd:
+                self._pending_send.setdefault(rid, set()).add(i)
+            for rid in rcv:
+                self._pending_recv.setdefault(rid, set()).add(i)
+        n = len(self.workers)
+        done_sending = {r for r, s in self._pending_send.items() if len(s) == n}
+        done_recving = {r for r, s in self._pending_recv.items() if len(s) == n}
+        for r in done_sending:
+            del self._pending_send[r]
+        for r in done_recving:
+            del self._pending_recv[r]
         self.scheduler.update_connector_output(SimpleNamespace(
             finished_sending=done_sending, finished_recving=done_recving, invalid_block_ids=errors))
-        for req_id in done_sending or ():
+        for req_id in done_sending:
             self.free.extend(self.held.pop(req_id))
-        return errors, set(done_sending or ()), set(done_recving or ())
+        return errors, done_sending, done_recving
 
-    def _attention(self, layer: int, name: str, tokens: list[int], table: list[int], start: int) -> None:
-        t = self.kv[name]
+    def _attention(self, idx: int, layer: int, name: str, tokens: list[int], table: list[int],
+                   start: int) -> None:
+        t = self.kvs[idx][name]
         for pos in range(start, len(tokens)):
             b, off = table[pos // BLOCK], pos % BLOCK
             for kv in (0, 1):
-                t[kv, b, off] = kv_value(tokens[pos], pos, layer, kv).to(t.dtype)
+                t[kv, b, off] = kv_value(tokens[pos], pos, layer, kv, self._kv_rank(idx)).to(t.dtype)
 
-    def token_kv(self, table: list[int], pos: int) -> list[torch.Tensor]:
-        """The KV bytes this engine holds for token `pos` of a request with block table `table`."""
+    def token_kv(self, table: list[int], pos: int, idx: int = 0) -> list[torch.Tensor]:
+        """The KV bytes worker `idx` holds for token `pos` of a request with block table `table`."""
         b, off = table[pos // BLOCK], pos % BLOCK
-        return [self.kv[name][kv, b, off].clone() for name in self.kv for kv in (0, 1)]
+        kvs = self.kvs[idx]
+        return [kvs[name][kv, b, off].clone() for name in kvs for kv in (0, 1)]
 
-    def expected_kv(self, tokens: list[int], pos: int) -> list[torch.Tensor]:
+    def expected_kv(self, tokens: list[int], pos: int, idx: int = 0) -> list[torch.Tensor]:
         dtype = next(iter(self.kv.values())).dtype
-        return [kv_value(tokens[pos], pos, layer, kv).to(dtype) for layer in range(LAYERS) for kv in (0, 1)]
+        return [kv_value(tokens[pos], pos, layer, kv, self._kv_rank(idx)).to(dtype)
+                for layer in range(LAYERS) for kv in (0, 1)]
+
+    def _kv_rank(self, idx: int) -> int:
+        """MLA: every rank holds the same latent KV; otherwise each rank its own heads."""
+        return 0 if self.config.model_config.use_mla else self.ranks[idx]
 
     def close(self) -> None:
-        self.worker.shutdown()
+        for w in self.workers:
+            w.shutdown()
         self.scheduler.shutdown()
 
 

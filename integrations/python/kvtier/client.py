@@ -311,14 +311,16 @@ class KvtierClient:
         return self.call(proto.Exists(keys=list(keys)), "exists_ok", timeout)
 
     def store_inline(self, tokens: Optional[Sequence[int]], chunks: Sequence[bytes],
-                     keys: Optional[Sequence[bytes]] = None) -> Pending:
+                     keys: Optional[Sequence[bytes]] = None, seed: bytes = b"") -> Pending:
         """Inline Store; Pending gets StoreCopied then StoreCommitted."""
-        return self.submit(proto.Store(address=address(tokens, keys), chunks=list(chunks)), expect=2)
+        return self.submit(proto.Store(address=address(tokens, keys, seed), chunks=list(chunks)), expect=2)
 
-    def store_blocks(self, tokens: Sequence[int], block_ids: Sequence[int], skip_chunks: int = 0) -> Pending:
-        """Block-form Store from registered KV memory; blocks are reusable after StoreCopied."""
-        body = proto.Store(address=address(tokens, None), block_ids=pack_u32(block_ids),
-                           skip_chunks=skip_chunks)
+    def store_blocks(self, tokens: Optional[Sequence[int]], block_ids: Sequence[int], skip_chunks: int = 0,
+                     keys: Optional[Sequence[bytes]] = None, seed: bytes = b"") -> Pending:
+        """Block-form Store from registered KV memory (chunks named by tokens, or by one key
+        each); blocks are reusable after StoreCopied."""
+        body = proto.Store(address=address(None if keys is not None else tokens, keys, seed),
+                           block_ids=pack_u32(block_ids), skip_chunks=skip_chunks)
         return self.submit(body, expect=2)
 
     def retrieve_inline(self, lease_id: int, first_chunk: int = 0, num_chunks: int = 0,
@@ -350,10 +352,11 @@ class KvtierClient:
         return json.loads(self.call(proto.Stats(), "stats_ok").json or "{}")
 
 
-def address(tokens: Optional[Sequence[int]], keys: Optional[Sequence[bytes]]) -> Any:
-    """ChunkAddress from token ids or opaque keys (exactly one of them)."""
+def address(tokens: Optional[Sequence[int]], keys: Optional[Sequence[bytes]], seed: bytes = b"") -> Any:
+    """ChunkAddress from token ids or opaque keys (exactly one of them), with the request's
+    chain seed if it has one (send a seed only where HelloOk.address_seed is set)."""
     if (tokens is None) == (keys is None):
         raise ValueError("expected exactly one of tokens or keys for a chunk address")
     if tokens is not None:
-        return proto.ChunkAddress(tokens=pack_u32(tokens))
-    return proto.ChunkAddress(keys=[bytes(k) for k in keys or []])
+        return proto.ChunkAddress(tokens=pack_u32(tokens), seed=seed)
+    return proto.ChunkAddress(keys=[bytes(k) for k in keys or []], seed=seed)

@@ -73,6 +73,12 @@ def chunk_hashes(root: bytes, tokens: Sequence[int], chunk_size: int,
     return out
 
 
+def seeded_root(root: bytes, seed: bytes = b"") -> bytes:
+    """The chain's start for a request with a seed (ChunkAddress.seed): SHA-256(h0 || 's' ||
+    seed); the namespace root itself without one. The daemon does the same (prefix-hash.ts)."""
+    return hashlib.sha256(root + b"s" + seed).digest() if seed else root
+
+
 def key_hash(root: bytes, key: bytes) -> bytes:
     """Hash of an opaque client key (SGLang page hash) inside a namespace."""
     return hashlib.sha256(root + b"k" + key).digest()

@@ -222,9 +222,60 @@ def _guess_num_blocks(t: Any, block_size: int) -> int:
     raise LayoutError(f"expected a dim of size block_size={block_size} in KV tensor of shape {tuple(shape)}")
 
 
-def default_descriptor(mla: bool) -> str:
-    """The descriptor vLLM's standard backends produce (what the scheduler assumes)."""
+def default_descriptor(mla: bool, cross_layer: bool = False) -> str:
+    """The descriptor vLLM's standard backends produce (what the scheduler assumes).
+    cross_layer: vLLM's cross-layer blocks (register_cross_layers_kv_cache) as its
+    FlashAttention/FlashInfer and MLA backends lay them out: block-major, then layers,
+    then K/V, then the NHD content (MLA: layers, then the NC content)."""
+    if cross_layer:
+        return "mla-xlLNC-x1" if mla else "kv-xlLKNHD-x1"
     return "mla-NC-x1" if mla else "kv-NHD-x2"
+
+
+def derive_cross_layer_layout(kv_cache: Any, block_size: int, num_blocks: Optional[int] = None,
+                              mla: bool = False, allow_unshared: bool = False,
+                              layer_names: Optional[list[str]] = None) -> Optional[KvLayout]:
+    """One plane for vLLM's cross-layer KV tensor (first dim num_layers, blocks outermost in
+    memory): a block is one contiguous segment holding every layer's K and V, so the daemon
+    copies one piece per block instead of 2 per layer. None when the tensor's blocks are not
+    contiguous across layers (the caller then describes it layer by layer).
+
+    The descriptor names the in-block dim order (L layers, K the K/V dim, N/H/D or N/C the
+    content), so two engines share chunks only when their blocks hold the same bytes."""
+    t = kv_cache
+    if t.dim() < 3:
+        raise LayoutError(f"expected a cross-layer KV tensor (num_layers, ...), got shape {tuple(t.shape)}")
+    if num_blocks is None:
+        num_blocks = _guess_num_blocks(t[0], block_size)
+    bdim = _block_dim(t, num_blocks)
+    after = [i for i in range(bdim + 1, t.dim()) if t.shape[i] == block_size]
+    if bdim == 0 or not after:
+        raise LayoutError(f"expected dims (num_layers, ..., num_blocks, ..., block_size, ...) in the cross-layer "
+                          f"KV tensor of shape {tuple(t.shape)}")
+    content = list(range(after[0], t.dim()))
+    letters: dict[int, str] = {0: "L"}
+    names = "NHD" if len(content) == 3 else "NC" if len(content) == 2 else "X" * len(content)
+    for i, d in enumerate(content):
+        letters[d] = names[i]
+    for d in range(1, t.dim()):
+        if d != bdim and d not in letters:
+            letters[d] = "K"
+    dims = [d for d in range(t.dim()) if d != bdim]
+    order = _packed_order([t.shape[d] for d in dims], [t.stride(d) for d in dims])
+    if order is None or t.stride(bdim) < max(t.stride(d) * t.shape[d] for d in dims):
+        return None
+    es = t.element_size()
+    block_bytes = es
+    for d in dims:
+        block_bytes *= t.shape[d]
+    regions: dict[tuple[str, int], Region] = {}
+    region = _region_for(t, regions, allow_unshared)
+    base = (t.data_ptr() - region.base_ptr) + region.base_offset
+    tag = "".join(letters[dims[i]] for i in order if t.shape[dims[i]] != 1)
+    kind = "mla" if mla else "kv"
+    plane = Plane(0, region.region_id, base, t.stride(bdim) * es, block_bytes)
+    return KvLayout([region], [plane], num_blocks, block_size, f"{kind}-xl{tag}-x1",
+                    list(layer_names or [f"layer.{i}" for i in range(t.shape[0])]))
 
 
 def _natural_key(name: str) -> list[Any]:

@@ -190,6 +190,7 @@ class HelloOk(Message):
     max_chunk_bytes: int
     save_unfull_chunk: bool
     server_version: str
+    address_seed: bool
     def __init__(
         self,
         *,
@@ -200,6 +201,7 @@ class HelloOk(Message):
         max_chunk_bytes: int = ...,
         save_unfull_chunk: bool = ...,
         server_version: str = ...,
+        address_seed: bool = ...,
     ) -> None: ...
 
 class Ping(Message):
@@ -215,11 +217,13 @@ class ChunkAddress(Message):
     tokens: bytes
     @property
     def keys(self) -> RepeatedScalarFieldContainer[bytes]: ...
+    seed: bytes
     def __init__(
         self,
         *,
         tokens: bytes = ...,
         keys: Optional[Iterable[bytes]] = ...,
+        seed: bytes = ...,
     ) -> None: ...
 
 class Lookup(Message):

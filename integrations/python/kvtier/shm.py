@@ -34,6 +34,29 @@ def lookup(base_ptr: int) -> ShmRegion | None:
         return _registry.get(base_ptr)
 
 
+def attach(path: str, shape: tuple[int, ...], dtype: Any) -> Any:
+    """Maps a /dev/shm file another process allocated (shared: writes are seen by both) and
+    registers it, so kvtier.layout can name it to the daemon from this process too."""
+    import torch
+
+    numel = 1
+    for s in shape:
+        numel *= int(s)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    flat = torch.from_file(path, shared=True, size=max(numel, 1), dtype=dtype)
+    with _lock:
+        _registry[untyped_storage(flat).data_ptr()] = ShmRegion(path, max(numel * itemsize, 1))
+    return flat[:numel].view(*shape)
+
+
+def path_of(tensor: Any) -> str:
+    """The shm file behind a tensor this process allocated or attached."""
+    found = lookup(untyped_storage(tensor).data_ptr())
+    if found is None:
+        raise ValueError("tensor is not in kvtier shared memory")
+    return found.path
+
+
 class ShmAllocator:
     """Allocates shm-backed CPU tensors; `close()` unlinks every file it made."""
 

@@ -47,6 +47,16 @@ Worker half (as the model runner's KV connector mixin does it):
 
 One engine is one scheduler connector plus one worker connector (TP=1) in the
 same process, which is what vLLM's uniprocess executor does.
+
+Hybrid models (ModelConfig.sliding_layers): two KV cache groups, as vLLM's hybrid
+allocator makes them: group 0 the full-attention layers, group 1 the
+sliding-window layers, each request with a block table per group from the one
+block pool. The connector gets kv_cache_groups with FullAttentionSpec /
+SlidingWindowSpec and request_finished_all_groups (SupportsHMA). Unlike vLLM,
+this engine does not free a sliding-window group's blocks that fell out of the
+window (it keeps them until the request ends); with `free_out_of_window=True`
+it nulls them (block 0) the way vLLM's SlidingWindowManager does, before the
+request finishes.
 """
 from __future__ import annotations
 
@@ -77,6 +87,7 @@ class Request:
     num_computed_tokens: int = 0
     # engine bookkeeping (not read by the connector)
     block_ids: list[int] = field(default_factory=list)
+    sw_block_ids: list[int] = field(default_factory=list)   # hybrid: the sliding-window group's
     status: str = "WAITING"
     external_tokens: int = 0
     load_error_blocks: set[int] = field(default_factory=set)
@@ -104,12 +115,12 @@ class Request:
 
 
 def vllm_config(socket: str, *, model_name: str, dtype: torch.dtype, mla: bool, role: str = "kv_both",
-                extra: Optional[dict[str, Any]] = None) -> Any:
+                extra: Optional[dict[str, Any]] = None, tp: int = 1) -> Any:
     ex = {"kvtier_socket": socket, **(extra or {})}
     return SimpleNamespace(
         model_config=SimpleNamespace(model=model_name, dtype=dtype, use_mla=mla),
         cache_config=SimpleNamespace(block_size=BLOCK_SIZE, cache_dtype="auto"),
-        parallel_config=SimpleNamespace(tensor_parallel_size=1, pipeline_parallel_size=1),
+        parallel_config=SimpleNamespace(tensor_parallel_size=tp, pipeline_parallel_size=1),
         kv_transfer_config=SimpleNamespace(kv_connector="KVTierConnector", kv_connector_module_path="kvtier.vllm",
                                            kv_role=role, kv_connector_extra_config=ex, engine_id="refengine"))
 
@@ -129,16 +140,28 @@ class RefEngine:
                  model_name: str = "kvtier/refengine", extra: Optional[dict[str, Any]] = None,
                  role: str = "kv_both", token_budget: Optional[int] = None,
                  alloc: Optional[ShmAllocator] = None,
-                 hooks: Optional[dict[str, Callable[..., Any]]] = None) -> None:
+                 hooks: Optional[dict[str, Callable[..., Any]]] = None,
+                 free_out_of_window: bool = False, tp: int = 1) -> None:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if token_budget is not None and token_budget % BLOCK_SIZE:
             raise ValueError("token_budget must be a multiple of the block size")
         self.device = torch.device(device)
         self.model = Transformer(model, dtype, self.device)
-        self.cache = PagedKVCache(model, layout, num_blocks, BLOCK_SIZE, dtype, self.device, alloc)
+        self.tp = tp
+        if tp > 1:
+            # one worker process per rank, KV heads sharded over them (kvtier.refengine.tp)
+            from .tp import ShardedKVCache
+
+            if layout != "flash" or self.device.type != "cpu":
+                raise ValueError("the TP mode runs the flash layout on CPU")
+            self.cache: Any = ShardedKVCache(model, tp, num_blocks, BLOCK_SIZE, dtype)
+        else:
+            self.cache = PagedKVCache(model, layout, num_blocks, BLOCK_SIZE, dtype, self.device, alloc)
         self.token_budget = token_budget
         self.hooks = hooks or {}
+        self.hybrid = bool(model.sliding_layers)
+        self.free_out_of_window = free_out_of_window
         self.free_blocks = list(range(1, num_blocks))   # block 0 stays unused, like vLLM's null block
         self.waiting: list[Request] = []
         self.running: list[Request] = []
@@ -155,12 +178,38 @@ class RefEngine:
             from ..vllm import KVTierConnector
             from ..vllm.compat import Role
 
+            if layout == "cross_layer":
+                extra = {"kvtier_cross_layer_blocks": True, **(extra or {})}
             cfg = vllm_config(socket, model_name=model_name, dtype=dtype, mla=self.cache.mla, role=role,
-                              extra=extra)
-            kvc = SimpleNamespace(num_blocks=num_blocks)
+                              extra=extra, tp=tp)
+            kvc: Any = SimpleNamespace(num_blocks=num_blocks)
+            if self.hybrid:
+                from .vllm_shapes import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec, SlidingWindowSpec
+
+                full = [layer_name(i) for i in range(model.layers) if i not in model.sliding_layers]
+                sw = [layer_name(i) for i in model.sliding_layers]
+                kvc = KVCacheConfig(num_blocks, [
+                    KVCacheGroupSpec(full, FullAttentionSpec(BLOCK_SIZE)),
+                    KVCacheGroupSpec(sw, SlidingWindowSpec(BLOCK_SIZE, model.sliding_window))])
             self.scheduler = KVTierConnector(cfg, Role.SCHEDULER, kvc)
-            self.worker = KVTierConnector(cfg, Role.WORKER, kvc)
-            self.worker.register_kv_caches(self.cache.tensors)
+            if tp > 1:
+                from .tp import TPWorkers
+
+                def rank_cfg(r: int) -> Any:
+                    return vllm_config(socket, model_name=model_name, dtype=dtype, mla=False, role=role,
+                                       extra={**(extra or {}), "kvtier_tp_rank": r}, tp=tp)
+
+                self.worker = TPWorkers(rank_cfg, kvc, self.cache)
+            else:
+                self.worker = KVTierConnector(cfg, Role.WORKER, kvc)
+            if tp > 1:
+                pass                    # each rank's process registered its shard
+            elif self.worker.prefer_cross_layer_blocks and self.cache.cross_layer_tensor is not None:
+                # vLLM's model runner: with uniform layers and a backend that has the stride order,
+                # the one cross-layer tensor instead of the per-layer dict
+                self.worker.register_cross_layers_kv_cache(self.cache.cross_layer_tensor, None)
+            else:
+                self.worker.register_kv_caches(self.cache.tensors)
         self.forward_context = SimpleNamespace(attn_metadata={}, no_compile_layers={})
 
     # -- public -------------------------------------------------------------------------
@@ -189,17 +238,29 @@ class RefEngine:
         req.status = "FINISHED_ABORTED"
         self.finished[req_id] = req
         self._finished_ids.add(req_id)
-        hold = False
-        if self.scheduler is not None:
-            hold, _ = self.scheduler.request_finished(req, (list(req.block_ids),))
+        hold = self._connector_finished(req)
         assert not (hold and loading), "a save of a request whose load is in flight"
         if loading:
             self.aborted_loading[req_id] = req
         elif hold:
-            self.held[req_id] = list(req.block_ids)
+            self.held[req_id] = _all_blocks(req)
         else:
-            self.free_blocks.extend(req.block_ids)
+            self.free_blocks.extend(_all_blocks(req))
         return req
+
+    def _groups(self, req: Request) -> tuple[list[int], ...]:
+        return (list(req.block_ids), list(req.sw_block_ids)) if self.hybrid else (list(req.block_ids),)
+
+    def _connector_finished(self, req: Request) -> bool:
+        """vLLM's _connector_finished: request_finished_all_groups for a SupportsHMA connector."""
+        if self.scheduler is None:
+            return False
+        fn = getattr(self.scheduler, "request_finished_all_groups", None)
+        if fn is not None:
+            hold, _ = fn(req, self._groups(req))
+        else:
+            hold, _ = self.scheduler.request_finished(req, list(req.block_ids))
+        return hold
 
     def drain(self, timeout_s: float = 30.0) -> None:
         """Idle steps until every held block is back (saves acknowledged)."""
@@ -244,14 +305,30 @@ class RefEngine:
     def _blocks_needed(self, req: Request, upto_tokens: int) -> int:
         return max(-(-upto_tokens // BLOCK_SIZE) - len(req.block_ids), 0)
 
-    def _alloc(self, req: Request, upto_tokens: int) -> list[int]:
+    def _alloc(self, req: Request, upto_tokens: int) -> tuple[list[int], ...]:
         need = self._blocks_needed(req, upto_tokens)
-        if need > len(self.free_blocks):
-            raise RuntimeError(f"out of KV blocks ({need} needed, {len(self.free_blocks)} free); "
+        groups = 2 if self.hybrid else 1
+        if need * groups > len(self.free_blocks):
+            raise RuntimeError(f"out of KV blocks ({need * groups} needed, {len(self.free_blocks)} free); "
                                "this engine does not preempt: give it more num_blocks")
         new = [self.free_blocks.pop(0) for _ in range(need)]
         req.block_ids.extend(new)
-        return new
+        if not self.hybrid:
+            return (new,)
+        new_sw = [self.free_blocks.pop(0) for _ in range(need)]
+        req.sw_block_ids.extend(new_sw)
+        return (new, new_sw)
+
+    def _null_out_of_window(self, req: Request) -> None:
+        """vLLM's SlidingWindowManager.remove_skipped_blocks: sliding-window blocks no later
+        token reads go back to the pool and the table holds the null block (0) there."""
+        if not (self.hybrid and self.free_out_of_window):
+            return
+        skipped = max(0, req.num_computed_tokens - self.model.cfg.sliding_window + 1) // BLOCK_SIZE
+        for i in range(min(skipped, len(req.sw_block_ids))):
+            if req.sw_block_ids[i] != 0:
+                self.free_blocks.append(req.sw_block_ids[i])
+                req.sw_block_ids[i] = 0
 
     def _schedule(self) -> SchedulerOutput:
         budget = self.token_budget if self.token_budget is not None else 1 << 62
@@ -264,7 +341,7 @@ class RefEngine:
                 continue
             new = self._alloc(req, req.num_computed_tokens + n)
             cached.req_ids.append(req.request_id)
-            cached.new_block_ids.append((new,) if new else None)
+            cached.new_block_ids.append(new if new[0] else None)
             cached.num_computed_tokens.append(req.num_computed_tokens)
             num[req.request_id] = n
             budget -= n
@@ -285,12 +362,12 @@ class RefEngine:
             else:                                           # after an asynchronous load
                 computed = req.num_computed_tokens
             n = 0 if load_async else min(req.num_tokens - computed, budget)
-            if self._blocks_needed(req, computed + n) > len(self.free_blocks):
+            if self._blocks_needed(req, computed + n) * (2 if self.hybrid else 1) > len(self.free_blocks):
                 self.waiting.insert(0, req)                 # vLLM: allocate_slots is None, stop here
                 break
             self._alloc(req, computed + n)
             if self.scheduler is not None:
-                self.scheduler.update_state_after_alloc(req, KVCacheBlocks(req.block_ids), ext)
+                self.scheduler.update_state_after_alloc(req, KVCacheBlocks(*self._groups(req)), ext)
             if ext:
                 req.external_tokens = ext
             if load_async:
@@ -301,7 +378,7 @@ class RefEngine:
             req.num_computed_tokens = computed
             req.status = "RUNNING"
             self.running.append(req)
-            new_reqs.append(NewRequestData(req.request_id, list(req.prompt_token_ids), (list(req.block_ids),),
+            new_reqs.append(NewRequestData(req.request_id, list(req.prompt_token_ids), self._groups(req),
                                            computed))
             num[req.request_id] = n
             budget -= n
@@ -318,8 +395,9 @@ class RefEngine:
         if rid in self.failed_recving_ids:                  # truncated in _update_from_output
             self.failed_recving_ids.discard(rid)
             if req.num_computed_tokens == 0:                # nothing valid: free, look up again
-                self.free_blocks.extend(req.block_ids)
+                self.free_blocks.extend(_all_blocks(req))
                 req.block_ids = []
+                req.sw_block_ids = []
         else:
             computed = min(len(req.block_ids) * BLOCK_SIZE, req.num_tokens)
             req.num_computed_tokens = computed - 1 if computed == req.num_tokens else computed
@@ -331,6 +409,7 @@ class RefEngine:
         w = self.worker
         if w is not None:
             w.bind_connector_metadata(so.kv_connector_metadata)
+            w.handle_preemptions(so.kv_connector_metadata)   # every step, as current vLLM
             w.start_load_kv(self.forward_context)
             if "after_start_load" in self.hooks:
                 self.hooks["after_start_load"]()
@@ -343,12 +422,15 @@ class RefEngine:
                 segs[rid] = Segment(r.all_token_ids, r.num_computed_tokens, r.num_computed_tokens + n,
                                     r.block_ids)
                 self.model.embed(segs[rid])
+            sliding = set(self.model.cfg.sliding_layers)
             with torch.no_grad():
                 for i, planes in enumerate(self.cache.planes):
                     name = layer_name(i)
                     if w is not None:
                         w.wait_for_layer_load(name)
-                    for seg in segs.values():
+                    for rid, seg in segs.items():
+                        # each KV cache group has its own block table
+                        seg.block_table = by_id[rid].sw_block_ids if i in sliding else by_id[rid].block_ids
                         self.model.layer(i, planes, seg)
                     if w is not None:
                         w.save_kv_layer(name, self.cache.tensors[name], None)
@@ -376,7 +458,7 @@ class RefEngine:
         for rid in recving:
             aborted = self.aborted_loading.pop(rid, None)
             if aborted is not None:
-                self.free_blocks.extend(aborted.block_ids)   # the daemon answered: no more writes
+                self.free_blocks.extend(_all_blocks(aborted))   # the daemon answered: no more writes
                 continue
             req = next((r for r in self.waiting if r.request_id == rid), None)
             if req is not None and req.status == "WAITING_FOR_REMOTE_KVS":
@@ -388,11 +470,11 @@ class RefEngine:
             if n is None:
                 continue
             start = req.num_computed_tokens
-            bad = [i for i, b in enumerate(req.block_ids) if b in invalid]
+            bad = sorted({i for g in self._groups(req) for i, b in enumerate(g) if b in invalid and b != 0})
             if bad:
                 # Rewind to the first block whose load failed: every later token's KV was computed
                 # against it. The token sampled this step (if any) is discarded.
-                req.load_error_blocks |= {req.block_ids[i] for i in bad}
+                req.load_error_blocks |= {b for g in self._groups(req) for b in g if b in invalid and b != 0}
                 first = bad[0] * BLOCK_SIZE
                 req.recomputed_from = first if req.recomputed_from is None else min(req.recomputed_from, first)
                 req.num_computed_tokens = min(first, start)
@@ -400,6 +482,7 @@ class RefEngine:
                 continue
             req.num_computed_tokens = start + n
             req.computed_tokens_total += n
+            self._null_out_of_window(req)
             lg = logits.get(req.request_id)
             if lg is None:
                 continue
@@ -422,11 +505,12 @@ class RefEngine:
         """vLLM's _update_requests_with_invalid_blocks for a request still loading."""
         rid = req.request_id
         tokens = req.num_computed_tokens if rid in self.failed_recving_ids else len(req.block_ids) * BLOCK_SIZE
-        ids = req.block_ids[:-(-tokens // BLOCK_SIZE)]
-        bad = [i for i, b in enumerate(ids) if b in invalid]
+        nb = -(-tokens // BLOCK_SIZE)
+        groups = [g[:nb] for g in self._groups(req)]
+        bad = sorted({i for g in groups for i, b in enumerate(g) if b in invalid and b != 0})
         if not bad:
             return
-        req.load_error_blocks |= {ids[i] for i in bad}
+        req.load_error_blocks |= {b for g in groups for b in g if b in invalid and b != 0}
         first = bad[0] * BLOCK_SIZE
         req.recomputed_from = first if req.recomputed_from is None else min(req.recomputed_from, first)
         req.num_computed_tokens = min(first, tokens)
@@ -437,10 +521,13 @@ class RefEngine:
         req.status = "FINISHED"
         self.finished[req.request_id] = req
         self._finished_ids.add(req.request_id)
-        hold = False
-        if self.scheduler is not None:
-            hold, _ = self.scheduler.request_finished(req, (list(req.block_ids),))
+        hold = self._connector_finished(req)
         if hold:
-            self.held[req.request_id] = list(req.block_ids)
+            self.held[req.request_id] = _all_blocks(req)
         else:
-            self.free_blocks.extend(req.block_ids)
+            self.free_blocks.extend(_all_blocks(req))
+
+
+def _all_blocks(req: Request) -> list[int]:
+    """Every block a request holds, in all KV cache groups (the null block 0 is not one)."""
+    return [b for b in req.block_ids + req.sw_block_ids if b != 0]

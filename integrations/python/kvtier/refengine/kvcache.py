@@ -12,8 +12,15 @@ vLLM would hand to register_kv_caches.
                vLLM's MLA cache. It is "MLA-like" only in shape: the plane holds K and V
                concatenated, not a compressed latent, so it exercises the connector's
                single-plane (mla-NC-x1) path, not MLA's math.
-  cross        one buffer (layers, 2, num_blocks, block, kv_heads, head_dim), each layer a
-               view into it (one region, planes at offsets)
+  layer_major  one buffer (layers, 2, num_blocks, block, kv_heads, head_dim), each layer a
+               view into it (one region, planes at offsets). Layer-major: a block of one
+               layer is contiguous, a block across layers is not (this layout was named
+               `cross` before; it is not vLLM's cross-layer layout)
+  cross_layer  vLLM's cross-layer blocks (prefer_cross_layer_blocks): memory
+               (num_blocks, layers, 2, block, kv_heads, head_dim), block-major, one block
+               contiguous across every layer; the connector gets the logical view
+               (layers, 2, num_blocks, block, kv_heads, head_dim) through
+               register_cross_layers_kv_cache, as vLLM's model runner hands it
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import torch
 from ..shm import ShmAllocator
 from .model import KVPlanes, ModelConfig
 
-LAYOUTS = ("flash", "flashinfer", "mla", "cross")
+LAYOUTS = ("flash", "flashinfer", "mla", "layer_major", "cross_layer")
 
 
 def layer_name(i: int) -> str:
@@ -53,12 +60,21 @@ class PagedKVCache:
         L, KH, D, NB, BS = cfg.layers, cfg.kv_heads, cfg.head_dim, num_blocks, block_size
         self.tensors: dict[str, torch.Tensor] = {}
         self.planes: list[KVPlanes] = []
-        if layout == "cross":
+        self.cross_layer_tensor: Optional[torch.Tensor] = None
+        if layout == "layer_major":
             buf = empty((L, 2, NB, BS, KH, D))
             self._buffers = [buf]
             for i in range(L):
                 self.tensors[layer_name(i)] = buf[i]
                 self.planes.append(KVPlanes(buf[i][0], buf[i][1]))
+        elif layout == "cross_layer":
+            buf = empty((NB, L, 2, BS, KH, D))
+            self._buffers = [buf]
+            view = buf.permute(1, 2, 0, 3, 4, 5)            # (L, 2, NB, BS, KH, D), strides block-major
+            self.cross_layer_tensor = view
+            for i in range(L):
+                self.tensors[layer_name(i)] = view[i]
+                self.planes.append(KVPlanes(view[i][0], view[i][1]))
         else:
             self._buffers = []
             for i in range(L):

@@ -53,6 +53,8 @@ class ModelConfig:
     qk_gain: float = 2.5     # scales wq and wk: sharper attention, so a wrong block moves the logits
     alibi: bool = True       # also an ALiBi distance bias, applied when the cache is read (see below)
     rope_theta: float = 10000.0
+    sliding_window: int = 0  # > 0: the layers in sliding_layers attend to the last this many tokens
+    sliding_layers: tuple[int, ...] = ()   # a hybrid model (Gemma-3 / gpt-oss style) when non-empty
     eps: float = 1e-5
     seed: int = 1234
 
@@ -222,6 +224,10 @@ class Transformer:
             rows = TILE
             qpos = torch.arange(t0, t1, device=self.device).repeat_interleave(group)
             mask = torch.arange(t1, device=self.device)[None, :] > qpos[:, None]
+            if i in cfg.sliding_layers:
+                # sliding window: keys older than the window get probability exactly 0, so a
+                # block outside it may hold anything (vLLM frees those; a load skips them)
+                mask = mask | (torch.arange(t1, device=self.device)[None, :] <= qpos[:, None] - cfg.sliding_window)
             heads = []
             for h in range(KH):                                    # the query heads of KV head h
                 qt = q[t0 - a:t1 - a, h * group:(h + 1) * group].reshape(rows * group, D)

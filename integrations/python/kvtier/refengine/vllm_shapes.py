@@ -36,13 +36,45 @@ class SchedulerOutput:
     finished_req_ids: set[str]
     total_num_scheduled_tokens: int = 0
     kv_connector_metadata: Any = None
+    preempted_req_ids: Optional[set[str]] = None
 
 
 class KVCacheBlocks:
     """What the scheduler hands update_state_after_alloc: the request's block ids per KV group."""
 
-    def __init__(self, ids: list[int]) -> None:
-        self._ids = list(ids)
+    def __init__(self, ids: list[int], *more_groups: list[int]) -> None:
+        self._groups = [list(ids)] + [list(g) for g in more_groups]
 
     def get_block_ids(self) -> tuple[list[int], ...]:
-        return (list(self._ids),)
+        return tuple(list(g) for g in self._groups)
+
+
+# KV cache specs and groups (vllm/v1/kv_cache_interface.py): the connector reads the class
+# name, sliding_window and each group's layer_names.
+
+@dataclass
+class FullAttentionSpec:
+    block_size: int
+
+
+@dataclass
+class SlidingWindowSpec:
+    block_size: int
+    sliding_window: int
+
+
+@dataclass
+class MambaSpec:
+    block_size: int
+
+
+@dataclass
+class KVCacheGroupSpec:
+    layer_names: list[str]
+    kv_cache_spec: Any
+
+
+@dataclass
+class KVCacheConfig:
+    num_blocks: int
+    kv_cache_groups: list[KVCacheGroupSpec] = field(default_factory=list)

@@ -1,24 +1,54 @@
 """vLLM's connector base classes when vLLM is installed, stand-ins otherwise.
 
 The package must import (and the connector be constructible in tests) without
-vLLM. With vLLM, KVTierConnector subclasses the real KVConnectorBase_V1 and its
-metadata the real KVConnectorMetadata, so vLLM's isinstance checks pass.
+vLLM. With vLLM, KVTierConnector subclasses the real KVConnectorBase_V1 (and
+SupportsHMA) and its metadata the real KVConnectorMetadata, so vLLM's
+isinstance checks pass.
+
+Only vLLM being absent (ModuleNotFoundError for the top-level `vllm`) selects
+the stand-ins. Any other import failure (a broken install, a missing CUDA
+library, a vLLM whose base.py moved) is raised: silently running the
+stand-ins inside a real vLLM would make its factory refuse the connector, or
+worse, accept one that is not the class it checks.
 """
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
+def vllm_absent(exc: BaseException) -> bool:
+    """True when `exc` says the vllm package itself is not installed (nothing else)."""
+    return isinstance(exc, ModuleNotFoundError) and exc.name == "vllm"
+
+
 try:  # pragma: no cover - exercised only where vLLM is installed
+    import vllm as _vllm  # noqa: F401
+except ModuleNotFoundError as _exc:
+    if not vllm_absent(_exc):
+        raise
+    HAVE_VLLM = False
+else:  # pragma: no cover - vLLM installed: its base classes must import, or this raises
+    HAVE_VLLM = True
+
+if HAVE_VLLM:  # pragma: no cover
     from vllm.distributed.kv_transfer.kv_connector.v1.base import (  # type: ignore
         KVConnectorBase_V1 as ConnectorBase,
         KVConnectorMetadata as MetadataBase,
         KVConnectorRole as Role,
     )
-
-    HAVE_VLLM = True
-except Exception:  # ImportError, or a vLLM too old/new to import this path
-    HAVE_VLLM = False
+    try:
+        from vllm.distributed.kv_transfer.kv_connector.v1.base import SupportsHMA  # type: ignore
+    except ImportError:  # vLLM before the hybrid memory allocator had connector support
+        class SupportsHMA:  # type: ignore[no-redef]
+            """Stand-in marker: this vLLM has no SupportsHMA to check."""
+    try:
+        from vllm.distributed.kv_transfer.kv_connector.v1.metrics import (  # type: ignore
+            KVConnectorStats as StatsBase,
+        )
+    except ImportError:  # vLLM before connector stats
+        StatsBase = None  # type: ignore[assignment,misc]
+else:
 
     class Role(enum.Enum):  # type: ignore[no-redef]
         SCHEDULER = 0
@@ -53,6 +83,15 @@ except Exception:  # ImportError, or a vLLM too old/new to import this path
 
         def has_connector_metadata(self) -> bool:
             return self._connector_metadata is not None
+
+    class SupportsHMA:  # type: ignore[no-redef]
+        """Stand-in for vLLM's SupportsHMA marker (request_finished_all_groups)."""
+
+    @dataclass
+    class StatsBase:  # type: ignore[no-redef]
+        """Stand-in for vLLM's KVConnectorStats: a `data` dict the subclass aggregates."""
+
+        data: dict = field(default_factory=dict)
 
 
 def init_base(obj: Any, vllm_config: Any, role: Any, kv_cache_config: Any) -> None:

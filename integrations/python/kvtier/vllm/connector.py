@@ -12,23 +12,45 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .compat import ConnectorBase, init_base, is_scheduler
+from .compat import ConnectorBase, SupportsHMA, init_base, is_scheduler
 from .metadata import KVTierConnectorMetadata
 from .scheduler import SchedulerSide
 from .settings import settings_from_vllm
-from .worker import WorkerSide
+from .stats import KVTierConnectorStats
+from .worker import GroupedWorker, WorkerSide
 
 
-class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
+class KVTierConnector(ConnectorBase, SupportsHMA):  # type: ignore[misc, valid-type]
     def __init__(self, vllm_config: Any, role: Any, kv_cache_config: Any = None) -> None:
         init_base(self, vllm_config, role, kv_cache_config)
         self.settings = settings_from_vllm(vllm_config, kv_cache_config)
         self._scheduler: Optional[SchedulerSide] = None
-        self._worker: Optional[WorkerSide] = None
+        self._worker: Any = None       # WorkerSide, or GroupedWorker with several KV cache groups
         if is_scheduler(role):
             self._scheduler = SchedulerSide(self.settings)
+        elif len(self.settings.groups) > 1:
+            self._worker = GroupedWorker(self.settings)
         else:
             self._worker = WorkerSide(self.settings)
+
+    # -- properties vLLM reads (base.py defaults overridden) -------------------------
+
+    @property
+    def requires_kv_delivery(self) -> bool:
+        """False: kvtier is a best-effort cache, a dropped save is a later miss. The base
+        default (is_kv_producer) is True for kv_both, which makes vLLM recompute a preempted
+        request whose hand-off is pending and can stall async scheduling for nothing: kvtier
+        saves only finished requests, from blocks vLLM holds until get_finished reports them."""
+        return False
+
+    @property
+    def prefer_cross_layer_blocks(self) -> bool:
+        """kvtier_cross_layer_blocks: vLLM then allocates blocks contiguous across all layers
+        when the model's layers are uniform and the backend has a stride order for it, and calls
+        register_cross_layers_kv_cache instead of register_kv_caches. Off by default because the
+        scheduler must know the chunk layout before the workers register (the namespace names
+        it), and with several KV cache groups (hybrid models) vLLM cannot use it."""
+        return bool(self.settings.cross_layer_blocks) and len(self.settings.groups) <= 1
 
     # -- scheduler side -----------------------------------------------------------
 
@@ -52,11 +74,37 @@ class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
         assert self._scheduler is not None
         return self._scheduler.request_finished(request, block_ids)
 
+    def request_finished_all_groups(self, request: Any,
+                                    block_ids: tuple[list[int], ...]) -> tuple[bool, Optional[dict[str, Any]]]:
+        """SupportsHMA: vLLM's hybrid allocator calls this instead of request_finished, with
+        every KV cache group's blocks."""
+        assert self._scheduler is not None
+        return self._scheduler.request_finished_all_groups(request, block_ids)
+
     # -- worker side -----------------------------------------------------------------
 
     def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
         assert self._worker is not None
         self._worker.register_kv_caches(kv_caches)
+
+    def handle_preemptions(self, kv_connector_metadata: Any = None) -> None:
+        """Called before preempted requests' blocks are overwritten. Current vLLM passes this
+        step's connector metadata (its `preempted` ids come from SchedulerOutput.preempted_req_ids);
+        older vLLM passed the set of preempted request ids itself."""
+        if self._worker is None:
+            return
+        if isinstance(kv_connector_metadata, KVTierConnectorMetadata):
+            ids = set(kv_connector_metadata.preempted)
+        elif isinstance(kv_connector_metadata, (set, frozenset, list, tuple)):
+            ids = set(kv_connector_metadata)
+        else:
+            ids = set()
+        if ids:
+            self._worker.handle_preemptions(ids)
+
+    def register_cross_layers_kv_cache(self, kv_cache: Any, attn_backend: Any = None) -> None:
+        assert self._worker is not None and isinstance(self._worker, WorkerSide)
+        self._worker.register_cross_layers_kv_cache(kv_cache, attn_backend)
 
     def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
         assert self._worker is not None
@@ -71,7 +119,10 @@ class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
         """Nothing to do per layer: finished requests are stored from their blocks."""
 
     def wait_for_save(self) -> None:
-        """Nothing to wait for: stores are asynchronous and reported by get_finished."""
+        """Never waits: finished requests' stores are reported by get_finished; the saves made
+        during the steps (sliding-window chunks) go out here, after the forward wrote them."""
+        if self._worker is not None:
+            self._worker.wait_for_save()
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
         if self._worker is None:
@@ -80,6 +131,19 @@ class KVTierConnector(ConnectorBase):  # type: ignore[misc, valid-type]
 
     def get_block_ids_with_load_errors(self) -> set[int]:
         return self._worker.get_block_ids_with_load_errors() if self._worker is not None else set()
+
+    # -- stats (vLLM's KVConnectorStats path) ---------------------------------------------
+
+    def get_kv_connector_stats(self) -> Optional[KVTierConnectorStats]:
+        """This interval's figures of this side (scheduler: lookups and hits; worker: loads and
+        saves), or None when there is nothing to report."""
+        side = self._worker if self._worker is not None else self._scheduler
+        return side.take_stats() if side is not None else None
+
+    @classmethod
+    def build_kv_connector_stats(cls, data: Optional[dict[str, Any]] = None) -> KVTierConnectorStats:
+        """vLLM rebuilds a dynamically loaded connector's stats from their data dict."""
+        return KVTierConnectorStats(data=dict(data)) if data else KVTierConnectorStats()
 
     def shutdown(self) -> None:
         if self._worker is not None:

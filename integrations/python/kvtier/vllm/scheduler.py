@@ -18,14 +18,38 @@
                                 WAITING_FOR_REMOTE_KVS request's blocks until the worker
                                 reports it in finished_recving (the daemon has answered)
 
+KV cache groups (vLLM's hybrid memory allocator, SupportsHMA): every group's
+layers are chunks of their own namespace (settings.group_fingerprint), as
+OffloadingConnector moves every group's blocks of an offloaded range.
+    full attention   looked up and stored by token chain, like the single group
+    sliding window   a later request reads only the last `window` tokens before
+                     its hit end, and vLLM frees (nulls) a group's blocks that fell
+                     out of the window. So its chunks are keyed (a token chain of
+                     fixed root) and stored during the steps, in the step a chunk
+                     is completed, while the window before the chunk's end is
+                     still resident (build_connector_meta: SaveSpec step=True;
+                     the worker stores after the forward and waits for the copy
+                     before the next forward, since vLLM may reuse those blocks
+                     then). A chunk's bytes outside that window are never read by
+                     any later hit and may be the null block's. Looked up for the
+                     window before the hit end only; a window not all cached
+                     shortens the hit until it is
+    anything else    (mamba state, chunked-local): the model is never looked up
+                     nor saved (bypassed, counted); a half-restored state is wrong
+A hit restores every group's KV the first computed token needs, or is shortened
+(at worst to a miss).
+
 Never raises into vLLM: an unreachable daemon is a miss (warned once).
-Requests with a cache_salt, multimodal inputs, a LoRA adapter or prompt
-embeddings are neither looked up nor saved (their KV is not keyed by tokens alone).
+A request's cache_salt, LoRA adapter and multimodal hashes seed its chunk hash
+chain (kvtier.vllm.keys, ChunkAddress.seed): other salts, adapters or images
+never share its chunks. Requests still not keyable (prompt embeddings, a
+multimodal feature without a hash, a daemon that does not honour seeds) are
+neither looked up nor saved, and counted with the reason.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import proto
@@ -34,26 +58,26 @@ from ..errors import KvtierError
 from ..framing import NO_BLOCK
 from ..session import Session, release_lease
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
-from .settings import Settings, rank_index
+from ..hashing import chunk_hashes
+from .settings import KvGroup, Settings, group_fingerprint, rank_index
+from .keys import request_seed
+from .stats import KVTierConnectorStats
 
 log = logging.getLogger("kvtier.vllm")
+
+
+# Root of the chain that keys sliding-window chunks (the daemon hashes each key into the
+# group's namespace, so the root only has to be fixed).
+SLIDING_CHAIN_ROOT = b"kvtier-vllm-sliding-window-chunks-v1"
 
 
 @dataclass
 class _Lookup:
     hit_chunks: int
     usable_tokens: int
-    leases: dict[int, int]
+    leases: dict[tuple[int, int], int]          # (rank index, group) -> lease
     local_tokens: int = 0
-
-
-def block_group0(block_ids: Any) -> list[int]:
-    """The first KV cache group's block ids, from vLLM's list or tuple-of-lists forms."""
-    if block_ids is None:
-        return []
-    if len(block_ids) and isinstance(block_ids[0], (list, tuple)):
-        return list(block_ids[0])
-    return list(block_ids)
+    base: dict[int, int] = field(default_factory=dict)   # sliding group -> absolute chunk of lease chunk 0
 
 
 class SchedulerSide:
@@ -61,11 +85,18 @@ class SchedulerSide:
         self.s = settings
         fp = settings.fingerprint
         session = Session(settings.socket, settings.timeout_s, settings.retry_interval_s, log)
-        self.clients: dict[int, KvtierClient] = {}
-        for pp in range(fp.pp_size):
-            for tp in range(fp.tp_size):
-                self.clients[rank_index(fp, tp, pp)] = session.client(fp.replace(tp_rank=tp, pp_rank=pp),
-                                                                      "vllm-scheduler")
+        # One implicit group when vLLM gave no KV cache groups (older vLLM, tests).
+        self.groups: list[Optional[KvGroup]] = list(settings.groups) or [None]
+        n = len(self.groups)
+        self.clients: dict[tuple[int, int], KvtierClient] = {}
+        for g, group in enumerate(self.groups):
+            gfp = group_fingerprint(fp, group, n)
+            for pp in range(fp.pp_size):
+                for tp in range(fp.tp_size):
+                    # MLA one copy: every rank's lookup is in rank 0's namespace, each with a
+                    # lease of its own (a worker releases its lease once its load ended)
+                    self.clients[(rank_index(fp, tp, pp), g)] = session.client(
+                        gfp.replace(tp_rank=settings.namespace_tp_rank(tp), pp_rank=pp), "vllm-scheduler")
         self.health = session.health
         self._lookups: dict[str, _Lookup] = {}
         self._to_load: list[LoadSpec] = []
@@ -73,52 +104,137 @@ class SchedulerSide:
         self._load_failed: set[str] = set()        # a load failed: never offered again
         self._saves: list[SaveSpec] = []
         self._loaded_chunks: dict[str, int] = {}
-        self._load_blocks: dict[str, tuple[int, list[int]]] = {}   # req -> (first chunk, block ids) loaded
+        self._load_blocks: dict[tuple[str, int], tuple[int, list[int]]] = {}  # (req, group) -> (first chunk, ids)
+        self.interval = KVTierConnectorStats()     # taken by get_kv_connector_stats
+        self._bypass_counted: set[str] = set()     # a request is counted once, not per lookup
+        # Sliding-window groups: running requests' block tables (from the SchedulerOutput) and
+        # the next chunk to store per group, for the saves made during the steps.
+        self._sliding = [g for g in range(len(self.groups)) if self._kind(g) == "sliding"]
+        self._requests: dict[str, Any] = {}
+        self._tables: dict[str, list[list[int]]] = {}
+        self._next_chunk: dict[str, dict[int, int]] = {}
 
     # -- vLLM hooks -----------------------------------------------------------
 
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
+        reason = self._bypass_reason(request)
+        if reason:
+            if req_id not in self._bypass_counted:
+                self._bypass_counted.add(req_id)
+                self.interval.add("bypassed")
+                self.interval.add("bypassed_" + reason.split(":")[0])
+            return 0, False
         if (not self.s.load or req_id in self._loading or req_id in self._load_failed
-                or not self.health.ready() or _bypass(request)):
+                or not self.health.ready()):
             return 0, False
         tokens = list(request.prompt_token_ids or [])
         if len(tokens) <= self.s.chunk_size:
             return 0, False
-        leases: dict[int, int] = {}
+        seed, _ = request_seed(request)
         try:
-            body = proto.Lookup(address=address(tokens, None), lease_ttl_ms=self.s.lease_ttl_ms)
-            pending = {idx: c.submit(body) for idx, c in self.clients.items()}  # one round trip for all ranks
-            hit_tokens, hit_chunks = len(tokens), None
-            for idx, p in pending.items():
-                _, ok = p.wait(self.s.lookup_timeout_s)[0]
-                if ok.lease_id:
-                    leases[idx] = ok.lease_id
-                hit_tokens = min(hit_tokens, ok.hit_tokens)
-                hit_chunks = ok.hit_chunks if hit_chunks is None else min(hit_chunks, ok.hit_chunks)
+            lk = self._lookup(tokens, num_computed_tokens, seed)
             self.health.ok()
         except KvtierError as exc:
             self.health.failed(exc)
-            self._release(_Lookup(0, 0, leases))
             return 0, False
-        usable = min(hit_tokens, (hit_chunks or 0) * self.s.chunk_size, len(tokens) - 1)
-        if usable <= num_computed_tokens or len(leases) != len(self.clients):
-            self._release(_Lookup(0, 0, leases))
+        if lk is None:
             return 0, False
-        self._lookups[req_id] = _Lookup(hit_chunks or 0, usable, leases, num_computed_tokens)
-        return usable - num_computed_tokens, True
+        self._lookups[req_id] = lk
+        self.interval.add("lookups")
+        self.interval.add("hit_tokens", lk.usable_tokens - num_computed_tokens)
+        return lk.usable_tokens - num_computed_tokens, True
+
+    def _kind(self, g: int) -> str:
+        group = self.groups[g]
+        return "full" if group is None else group.kind
+
+    def _lookup(self, tokens: list[int], num_computed: int, seed: bytes = b"") -> Optional[_Lookup]:
+        """Leases on every (rank, group) for the longest prefix all of them can restore."""
+        cs = self.s.chunk_size
+        leases: dict[tuple[int, int], int] = {}
+        try:
+            full = [k for k in self.clients if self._kind(k[1]) != "sliding"]
+            hit_tokens, hit_chunks = len(tokens), len(tokens) // cs
+            if full:
+                body = proto.Lookup(address=address(tokens, None, seed), lease_ttl_ms=self.s.lease_ttl_ms)
+                pending = {k: self.clients[k].submit(body) for k in full}  # one round trip for all
+                tiers = (0, 0)
+                for k, p in pending.items():
+                    _, ok = p.wait(self.s.lookup_timeout_s)[0]
+                    if ok.lease_id:
+                        leases[k] = ok.lease_id
+                    hit_tokens = min(hit_tokens, ok.hit_tokens)
+                    hit_chunks = min(hit_chunks, ok.hit_chunks)
+                    if k == full[0]:
+                        tiers = (ok.host_chunks, ok.valkey_chunks)
+                if len(leases) != len(full):
+                    self._release(_Lookup(0, 0, leases))
+                    return None
+                self.interval.add("hit_chunks_host", tiers[0])
+                self.interval.add("hit_chunks_valkey", tiers[1])
+            usable = min(hit_tokens, hit_chunks * cs, len(tokens) - 1)
+            base: dict[int, int] = {}
+            sliding = [k for k in self.clients if self._kind(k[1]) == "sliding"]
+            if sliding and usable > num_computed:
+                usable = self._lookup_windows(tokens, num_computed, usable, sliding, leases, base, seed)
+        except KvtierError:
+            self._release(_Lookup(0, 0, leases))
+            raise
+        if usable <= num_computed:
+            self._release(_Lookup(0, 0, leases))
+            return None
+        return _Lookup(-(-usable // cs), usable, leases, num_computed, base)
+
+    def _lookup_windows(self, tokens: list[int], num_computed: int, usable: int,
+                        sliding: list[tuple[int, int]], leases: dict[tuple[int, int], int],
+                        base: dict[int, int], seed: bytes = b"") -> int:
+        """Leases the chunks each sliding-window group needs for a hit of `usable` tokens: those
+        holding tokens [usable - window + 1, usable) not computed locally. A window not all
+        cached shortens the hit to the end of what is, and the windows are looked up again."""
+        cs = self.s.chunk_size
+        keys = chunk_hashes(SLIDING_CHAIN_ROOT, tokens, cs)
+        for _ in range(4):
+            end = -(-usable // cs)
+            first: dict[int, int] = {}
+            pending = {}
+            for k in sliding:
+                group = self.groups[k[1]]
+                assert group is not None
+                f = max(max(0, usable - group.window + 1) // cs, num_computed // cs)
+                first[k[1]] = f
+                body = proto.Lookup(address=address(None, keys[f:end], seed), lease_ttl_ms=self.s.lease_ttl_ms)
+                pending[k] = self.clients[k].submit(body)
+            got: dict[tuple[int, int], int] = {}
+            for k, p in pending.items():
+                _, ok = p.wait(self.s.lookup_timeout_s)[0]
+                got[k] = ok.hit_chunks if ok.lease_id else 0
+                if ok.lease_id:
+                    leases[k] = ok.lease_id
+            short = min((first[k[1]] + got[k]) * cs for k in sliding)
+            if all(first[k[1]] + got[k] >= end for k in sliding):
+                base.update(first)
+                return usable
+            for k in sliding:                     # shorten the hit, look the windows up again
+                release_lease(self.clients.get(k), leases.pop(k, 0))
+            usable = min(usable, short)
+            if usable <= num_computed:
+                return usable
+        return num_computed                       # still not agreed: a miss, never half restored
 
     def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
         """Decides from num_external_tokens alone (base.py): blocks may be non-empty when it is 0,
         and an async request gets a second call with 0 once its load is done."""
         req_id = request.request_id
+        if self._sliding:
+            self._requests[req_id] = request
         lk = self._lookups.pop(req_id, None)
         if lk is None or num_external_tokens <= 0:
             self._release(lk)
             return
         lk.local_tokens = lk.usable_tokens - num_external_tokens
-        self._add_load(req_id, lk, block_group0(_block_ids(blocks)))
+        self._add_load(req_id, lk, _groups(_block_ids(blocks), len(self.groups)))
 
     def build_connector_meta(self, scheduler_output: Any) -> KVTierConnectorMetadata:
         meta = KVTierConnectorMetadata()
@@ -128,7 +244,58 @@ class SchedulerSide:
             self._release(lk)
         self._lookups.clear()
         meta.saves, self._saves = self._saves, []
+        if self._sliding and self.s.save and self.health.ready():
+            meta.saves.extend(self._step_saves(scheduler_output))
+        preempted = set(getattr(scheduler_output, "preempted_req_ids", None) or ())
+        meta.preempted = preempted
+        for req_id in preempted:
+            # Its blocks are freed and it is recomputed from scratch: the blocks of its load are
+            # no longer its blocks (chunks known cached stay known, so its save still skips them).
+            for g in range(len(self.groups)):
+                self._load_blocks.pop((req_id, g), None)
         return meta
+
+    def _step_saves(self, so: Any) -> list[SaveSpec]:
+        """Sliding-window chunks that this step completes, stored after its forward."""
+        n = len(self.groups)
+        progress: list[tuple[str, int]] = []
+        for nr in getattr(so, "scheduled_new_reqs", None) or ():
+            self._tables[nr.req_id] = _groups(nr.block_ids, n)
+            progress.append((nr.req_id, nr.num_computed_tokens))
+        cached = getattr(so, "scheduled_cached_reqs", None)
+        if cached is not None:
+            resumed = set(getattr(cached, "resumed_req_ids", None) or ())
+            for i, req_id in enumerate(cached.req_ids):
+                new = cached.new_block_ids[i] if i < len(cached.new_block_ids) else None
+                if req_id in resumed or req_id not in self._tables:
+                    self._tables[req_id] = _groups(new, n)   # resumed: its whole table
+                elif new is not None:
+                    for t, add in zip(self._tables[req_id], _groups(new, n)):
+                        t.extend(add)
+                progress.append((req_id, cached.num_computed_tokens[i]))
+        cs, B = self.s.chunk_size, self.s.blocks_per_chunk
+        out: list[SaveSpec] = []
+        for req_id, computed in progress:
+            req = self._requests.get(req_id)
+            if req is None or self._bypass_reason(req):
+                continue
+            tokens = list(getattr(req, "all_token_ids", None) or req.prompt_token_ids or [])
+            end = min(computed + int(so.num_scheduled_tokens.get(req_id, 0)), len(tokens)) // cs
+            nxt = self._next_chunk.setdefault(req_id, {})
+            keys: Optional[list[bytes]] = None
+            for g in self._sliding:
+                group = self.groups[g]
+                assert group is not None
+                table = self._tables[req_id][g]
+                for c in range(nxt.get(g, 0), min(end, len(table) // B)):
+                    if not _window_resident(table, c, cs, self.s.block_size, group.window):
+                        continue
+                    if keys is None:
+                        keys = chunk_hashes(SLIDING_CHAIN_ROOT, tokens[:end * cs], cs)
+                    out.append(SaveSpec(req_id, [], table[c * B:(c + 1) * B], 0, group=g, keys=[keys[c]],
+                                        seed=request_seed(req)[0], step=True))
+                nxt[g] = max(nxt.get(g, 0), end)
+        return out
 
     def update_connector_output(self, connector_output: Any) -> None:
         """Blocks whose load failed (KVConnectorOutput.invalid_block_ids): vLLM recomputes them,
@@ -136,7 +303,7 @@ class SchedulerSide:
         already cached (a chunk that failed verification was dropped by the daemon)."""
         invalid = set(getattr(connector_output, "invalid_block_ids", None) or ())
         B = self.s.blocks_per_chunk
-        for req_id, (first, ids) in list(self._load_blocks.items()) if invalid else ():
+        for (req_id, _g), (first, ids) in list(self._load_blocks.items()) if invalid else ():
             bad = [j for j, b in enumerate(ids) if b != NO_BLOCK and b in invalid]
             if bad:
                 self._loaded_chunks[req_id] = min(self._loaded_chunks.get(req_id, 0), first + bad[0] // B)
@@ -144,27 +311,88 @@ class SchedulerSide:
         self._loading.difference_update(getattr(connector_output, "finished_recving", None) or ())
 
     def request_finished(self, request: Any, block_ids: Any) -> tuple[bool, Optional[dict[str, Any]]]:
+        """vLLM without the hybrid allocator: the one group's block ids (list, or a 1-tuple)."""
+        if block_ids and isinstance(block_ids[0], (list, tuple)):
+            return self.request_finished_all_groups(request, tuple(block_ids))
+        return self.request_finished_all_groups(request, (list(block_ids or []),))
+
+    def request_finished_all_groups(self, request: Any,
+                                    block_ids: tuple[list[int], ...]) -> tuple[bool, Optional[dict[str, Any]]]:
+        """SupportsHMA: one SaveSpec per KV cache group for the request's full chunks."""
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
         loaded = self._loaded_chunks.pop(req_id, 0)
-        self._load_blocks.pop(req_id, None)
+        for g in range(len(self.groups)):
+            self._load_blocks.pop((req_id, g), None)
+        self._requests.pop(req_id, None)
+        self._tables.pop(req_id, None)
+        next_chunk = self._next_chunk.pop(req_id, {})
         self._load_failed.discard(req_id)
+        self._bypass_counted.discard(req_id)
         if req_id in self._loading:   # aborted while loading: nothing computed to save
             self._loading.discard(req_id)
             self._to_load = [ld for ld in self._to_load if ld.req_id != req_id]
             return False, None
-        if not self.s.save or not self.health.ready() or _bypass(request):
+        if not self.s.save or not self.health.ready() or self._bypass_reason(request):
             return False, None
-        blocks = block_group0(block_ids)
+        tables = _groups(block_ids, len(self.groups))
+        seed, _ = request_seed(request)
         tokens = list(getattr(request, "all_token_ids", None) or request.prompt_token_ids or [])
         computed = min(int(getattr(request, "num_computed_tokens", len(tokens))), len(tokens))
-        n_chunks = min(computed // self.s.chunk_size, len(blocks) // self.s.blocks_per_chunk)
-        if n_chunks <= 0 or n_chunks <= loaded:
+        publishable = getattr(request, "num_publishable_block_hashes", None)
+        if publishable is not None:
+            # vLLM: blocks past this (e.g. KV of speculative tokens not yet materialized) must
+            # not be published by hash; kvtier's chunks are content-addressed the same way.
+            computed = min(computed, int(publishable) * self.s.block_size)
+        cs, B = self.s.chunk_size, self.s.blocks_per_chunk
+        n_chunks = min([computed // cs] + [len(t) // B for t in tables])
+        if n_chunks <= 0:
             return False, None
-        B = self.s.blocks_per_chunk
-        self._saves.append(SaveSpec(req_id, tokens[:n_chunks * self.s.chunk_size], blocks[:n_chunks * B],
-                                    skip_chunks=loaded))
+        saves: list[SaveSpec] = []
+        for g, table in enumerate(tables):
+            if self._kind(g) == "sliding":
+                # Chunks not stored during the steps whose window is still resident (vLLM nulls
+                # blocks that fell out of the window; block 0 is its null block).
+                group = self.groups[g]
+                assert group is not None
+                todo = [c for c in range(next_chunk.get(g, 0), n_chunks)
+                        if _window_resident(table, c, cs, self.s.block_size, group.window)]
+                if todo:
+                    keys = chunk_hashes(SLIDING_CHAIN_ROOT, tokens[:n_chunks * cs], cs)
+                    ids = [b for c in todo for b in table[c * B:(c + 1) * B]]
+                    saves.append(SaveSpec(req_id, [], ids, 0, group=g, keys=[keys[c] for c in todo], seed=seed))
+            elif n_chunks > loaded:
+                saves.append(SaveSpec(req_id, tokens[:n_chunks * cs], table[:n_chunks * B],
+                                      skip_chunks=loaded, group=g, seed=seed))
+        if not saves:
+            return False, None
+        self._saves.extend(saves)
         return True, None
+
+    def _bypass_reason(self, request: Any) -> Optional[str]:
+        if self.s.unsupported_groups:
+            return "kv_cache_group:" + self.s.unsupported_groups[0].spec_name
+        seed, why = request_seed(request)
+        if why is not None:
+            return why
+        # (daemon down: not a bypass, the request is a miss like every other until it is back)
+        if seed and self.health.ready() and not self._daemon_seeds():
+            return "daemon_without_seed"
+        return None
+
+    def _daemon_seeds(self) -> bool:
+        """Whether the daemon honours ChunkAddress.seed (HelloOk.address_seed); an older one would
+        ignore it and share a salted request's chunks with everyone. Unknown (not connected,
+        unreachable): False, the request is bypassed."""
+        try:
+            return all(bool(getattr(c.connect(), "address_seed", False)) for c in self.clients.values())
+        except KvtierError:
+            return False
+
+    def take_stats(self) -> Optional[KVTierConnectorStats]:
+        if self.interval.is_empty():
+            return None
+        return self.interval.clone_and_reset()
 
     def shutdown(self) -> None:
         for lk in self._lookups.values():
@@ -174,37 +402,61 @@ class SchedulerSide:
 
     # -- helpers --------------------------------------------------------------
 
-    def _add_load(self, req_id: str, lk: _Lookup, table: list[int]) -> None:
+    def _add_load(self, req_id: str, lk: _Lookup, tables: list[list[int]]) -> None:
         cs, bs, B = self.s.chunk_size, self.s.block_size, self.s.blocks_per_chunk
-        first = lk.local_tokens // cs
-        num = lk.hit_chunks - first
-        if num <= 0:
+        local_blocks = lk.local_tokens // bs
+        specs: list[LoadSpec] = []
+        for g, table in enumerate(tables):
+            lease_base = lk.base.get(g, 0)
+            first = max(lk.local_tokens // cs, lease_base)
+            num = lk.hit_chunks - first
+            if num <= 0:
+                continue
+            ids: list[int] = []
+            for b in range(first * B, (first + num) * B):
+                bad = b < local_blocks or b >= len(table) or (self._kind(g) == "sliding" and table[b] == NULL_BLOCK)
+                ids.append(NO_BLOCK if bad else table[b])
+            leases = {idx: lease for (idx, gg), lease in lk.leases.items() if gg == g}
+            specs.append(LoadSpec(req_id, leases, first - lease_base, num, ids, group=g))
+            self._load_blocks[(req_id, g)] = (first, ids)
+        if not specs:
             self._release(lk)
             return
-        local_blocks = lk.local_tokens // bs
-        ids: list[int] = []
-        for b in range(first * B, (first + num) * B):
-            ids.append(NO_BLOCK if b < local_blocks or b >= len(table) else table[b])
-        self._to_load.append(LoadSpec(req_id, dict(lk.leases), first, num, ids))
+        self._to_load.extend(specs)
         self._loaded_chunks[req_id] = lk.hit_chunks
-        self._load_blocks[req_id] = (first, ids)
+        if self._sliding:   # loaded from kvtier: nothing to store again up to the hit
+            self._next_chunk[req_id] = {g: lk.hit_chunks for g in self._sliding}
 
     def _release(self, lk: Optional[_Lookup]) -> None:
         if lk is None:
             return
-        for idx, lease in lk.leases.items():
-            release_lease(self.clients.get(idx), lease)
+        for key, lease in lk.leases.items():
+            release_lease(self.clients.get(key), lease)
 
 
-def _bypass(request: Any) -> bool:
-    """Requests whose KV is not a function of their token ids alone bypass kvtier:
-    a per-request cache_salt (the namespace has one salt per connector, sharing
-    would cross tenants), multimodal inputs (placeholder tokens stand for
-    different images), LoRA adapters, and prompt embeddings."""
-    return bool(getattr(request, "cache_salt", None) or getattr(request, "mm_features", None)
-                or getattr(request, "lora_request", None) is not None
-                or getattr(request, "prompt_embeds", None) is not None)
+NULL_BLOCK = 0   # vLLM's null block (BlockPool reserves block 0): never written, never stored
 
+
+def _window_resident(table: list[int], c: int, cs: int, bs: int, window: int) -> bool:
+    """Whether the blocks holding what any later hit reads of sliding-window chunk c are
+    resident: tokens [(c+1)*cs - window, (c+1)*cs) (a hit ends at or after the chunk's end,
+    at worst one token before it, and reads the window before its end)."""
+    lo = max(c * cs, (c + 1) * cs - window) // bs
+    hi = (c + 1) * cs // bs
+    return hi <= len(table) and all(b != NULL_BLOCK for b in table[lo:hi])
+
+
+def _groups(block_ids: Any, n: int) -> list[list[int]]:
+    """Block ids per KV cache group from vLLM's tuple-of-lists (or a plain list: one group)."""
+    if block_ids is None:
+        return [[] for _ in range(n)]
+    if len(block_ids) and isinstance(block_ids[0], (list, tuple)):
+        out = [list(t) for t in block_ids]
+    elif len(block_ids) == 0:
+        out = []
+    else:
+        out = [list(block_ids)]
+    return out + [[] for _ in range(n - len(out))]
 
 
 def _block_ids(blocks: Any) -> Any:

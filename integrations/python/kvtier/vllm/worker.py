@@ -28,20 +28,22 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import proto
 from ..client import KvtierClient, Pending
 from ..errors import BadLayoutError, DaemonUnavailable, KvtierError, ProtocolError, RequestTimeout
 from ..framing import NO_BLOCK, unpack_u32
-from ..layout import KvLayout, LayoutError, derive_layout
+from ..layout import KvLayout, LayoutError, derive_cross_layer_layout, derive_layout
 from ..session import Session, release_lease
 from ..torch_copy import TorchBlockCopier
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
-from .settings import Settings, rank_index, worker_ranks
+from .settings import KvGroup, Settings, group_fingerprint, rank_index, worker_ranks
+from .stats import KVTierConnectorStats
 
 log = logging.getLogger("kvtier.vllm")
+NULL_BLOCK = 0   # vLLM's null block (block 0 of its pool)
 
 
 @dataclass
@@ -59,11 +61,17 @@ class _Save:
     spec: SaveSpec
     pending: Optional[Pending]        # block form: StoreCopied frees the blocks
     gather: Optional[Future] = None   # inline: done once the bytes are copied out
+    issued: float = field(default_factory=time.monotonic)
 
 
 class WorkerSide:
-    def __init__(self, settings: Settings) -> None:
+    """The worker connector for one KV cache group (all layers when vLLM gives no groups)."""
+
+    def __init__(self, settings: Settings, group: Optional[KvGroup] = None, num_groups: int = 1) -> None:
         self.s = settings
+        self.group = group
+        self.group_index = group.index if group is not None else 0
+        self.num_groups = num_groups
         self.tp_rank, self.pp_rank = worker_ranks(settings)
         self.rank = rank_index(settings.fingerprint, self.tp_rank, self.pp_rank)
         self.session = Session(settings.socket, settings.timeout_s, settings.retry_interval_s, log)
@@ -77,27 +85,61 @@ class WorkerSide:
         self._copier: Optional[ThreadPoolExecutor] = None
         self._finished_seen: set[str] = set()
         self._load_errors: set[int] = set()
+        # Saves made during the steps (sliding-window chunks): queued at start_load_kv, issued
+        # after the forward (wait_for_save), copied before the next forward (vLLM may hand the
+        # blocks to another request then).
+        self._step_queue: list[SaveSpec] = []
+        self._step_inflight: list[_Save] = []
+        # Cumulative counters (tests, logs) and the interval ones vLLM collects through
+        # get_kv_connector_stats (reset on each collection).
         self.stats = {"loaded_chunks": 0, "failed_load_blocks": 0, "stored_chunks": 0, "failed_saves": 0}
+        self.interval = KVTierConnectorStats()
 
     # -- registration -----------------------------------------------------------
 
     def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
-        fp = self.s.fingerprint
+        fp = group_fingerprint(self.s.fingerprint, self.group, self.num_groups)
+        if self.group is not None and self.num_groups > 1:
+            kv_caches = {n: t for n, t in kv_caches.items() if n in self.group.layer_names}
         try:
             layout = derive_layout(kv_caches, self.s.block_size, self.s.num_blocks, mla=fp.mla,
                                    allow_unshared=True)
         except LayoutError as exc:
             log.error("kvtier: cannot describe the KV cache layout, connector disabled: %s", exc)
             return
-        if layout.descriptor != fp.kv_layout:
+        self._use_layout(layout, fp)
+
+    def register_cross_layers_kv_cache(self, kv_cache: Any, attn_backend: Any = None) -> None:
+        """vLLM's one KV tensor for all layers (first dim num_layers): registered as one plane,
+        a block one segment across every layer. Blocks that are not contiguous across layers
+        (a backend's stride order kvtier does not expect) are described layer by layer."""
+        fp = group_fingerprint(self.s.fingerprint, self.group, self.num_groups)
+        try:
+            layout = derive_cross_layer_layout(kv_cache, self.s.block_size, self.s.num_blocks, mla=fp.mla,
+                                               allow_unshared=True)
+        except LayoutError as exc:
+            log.error("kvtier: cannot describe the cross-layer KV cache, connector disabled: %s", exc)
+            return
+        if layout is None:
+            log.warning("kvtier: cross-layer KV blocks from %s are not contiguous across layers; "
+                        "registering them layer by layer", getattr(attn_backend, "__name__", attn_backend))
+            self.register_kv_caches({f"layer.{i}": kv_cache[i] for i in range(kv_cache.shape[0])})
+            return
+        self._use_layout(layout, fp)
+
+    def _use_layout(self, layout: KvLayout, fp: Any) -> None:
+        descriptor = group_fingerprint(self.s.fingerprint.replace(kv_layout=layout.descriptor), self.group,
+                                       self.num_groups).kv_layout
+        if descriptor != fp.kv_layout:
             log.warning("kvtier: KV layout is %s but the scheduler looks up %s; set "
                         "kv_connector_extra_config.kvtier_kv_layout=%s on this engine. Using %s: lookups "
                         "will miss, nothing wrong is loaded", layout.descriptor, fp.kv_layout,
-                        layout.descriptor, layout.descriptor)
+                        layout.descriptor, descriptor)
         self.layout = layout
         self.codec = TorchBlockCopier(layout, self.s.chunk_size)
         self.client = self.session.client(
-            fp.replace(tp_rank=self.tp_rank, pp_rank=self.pp_rank, kv_layout=layout.descriptor), "vllm-worker")
+            fp.replace(tp_rank=self.s.namespace_tp_rank(self.tp_rank), pp_rank=self.pp_rank, kv_layout=descriptor),
+            "vllm-worker")
         self._ensure_registered()
 
     def _ensure_registered(self) -> bool:
@@ -135,16 +177,68 @@ class WorkerSide:
     # -- per step ------------------------------------------------------------------
 
     def start_load_kv(self, meta: Optional[KVTierConnectorMetadata]) -> None:
+        self._wait_step_saves()
         if meta is None:
             return
         ready = self._ensure_registered()
         for save in meta.saves:
-            self._issue_save(save, ready)
+            if save.group != self.group_index:
+                continue
+            if save.step:
+                if ready and not (self.s.mla_one_copy and self.tp_rank != 0):
+                    self._step_queue.append(save)
+            else:
+                self._issue_save(save, ready)
         for load in meta.loads:
-            self._issue_load(load, ready)
+            if load.group == self.group_index:
+                self._issue_load(load, ready)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         """Nothing to wait for: a loading request is not in this step's batch."""
+
+    def wait_for_save(self) -> None:
+        """After the forward: the step's saves (its KV is written now) go out; never waits."""
+        queue, self._step_queue = self._step_queue, []
+        for spec in queue:
+            if self.client is None:
+                break
+            if self.mode == "blocks" and NULL_BLOCK not in spec.block_ids:
+                try:
+                    p = self.client.store_blocks(None, spec.block_ids, 0, keys=spec.keys, seed=spec.seed)
+                    self._step_inflight.append(_Save(spec, p))
+                except KvtierError as exc:
+                    self._note_failure(exc)
+                    self._count("failed_saves", 1)
+            else:
+                # A chunk with null blocks (outside every later reader's window) is gathered here:
+                # block form refuses repeated block ids, and those bytes are never read.
+                self._step_inflight.append(_Save(spec, None, self._copy_thread().submit(self._store_inline, spec)))
+
+    def _wait_step_saves(self) -> None:
+        """Before the next forward: the daemon (or the copy thread) has read the step saves'
+        blocks. Bounded by kvtier_timeout_s; past it the connection is dropped, which makes the
+        daemon unmap this worker's regions instead of reading reused blocks."""
+        if not self._step_inflight:
+            return
+        deadline = time.monotonic() + self.s.timeout_s
+        for sv in self._step_inflight:
+            if sv.gather is not None:
+                try:
+                    sv.gather.result(timeout=max(0.0, deadline - time.monotonic()))
+                except Exception as exc:  # noqa: BLE001 - a failed gather is a failed save
+                    log.debug("kvtier: step save gather failed: %s", exc)
+                    self._count("failed_saves", 1)
+                continue
+            while sv.pending is not None and not sv.pending.done(count=1) and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            if sv.pending is not None and not sv.pending.done(count=1):
+                self._note_failure(RequestTimeout(f"step save unanswered after {self.s.timeout_s:.3f}s"))
+                if self.client is not None:
+                    self.client.close()
+                self._count("failed_saves", 1)
+                continue
+            self._save_done(sv)
+        self._step_inflight = []
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
         recving = self._poll_loads()
@@ -153,6 +247,8 @@ class WorkerSide:
         for req_id, save in list(self._saves.items()):
             if req_id in self._finished_seen and self._save_done(save):
                 done.add(req_id)
+                self.interval.add("saves")
+                self.interval.add("save_time_s", time.monotonic() - save.issued)
                 del self._saves[req_id]
                 self._finished_seen.discard(req_id)
         return (done or None), (recving or None)
@@ -162,6 +258,7 @@ class WorkerSide:
         return errors
 
     def shutdown(self) -> None:
+        self._wait_step_saves()
         if self._copier is not None:
             self._copier.shutdown(wait=True)
         if self.client is not None:
@@ -212,6 +309,8 @@ class WorkerSide:
                     continue                   # inline: scatter handed to the copy thread
             ended.add(req_id)
             del self._loads[req_id]
+            self.interval.add("loads")
+            self.interval.add("load_time_s", time.monotonic() - ld.issued)
         return ended
 
     def _scattered(self, ld: _Load) -> None:
@@ -223,8 +322,8 @@ class WorkerSide:
             self._fail_load(ld.spec, str(exc))
             return
         self._load_errors.update(failed)
-        self.stats["loaded_chunks"] += loaded
-        self.stats["failed_load_blocks"] += len(failed)
+        self._count("loaded_chunks", loaded)
+        self._count("failed_load_blocks", len(failed))
 
     def _answered(self, ld: _Load) -> bool:
         """Takes a load's answer; True when its inline scatter still has to run."""
@@ -242,8 +341,8 @@ class WorkerSide:
                 raise ProtocolError(f"RetrieveDone accounts for "
                                     f"{done.loaded_chunks + done.failed_chunks} of {ld.spec.num_chunks} chunks")
             self._load_errors.update(b for b in failed if b != NO_BLOCK)
-            self.stats["loaded_chunks"] += done.loaded_chunks
-            self.stats["failed_load_blocks"] += len(failed)
+            self._count("loaded_chunks", done.loaded_chunks)
+            self._count("failed_load_blocks", len(failed))
         except KvtierError as exc:
             self._note_failure(exc)
             self._fail_load(ld.spec, str(exc))
@@ -270,7 +369,7 @@ class WorkerSide:
     def _fail_load(self, spec: LoadSpec, why: str) -> None:
         blocks = {b for b in spec.block_ids if b != NO_BLOCK}
         self._load_errors.update(blocks)
-        self.stats["failed_load_blocks"] += len(blocks)
+        self._count("failed_load_blocks", len(blocks))
         log.debug("kvtier: load of %s failed (%s): %d blocks to recompute", spec.req_id, why, len(blocks))
 
     def _release(self, lease: int) -> None:
@@ -279,6 +378,10 @@ class WorkerSide:
     # -- saves ---------------------------------------------------------------------
 
     def _issue_save(self, spec: SaveSpec, ready: bool) -> None:
+        if self.s.mla_one_copy and self.tp_rank != 0:
+            # MLA: rank 0 stores the one copy every rank loads; this rank's blocks are free now
+            self._saves[spec.req_id] = _Save(spec, None)
+            return
         if not ready or self.client is None:
             self._saves[spec.req_id] = _Save(spec, None)
             return
@@ -286,25 +389,27 @@ class WorkerSide:
             self._saves[spec.req_id] = _Save(spec, None, self._copy_thread().submit(self._store_inline, spec))
             return
         try:
-            p = self.client.store_blocks(spec.token_ids, spec.block_ids, spec.skip_chunks)
+            p = self.client.store_blocks(spec.token_ids, spec.block_ids, spec.skip_chunks, keys=spec.keys,
+                                         seed=spec.seed)
             self._saves[spec.req_id] = _Save(spec, p)
         except KvtierError as exc:
             self._note_failure(exc)
-            self.stats["failed_saves"] += 1
+            self._count("failed_saves", 1)
             self._saves[spec.req_id] = _Save(spec, None)
 
     def _store_inline(self, spec: SaveSpec) -> None:
         """On the copy thread: gather the chunks (then the blocks are free) and send them."""
         assert self.codec is not None and self.client is not None
         B = self.s.blocks_per_chunk
-        n = len(spec.token_ids) // self.s.chunk_size
+        n = len(spec.keys) if spec.keys is not None else len(spec.token_ids) // self.s.chunk_size
         chunks = [self.codec.gather(spec.block_ids[i * B:(i + 1) * B]) for i in range(n)]
         try:
-            self.client.store_inline(spec.token_ids, chunks)
-            self.stats["stored_chunks"] += n
+            self.client.store_inline(None if spec.keys is not None else spec.token_ids, chunks, keys=spec.keys,
+                                     seed=spec.seed)
+            self._count("stored_chunks", n)
         except KvtierError as exc:
             self._note_failure(exc)
-            self.stats["failed_saves"] += 1
+            self._count("failed_saves", 1)
 
     def _save_done(self, save: _Save) -> bool:
         """True once the daemon no longer reads the blocks (StoreCopied, error, or daemon gone).
@@ -317,12 +422,41 @@ class WorkerSide:
             return False
         try:
             (_, copied), = save.pending.wait(0.0, count=1)
-            self.stats["stored_chunks"] += copied.stored_chunks
+            self._count("stored_chunks", copied.stored_chunks)
         except KvtierError as exc:
             self._note_failure(exc)
-            self.stats["failed_saves"] += 1
+            self._count("failed_saves", 1)
             log.debug("kvtier: save of %s failed: %s", save.spec.req_id, exc)
         return True
+
+    def _count(self, key: str, value: Any) -> None:
+        self.stats[key] += value
+        self.interval.add(key, value)
+
+    def take_stats(self) -> Optional[KVTierConnectorStats]:
+        """This interval's figures for vLLM (None when nothing happened), then a fresh interval."""
+        if self.interval.is_empty():
+            return None
+        return self.interval.clone_and_reset()
+
+    def handle_preemptions(self, preempted: set[str]) -> None:
+        """Before vLLM reuses a preempted request's blocks: no transfer of ours may still write
+        them. Saves only ever read blocks of finished requests (held by vLLM until get_finished),
+        so only a load can be in flight; vLLM does not preempt a request waiting for its KV, but
+        if one is, its load is waited for (bounded by kvtier_timeout_s), and one still
+        unanswered drops the connection, which makes the daemon unmap this worker's regions."""
+        inflight = [ld for rid, ld in self._loads.items() if rid in preempted]
+        deadline = time.monotonic() + self.s.timeout_s
+        for ld in inflight:
+            if ld.pending is not None:
+                while not ld.pending.done() and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                if not ld.pending.done():
+                    self._note_failure(RequestTimeout("load of a preempted request unanswered"))
+                    if self.client is not None:
+                        self.client.close()
+            if ld.scatter is not None:
+                ld.scatter.result()
 
     def _copy_thread(self) -> ThreadPoolExecutor:
         if self._copier is None:
@@ -332,3 +466,95 @@ class WorkerSide:
     def _note_failure(self, exc: KvtierError) -> None:
         if isinstance(exc, (DaemonUnavailable, RequestTimeout)):
             self.health.failed(exc)
+
+
+class GroupedWorker:
+    """The worker connector of a model with several KV cache groups: one WorkerSide per group
+    (its layers, its namespace, its own connection and registration). A request is reported
+    finished (sending or recving) once every group that had a transfer for it reported it,
+    which is what vLLM's block accounting needs: one report per request and worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        n = len(settings.groups)
+        self.sides = [WorkerSide(settings, g, n) for g in settings.groups]
+        self.tp_rank, self.pp_rank = self.sides[0].tp_rank, self.sides[0].pp_rank
+        self.rank = self.sides[0].rank
+        self._want_send: dict[str, set[int]] = {}
+        self._want_recv: dict[str, set[int]] = {}
+        self._got_send: dict[str, set[int]] = {}
+        self._got_recv: dict[str, set[int]] = {}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for side in self.sides:
+            for k, v in side.stats.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    @property
+    def mode(self) -> str:
+        modes = {side.mode for side in self.sides}
+        return modes.pop() if len(modes) == 1 else "mixed"
+
+    def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
+        for side in self.sides:
+            side.register_kv_caches(kv_caches)
+
+    def start_load_kv(self, meta: Optional[KVTierConnectorMetadata]) -> None:
+        if meta is None:
+            return
+        for save in meta.saves:
+            if not save.step:            # step saves are no request_finished hold: never reported
+                self._want_send.setdefault(save.req_id, set()).add(save.group)
+        for load in meta.loads:
+            self._want_recv.setdefault(load.req_id, set()).add(load.group)
+        for side in self.sides:
+            side.start_load_kv(meta)
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        """Nothing to wait for (see WorkerSide)."""
+
+    def wait_for_save(self) -> None:
+        for side in self.sides:
+            side.wait_for_save()
+
+    def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
+        for g, side in enumerate(self.sides):
+            snd, rcv = side.get_finished(finished_req_ids)
+            for rid in snd or ():
+                self._got_send.setdefault(rid, set()).add(g)
+            for rid in rcv or ():
+                self._got_recv.setdefault(rid, set()).add(g)
+        return self._complete(self._want_send, self._got_send), self._complete(self._want_recv, self._got_recv)
+
+    @staticmethod
+    def _complete(want: dict[str, set[int]], got: dict[str, set[int]]) -> Optional[set[str]]:
+        done = {rid for rid, gs in got.items() if gs >= want.get(rid, set())}
+        for rid in done:
+            got.pop(rid, None)
+            want.pop(rid, None)
+        return done or None
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        out: set[int] = set()
+        for side in self.sides:
+            out |= side.get_block_ids_with_load_errors()
+        return out
+
+    def handle_preemptions(self, preempted: set[str]) -> None:
+        for side in self.sides:
+            side.handle_preemptions(preempted)
+
+    def take_stats(self) -> Optional[KVTierConnectorStats]:
+        total: Optional[KVTierConnectorStats] = None
+        for side in self.sides:
+            st = side.take_stats()
+            if st is not None:
+                total = st if total is None else total.aggregate(st)
+        return total
+
+    def shutdown(self) -> None:
+        for side in self.sides:
+            side.shutdown()
