@@ -12,14 +12,14 @@
  * daemon in service has answered many requests already.
  */
 import { randomInt } from 'node:crypto';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KvtierClient } from '../src/protocol/client.js';
 import { encodeFrame } from '../src/protocol/messages.js';
 import { packTokens } from '../src/chunking/tokens.js';
-import { packageRoot, spawnDaemon } from './daemon-process.js';
+import { spawnDaemon } from './daemon-process.js';
+import { runBenchPython } from './python.js';
 import { startEchoFloor } from './echo-floor.js';
 import { nowUs, percentiles } from './stats.js';
 
@@ -47,7 +47,6 @@ export interface LookupBenchResult {
   python_error?: string;
 }
 
-const PYTHON = '/usr/bin/python3';
 const RTT_BLOCKS = 10;
 const WARMUP_ROUND_TRIPS = 5000;
 
@@ -121,20 +120,13 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
 }
 
 async function pythonLookup(socket: string, tokens: Uint8Array, chunkSize: number, iterations: number): Promise<{ result: LookupBenchResult['python_lookup_us']; error?: string }> {
-  if (!existsSync(PYTHON)) return { result: null, error: `${PYTHON} not found` };
   const dir = mkdtempSync(join(tmpdir(), 'kvtier-pylookup-'));
   try {
     const file = join(dir, 'tokens.u32');
     writeFileSync(file, tokens);
-    const script = join(packageRoot(), 'bench', 'lookup_python.py');
-    const child = spawn(PYTHON, [script, socket, file, String(chunkSize), String(iterations)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-    if (code !== 0) return { result: null, error: `python exited with ${code}: ${err.trim().split('\n').slice(-1)[0] ?? ''}` };
-    return { result: JSON.parse(out) as NonNullable<LookupBenchResult['python_lookup_us']> };
+    return { result: await runBenchPython<NonNullable<LookupBenchResult['python_lookup_us']>>('lookup_python.py', [socket, file, String(chunkSize), String(iterations)]) };
+  } catch (e) {
+    return { result: null, error: e instanceof Error ? e.message : String(e) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

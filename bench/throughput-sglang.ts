@@ -5,12 +5,8 @@
  * two copies block form cannot avoid, measured in the same run by the
  * Python side (bench/sglang_throughput.py, /usr/bin/python3 with torch).
  */
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { packageRoot, spawnDaemon } from './daemon-process.js';
-
-const PYTHON = '/usr/bin/python3';
+import { spawnDaemon } from './daemon-process.js';
+import { runBenchPython } from './python.js';
 
 export interface SglangFormRow {
   form: 'block' | 'inline';
@@ -33,21 +29,13 @@ export interface SglangThroughputResult {
 }
 
 export async function runSglangThroughput(opts: { pages?: number; rounds?: number } = {}): Promise<SglangThroughputResult> {
-  if (!existsSync(PYTHON)) throw new Error(`${PYTHON} not found: the SGLang bench runs the Python backend (python3-torch, python3-protobuf)`);
   const pages = opts.pages ?? 16;
   const rounds = opts.rounds ?? 3;
   // Room for every round of both forms (8 MiB pages), so nothing is evicted mid-bench.
   const poolGiB = Math.max(1, Math.ceil((2 * (rounds + 1) * pages * 8) / 1024) + 1);
   const d = await spawnDaemon({ KVTIER_MAX_LOCAL_CPU_SIZE: String(poolGiB) });
   try {
-    const child = spawn(PYTHON, [join(packageRoot(), 'bench', 'sglang_throughput.py'), d.socket, String(pages), String(rounds)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
-    child.stderr.on('data', (b: Buffer) => { err += b.toString(); });
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-    if (code !== 0) throw new Error(`bench/sglang_throughput.py exited with ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`);
-    return JSON.parse(out.trim().split('\n').at(-1)!) as SglangThroughputResult;
+    return await runBenchPython<SglangThroughputResult>('sglang_throughput.py', [d.socket, String(pages), String(rounds)]);
   } finally {
     await d.stop();
   }

@@ -69,6 +69,20 @@ std::shared_ptr<PoolMemory> poolHolding(const uint8_t* p) {
   return nullptr;
 }
 
+HeldBuffers holdBuffers(Napi::Env env, const std::vector<Napi::Uint8Array>& buffers, const char* ownerKey,
+                        Napi::Value owner) {
+  HeldBuffers held{Napi::Object::New(env), {}};
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    held.keep.Set(static_cast<uint32_t>(i), buffers[i]);
+    if (buffers[i].ByteLength() > 0) {
+      auto mem = poolHolding(buffers[i].Data());
+      if (mem) held.pools.push_back(std::move(mem));
+    }
+  }
+  held.keep.Set(ownerKey, owner);
+  return held;
+}
+
 namespace {
 
 // Faults in and locks one arena on a libuv worker thread (pool.h, "Warming").

@@ -160,17 +160,9 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
                     Result result) {
     auto* data = env.GetInstanceData<AddonData>();
     auto deferred = Napi::Promise::Deferred::New(env);
-    Napi::Object keep = Napi::Object::New(env);
-    std::vector<std::shared_ptr<PoolMemory>> pools;
-    for (size_t i = 0; i < buffers.size(); ++i) {
-      keep.Set(static_cast<uint32_t>(i), buffers[i]);
-      if (buffers[i].ByteLength() > 0) {
-        auto mem = poolHolding(buffers[i].Data());
-        if (mem) pools.push_back(std::move(mem));
-      }
-    }
-    keep.Set("link", Value());
-    auto* pending = new PendingCopy{deferred, Napi::Persistent(keep), {}, {}};
+    HeldBuffers held = holdBuffers(env, buffers, "link", Value());
+    std::vector<std::shared_ptr<PoolMemory>> pools = std::move(held.pools);
+    auto* pending = new PendingCopy{deferred, Napi::Persistent(held.keep), {}, {}};
     CompletionQueue* completions = data->completions.get();
     completions->started(env);
     job->done = [pending, completions, result = std::move(result), pools = std::move(pools)](ValkeyJob* raw) {
