@@ -7,7 +7,7 @@
  *   node dist/bench/throughput-valkey.js [--url valkey://...] [--sizes 4194304,33554432]
  *        [--total-mb 256] [--connections 4] [--segment-bytes 1048576] [--inflight 4]
  *        [--bulk-per-connection 1]
- *        [--serde naive] [--ref-clients 1] [--rounds 3] [--json]
+ *        [--serde naive] [--ref-clients 1] [--rounds 3] [--tls] [--json]
  *
  * Without --url it starts its own valkey-server on a free loopback port.
  * runValkeyThroughput() is what `kvtier bench throughput --tier valkey` calls.
@@ -16,6 +16,7 @@
 import { Decoder, GlideClient } from '@valkey/valkey-glide';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Slab } from '../src/tiers/host-memory.js';
 import type { SerdeName } from '../src/tiers/serde.js';
@@ -24,6 +25,7 @@ import type { DataPathName } from '../src/tiers/valkey-native.js';
 import { ChunkId } from '../src/tiers/chunk-id.js';
 import { ValkeyTier } from '../src/tiers/valkey-tier.js';
 import { parseValkeyUrl } from '../src/tiers/valkey-url.js';
+import { makeTestCertificates } from './tls-certs.js';
 import { startValkey, stopAllValkey } from './valkey-server.js';
 
 export interface ValkeyThroughputOptions {
@@ -45,6 +47,11 @@ export interface ValkeyThroughputOptions {
   rounds?: number;
   /** Skip valkey-benchmark (it is not installed everywhere). */
   noReference?: boolean;
+  /**
+   * Start the bench's own valkey-server TLS-only (a throwaway CA) and run
+   * both data paths and valkey-benchmark --tls against it. Not with `url`.
+   */
+  tls?: boolean;
 }
 
 export interface ValkeyThroughputRow {
@@ -147,10 +154,11 @@ async function lmcacheReference(url: string, size: number, n: number): Promise<V
   return JSON.parse(await run('/usr/bin/python3', [script, a.host, String(a.port), String(size), String(n), '8'], 300_000)) as ValkeyThroughputRow['lmcache_reference'];
 }
 
-async function reference(url: string, size: number, n: number, clients: number): Promise<ValkeyThroughputRow['reference']> {
+async function reference(url: string, size: number, n: number, clients: number, caFile: string | null): Promise<ValkeyThroughputRow['reference']> {
   const ep = parseValkeyUrl(url);
   const addr = ep.addresses[0];
   const args = ['-h', addr.host, '-p', String(addr.port), '-t', 'set,get', '-d', String(size), '-n', String(n), '-c', String(clients), '-P', '1', '--csv'];
+  if (caFile !== null) args.push('--tls', '--cacert', caFile);
   if (ep.password !== undefined) args.push('-a', ep.password);
   if (ep.mode === 'cluster') args.push('--cluster');
   const rps = parseBenchmarkCsv(await run('valkey-benchmark', args, 120_000));
@@ -256,15 +264,23 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
   const inflight = options.inflight ?? 4;
   const serde = options.serde ?? 'naive';
   const rounds = options.rounds ?? 3;
-  const own = options.url ? null : await startValkey({ maxmemory: `${Math.ceil((totalBytes * 1.5) / MiB) + 256}mb`, maxmemoryPolicy: 'allkeys-lru' });
+  if (options.tls && options.url) throw new Error('--tls starts its own TLS valkey-server: do not give --url with it');
+  const certs = options.tls ? makeTestCertificates() : null;
+  const own = options.url ? null : await startValkey({
+    maxmemory: `${Math.ceil((totalBytes * 1.5) / MiB) + 256}mb`, maxmemoryPolicy: 'allkeys-lru', ...(certs ? { tls: certs.server } : {}),
+  });
   const url = options.url ?? own!.url;
+  const caFile = certs?.caFile ?? null;
   const rows: ValkeyThroughputRow[] = [];
   const bulkPerConnection = options.bulkPerConnection ?? 1;
   const paths: DataPathName[] = ['native', 'glide'];
   const tiers = new Map<DataPathName, ValkeyTier>();
   try {
     for (const dataPath of paths) {
-      const tier = await ValkeyTier.create({ url, connections, segmentBytes, serde, bulkPerConnection, keyPrefix: 'kvtier-bench', dataPath });
+      const tier = await ValkeyTier.create({
+        url, connections, segmentBytes, serde, bulkPerConnection, keyPrefix: 'kvtier-bench', dataPath,
+        ...(certs ? { tlsRootCertificates: readFileSync(certs.caFile) } : {}),
+      });
       tiers.set(dataPath, tier);
       if (!tier.available) throw new Error(`valkey ${parseValkeyUrl(url).redacted} is not reachable`);
       if (tier.dataPath.path !== dataPath) throw new Error(`the ${dataPath} data path is unavailable here: ${tier.dataPath.reason}`);
@@ -282,10 +298,10 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
       for (let r = 0; r < rounds; r++) {
         for (const p of paths) passes.get(p)!.push(await tierPass(tiers.get(p)!, size, n, inflight));
         if (!options.noReference) {
-          refs.push((await reference(url, size, n, options.refClients ?? 1))!);
+          refs.push((await reference(url, size, n, options.refClients ?? 1, caFile))!);
           const segCount = Math.ceil((n * size) / valueBytes);
           const sweep: NonNullable<ValkeyThroughputRow['reference']>[] = [];
-          for (const c of [1, 4, 8]) sweep.push((await reference(url, valueBytes, segCount, c))!);
+          for (const c of [1, 4, 8]) sweep.push((await reference(url, valueBytes, segCount, c, caFile))!);
           sweeps.push(sweep);
           if (segmented) segRefs.push(sweep.find((x) => x.what.includes(` -c ${connections} `)) ?? sweep[1]);
         }
@@ -338,6 +354,7 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
   } finally {
     for (const t of tiers.values()) await t.close();
     await own?.stop();
+    certs?.remove();
   }
   return rows;
 }
@@ -379,6 +396,7 @@ function parseArgs(argv: string[]): { options: ValkeyThroughputOptions; json: bo
       case '--ref-clients': options.refClients = num(); break;
       case '--rounds': options.rounds = num(); break;
       case '--no-reference': options.noReference = true; break;
+      case '--tls': options.tls = true; break;
       default: throw new Error(`unknown flag ${a}`);
     }
   }

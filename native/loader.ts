@@ -43,7 +43,7 @@ export interface Binding extends DiskBinding {
   tuneMalloc(): boolean;
   peerCredentials(fd: number): PeerCredentials;
   setCudaCopy(mode: string): boolean;
-  ValkeyLink: new (host: string, port: number, username: string, password: string, db: number, connections: number, connectTimeoutMs: number, pipelineBytes: number) => ValkeyLinkBinding;
+  ValkeyLink: new (host: string, port: number, username: string, password: string, db: number, connections: number, connectTimeoutMs: number, pipelineBytes: number, tls: boolean, tlsCaPem: string, tlsInsecure: boolean) => ValkeyLinkBinding;
   xxh64(bytes: Uint8Array): string;
 }
 

@@ -18,11 +18,18 @@ export interface ValkeyLinkOptions {
    * moment it starts, not from when it was queued.
    */
   pipelineBytes: number;
+  /**
+   * TLS on node's own OpenSSL (native/src/valkey/tls.h): the server's
+   * certificate is checked against `caPem` (PEM text; absent: the system's
+   * roots) and the host name, unless `insecure`.
+   */
+  tls?: { caPem?: string; insecure: boolean };
 }
 
 /** A native Valkey data plane to one node; throws KVT_NATIVE when the addon is not built. */
 export function openValkeyLink(o: ValkeyLinkOptions): ValkeyLinkBinding {
   const { ValkeyLink } = load();
-  return new ValkeyLink(o.host, o.port, o.username ?? '', o.password ?? '', o.db ?? 0, o.connections, o.connectTimeoutMs, o.pipelineBytes);
+  return new ValkeyLink(o.host, o.port, o.username ?? '', o.password ?? '', o.db ?? 0, o.connections, o.connectTimeoutMs, o.pipelineBytes,
+    o.tls !== undefined, o.tls?.caPem ?? '', o.tls?.insecure ?? false);
 }
 

@@ -178,7 +178,7 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   }),
   valkeyDataPath: entry('valkey_data_path', {
     check: c.oneOf(['auto', 'native', 'glide'] as const), default: 'auto',
-    doc: "What moves segment bytes: the native addon's own connections (plain TCP; single node or cluster, one link per master), or valkey-glide; auto picks native where it can serve the URL. kvtier stats and doctor say which and why.",
+    doc: "What moves segment bytes: the native addon's own connections (plain TCP or TLS on node's OpenSSL; single node or cluster, one link per master), or valkey-glide; auto picks native where it can serve the URL. kvtier stats and doctor say which and why.",
   }),
   valkeySegmentBytes: entry('valkey_segment_bytes', {
     check: c.integer(65536, 67108864), default: 1048576,

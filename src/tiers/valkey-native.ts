@@ -16,8 +16,9 @@
  * one slot (valkey-slots.ts), so one job on one link. The map comes from
  * glide (CLUSTER SLOTS), refreshed after a MOVED/ASK or a lost node, at most
  * one fetch in flight; without a map, or for a slot without a node, the
- * chunk goes through glide. Plain TCP only: TLS and inline (unsegmented)
- * values stay on glide; why is in `info.reason`, which stats and doctor show.
+ * chunk goes through glide. TLS runs on node's own OpenSSL (the addon links
+ * none of its own); inline (unsegmented) values stay on glide. Why a tier is
+ * on glide is in `info.reason`, which stats and doctor show.
  */
 
 import type { ValkeyLinkBinding, ValkeyReadResult } from '../../native/index.js';
@@ -56,6 +57,14 @@ export interface NativeFailure {
   redirect: boolean;
 }
 
+function tlsOf(tls: NativeOpenOptions['tls']): { caPem?: string; insecure: boolean } {
+  const roots = tls?.rootCertificates;
+  return {
+    insecure: tls?.insecure ?? false,
+    ...(roots !== undefined ? { caPem: typeof roots === 'string' ? roots : roots.toString('utf8') } : {}),
+  };
+}
+
 export function failureOf(e: unknown): NativeFailure {
   const code = (e as { code?: unknown } | null)?.code;
   const c = typeof code === 'string' ? code : ErrorCode.KVT_NATIVE;
@@ -78,6 +87,8 @@ export interface NativeStats {
 }
 
 export interface NativeOpenOptions {
+  /** For a valkeys:// endpoint: the same trust settings glide gets. */
+  tls?: { rootCertificates?: string | Buffer; insecure: boolean };
   /** Cluster endpoints: the raw CLUSTER SLOTS reply (ValkeyPool.clusterSlots). */
   clusterSlots?: () => Promise<unknown>;
   log?: (level: 'info' | 'warn' | 'error', message: string) => void;
@@ -88,6 +99,7 @@ type LinkCounters = Omit<NativeStats, 'nodes' | 'redirects' | 'mapRefreshes'>;
 export class NativeDataPath {
   readonly #openLink: (host: string, port: number) => ValkeyLinkBinding;
   readonly #connections: number;
+  readonly #tls: boolean;
   /** Single node: the one link; null for a cluster. */
   readonly #single: { link: ValkeyLinkBinding; addr: string } | null;
   readonly #fetchSlots: (() => Promise<unknown>) | null;
@@ -104,9 +116,10 @@ export class NativeDataPath {
   #redirects = 0;
   #mapRefreshes = 0;
 
-  private constructor(openLink: (host: string, port: number) => ValkeyLinkBinding, connections: number, single: string | null, options: NativeOpenOptions) {
+  private constructor(openLink: (host: string, port: number) => ValkeyLinkBinding, connections: number, single: string | null, tls: boolean, options: NativeOpenOptions) {
     this.#openLink = openLink;
     this.#connections = connections;
+    this.#tls = tls;
     this.#log = options.log ?? (() => undefined);
     if (single !== null) {
       const { host, port } = splitAddress(single);
@@ -126,7 +139,8 @@ export class NativeDataPath {
   static async open(endpoint: ValkeyEndpoint, choice: DataPathChoice, connections: number, connectTimeoutMs: number, options: NativeOpenOptions = {}): Promise<{ path: NativeDataPath | null; info: DataPathInfo }> {
     const glide = (reason: string): { path: null; info: DataPathInfo } => ({ path: null, info: { path: 'glide', reason } });
     if (choice === 'glide') return glide('valkey_data_path: glide');
-    if (endpoint.tls) return glide('TLS endpoint: the native path speaks plain TCP only (glide carries TLS)');
+    // The addon's TLS calls resolve to node's OpenSSL: a node built without one has none to give.
+    if (endpoint.tls && !process.versions.openssl) return glide('TLS endpoint, and this node has no OpenSSL for the addon to use');
     const cluster = endpoint.mode === 'cluster';
     if (cluster && !options.clusterSlots) return glide('cluster endpoint without a slot map source');
     try {
@@ -138,9 +152,10 @@ export class NativeDataPath {
         // A cluster has only db 0 (no SELECT).
         db: cluster ? 0 : endpoint.databaseId,
         connections, connectTimeoutMs, pipelineBytes: PIPELINE_BYTES,
+        ...(endpoint.tls ? { tls: tlsOf(options.tls) } : {}),
       });
       const a = endpoint.addresses[0];
-      const path = new NativeDataPath(openLink, connections, cluster ? null : `${a.host}:${a.port}`, options);
+      const path = new NativeDataPath(openLink, connections, cluster ? null : `${a.host}:${a.port}`, endpoint.tls, options);
       return { path, info: path.info };
     } catch (e) {
       return glide(`native addon unavailable: ${errorMessage(e)}`);
@@ -148,13 +163,14 @@ export class NativeDataPath {
   }
 
   get info(): DataPathInfo {
-    if (this.#single) return { path: 'native', reason: `addon I/O threads, ${this.#connections} connections to ${this.#single.addr}` };
+    const tls = this.#tls ? ' (TLS)' : '';
+    if (this.#single) return { path: 'native', reason: `addon I/O threads, ${this.#connections} connections${tls} to ${this.#single.addr}` };
     const n = this.#map?.nodes.length;
     return {
       path: 'native',
       reason: n === undefined
-        ? `addon I/O threads, ${this.#connections} connections to each cluster node (no slot map yet: chunks go through glide)`
-        : `addon I/O threads, ${this.#connections} connections to each of ${n} cluster nodes`,
+        ? `addon I/O threads, ${this.#connections} connections${tls} to each cluster node (no slot map yet: chunks go through glide)`
+        : `addon I/O threads, ${this.#connections} connections${tls} to each of ${n} cluster nodes`,
     };
   }
 

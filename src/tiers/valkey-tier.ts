@@ -69,7 +69,10 @@ export class ValkeyTier implements RemoteTier {
     this.#log = options.log ?? defaultLog;
     if (options.onAvailability) this.#listeners.add(options.onAvailability);
     const connections = Math.max(1, options.connections ?? D.connections);
-    const nativeOptions = { clusterSlots: () => this.#pool.clusterSlots(), log: this.#log };
+    const nativeOptions = {
+      clusterSlots: () => this.#pool.clusterSlots(), log: this.#log,
+      tls: { insecure: options.tlsInsecure ?? false, ...(options.tlsRootCertificates ? { rootCertificates: options.tlsRootCertificates } : {}) },
+    };
     this.#nativeReady = NativeDataPath.open(endpoint, options.dataPath ?? 'auto', connections, options.connectTimeoutMs ?? D.connectTimeoutMs, nativeOptions).then(({ path, info }) => {
       if (this.#closed) {
         path?.close();

@@ -4,23 +4,26 @@
  * tlsInsecure, refused otherwise (a down tier, not a crash). Then the same
  * through daemons configured with valkey_tls_ca_file, against a server with
  * a password: chunks go through Valkey; a wrong CA is an error naming the
- * redacted URL; an unreadable CA file stops the config.
+ * redacted URL; an unreadable CA file stops the config. The tier contract
+ * runs over TLS on both data paths; the native path (node's OpenSSL in the
+ * addon) checks the certificate and the host name itself.
  */
 
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../../src/errors.js';
 import { packTokens } from '../../src/chunking/tokens.js';
 import { createLogger } from '../../src/log.js';
 import { startTestDaemon } from '../helpers/daemon.js';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValkeyTier } from '../../src/tiers/valkey-tier.js';
 import { startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
-import { randomChunkKey } from './tier-contract.js';
+import { makeTestCertificates, type TestCertificates } from '../../bench/tls-certs.js';
+import { randomChunkKey, runTierContract } from './tier-contract.js';
+import { nativeAvailable, openValkeyLink } from '../../native/index.js';
 
+let certs: TestCertificates;
 let server: ValkeyServer;
 let dir: string;
 let cert: Buffer;
@@ -30,27 +33,16 @@ let secured: ValkeyServer;
 const PASSWORD = 'tls-secret-pw';
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'kvtier-tls-'));
-  const f = (name: string): string => join(dir, name);
-  const openssl = (args: string[]): void => {
-    execFileSync('openssl', args, { stdio: 'ignore', timeout: 20_000 });
-  };
-  // A CA and a server certificate it signs: rustls refuses a CA certificate
-  // used as the server's own.
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=kvtier test CA']);
-  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('key.pem'), '-out', f('server.csr'), '-subj', '/CN=127.0.0.1']);
-  writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n');
-  openssl(['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('cert.pem'), '-days', '1', '-extfile', f('ext.cnf')]);
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('other.key'), '-out', f('other.pem'), '-days', '1', '-subj', '/CN=some other CA']);
-  otherCa = f('other.pem');
-  cert = readFileSync(f('ca.pem'));
-  const files = { certFile: f('cert.pem'), keyFile: f('key.pem'), caFile: f('ca.pem') };
-  server = await startValkey({ tls: files });
-  secured = await startValkey({ tls: files, requirepass: PASSWORD });
+  certs = makeTestCertificates();
+  dir = certs.dir;
+  otherCa = certs.otherCaFile;
+  cert = readFileSync(certs.caFile);
+  server = await startValkey({ tls: certs.server });
+  secured = await startValkey({ tls: certs.server, requirepass: PASSWORD });
 }, 60_000);
 afterAll(async () => {
   await stopAllValkey();
-  rmSync(dir, { recursive: true, force: true });
+  certs?.remove();
 });
 
 describe('valkeys:// (TLS)', () => {
@@ -88,6 +80,55 @@ describe('valkeys:// (TLS)', () => {
     } finally {
       await tier.close();
     }
+  });
+});
+
+for (const dataPath of ['native', 'glide'] as const) {
+  describe.skipIf(dataPath === 'native' && !nativeAvailable())(`valkeys:// on the ${dataPath} data path`, () => {
+    runTierContract(`valkey single over TLS, ${dataPath}, 256 KiB segments`, () =>
+      ValkeyTier.create({ url: server.url, dataPath, tlsRootCertificates: cert, segmentBytes: 256 << 10, connections: 2, connectTimeoutMs: 4000, log: () => undefined }), {
+      maxBytes: 3 << 20,
+      finally: (t) => {
+        const info = (t as ValkeyTier).dataPath;
+        expect(info.path).toBe(dataPath);
+        if (dataPath === 'native') expect(info.reason).toMatch(/connections \(TLS\) to 127\.0\.0\.1:/);
+      },
+    });
+  });
+}
+
+describe.skipIf(!nativeAvailable())('native TLS connections check what they talk to', () => {
+  /** One GET of a key nobody stored, over a native link with these settings. */
+  const probe = async (host: string, tls: { caPem?: string; insecure: boolean } | undefined): Promise<string> => {
+    const link = openValkeyLink({ host, port: server.port, connections: 1, connectTimeoutMs: 3000, pipelineBytes: 1 << 20, ...(tls ? { tls } : {}) });
+    try {
+      const r = await link.read(`{probe}:${randomBytes(8).toString('hex')}`, 1024, [], Buffer.alloc(0), 1 << 20, 3000);
+      return r.manifestState;
+    } catch (e) {
+      const err = e as { code?: string; message: string };
+      if (process.env.KVTIER_TEST_LOG) console.log(host, err.message);
+      return `${err.code}: ${err.message}`;
+    } finally {
+      link.close();
+    }
+  };
+
+  it('trusts the server with its CA, and without a check when insecure', async () => {
+    expect(await probe('127.0.0.1', { caPem: cert.toString('utf8'), insecure: false })).toBe('nil');
+    expect(await probe('127.0.0.1', { insecure: true })).toBe('nil');
+  });
+
+  it('refuses a certificate another CA signed, one that names another host, and the system roots', async () => {
+    expect(await probe('127.0.0.1', { caPem: readFileSync(otherCa, 'utf8'), insecure: false })).toMatch(/^KVT_VALKEY_UNAVAILABLE: .*certificate/);
+    // The certificate names IP 127.0.0.1 only; "localhost" resolves there but is not named.
+    expect(await probe("localhost", { caPem: cert.toString("utf8"), insecure: false })).toMatch(/^KVT_VALKEY_UNAVAILABLE: .*hostname mismatch/);
+    expect(await probe('127.0.0.1', { insecure: false })).toMatch(/^KVT_VALKEY_UNAVAILABLE: .*certificate/);
+  });
+
+  it('plain TCP to a TLS-only server fails within its deadline, it does not hang', async () => {
+    const t0 = Date.now();
+    expect(await probe('127.0.0.1', undefined)).toMatch(/^KVT_VALKEY_UNAVAILABLE: /);
+    expect(Date.now() - t0).toBeLessThan(10_000);
   });
 });
 

@@ -47,7 +47,8 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
                         InstanceMethod("abort", &LinkWrap::Abort)});
   }
 
-  // new ValkeyLink(host, port, username, password, db, connections, connectTimeoutMs, pipelineBytes)
+  // new ValkeyLink(host, port, username, password, db, connections, connectTimeoutMs, pipelineBytes,
+  //                tls, tlsCaPem ('' for the system's roots), tlsInsecure)
   explicit LinkWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LinkWrap>(info) {
     NodeAddress a;
     a.host = args::string(info, 0, "host");
@@ -58,6 +59,15 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     int connections = static_cast<int>(args::integer(info, 5, "connections", 256));
     int connectMs = static_cast<int>(args::integer(info, 6, "connectTimeoutMs", 3.6e6));
     size_t pipeline = static_cast<size_t>(args::integer(info, 7, "pipelineBytes"));
+    if (args::boolean(info, 8, "tls")) {
+      TlsOptions tls;
+      tls.enabled = true;
+      tls.caPem = args::string(info, 9, "tlsCaPem");
+      tls.insecure = args::boolean(info, 10, "tlsInsecure");
+      std::string why;
+      a.tls = TlsContext::create(tls, &why);
+      if (!a.tls) args::bad(info.Env(), why);
+    }
     link_ = ValkeyLink::start(std::move(a), std::max(1, connections), connectMs, pipeline);
   }
   ~LinkWrap() override {

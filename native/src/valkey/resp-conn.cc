@@ -24,6 +24,8 @@ int msUntil(Clock::time_point deadline) {
   return static_cast<int>(std::min<int64_t>(left, 1 << 30));
 }
 
+short pollFor(TlsWant want) { return want == TlsWant::Read ? POLLIN : want == TlsWant::Write ? POLLOUT : 0; }
+
 std::string bulk(const std::string& s) { return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n"; }
 
 }  // namespace
@@ -36,6 +38,7 @@ bool RespConn::fail(std::string* error, const std::string& why) {
 
 void RespConn::close() {
   std::lock_guard<std::mutex> lock(fdMu_);
+  tls_.reset();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   rpos_ = rend_ = 0;
@@ -115,6 +118,7 @@ bool RespConn::open(const NodeAddress& addr, Clock::time_point deadline, std::st
   int big = 4 << 20;
   ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
   ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  if (addr.tls && !handshake(addr, deadline, error)) return false;
 
   std::string setup;
   int replies = 0;
@@ -138,20 +142,65 @@ bool RespConn::open(const NodeAddress& addr, Clock::time_point deadline, std::st
   return true;
 }
 
+bool RespConn::handshake(const NodeAddress& addr, Clock::time_point deadline, std::string* error) {
+  std::string why;
+  tls_ = TlsSession::create(addr.tls, fd_, addr.host, &why);
+  if (!tls_) return fail(error, why);
+  for (;;) {
+    TlsWant want = TlsWant::None;
+    int r = tls_->handshake(&want, &why);
+    if (r == 1) return true;
+    if (r < 0) return fail(error, why);
+    if (!wait(want == TlsWant::Write ? POLLOUT : POLLIN, deadline, error)) return false;
+  }
+}
+
+ssize_t RespConn::recvSome(uint8_t* dest, size_t n, short* events, std::string* error) {
+  if (tls_) {
+    TlsWant want = TlsWant::None;
+    ssize_t r = tls_->read(dest, n, &want, error);
+    *events = r < 0 ? pollFor(want) : 0;
+    return r;
+  }
+  for (;;) {
+    ssize_t r = ::recv(fd_, dest, n, 0);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    *events = errno == EAGAIN || errno == EWOULDBLOCK ? POLLIN : 0;
+    if (*events == 0) *error = std::string("read: ") + std::strerror(errno);
+    return -1;
+  }
+}
+
+ssize_t RespConn::sendSome(struct iovec* iov, int count, short* events, std::string* error) {
+  if (tls_) {
+    TlsWant want = TlsWant::None;
+    ssize_t r = tls_->writev(iov, count, &want, error);
+    *events = r < 0 ? pollFor(want) : 0;
+    return r;
+  }
+  for (;;) {
+    ssize_t r = ::writev(fd_, iov, count);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    *events = errno == EAGAIN || errno == EWOULDBLOCK ? POLLOUT : 0;
+    if (*events == 0) *error = std::string("write: ") + std::strerror(errno);
+    return -1;
+  }
+}
+
 bool RespConn::writeAll(struct iovec* iov, int count, Clock::time_point deadline, std::string* error) {
   if (fd_ < 0) {
     *error = "not connected";
     return false;
   }
   while (count > 0) {
-    ssize_t n = ::writev(fd_, iov, std::min(count, IOV_MAX));
+    short events = 0;
+    ssize_t n = sendSome(iov, std::min(count, IOV_MAX), &events, error);
     if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (!wait(POLLOUT, deadline, error)) return false;
-        continue;
-      }
-      return fail(error, std::string("write: ") + std::strerror(errno));
+      if (events == 0) return fail(error, std::string(*error));
+      if (!wait(events, deadline, error)) return false;
+      continue;
     }
     size_t left = static_cast<size_t>(n);
     while (count > 0 && left >= iov->iov_len) {
@@ -176,18 +225,15 @@ bool RespConn::fill(Clock::time_point deadline, std::string* error) {
     if (rend_ == kReadBuf) return fail(error, "reply line longer than the read buffer");
   }
   for (;;) {
-    ssize_t n = ::recv(fd_, rbuf_ + rend_, kReadBuf - rend_, 0);
+    short events = 0;
+    ssize_t n = recvSome(rbuf_ + rend_, kReadBuf - rend_, &events, error);
     if (n > 0) {
       rend_ += static_cast<size_t>(n);
       return true;
     }
     if (n == 0) return fail(error, "connection closed by the server");
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (!wait(POLLIN, deadline, error)) return false;
-      continue;
-    }
-    return fail(error, std::string("read: ") + std::strerror(errno));
+    if (events == 0) return fail(error, std::string(*error));
+    if (!wait(events, deadline, error)) return false;
   }
 }
 
@@ -213,18 +259,15 @@ bool RespConn::readExact(uint8_t* dest, size_t n, Clock::time_point deadline, st
   size_t got = have;
   // The rest goes straight from the socket into place.
   while (got < n) {
-    ssize_t r = ::recv(fd_, dest + got, n - got, 0);
+    short events = 0;
+    ssize_t r = recvSome(dest + got, n - got, &events, error);
     if (r > 0) {
       got += static_cast<size_t>(r);
       continue;
     }
     if (r == 0) return fail(error, "connection closed by the server");
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (!wait(POLLIN, deadline, error)) return false;
-      continue;
-    }
-    return fail(error, std::string("read: ") + std::strerror(errno));
+    if (events == 0) return fail(error, std::string(*error));
+    if (!wait(events, deadline, error)) return false;
   }
   return true;
 }

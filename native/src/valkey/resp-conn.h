@@ -7,6 +7,9 @@
 //
 // Any I/O error, timeout or protocol surprise leaves the connection closed:
 // its state on the wire is unknown, so the next job reconnects.
+//
+// With a TLS context the same calls go through a TlsSession (tls.h): the
+// reply still lands in place, decrypted straight into the destination.
 #pragma once
 #include <sys/uio.h>
 
@@ -15,7 +18,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <memory>
 #include <string>
+
+#include "tls.h"
 
 namespace kvtier {
 
@@ -27,6 +33,7 @@ struct NodeAddress {
   std::string username;  // empty: AUTH <password> only
   std::string password;  // empty: no AUTH
   int db = 0;
+  std::shared_ptr<TlsContext> tls;  // null: plain TCP
 };
 
 // What one reply was.
@@ -76,8 +83,14 @@ class RespConn {
   bool skip(size_t n, Clock::time_point deadline, std::string* error);
   bool wait(short events, Clock::time_point deadline, std::string* error);
   bool fail(std::string* error, const std::string& why);
+  // One recv()/writev() over the socket or the TLS session: > 0 bytes, 0 the
+  // peer closed (reads), -1 with *events to poll for, or *events 0 and *error.
+  ssize_t recvSome(uint8_t* dest, size_t n, short* events, std::string* error);
+  ssize_t sendSome(struct iovec* iov, int count, short* events, std::string* error);
+  bool handshake(const NodeAddress& addr, Clock::time_point deadline, std::string* error);
 
   int fd_ = -1;
+  std::unique_ptr<TlsSession> tls_;
   std::mutex fdMu_;  // fd_ changes vs shutdownNow() from the JS thread
   std::atomic<bool> shut_{false};
   bool timedOut_ = false;
