@@ -16,6 +16,7 @@
 
 #include "../constants.h"
 #include "../valkey/xxh64.h"
+#include "disk-aio.h"
 #include "disk-sum.h"
 
 namespace kvtier {
@@ -106,21 +107,24 @@ int openMaybeDirect(const std::string& path, int flags, bool direct, bool* used)
 
 }  // namespace
 
-// The payload moves in pieces of this many bytes, each hashed right before
-// it is written or right after it is read, while it is still in cache: one
-// pass over memory for hash and I/O instead of two. Measured on the 2-core
-// build VM (bench throughput --tier disk, 7 rounds, same hour): 1 MiB pieces
-// 0.67-0.82 store / 0.59-0.74 retrieve of plain O_DIRECT, whole-chunk hash
-// then one transfer 0.46-0.71 / 0.47-0.63; 256 KiB and 4 MiB pieces no
-// better than 1 MiB (docs/disk.md).
+// The payload moves in 1 MiB pieces, each hashed right before it is written
+// or right after it has landed: the hash reads it while it is in cache, not
+// in a second pass over memory. On an O_DIRECT file the pieces go through
+// Linux AIO (disk-aio.h), up to kAioDepth in flight, so hashing overlaps the
+// transfer and the device keeps a queue as deep as one large pwrite/pread
+// would give it; elsewhere (the page cache) they are moved one by one.
 constexpr size_t kPieceBytes = size_t{1} << 20;
 
 namespace {
 
 // Writes/reads `len` bytes at `offset` in pieces, feeding each piece to
-// `sum` (before a write, after a read). Bytes moved, or -errno.
-int64_t piecewise(int fd, uint8_t* data, size_t len, uint64_t offset, bool write, PayloadSum* sum) {
+// `sum` in file order (before a write, after a read). Bytes moved, or -errno.
+int64_t piecewise(int fd, uint8_t* data, size_t len, uint64_t offset, bool write, bool direct, PayloadSum* sum) {
   const size_t piece = kPieceBytes;
+  if (direct) {
+    AioResult r = aioPieces(fd, data, len, offset, piece, write, [sum](const uint8_t* p, size_t n) { sum->update(p, n); });
+    if (r.ran) return r.bytes;
+  }
   int64_t total = 0;
   for (size_t o = 0; o < len; o += piece) {
     const size_t n = std::min(piece, len - o);
@@ -161,7 +165,7 @@ CopyError writeChunkFile(DiskWrite& w) {
   // Payload first, hashed piece by piece on its way out; the header, which
   // holds the sum, last. The file is renamed into place only after all of it.
   PayloadSum sum;
-  int64_t got = piecewise(fd.get(), const_cast<uint8_t*>(w.data), bulk, kDiskBlock, true, &sum);
+  int64_t got = piecewise(fd.get(), const_cast<uint8_t*>(w.data), bulk, kDiskBlock, true, used, &sum);
   int err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != bulk ? ENOSPC : 0;
   if (err == 0 && rest > 0) {
     sum.update(tail.get(), rest);
@@ -218,7 +222,7 @@ CopyError readChunkFile(DiskRead& r) {
   // Every payload byte is hashed as its piece lands; TypeScript compares the
   // sum with the header's before the chunk counts as a hit.
   PayloadSum sum;
-  got = piecewise(fd.get(), r.data, bulk, kDiskBlock, false, &sum);
+  got = piecewise(fd.get(), r.data, bulk, kDiskBlock, false, used, &sum);
   if (got < 0) return sysError("read", r.path, static_cast<int>(-got));
   if (static_cast<size_t>(got) != bulk) return ok();
   if (rest > 0) {
