@@ -53,7 +53,8 @@ AioResult aioPieces(int fd, uint8_t* data, size_t len, uint64_t offset, size_t p
       n = syscall(SYS_io_getevents, ctx, min, static_cast<long>(kAioDepth), ev, nullptr);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
-      // Cannot happen with a valid context; nothing more can be waited for safely.
+      // Only EFAULT/EINVAL, impossible with this context and array: give up
+      // waiting (io_destroy at thread exit still waits for what is in flight).
       err = err != 0 ? err : errno;
       return false;
     }
@@ -86,8 +87,9 @@ AioResult aioPieces(int fd, uint8_t* data, size_t len, uint64_t offset, size_t p
       } while (r < 0 && errno == EINTR);
       if (r != 1) {
         const int e = r < 0 ? errno : EAGAIN;
-        // Refused before anything ran (a filesystem without AIO for this fd): the caller goes synchronous.
-        if (submitted == 0 && (e == EINVAL || e == ENOSYS || e == EOPNOTSUPP)) return out;
+        // Refused before anything ran (a filesystem without AIO for this fd,
+        // no AIO resources): nothing moved, so the caller goes synchronous.
+        if (submitted == 0) return out;
         err = e;
         stop = true;
         break;
