@@ -220,7 +220,7 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
       ...base, case: c, cached_tokens: t.loaded * CHUNK_TOKENS, prefill_tokens: prompt - t.loaded * CHUNK_TOKENS, prefill_ms: round(tail),
       transfer_ms: round(transfer), lookup_ms: round(t.lookupMs, 2), retrieve_ms: round(t.retrieveMs), ttft_ms: round(transfer + tail),
       bytes_moved: moved, gbps: round(moved / transfer / 1e6, 3), prefill_tokens_per_s: Math.round(opts.questionTokens / (tail / 1000)),
-      loaded_chunks: t.loaded, failed_chunks: t.failed + (chunks - t.hitChunks), host_chunks: t.hostChunks, valkey_chunks: t.valkeyChunks,
+      loaded_chunks: t.loaded, failed_chunks: t.failed + (chunks - t.hitChunks), host_chunks: t.hostChunks, disk_chunks: t.diskChunks, valkey_chunks: t.valkeyChunks,
       windows: t.windows, samples, verified,
     };
   };

@@ -124,6 +124,8 @@ export interface LoadTiming {
   retrieveMs: number;
   hitChunks: number;
   hostChunks: number;
+  /** Of hitChunks, found on local disk (LookupOk.disk_chunks). */
+  diskChunks: number;
   valkeyChunks: number;
   loaded: number;
   failed: number;
@@ -147,7 +149,7 @@ export async function lookupAndLoad(client: KvtierClient, kv: ShmKvCache, tokens
   }
   const t2 = performance.now();
   if (Number(l.leaseId) !== 0) await client.releaseLease(l.leaseId);
-  return { lookupMs: t1 - t0, retrieveMs: t2 - t1, hitChunks: l.hitChunks, hostChunks: l.hostChunks, valkeyChunks: l.valkeyChunks, loaded, failed, windows };
+  return { lookupMs: t1 - t0, retrieveMs: t2 - t1, hitChunks: l.hitChunks, hostChunks: l.hostChunks, diskChunks: l.diskChunks, valkeyChunks: l.valkeyChunks, loaded, failed, windows };
 }
 
 /**
@@ -216,7 +218,7 @@ export async function lookupAndLoadInline(client: KvtierClient, kv: InlineKv, to
     });
   }
   if (Number(l.leaseId) !== 0) await client.releaseLease(l.leaseId);
-  return { lookupMs, retrieveMs, hitChunks: l.hitChunks, hostChunks: l.hostChunks, valkeyChunks: l.valkeyChunks, loaded, failed, windows, verified };
+  return { lookupMs, retrieveMs, hitChunks: l.hitChunks, hostChunks: l.hostChunks, diskChunks: l.diskChunks, valkeyChunks: l.valkeyChunks, loaded, failed, windows, verified };
 }
 
 /** One way for the bench's worker to move its KV: block form (shm + native) or inline. */

@@ -191,7 +191,7 @@ export class Dispatcher {
     try {
       const r = await this.#ctx.manager.lookup(ns, address(req.address), { owner: this.#init.owner, ttlMs: req.leaseTtlMs || undefined, noLease: req.noLease === true });
       this.#obs.lookupDone(since(t0), r.hitChunks);
-      return { lookupOk: { hitTokens: r.hitTokens, hitChunks: r.hitChunks, hostChunks: r.hostChunks, valkeyChunks: r.remoteChunks, leaseId: r.leaseId } };
+      return { lookupOk: { hitTokens: r.hitTokens, hitChunks: r.hitChunks, hostChunks: r.hostChunks, diskChunks: r.diskChunks, valkeyChunks: r.remoteChunks, leaseId: r.leaseId } };
     } catch (e) {
       this.#obs.failed('lookup');
       throw e;

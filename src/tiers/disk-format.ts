@@ -7,8 +7,13 @@
  *   offset 4096   payload, zero padded to a whole 4096-byte block
  *
  *   header: magic "KVTDISK1" | u32 version | u32 flags (0) | u32 length lo | u32 length hi
- *           | f64 created ms | u16 namespace bytes | u16 hash bytes | 16 hex xxh64(payload)
+ *           | f64 created ms | u16 namespace bytes | u16 hash bytes | 16 hex XXH3-64(payload)
  *           | namespace id | hash hex | 16 hex xxh64(header bytes before this field)
+ *
+ * Version 2 changed the payload checksum from xxh64 to XXH3-64 (faster on
+ * every byte read; native/src/disk/disk-sum.h). Files of version 1 fail the
+ * version check at start and are deleted like any unreadable file: a
+ * disk cache does not survive that upgrade, it is rebuilt.
  *
  * A file is written under `<final>.<pid>-<seq>.tmp` and renamed into place
  * once complete (native/src/disk/disk-file.cc); the two checksums are filled
@@ -17,9 +22,10 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { xxh3 } from '@node-rs/xxhash';
 import { checksum } from './checksum.js';
 
-export const DISK_FORMAT_VERSION = 1;
+export const DISK_FORMAT_VERSION = 2;
 export const HEADER_BYTES = 4096;
 const MAGIC = Buffer.from('KVTDISK1', 'latin1');
 const FIXED = 52;
@@ -28,6 +34,16 @@ const PAYLOAD_SUM_AT = 36;
 const NAME_RE = /^([0-9a-f]{32})-([0-9a-f]{64})\.kvc$/;
 const TMP_RE = /^[0-9a-f]{32}-[0-9a-f]{64}\.kvc\.[0-9]+-[0-9]+\.tmp$/;
 const SUBDIR_RE = /^[0-9a-f]{2}$/;
+
+/**
+ * The payload checksum (XXH3-64, seed 0) as the header holds it, from
+ * @node-rs/xxhash: an implementation independent of the addon's, which
+ * computes it on the I/O threads. For tests and tools; the tier never hashes
+ * payloads on the JS thread.
+ */
+export function payloadChecksum(bytes: Uint8Array): string {
+  return xxh3.xxh64(bytes).toString(16).padStart(16, '0');
+}
 
 /** Bytes a chunk of `length` takes on disk: the header block and the padded payload. */
 export function fileBytes(length: number): number {

@@ -3,8 +3,8 @@
  * bounded by max_local_disk_size (docs/disk.md has the format and the
  * crash-safety argument).
  *
- *   write(key, slab) ─► reserve bytes (evict LRU) ─► native: xxh64, pwritev tmp, rename ─► index
- *   readInto(key, slab) ─► native: preadv header + payload into the slab, xxh64 ─► verify ─► hit
+ *   write(key, slab) ─► reserve bytes (evict LRU) ─► native: payload pieces to tmp (XXH3 each), header last, rename ─► index
+ *   readInto(key, slab) ─► native: header, then the payload into the slab in 1 MiB pieces (AIO on O_DIRECT), XXH3 as they land ─► verify ─► hit
  *
  * Invariants:
  * - only a complete, renamed file is ever indexed, and every read is checked

@@ -28,7 +28,7 @@ describe.skipIf(!built)('bench ttft model mode', () => {
       expect(row.ttft_ms).toBeGreaterThan(Number(row.prefill_ms));
     }
     expect(r.rows[3].valkey_chunks).toBe(2);
-    expect(r.rows[2]).toMatchObject({ host_chunks: 0, valkey_chunks: 0 }); // every chunk came from disk
+    expect(r.rows[2]).toMatchObject({ host_chunks: 0, disk_chunks: 2, valkey_chunks: 0 }); // every chunk came from disk
     expect(r.rows[1].host_chunks).toBe(2);
     expect(r.rows[0].ttft_ms).toBeCloseTo(prefillMs(SHAPES['llama-3.3-70b-tp8'], 0, 576, prefill), 0);
     expect(r.skipped).toEqual([]);

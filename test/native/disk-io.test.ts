@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DISK_BLOCK, DiskIo } from '../../native/disk-io.js';
+import { NativePool } from '../../native/index.js';
 import { BadRequestError, DiskIoError, diskErrno } from '../../src/errors.js';
-import { checksum } from '../../src/tiers/checksum.js';
-import { decodeHeader, encodeHeader, fileBytes } from '../../src/tiers/disk-format.js';
+import { decodeHeader, encodeHeader, fileBytes, payloadChecksum } from '../../src/tiers/disk-format.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvtier-diskio-'));
 const io = new DiskIo(2);
@@ -35,12 +35,35 @@ describe('DiskIo', () => {
     expect(statSync(path).size).toBe(fileBytes(payload.length));
     const onDisk = readFileSync(path);
     const head = decodeHeader(onDisk.subarray(0, DISK_BLOCK));
-    expect(head).toMatchObject({ namespaceId: 'f'.repeat(32), hash: 'e'.repeat(64), length: payload.length, payloadSum: checksum(payload) });
+    expect(head).toMatchObject({ namespaceId: 'f'.repeat(32), hash: 'e'.repeat(64), length: payload.length, payloadSum: payloadChecksum(payload) });
     expect(onDisk.subarray(DISK_BLOCK, DISK_BLOCK + payload.length).equals(payload)).toBe(true);
     const dest = Buffer.alloc(payload.length);
     const r = await io.readChunk(path, dest, { direct: false });
-    expect(r).toMatchObject({ complete: true, sum: checksum(payload) });
+    expect(r).toMatchObject({ complete: true, sum: payloadChecksum(payload) });
     expect(dest.equals(payload)).toBe(true);
+  });
+
+  it.each([
+    ['through the page cache (heap buffers)', false],
+    ['with O_DIRECT, through Linux AIO where the kernel offers it (page-aligned pool slabs)', true],
+  ])('hashes and moves a payload in 1 MiB pieces %s: every length around a piece edge is byte-exact with its XXH3 sum', async (_how, direct) => {
+    const MiB = 1 << 20;
+    const pool = new NativePool(64 * MiB);
+    // 21 MiB + 17: more pieces than the AIO queue holds at once.
+    for (const length of [0, 1, DISK_BLOCK, MiB - 1, MiB, MiB + 1, MiB + DISK_BLOCK, 3 * MiB + 17, 21 * MiB + 17]) {
+      const payload = direct ? pool.allocate(Math.max(1, length))!.buf.subarray(0, length) : Buffer.alloc(length);
+      randomBytes(length).copy(payload);
+      const h = encodeHeader('f'.repeat(32), 'd'.repeat(64), length);
+      const path = join(dir, `piece-${length}-${direct}.kvc`);
+      await io.writeChunk({ tmpPath: `${path}.1-1.tmp`, finalPath: path, header: h.header, payload, sumOffset: h.sumOffset, headerSumOffset: h.headerSumOffset, direct, sync: false });
+      const onDisk = readFileSync(path);
+      expect(onDisk.length, `${length}`).toBe(fileBytes(length));
+      expect(decodeHeader(onDisk.subarray(0, DISK_BLOCK)), `${length}`).toMatchObject({ length, payloadSum: payloadChecksum(payload) });
+      const dest = direct ? pool.allocate(Math.max(1, length))!.buf.subarray(0, length) : Buffer.alloc(length);
+      expect(await io.readChunk(path, dest, { direct }), `${length}`).toMatchObject({ complete: true, direct, sum: payloadChecksum(payload) });
+      expect(dest.equals(payload), `${length}`).toBe(true);
+    }
+    pool.close();
   });
 
   it('runs off the JS thread: the event loop turns while 64 MiB are written and read', async () => {

@@ -167,3 +167,31 @@ def test_one_client_shared_by_threads(daemon):
         for th in threads:
             th.join()
         assert errors == []
+
+
+def test_lookup_names_disk_hits_after_a_restart(daemon_factory, tmp_path):
+    """A restarted daemon's host tier is empty and its local_disk warm: the
+    hits are disk_chunks (hit_chunks = host + disk + valkey), the bytes are
+    the stored ones, and once retrieved they are host hits."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    d = daemon_factory(f"local_disk: file://{disk}/\nmax_local_disk_size: 0.1\n")
+    tokens = list(range(5000, 5000 + 3 * 256))
+    chunks = [os.urandom(64 * 1024 + 7) for _ in range(3)]
+    with client(d) as c:
+        c.store_inline(tokens, chunks).wait(5.0)
+        deadline = time.monotonic() + 20
+        while c.stats()["disk"]["entries"] < 3:
+            assert time.monotonic() < deadline, c.stats()["disk"]
+            time.sleep(0.05)
+        first = c.lookup(tokens=tokens, no_lease=True)
+        assert (first.hit_chunks, first.host_chunks, first.disk_chunks, first.valkey_chunks) == (3, 3, 0, 0)
+    d.kill()
+    d.start()
+    with client(d) as c:
+        ok = c.lookup(tokens=tokens, lease_ttl_ms=10000)
+        assert (ok.hit_chunks, ok.host_chunks, ok.disk_chunks, ok.valkey_chunks) == (3, 0, 3, 0)
+        assert list(c.retrieve_inline(ok.lease_id, 0, 3).chunks) == chunks
+        c.release_lease(ok.lease_id, wait=True)
+        again = c.lookup(tokens=tokens, no_lease=True)
+        assert (again.hit_chunks, again.host_chunks, again.disk_chunks) == (3, 3, 0)

@@ -61,7 +61,7 @@ describe('disk tier in a daemon', () => {
       expect(b.daemon.stats().disk).toMatchObject({ rebuiltEntries: 8 + values.length, corrupt: 0 });
       const cb = await b.connect({ fingerprint: fp });
       const l = await cb.lookup({ tokens: prompts[1].tokens }, { noLease: true });
-      expect(l).toMatchObject({ hitChunks: 5, hostChunks: 0 });
+      expect(l).toMatchObject({ hitChunks: 5, hostChunks: 0, diskChunks: 5, valkeyChunks: 0 });
       for (const p of prompts) expect(await served(cb, p)).toEqual({ hit: p.chunks.length, host: 0, wrong: 0 });
       // Retrieved once from disk, now promoted: host hits.
       expect((await cb.lookup({ tokens: prompts[0].tokens }, { noLease: true })).hostChunks).toBe(3);

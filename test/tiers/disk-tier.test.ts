@@ -5,10 +5,11 @@
  * eviction under a small max size, and page-aligned pool slabs (O_DIRECT).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, renameSync, statSync, truncateSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, statSync, truncateSync, writeFileSync, openSync, writeSync, closeSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { NativePool } from '../../native/index.js';
+import { checksum } from '../../src/tiers/checksum.js';
 import { chunkPath, fileBytes } from '../../src/tiers/disk-format.js';
 import type { DiskTier } from '../../src/tiers/disk-tier.js';
 import { randomChunkKey, runTierContract } from './tier-contract.js';
@@ -82,6 +83,28 @@ describe('disk tier', () => {
     expect(t.stats().corrupt).toBe(1);
     expect(t.has(`${NS}:${key.hash}`)).toBe(false);
     await t.close();
+    expect(existsSync(path)).toBe(false);
+  });
+
+  it('drops a format-1 file at start (xxh64 payload sum): deleted and counted, never served', async () => {
+    const dir = diskDir();
+    const t = await openDisk(dir);
+    const key = randomChunkKey(NS);
+    expect(await t.put(key, randomBytes(3 * 4096 + 9))).toBe(true);
+    await t.close();
+    // The same file with its header saying version 1, the header's own checksum made right again.
+    const path = chunkPath(dir, NS, key.hash);
+    const fd = openSync(path, 'r+');
+    const head = Buffer.alloc(4096);
+    readSync(fd, head, 0, 4096, 0);
+    head.writeUInt32LE(1, 8);
+    const sumAt = 52 + head.readUInt16LE(32) + head.readUInt16LE(34);
+    head.write(checksum(head.subarray(0, sumAt)), sumAt, 'latin1');
+    writeSync(fd, head, 0, 4096, 0);
+    closeSync(fd);
+    const again = await tier(dir);
+    expect(again.stats()).toMatchObject({ rebuiltEntries: 0, corrupt: 1 });
+    expect(await again.get(key)).toBeNull();
     expect(existsSync(path)).toBe(false);
   });
 

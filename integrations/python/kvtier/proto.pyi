@@ -245,6 +245,7 @@ class LookupOk(Message):
     host_chunks: int
     valkey_chunks: int
     lease_id: int
+    disk_chunks: int
     def __init__(
         self,
         *,
@@ -253,6 +254,7 @@ class LookupOk(Message):
         host_chunks: int = ...,
         valkey_chunks: int = ...,
         lease_id: int = ...,
+        disk_chunks: int = ...,
     ) -> None: ...
 
 class ReleaseLease(Message):

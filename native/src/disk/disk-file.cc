@@ -10,11 +10,14 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
 #include "../constants.h"
 #include "../valkey/xxh64.h"
+#include "disk-aio.h"
+#include "disk-sum.h"
 
 namespace kvtier {
 namespace {
@@ -86,6 +89,9 @@ int64_t fullIo(int fd, struct iovec* iov, int count, uint64_t offset, bool write
 
 // Opens with O_DIRECT when asked and possible; falls back to buffered only
 // for EINVAL (a filesystem without O_DIRECT); *used says which it got.
+// Linux creates an O_CREAT file before it checks O_DIRECT, so the refused
+// open leaves the file behind: with O_EXCL it is ours (it did not exist, or
+// the open would have been EEXIST) and is removed before the second try.
 int openMaybeDirect(const std::string& path, int flags, bool direct, bool* used) {
   *used = false;
   if (direct) {
@@ -94,8 +100,43 @@ int openMaybeDirect(const std::string& path, int flags, bool direct, bool* used)
       *used = fd >= 0;
       return fd;
     }
+    if ((flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL)) ::unlink(path.c_str());
   }
   return ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+}
+
+}  // namespace
+
+// The payload moves in 1 MiB pieces, each hashed right before it is written
+// or right after it has landed: the hash reads it while it is in cache, not
+// in a second pass over memory. On an O_DIRECT file the pieces go through
+// Linux AIO (disk-aio.h), up to kAioDepth in flight, so hashing overlaps the
+// transfer and the device keeps a queue as deep as one large pwrite/pread
+// would give it; elsewhere (the page cache) they are moved one by one.
+constexpr size_t kPieceBytes = size_t{1} << 20;
+
+namespace {
+
+// Writes/reads `len` bytes at `offset` in pieces, feeding each piece to
+// `sum` in file order (before a write, after a read). Bytes moved, or -errno.
+int64_t piecewise(int fd, uint8_t* data, size_t len, uint64_t offset, bool write, bool direct, PayloadSum* sum) {
+  const size_t piece = kPieceBytes;
+  if (direct) {
+    AioResult r = aioPieces(fd, data, len, offset, piece, write, [sum](const uint8_t* p, size_t n) { sum->update(p, n); });
+    if (r.ran) return r.bytes;
+  }
+  int64_t total = 0;
+  for (size_t o = 0; o < len; o += piece) {
+    const size_t n = std::min(piece, len - o);
+    if (write) sum->update(data + o, n);
+    struct iovec iov = {data + o, n};
+    int64_t got = fullIo(fd, &iov, 1, offset + o, write);
+    if (got < 0) return got;
+    total += got;
+    if (static_cast<size_t>(got) != n) return total;
+    if (!write) sum->update(data + o, n);
+  }
+  return total;
 }
 
 }  // namespace
@@ -107,12 +148,6 @@ CopyError writeChunkFile(DiskWrite& w) {
   Aligned head = alignedBlock(kDiskBlock);
   Aligned tail = alignedBlock(kDiskBlock);
   if (!head || !tail) return {codes::kNative, "out of memory for disk bounce buffers"};
-  char hex[16];
-  xxh64Hex(xxh64(w.data, w.length), hex);
-  std::memcpy(w.header.data() + w.sumOffset, hex, 16);
-  xxh64Hex(xxh64(w.header.data(), w.headerSumOffset), hex);
-  std::memcpy(w.header.data() + w.headerSumOffset, hex, 16);
-  std::memcpy(head.get(), w.header.data(), kDiskBlock);
   const size_t bulk = w.length / kDiskBlock * kDiskBlock;
   const size_t rest = w.length - bulk;
   if (rest > 0) std::memcpy(tail.get(), w.data + bulk, rest);
@@ -121,19 +156,34 @@ CopyError writeChunkFile(DiskWrite& w) {
   Fd fd(openMaybeDirect(w.tmpPath, O_WRONLY | O_CREAT | O_EXCL, direct, &used));
   if (fd.get() < 0) return sysError("open", w.tmpPath, errno);
   w.usedDirect = used;
-  struct iovec iov[3];
-  int n = 0;
-  iov[n++] = {head.get(), kDiskBlock};
-  if (bulk > 0) iov[n++] = {const_cast<uint8_t*>(w.data), bulk};
-  if (rest > 0) iov[n++] = {tail.get(), kDiskBlock};
   const size_t want = kDiskBlock + bulk + (rest > 0 ? kDiskBlock : 0);
   // The whole file's blocks at once: no extending writes, and ENOSPC before any byte moves.
   if (fallocate(fd.get(), 0, 0, static_cast<off_t>(want)) != 0 && errno == ENOSPC) {
     ::unlink(w.tmpPath.c_str());
     return sysError("fallocate", w.tmpPath, ENOSPC);
   }
-  int64_t got = fullIo(fd.get(), iov, n, 0, true);
-  int err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != want ? ENOSPC : 0;
+  // Payload first, hashed piece by piece on its way out; the header, which
+  // holds the sum, last. The file is renamed into place only after all of it.
+  PayloadSum sum;
+  int64_t got = piecewise(fd.get(), const_cast<uint8_t*>(w.data), bulk, kDiskBlock, true, used, &sum);
+  int err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != bulk ? ENOSPC : 0;
+  if (err == 0 && rest > 0) {
+    sum.update(tail.get(), rest);
+    struct iovec iov = {tail.get(), kDiskBlock};
+    got = fullIo(fd.get(), &iov, 1, kDiskBlock + bulk, true);
+    err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != kDiskBlock ? ENOSPC : 0;
+  }
+  if (err == 0) {
+    char hex[16];
+    xxh64Hex(sum.digest(), hex);
+    std::memcpy(w.header.data() + w.sumOffset, hex, 16);
+    xxh64Hex(xxh64(w.header.data(), w.headerSumOffset), hex);
+    std::memcpy(w.header.data() + w.headerSumOffset, hex, 16);
+    std::memcpy(head.get(), w.header.data(), kDiskBlock);
+    struct iovec iov = {head.get(), kDiskBlock};
+    got = fullIo(fd.get(), &iov, 1, 0, true);
+    err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != kDiskBlock ? ENOSPC : 0;
+  }
   if (err == 0 && w.sync && fdatasync(fd.get()) != 0) err = errno;
   if (err == 0 && ::close(fd.release()) != 0) err = errno;
   if (err == 0 && ::rename(w.tmpPath.c_str(), w.finalPath.c_str()) != 0) {
@@ -165,17 +215,26 @@ CopyError readChunkFile(DiskRead& r) {
   const size_t want = kDiskBlock + bulk + (rest > 0 ? kDiskBlock : 0);
   if (r.fileSize != want) return ok();  // torn or truncated: not complete
   if (!used && r.dropCache) posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
-  struct iovec iov[3];
-  int n = 0;
-  iov[n++] = {head.get(), kDiskBlock};
-  if (bulk > 0) iov[n++] = {r.data, bulk};
-  if (rest > 0) iov[n++] = {tail.get(), kDiskBlock};
-  int64_t got = fullIo(fd.get(), iov, n, 0, false);
+  struct iovec iov = {head.get(), kDiskBlock};
+  int64_t got = fullIo(fd.get(), &iov, 1, 0, false);
   if (got < 0) return sysError("read", r.path, static_cast<int>(-got));
-  if (static_cast<size_t>(got) != want) return ok();
-  if (rest > 0) std::memcpy(r.data + bulk, tail.get(), rest);
+  if (static_cast<size_t>(got) != kDiskBlock) return ok();
+  // Every payload byte is hashed as its piece lands; TypeScript compares the
+  // sum with the header's before the chunk counts as a hit.
+  PayloadSum sum;
+  got = piecewise(fd.get(), r.data, bulk, kDiskBlock, false, used, &sum);
+  if (got < 0) return sysError("read", r.path, static_cast<int>(-got));
+  if (static_cast<size_t>(got) != bulk) return ok();
+  if (rest > 0) {
+    iov = {tail.get(), kDiskBlock};
+    got = fullIo(fd.get(), &iov, 1, kDiskBlock + bulk, false);
+    if (got < 0) return sysError("read", r.path, static_cast<int>(-got));
+    if (static_cast<size_t>(got) != kDiskBlock) return ok();
+    std::memcpy(r.data + bulk, tail.get(), rest);
+    sum.update(r.data + bulk, rest);
+  }
   r.header.assign(head.get(), head.get() + kDiskBlock);
-  r.sum = xxh64(r.data, r.length);
+  r.sum = sum.digest();
   r.complete = true;
   return ok();
 }
@@ -252,6 +311,8 @@ std::string probeDir(const std::string& dir, bool direct) {
   int fd = ::open(path.c_str(), flags, 0600);
   if (fd < 0) {
     int err = errno;
+    // The refused O_DIRECT open has created the file all the same (see openMaybeDirect).
+    if (direct && err == EINVAL) ::unlink(path.c_str());
     if (direct && err == EINVAL) return "the filesystem refuses O_DIRECT (open: EINVAL); set disk_direct_io: false";
     return std::string("cannot create a file there: ") + (strerrorname_np(err) ? strerrorname_np(err) : "") + " " + std::strerror(err);
   }

@@ -5,13 +5,16 @@
 //   [ header 4096 ][ payload bulk: floor(len/4096) blocks ][ tail block, zero padded ]
 //    bounce buffer   straight from/to the caller's slab     bounce buffer
 //
-// One preadv/pwritev moves all three, into a file fallocated to its full size
-// first (no extending writes; ENOSPC before a byte moves). O_DIRECT is used only where asked for
+// The payload moves in 1 MiB pieces, each hashed (XXH3-64, disk-sum.h) right
+// beside its transfer, through Linux AIO on O_DIRECT files (disk-aio.h); a
+// write sends the header, which holds the sum, last, into a file fallocated
+// to its full size first (no extending writes; ENOSPC before a byte moves).
+// O_DIRECT is used only where asked for
 // and the slab address is 4 KiB aligned (pool slabs are); otherwise the same
 // I/O goes through the page cache. A write goes to a temporary name and is
 // renamed into place only when every byte is written, so a final name always
 // names a complete file; the header format itself belongs to TypeScript
-// (src/tiers/disk-format.ts): here we only fill in two xxh64 hex fields.
+// (src/tiers/disk-format.ts): here we only fill in the two checksum fields.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -30,7 +33,7 @@ struct DiskWrite {
   std::vector<uint8_t> header;  // kDiskBlock bytes
   const uint8_t* data = nullptr;
   size_t length = 0;
-  size_t sumOffset = 0;        // 16 hex digits of xxh64(payload) go here
+  size_t sumOffset = 0;        // 16 hex digits of XXH3-64(payload) go here
   size_t headerSumOffset = 0;  // then 16 hex digits of xxh64(header[0, headerSumOffset))
   bool direct = false;
   bool sync = false;
