@@ -61,7 +61,7 @@ if (status !== 0 && !cpuOnly && !requireCuda) {
 }
 if (status !== 0) {
   console.error(
-    'kvtier: the native addon failed to build (see above). It needs cmake >= 3.18 and a C++17 compiler; ' +
+    'kvtier: the native addon failed to build (see above). It needs cmake >= 3.18, a C++17 compiler and xxhash.h (Debian: libxxhash-dev); ' +
       'set KVTIER_CPU_ONLY=1 to leave CUDA out, or KVTIER_SKIP_NATIVE=1 to skip it.',
   );
   process.exit(status);

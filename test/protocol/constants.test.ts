@@ -25,8 +25,7 @@ function sources(dir: string): string[] {
   const out: string[] = [];
   for (const name of readdirSync(join(root, dir))) {
     const rel = join(dir, name);
-    // third_party: vendored code (xxhash.h), whose 0xFFFFFFFF masks are not our sentinel.
-    if (name === 'gen' || name === '__pycache__' || name === 'node_modules' || name === 'third_party') continue;
+    if (name === 'gen' || name === '__pycache__' || name === 'node_modules') continue;
     if (statSync(join(root, rel)).isDirectory()) out.push(...sources(rel));
     else if (SOURCE.test(name) && !GENERATED.has(rel)) out.push(rel);
   }

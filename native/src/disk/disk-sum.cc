@@ -1,10 +1,11 @@
-// XXH3-64 for the disk tier (see disk-sum.h), header-only from the vendored xxhash.h.
+// XXH3-64 for the disk tier (see disk-sum.h), header-only from the system's
+// xxhash.h (Debian: libxxhash-dev; CMakeLists.txt finds it).
 #include "disk-sum.h"
 
 #include <new>
 
 #define XXH_INLINE_ALL
-#include "../third_party/xxhash/xxhash.h"
+#include <xxhash.h>
 
 namespace kvtier {
 
