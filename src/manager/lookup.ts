@@ -9,7 +9,7 @@
  *   from disk (promoted), remote-only ones from the remote tier.
  *
  * One Lookup answers for every rank of a TP/PP engine (Hello.lookup_ranks):
- * the prompt is hashed once (address.ts resolveRanks), a chunk position
+ * the prompt is hashed once (in the first rank's namespace), a chunk position
  * counts only when every rank's chunk of it is held (host, disk or remote;
  * one `contains` for all ranks' rest), and each rank gets a lease of its
  * own in its namespace, so its worker Retrieves and releases only its shard.
@@ -22,7 +22,7 @@ import type { Namespace } from '../chunking/namespace.js';
 import { errorMessage } from '../errors.js';
 import type { ChunkId } from '../tiers/chunk-id.js';
 import type { HostEntry } from '../tiers/host-tier.js';
-import { resolveRanks, type ChunkAddress } from './address.js';
+import { resolveAddress, type ChunkAddress } from './address.js';
 import type { MissReason } from './counters.js';
 import type { Lease, LeasedChunk } from './leases.js';
 import type { ManagerParts } from './parts.js';
@@ -56,13 +56,25 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   const { spaces, slotOf } = distinct(ranks);
   const nsId = spaces[0].id;
   const R = spaces.length;
-  const local = (id: ChunkId): boolean => p.host.has(id) || (disk !== null && disk.has(id.hostKey));
-  const allHost = (ids: ChunkId[][], i: number): boolean => {
-    for (let r = 0; r < R; r++) if (!p.host.has(ids[r][i])) return false;
+  // Rank r's chunk i: found in the host tier through the shared chain hash
+  // (host.peekIn, one key string per position whatever R is) and asked once
+  // until the remote answer (the host may change while it is awaited); its
+  // ChunkId is built only when no host entry carries it.
+  let ids: ChunkId[] = [];
+  let asked: Array<Array<HostEntry | null>> = spaces.map(() => []);
+  const hostAt = (r: number, i: number): HostEntry | undefined => {
+    let e = asked[r][i];
+    if (e === undefined) e = asked[r][i] = p.host.peekIn(ids[i], spaces[r].id) ?? null;
+    return e ?? undefined;
+  };
+  const idAt = (r: number, i: number): ChunkId => (r === 0 ? ids[i] : (hostAt(r, i)?.id ?? ids[i].inNamespace(spaces[r].id)));
+  const localAt = (r: number, i: number): boolean => hostAt(r, i) !== undefined || (disk !== null && disk.has(idAt(r, i).hostKey));
+  const allHost = (i: number): boolean => {
+    for (let r = 0; r < R; r++) if (hostAt(r, i) === undefined) return false;
     return true;
   };
-  const allLocal = (ids: ChunkId[][], i: number): boolean => {
-    for (let r = 0; r < R; r++) if (!local(ids[r][i])) return false;
+  const allLocal = (i: number): boolean => {
+    for (let r = 0; r < R; r++) if (!localAt(r, i)) return false;
     return true;
   };
   let hostRun = 0;
@@ -71,26 +83,27 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   let broken = false;
   // Each chunk's host presence is asked once, here while hashing, for the
   // leading run; the chunks past it once, after the remote answer.
-  const resolved = resolveRanks(p, spaces, address, (i, ids) => {
-    if (!broken && allHost(ids, i)) {
+  const resolved = resolveAddress(p, spaces[0], address, (i, id) => {
+    ids.push(id);
+    if (!broken && allHost(i)) {
       hostRun = localRun = i + 1;
       return false;
     }
     broken = true;
-    if (disk !== null && localRun === i && allLocal(ids, i)) {
+    if (disk !== null && localRun === i && allLocal(i)) {
       localRun = i + 1;
       return false;
     }
     return remote === null;
   });
-  const ids = resolved.ids;
+  ids = resolved.ids;
   let hit = localRun;
   let remoteDown = remote === null && p.sync.configured;
   let slowCut = false;
   if (remote !== null && localRun < resolved.count) {
     // Every rank's rest in one pipelined call, position-major: rest[(i - localRun) * R + r].
     const rest: ChunkId[] = [];
-    for (let i = localRun; i < resolved.count; i++) for (let r = 0; r < R; r++) rest.push(ids[r][i]);
+    for (let i = localRun; i < resolved.count; i++) for (let r = 0; r < R; r++) rest.push(idAt(r, i));
     let remoteFound: boolean[] = [];
     try {
       remoteFound = await remote.contains(rest);
@@ -98,6 +111,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       remoteDown = true;
       p.log.warn('remote lookup failed; answering from the host tier', { error: errorMessage(e) });
     }
+    asked = spaces.map(() => []);
     // The local run may have grown while the remote answered (a store, a fetch landing).
     let cut = localRun;
     let localOnly = true;
@@ -105,7 +119,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       let held = true;
       let here = true;
       for (let r = 0; r < R && held; r++) {
-        const l = local(ids[r][hit]);
+        const l = localAt(r, hit);
         if (!l) here = false;
         held = l || remoteFound[(hit - localRun) * R + r] === true;
       }
@@ -123,43 +137,53 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
     }
   }
   if (hit < resolved.count) {
-    let missing = ids[0][hit];
-    for (let r = 0; r < R; r++) if (!local(ids[r][hit])) { missing = ids[r][hit]; break; }
+    let missing = ids[hit];
+    for (let r = 0; r < R; r++) {
+      if (!localAt(r, hit)) {
+        missing = idAt(r, hit);
+        break;
+      }
+    }
     p.counters.misses[missReason(p, missing, slowCut, remoteDown)]++;
   }
 
   let hitTokens = 0;
   for (let i = 0; i < hit; i++) hitTokens += resolved.tokensOf(i);
-  // Per distinct namespace and position: the host entry pinned for its first
-  // lease, or the one fetch every lease of that namespace waits for.
+  // Per distinct namespace and position: the host entry, or the one fetch
+  // every lease of that namespace waits for (r * hit + i).
   let hostChunks = 0;
   let diskChunks = 0;
   const fetches: Promise<HostEntry | null>[] = [];
   const fetchTokens: number[] = [];
-  const pendingOf: Array<Array<Promise<HostEntry | null> | null>> = spaces.map(() => new Array(hit).fill(null));
+  const entries: Array<HostEntry | undefined> = new Array(R * hit);
+  const pendings: Array<Promise<HostEntry | null> | null> = new Array(R * hit).fill(null);
+  const chunkIds: ChunkId[] = new Array(R * hit);
   let learned = false;
   for (let i = 0; i < hit; i++) {
     let inHost = true;
     let inLocal = true;
     for (let r = 0; r < R; r++) {
-      const id = ids[r][i];
-      const entry = p.host.peek(id);
+      const entry = hostAt(r, i);
+      entries[r * hit + i] = entry;
       if (entry !== undefined) {
+        chunkIds[r * hit + i] = entry.id;
         if (!learned) {
           learned = true;
           p.pace.learnChunk(nsId, entry.slab.buf.length, resolved.tokensOf(i));
         }
         continue;
       }
+      const id = idAt(r, i);
+      chunkIds[r * hit + i] = id;
       inHost = false;
       const onDisk = disk !== null && disk.has(id.hostKey);
       if (!onDisk) inLocal = false;
       if (opts.noLease === true) continue;
       if (onDisk) {
-        pendingOf[r][i] = fetchLocalFirst(p, id);
+        pendings[r * hit + i] = fetchLocalFirst(p, id);
       } else {
         const f = fetchRemote(p, id);
-        pendingOf[r][i] = f;
+        pendings[r * hit + i] = f;
         fetches.push(f);
         fetchTokens.push(resolved.tokensOf(i));
       }
@@ -171,12 +195,12 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   const leaseIds: number[] = [];
   if (opts.noLease !== true && hit > 0) {
     for (let k = 0; k < ranks.length; k++) {
-      const r = slotOf[k];
+      const base = slotOf[k] * hit;
       const chunks: LeasedChunk[] = new Array(hit);
       for (let i = 0; i < hit; i++) {
-        const id = ids[r][i];
-        const pending = pendingOf[r][i];
-        chunks[i] = { id, tokens: resolved.tokensOf(i), entry: pending === null ? p.host.pin(id) ?? null : null, pending };
+        const entry = entries[base + i];
+        if (entry !== undefined) p.host.pinFound(entry);
+        chunks[i] = { id: chunkIds[base + i], tokens: resolved.tokensOf(i), entry: entry ?? null, pending: pendings[base + i] };
       }
       const lease = p.leases.create(ranks[k].id, opts.owner, chunks, opts.ttlMs ?? p.leaseTtlMs);
       leaseIds.push(lease.id);
