@@ -21,7 +21,8 @@
 import type { Namespace } from '../chunking/namespace.js';
 import { errorMessage } from '../errors.js';
 import type { ChunkId } from '../tiers/chunk-id.js';
-import type { HostEntry } from '../tiers/host-tier.js';
+import { entryIn, type HostEntry } from '../tiers/host-tier.js';
+import { chunkCount } from '../chunking/prefix-hash.js';
 import { resolveAddress, type ChunkAddress } from './address.js';
 import type { MissReason } from './counters.js';
 import type { Lease, LeasedChunk } from './leases.js';
@@ -57,14 +58,20 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   const nsId = spaces[0].id;
   const R = spaces.length;
   // Rank r's chunk i: found in the host tier through the shared chain hash
-  // (host.peekIn, one key string per position whatever R is) and asked once
+  // (host.entriesAt, one key string per position whatever R is) and asked once
   // until the remote answer (the host may change while it is awaited); its
   // ChunkId is built only when no host entry carries it.
   let ids: ChunkId[] = [];
-  let asked: Array<Array<HostEntry | null>> = spaces.map(() => []);
+  // asked[i * R + r]: undefined until asked, null when absent.
+  const most = 'tokens' in address ? chunkCount(address.tokens.byteLength >>> 2, p.chunkSize, p.saveUnfullChunk) : address.keys.length;
+  let asked = new Array<HostEntry | null | undefined>(most * R).fill(undefined);
   const hostAt = (r: number, i: number): HostEntry | undefined => {
-    let e = asked[r][i];
-    if (e === undefined) e = asked[r][i] = p.host.peekIn(ids[i], spaces[r].id) ?? null;
+    let e = asked[i * R + r];
+    if (e === undefined) {
+      const list = p.host.entriesAt(ids[i]);
+      for (let q = 0; q < R; q++) asked[i * R + q] = entryIn(list, spaces[q].id) ?? null;
+      e = asked[i * R + r];
+    }
     return e ?? undefined;
   };
   const idAt = (r: number, i: number): ChunkId => (r === 0 ? ids[i] : (hostAt(r, i)?.id ?? ids[i].inNamespace(spaces[r].id)));
@@ -111,7 +118,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       remoteDown = true;
       p.log.warn('remote lookup failed; answering from the host tier', { error: errorMessage(e) });
     }
-    asked = spaces.map(() => []);
+    asked = asked.fill(undefined);
     // The local run may have grown while the remote answered (a store, a fetch landing).
     let cut = localRun;
     let localOnly = true;

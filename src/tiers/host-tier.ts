@@ -17,7 +17,7 @@
  * tier's only API (synchronous, for the manager's hot path), not the async
  * Tier contract of the shared tiers. A second index by chain hash holds every
  * rank's entry of a chunk position (hash version 2: ranks share the hash), so
- * a Lookup for N ranks hashes one key string per position, not N (peekIn).
+ * a Lookup for N ranks hashes one key string per position, not N (entriesAt).
  */
 import type { ChunkId } from './chunk-id.js';
 import { EvictedIds } from './evicted-ids.js';
@@ -45,6 +45,13 @@ export interface HostTierStats {
   skippedFull: number;
   /** Reservations refused while the pool was still warming and its ready part was full. */
   skippedWarming: number;
+}
+
+/** The entry of namespace `namespaceId` among one chain hash's entries (HostTier.entriesAt). */
+export function entryIn(list: readonly HostEntry[] | undefined, namespaceId: string): HostEntry | undefined {
+  if (list === undefined) return undefined;
+  for (let k = 0; k < list.length; k++) if (list[k].id.namespaceId === namespaceId) return list[k];
+  return undefined;
 }
 
 export class HostTier {
@@ -75,15 +82,9 @@ export class HostTier {
     return this.#index.has(id.hostKey);
   }
 
-  /**
-   * The entry of `id`'s chain hash in namespace `namespaceId` (another rank's
-   * chunk of the same position), without touching the LRU order.
-   */
-  peekIn(id: ChunkId, namespaceId: string): HostEntry | undefined {
-    const list = this.#byHash.get(id.hash);
-    if (list === undefined) return undefined;
-    for (let k = 0; k < list.length; k++) if (list[k].id.namespaceId === namespaceId) return list[k];
-    return undefined;
+  /** Every namespace's entry of `id`'s chain hash (a multi-rank Lookup reads it once per position; entryIn picks a rank's). */
+  entriesAt(id: ChunkId): readonly HostEntry[] | undefined {
+    return this.#byHash.get(id.hash);
   }
 
   /** Whether this tier evicted the chunk recently (bounded memory: evicted-ids.ts). */
@@ -104,7 +105,7 @@ export class HostTier {
     return entry;
   }
 
-  /** Pins and touches an entry found by peek or peekIn (still indexed). */
+  /** Pins and touches an entry found by peek or entriesAt (still indexed). */
   pinFound(entry: HostEntry): void {
     entry.used = true;
     this.pinEntry(entry);
