@@ -96,8 +96,18 @@ export function canonicalChain(fp: NamespaceFingerprint): Buffer {
 
 export function makeNamespace(fp: NamespaceFingerprint): Namespace {
   const root = createHash('sha256').update(canonicalChain(fp)).digest();
-  const id = createHash('sha256').update(canonicalFingerprint(fp)).digest().toString('hex', 0, 16);
+  const id = internalized(createHash('sha256').update(canonicalFingerprint(fp)).digest().toString('hex', 0, 16));
   return { fingerprint: { ...fp }, root, id };
+}
+
+/**
+ * The engine's internalized copy of `s` (property keys are internalized).
+ * A multi-rank Lookup compares every rank's namespace id with the ids of a
+ * position's host entries; two internalized strings compare by pointer,
+ * two fresh ones by their characters in a builtin call each.
+ */
+function internalized(s: string): string {
+  return Object.keys({ [s]: 0 })[0];
 }
 
 /** The namespace of another rank of the same engine: same chain root, its own id. */
