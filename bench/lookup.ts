@@ -6,7 +6,11 @@
  * same size (bench/echo-floor.ts): the floor, in the same run. lookup: a
  * Lookup of a `tokens`-token prompt whose every chunk is in the host tier
  * (hashing of the whole prompt included), as the vLLM scheduler issues it,
- * lease and all; python_lookup_us is the same Lookup from the Python client
+ * lease and all; ranks_lookup_us is one Lookup for every rank of a TP engine
+ * of `ranks_per_lookup` ranks (Hello.lookup_ranks: every rank's chunks in
+ * the host tier, a lease per rank), measured in blocks alternating with the
+ * one-rank lookup_us, so ranks_over_one compares them in the same run;
+ * python_lookup_us is the same Lookup from the Python client
  * (integrations/python, /usr/bin/python3), null where that cannot run. The
  * daemon runs in its own process. Both sides are warmed up first (JIT): a
  * daemon in service has answered many requests already.
@@ -27,6 +31,8 @@ export interface LookupBenchOptions {
   tokens: number;
   iterations: number;
   socket?: string;
+  /** Ranks of the TP engine whose one Lookup is measured beside the one-rank Lookup. */
+  ranks: number;
 }
 
 type Percentiles = { p50: number; p99: number; max: number };
@@ -42,12 +48,18 @@ export interface LookupBenchResult {
   echo_frame_bytes: number;
   lookup_us: Percentiles;
   daemon_lookup_us: Percentiles;
+  ranks_per_lookup: number;
+  /** One Lookup answering for every rank of a TP=ranks_per_lookup engine, same prompt, same run. */
+  ranks_lookup_us: Percentiles;
+  /** ranks_lookup_us / lookup_us. */
+  ranks_over_one: { p50: number; p99: number };
   /** The Python client's Lookup of the same prompt; null without /usr/bin/python3 and protobuf. */
   python_lookup_us: { p50: number; p99: number; max: number; chunks_hit: number } | null;
   python_error?: string;
 }
 
 const RTT_BLOCKS = 10;
+const LOOKUP_BLOCKS = 10;
 const WARMUP_ROUND_TRIPS = 5000;
 
 export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: string) => void = () => {}): Promise<LookupBenchResult> {
@@ -60,6 +72,7 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
   const frame = encodeFrame({ id: 1 + WARMUP_ROUND_TRIPS + opts.iterations * 5, ping: {} });
   const echo = await startEchoFloor(frame);
   let client: KvtierClient | null = null;
+  const rankClients: KvtierClient[] = [];
   try {
     // The Python client's fingerprint defaults (block 16, tp/pp size 1): both clients share one namespace.
     client = await KvtierClient.connect({ path: socket, clientKind: 'bench', fingerprint: { model: 'bench-lookup', blockSize: 16, tpSize: 1, ppSize: 1 } });
@@ -91,29 +104,65 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
         rtt.push(nowUs() - t);
       }
     }
-    progress('measuring lookup');
+    const ranks = opts.ranks;
+    progress(`storing ${chunks} chunks for each of ${ranks} ranks`);
+    const engine = { model: 'bench-lookup', blockSize: 16, tpSize: ranks, ppSize: 1 };
+    for (let r = 0; r < ranks; r++) {
+      const c = await KvtierClient.connect({ path: socket, clientKind: 'bench', fingerprint: { ...engine, tpRank: r } });
+      rankClients.push(c);
+      await (await c.store({ address: { tokens }, chunks: Array.from({ length: chunks }, () => payload) })).committed;
+    }
+    const scheduler = await KvtierClient.connect({
+      path: socket, clientKind: 'bench', fingerprint: engine, lookupRanks: Array.from({ length: ranks }, (_, r) => ({ tpRank: r, ppRank: 0 })),
+    });
+    rankClients.push(scheduler);
+
+    progress(`measuring lookup, one rank and ${ranks} ranks`);
     const address = { tokens };
     let hit = 0;
-    for (let i = 0; i < 50; i++) await client.releaseLease((await client.lookup(address)).leaseId);
-    const lookup: number[] = [];
-    for (let i = 0; i < opts.iterations; i++) {
+    const one = async (): Promise<number> => {
       const t = nowUs();
-      const r = await client.lookup(address);
-      lookup.push(nowUs() - t);
+      const r = await client!.lookup(address);
+      const us = nowUs() - t;
       hit = r.hitChunks;
-      await client.releaseLease(r.leaseId);
+      await client!.releaseLease(r.leaseId);
+      return us;
+    };
+    const all = async (): Promise<number> => {
+      const t = nowUs();
+      const r = await scheduler.lookup(address);
+      const us = nowUs() - t;
+      if (r.hitChunks !== hit || r.leaseIds.length !== ranks) throw new Error(`a ${ranks}-rank lookup hit ${r.hitChunks} chunks with ${r.leaseIds.length} leases, expected ${hit} and ${ranks}`);
+      await Promise.all(r.leaseIds.map((id) => scheduler.releaseLease(Number(id))));
+      return us;
+    };
+    for (let i = 0; i < 50; i++) {
+      await one();
+      await all();
+    }
+    const lookup: number[] = [];
+    const rankLookup: number[] = [];
+    const perLookupBlock = Math.ceil(opts.iterations / LOOKUP_BLOCKS);
+    for (let b = 0; b < LOOKUP_BLOCKS; b++) {
+      for (let i = 0; i < perLookupBlock; i++) lookup.push(await one());
+      for (let i = 0; i < perLookupBlock; i++) rankLookup.push(await all());
     }
     const stats = (await client.stats()) as { lookupLatencyUs: Percentiles };
     progress('measuring the Python client\'s lookup');
     const py = await pythonLookup(socket, tokens, chunkSize, opts.iterations);
+    const lookupUs = percentiles(lookup);
+    const ranksUs = percentiles(rankLookup);
+    const ratio = (a: number, b: number): number => Math.round((a / b) * 100) / 100;
     return {
-      bench: 'lookup', tokens: opts.tokens, chunks_hit: hit, iterations: opts.iterations,
+      bench: 'lookup', tokens: opts.tokens, chunks_hit: hit, iterations: lookup.length,
       rtt_us: percentiles(rtt), echo_us: percentiles(floor), echo_frame_bytes: frame.length,
-      lookup_us: percentiles(lookup), daemon_lookup_us: stats.lookupLatencyUs,
+      lookup_us: lookupUs, daemon_lookup_us: stats.lookupLatencyUs,
+      ranks_per_lookup: ranks, ranks_lookup_us: ranksUs, ranks_over_one: { p50: ratio(ranksUs.p50, lookupUs.p50), p99: ratio(ranksUs.p99, lookupUs.p99) },
       python_lookup_us: py.result, ...(py.error !== undefined ? { python_error: py.error } : {}),
     };
   } finally {
     await client?.close();
+    for (const c of rankClients) await c.close();
     await echo.stop();
     if (daemon !== null) await daemon.stop();
   }

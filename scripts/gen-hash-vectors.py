@@ -9,16 +9,35 @@ import struct
 
 FIELDS = ["model", "dtype", "kv_layout", "chunk_size", "block_size", "tp_rank",
           "tp_size", "pp_rank", "pp_size", "mla", "cache_salt"]
+RANKS = ("tp_rank", "pp_rank")
 
 
-def canonical(fp):
-    text = "kvtier-namespace-v1\n"
-    for name in FIELDS:
+def text(fp, header, names):
+    out = header
+    for name in names:
         v = fp[name]
         if isinstance(v, bool):
             v = "1" if v else "0"
-        text += f"{name}={v}\n"
-    return text.encode()
+        out += f"{name}={v}\n"
+    return out.encode()
+
+
+def canonical(fp):
+    """Hash version 2: the rank's namespace id hashes every field."""
+    return text(fp, "kvtier-namespace-v2\n", FIELDS)
+
+
+def chain_canonical(fp):
+    """Hash version 2: the chain root h0 hashes every field but the ranks."""
+    return text(fp, "kvtier-chain-v2\n", [n for n in FIELDS if n not in RANKS])
+
+
+def chain_root(fp):
+    return hashlib.sha256(chain_canonical(fp)).digest()
+
+
+def namespace_id(fp):
+    return hashlib.sha256(canonical(fp)).digest()[:16].hex()
 
 
 def chain(root, tokens, chunk_size, include_partial):
@@ -60,12 +79,23 @@ def main():
                                         "kv_layout": "mla:NBxBSx576", "chunk_size": 64}, list(range(200)), True),
     ]
     for name, fp, tokens, partial in specs:
-        root = hashlib.sha256(canonical(fp)).digest()
+        root = chain_root(fp)
         cases.append({"name": name, "fingerprint": fp, "save_unfull_chunk": partial, "tokens": tokens,
-                      "canonical_fingerprint": canonical(fp).decode(), "root": root.hex(),
-                      "namespace_id": root[:16].hex(),
+                      "canonical_fingerprint": canonical(fp).decode(),
+                      "canonical_chain": chain_canonical(fp).decode(), "root": root.hex(),
+                      "namespace_id": namespace_id(fp),
                       "chunk_hashes": chain(root, tokens, fp["chunk_size"], partial)})
-    root = hashlib.sha256(canonical(base)).digest()
+    # Every rank of one engine: one chain (the same root and chunk hashes), one namespace id each.
+    rank_cases = []
+    for tp_size, pp_size, mla in ((2, 1, False), (4, 2, False), (8, 1, True)):
+        eng = {**base, "tp_size": tp_size, "pp_size": pp_size, "mla": mla}
+        toks = list(range(512))
+        ranks = [{"tp_rank": t, "pp_rank": p, "namespace_id": namespace_id({**eng, "tp_rank": t, "pp_rank": p})}
+                 for p in range(pp_size) for t in range(tp_size)]
+        rank_cases.append({"name": f"tp{tp_size} pp{pp_size}" + (" mla" if mla else ""), "fingerprint": eng,
+                           "tokens": toks, "root": chain_root(eng).hex(), "ranks": ranks,
+                           "chunk_hashes": chain(chain_root(eng), toks, eng["chunk_size"], False)})
+    root = chain_root(base)
     keys = [bytes.fromhex("00" * 32), b"sglang-page-1", bytes(range(40))]
     key_case = {"name": "opaque keys", "fingerprint": base, "keys_hex": [k.hex() for k in keys],
                 "root": root.hex(),
@@ -84,13 +114,16 @@ def main():
                        "chunk_hashes": chain(start, tokens, base["chunk_size"], False),
                        "keys_hex": [k.hex() for k in keys],
                        "key_hashes": [hashlib.sha256(start + b"k" + k).digest().hex() for k in keys]})
-    out = {"description": "kvtier prefix hash chain vectors (DESIGN.md: h0 = SHA-256(canonical fingerprint); "
+    out = {"description": "kvtier prefix hash chain vectors, hash version 2 (h0 = SHA-256(canonical chain: "
+                          "the fingerprint without tp_rank/pp_rank, header kvtier-chain-v2); a rank's namespace id = "
+                          "SHA-256(canonical fingerprint, header kvtier-namespace-v2)[0:16]; a chunk is (namespace id, h_i); "
                           "d_i = SHA-256(LE u32 tokens of chunk i); h_i = SHA-256(h_{i-1} || d_i); "
                           "opaque key k: SHA-256(h0 || 'k' || k)); a per-request seed s (ChunkAddress.seed) "
                           "starts the chain at h0' = SHA-256(h0 || 's' || s); the vLLM connector's seed is "
                           "SHA-256('kvtier-extra-keys-v1\\ncache_salt=..\\nlora=..\\nmm=hash@offset+length,..\\n'), "
                           "none without extra keys",
-           "token_cases": cases, "key_cases": [key_case], "seeded_cases": seeded}
+           "token_cases": cases, "rank_cases": rank_cases, "key_cases": [key_case],
+           "seeded_cases": seeded}
     path = os.path.join(os.path.dirname(__file__), "..", "test", "vectors", "prefix-hash.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=1)

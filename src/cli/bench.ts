@@ -32,9 +32,10 @@ export function registerBench(program: Command): void {
     .description('socket round trip and full-prefix lookup latency')
     .option('--tokens <n>', 'prompt length in tokens', int('--tokens'), 131072)
     .option('--iterations <n>', 'measured lookups', int('--iterations'), 400)
+    .option('--ranks <n>', 'TP ranks of the one multi-rank Lookup measured beside a one-rank one', int('--ranks'), 8)
     .option('-s, --socket <path>', 'use a running daemon instead of starting one')
     .option('--json', 'print one JSON object')
-    .action(async (opts: { tokens: number; iterations: number; socket?: string; json?: boolean }) => {
+    .action(async (opts: { tokens: number; iterations: number; ranks: number; socket?: string; json?: boolean }) => {
       const { runLookupBench } = await import('../../bench/lookup.js');
       const r = await runLookupBench(opts, progress(opts.json === true));
       if (opts.json === true) process.stdout.write(`${JSON.stringify(r)}\n`);
@@ -44,6 +45,7 @@ export function registerBench(program: Command): void {
         process.stdout.write(`  echo floor      p50 ${r.echo_us.p50} us   p99 ${r.echo_us.p99} us  (plain Node Unix-socket echo, ${r.echo_frame_bytes}-byte frame, same run)\n`);
         process.stdout.write(`  lookup (client) p50 ${r.lookup_us.p50} us   p99 ${r.lookup_us.p99} us\n`);
         process.stdout.write(`  lookup (daemon) p50 ${r.daemon_lookup_us.p50} us   p99 ${r.daemon_lookup_us.p99} us\n`);
+        process.stdout.write(`  lookup, ${r.ranks_per_lookup} ranks p50 ${r.ranks_lookup_us.p50} us   p99 ${r.ranks_lookup_us.p99} us  (${r.ranks_over_one.p50}x / ${r.ranks_over_one.p99}x one rank, same run)\n`);
         process.stdout.write(r.python_lookup_us === null ? `  lookup (python) not run: ${r.python_error ?? 'unknown'}\n` : `  lookup (python) p50 ${r.python_lookup_us.p50} us   p99 ${r.python_lookup_us.p99} us\n`);
       }
     });

@@ -6,6 +6,9 @@
  *
  * This is the only place a ChunkId is built from a request: every hop after
  * it (host, leases, fetches, write-behind, Valkey) reads the same object.
+ * Every rank of an engine shares the chain (hash version 2, namespace.ts),
+ * so a multi-rank Lookup resolves the address once, in its first rank's
+ * namespace, and moves an id to another rank with ChunkId.inNamespace.
  * `stop(i, id)` ends the walk after chunk i, so a Lookup hashes only as far
  * as it matches.
  */

@@ -103,12 +103,16 @@ export class ChunkManager {
     return this.#p.pace.snapshot();
   }
 
-  lookup(ns: Namespace, address: ChunkAddress, opts: LookupOptions): Promise<LookupResult> {
-    return lookup(this.#p, ns, address, opts);
+  /** `ns`: one namespace, or every rank's of one engine (a lease each, lookup.ts). */
+  lookup(ns: Namespace | readonly Namespace[], address: ChunkAddress, opts: LookupOptions): Promise<LookupResult> {
+    return lookup(this.#p, Array.isArray(ns) ? ns : [ns as Namespace], address, opts);
   }
 
-  releaseLease(ns: Namespace, leaseId: number): void {
-    const lease = this.#p.leases.get(leaseId, ns.id);
+  /** Releases lease `leaseId` of `ns`, or of any of the namespaces a multi-rank Lookup leased in. */
+  releaseLease(ns: Namespace | readonly Namespace[], leaseId: number): void {
+    const spaces = Array.isArray(ns) ? ns : [ns as Namespace];
+    let lease;
+    for (let k = 0; k < spaces.length && lease === undefined; k++) lease = this.#p.leases.get(leaseId, spaces[k].id);
     if (lease === undefined) throw new LeaseNotFoundError(leaseId);
     this.#p.leases.release(lease);
   }

@@ -22,6 +22,8 @@ export interface ClientOptions {
   fingerprint?: Partial<NamespaceFingerprint>;
   clientKind?: string;
   timeoutMs?: number;
+  /** Hello.lookup_ranks: the ranks this connection's Lookups answer for (a scheduler of a TP/PP engine). */
+  lookupRanks?: Array<{ tpRank: number; ppRank: number }>;
 }
 
 type Body = Omit<EnvelopeInit, 'id'>;
@@ -94,6 +96,7 @@ export class KvtierClient {
           blockSize: fp.blockSize ?? 0, tpRank: fp.tpRank ?? 0, tpSize: fp.tpSize ?? 0, ppRank: fp.ppRank ?? 0,
           ppSize: fp.ppSize ?? 0, mla: fp.mla ?? false, cacheSalt: fp.cacheSalt ?? '',
         },
+        lookupRanks: opts.lookupRanks ?? [],
       },
     }).catch((e: unknown) => {
       socket.destroy();

@@ -17,7 +17,7 @@ import type { Namespace } from '../chunking/namespace.js';
 import type { BlockCopier, ChunkManager } from '../manager/chunk-manager.js';
 import type { KvLayoutSpec } from '../../native/layout-plan.js';
 import * as admin from './admin.js';
-import { address, addressOrAll, asBuffer, namespaceOf, num } from './from-wire.js';
+import { address, addressOrAll, asBuffer, lookupRanksOf, namespaceOf, num } from './from-wire.js';
 import { layoutFromWire } from './layout-from-wire.js';
 import { PROTOCOL_VERSION, type Envelope, type EnvelopeInit } from './messages.js';
 import type { PeerCredentials } from './peer.js';
@@ -86,6 +86,10 @@ export class Dispatcher {
   readonly #init: DispatcherInit;
   readonly #obs: RequestObserver;
   #ns: Namespace | null = null;
+  /** Hello.lookup_ranks: the namespaces a Lookup answers for (null: the connection's own). */
+  #ranks: Namespace[] | null = null;
+  /** Where this connection's leases may live: its namespace and its lookup ranks'. */
+  #leaseSpaces: Namespace[] = [];
   #kv: RegisteredKv | null = null;
 
   constructor(ctx: DispatchContext, init: DispatcherInit) {
@@ -109,10 +113,11 @@ export class Dispatcher {
       case 'stats':
         return { statsOk: { json: this.#ctx.statsJson() } };
       case 'releaseLease':
-        m.releaseLease(this.#namespace(), num(env.releaseLease!.leaseId));
+        this.#namespace();
+        m.releaseLease(this.#leaseSpaces, num(env.releaseLease!.leaseId));
         return { ack: {} };
       case 'lookup':
-        return this.#lookup(this.#namespace(), env.lookup!);
+        return this.#lookup(this.#ranks ?? this.#namespace(), env.lookup!);
       case 'store':
         return this.#store(this.#namespace(), env.id, env.store!);
       case 'retrieve':
@@ -177,21 +182,26 @@ export class Dispatcher {
       throw new NamespaceMismatchError(`client chunk_size ${chunkSize} differs from the daemon's ${ctx.chunkSize}`);
     }
     if (this.#ns !== null) throw new BadRequestError('Hello was already sent on this connection');
-    this.#ns = namespaceOf(fp, chunkSize);
-    this.#init.log.debug('hello', { namespace: this.#ns.id, client: req.clientKind ?? '' });
+    const ns = namespaceOf(fp, chunkSize);
+    const ranks = lookupRanksOf(ns, req.lookupRanks);
+    this.#ns = ns;
+    this.#ranks = ranks;
+    this.#leaseSpaces = ranks === null ? [ns] : [ns, ...ranks];
+    this.#init.log.debug('hello', { namespace: ns.id, client: req.clientKind ?? '', lookupRanks: ranks?.length ?? 0 });
     return {
-      protocolVersion: PROTOCOL_VERSION, namespaceId: this.#ns.id, chunkSize, maxFrameBytes: ctx.maxFrameBytes,
+      protocolVersion: PROTOCOL_VERSION, namespaceId: ns.id, chunkSize, maxFrameBytes: ctx.maxFrameBytes,
       maxChunkBytes: ctx.maxChunkBytes, saveUnfullChunk: ctx.saveUnfullChunk, serverVersion: ctx.serverVersion,
-      addressSeed: true,
+      addressSeed: true, rankNamespaceIds: ranks === null ? [] : ranks.map((r) => r.id),
     };
   }
 
-  async #lookup(ns: Namespace, req: kvtier.v1.ILookup): Promise<Reply> {
+  async #lookup(ns: Namespace | Namespace[], req: kvtier.v1.ILookup): Promise<Reply> {
     const t0 = process.hrtime.bigint();
     try {
       const r = await this.#ctx.manager.lookup(ns, address(req.address), { owner: this.#init.owner, ttlMs: req.leaseTtlMs || undefined, noLease: req.noLease === true });
       this.#obs.lookupDone(since(t0), r.hitChunks);
-      return { lookupOk: { hitTokens: r.hitTokens, hitChunks: r.hitChunks, hostChunks: r.hostChunks, diskChunks: r.diskChunks, valkeyChunks: r.remoteChunks, leaseId: r.leaseId } };
+      const leaseIds = this.#ranks === null ? undefined : r.leaseIds;
+      return { lookupOk: { hitTokens: r.hitTokens, hitChunks: r.hitChunks, hostChunks: r.hostChunks, diskChunks: r.diskChunks, valkeyChunks: r.remoteChunks, leaseId: r.leaseId, leaseIds } };
     } catch (e) {
       this.#obs.failed('lookup');
       throw e;

@@ -5,7 +5,7 @@
  * manager never see null.
  */
 import { BadRequestError } from '../errors.js';
-import { makeNamespace, type Namespace } from '../chunking/namespace.js';
+import { makeNamespace, rankNamespace, type Namespace } from '../chunking/namespace.js';
 import type { ChunkAddress } from '../manager/chunk-manager.js';
 import type { kvtier } from './gen/kvtier.js';
 
@@ -44,5 +44,34 @@ export function namespaceOf(fp: kvtier.v1.INamespaceFingerprint, chunkSize: numb
     model: fp.model ?? '', dtype: fp.dtype ?? '', kvLayout: fp.kvLayout ?? '', chunkSize,
     blockSize: fp.blockSize ?? 0, tpRank: fp.tpRank ?? 0, tpSize: fp.tpSize ?? 0, ppRank: fp.ppRank ?? 0,
     ppSize: fp.ppSize ?? 0, mla: fp.mla === true, cacheSalt: fp.cacheSalt ?? '',
+  });
+}
+
+/**
+ * Hello.lookup_ranks as namespaces of `ns`'s engine (same chain root), in
+ * order; null when none was sent. Each rank must lie below tp_size/pp_size
+ * (a size of 0 counts as 1), and there is at most one entry per rank.
+ */
+export function lookupRanksOf(ns: Namespace, ranks: kvtier.v1.IRank[] | null | undefined): Namespace[] | null {
+  if (ranks == null || ranks.length === 0) return null;
+  const tpSize = Math.max(1, ns.fingerprint.tpSize);
+  const ppSize = Math.max(1, ns.fingerprint.ppSize);
+  if (ranks.length > tpSize * ppSize) {
+    throw new BadRequestError(`expected at most tp_size x pp_size = ${tpSize * ppSize} lookup_ranks, got ${ranks.length}`);
+  }
+  const memo = new Map<number, Namespace>();
+  return ranks.map((r) => {
+    const tp = r.tpRank ?? 0;
+    const pp = r.ppRank ?? 0;
+    if (tp >= tpSize || pp >= ppSize) {
+      throw new BadRequestError(`lookup rank (tp ${tp}, pp ${pp}) is outside tp_size ${tpSize} x pp_size ${ppSize}`);
+    }
+    const key = pp * tpSize + tp;
+    let out = memo.get(key);
+    if (out === undefined) {
+      out = rankNamespace(ns, tp, pp);
+      memo.set(key, out);
+    }
+    return out;
   });
 }

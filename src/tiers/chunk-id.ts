@@ -45,6 +45,14 @@ export class ChunkId {
     return new ChunkId(namespaceId, hashes.toString('hex', start, start + HASH_BYTES));
   }
 
+  /**
+   * The same chunk position in another rank's namespace: every rank shares
+   * the chain (hash version 2), so its hex is printed once for all of them.
+   */
+  inNamespace(namespaceId: string): ChunkId {
+    return namespaceId === this.namespaceId ? this : new ChunkId(namespaceId, this.hash);
+  }
+
   /** An id from its printed parts; BadRequestError unless both are 1-128 of [A-Za-z0-9_.-]. */
   static of(namespaceId: string, hash: string): ChunkId {
     if (!SAFE_PART.test(namespaceId)) throw new BadRequestError(`namespace id "${namespaceId}" must be 1-128 of [A-Za-z0-9_.-]`);

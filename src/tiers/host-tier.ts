@@ -9,10 +9,15 @@
  * - when every entry is pinned and the pool is full, reserve() returns null:
  *   the caller skips the store and counts it, memory is never overcommitted;
  *   while the pool still warms that count is skippedWarming, not skippedFull.
- * The Map's insertion order is the LRU order (oldest first): a touch is a
- * delete + set, O(1). The index is keyed by ChunkId.hostKey; this is the
+ * Eviction is LRU by second chance: the Map's insertion order is the age
+ * order (oldest first), a pin only marks its entry used, and the eviction
+ * scan moves a used entry to the young end (delete + set) instead of
+ * evicting it. A Lookup for 8 ranks pins 8 entries per chunk; re-inserting
+ * each at its pin was a quarter of that Lookup's time. The index is keyed by ChunkId.hostKey; this is the
  * tier's only API (synchronous, for the manager's hot path), not the async
- * Tier contract of the shared tiers.
+ * Tier contract of the shared tiers. A second index by chain hash holds every
+ * rank's entry of a chunk position (hash version 2: ranks share the hash), so
+ * a Lookup for N ranks hashes one key string per position, not N (entriesAt).
  */
 import type { ChunkId } from './chunk-id.js';
 import { EvictedIds } from './evicted-ids.js';
@@ -25,6 +30,8 @@ export interface HostEntry {
   doomed: boolean;
   /** Unix ms the entry was inserted (kvtier inspect). */
   readonly storedAt: number;
+  /** Pinned since the eviction scan last passed it: it gets a second chance. */
+  used: boolean;
 }
 
 export interface HostTierStats {
@@ -40,10 +47,19 @@ export interface HostTierStats {
   skippedWarming: number;
 }
 
+/** The entry of namespace `namespaceId` among one chain hash's entries (HostTier.entriesAt). */
+export function entryIn(list: readonly HostEntry[] | undefined, namespaceId: string): HostEntry | undefined {
+  if (list === undefined) return undefined;
+  for (let k = 0; k < list.length; k++) if (list[k].id.namespaceId === namespaceId) return list[k];
+  return undefined;
+}
+
 export class HostTier {
   readonly name = 'host' as const;
   readonly memory: HostMemory;
   #index = new Map<string, HostEntry>();
+  /** Entries by ChunkId.hash: one per namespace holding that chain hash (a few, one per rank). */
+  #byHash = new Map<string, HostEntry[]>();
   #usedBytes = 0;
   #pinnedEntries = 0;
   #pinnedBytes = 0;
@@ -66,6 +82,11 @@ export class HostTier {
     return this.#index.has(id.hostKey);
   }
 
+  /** Every namespace's entry of `id`'s chain hash (a multi-rank Lookup reads it once per position; entryIn picks a rank's). */
+  entriesAt(id: ChunkId): readonly HostEntry[] | undefined {
+    return this.#byHash.get(id.hash);
+  }
+
   /** Whether this tier evicted the chunk recently (bounded memory: evicted-ids.ts). */
   wasEvicted(id: ChunkId): boolean {
     return this.#evicted.has(id.hostKey);
@@ -80,14 +101,14 @@ export class HostTier {
   pin(id: ChunkId): HostEntry | undefined {
     const entry = this.#index.get(id.hostKey);
     if (entry === undefined) return undefined;
-    // Re-insert under the entry's own (old) key string, not the caller's fresh
-    // one: a young string stored in the long-lived index is promoted by every
-    // scavenge, and a lookup of 512 chunks made each scavenge take 15-20 ms.
-    const key = entry.id.hostKey;
-    this.#index.delete(key);
-    this.#index.set(key, entry);
-    this.pinEntry(entry);
+    this.pinFound(entry);
     return entry;
+  }
+
+  /** Pins and touches an entry found by peek or entriesAt (still indexed). */
+  pinFound(entry: HostEntry): void {
+    entry.used = true;
+    this.pinEntry(entry);
   }
 
   pinEntry(entry: HostEntry): void {
@@ -128,8 +149,11 @@ export class HostTier {
       slab.release();
       return existing;
     }
-    const entry: HostEntry = { id, slab, pins: 0, doomed: false, storedAt: Date.now() };
+    const entry: HostEntry = { id, slab, pins: 0, doomed: false, storedAt: Date.now(), used: false };
     this.#index.set(id.hostKey, entry);
+    const list = this.#byHash.get(id.hash);
+    if (list === undefined) this.#byHash.set(id.hash, [entry]);
+    else list.push(entry);
     this.#evicted.forget(id.hostKey);
     this.#usedBytes += slab.buf.length;
     return entry;
@@ -171,6 +195,7 @@ export class HostTier {
     const entry = this.#index.get(key);
     if (entry === undefined) return false;
     this.#index.delete(key);
+    this.#unhash(entry);
     entry.doomed = true;
     if (entry.pins === 0) this.#free(entry);
     return true;
@@ -179,7 +204,17 @@ export class HostTier {
   #evictOne(): boolean {
     for (const [key, entry] of this.#index) {
       if (entry.pins > 0) continue;
+      if (entry.used) {
+        // Re-inserted under the entry's own (old) key string: a young string
+        // stored in the long-lived index is promoted by every scavenge. A Map
+        // iteration visits it again at the end, unused then.
+        entry.used = false;
+        this.#index.delete(key);
+        this.#index.set(key, entry);
+        continue;
+      }
       this.#index.delete(key);
+      this.#unhash(entry);
       this.#evictions++;
       this.#evictedBytes += entry.slab.buf.length;
       this.#evicted.add(key);
@@ -188,6 +223,14 @@ export class HostTier {
       return true;
     }
     return false;
+  }
+
+  #unhash(entry: HostEntry): void {
+    const list = this.#byHash.get(entry.id.hash);
+    if (list === undefined) return;
+    const k = list.indexOf(entry);
+    if (k >= 0) list.splice(k, 1);
+    if (list.length === 0) this.#byHash.delete(entry.id.hash);
   }
 
   #free(entry: HostEntry): void {

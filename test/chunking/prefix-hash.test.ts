@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { makeNamespace, type NamespaceFingerprint } from '../../src/chunking/namespace.js';
+import { canonicalChain, canonicalFingerprint, makeNamespace, rankNamespace, type NamespaceFingerprint } from '../../src/chunking/namespace.js';
 import { hashKeys, hashTokenChunks, hashHex, chunkCount, seededRoot } from '../../src/chunking/prefix-hash.js';
 import { chainHashes, nativeAvailable } from '../../native/index.js';
 import { packTokens, unpackTokens } from '../../src/chunking/tokens.js';
@@ -12,7 +12,9 @@ interface RawFingerprint {
 }
 interface Vectors {
   token_cases: Array<{ name: string; fingerprint: RawFingerprint; save_unfull_chunk: boolean; tokens: number[];
-    root: string; namespace_id: string; chunk_hashes: string[] }>;
+    canonical_fingerprint: string; canonical_chain: string; root: string; namespace_id: string; chunk_hashes: string[] }>;
+  rank_cases: Array<{ name: string; fingerprint: RawFingerprint; tokens: number[]; root: string; chunk_hashes: string[];
+    ranks: Array<{ tp_rank: number; pp_rank: number; namespace_id: string }> }>;
   key_cases: Array<{ fingerprint: RawFingerprint; keys_hex: string[]; key_hashes: string[] }>;
   seeded_cases: Array<{ name: string; fingerprint: RawFingerprint; seed_hex: string; seeded_root: string; tokens: number[];
     chunk_hashes: string[]; keys_hex: string[]; key_hashes: string[] }>;
@@ -32,6 +34,8 @@ describe('prefix hash chain matches the committed vectors', () => {
   for (const c of vectors.token_cases) {
     it(c.name, () => {
       const ns = makeNamespace(fingerprint(c.fingerprint));
+      expect(canonicalFingerprint(ns.fingerprint).toString('utf8')).toBe(c.canonical_fingerprint);
+      expect(canonicalChain(ns.fingerprint).toString('utf8')).toBe(c.canonical_chain);
       expect(ns.root.toString('hex')).toBe(c.root);
       expect(ns.id).toBe(c.namespace_id);
       // The JavaScript chain, and the native one where the addon is built.
@@ -49,6 +53,23 @@ describe('prefix hash chain matches the committed vectors', () => {
       expect(c.key_hashes.map((_, i) => hashHex(out, i))).toEqual(c.key_hashes);
     }
   });
+});
+
+describe('every rank of an engine shares one chain and has its own namespace id (hash version 2)', () => {
+  for (const c of vectors.rank_cases) {
+    it(c.name, () => {
+      const first = makeNamespace(fingerprint(c.fingerprint));
+      const { hashes, count } = hashTokenChunks(first.root, packTokens(c.tokens), c.fingerprint.chunk_size, false);
+      expect(Array.from({ length: count }, (_, i) => hashHex(hashes, i))).toEqual(c.chunk_hashes);
+      for (const r of c.ranks) {
+        const ns = rankNamespace(first, r.tp_rank, r.pp_rank);
+        expect(ns.root.toString('hex')).toBe(c.root);
+        expect(ns.id).toBe(r.namespace_id);
+        expect(makeNamespace({ ...fingerprint(c.fingerprint), tpRank: r.tp_rank, ppRank: r.pp_rank }).id).toBe(r.namespace_id);
+      }
+      expect(new Set(c.ranks.map((r) => r.namespace_id)).size).toBe(c.ranks.length);
+    });
+  }
 });
 
 describe('a per-request seed (ChunkAddress.seed) matches the committed vectors', () => {

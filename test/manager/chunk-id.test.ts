@@ -4,7 +4,7 @@
  * Store builds are the ones the host tier and the write-behind keep.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { makeNamespace } from '../../src/chunking/namespace.js';
+import { makeNamespace, rankNamespace } from '../../src/chunking/namespace.js';
 import { hashHex, hashTokenChunks } from '../../src/chunking/prefix-hash.js';
 import { packTokens } from '../../src/chunking/tokens.js';
 import { silentLogger } from '../../src/log.js';
@@ -33,11 +33,28 @@ describe('ChunkId: one per chunk', () => {
     const chunks = Array.from({ length: 512 }, () => Buffer.alloc(8, 1));
     await m.store(ns, { tokens }, { kind: 'inline', chunks }, 0);
     const at = vi.spyOn(ChunkId, 'at');
-    const has = vi.spyOn(m.host, 'has');
+    const asked = vi.spyOn(m.host, 'entriesAt');
     const r = await m.lookup(ns, { tokens }, { owner: 1 });
     expect(r.hitChunks).toBe(512);
     expect(at).toHaveBeenCalledTimes(512);
-    expect(has.mock.calls.length).toBeLessThanOrEqual(512);
+    expect(asked.mock.calls.length).toBeLessThanOrEqual(512);
+    await m.close();
+  });
+
+  it('a lookup for 8 ranks hashes once: 512 ids, and the host index asked once per position for all ranks', async () => {
+    const m = manager();
+    const tokens = packTokens(Array.from({ length: 512 * 16 }, (_, i) => i));
+    const chunks = Array.from({ length: 512 }, () => Buffer.alloc(8, 1));
+    const engine = makeNamespace({ ...ns.fingerprint, tpSize: 8 });
+    const ranks = Array.from({ length: 8 }, (_, r) => rankNamespace(engine, r, 0));
+    for (const rank of ranks) await m.store(rank, { tokens }, { kind: 'inline', chunks }, 0);
+    const at = vi.spyOn(ChunkId, 'at');
+    const asked = vi.spyOn(m.host, 'entriesAt');
+    const r = await m.lookup(ranks, { tokens }, { owner: 1 });
+    expect(r.hitChunks).toBe(512);
+    expect(r.leaseIds.length).toBe(8);
+    expect(at).toHaveBeenCalledTimes(512);
+    expect(asked.mock.calls.length).toBeLessThanOrEqual(512);
     await m.close();
   });
 

@@ -19,10 +19,10 @@ def test_lookup_frame_parts_are_the_encoded_envelope():
     for n in (1, 256, 131072):
         tokens = [(i * 2654435761) & 0xFFFFFFFF for i in range(n)]
         for request_id in (1, 127, 128, 1 << 40):
-            for ttl, no_lease in ((0, False), (300, False), (600000, True)):
+            for ttl, no_lease, seed in ((0, False, b""), (300, False, b"\x07" * 32), (600000, True, b"s" * 200)):
                 want = encode_frame(proto.envelope(request_id, proto.Lookup(
-                    address=address(tokens, None), lease_ttl_ms=ttl, no_lease=no_lease)))
-                parts = lookup_frame_parts(request_id, u32_array(tokens), ttl, no_lease)
+                    address=address(tokens, None, seed), lease_ttl_ms=ttl, no_lease=no_lease)))
+                parts = lookup_frame_parts(request_id, u32_array(tokens), ttl, no_lease, seed)
                 assert b"".join(memoryview(p).cast("B").tobytes() for p in parts) == want
     env = proto.envelope(3, proto.Ping())
     assert b"".join(frame_parts(env)) == encode_frame(env)

@@ -14,10 +14,22 @@ with open(VECTORS) as f:
 def test_token_case(case):
     fp = Fingerprint(**case["fingerprint"])
     assert fp.canonical().decode() == case["canonical_fingerprint"]
+    assert fp.chain_canonical().decode() == case["canonical_chain"]
     assert fp.root().hex() == case["root"]
     assert fp.namespace_id() == case["namespace_id"]
     got = chunk_hashes(fp.root(), case["tokens"], fp.chunk_size, case["save_unfull_chunk"])
     assert [h.hex() for h in got] == case["chunk_hashes"]
+
+
+@pytest.mark.parametrize("case", DATA["rank_cases"], ids=lambda c: c["name"])
+def test_rank_case(case):
+    """Hash version 2: every rank hashes the prompt to the same chain, under its own namespace id."""
+    base = Fingerprint(**case["fingerprint"])
+    for r in case["ranks"]:
+        fp = base.replace(tp_rank=r["tp_rank"], pp_rank=r["pp_rank"])
+        assert fp.root().hex() == case["root"]
+        assert fp.namespace_id() == r["namespace_id"]
+        assert [h.hex() for h in chunk_hashes(fp.root(), case["tokens"], fp.chunk_size)] == case["chunk_hashes"]
 
 
 @pytest.mark.parametrize("case", DATA["key_cases"], ids=lambda c: c["name"])
@@ -49,6 +61,14 @@ def test_seeded_case(case):
     assert start.hex() == case["seeded_root"]
     assert [h.hex() for h in chunk_hashes(start, case["tokens"], fp.chunk_size)] == case["chunk_hashes"]
     assert [key_hash(start, bytes.fromhex(k)).hex() for k in case["keys_hex"]] == case["key_hashes"]
+
+
+def test_ranks_share_the_chain_root_and_every_other_field_changes_it():
+    base = Fingerprint(model="m", dtype="bfloat16", kv_layout="kv-NHD-x2", tp_size=2, pp_size=2)
+    assert base.replace(tp_rank=1).root() == base.replace(pp_rank=1).root() == base.root()
+    others = [base.replace(model="m2"), base.replace(tp_size=4), base.replace(pp_size=1), base.replace(mla=True),
+              base.replace(cache_salt="t"), base.replace(block_size=32)]
+    assert len({fp.root() for fp in others} | {base.root()}) == len(others) + 1
 
 
 def test_every_fingerprint_field_changes_the_namespace():

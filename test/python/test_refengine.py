@@ -17,7 +17,7 @@ from typing import Any, Optional
 import pytest
 import torch
 
-from kvtier import KvtierClient
+from kvtier import Fingerprint, KvtierClient
 from kvtier.hashing import chunk_hashes
 from kvtier.refengine import LAYOUTS, RefEngine
 
@@ -630,9 +630,13 @@ def test_tp2_worker_processes_store_and_load_their_own_shard_and_match_recompute
         assert [st["stored_chunks"] for st in a.worker.stats()] == [3, 3]
         b = engine(daemon.socket, tp=2)
         try:
+            probe = KvtierClient(daemon.socket, Fingerprint(model="probe", dtype="x", kv_layout="x"), "probe")
+            lookups = probe.stats()["counters"]["lookups"]
             r = b.generate("consumer", P2)
             b.drain()
             assert r.external_tokens == 768 and r.load_error_blocks == set()
+            assert probe.stats()["counters"]["lookups"] == lookups + 1, "one Lookup for both ranks"
+            probe.close()
             assert [st["loaded_chunks"] for st in b.worker.stats()] == [3, 3]
             assert_matches(r.first_logits, P2)
             for rank in (0, 1):

@@ -268,8 +268,11 @@ def test_tp2_each_rank_stores_and_loads_only_its_own_shard(daemon, alloc):
         a.run(req("r1", PREFIX + [1, 2, 3] * 40))
         assert all(w._worker.stats["stored_chunks"] == 4 for w in a.workers)
         r2 = req("r2", PREFIX + [9, 8] * 30)
+        lookups = daemon_lookups(daemon.socket)
         s = b.run(r2)
         assert s.external_tokens == 768 and s.load_errors == set()
+        assert daemon_lookups(daemon.socket) == lookups + 1, "one Lookup answers for both ranks"
+        assert len(b.scheduler._scheduler.clients) == 1
         for idx in (0, 1):
             for pos in range(0, 768, 11):
                 got = b.token_kv(s.block_table, pos, idx)
@@ -282,8 +285,20 @@ def test_tp2_each_rank_stores_and_loads_only_its_own_shard(daemon, alloc):
         b.close()
 
 
+def daemon_lookups(sock: str) -> int:
+    """Lookups the daemon has answered (kvtier stats), read through a probe connection."""
+    from kvtier import Fingerprint, KvtierClient
+
+    c = KvtierClient(sock, Fingerprint(model="probe", dtype="x", kv_layout="x"), "probe", timeout=3.0)
+    try:
+        return int(c.stats()["counters"]["lookups"])
+    finally:
+        c.close()
+
+
 def test_tp2_rank_1_alone_never_gets_rank_0s_chunks(daemon, alloc):
-    """Same tp_size=2 on both sides, only the rank differs: rank 0 stored, a rank-1 namespace misses."""
+    """Same tp_size=2 on both sides, only the rank differs: rank 0 stored, a rank-1 namespace misses;
+    once rank 1's shard is gone, the one Lookup for both ranks is a miss (rank 0's alone is no hit)."""
     from kvtier import KvtierClient
 
     a = MiniEngine(daemon.socket, alloc, "A", tp_size=2)
@@ -490,8 +505,11 @@ def test_mla_at_tp2_stores_one_copy_that_every_rank_loads(daemon, alloc, extra):
         finally:
             c.close()
         r2 = req("r2", PREFIX + [9, 8] * 30)
+        lookups = daemon_lookups(daemon.socket)
         s = b.run(r2)
         assert s.external_tokens == 768 and s.load_errors == set()
+        assert daemon_lookups(daemon.socket) == lookups + 1, "one Lookup answers for both ranks"
+        assert len(b.scheduler._scheduler.clients) == 1
         for idx in (0, 1):
             assert b.workers[idx]._worker.stats["loaded_chunks"] == 3
             for pos in range(0, 768, 13):

@@ -184,9 +184,13 @@ class KvtierClient:
 
     def __init__(self, socket_path: str, fingerprint: Fingerprint, client_kind: str = "python",
                  timeout: float = 5.0, connect_timeout: float = 1.0,
-                 max_frame: int = CLIENT_MAX_FRAME_BYTES) -> None:
+                 max_frame: int = CLIENT_MAX_FRAME_BYTES,
+                 lookup_ranks: Sequence[tuple[int, int]] = ()) -> None:
         self.socket_path = socket_path
         self.fingerprint = fingerprint
+        # Hello.lookup_ranks: (tp_rank, pp_rank) per worker this client's Lookups answer for
+        # (a scheduler); LookupOk.lease_ids then holds one lease per entry, in this order.
+        self.lookup_ranks = tuple(lookup_ranks)
         self.client_kind = client_kind
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -214,7 +218,8 @@ class KvtierClient:
             try:
                 hello = proto.Hello(protocol_version=proto.PROTOCOL_VERSION,
                                     fingerprint=self.fingerprint.to_proto(),
-                                    client_kind=self.client_kind)
+                                    client_kind=self.client_kind,
+                                    lookup_ranks=[proto.Rank(tp_rank=t, pp_rank=p) for t, p in self.lookup_ranks])
                 field, ok = conn.send(next(self._ids), hello, 1).wait(self.timeout)[0]
                 if field != "hello_ok":
                     raise ProtocolError(f"expected hello_ok for Hello, got {field!r}")
@@ -280,16 +285,21 @@ class KvtierClient:
                lease_ttl_ms: int = 0, no_lease: bool = False, timeout: Optional[float] = None) -> Any:
         """Longest cached prefix; pins it under a lease unless no_lease. Returns LookupOk."""
         if tokens is not None and keys is None and len(tokens) > 0:
-            # The scheduler's hot call: the packed tokens go out as they are.
-            self.connect()
-            conn = self._conn
-            if conn is None:
-                raise DaemonUnavailable("not connected")
-            rid = next(self._ids)
-            p = conn.send_parts(rid, lookup_frame_parts(rid, u32_array(tokens), lease_ttl_ms, no_lease), 1)
+            p = self.submit_lookup(u32_array(tokens), lease_ttl_ms=lease_ttl_ms, no_lease=no_lease)
             return self._result(p, "lookup_ok", "Lookup", timeout)
         msg = proto.Lookup(address=address(tokens, keys), lease_ttl_ms=lease_ttl_ms, no_lease=no_lease)
         return self.call(msg, "lookup_ok", timeout)
+
+    def submit_lookup(self, packed: Any, seed: bytes = b"", lease_ttl_ms: int = 0,
+                      no_lease: bool = False) -> Pending:
+        """The scheduler's hot call: a Lookup around `packed` (u32_array of the prompt's tokens,
+        packed once by the caller and sent as it is, for any number of clients); its Pending."""
+        self.connect()
+        conn = self._conn
+        if conn is None:
+            raise DaemonUnavailable("not connected")
+        rid = next(self._ids)
+        return conn.send_parts(rid, lookup_frame_parts(rid, packed, lease_ttl_ms, no_lease, seed), 1)
 
     def release_lease(self, lease_id: int, wait: bool = False) -> None:
         """Unpins a lease; by default does not wait for the Ack."""

@@ -43,23 +43,25 @@ def _varint(v: int) -> bytes:
 
 
 def lookup_frame_parts(request_id: int, tokens: Any, lease_ttl_ms: int = 0,
-                       no_lease: bool = False) -> list[Any]:
+                       no_lease: bool = False, seed: bytes = b"") -> list[Any]:
     """A Lookup by tokens as frame pieces around the caller's packed token
     buffer (bytes or array('I')), for one sendmsg: [header + envelope head,
     tokens, tail]. The bytes are the encoding of
-    Envelope{id, lookup{address{tokens}, lease_ttl_ms, no_lease}}
-    (src/protocol/messages.ts lookupFrameParts is the same); the 512 KiB of a
-    128K-token prompt are not copied into a message, serialized and joined."""
+    Envelope{id, lookup{address{tokens, seed}, lease_ttl_ms, no_lease}}
+    (src/protocol/messages.ts lookupFrameParts is the same without the seed);
+    the 512 KiB of a 128K-token prompt are not copied into a message,
+    serialized and joined, and one packed buffer serves every KV group's Lookup."""
     n = memoryview(tokens).nbytes
-    tail = b""
+    seed_part = b"\x1a" + _varint(len(seed)) + bytes(seed) if seed else b""  # ChunkAddress.seed = 3
+    tail = seed_part
     if lease_ttl_ms > 0:
         tail += b"\x10" + _varint(lease_ttl_ms)  # Lookup.lease_ttl_ms = 2
     if no_lease:
         tail += b"\x18\x01"  # Lookup.no_lease = 3
     tokens_head = b"\x0a" + _varint(n)  # ChunkAddress.tokens = 1
-    address_len = len(tokens_head) + n
+    address_len = len(tokens_head) + n + len(seed_part)
     lookup_head = b"\x0a" + _varint(address_len)  # Lookup.address = 1
-    lookup_len = len(lookup_head) + address_len + len(tail)
+    lookup_len = len(lookup_head) + address_len + len(tail) - len(seed_part)
     env_head = b"\x08" + _varint(request_id) + b"\xa2\x01" + _varint(lookup_len)  # Envelope.id = 1, .lookup = 20
     head = env_head + lookup_head + tokens_head
     length = len(head) + n + len(tail)

@@ -1,8 +1,10 @@
-"""Namespace fingerprint and prefix hash chain, bit-for-bit as the daemon.
+"""Namespace fingerprint and prefix hash chain, bit-for-bit as the daemon (hash version 2).
 
-h0 = SHA-256(canonical fingerprint text); d_i = SHA-256(LE u32 tokens of chunk
-i); h_i = SHA-256(h_{i-1} || d_i); an opaque key k hashes to SHA-256(h0 || 'k'
-|| k). The namespace id is the first 16 bytes of h0 in hex. The reference is
+h0 = SHA-256(canonical chain text: the fingerprint without tp_rank/pp_rank, the same for
+every rank of an engine); d_i = SHA-256(LE u32 tokens of chunk i); h_i = SHA-256(h_{i-1} ||
+d_i); an opaque key k hashes to SHA-256(h0 || 'k' || k). The namespace id names one rank:
+the first 16 bytes of SHA-256(canonical fingerprint text, ranks included) in hex. A chunk is
+the pair (namespace id, h_i), so one hashing of a prompt serves every rank. The reference is
 scripts/gen-hash-vectors.py; test/vectors/prefix-hash.json pins the values.
 The daemon does its own hashing for Lookup/Store; the client needs the chain to
 name namespaces, check HelloOk, and for tools that address chunks directly.
@@ -15,6 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .framing import pack_u32
+
+
+_RANK_FIELDS = ("tp_rank", "pp_rank")
 
 
 @dataclass(frozen=True)
@@ -33,21 +38,32 @@ class Fingerprint:
     mla: bool = False
     cache_salt: str = ""
 
-    def canonical(self) -> bytes:
-        """The exact bytes hashed into h0 (field order is part of the format)."""
-        text = "kvtier-namespace-v1\n"
+    def _text(self, header: str, ranks: bool) -> bytes:
+        text = header
         for f in fields(self):
+            if not ranks and f.name in _RANK_FIELDS:
+                continue
             v = getattr(self, f.name)
             if isinstance(v, bool):
                 v = "1" if v else "0"
             text += f"{f.name}={v}\n"
         return text.encode()
 
+    def canonical(self) -> bytes:
+        """The exact bytes the namespace id hashes (field order is part of the format)."""
+        return self._text("kvtier-namespace-v2\n", True)
+
+    def chain_canonical(self) -> bytes:
+        """The exact bytes hashed into h0: every field but the ranks."""
+        return self._text("kvtier-chain-v2\n", False)
+
     def root(self) -> bytes:
-        return hashlib.sha256(self.canonical()).digest()
+        """h0, the chain root: equal for every tp/pp rank of the engine."""
+        return hashlib.sha256(self.chain_canonical()).digest()
 
     def namespace_id(self) -> str:
-        return self.root()[:16].hex()
+        """This rank's namespace id (hex), the first half of every chunk's key."""
+        return hashlib.sha256(self.canonical()).digest()[:16].hex()
 
     def to_proto(self) -> Any:
         from . import proto

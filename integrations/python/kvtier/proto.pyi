@@ -174,12 +174,25 @@ class Hello(Message):
     @property
     def fingerprint(self) -> NamespaceFingerprint: ...
     client_kind: str
+    @property
+    def lookup_ranks(self) -> RepeatedCompositeFieldContainer[Rank]: ...
     def __init__(
         self,
         *,
         protocol_version: int = ...,
         fingerprint: Optional[NamespaceFingerprint] = ...,
         client_kind: str = ...,
+        lookup_ranks: Optional[Iterable[Rank]] = ...,
+    ) -> None: ...
+
+class Rank(Message):
+    tp_rank: int
+    pp_rank: int
+    def __init__(
+        self,
+        *,
+        tp_rank: int = ...,
+        pp_rank: int = ...,
     ) -> None: ...
 
 class HelloOk(Message):
@@ -191,6 +204,8 @@ class HelloOk(Message):
     save_unfull_chunk: bool
     server_version: str
     address_seed: bool
+    @property
+    def rank_namespace_ids(self) -> RepeatedScalarFieldContainer[str]: ...
     def __init__(
         self,
         *,
@@ -202,6 +217,7 @@ class HelloOk(Message):
         save_unfull_chunk: bool = ...,
         server_version: str = ...,
         address_seed: bool = ...,
+        rank_namespace_ids: Optional[Iterable[str]] = ...,
     ) -> None: ...
 
 class Ping(Message):
@@ -246,6 +262,8 @@ class LookupOk(Message):
     valkey_chunks: int
     lease_id: int
     disk_chunks: int
+    @property
+    def lease_ids(self) -> RepeatedScalarFieldContainer[int]: ...
     def __init__(
         self,
         *,
@@ -255,6 +273,7 @@ class LookupOk(Message):
         valkey_chunks: int = ...,
         lease_id: int = ...,
         disk_chunks: int = ...,
+        lease_ids: Optional[Iterable[int]] = ...,
     ) -> None: ...
 
 class ReleaseLease(Message):

@@ -15,6 +15,7 @@ connection: the daemon drops a connection's leases with it).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Optional
 
 from .client import KvtierClient
@@ -36,10 +37,12 @@ class Session:
         self.timeout = timeout
         self.health = Health(f"kvtierd at {socket}", log, retry_interval)
 
-    def client(self, fingerprint: Fingerprint, kind: str) -> KvtierClient:
-        """A client for one namespace (connects lazily, on its first request)."""
+    def client(self, fingerprint: Fingerprint, kind: str,
+               lookup_ranks: Sequence[tuple[int, int]] = ()) -> KvtierClient:
+        """A client for one namespace (connects lazily, on its first request); `lookup_ranks`:
+        the (tp, pp) ranks its Lookups answer for (Hello.lookup_ranks, a scheduler's)."""
         return KvtierClient(self.socket, fingerprint, kind, timeout=self.timeout,
-                            connect_timeout=min(self.timeout, MAX_CONNECT_TIMEOUT_S))
+                            connect_timeout=min(self.timeout, MAX_CONNECT_TIMEOUT_S), lookup_ranks=lookup_ranks)
 
 
 def release_lease(client: Optional[KvtierClient], lease_id: int) -> None:

@@ -1,6 +1,6 @@
 """Scheduler half of KVTierConnector: Lookup, lease, hand block ids to workers.
 
-    get_num_new_matched_tokens ──Lookup (one per tp/pp rank namespace)──▶ kvtierd
+    get_num_new_matched_tokens ──Lookup (one per KV group, for every tp/pp rank)──▶ kvtierd
         keeps the leases; claims min(hit, prompt_len - 1) tokens beyond the local hit and
         returns (n, True): the load is asynchronous (WAITING_FOR_REMOTE_KVS)
     update_state_after_alloc    num_external_tokens > 0: a LoadSpec from the blocks just
@@ -55,7 +55,7 @@ from typing import Any, Optional
 from .. import proto
 from ..client import KvtierClient, address
 from ..errors import KvtierError
-from ..framing import NO_BLOCK
+from ..framing import NO_BLOCK, u32_array
 from ..session import Session, release_lease
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
 from ..hashing import chunk_hashes
@@ -75,7 +75,7 @@ SLIDING_CHAIN_ROOT = b"kvtier-vllm-sliding-window-chunks-v1"
 class _Lookup:
     hit_chunks: int
     usable_tokens: int
-    leases: dict[tuple[int, int], int]          # (rank index, group) -> lease
+    leases: dict[tuple[int, int], int]          # (rank index, group) -> lease (one per rank)
     local_tokens: int = 0
     base: dict[int, int] = field(default_factory=dict)   # sliding group -> absolute chunk of lease chunk 0
 
@@ -88,15 +88,16 @@ class SchedulerSide:
         # One implicit group when vLLM gave no KV cache groups (older vLLM, tests).
         self.groups: list[Optional[KvGroup]] = list(settings.groups) or [None]
         n = len(self.groups)
-        self.clients: dict[tuple[int, int], KvtierClient] = {}
-        for g, group in enumerate(self.groups):
-            gfp = group_fingerprint(fp, group, n)
-            for pp in range(fp.pp_size):
-                for tp in range(fp.tp_size):
-                    # MLA one copy: every rank's lookup is in rank 0's namespace, each with a
-                    # lease of its own (a worker releases its lease once its load ended)
-                    self.clients[(rank_index(fp, tp, pp), g)] = session.client(
-                        gfp.replace(tp_rank=settings.namespace_tp_rank(tp), pp_rank=pp), "vllm-scheduler")
+        # One client per KV group whose Lookups answer for every tp x pp rank (Hello.lookup_ranks):
+        # the daemon hashes the prompt once and leases each rank's chunks in its namespace. MLA one
+        # copy: every rank names rank 0's namespace, each with a lease of its own (a worker
+        # releases its lease once its load ended).
+        self.rank_keys = [rank_index(fp, tp, pp) for pp in range(fp.pp_size) for tp in range(fp.tp_size)]
+        ranks = [(settings.namespace_tp_rank(tp), pp) for pp in range(fp.pp_size) for tp in range(fp.tp_size)]
+        self.clients: dict[int, KvtierClient] = {
+            g: session.client(group_fingerprint(fp, group, n).replace(tp_rank=0, pp_rank=0), "vllm-scheduler",
+                              lookup_ranks=ranks if len(ranks) > 1 else ())
+            for g, group in enumerate(self.groups)}
         self.health = session.health
         self._lookups: dict[str, _Lookup] = {}
         self._to_load: list[LoadSpec] = []
@@ -151,32 +152,33 @@ class SchedulerSide:
         return "full" if group is None else group.kind
 
     def _lookup(self, tokens: list[int], num_computed: int, seed: bytes = b"") -> Optional[_Lookup]:
-        """Leases on every (rank, group) for the longest prefix all of them can restore."""
+        """Leases on every (rank, group) for the longest prefix all of them can restore: one
+        Lookup per group answers for every rank, the prompt packed once for all of them."""
         cs = self.s.chunk_size
         leases: dict[tuple[int, int], int] = {}
         try:
-            full = [k for k in self.clients if self._kind(k[1]) != "sliding"]
+            full = [g for g in self.clients if self._kind(g) != "sliding"]
             hit_tokens, hit_chunks = len(tokens), len(tokens) // cs
             if full:
-                body = proto.Lookup(address=address(tokens, None, seed), lease_ttl_ms=self.s.lease_ttl_ms)
-                pending = {k: self.clients[k].submit(body) for k in full}  # one round trip for all
+                packed = u32_array(tokens)
+                pending = {g: self.clients[g].submit_lookup(packed, seed, self.s.lease_ttl_ms) for g in full}
                 tiers = (0, 0)
-                for k, p in pending.items():
+                complete = True
+                for g, p in pending.items():
                     _, ok = p.wait(self.s.lookup_timeout_s)[0]
-                    if ok.lease_id:
-                        leases[k] = ok.lease_id
+                    complete = self._take_leases(g, ok, leases) and complete
                     hit_tokens = min(hit_tokens, ok.hit_tokens)
                     hit_chunks = min(hit_chunks, ok.hit_chunks)
-                    if k == full[0]:
+                    if g == full[0]:
                         tiers = (ok.host_chunks, ok.valkey_chunks)
-                if len(leases) != len(full):
+                if not complete:
                     self._release(_Lookup(0, 0, leases))
                     return None
                 self.interval.add("hit_chunks_host", tiers[0])
                 self.interval.add("hit_chunks_valkey", tiers[1])
             usable = min(hit_tokens, hit_chunks * cs, len(tokens) - 1)
             base: dict[int, int] = {}
-            sliding = [k for k in self.clients if self._kind(k[1]) == "sliding"]
+            sliding = [g for g in self.clients if self._kind(g) == "sliding"]
             if sliding and usable > num_computed:
                 usable = self._lookup_windows(tokens, num_computed, usable, sliding, leases, base, seed)
         except KvtierError:
@@ -187,8 +189,20 @@ class SchedulerSide:
             return None
         return _Lookup(-(-usable // cs), usable, leases, num_computed, base)
 
+    def _take_leases(self, g: int, ok: Any, leases: dict[tuple[int, int], int]) -> bool:
+        """Files group g's LookupOk leases under each rank; False unless every rank got one (no
+        hit, or a daemon that ignored lookup_ranks: its one lease would serve rank 0 alone)."""
+        ids = list(ok.lease_ids) if len(self.rank_keys) > 1 else ([ok.lease_id] if ok.lease_id else [])
+        for idx, lease in zip(self.rank_keys, ids):
+            if lease:
+                leases[(idx, g)] = lease
+        if len(ids) == len(self.rank_keys) or not ok.lease_id:
+            return len(ids) == len(self.rank_keys)
+        release_lease(self.clients.get(g), ok.lease_id)
+        return False
+
     def _lookup_windows(self, tokens: list[int], num_computed: int, usable: int,
-                        sliding: list[tuple[int, int]], leases: dict[tuple[int, int], int],
+                        sliding: list[int], leases: dict[tuple[int, int], int],
                         base: dict[int, int], seed: bytes = b"") -> int:
         """Leases the chunks each sliding-window group needs for a hit of `usable` tokens: those
         holding tokens [usable - window + 1, usable) not computed locally. A window not all
@@ -199,25 +213,24 @@ class SchedulerSide:
             end = -(-usable // cs)
             first: dict[int, int] = {}
             pending = {}
-            for k in sliding:
-                group = self.groups[k[1]]
+            for g in sliding:
+                group = self.groups[g]
                 assert group is not None
                 f = max(max(0, usable - group.window + 1) // cs, num_computed // cs)
-                first[k[1]] = f
+                first[g] = f
                 body = proto.Lookup(address=address(None, keys[f:end], seed), lease_ttl_ms=self.s.lease_ttl_ms)
-                pending[k] = self.clients[k].submit(body)
-            got: dict[tuple[int, int], int] = {}
-            for k, p in pending.items():
+                pending[g] = self.clients[g].submit(body)
+            got: dict[int, int] = {}
+            for g, p in pending.items():
                 _, ok = p.wait(self.s.lookup_timeout_s)[0]
-                got[k] = ok.hit_chunks if ok.lease_id else 0
-                if ok.lease_id:
-                    leases[k] = ok.lease_id
-            short = min((first[k[1]] + got[k]) * cs for k in sliding)
-            if all(first[k[1]] + got[k] >= end for k in sliding):
+                got[g] = ok.hit_chunks if self._take_leases(g, ok, leases) else 0
+            short = min((first[g] + got[g]) * cs for g in sliding)
+            if all(first[g] + got[g] >= end for g in sliding):
                 base.update(first)
                 return usable
-            for k in sliding:                     # shorten the hit, look the windows up again
-                release_lease(self.clients.get(k), leases.pop(k, 0))
+            for g in sliding:                     # shorten the hit, look the windows up again
+                for idx in self.rank_keys:
+                    release_lease(self.clients.get(g), leases.pop((idx, g), 0))
             usable = min(usable, short)
             if usable <= num_computed:
                 return usable
@@ -430,8 +443,8 @@ class SchedulerSide:
     def _release(self, lk: Optional[_Lookup]) -> None:
         if lk is None:
             return
-        for key, lease in lk.leases.items():
-            release_lease(self.clients.get(key), lease)
+        for (_idx, g), lease in lk.leases.items():
+            release_lease(self.clients.get(g), lease)
 
 
 NULL_BLOCK = 0   # vLLM's null block (BlockPool reserves block 0): never written, never stored
