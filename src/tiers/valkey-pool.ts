@@ -28,7 +28,6 @@
 import {
   Batch,
   ClusterBatch,
-  ClusterScanCursor,
   Decoder,
   GlideClient,
   GlideClusterClient,
@@ -36,7 +35,7 @@ import {
   RequestError,
 } from '@valkey/valkey-glide';
 import { errorMessage, KvtierError, ValkeyAuthError, ValkeyUnavailableError } from '../errors.js';
-import { batchOf, execBatch, isAuthMessage, isCertificateMessage, isConnectionError, isTimeoutError, singleCommand, type Client, type ValkeyCommand, type ValkeyReply } from './valkey-commands.js';
+import { batchOf, execBatch, scanAll, isAuthMessage, isCertificateMessage, isConnectionError, isTimeoutError, singleCommand, type Client, type ValkeyCommand, type ValkeyReply } from './valkey-commands.js';
 import { requestCeilingMs } from './valkey-options.js';
 import type { ValkeyEndpoint } from './valkey-url.js';
 
@@ -320,28 +319,7 @@ export class ValkeyPool {
     if (this.#state !== 'up' || slot === undefined) {
       throw this.#lastError ?? new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted} is not connected`);
     }
-    return this.#track(slot, this.#scan(slot.client, match));
-  }
-
-  async #scan(client: Client, match: string): Promise<string[]> {
-    const out: string[] = [];
-    const opts = { match, count: 1000, decoder: Decoder.String };
-    if (client instanceof GlideClusterClient) {
-      let cursor = new ClusterScanCursor();
-      while (!cursor.isFinished()) {
-        const [next, keys] = await client.scan(cursor, opts);
-        for (const k of keys) out.push(String(k));
-        cursor = next;
-      }
-      return out;
-    }
-    let cursor = '0';
-    do {
-      const [next, keys] = await client.scan(cursor, opts);
-      for (const k of keys) out.push(String(k));
-      cursor = String(next);
-    } while (cursor !== '0');
-    return out;
+    return this.#track(slot, scanAll(slot.client, match));
   }
 
   /** A batch's timeout: its bytes and those queued ahead of it, at most the ceiling. */
