@@ -9,7 +9,12 @@
  *              into the worker's blocks; a chunk that could not be had is
  *              reported as failed so the worker recomputes it. Never wrong
  *              bytes: the host tier only holds what a worker gave us or the
- *              remote tier verified.
+ *              remote tier verified. The block form scatters chunks as their
+ *              prefetches land, in batches of whatever is ready, so a Valkey
+ *              hit costs about its fetch time, not fetch and then copy:
+ *
+ *                fetch  ██████████████████████████
+ *                copy     ██ ████ ██████ ████████ ██   (one batch at a time)
  * Every slab a copy reads or writes is pinned for the duration of the copy,
  * independently of the lease, so an expiring lease cannot free it mid-copy.
  */
@@ -20,7 +25,7 @@ import type { ChunkId } from '../tiers/chunk-id.js';
 import type { Slab } from '../tiers/host-memory.js';
 import type { HostEntry } from '../tiers/host-tier.js';
 import { resolveAddress, type ChunkAddress } from './address.js';
-import type { Lease } from './leases.js';
+import type { Lease, LeasedChunk } from './leases.js';
 import type { ManagerParts } from './parts.js';
 
 /** Copies between a worker's registered KV blocks and chunk buffers (native/). */
@@ -114,40 +119,73 @@ export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: nu
   if (blockIds.length !== count * perChunk) {
     throw new BadBlockIdError(`expected ${count * perChunk} block ids for ${count} chunks of ${perChunk} blocks, got ${blockIds.length}`);
   }
-  const entries = await leasedEntries(p, lease, first, count);
-  const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
+  const slice = leasedSlice(lease, first, count);
   const failed: number[] = [];
   const failChunk = (j: number): void => {
     for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) failed.push(b);
   };
-  entries.forEach((entry, j) => {
-    if (entry === null || entry.slab.buf.length !== copier.chunkBytes) failChunk(j);
-    else jobs.push({ blockIds: blockIds.subarray(j * perChunk, (j + 1) * perChunk), src: entry.slab.buf });
-  });
-  let loaded = jobs.length;
   // Prefill saved: the blocks actually written (a skipped block was computed by the worker).
   const blockTokens = p.chunkSize / perChunk;
+  let loaded = 0;
   let tokens = 0;
-  entries.forEach((entry, j) => {
-    if (entry === null || entry.slab.buf.length !== copier.chunkBytes) return;
-    let written = 0;
-    for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) written++;
-    tokens += Math.min(lease.chunks[first + j].tokens || p.chunkSize, written * blockTokens);
-  });
-  try {
-    if (jobs.length > 0) await copier.scatter(jobs);
-  } catch (e) {
-    p.log.warn('scatter failed; the worker recomputes these chunks', { error: errorMessage(e) });
-    entries.forEach((entry, j) => {
-      if (entry !== null && entry.slab.buf.length === copier.chunkBytes) failChunk(j);
+  await inArrivalOrder(slice, async (batch) => {
+    const entries = batch.map((j) => pinLeased(p, lease, slice[j]));
+    const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
+    const copied: number[] = [];
+    entries.forEach((entry, k) => {
+      const j = batch[k];
+      if (entry === null || entry.slab.buf.length !== copier.chunkBytes) {
+        failChunk(j);
+      } else {
+        jobs.push({ blockIds: blockIds.subarray(j * perChunk, (j + 1) * perChunk), src: entry.slab.buf });
+        copied.push(j);
+      }
     });
-    loaded = 0;
-    tokens = 0;
-  } finally {
-    unpinAll(p, entries);
-  }
+    try {
+      if (jobs.length > 0) await copier.scatter(jobs);
+    } catch (e) {
+      p.log.warn('scatter failed; the worker recomputes these chunks', { error: errorMessage(e) });
+      for (const j of copied) failChunk(j);
+      return;
+    } finally {
+      unpinAll(p, entries);
+    }
+    loaded += copied.length;
+    for (const j of copied) {
+      let written = 0;
+      for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) written++;
+      tokens += Math.min(slice[j].tokens || p.chunkSize, written * blockTokens);
+    }
+  });
   p.counters.recordRetrieveCounts(loaded, loaded * copier.chunkBytes, count - loaded, tokens);
   return { loaded, failed: count - loaded, failedBlocks: Uint32Array.from(failed) };
+}
+
+/**
+ * Runs `copy` on the indexes of `slice` whose fetch has settled, a batch at
+ * a time and never two at once, until every chunk has been in a batch.
+ */
+async function inArrivalOrder(slice: readonly LeasedChunk[], copy: (batch: number[]) => Promise<void>): Promise<void> {
+  const ready: number[] = [];
+  let wake: (() => void) | null = null;
+  slice.forEach((c, j) => {
+    if (c.pending === null) {
+      ready.push(j);
+      return;
+    }
+    const settled = (): void => {
+      ready.push(j);
+      wake?.();
+    };
+    c.pending.then(settled, settled);
+  });
+  for (let left = slice.length; left > 0; ) {
+    if (ready.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+    wake = null;
+    const batch = ready.splice(0);
+    left -= batch.length;
+    await copy(batch);
+  }
 }
 
 /** The lease; a Retrieve of an expired one counts its asked chunks as lease_expired misses. */
@@ -161,20 +199,28 @@ function leaseOf(p: ManagerParts, ns: Namespace, leaseId: number, first: number,
   return lease;
 }
 
-/** Pinned entries (one extra pin each, for the copy) of a lease's chunks. */
-async function leasedEntries(p: ManagerParts, lease: Lease, first: number, num: number): Promise<Array<HostEntry | null>> {
+/** The lease's chunks [first, first + num) (num 0: to the end), checked against its size. */
+function leasedSlice(lease: Lease, first: number, num: number): LeasedChunk[] {
   const end = num === 0 ? lease.chunks.length : first + num;
   if (!Number.isInteger(first) || first < 0 || end > lease.chunks.length || end < first) {
     throw new BadRequestError(`expected chunks within the lease's ${lease.chunks.length}, got first_chunk ${first} num_chunks ${num}`);
   }
-  const slice = lease.chunks.slice(first, end);
+  return lease.chunks.slice(first, end);
+}
+
+/** A leased chunk's entry with one extra pin for the copy; null when it could not be had. */
+function pinLeased(p: ManagerParts, lease: Lease, c: LeasedChunk): HostEntry | null {
+  const e = c.entry;
+  if (e === null || lease.released) return null;
+  p.host.pinEntry(e);
+  return e;
+}
+
+/** Pinned entries (one extra pin each, for the copy) of a lease's chunks, once every fetch settled. */
+async function leasedEntries(p: ManagerParts, lease: Lease, first: number, num: number): Promise<Array<HostEntry | null>> {
+  const slice = leasedSlice(lease, first, num);
   await Promise.all(slice.map((c) => c.pending));
-  return slice.map((c) => {
-    const e = c.entry;
-    if (e === null || lease.released) return null;
-    p.host.pinEntry(e);
-    return e;
-  });
+  return slice.map((c) => pinLeased(p, lease, c));
 }
 
 export function unpinAll(p: ManagerParts, entries: Array<HostEntry | null>): void {

@@ -9,6 +9,7 @@ import {
   Batch,
   ClosingError,
   ClusterBatch,
+  ClusterScanCursor,
   ConnectionError,
   Decoder,
   GlideClient,
@@ -101,4 +102,26 @@ export function batchOf(client: Client, commands: readonly ValkeyCommand[]): Bat
     }
   }
   return batch;
+}
+
+/** Every key matching a glob, by SCAN (each master of a cluster). */
+export async function scanAll(client: Client, match: string): Promise<string[]> {
+  const out: string[] = [];
+  const opts = { match, count: 1000, decoder: Decoder.String };
+  if (client instanceof GlideClusterClient) {
+    let cursor = new ClusterScanCursor();
+    while (!cursor.isFinished()) {
+      const [next, keys] = await client.scan(cursor, opts);
+      for (const k of keys) out.push(String(k));
+      cursor = next;
+    }
+    return out;
+  }
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, opts);
+    for (const k of keys) out.push(String(k));
+    cursor = String(next);
+  } while (cursor !== '0');
+  return out;
 }

@@ -15,12 +15,19 @@
  * While not up, run() rejects at once with ValkeyUnavailableError: callers turn
  * that into a skipped put or a miss. Auth failures become ValkeyAuthError
  * (redacted URL); the loop keeps retrying at the slowest pace.
+ *
+ * Clients replaced after an outage are retired, not closed, while they
+ * still hold requests: closing a glide client rejects its promises at once,
+ * but a command it holds for its own reconnect is still sent when that
+ * reconnect succeeds. An invalidate's DEL, reported failed, then deleted
+ * the manifests a later store wrote (test/tiers/valkey-pool.test.ts). A
+ * retired client's requests settle by their own timeout, and a caller
+ * never sees a command settle before the server could still run it.
  */
 
 import {
   Batch,
   ClusterBatch,
-  ClusterScanCursor,
   Decoder,
   GlideClient,
   GlideClusterClient,
@@ -28,7 +35,7 @@ import {
   RequestError,
 } from '@valkey/valkey-glide';
 import { errorMessage, KvtierError, ValkeyAuthError, ValkeyUnavailableError } from '../errors.js';
-import { batchOf, execBatch, isAuthMessage, isCertificateMessage, isConnectionError, isTimeoutError, singleCommand, type Client, type ValkeyCommand, type ValkeyReply } from './valkey-commands.js';
+import { batchOf, execBatch, scanAll, isAuthMessage, isCertificateMessage, isConnectionError, isTimeoutError, singleCommand, type Client, type ValkeyCommand, type ValkeyReply } from './valkey-commands.js';
 import { requestCeilingMs } from './valkey-options.js';
 import type { ValkeyEndpoint } from './valkey-url.js';
 
@@ -61,6 +68,10 @@ interface Slot {
   queuedBytes: number;
   /** Requests of at least BULK_BYTES in flight on this connection. */
   bulk: number;
+  /** Requests of any size glide has not settled yet. */
+  inFlight: number;
+  /** Replaced after an outage: closed once inFlight is 0. */
+  retired: boolean;
 }
 
 /**
@@ -88,6 +99,9 @@ export class ValkeyPool {
   #loop: Promise<void> | undefined;
   /** requestCeilingMs of these options: the limit of every request. */
   #ceilingMs: number;
+  /** Retired slots still holding requests; close() waits for them. */
+  #retiring = new Set<Slot>();
+  #retiredIdle: (() => void)[] = [];
 
   constructor(options: ValkeyPoolOptions) {
     this.#o = options;
@@ -186,7 +200,7 @@ export class ValkeyPool {
           for (const c of clients) c.close();
           break;
         }
-        this.#slots = clients.map((client) => ({ client, queuedBytes: 0, bulk: 0 }));
+        this.#slots = clients.map((client) => ({ client, queuedBytes: 0, bulk: 0, inFlight: 0, retired: false }));
         this.#generation++;
         this.#lastError = undefined;
         if (this.#everUp) this.#reconnects++;
@@ -238,8 +252,31 @@ export class ValkeyPool {
     this.#slots = [];
     this.#rejectWaiters(err);
     this.#setState('down', err);
-    for (const s of old) s.client.close();
+    this.#retire(old);
     this.#loop = this.#connectLoop(() => undefined);
+  }
+
+  /** Closes each slot now when idle, else when its last request settles. */
+  #retire(slots: readonly Slot[]): void {
+    for (const s of slots) {
+      s.retired = true;
+      if (s.inFlight === 0) s.client.close();
+      else this.#retiring.add(s);
+    }
+  }
+
+  /** A request just sent on `slot`, counted so that a retired client is closed only once glide settled it. */
+  async #track<T>(slot: Slot, request: Promise<T>): Promise<T> {
+    slot.inFlight++;
+    try {
+      return await request;
+    } finally {
+      if (--slot.inFlight === 0 && slot.retired) {
+        slot.client.close();
+        this.#retiring.delete(slot);
+        if (this.#retiring.size === 0) for (const w of this.#retiredIdle.splice(0)) w();
+      }
+    }
   }
 
   /**
@@ -254,7 +291,7 @@ export class ValkeyPool {
     try {
       const b = slot.client instanceof GlideClusterClient ? new ClusterBatch(false) : new Batch(false);
       b.ping();
-      await execBatch(slot.client, b, this.#ceilingMs);
+      await this.#track(slot, execBatch(slot.client, b, this.#ceilingMs));
     } catch (e) {
       if (gen === this.#generation) this.markDown(e);
     }
@@ -265,11 +302,12 @@ export class ValkeyPool {
    * data path routes by. Rejects when not up or not a cluster endpoint.
    */
   async clusterSlots(): Promise<unknown> {
-    const client = this.#slots[0]?.client;
+    const slot = this.#slots[0];
+    const client = slot?.client;
     if (this.#state !== 'up' || !(client instanceof GlideClusterClient)) {
       throw this.#lastError ?? new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted}: no cluster connection for CLUSTER SLOTS`);
     }
-    return client.customCommand(['CLUSTER', 'SLOTS'], { route: 'randomNode', decoder: Decoder.String });
+    return this.#track(slot, client.customCommand(['CLUSTER', 'SLOTS'], { route: 'randomNode', decoder: Decoder.String }));
   }
 
   /**
@@ -277,28 +315,11 @@ export class ValkeyPool {
    * namespace-wide deletes, never on a request's hot path.
    */
   async scanKeys(match: string): Promise<string[]> {
-    const client = this.#slots[0]?.client;
-    if (this.#state !== 'up' || client === undefined) {
+    const slot = this.#slots[0];
+    if (this.#state !== 'up' || slot === undefined) {
       throw this.#lastError ?? new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted} is not connected`);
     }
-    const out: string[] = [];
-    const opts = { match, count: 1000, decoder: Decoder.String };
-    if (client instanceof GlideClusterClient) {
-      let cursor = new ClusterScanCursor();
-      while (!cursor.isFinished()) {
-        const [next, keys] = await client.scan(cursor, opts);
-        for (const k of keys) out.push(String(k));
-        cursor = next;
-      }
-      return out;
-    }
-    let cursor = '0';
-    do {
-      const [next, keys] = await client.scan(cursor, opts);
-      for (const k of keys) out.push(String(k));
-      cursor = String(next);
-    } while (cursor !== '0');
-    return out;
+    return this.#track(slot, scanAll(slot.client, match));
   }
 
   /** A batch's timeout: its bytes and those queued ahead of it, at most the ceiling. */
@@ -324,14 +345,15 @@ export class ValkeyPool {
       const single = commands.length === 1 ? singleCommand(slot.client, commands[0]) : undefined;
       if (single) {
         try {
-          return [await single];
+          return [await this.#track(slot, single)];
         } catch (e) {
           // A server error reply belongs to the command, as in a pipeline.
           if (e instanceof RequestError && !isConnectionError(e) && !isTimeoutError(e)) return [e];
           throw e;
         }
       }
-      const out = await execBatch(slot.client, batchOf(slot.client, commands), this.#timeoutFor(slot, bytes));
+      const timeoutMs = this.#timeoutFor(slot, bytes);
+      const out = await this.#track(slot, execBatch(slot.client, batchOf(slot.client, commands), timeoutMs));
       if (!out || out.length !== commands.length) {
         throw new ValkeyUnavailableError(`valkey ${this.#o.endpoint.redacted}: pipeline of ${commands.length} gave ${out?.length ?? 'no'} replies`);
       }
@@ -383,8 +405,10 @@ export class ValkeyPool {
     this.#wake?.();
     const old = this.#slots;
     this.#slots = [];
-    for (const s of old) s.client.close();
+    this.#retire(old);
     await this.#loop;
+    // Each request left ends by its own timeout, within requestCeilingMs.
+    if (this.#retiring.size > 0) await new Promise<void>((resolve) => this.#retiredIdle.push(resolve));
   }
 }
 

@@ -26,7 +26,7 @@ import type { RemoteTier } from './tier.js';
 import { deleteChunks, deleteNamespace } from './valkey-delete.js';
 import { valkeyChunkBytes, valkeyNamespacesOf, valkeyUsage, type ValkeyUsage } from './valkey-admin.js';
 import { decodeValue, encodeValue, FORMAT_VERSION, segmentCount, segmentRange, segmentRedisKey, type ChunkHeader } from './valkey-format.js';
-import { takeSlab, ValkeyIo } from './valkey-io.js';
+import { noop, takeSlab, ValkeyIo } from './valkey-io.js';
 import { NativeDataPath, placeholderSums, sumOffsets, type DataPathInfo } from './valkey-native.js';
 import { manifestNative, readNative, segmentsNative, writeNative } from './valkey-native-io.js';
 import { VALKEY_DEFAULTS as D, VALUE_HEADER_BYTES, requestCeilingMs, requestTimeInputs, type ValkeyTierCounters, type ValkeyTierOptions } from './valkey-options.js';
@@ -58,6 +58,8 @@ export class ValkeyTier implements RemoteTier {
   #dataPath: DataPathInfo = { path: 'glide', reason: 'choosing' };
   #nativeReady: Promise<void>;
   #closed = false;
+  /** Per namespace whose chunk shape is not known yet: the read learning it. */
+  #learning = new Map<string, Promise<void>>();
 
   /** Starts connecting in the background; see ValkeyTier.create to wait for it. */
   constructor(options: ValkeyTierOptions) {
@@ -245,7 +247,32 @@ export class ValkeyTier implements RemoteTier {
     return this.#read(key, allocate);
   }
 
+  /**
+   * A namespace whose chunk shape is not known yet (a fresh daemon's first
+   * Lookup of a long prompt): one read learns it from a manifest while the
+   * others wait for that, then each reads its manifest and segments in one
+   * job, instead of every read queueing its manifest GET ahead of all the
+   * segments (a 32K-token Valkey hit's first chunk landed after 180 ms).
+   */
   async #read(key: ChunkId, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null> {
+    const ns = key.namespaceId;
+    if (!this.#io.shapes.has(ns)) {
+      const learner = this.#learning.get(ns);
+      if (learner !== undefined) {
+        await learner;
+      } else {
+        const read = this.#readChunk(key, allocate);
+        const settled = read.then(noop, noop).then(() => {
+          if (this.#learning.get(ns) === settled) this.#learning.delete(ns);
+        });
+        this.#learning.set(ns, settled);
+        return read;
+      }
+    }
+    return this.#readChunk(key, allocate);
+  }
+
+  async #readChunk(key: ChunkId, allocate: ((bytes: number) => Slab | null) | undefined): Promise<Slab | null> {
     // After a redirect the whole chunk goes through glide: the map is being refreshed.
     let native = this.#native;
     if (native !== null && this.available) {

@@ -1,7 +1,8 @@
 /**
  * Block-form Store/Retrieve through the daemon: a worker's KV in real shm
  * files laid out as vLLM lays it out, registered over the socket, stored from
- * some block ids and retrieved into others, compared byte for byte.
+ * some block ids and retrieved into others, compared byte for byte; and
+ * a Retrieve of chunks that arrive from Valkey while it copies.
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +11,7 @@ import { packTokens } from '../../src/chunking/tokens.js';
 import type { KvtierClient } from '../../src/protocol/client.js';
 import { expectedChunk, flashAttn, flashInfer, mla, packed, type KvFixture, type Shape } from '../native/shm-fixture.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
+import { startValkey, stopAllValkey } from '../../bench/valkey-server.js';
 
 const shape: Shape = { layers: 3, numBlocks: 64, blockSize: 16, heads: 2, headDim: 32, elemBytes: 2, chunkTokens: 256 };
 const B = shape.chunkTokens / shape.blockSize;
@@ -176,6 +178,67 @@ describe.skipIf(!nativeAvailable())('block-form store and retrieve', () => {
       await c.ping();
     } finally {
       fx.cleanup();
+    }
+  });
+});
+
+describe.skipIf(!nativeAvailable())('block-form retrieve of chunks fetched from Valkey', () => {
+  // 3 MiB chunks: three segments each, on the native data path.
+  const big: Shape = { ...shape, numBlocks: 128, heads: 8, headDim: 128 };
+  let a: TestDaemon;
+  let b: TestDaemon;
+  let valkey: Awaited<ReturnType<typeof startValkey>>;
+  beforeAll(async () => {
+    valkey = await startValkey();
+    a = await startTestDaemon({ remote_url: valkey.url });
+    b = await startTestDaemon({ remote_url: valkey.url });
+  });
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await stopAllValkey();
+  });
+
+  it('each chunk lands in its blocks as its fetch settles; a chunk whose segment is gone fails only its own blocks', async () => {
+    const src = flashAttn(big);
+    const dst = flashAttn(big);
+    try {
+      const ca = await a.connect({ fingerprint: { model: 'bf-valkey' } });
+      const cb = await b.connect({ fingerprint: { model: 'bf-valkey' } });
+      await register(ca, src.spec);
+      await register(cb, dst.spec);
+      const n = 6;
+      const t = tokens(n * 256, 40);
+      const srcIds = range(0, n * B);
+      const s = await ca.store({ address: { tokens: t }, blockIds: u32(srcIds) });
+      expect(await s.committed).toMatchObject({ committedChunks: n });
+      // One segment of one chunk evicted behind kvtier's back.
+      const segment = (await valkey.cli(['KEYS', '*:s1'])).trim().split('\n')[0];
+      expect(segment).toMatch(/:s1$/);
+      await valkey.cli(['DEL', segment]);
+
+      const l = await cb.lookup({ tokens: t });
+      expect(l.valkeyChunks).toBe(n);
+      const dstIds = range(big.numBlocks - n * B, n * B).reverse();
+      const ofChunk = (ids: number[], j: number): number[] => ids.slice(j * B, (j + 1) * B);
+      const before = Array.from({ length: n }, (_, j) => blocks(dst, ofChunk(dstIds, j)));
+      const r = await cb.retrieve({ leaseId: l.leaseId, blockIds: u32(dstIds) });
+      expect(r.loadedChunks).toBe(n - 1);
+      const ids = r.failedBlockIds;
+      const failed = [...new Uint32Array(ids.buffer.slice(ids.byteOffset, ids.byteOffset + ids.byteLength))];
+      expect(failed.length).toBe(B);
+      const bad = dstIds.indexOf(failed[0]) / B;
+      expect(Number.isInteger(bad)).toBe(true);
+      expect(new Set(failed)).toEqual(new Set(ofChunk(dstIds, bad)));
+      for (let j = 0; j < n; j++) {
+        // The failed chunk's blocks are left as they were, for the worker to recompute.
+        const want = j === bad ? before[j] : blocks(src, ofChunk(srcIds, j));
+        expect(blocks(dst, ofChunk(dstIds, j)).equals(want)).toBe(true);
+      }
+      await cb.releaseLease(l.leaseId);
+    } finally {
+      src.cleanup();
+      dst.cleanup();
     }
   });
 });

@@ -107,6 +107,26 @@ describe('valkey getInto (reads into caller slabs)', () => {
   });
 });
 
+describe('valkey reads of a namespace not read before (a fresh daemon)', () => {
+  it('one read learns the chunk shape; the reads waiting on it take one native job each', async () => {
+    const writer = await ValkeyTier.create({ url: single.url, log: quiet });
+    const reader = await ValkeyTier.create({ url: single.url, dataPath: 'native', log: quiet });
+    try {
+      const ns = randomBytes(16).toString('hex');
+      const keys = Array.from({ length: 8 }, () => ChunkId.of(ns, randomBytes(32).toString('hex')));
+      const values = keys.map(() => randomBytes(3 * (1 << 20) + 11));
+      expect(await Promise.all(keys.map((k, i) => writer.put(k, values[i])))).toEqual(keys.map(() => true));
+      const got = await Promise.all(keys.map((k) => reader.getInto(k, (n) => ({ buf: Buffer.alloc(n), release: () => undefined }))));
+      got.forEach((slab, i) => expect(slab!.buf.equals(values[i])).toBe(true));
+      // The first: its manifest, then its segments; each other: manifest and segments together.
+      expect((reader.stats().native as { jobs: number }).jobs).toBe(keys.length + 1);
+    } finally {
+      await writer.close();
+      await reader.close();
+    }
+  });
+});
+
 describe('valkey deleteNamespace (clear of one namespace)', () => {
   for (const which of ['single', 'cluster'] as const) {
     it(`removes a namespace's chunks and segments and nothing else (${which})`, async () => {
