@@ -247,8 +247,7 @@ class WorkerSide:
         for req_id, save in list(self._saves.items()):
             if req_id in self._finished_seen and self._save_done(save):
                 done.add(req_id)
-                self.interval.add("saves")
-                self.interval.add("save_time_s", time.monotonic() - save.issued)
+                self.interval.finished("save", time.monotonic() - save.issued)
                 del self._saves[req_id]
                 self._finished_seen.discard(req_id)
         return (done or None), (recving or None)
@@ -309,8 +308,7 @@ class WorkerSide:
                     continue                   # inline: scatter handed to the copy thread
             ended.add(req_id)
             del self._loads[req_id]
-            self.interval.add("loads")
-            self.interval.add("load_time_s", time.monotonic() - ld.issued)
+            self.interval.finished("load", time.monotonic() - ld.issued)
         return ended
 
     def _scattered(self, ld: _Load) -> None:
