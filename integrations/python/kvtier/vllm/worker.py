@@ -35,7 +35,8 @@ from .. import proto
 from ..client import KvtierClient, Pending
 from ..errors import BadLayoutError, DaemonUnavailable, KvtierError, ProtocolError, RequestTimeout
 from ..framing import NO_BLOCK, unpack_u32
-from ..layout import KvLayout, LayoutError, derive_cross_layer_layout, derive_layout
+from ..layout import (KvLayout, LayoutError, backend_dim_names, cross_layer_logical_view, derive_cross_layer_layout,
+                      derive_layout)
 from ..session import Session, release_lease
 from ..torch_copy import TorchBlockCopier
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
@@ -112,11 +113,14 @@ class WorkerSide:
     def register_cross_layers_kv_cache(self, kv_cache: Any, attn_backend: Any = None) -> None:
         """vLLM's one KV tensor for all layers (first dim num_layers): registered as one plane,
         a block one segment across every layer. Blocks that are not contiguous across layers
-        (a backend's stride order kvtier does not expect) are described layer by layer."""
+        (a backend's stride order kvtier does not expect) are described layer by layer.
+        vLLM hands the tensor in its physical (blocks-first) order; attn_backend's stride order
+        turns it back into the num_layers-first view (cross_layer_logical_view)."""
         fp = group_fingerprint(self.s.fingerprint, self.group, self.num_groups)
+        kv_cache = cross_layer_logical_view(kv_cache, attn_backend)
         try:
             layout = derive_cross_layer_layout(kv_cache, self.s.block_size, self.s.num_blocks, mla=fp.mla,
-                                               allow_unshared=True)
+                                               allow_unshared=True, dim_names=backend_dim_names(attn_backend))
         except LayoutError as exc:
             log.error("kvtier: cannot describe the cross-layer KV cache, connector disabled: %s", exc)
             return
