@@ -120,9 +120,11 @@ export function registerBench(program: Command): void {
           store_gbps: r.gather_gbps, retrieve_gbps: r.scatter_gbps,
           reference: { what: r.reference.what, store_gbps: r.reference.memcpy_gbps, retrieve_gbps: r.reference.memcpy_gbps },
           ratio: { store: r.ratio.gather, retrieve: r.ratio.scatter },
+          layouts: r.layouts.map((l) => ({ layout: l.layout, pieces_per_block: l.pieces_per_block, store_gbps: l.gather_gbps, retrieve_gbps: l.scatter_gbps, ratio: { store: l.ratio.gather, retrieve: l.ratio.scatter } })),
           detail: r,
         };
-        process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `host tier, ${out.model}, ${out.chunk_bytes >> 20} MiB chunks\n  store (gather)     ${out.store_gbps} GB/s  (${out.ratio.store} of memcpy ${out.reference.store_gbps})\n  retrieve (scatter) ${out.retrieve_gbps} GB/s  (${out.ratio.retrieve} of memcpy)\n`);
+        const rows = out.layouts.map((l) => `  ${l.layout.padEnd(11)} (${l.pieces_per_block} pieces per block) store ${l.store_gbps} GB/s (${l.ratio.store} of memcpy), retrieve ${l.retrieve_gbps} GB/s (${l.ratio.retrieve} of memcpy)\n`).join('');
+        process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `host tier, ${out.model}, ${out.chunk_bytes >> 20} MiB chunks, memcpy ${out.reference.store_gbps} GB/s in the same run\n${rows}`);
       } else if (opts.tier === 'disk') {
         const sizes = opts.sizes.split(',').map((v) => Math.round(Number(v) * (1 << 20)));
         if (sizes.some((n) => !Number.isSafeInteger(n) || n <= 0)) usage(`expected MiB sizes like 4,32 for --sizes, got ${opts.sizes}`);
