@@ -1,7 +1,7 @@
 """`kvtier bench throughput --tier host --source sglang`'s Python side.
 
 Run by bench/throughput-sglang.ts with /usr/bin/python3 against the daemon it
-started: argv = socket path, pages per batch, rounds. A Llama-3.1-8B-shaped
+started: argv = socket path, pages per batch, rounds (after one warm-up round). A Llama-3.1-8B-shaped
 SGLang host pool (page_first MHA, bf16, 64-token pages: 8 MiB a page) goes
 through KVTierHiCacheStorage's batch_set_v1 / batch_get_v1 in both forms:
 block (pages through the registered shm staging region, ids on the socket)
@@ -10,7 +10,10 @@ and inline (page bytes in the socket frames, kvtier_staging_pages: 0).
 The reference makes the copies the block form cannot avoid, with the same
 bytes in the same run: host pool -> staging (one index_select) and staging ->
 another buffer (the daemon's slab), and back. Every page loaded is compared
-with the page stored (outside the timed part). Prints one JSON object.
+with the page stored (outside the timed part). Figures are medians over the
+rounds, ratios medians of per-round ratios (each round times block, inline
+and the reference back to back), with every sample in samples_ms. Prints one
+JSON object.
 """
 import json
 import os
@@ -35,59 +38,68 @@ def backend(sock, pool, **extra):
     return b
 
 
-def run_form(sock, form, src, dst, pages, rounds, page_bytes):
-    staging = pages if form == "block" else 0
-    a, b = backend(sock, src, kvtier_staging_pages=staging), backend(sock, dst, kvtier_staging_pages=staging)
-    idx = host_indices(list(range(pages)), PAGE)
-    store_s, load_s, keys = [], [], []
-    for r in range(rounds + 1):  # round 0 warms up (first RegisterKv, page faults of the staging region)
-        keys = [f"{form}-{r}-{i}" for i in range(pages)]
+class Form:
+    """One transfer form's two backends (a stores from src, b loads into dst) and its samples."""
+
+    def __init__(self, sock, form, src, dst, pages):
+        staging = pages if form == "block" else 0
+        self.form, self.src, self.dst, self.pages = form, src, dst, pages
+        self.a = backend(sock, src, kvtier_staging_pages=staging)
+        self.b = backend(sock, dst, kvtier_staging_pages=staging)
+        self.idx = host_indices(list(range(pages)), PAGE)
+        self.store_s, self.load_s, self.verified = [], [], True
+
+    def store(self, r):
+        keys = [f"{self.form}-{r}-{i}" for i in range(self.pages)]
         t = time.perf_counter()
-        ok = a.batch_set_v1(keys, idx)
-        if r > 0:
-            store_s.append(time.perf_counter() - t)
-        if ok != [True] * pages:
-            raise SystemExit(f"{form}: the daemon stored {sum(ok)} of {pages} pages (pool too small?)")
-    for r in range(rounds + 1):
-        dst.kv_buffer.zero_()
+        ok = self.a.batch_set_v1(keys, self.idx)
+        dt = time.perf_counter() - t
+        if ok != [True] * self.pages:
+            raise SystemExit(f"{self.form}: the daemon stored {sum(ok)} of {self.pages} pages (pool too small?)")
+        return dt
+
+    def load(self, r):
+        keys = [f"{self.form}-{r}-{i}" for i in range(self.pages)]
+        self.dst.kv_buffer.zero_()
         t = time.perf_counter()
-        ok = b.batch_get_v1(keys, idx)
-        if r > 0:
-            load_s.append(time.perf_counter() - t)
-        if ok != [True] * pages:
-            raise SystemExit(f"{form}: loaded {sum(ok)} of {pages} pages")
-    verified = torch.equal(src.kv_buffer.view(torch.uint8), dst.kv_buffer.view(torch.uint8))
-    mode = (a.transfer_mode, b.transfer_mode)
-    a.close()
-    b.close()
-    total = pages * page_bytes
-    return {"form": form, "transfer_mode": mode[0], "store_gbps": round(total / min(store_s) / 1e9, 3),
-            "retrieve_gbps": round(total / min(load_s) / 1e9, 3), "verified": verified}
+        ok = self.b.batch_get_v1(keys, self.idx)
+        dt = time.perf_counter() - t
+        if ok != [True] * self.pages:
+            raise SystemExit(f"{self.form}: loaded {sum(ok)} of {self.pages} pages")
+        self.verified &= torch.equal(self.src.kv_buffer.view(torch.uint8), self.dst.kv_buffer.view(torch.uint8))
+        return dt
+
+    def close(self):
+        mode = self.a.transfer_mode
+        self.a.close()
+        self.b.close()
+        return mode
 
 
-def reference(src, dst, pages, rounds, page_bytes):
+class Reference:
     """host pool -> staging -> slab (store) and slab -> staging -> host pool (retrieve), as block form copies."""
-    sv, dv = page_view(src), page_view(dst)
-    ids = torch.arange(pages)
-    staging = torch.empty((pages,) + tuple(sv.shape[1:]), dtype=sv.dtype)
-    slab = torch.empty(pages * page_bytes, dtype=torch.uint8)
-    store_s, load_s = [], []
-    for r in range(rounds + 1):
+
+    def __init__(self, src, dst, pages, page_bytes):
+        self.sv, self.dv = page_view(src), page_view(dst)
+        self.ids = torch.arange(pages)
+        self.staging = torch.empty((pages,) + tuple(self.sv.shape[1:]), dtype=self.sv.dtype)
+        self.slab = torch.empty(pages * page_bytes, dtype=torch.uint8)
+
+    def store(self, r):
         t = time.perf_counter()
-        torch.index_select(sv, 0, ids, out=staging)
-        slab.copy_(staging.reshape(-1).view(torch.uint8))
-        if r > 0:
-            store_s.append(time.perf_counter() - t)
-    for r in range(rounds + 1):
+        torch.index_select(self.sv, 0, self.ids, out=self.staging)
+        self.slab.copy_(self.staging.reshape(-1).view(torch.uint8))
+        return time.perf_counter() - t
+
+    def load(self, r):
         t = time.perf_counter()
-        staging.reshape(-1).view(torch.uint8).copy_(slab)
-        dv.index_copy_(0, ids, staging)
-        if r > 0:
-            load_s.append(time.perf_counter() - t)
-    total = pages * page_bytes
-    return {"what": f"torch: index_select of {pages} pages into a staging tensor + copy_ into a second buffer, and back "
-                    f"(the two copies of the block form), {torch.get_num_threads()} torch threads",
-            "store_gbps": round(total / min(store_s) / 1e9, 3), "retrieve_gbps": round(total / min(load_s) / 1e9, 3)}
+        self.staging.reshape(-1).view(torch.uint8).copy_(self.slab)
+        self.dv.index_copy_(0, self.ids, self.staging)
+        return time.perf_counter() - t
+
+
+def median(xs):
+    return sorted(xs)[len(xs) // 2]
 
 
 def main() -> None:
@@ -95,16 +107,43 @@ def main() -> None:
     dims = PoolDims(layers=32, heads=8, dim=128, mla_dim=576, page=PAGE, pages=pages)
     src, dst = make_pool("mha", LAYOUT, dims, seed=1), make_pool("mha", LAYOUT, dims, zero=True)
     page_bytes = src.get_dummy_flat_data_page().numel() * 2
-    ref = reference(src, dst, pages, rounds, page_bytes)
-    rows = [run_form(sock, form, src, dst, pages, rounds, page_bytes) for form in ("block", "inline")]
-    block, inline = rows
+    total = pages * page_bytes
+    block, inline = Form(sock, "block", src, dst, pages), Form(sock, "inline", src, dst, pages)
+    ref = Reference(src, dst, pages, page_bytes)
+    # Rounds interleave block, inline and the reference (the order turning each round), so a
+    # neighbour's load or the allocator's state hits all three alike, and every ratio is the
+    # median of per-round ratios. Round 0 warms up (RegisterKv, page faults of the staging
+    # region, the daemon's first slabs, malloc's mmap threshold for 8 MiB pages) and is not kept.
+    runs = (block, inline, ref)
+    samples = {"store": {id(x): [] for x in runs}, "load": {id(x): [] for x in runs}}
+    for op in ("store", "load"):
+        for r in range(rounds + 1):
+            order = runs if r % 2 == 0 else runs[::-1]
+            times = {id(x): getattr(x, op)(r) for x in order}
+            if r > 0:
+                for k, dt in times.items():
+                    samples[op][k].append(dt)
+
+    def gbps(op, x):
+        return round(total / median(samples[op][id(x)]) / 1e9, 3)
+
+    def ratio(op, x, y):
+        return round(median([b_ / a_ for a_, b_ in zip(samples[op][id(x)], samples[op][id(y)])]), 2)
+
+    rows = []
+    for x in (block, inline):
+        rows.append({"form": x.form, "transfer_mode": x.close(), "store_gbps": gbps("store", x),
+                     "retrieve_gbps": gbps("load", x), "verified": x.verified,
+                     "samples_ms": {op: [round(t * 1e3, 1) for t in samples[op][id(x)]] for op in ("store", "load")}})
+    reference = {"what": f"torch: index_select of {pages} pages into a staging tensor + copy_ into a second buffer, "
+                         f"and back (the two copies of the block form), {torch.get_num_threads()} torch threads",
+                 "store_gbps": gbps("store", ref), "retrieve_gbps": gbps("load", ref),
+                 "samples_ms": {op: [round(t * 1e3, 1) for t in samples[op][id(ref)]] for op in ("store", "load")}}
     print(json.dumps({
         "model": "llama-3.1-8b: 32 layers x 8 kv heads x 128 dim, bf16", "layout": f"mha {LAYOUT}", "page_tokens": PAGE,
-        "page_bytes": page_bytes, "pages_per_batch": pages, "rounds": rounds, "rows": rows, "reference": ref,
-        "ratio": {"block_vs_reference": {"store": round(block["store_gbps"] / ref["store_gbps"], 2),
-                                         "retrieve": round(block["retrieve_gbps"] / ref["retrieve_gbps"], 2)},
-                  "block_vs_inline": {"store": round(block["store_gbps"] / inline["store_gbps"], 2),
-                                      "retrieve": round(block["retrieve_gbps"] / inline["retrieve_gbps"], 2)}},
+        "page_bytes": page_bytes, "pages_per_batch": pages, "rounds": rounds, "rows": rows, "reference": reference,
+        "ratio": {"block_vs_reference": {"store": ratio("store", block, ref), "retrieve": ratio("load", block, ref)},
+                  "block_vs_inline": {"store": ratio("store", block, inline), "retrieve": ratio("load", block, inline)}},
     }))
 
 
