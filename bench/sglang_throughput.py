@@ -1,7 +1,8 @@
 """`kvtier bench throughput --tier host --source sglang`'s Python side.
 
 Run by bench/throughput-sglang.ts with /usr/bin/python3 against the daemon it
-started: argv = socket path, pages per batch, rounds (after one warm-up round). A Llama-3.1-8B-shaped
+started: argv = socket path, pages per batch, rounds (after one warm-up round),
+the daemon's pid (its CPU time is read from /proc). A Llama-3.1-8B-shaped
 SGLang host pool (page_first MHA, bf16, 64-token pages: 8 MiB a page) goes
 through KVTierHiCacheStorage's batch_set_v1 / batch_get_v1 in both forms:
 block (pages through the registered shm staging region, ids on the socket)
@@ -12,8 +13,10 @@ bytes in the same run: host pool -> staging (one index_select) and staging ->
 another buffer (the daemon's slab), and back. Every page loaded is compared
 with the page stored (outside the timed part). Figures are medians over the
 rounds, ratios medians of per-round ratios (each round times block, inline
-and the reference back to back), with every sample in samples_ms. Prints one
-JSON object.
+and the reference back to back), with every sample in samples_ms; beside
+them the CPU seconds per GB each form costs this process and the daemon,
+which other processes' load on shared cores does not move. Prints one JSON
+object.
 """
 import json
 import os
@@ -102,8 +105,15 @@ def median(xs):
     return sorted(xs)[len(xs) // 2]
 
 
+def process_cpu_s(pid):
+    """utime + stime of a process (the daemon), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
-    sock, pages, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    sock, pages, rounds, daemon_pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     dims = PoolDims(layers=32, heads=8, dim=128, mla_dim=576, page=PAGE, pages=pages)
     src, dst = make_pool("mha", LAYOUT, dims, seed=1), make_pool("mha", LAYOUT, dims, zero=True)
     page_bytes = src.get_dummy_flat_data_page().numel() * 2
@@ -114,15 +124,22 @@ def main() -> None:
     # neighbour's load or the allocator's state hits all three alike, and every ratio is the
     # median of per-round ratios. Round 0 warms up (RegisterKv, page faults of the staging
     # region, the daemon's first slabs, malloc's mmap threshold for 8 MiB pages) and is not kept.
+    # CPU seconds (this process, all threads; and the daemon's) are counted beside the wall
+    # clock: on a machine whose cores other processes share, the wall clock of the CPU-bound
+    # inline form moves with their load, its CPU cost per byte does not.
     runs = (block, inline, ref)
     samples = {"store": {id(x): [] for x in runs}, "load": {id(x): [] for x in runs}}
+    cpu = {op: {id(x): [0.0, 0.0] for x in runs} for op in ("store", "load")}
     for op in ("store", "load"):
         for r in range(rounds + 1):
             order = runs if r % 2 == 0 else runs[::-1]
-            times = {id(x): getattr(x, op)(r) for x in order}
-            if r > 0:
-                for k, dt in times.items():
-                    samples[op][k].append(dt)
+            for x in order:
+                c0, d0 = time.process_time(), process_cpu_s(daemon_pid)
+                dt = getattr(x, op)(r)
+                if r > 0:
+                    samples[op][id(x)].append(dt)
+                    cpu[op][id(x)][0] += time.process_time() - c0
+                    cpu[op][id(x)][1] += process_cpu_s(daemon_pid) - d0
 
     def gbps(op, x):
         return round(total / median(samples[op][id(x)]) / 1e9, 3)
@@ -130,10 +147,21 @@ def main() -> None:
     def ratio(op, x, y):
         return round(median([b_ / a_ for a_, b_ in zip(samples[op][id(x)], samples[op][id(y)])]), 2)
 
+    gb = rounds * total / 1e9
+
+    def cpu_per_gb(op, x):
+        client, daemon = cpu[op][id(x)]
+        return {"client": round(client / gb, 3), "daemon": round(daemon / gb, 3)}
+
+    def cpu_ratio(op, x, y):
+        a_, b_ = sum(cpu[op][id(x)]), sum(cpu[op][id(y)])
+        return round(b_ / a_, 2) if a_ > 0 else None
+
     rows = []
     for x in (block, inline):
         rows.append({"form": x.form, "transfer_mode": x.close(), "store_gbps": gbps("store", x),
                      "retrieve_gbps": gbps("load", x), "verified": x.verified,
+                     "cpu_s_per_gb": {"store": cpu_per_gb("store", x), "retrieve": cpu_per_gb("load", x)},
                      "samples_ms": {op: [round(t * 1e3, 1) for t in samples[op][id(x)]] for op in ("store", "load")}})
     reference = {"what": f"torch: index_select of {pages} pages into a staging tensor + copy_ into a second buffer, "
                          f"and back (the two copies of the block form), {torch.get_num_threads()} torch threads",
@@ -143,7 +171,9 @@ def main() -> None:
         "model": "llama-3.1-8b: 32 layers x 8 kv heads x 128 dim, bf16", "layout": f"mha {LAYOUT}", "page_tokens": PAGE,
         "page_bytes": page_bytes, "pages_per_batch": pages, "rounds": rounds, "rows": rows, "reference": reference,
         "ratio": {"block_vs_reference": {"store": ratio("store", block, ref), "retrieve": ratio("load", block, ref)},
-                  "block_vs_inline": {"store": ratio("store", block, inline), "retrieve": ratio("load", block, inline)}},
+                  "block_vs_inline": {"store": ratio("store", block, inline), "retrieve": ratio("load", block, inline)},
+                  "inline_vs_block_cpu": {"store": cpu_ratio("store", block, inline),
+                                          "retrieve": cpu_ratio("load", block, inline)}},
     }))
 
 
