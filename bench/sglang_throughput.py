@@ -41,6 +41,23 @@ def backend(sock, pool, **extra):
     return b
 
 
+class Meter:
+    """Wall clock and CPU seconds (this process, all threads; and the daemon's) around one transfer."""
+
+    def __init__(self, daemon_pid):
+        self.pid = daemon_pid
+
+    def __enter__(self):
+        self.t, self.c, self.d = time.perf_counter(), time.process_time(), process_cpu_s(self.pid)
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.t
+        self.client = time.process_time() - self.c
+        self.daemon = process_cpu_s(self.pid) - self.d
+        return False
+
+
 class Form:
     """One transfer form's two backends (a stores from src, b loads into dst) and its samples."""
 
@@ -52,25 +69,21 @@ class Form:
         self.idx = host_indices(list(range(pages)), PAGE)
         self.store_s, self.load_s, self.verified = [], [], True
 
-    def store(self, r):
+    def store(self, r, meter):
         keys = [f"{self.form}-{r}-{i}" for i in range(self.pages)]
-        t = time.perf_counter()
-        ok = self.a.batch_set_v1(keys, self.idx)
-        dt = time.perf_counter() - t
+        with meter:
+            ok = self.a.batch_set_v1(keys, self.idx)
         if ok != [True] * self.pages:
             raise SystemExit(f"{self.form}: the daemon stored {sum(ok)} of {self.pages} pages (pool too small?)")
-        return dt
 
-    def load(self, r):
+    def load(self, r, meter):
         keys = [f"{self.form}-{r}-{i}" for i in range(self.pages)]
         self.dst.kv_buffer.zero_()
-        t = time.perf_counter()
-        ok = self.b.batch_get_v1(keys, self.idx)
-        dt = time.perf_counter() - t
+        with meter:
+            ok = self.b.batch_get_v1(keys, self.idx)
         if ok != [True] * self.pages:
             raise SystemExit(f"{self.form}: loaded {sum(ok)} of {self.pages} pages")
         self.verified &= torch.equal(self.src.kv_buffer.view(torch.uint8), self.dst.kv_buffer.view(torch.uint8))
-        return dt
 
     def close(self):
         mode = self.a.transfer_mode
@@ -88,17 +101,15 @@ class Reference:
         self.staging = torch.empty((pages,) + tuple(self.sv.shape[1:]), dtype=self.sv.dtype)
         self.slab = torch.empty(pages * page_bytes, dtype=torch.uint8)
 
-    def store(self, r):
-        t = time.perf_counter()
-        torch.index_select(self.sv, 0, self.ids, out=self.staging)
-        self.slab.copy_(self.staging.reshape(-1).view(torch.uint8))
-        return time.perf_counter() - t
+    def store(self, r, meter):
+        with meter:
+            torch.index_select(self.sv, 0, self.ids, out=self.staging)
+            self.slab.copy_(self.staging.reshape(-1).view(torch.uint8))
 
-    def load(self, r):
-        t = time.perf_counter()
-        self.staging.reshape(-1).view(torch.uint8).copy_(self.slab)
-        self.dv.index_copy_(0, self.ids, self.staging)
-        return time.perf_counter() - t
+    def load(self, r, meter):
+        with meter:
+            self.staging.reshape(-1).view(torch.uint8).copy_(self.slab)
+            self.dv.index_copy_(0, self.ids, self.staging)
 
 
 def median(xs):
@@ -134,12 +145,12 @@ def main() -> None:
         for r in range(rounds + 1):
             order = runs if r % 2 == 0 else runs[::-1]
             for x in order:
-                c0, d0 = time.process_time(), process_cpu_s(daemon_pid)
-                dt = getattr(x, op)(r)
+                m = Meter(daemon_pid)
+                getattr(x, op)(r, m)
                 if r > 0:
-                    samples[op][id(x)].append(dt)
-                    cpu[op][id(x)][0] += time.process_time() - c0
-                    cpu[op][id(x)][1] += process_cpu_s(daemon_pid) - d0
+                    samples[op][id(x)].append(m.wall)
+                    cpu[op][id(x)][0] += m.client
+                    cpu[op][id(x)][1] += m.daemon
 
     def gbps(op, x):
         return round(total / median(samples[op][id(x)]) / 1e9, 3)
