@@ -86,3 +86,23 @@ def test_a_logical_view_is_taken_as_it_is(alloc):
     logical = t.permute(1, 2, 0, 3, 4, 5)
     assert cross_layer_logical_view(logical, be) is logical
     assert derive_cross_layer_layout(logical, BS, NB).descriptor == descriptor
+
+
+def test_per_layer_flash_attn_with_k_and_v_packed_is_one_plane_per_layer(alloc):
+    """Per layer, FlashAttention with K|V packed allocates physical (NB, BS, H, 2D) and hands the
+    logical view (NB, H, BS, 2D): a block is contiguous, its content per head is not, so it is
+    one plane per layer (kv-NHC-x1), not refused."""
+    from kvtier.layout import derive_layout
+
+    phys = [alloc.empty((NB, BS, H, 2 * D), torch.float32) for _ in range(L)]
+    for i, t in enumerate(phys):
+        t.copy_(torch.arange(t.numel(), dtype=torch.float32).view(t.shape) + i)
+    kv = {f"model.layers.{i}.self_attn.attn": t.permute(0, 2, 1, 3) for i, t in enumerate(phys)}
+    layout = derive_layout(kv, BS, NB)
+    assert layout.descriptor == "kv-NHC-x1" and len(layout.planes) == L
+    for plane, t in zip(layout.planes, phys):
+        assert plane.block_bytes == plane.block_stride == BS * H * 2 * D * 4
+        flat = t.view(-1).view(torch.uint8)
+        for b in (0, NB - 1):
+            start = plane.offset + b * plane.block_stride
+            assert torch.equal(flat[start:start + plane.block_bytes], t[b].reshape(-1).view(torch.uint8))

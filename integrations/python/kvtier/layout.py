@@ -167,6 +167,9 @@ def planes_of(t: Any, layer: int, region: Region, num_blocks: int, block_size: i
     sizes = [t.shape[i] for i in content]
     order = _packed_order(sizes, [t.stride(i) for i in content])
     if order is None:
+        whole = _whole_block_plane(t, layer, region, bdim, after[0])
+        if whole is not None:
+            return whole
         raise LayoutError(f"KV block content dims {tuple(sizes)} with strides "
                           f"{tuple(t.stride(i) for i in content)} are not one packed range")
     es = t.element_size()
@@ -182,6 +185,26 @@ def planes_of(t: Any, layer: int, region: Region, num_blocks: int, block_size: i
         off = base + es * sum(k * t.stride(d) for k, d in zip(idx, plane_dims))
         planes.append(Plane(layer, region.region_id, off, t.stride(bdim) * es, block_bytes))
     return planes, tag, len(planes)
+
+
+def _whole_block_plane(t: Any, layer: int, region: Region, bdim: int,
+                       ndim: int) -> Optional[tuple[list[Plane], str, int]]:
+    """One plane per layer when a block's dims are packed together but its content alone is not:
+    FlashAttention with K and V packed into the content dim, logical (NB, H, BS, 2*D) over
+    physical (NB, BS, H, 2*D), where splitting by head would leave strided pieces. Letters:
+    N tokens, C the content dim after them, H the dims before them."""
+    dims = [d for d in range(t.dim()) if d != bdim]
+    order = _packed_order([t.shape[d] for d in dims], [t.stride(d) for d in dims])
+    es = t.element_size()
+    block_bytes = es
+    for d in dims:
+        block_bytes *= t.shape[d]
+    if order is None or t.stride(bdim) * es < block_bytes or len(range(ndim, t.dim())) != 2:
+        return None
+    names = {d: ("N" if d == ndim else "C" if d > ndim else "H") for d in dims}
+    tag = "".join(names[dims[i]] for i in order if t.shape[dims[i]] != 1)
+    base = (t.data_ptr() - region.base_ptr) + region.base_offset
+    return [Plane(layer, region.region_id, base, t.stride(bdim) * es, block_bytes)], tag, 1
 
 
 def derive_layout(kv_caches: Mapping[str, Any], block_size: int, num_blocks: Optional[int] = None,
