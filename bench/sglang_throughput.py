@@ -1,7 +1,8 @@
 """`kvtier bench throughput --tier host --source sglang`'s Python side.
 
 Run by bench/throughput-sglang.ts with /usr/bin/python3 against the daemon it
-started: argv = socket path, pages per batch, rounds. A Llama-3.1-8B-shaped
+started: argv = socket path, pages per batch, rounds (after one warm-up round),
+the daemon's pid (its CPU time is read from /proc). A Llama-3.1-8B-shaped
 SGLang host pool (page_first MHA, bf16, 64-token pages: 8 MiB a page) goes
 through KVTierHiCacheStorage's batch_set_v1 / batch_get_v1 in both forms:
 block (pages through the registered shm staging region, ids on the socket)
@@ -10,7 +11,12 @@ and inline (page bytes in the socket frames, kvtier_staging_pages: 0).
 The reference makes the copies the block form cannot avoid, with the same
 bytes in the same run: host pool -> staging (one index_select) and staging ->
 another buffer (the daemon's slab), and back. Every page loaded is compared
-with the page stored (outside the timed part). Prints one JSON object.
+with the page stored (outside the timed part). Figures are medians over the
+rounds, ratios medians of per-round ratios (each round times block, inline
+and the reference back to back), with every sample in samples_ms; beside
+them the CPU seconds per GB each form costs this process and the daemon,
+which other processes' load on shared cores does not move. Prints one JSON
+object.
 """
 import json
 import os
@@ -35,76 +41,150 @@ def backend(sock, pool, **extra):
     return b
 
 
-def run_form(sock, form, src, dst, pages, rounds, page_bytes):
-    staging = pages if form == "block" else 0
-    a, b = backend(sock, src, kvtier_staging_pages=staging), backend(sock, dst, kvtier_staging_pages=staging)
-    idx = host_indices(list(range(pages)), PAGE)
-    store_s, load_s, keys = [], [], []
-    for r in range(rounds + 1):  # round 0 warms up (first RegisterKv, page faults of the staging region)
-        keys = [f"{form}-{r}-{i}" for i in range(pages)]
-        t = time.perf_counter()
-        ok = a.batch_set_v1(keys, idx)
-        if r > 0:
-            store_s.append(time.perf_counter() - t)
-        if ok != [True] * pages:
-            raise SystemExit(f"{form}: the daemon stored {sum(ok)} of {pages} pages (pool too small?)")
-    for r in range(rounds + 1):
-        dst.kv_buffer.zero_()
-        t = time.perf_counter()
-        ok = b.batch_get_v1(keys, idx)
-        if r > 0:
-            load_s.append(time.perf_counter() - t)
-        if ok != [True] * pages:
-            raise SystemExit(f"{form}: loaded {sum(ok)} of {pages} pages")
-    verified = torch.equal(src.kv_buffer.view(torch.uint8), dst.kv_buffer.view(torch.uint8))
-    mode = (a.transfer_mode, b.transfer_mode)
-    a.close()
-    b.close()
-    total = pages * page_bytes
-    return {"form": form, "transfer_mode": mode[0], "store_gbps": round(total / min(store_s) / 1e9, 3),
-            "retrieve_gbps": round(total / min(load_s) / 1e9, 3), "verified": verified}
+class Meter:
+    """Wall clock and CPU seconds (this process, all threads; and the daemon's) around one transfer."""
+
+    def __init__(self, daemon_pid):
+        self.pid = daemon_pid
+
+    def __enter__(self):
+        self.t, self.c, self.d = time.perf_counter(), time.process_time(), process_cpu_s(self.pid)
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.t
+        self.client = time.process_time() - self.c
+        self.daemon = process_cpu_s(self.pid) - self.d
+        return False
 
 
-def reference(src, dst, pages, rounds, page_bytes):
+class Form:
+    """One transfer form's two backends (a stores from src, b loads into dst) and its samples."""
+
+    def __init__(self, sock, form, src, dst, pages):
+        staging = pages if form == "block" else 0
+        self.form, self.src, self.dst, self.pages = form, src, dst, pages
+        self.a = backend(sock, src, kvtier_staging_pages=staging)
+        self.b = backend(sock, dst, kvtier_staging_pages=staging)
+        self.idx = host_indices(list(range(pages)), PAGE)
+        self.store_s, self.load_s, self.verified = [], [], True
+
+    def store(self, r, meter):
+        keys = [f"{self.form}-{r}-{i}" for i in range(self.pages)]
+        with meter:
+            ok = self.a.batch_set_v1(keys, self.idx)
+        if ok != [True] * self.pages:
+            raise SystemExit(f"{self.form}: the daemon stored {sum(ok)} of {self.pages} pages (pool too small?)")
+
+    def load(self, r, meter):
+        keys = [f"{self.form}-{r}-{i}" for i in range(self.pages)]
+        self.dst.kv_buffer.zero_()
+        with meter:
+            ok = self.b.batch_get_v1(keys, self.idx)
+        if ok != [True] * self.pages:
+            raise SystemExit(f"{self.form}: loaded {sum(ok)} of {self.pages} pages")
+        self.verified &= torch.equal(self.src.kv_buffer.view(torch.uint8), self.dst.kv_buffer.view(torch.uint8))
+
+    def close(self):
+        mode = self.a.transfer_mode
+        self.a.close()
+        self.b.close()
+        return mode
+
+
+class Reference:
     """host pool -> staging -> slab (store) and slab -> staging -> host pool (retrieve), as block form copies."""
-    sv, dv = page_view(src), page_view(dst)
-    ids = torch.arange(pages)
-    staging = torch.empty((pages,) + tuple(sv.shape[1:]), dtype=sv.dtype)
-    slab = torch.empty(pages * page_bytes, dtype=torch.uint8)
-    store_s, load_s = [], []
-    for r in range(rounds + 1):
-        t = time.perf_counter()
-        torch.index_select(sv, 0, ids, out=staging)
-        slab.copy_(staging.reshape(-1).view(torch.uint8))
-        if r > 0:
-            store_s.append(time.perf_counter() - t)
-    for r in range(rounds + 1):
-        t = time.perf_counter()
-        staging.reshape(-1).view(torch.uint8).copy_(slab)
-        dv.index_copy_(0, ids, staging)
-        if r > 0:
-            load_s.append(time.perf_counter() - t)
-    total = pages * page_bytes
-    return {"what": f"torch: index_select of {pages} pages into a staging tensor + copy_ into a second buffer, and back "
-                    f"(the two copies of the block form), {torch.get_num_threads()} torch threads",
-            "store_gbps": round(total / min(store_s) / 1e9, 3), "retrieve_gbps": round(total / min(load_s) / 1e9, 3)}
+
+    def __init__(self, src, dst, pages, page_bytes):
+        self.sv, self.dv = page_view(src), page_view(dst)
+        self.ids = torch.arange(pages)
+        self.staging = torch.empty((pages,) + tuple(self.sv.shape[1:]), dtype=self.sv.dtype)
+        self.slab = torch.empty(pages * page_bytes, dtype=torch.uint8)
+
+    def store(self, r, meter):
+        with meter:
+            torch.index_select(self.sv, 0, self.ids, out=self.staging)
+            self.slab.copy_(self.staging.reshape(-1).view(torch.uint8))
+
+    def load(self, r, meter):
+        with meter:
+            self.staging.reshape(-1).view(torch.uint8).copy_(self.slab)
+            self.dv.index_copy_(0, self.ids, self.staging)
+
+
+def median(xs):
+    return sorted(xs)[len(xs) // 2]
+
+
+def process_cpu_s(pid):
+    """utime + stime of a process (the daemon), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
-    sock, pages, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    sock, pages, rounds, daemon_pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     dims = PoolDims(layers=32, heads=8, dim=128, mla_dim=576, page=PAGE, pages=pages)
     src, dst = make_pool("mha", LAYOUT, dims, seed=1), make_pool("mha", LAYOUT, dims, zero=True)
     page_bytes = src.get_dummy_flat_data_page().numel() * 2
-    ref = reference(src, dst, pages, rounds, page_bytes)
-    rows = [run_form(sock, form, src, dst, pages, rounds, page_bytes) for form in ("block", "inline")]
-    block, inline = rows
+    total = pages * page_bytes
+    block, inline = Form(sock, "block", src, dst, pages), Form(sock, "inline", src, dst, pages)
+    ref = Reference(src, dst, pages, page_bytes)
+    # Rounds interleave block, inline and the reference (the order turning each round), so a
+    # neighbour's load or the allocator's state hits all three alike, and every ratio is the
+    # median of per-round ratios. Round 0 warms up (RegisterKv, page faults of the staging
+    # region, the daemon's first slabs, malloc's mmap threshold for 8 MiB pages) and is not kept.
+    # CPU seconds (this process, all threads; and the daemon's) are counted beside the wall
+    # clock: on a machine whose cores other processes share, the wall clock of the CPU-bound
+    # inline form moves with their load, its CPU cost per byte does not.
+    runs = (block, inline, ref)
+    samples = {"store": {id(x): [] for x in runs}, "load": {id(x): [] for x in runs}}
+    cpu = {op: {id(x): [0.0, 0.0] for x in runs} for op in ("store", "load")}
+    for op in ("store", "load"):
+        for r in range(rounds + 1):
+            order = runs if r % 2 == 0 else runs[::-1]
+            for x in order:
+                m = Meter(daemon_pid)
+                getattr(x, op)(r, m)
+                if r > 0:
+                    samples[op][id(x)].append(m.wall)
+                    cpu[op][id(x)][0] += m.client
+                    cpu[op][id(x)][1] += m.daemon
+
+    def gbps(op, x):
+        return round(total / median(samples[op][id(x)]) / 1e9, 3)
+
+    def ratio(op, x, y):
+        return round(median([b_ / a_ for a_, b_ in zip(samples[op][id(x)], samples[op][id(y)])]), 2)
+
+    gb = rounds * total / 1e9
+
+    def cpu_per_gb(op, x):
+        client, daemon = cpu[op][id(x)]
+        return {"client": round(client / gb, 3), "daemon": round(daemon / gb, 3)}
+
+    def cpu_ratio(op, x, y):
+        a_, b_ = sum(cpu[op][id(x)]), sum(cpu[op][id(y)])
+        return round(b_ / a_, 2) if a_ > 0 else None
+
+    rows = []
+    for x in (block, inline):
+        rows.append({"form": x.form, "transfer_mode": x.close(), "store_gbps": gbps("store", x),
+                     "retrieve_gbps": gbps("load", x), "verified": x.verified,
+                     "cpu_s_per_gb": {"store": cpu_per_gb("store", x), "retrieve": cpu_per_gb("load", x)},
+                     "samples_ms": {op: [round(t * 1e3, 1) for t in samples[op][id(x)]] for op in ("store", "load")}})
+    reference = {"what": f"torch: index_select of {pages} pages into a staging tensor + copy_ into a second buffer, "
+                         f"and back (the two copies of the block form), {torch.get_num_threads()} torch threads",
+                 "store_gbps": gbps("store", ref), "retrieve_gbps": gbps("load", ref),
+                 "samples_ms": {op: [round(t * 1e3, 1) for t in samples[op][id(ref)]] for op in ("store", "load")}}
     print(json.dumps({
         "model": "llama-3.1-8b: 32 layers x 8 kv heads x 128 dim, bf16", "layout": f"mha {LAYOUT}", "page_tokens": PAGE,
-        "page_bytes": page_bytes, "pages_per_batch": pages, "rounds": rounds, "rows": rows, "reference": ref,
-        "ratio": {"block_vs_reference": {"store": round(block["store_gbps"] / ref["store_gbps"], 2),
-                                         "retrieve": round(block["retrieve_gbps"] / ref["retrieve_gbps"], 2)},
-                  "block_vs_inline": {"store": round(block["store_gbps"] / inline["store_gbps"], 2),
-                                      "retrieve": round(block["retrieve_gbps"] / inline["retrieve_gbps"], 2)}},
+        "page_bytes": page_bytes, "pages_per_batch": pages, "rounds": rounds, "rows": rows, "reference": reference,
+        "ratio": {"block_vs_reference": {"store": ratio("store", block, ref), "retrieve": ratio("load", block, ref)},
+                  "block_vs_inline": {"store": ratio("store", block, inline), "retrieve": ratio("load", block, inline)},
+                  "inline_vs_block_cpu": {"store": cpu_ratio("store", block, inline),
+                                          "retrieve": cpu_ratio("load", block, inline)}},
     }))
 
 

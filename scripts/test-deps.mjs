@@ -1,5 +1,6 @@
 // `npm test` runs this first: every suite needs valkey-server (vitest) and
-// Debian's python3 with torch, numpy, protobuf and pytest (test/python).
+// Debian's python3 with torch, numpy, protobuf, pytest and prometheus_client
+// (test/python; vLLM hands its Prometheus metric classes to build_prom_metrics).
 // Nothing missing: silent, exit 0. Missing, as root on Debian: installs each
 // (apt, and scripts/ensure-valkey.sh for Valkey), one line each saying so.
 // Missing otherwise: exit 1 with the exact command to run; nothing is
@@ -22,7 +23,7 @@ function missing() {
   const out = [];
   if (!['valkey-server', 'valkey-cli', 'valkey-benchmark'].every(onPath)) out.push(['valkey-server, valkey-cli or valkey-benchmark is not on PATH', null]);
   if (!existsSync(python)) out.push([`${python} not found`, 'python3']);
-  for (const [mod, pkg] of [['torch', 'python3-torch'], ['numpy', 'python3-numpy'], ['google.protobuf', 'python3-protobuf'], ['pytest', 'python3-pytest'], ['setuptools', 'python3-setuptools']]) {
+  for (const [mod, pkg] of [['torch', 'python3-torch'], ['numpy', 'python3-numpy'], ['google.protobuf', 'python3-protobuf'], ['pytest', 'python3-pytest'], ['setuptools', 'python3-setuptools'], ['prometheus_client', 'python3-prometheus-client']]) {
     if (!imports(mod)) out.push([`${mod} is not importable by ${python}`, pkg]);
   }
   return out;

@@ -112,7 +112,7 @@ export function registerBench(program: Command): void {
           store_gbps: block.store_gbps, retrieve_gbps: block.retrieve_gbps, inline, reference: r.reference, ratio: r.ratio,
           verified: r.rows.every((x) => x.verified), detail: r,
         };
-        process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `SGLang host pages, ${r.model}, ${r.layout}, ${r.page_bytes >> 20} MiB pages, bytes verified: ${out.verified}\n  block form   store ${block.store_gbps} GB/s, retrieve ${block.retrieve_gbps} GB/s  (${r.ratio.block_vs_reference.store} / ${r.ratio.block_vs_reference.retrieve} of the two-copy reference ${r.reference.store_gbps} / ${r.reference.retrieve_gbps})\n  inline form  store ${inline.store_gbps} GB/s, retrieve ${inline.retrieve_gbps} GB/s  (block is ${r.ratio.block_vs_inline.store}x / ${r.ratio.block_vs_inline.retrieve}x)\n`);
+        process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `SGLang host pages, ${r.model}, ${r.layout}, ${r.page_bytes >> 20} MiB pages, bytes verified: ${out.verified}\n  block form   store ${block.store_gbps} GB/s, retrieve ${block.retrieve_gbps} GB/s  (${r.ratio.block_vs_reference.store} / ${r.ratio.block_vs_reference.retrieve} of the two-copy reference ${r.reference.store_gbps} / ${r.reference.retrieve_gbps})\n  inline form  store ${inline.store_gbps} GB/s, retrieve ${inline.retrieve_gbps} GB/s  (block is ${r.ratio.block_vs_inline.store}x / ${r.ratio.block_vs_inline.retrieve}x)\n  CPU per GB   inline costs ${r.ratio.inline_vs_block_cpu.store}x / ${r.ratio.inline_vs_block_cpu.retrieve}x what block form costs (client + daemon)\n`);
         if (!out.verified) process.exitCode = 1;
       } else if (opts.tier === 'host') {
         log('host tier: gather/scatter of Llama-3.1-8B chunks vs memcpy');
@@ -123,9 +123,11 @@ export function registerBench(program: Command): void {
           store_gbps: r.gather_gbps, retrieve_gbps: r.scatter_gbps,
           reference: { what: r.reference.what, store_gbps: r.reference.memcpy_gbps, retrieve_gbps: r.reference.memcpy_gbps },
           ratio: { store: r.ratio.gather, retrieve: r.ratio.scatter },
+          layouts: r.layouts.map((l) => ({ layout: l.layout, pieces_per_block: l.pieces_per_block, store_gbps: l.gather_gbps, retrieve_gbps: l.scatter_gbps, ratio: { store: l.ratio.gather, retrieve: l.ratio.scatter } })),
           detail: r,
         };
-        process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `host tier, ${out.model}, ${out.chunk_bytes >> 20} MiB chunks\n  store (gather)     ${out.store_gbps} GB/s  (${out.ratio.store} of memcpy ${out.reference.store_gbps})\n  retrieve (scatter) ${out.retrieve_gbps} GB/s  (${out.ratio.retrieve} of memcpy)\n`);
+        const rows = out.layouts.map((l) => `  ${l.layout.padEnd(11)} (${l.pieces_per_block} pieces per block) store ${l.store_gbps} GB/s (${l.ratio.store} of memcpy), retrieve ${l.retrieve_gbps} GB/s (${l.ratio.retrieve} of memcpy)\n`).join('');
+        process.stdout.write(opts.json === true ? `${JSON.stringify(out)}\n` : `host tier, ${out.model}, ${out.chunk_bytes >> 20} MiB chunks, memcpy ${out.reference.store_gbps} GB/s in the same run\n${rows}`);
       } else if (opts.tier === 'disk') {
         const sizes = opts.sizes.split(',').map((v) => Math.round(Number(v) * (1 << 20)));
         if (sizes.some((n) => !Number.isSafeInteger(n) || n <= 0)) usage(`expected MiB sizes like 4,32 for --sizes, got ${opts.sizes}`);

@@ -16,5 +16,6 @@ describe('bench throughput --tier host --source sglang', () => {
     }
     expect(r.page_bytes).toBe(8 << 20);
     expect(r.ratio.block_vs_reference.store).toBeCloseTo(r.rows[0].store_gbps / r.reference.store_gbps, 1);
+    for (const x of [...r.rows, r.reference]) expect([x.samples_ms.store.length, x.samples_ms.load.length]).toEqual([1, 1]);
   }, 120_000);
 });

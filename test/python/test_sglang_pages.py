@@ -21,7 +21,7 @@ sys.path.insert(0, HERE)
 from sglang_pools import PAGE, host_indices, make_pool, storage_config  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-LAYOUTS = [("mha", "layer_first"), ("mha", "page_first"), ("mha", "page_first_direct"),
+LAYOUTS = [("mha", "layer_first"), ("mha", "page_first"), ("mha", "page_first_direct"), ("mha", "page_head"),
            ("mla", "layer_first"), ("mla", "page_first"), ("mla", "page_first_direct")]
 
 

@@ -35,6 +35,7 @@ OVERRIDDEN = {
     "shutdown": ([], "method"),
     "get_kv_connector_stats": ([], "method"),
     "build_kv_connector_stats": (["data"], "classmethod"),
+    "build_prom_metrics": (["vllm_config", "metric_types", "labelnames", "per_engine_labelvalues"], "classmethod"),
     "update_connector_output": (["connector_output"], "method"),
     "request_finished": (["request", "block_ids"], "method"),
     # from the base class (the stand-in here, vLLM's own with vLLM installed)

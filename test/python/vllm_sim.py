@@ -19,6 +19,7 @@ byte for byte with what the engine would have computed.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -84,11 +85,14 @@ class MiniEngine:
     processes, here they share one), like vLLM's executor aggregating their get_finished."""
 
     def __init__(self, socket: str, alloc: ShmAllocator, name: str = "engine", shm: bool = True,
-                 ranks: Optional[list[int]] = None, **cfg: Any) -> None:
+                 ranks: Optional[list[int]] = None, stats_sink: Any = None, **cfg: Any) -> None:
         """`shm=False` allocates plain CPU tensors the daemon cannot map (inline mode).
         `ranks`: the TP ranks to run workers for (default: every rank of tp_size), each told
-        its rank through kvtier_tp_rank as vLLM's parallel state would."""
+        its rank through kvtier_tp_rank as vLLM's parallel state would.
+        `stats_sink(data)`: collect connector stats after every step as vLLM does (see
+        _step_stats) and hand the data dict to it, as SchedulerStats carries it to the loggers."""
         self.name = name
+        self.stats_sink = stats_sink
         tp_size = cfg.get("tp_size", 1)
         self.ranks = list(range(tp_size)) if ranks is None else list(ranks)
         self.config = vllm_config(socket, **cfg)
@@ -220,7 +224,28 @@ class MiniEngine:
             finished_sending=done_sending, finished_recving=done_recving, invalid_block_ids=errors))
         for req_id in done_sending:
             self.free.extend(self.held.pop(req_id))
+        if self.stats_sink is not None:
+            data = self._step_stats()
+            if data is not None:
+                self.stats_sink(data)
         return errors, done_sending, done_recving
+
+    def _step_stats(self) -> Optional[dict]:
+        """vLLM's path for one step: each worker's get_kv_connector_stats() crosses to the engine
+        core (pickled) and KVOutputAggregator aggregates them; Scheduler.update_from_output adds the
+        scheduler connector's own stats when not empty, and SchedulerStats carries `.data` to the
+        front-end's loggers (another process again)."""
+        total = None
+        for w in self.workers:
+            st = w.get_kv_connector_stats()
+            if st is None:
+                continue
+            st = pickle.loads(pickle.dumps(st))
+            total = st if total is None else total.aggregate(st)
+        sched = self.scheduler.get_kv_connector_stats()
+        if sched is not None and not sched.is_empty():
+            total = sched if total is None else total.aggregate(sched)
+        return None if total is None else pickle.loads(pickle.dumps(total.data))
 
     def _attention(self, idx: int, layer: int, name: str, tokens: list[int], table: list[int],
                    start: int) -> None:

@@ -167,6 +167,9 @@ def planes_of(t: Any, layer: int, region: Region, num_blocks: int, block_size: i
     sizes = [t.shape[i] for i in content]
     order = _packed_order(sizes, [t.stride(i) for i in content])
     if order is None:
+        whole = _whole_block_plane(t, layer, region, bdim, after[0])
+        if whole is not None:
+            return whole
         raise LayoutError(f"KV block content dims {tuple(sizes)} with strides "
                           f"{tuple(t.stride(i) for i in content)} are not one packed range")
     es = t.element_size()
@@ -182,6 +185,26 @@ def planes_of(t: Any, layer: int, region: Region, num_blocks: int, block_size: i
         off = base + es * sum(k * t.stride(d) for k, d in zip(idx, plane_dims))
         planes.append(Plane(layer, region.region_id, off, t.stride(bdim) * es, block_bytes))
     return planes, tag, len(planes)
+
+
+def _whole_block_plane(t: Any, layer: int, region: Region, bdim: int,
+                       ndim: int) -> Optional[tuple[list[Plane], str, int]]:
+    """One plane per layer when a block's dims are packed together but its content alone is not:
+    FlashAttention with K and V packed into the content dim, logical (NB, H, BS, 2*D) over
+    physical (NB, BS, H, 2*D), where splitting by head would leave strided pieces. Letters:
+    N tokens, C the content dim after them, H the dims before them."""
+    dims = [d for d in range(t.dim()) if d != bdim]
+    order = _packed_order([t.shape[d] for d in dims], [t.stride(d) for d in dims])
+    es = t.element_size()
+    block_bytes = es
+    for d in dims:
+        block_bytes *= t.shape[d]
+    if order is None or t.stride(bdim) * es < block_bytes or len(range(ndim, t.dim())) != 2:
+        return None
+    names = {d: ("N" if d == ndim else "C" if d > ndim else "H") for d in dims}
+    tag = "".join(names[dims[i]] for i in order if t.shape[dims[i]] != 1)
+    base = (t.data_ptr() - region.base_ptr) + region.base_offset
+    return [Plane(layer, region.region_id, base, t.stride(bdim) * es, block_bytes)], tag, 1
 
 
 def derive_layout(kv_caches: Mapping[str, Any], block_size: int, num_blocks: Optional[int] = None,
@@ -232,16 +255,72 @@ def default_descriptor(mla: bool, cross_layer: bool = False) -> str:
     return "mla-NC-x1" if mla else "kv-NHD-x2"
 
 
+def cross_layer_logical_view(kv_cache: Any, attn_backend: Any = None) -> Any:
+    """vLLM's cross-layer tensor with num_layers first, as the layout code reads it.
+
+    vLLM (KVConnectorModelRunnerMixin.allocate_uniform_kv_caches) prepends num_layers to the
+    backend's get_kv_cache_shape, permutes that by the backend's
+    get_kv_cache_stride_order(include_num_layers_dimension=True) into the physical shape,
+    allocates it contiguous and hands *that* tensor to register_cross_layers_kv_cache: blocks
+    first, not num_layers first as base.py's docstring says. The inverse permutation gives the
+    logical view back (same memory). A tensor that is not contiguous is taken to be a logical
+    view already; without a backend stride order the tensor is taken as it is."""
+    fn = getattr(attn_backend, "get_kv_cache_stride_order", None)
+    if fn is None or not kv_cache.is_contiguous():
+        return kv_cache
+    try:
+        order = tuple(fn(include_num_layers_dimension=True))
+    except (TypeError, NotImplementedError):
+        return kv_cache
+    if sorted(order) != list(range(kv_cache.dim())) or order == tuple(range(kv_cache.dim())):
+        return kv_cache
+    return kv_cache.permute(*[order.index(i) for i in range(len(order))])
+
+
+# Probe sizes no two dims of a backend's get_kv_cache_shape share (block size a multiple of 16,
+# as FlashAttention requires), so each logical dim can be named by its size.
+_PROBE = {"blocks": 1031, "block_size": 112, "heads": 5, "head_size": 9}
+
+
+def backend_dim_names(attn_backend: Any) -> Optional[str]:
+    """Letters for the logical cross-layer dims (num_layers, *get_kv_cache_shape): L, B for the
+    blocks dim, N tokens, H heads, D head dim, C a content dim of 2*head_size (K|V packed),
+    K a K/V dim of 2. vLLM probes its backends' shapes the same way (num_blocks=1234). None
+    when the backend has no shape to probe or a dim matches none of them."""
+    fn = getattr(attn_backend, "get_kv_cache_shape", None)
+    if fn is None:
+        return None
+    p = _PROBE
+    try:
+        shape = tuple(fn(p["blocks"], p["block_size"], p["heads"], p["head_size"]))
+    except (TypeError, ValueError, NotImplementedError, AssertionError):
+        return None
+    by_size = {p["blocks"]: "B", p["block_size"]: "N", p["heads"]: "H", p["head_size"]: "D",
+               2 * p["head_size"]: "C", 2: "K"}
+    names = "L" + "".join(by_size.get(int(s), "?") for s in shape)
+    if "H" not in names and names.endswith("D"):
+        names = names[:-1] + "C"            # MLA: (blocks, tokens, head_size) is one latent dim
+    return None if "?" in names or names.count("B") != 1 else names
+
+
 def derive_cross_layer_layout(kv_cache: Any, block_size: int, num_blocks: Optional[int] = None,
                               mla: bool = False, allow_unshared: bool = False,
-                              layer_names: Optional[list[str]] = None) -> Optional[KvLayout]:
-    """One plane for vLLM's cross-layer KV tensor (first dim num_layers, blocks outermost in
-    memory): a block is one contiguous segment holding every layer's K and V, so the daemon
-    copies one piece per block instead of 2 per layer. None when the tensor's blocks are not
-    contiguous across layers (the caller then describes it layer by layer).
+                              layer_names: Optional[list[str]] = None,
+                              dim_names: Optional[str] = None) -> Optional[KvLayout]:
+    """One plane for vLLM's cross-layer KV tensor in logical order (first dim num_layers, see
+    cross_layer_logical_view; blocks outermost in memory): a block is one contiguous segment
+    holding every layer's K and V, so the daemon copies one piece per block instead of 2 per
+    layer. None when the tensor's blocks are not contiguous across layers (the caller then
+    describes it layer by layer).
 
-    The descriptor names the in-block dim order (L layers, K the K/V dim, N/H/D or N/C the
-    content), so two engines share chunks only when their blocks hold the same bytes."""
+    The descriptor names the in-block dim order, so two engines share chunks only when their
+    blocks hold the same bytes: L layers, K a K/V dim of size 2 outside the token dim, H heads
+    outside it, then from the token dim on N (tokens) and H D (heads, head dim) or C (one
+    content dim: K|V halves packed per token, or MLA's latent). vLLM's backends give, NHD:
+    FlashAttention (2, NB, BS, H, D) -> LKNHD; FlashAttention with K|V packed
+    (NB, H, BS, 2*D) -> LNHC; MLA (NB, BS, C) -> LNC. `dim_names` (backend_dim_names) names the
+    dims from the backend's own shape; without it they are named by position and size, which
+    cannot tell a heads dim of 2 from a K/V dim."""
     t = kv_cache
     if t.dim() < 3:
         raise LayoutError(f"expected a cross-layer KV tensor (num_layers, ...), got shape {tuple(t.shape)}")
@@ -259,7 +338,9 @@ def derive_cross_layer_layout(kv_cache: Any, block_size: int, num_blocks: Option
         letters[d] = names[i]
     for d in range(1, t.dim()):
         if d != bdim and d not in letters:
-            letters[d] = "K"
+            letters[d] = "K" if t.shape[d] == 2 else "H"
+    if dim_names is not None and len(dim_names) == t.dim() and dim_names.index("B") == bdim:
+        letters = {d: c for d, c in enumerate(dim_names) if d != bdim}
     dims = [d for d in range(t.dim()) if d != bdim]
     order = _packed_order([t.shape[d] for d in dims], [t.stride(d) for d in dims])
     if order is None or t.stride(bdim) < max(t.stride(d) * t.shape[d] for d in dims):

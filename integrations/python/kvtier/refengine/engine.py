@@ -68,7 +68,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..shm import ShmAllocator
-from .kvcache import PagedKVCache, layer_name
+from .kvcache import FlashAttentionCrossLayer, PagedKVCache, layer_name
 from .model import ModelConfig, Segment, Transformer
 from .vllm_shapes import CachedRequestData, KVCacheBlocks, NewRequestData, SchedulerOutput
 
@@ -207,7 +207,7 @@ class RefEngine:
             elif self.worker.prefer_cross_layer_blocks and self.cache.cross_layer_tensor is not None:
                 # vLLM's model runner: with uniform layers and a backend that has the stride order,
                 # the one cross-layer tensor instead of the per-layer dict
-                self.worker.register_cross_layers_kv_cache(self.cache.cross_layer_tensor, None)
+                self.worker.register_cross_layers_kv_cache(self.cache.cross_layer_tensor, FlashAttentionCrossLayer)
             else:
                 self.worker.register_kv_caches(self.cache.tensors)
         self.forward_context = SimpleNamespace(attn_metadata={}, no_compile_layers={})

@@ -16,11 +16,13 @@ vLLM would hand to register_kv_caches.
                view into it (one region, planes at offsets). Layer-major: a block of one
                layer is contiguous, a block across layers is not (this layout was named
                `cross` before; it is not vLLM's cross-layer layout)
-  cross_layer  vLLM's cross-layer blocks (prefer_cross_layer_blocks): memory
+  cross_layer  vLLM's cross-layer blocks (prefer_cross_layer_blocks), allocated as vLLM's
+               allocate_uniform_kv_caches does for FlashAttention's (2, num_blocks, block,
+               kv_heads, head_dim) with stride order (2, 0, 1, 3, 4, 5): memory
                (num_blocks, layers, 2, block, kv_heads, head_dim), block-major, one block
-               contiguous across every layer; the connector gets the logical view
-               (layers, 2, num_blocks, block, kv_heads, head_dim) through
-               register_cross_layers_kv_cache, as vLLM's model runner hands it
+               contiguous across every layer. The connector gets that physical tensor and
+               FlashAttentionCrossLayer (its stride order) through
+               register_cross_layers_kv_cache, as vLLM's model runner hands them
 """
 from __future__ import annotations
 
@@ -33,6 +35,16 @@ from ..shm import ShmAllocator
 from .model import KVPlanes, ModelConfig
 
 LAYOUTS = ("flash", "flashinfer", "mla", "layer_major", "cross_layer")
+
+
+class FlashAttentionCrossLayer:
+    """The attention backend vLLM passes beside the cross-layer tensor: FlashAttention's stride
+    order with the layers dim, logical (layers, 2, num_blocks, block, kv_heads, head_dim) to the
+    memory order (num_blocks, layers, 2, block, kv_heads, head_dim), NHD cache layout."""
+
+    @staticmethod
+    def get_kv_cache_stride_order(include_num_layers_dimension: bool = False) -> tuple[int, ...]:
+        return (2, 0, 1, 3, 4, 5) if include_num_layers_dimension else (0, 1, 2, 3, 4)
 
 
 def layer_name(i: int) -> str:
@@ -71,7 +83,7 @@ class PagedKVCache:
             buf = empty((NB, L, 2, BS, KH, D))
             self._buffers = [buf]
             view = buf.permute(1, 2, 0, 3, 4, 5)            # (L, 2, NB, BS, KH, D), strides block-major
-            self.cross_layer_tensor = view
+            self.cross_layer_tensor = buf                   # vLLM registers the physical tensor
             for i in range(L):
                 self.tensors[layer_name(i)] = view[i]
                 self.planes.append(KVPlanes(view[i][0], view[i][1]))

@@ -25,14 +25,16 @@ class PoolDims:
 
 class MHAPool:
     """kv_buffer: layer_first (2, L, size, H, D), page_first (2, size, L, H, D),
-    page_first_direct (2, pages, L, page, H, D)."""
+    page_first_direct (2, pages, L, page, H, D), page_head (2, pages, H, page, L, D)
+    (head-major within a page, for heterogeneous-TP zero copy: a rank's heads are one
+    contiguous run per K and V)."""
 
     def __init__(self, layout: str, dims: PoolDims, seed: int = 0, zero: bool = False) -> None:
         self.layout, self.page_size, self.dtype, self.layer_num, self.dims = layout, dims.page, torch.bfloat16, dims.layers, dims
         L, H, D, P = dims.layers, dims.heads, dims.dim, dims.page
         size = P * dims.pages
         shape = {"layer_first": (2, L, size, H, D), "page_first": (2, size, L, H, D),
-                 "page_first_direct": (2, dims.pages, L, P, H, D)}[layout]
+                 "page_first_direct": (2, dims.pages, L, P, H, D), "page_head": (2, dims.pages, H, P, L, D)}[layout]
         g = torch.Generator().manual_seed(seed)
         self.kv_buffer = torch.zeros(shape, dtype=self.dtype) if zero else torch.randn(shape, generator=g).to(self.dtype)
 
@@ -42,7 +44,7 @@ class MHAPool:
             d = self.kv_buffer[:, :, index:index + P]
         elif self.layout == "page_first":
             d = self.kv_buffer[:, index:index + P]
-        else:
+        else:  # page_first_direct, page_head: one page index
             r = index // P
             d = self.kv_buffer[:, r:r + 1]
         return d.flatten() if flat else d
@@ -57,9 +59,12 @@ class MHAPool:
             self.kv_buffer[:, :, index:index + P] = data_page.reshape(2, d.layers, P, d.heads, d.dim)
         elif self.layout == "page_first":
             self.kv_buffer[:, index:index + P] = data_page.reshape(2, P, d.layers, d.heads, d.dim)
-        else:
+        elif self.layout == "page_first_direct":
             r = index // P
             self.kv_buffer[:, r:r + 1] = data_page.reshape(2, 1, d.layers, P, d.heads, d.dim)
+        else:
+            r = index // P
+            self.kv_buffer[:, r:r + 1] = data_page.reshape(2, 1, d.heads, P, d.layers, d.dim)
 
 
 class MLAPool:

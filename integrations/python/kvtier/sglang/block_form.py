@@ -14,7 +14,8 @@ stored either way load either way. The two halves let the prefetch and
 backup threads work at once; a lock per half keeps each to one user.
 
 page_view() finds, for SGLang's layouts (layer_first, page_first,
-page_first_direct; MHA and MLA pools), a view V of kv_buffer with V[p] =
+page_first_direct, page_head; MHA and MLA pools; page_head is MHA only), a
+view V of kv_buffer with V[p] =
 page p: a whole batch then moves with one index_select (set) or one
 index_copy_ (get). The view is checked once against the pool's own
 get_data_page; a pool it does not fit goes page by page through the slots.
@@ -33,7 +34,7 @@ from ..torch_compat import untyped_storage
 
 # (layout, kv_buffer dims) -> the dim that counts tokens (split into pages) or pages.
 _TOKEN_DIM = {("layer_first", 5): 2, ("layer_first", 4): 1, ("page_first", 5): 1, ("page_first", 4): 0}
-_PAGE_DIM = {("page_first_direct", 6): 1, ("page_first_direct", 5): 0}
+_PAGE_DIM = {("page_first_direct", 6): 1, ("page_first_direct", 5): 0, ("page_head", 6): 1}
 
 
 def page_view(pool: Any) -> Optional[Any]:

@@ -48,6 +48,12 @@ if HAVE_VLLM:  # pragma: no cover
         )
     except ImportError:  # vLLM before connector stats
         StatsBase = None  # type: ignore[assignment,misc]
+    try:
+        from vllm.distributed.kv_transfer.kv_connector.v1.metrics import (  # type: ignore
+            KVConnectorPromMetrics as PromMetricsBase,
+        )
+    except ImportError:  # vLLM before per-connector Prometheus metrics
+        PromMetricsBase = None  # type: ignore[assignment,misc]
 else:
 
     class Role(enum.Enum):  # type: ignore[no-redef]
@@ -92,6 +98,21 @@ else:
         """Stand-in for vLLM's KVConnectorStats: a `data` dict the subclass aggregates."""
 
         data: dict = field(default_factory=dict)
+
+    class PromMetricsBase:  # type: ignore[no-redef]
+        """Stand-in for vLLM's KVConnectorPromMetrics: what its __init__ keeps. vLLM keys
+        metric_types by prometheus_client's Gauge, Counter and Histogram classes (the values
+        are the classes to instantiate: prometheus_client's own, or Ray's wrappers)."""
+
+        def __init__(self, vllm_config: Any, metric_types: dict, labelnames: list,
+                     per_engine_labelvalues: dict) -> None:
+            by_name = {t.__name__: cls for t, cls in metric_types.items()}
+            self._kv_transfer_config = getattr(vllm_config, "kv_transfer_config", None)
+            self._gauge_cls = by_name["Gauge"]
+            self._counter_cls = by_name["Counter"]
+            self._histogram_cls = by_name["Histogram"]
+            self._labelnames = labelnames
+            self.per_engine_labelvalues = per_engine_labelvalues
 
 
 def init_base(obj: Any, vllm_config: Any, role: Any, kv_cache_config: Any) -> None:

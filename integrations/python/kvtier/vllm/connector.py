@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .compat import ConnectorBase, SupportsHMA, init_base, is_scheduler
+from .compat import ConnectorBase, PromMetricsBase, SupportsHMA, init_base, is_scheduler
 from .metadata import KVTierConnectorMetadata
 from .scheduler import SchedulerSide
 from .settings import settings_from_vllm
@@ -144,6 +144,18 @@ class KVTierConnector(ConnectorBase, SupportsHMA):  # type: ignore[misc, valid-t
     def build_kv_connector_stats(cls, data: Optional[dict[str, Any]] = None) -> KVTierConnectorStats:
         """vLLM rebuilds a dynamically loaded connector's stats from their data dict."""
         return KVTierConnectorStats(data=dict(data)) if data else KVTierConnectorStats()
+
+    @classmethod
+    def build_prom_metrics(cls, vllm_config: Any, metric_types: dict[Any, Any], labelnames: list[str],
+                           per_engine_labelvalues: dict[int, list[object]]) -> Any:
+        """vLLM's Prometheus logger asks once, at start, for the object its observe() feeds each
+        step's connector stats to (kvtier.vllm.prom). None on a vLLM without per-connector
+        Prometheus metrics (its base then has nothing to subclass)."""
+        if PromMetricsBase is None:
+            return None
+        from .prom import KVTierPromMetrics
+
+        return KVTierPromMetrics(vllm_config, metric_types, labelnames, per_engine_labelvalues)
 
     def shutdown(self) -> None:
         if self._worker is not None:

@@ -35,7 +35,8 @@ from .. import proto
 from ..client import KvtierClient, Pending
 from ..errors import BadLayoutError, DaemonUnavailable, KvtierError, ProtocolError, RequestTimeout
 from ..framing import NO_BLOCK, unpack_u32
-from ..layout import KvLayout, LayoutError, derive_cross_layer_layout, derive_layout
+from ..layout import (KvLayout, LayoutError, backend_dim_names, cross_layer_logical_view, derive_cross_layer_layout,
+                      derive_layout)
 from ..session import Session, release_lease
 from ..torch_copy import TorchBlockCopier
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
@@ -112,11 +113,14 @@ class WorkerSide:
     def register_cross_layers_kv_cache(self, kv_cache: Any, attn_backend: Any = None) -> None:
         """vLLM's one KV tensor for all layers (first dim num_layers): registered as one plane,
         a block one segment across every layer. Blocks that are not contiguous across layers
-        (a backend's stride order kvtier does not expect) are described layer by layer."""
+        (a backend's stride order kvtier does not expect) are described layer by layer.
+        vLLM hands the tensor in its physical (blocks-first) order; attn_backend's stride order
+        turns it back into the num_layers-first view (cross_layer_logical_view)."""
         fp = group_fingerprint(self.s.fingerprint, self.group, self.num_groups)
+        kv_cache = cross_layer_logical_view(kv_cache, attn_backend)
         try:
             layout = derive_cross_layer_layout(kv_cache, self.s.block_size, self.s.num_blocks, mla=fp.mla,
-                                               allow_unshared=True)
+                                               allow_unshared=True, dim_names=backend_dim_names(attn_backend))
         except LayoutError as exc:
             log.error("kvtier: cannot describe the cross-layer KV cache, connector disabled: %s", exc)
             return
@@ -247,8 +251,7 @@ class WorkerSide:
         for req_id, save in list(self._saves.items()):
             if req_id in self._finished_seen and self._save_done(save):
                 done.add(req_id)
-                self.interval.add("saves")
-                self.interval.add("save_time_s", time.monotonic() - save.issued)
+                self.interval.finished("save", time.monotonic() - save.issued)
                 del self._saves[req_id]
                 self._finished_seen.discard(req_id)
         return (done or None), (recving or None)
@@ -309,8 +312,7 @@ class WorkerSide:
                     continue                   # inline: scatter handed to the copy thread
             ended.add(req_id)
             del self._loads[req_id]
-            self.interval.add("loads")
-            self.interval.add("load_time_s", time.monotonic() - ld.issued)
+            self.interval.finished("load", time.monotonic() - ld.issued)
         return ended
 
     def _scattered(self, ld: _Load) -> None:
