@@ -208,7 +208,8 @@ def main() -> int:
         while long.status != "FINISHED":
             e.step()
         end = long.t_load_done if long.t_load_done is not None else float("inf")
-        during = [dt for t, dt, _ in e.step_times[n1:] if t < end]
+        during_steps = [(t, dt) for t, dt, _ in e.step_times[n1:] if t < end]
+        during = [dt for _, dt in during_steps]
         chunks_loaded = stats["loaded_chunks"] - loaded_before
         for s in shorts:
             e.abort(s.request_id)
@@ -228,7 +229,11 @@ def main() -> int:
         "baseline": {"step_ms": base},
         "during_load": {"step_ms": dur, "chunks_loaded": chunks_loaded, "load_ms": load_ms,
                         "loaded_tokens": long.external_tokens, "failed_blocks": len(long.load_error_blocks),
-                        "valkey_stopped_ms": round(pauser.paused_s * 1e3, 1), "valkey_stops": pauser.stops},
+                        "valkey_stopped_ms": round(pauser.paused_s * 1e3, 1), "valkey_stops": pauser.stops,
+                        # each step: (start, ms) with start in ms after the long prompt arrived; the
+                        # first is the step that looked it up, the last the one that saw it loaded
+                        "steps": [[round((t - long.t_arrival) * 1e3, 1), round(dt * 1e3, 1)]
+                                  for t, dt in during_steps[:200]]},
         "logits_match": bool(got is not None and torch.equal(got, want)),
         "target": {"bound_ms": round(bound, 3), "ratio": round(dur["max"] / bound, 3),
                    "what": "max step during the load / (1.25 x max step of the baseline + 5 ms); met at <= 1"},
