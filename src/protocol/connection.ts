@@ -21,7 +21,7 @@ import { BadFrameError, ErrorCode, errorMessage, isKvtierError } from '../errors
 import type { Logger } from '../log.js';
 import { Dispatcher, type DispatchContext, type Reply } from './dispatch.js';
 import { FrameDecoder } from './framing.js';
-import { decodeEnvelope, encodeFrame, type Envelope, type EnvelopeInit } from './messages.js';
+import { decodeEnvelope, encodeFrame, encodeReply, type Envelope, type EnvelopeInit } from './messages.js';
 import type { PeerCredentials } from './peer.js';
 
 export interface ConnectionContext extends DispatchContext {
@@ -159,7 +159,7 @@ export class Connection {
       if (!(handled instanceof Promise)) {
         // Answered without waiting (Ping, Hello, Stats, ReleaseLease): sent
         // in this turn, with no promise hops in between.
-        if (handled !== null) this.#send({ id, ...handled });
+        if (handled !== null) this.#write(encodeReply(id, handled));
         return;
       }
     } catch (e) {
@@ -179,7 +179,7 @@ export class Connection {
   #answer(id: number, result: unknown, failed = false): void {
     try {
       if (failed) this.#send({ id, error: this.#errorBody(result) });
-      else if (result !== null) this.#send({ id, ...(result as NonNullable<Reply>) });
+      else if (result !== null) this.#write(encodeReply(id, result as NonNullable<Reply>));
     } catch (e) {
       this.#send({ id, error: this.#errorBody(e) });
     }
@@ -210,8 +210,12 @@ export class Connection {
   }
 
   #send(msg: EnvelopeInit): void {
+    this.#write(encodeFrame(msg));
+  }
+
+  #write(frame: Buffer): void {
     if (this.#closed || this.#socket.destroyed || !this.#socket.writable) return;
-    this.#socket.write(encodeFrame(msg));
+    this.#socket.write(frame);
     this.#flow();
   }
 

@@ -2,7 +2,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FrameDecoder } from '../../src/protocol/framing.js';
-import { decodeEnvelope, encodeFrame, lookupFrameParts } from '../../src/protocol/messages.js';
+import { ACK, PONG, decodeEnvelope, emptyBodyFrame, encodeFrame, encodeReply, lookupFrameParts } from '../../src/protocol/messages.js';
 
 describe('lookupFrameParts', () => {
   it('decodes to the same Lookup as encodeFrame, for any tokens, ttl, no_lease and id', () => {
@@ -26,6 +26,24 @@ describe('lookupFrameParts', () => {
         expect(parts[1].buffer).toBe(tokens.buffer);
       },
     ), { numRuns: 200 });
+  });
+});
+
+describe('emptyBodyFrame', () => {
+  it('writes the same bytes as the generated encoder for Ping, Pong and Ack, for any id', () => {
+    fc.assert(fc.property(fc.constantFrom('ping', 'pong', 'ack' as const), fc.nat({ max: 2 ** 53 - 1 }), (body, id) => {
+      const want = encodeFrame({ id, [body]: {} });
+      expect(emptyBodyFrame(id, body).equals(want)).toBe(true);
+      const env = decodeEnvelope(emptyBodyFrame(id, body).subarray(4));
+      expect([env.id, env.body]).toEqual([id, body]);
+    }), { numRuns: 300 });
+  });
+
+  it('is what encodeReply sends for the shared PONG and ACK; other replies go through protobufjs', () => {
+    expect(encodeReply(7, PONG).equals(encodeFrame({ id: 7, pong: {} }))).toBe(true);
+    expect(encodeReply(2 ** 40, ACK).equals(encodeFrame({ id: 2 ** 40, ack: {} }))).toBe(true);
+    const other = { lookupOk: { hitTokens: 512, hitChunks: 2, leaseId: 9 } };
+    expect(encodeReply(3, other).equals(encodeFrame({ id: 3, ...other }))).toBe(true);
   });
 });
 
