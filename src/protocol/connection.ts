@@ -21,7 +21,7 @@ import { BadFrameError, ErrorCode, errorMessage, isKvtierError } from '../errors
 import type { Logger } from '../log.js';
 import { Dispatcher, type DispatchContext, type Reply } from './dispatch.js';
 import { FrameDecoder } from './framing.js';
-import { decodeEnvelope, encodeFrame, encodeReply, type Envelope, type EnvelopeInit } from './messages.js';
+import { decodeEnvelope, emptyBodyFrame, encodeFrame, encodeReply, plainPingId, type Envelope, type EnvelopeInit } from './messages.js';
 import type { PeerCredentials } from './peer.js';
 
 export interface ConnectionContext extends DispatchContext {
@@ -141,6 +141,12 @@ export class Connection {
   }
 
   #onFrame(frame: Buffer): void {
+    // A Ping needs no Hello and no dispatcher: answered from its bytes, with no Envelope decoded.
+    const pingId = plainPingId(frame);
+    if (pingId >= 0) {
+      this.#write(emptyBodyFrame(pingId, 'pong'));
+      return;
+    }
     let env: Envelope;
     try {
       env = decodeEnvelope(frame);

@@ -85,6 +85,26 @@ export function emptyBodyFrame(id: number, body: EmptyBody): Buffer {
   return frame;
 }
 
+/**
+ * The id of a payload that is exactly Envelope{id, ping: {}} as every client
+ * writes it (id, then an empty ping), else -1: the daemon answers those
+ * without decoding an Envelope. Anything else, a Ping with other fields or
+ * ids above 2^53 included, takes the generic decoder.
+ */
+export function plainPingId(payload: Buffer): number {
+  const n = payload.length;
+  if (n < 4 || n > 11 || payload[0] !== 0x08 || payload[n - 2] !== ((EMPTY_BODY_FIELD.ping << 3) | 2) || payload[n - 1] !== 0) return -1;
+  let id = 0;
+  let scale = 1;
+  for (let i = 1; i < n - 2; i++) {
+    const b = payload[i];
+    id += (b & 0x7f) * scale;
+    scale *= 0x80;
+    if ((b & 0x80) === 0) return i === n - 3 && id <= Number.MAX_SAFE_INTEGER ? id : -1;
+  }
+  return -1;
+}
+
 /** A reply frame: the shared empty answers by hand, everything else through protobufjs. */
 export function encodeReply(id: number, reply: Readonly<EnvelopeInit>): Buffer {
   if (reply === PONG) return emptyBodyFrame(id, 'pong');
