@@ -5,7 +5,8 @@
  * Requests are handled concurrently and answered in completion order with
  * their own id, so a client may pipeline. Those the dispatcher answers
  * synchronously (Ping, Hello, Stats, ReleaseLease) are sent in the turn that
- * read them, with no promise in between: they are the socket's round trip.
+ * read them, with no promise in between: they are the socket's round trip
+ * (a plain Ping is answered here from its bytes, before any decoding).
  * Domain errors become Error frames here and only here; a broken frame
  * stream (oversized length) is answered once and the connection closed.
  * Whatever the connection holds (leases, registered KV regions) is released
