@@ -35,6 +35,8 @@ export interface ValkeyServer {
   readonly url: string;
   readonly dir: string;
   readonly running: boolean;
+  /** The running server's process id (a bench stops it with SIGSTOP); undefined when it is not running. */
+  readonly pid: number | undefined;
   /** SIGKILL, waits for the exit (a crash, not a shutdown). */
   kill(): Promise<void>;
   /** Starts the same server again on the same port (empty: no persistence). */
@@ -140,6 +142,9 @@ export async function startValkey(options: ValkeyServerOptions = {}, port?: numb
     dir,
     get running() {
       return !!child && child.exitCode === null && child.signalCode === null;
+    },
+    get pid() {
+      return server.running ? child!.pid : undefined;
     },
     kill,
     restart: async () => {

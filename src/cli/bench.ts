@@ -53,6 +53,35 @@ export function registerBench(program: Command): void {
   registerTtft(bench);
 
   bench
+    .command('stall')
+    .description('decode steps of the reference engine while a long prompt loads from a Valkey stopped with SIGSTOP, beside the same batch\'s steps without the load')
+    .option('--context <n>', 'the long prompt\'s tokens', int('--context'), 8192)
+    .option('--kv-heads <n>', 'KV heads of the reference model (8: 4 MiB float32 chunks)', int('--kv-heads'), 8)
+    .option('--shorts <n>', 'short requests decoding all along', int('--shorts'), 4)
+    .option('--baseline-s <n>', 'seconds of decode steps before the load', int('--baseline-s'), 3)
+    .option('--pause-ms <ms>', 'each SIGSTOP of valkey-server (a pause above the Valkey tier\'s ~1.1 s request ceiling fails the fetches)', int('--pause-ms'), 800)
+    .option('--pauses <n>', 'SIGSTOPs during the load', int('--pauses'), 3)
+    .option('--gap-ms <ms>', 'valkey-server running between two SIGSTOPs', int('--gap-ms'), 200)
+    .option('--json', 'print one JSON object')
+    .action(async (opts: { context: number; kvHeads: number; shorts: number; baselineS: number; pauseMs: number; pauses: number; gapMs: number; json?: boolean }) => {
+      if (opts.context <= 256) throw new UsageError(`bench stall: expected more than one 256-token chunk for --context, got ${opts.context}`);
+      if (![1, 2, 4, 8].includes(opts.kvHeads)) throw new UsageError(`bench stall: expected 1, 2, 4 or 8 (a divisor of the model's 8 query heads) for --kv-heads, got ${opts.kvHeads}`);
+      const { runStallBench } = await import('../../bench/stall.js');
+      const r = await runStallBench({ contextTokens: opts.context, kvHeads: opts.kvHeads, shorts: opts.shorts, baselineS: opts.baselineS, pauseMs: opts.pauseMs, pauses: opts.pauses, gapMs: opts.gapMs }, progress(opts.json === true));
+      const d = r.during_load;
+      if (opts.json === true) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else {
+        const row = (s: { p50: number; p99: number; max: number; steps: number }): string => `p50 ${s.p50} ms   p99 ${s.p99} ms   max ${s.max} ms  (${s.steps} steps)`;
+        process.stdout.write(`${opts.shorts} short requests decoding; a ${opts.context}-token prompt loaded from Valkey (${d.chunks_loaded} chunks, ${d.failed_blocks} failed blocks) in ${d.load_ms ?? '-'} ms, valkey-server stopped ${d.valkey_stops} times, ${d.valkey_stopped_ms} ms in all\n`);
+        process.stdout.write(`  step, baseline     ${row(r.baseline.step_ms)}\n`);
+        process.stdout.write(`  step, during load  ${row(d.step_ms)}\n`);
+        process.stdout.write(`  longest step during the load / (1.25 x longest baseline step + 5 ms) = ${r.target.ratio} (met at <= 1)\n`);
+        process.stdout.write(`  logits after the load ${r.logits_match ? 'equal' : 'DIFFER from'} the recompute's\n`);
+      }
+      if (!r.logits_match) process.exitCode = 1;
+    });
+
+  bench
     .command('valkey-restart')
     .description('kill -9 a local valkey-server mid-run and restart it: time to recover, skipped stores, wrong bytes (must be 0)')
     .option('--down-ms <ms>', 'how long Valkey stays down', int('--down-ms'), 1000)

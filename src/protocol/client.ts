@@ -14,7 +14,7 @@ import { createConnection, type Socket } from 'node:net';
 import { ConnectionClosedError, ErrorCode, KvtierError, TimeoutError } from '../errors.js';
 import type { NamespaceFingerprint } from '../chunking/namespace.js';
 import { FrameDecoder } from './framing.js';
-import { PROTOCOL_VERSION, decodeEnvelope, encodeFrame, lookupFrameParts, type Envelope, type EnvelopeInit } from './messages.js';
+import { PROTOCOL_VERSION, decodeEnvelope, emptyBodyFrame, encodeFrame, lookupFrameParts, type Envelope, type EnvelopeInit } from './messages.js';
 import type { kvtier } from './gen/kvtier.js';
 
 export interface ClientOptions {
@@ -117,7 +117,7 @@ export class KvtierClient {
   }
 
   async ping(): Promise<void> {
-    await this.request({ ping: {} });
+    await new Promise<Envelope>((resolve, reject) => this.#start('ping', (id) => emptyBodyFrame(id, 'ping'), this.#timeoutMs, { resolve, reject }));
   }
 
   async lookup(address: kvtier.v1.IChunkAddress, opts: { leaseTtlMs?: number; noLease?: boolean } = {}): Promise<kvtier.v1.LookupOk> {

@@ -5,7 +5,8 @@
  * Requests are handled concurrently and answered in completion order with
  * their own id, so a client may pipeline. Those the dispatcher answers
  * synchronously (Ping, Hello, Stats, ReleaseLease) are sent in the turn that
- * read them, with no promise in between: they are the socket's round trip.
+ * read them, with no promise in between: they are the socket's round trip
+ * (a plain Ping is answered here from its bytes, before any decoding).
  * Domain errors become Error frames here and only here; a broken frame
  * stream (oversized length) is answered once and the connection closed.
  * Whatever the connection holds (leases, registered KV regions) is released
@@ -21,7 +22,7 @@ import { BadFrameError, ErrorCode, errorMessage, isKvtierError } from '../errors
 import type { Logger } from '../log.js';
 import { Dispatcher, type DispatchContext, type Reply } from './dispatch.js';
 import { FrameDecoder } from './framing.js';
-import { decodeEnvelope, encodeFrame, type Envelope, type EnvelopeInit } from './messages.js';
+import { decodeEnvelope, emptyBodyFrame, encodeFrame, encodeReply, plainPingId, type Envelope, type EnvelopeInit } from './messages.js';
 import type { PeerCredentials } from './peer.js';
 
 export interface ConnectionContext extends DispatchContext {
@@ -141,6 +142,12 @@ export class Connection {
   }
 
   #onFrame(frame: Buffer): void {
+    // A Ping needs no Hello and no dispatcher: answered from its bytes, with no Envelope decoded.
+    const pingId = plainPingId(frame);
+    if (pingId >= 0) {
+      this.#write(emptyBodyFrame(pingId, 'pong'));
+      return;
+    }
     let env: Envelope;
     try {
       env = decodeEnvelope(frame);
@@ -159,7 +166,7 @@ export class Connection {
       if (!(handled instanceof Promise)) {
         // Answered without waiting (Ping, Hello, Stats, ReleaseLease): sent
         // in this turn, with no promise hops in between.
-        if (handled !== null) this.#send({ id, ...handled });
+        if (handled !== null) this.#write(encodeReply(id, handled));
         return;
       }
     } catch (e) {
@@ -179,7 +186,7 @@ export class Connection {
   #answer(id: number, result: unknown, failed = false): void {
     try {
       if (failed) this.#send({ id, error: this.#errorBody(result) });
-      else if (result !== null) this.#send({ id, ...(result as NonNullable<Reply>) });
+      else if (result !== null) this.#write(encodeReply(id, result as NonNullable<Reply>));
     } catch (e) {
       this.#send({ id, error: this.#errorBody(e) });
     }
@@ -210,8 +217,12 @@ export class Connection {
   }
 
   #send(msg: EnvelopeInit): void {
+    this.#write(encodeFrame(msg));
+  }
+
+  #write(frame: Buffer): void {
     if (this.#closed || this.#socket.destroyed || !this.#socket.writable) return;
-    this.#socket.write(encodeFrame(msg));
+    this.#socket.write(frame);
     this.#flow();
   }
 

@@ -19,7 +19,7 @@ import type { KvLayoutSpec } from '../../native/layout-plan.js';
 import * as admin from './admin.js';
 import { address, addressOrAll, asBuffer, lookupRanksOf, namespaceOf, num } from './from-wire.js';
 import { layoutFromWire } from './layout-from-wire.js';
-import { PROTOCOL_VERSION, type Envelope, type EnvelopeInit } from './messages.js';
+import { ACK, PONG, PROTOCOL_VERSION, type Envelope, type EnvelopeInit } from './messages.js';
 import type { PeerCredentials } from './peer.js';
 import { u32View } from './u32.js';
 import type { kvtier } from './gen/kvtier.js';
@@ -76,8 +76,8 @@ export interface DispatcherInit {
   send(msg: EnvelopeInit): void;
 }
 
-/** A request's answer without its id; null: the handler sent its own frames. */
-export type Reply = Omit<EnvelopeInit, 'id'> | null;
+/** A request's answer without its id; null: the handler sent its own frames. PONG and ACK are shared objects (messages.ts). */
+export type Reply = Readonly<Omit<EnvelopeInit, 'id'>> | null;
 
 const since = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e9;
 
@@ -109,13 +109,13 @@ export class Dispatcher {
       case 'hello':
         return { helloOk: this.#hello(env.hello!) };
       case 'ping':
-        return { pong: {} };
+        return PONG;
       case 'stats':
         return { statsOk: { json: this.#ctx.statsJson() } };
       case 'releaseLease':
         this.#namespace();
         m.releaseLease(this.#leaseSpaces, num(env.releaseLease!.leaseId));
-        return { ack: {} };
+        return ACK;
       case 'lookup':
         return this.#lookup(this.#ranks ?? this.#namespace(), env.lookup!);
       case 'store':
@@ -147,7 +147,7 @@ export class Dispatcher {
         return this.#register(env.registerKv!);
       case 'unregister':
         this.#namespace();
-        return this.unregister().then(() => ({ ack: {} }));
+        return this.unregister().then(() => ACK);
       case undefined:
         throw new UnknownMessageError('envelope has no known body (a newer client, or garbage)');
       default:
@@ -288,7 +288,7 @@ export class Dispatcher {
       const value = asBuffer(req.value);
       const stored = await this.#ctx.manager.put(ns, req.key, value);
       this.#obs.storeCopied('inline', since(t0), stored ? 1 : 0, value.length);
-      return req.wantPutOk === true ? { putOk: { stored } } : { ack: {} };
+      return req.wantPutOk === true ? { putOk: { stored } } : ACK;
     } catch (e) {
       this.#obs.failed('store');
       throw e;

@@ -37,6 +37,81 @@ export function decodeEnvelope(payload: Buffer): Envelope {
   return pb.Envelope.decode(payload);
 }
 
+/**
+ * Envelope field numbers of the empty-bodied messages (proto/kvtier.proto),
+ * for emptyBodyFrame; test/protocol/messages.test.ts holds them to the
+ * generated encoder.
+ */
+const EMPTY_BODY_FIELD = { ping: 12, pong: 13, ack: 23 } as const;
+export type EmptyBody = keyof typeof EMPTY_BODY_FIELD;
+
+/** The daemon's empty answers, shared: dispatch returns these and encodeReply knows them by identity. */
+export const PONG: Readonly<EnvelopeInit> = Object.freeze({ pong: Object.freeze({}) });
+export const ACK: Readonly<EnvelopeInit> = Object.freeze({ ack: Object.freeze({}) });
+
+function varintBytes(v: number): number {
+  let n = 1;
+  while (v >= 0x80) {
+    v = Math.floor(v / 0x80);
+    n++;
+  }
+  return n;
+}
+
+function putVarint(buf: Buffer, at: number, v: number): number {
+  while (v >= 0x80) {
+    buf[at++] = (v % 0x80) | 0x80;
+    v = Math.floor(v / 0x80);
+  }
+  buf[at++] = v;
+  return at;
+}
+
+/**
+ * Envelope{id, <body>: {}} (a Ping, Pong or Ack) written byte for byte into
+ * one small Buffer. These frames are the socket's round trip; protobufjs'
+ * Writer allocates a writer, an op list and a spread envelope per frame,
+ * which was the daemon's per-Ping garbage.
+ */
+export function emptyBodyFrame(id: number, body: EmptyBody): Buffer {
+  const key = (EMPTY_BODY_FIELD[body] << 3) | 2; // length-delimited
+  const payload = 1 + varintBytes(id) + varintBytes(key) + 1;
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload);
+  frame.writeUInt32LE(payload, 0);
+  frame[FRAME_HEADER_BYTES] = 0x08; // Envelope.id = 1, varint
+  let at = putVarint(frame, FRAME_HEADER_BYTES + 1, id);
+  at = putVarint(frame, at, key);
+  frame[at] = 0; // an empty message
+  return frame;
+}
+
+/**
+ * The id of a payload that is exactly Envelope{id, ping: {}} as every client
+ * writes it (id, then an empty ping), else -1: the daemon answers those
+ * without decoding an Envelope. Anything else, a Ping with other fields or
+ * ids above 2^53 included, takes the generic decoder.
+ */
+export function plainPingId(payload: Buffer): number {
+  const n = payload.length;
+  if (n < 4 || n > 11 || payload[0] !== 0x08 || payload[n - 2] !== ((EMPTY_BODY_FIELD.ping << 3) | 2) || payload[n - 1] !== 0) return -1;
+  let id = 0;
+  let scale = 1;
+  for (let i = 1; i < n - 2; i++) {
+    const b = payload[i];
+    id += (b & 0x7f) * scale;
+    scale *= 0x80;
+    if ((b & 0x80) === 0) return i === n - 3 && id <= Number.MAX_SAFE_INTEGER ? id : -1;
+  }
+  return -1;
+}
+
+/** A reply frame: the shared empty answers by hand, everything else through protobufjs. */
+export function encodeReply(id: number, reply: Readonly<EnvelopeInit>): Buffer {
+  if (reply === PONG) return emptyBodyFrame(id, 'pong');
+  if (reply === ACK) return emptyBodyFrame(id, 'ack');
+  return encodeFrame({ id, ...reply });
+}
+
 function varint(out: number[], v: number): void {
   while (v >= 0x80) {
     out.push((v % 0x80) | 0x80);

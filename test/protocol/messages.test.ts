@@ -2,7 +2,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FrameDecoder } from '../../src/protocol/framing.js';
-import { decodeEnvelope, encodeFrame, lookupFrameParts } from '../../src/protocol/messages.js';
+import { ACK, PONG, decodeEnvelope, emptyBodyFrame, encodeFrame, encodeReply, lookupFrameParts, plainPingId } from '../../src/protocol/messages.js';
 
 describe('lookupFrameParts', () => {
   it('decodes to the same Lookup as encodeFrame, for any tokens, ttl, no_lease and id', () => {
@@ -26,6 +26,42 @@ describe('lookupFrameParts', () => {
         expect(parts[1].buffer).toBe(tokens.buffer);
       },
     ), { numRuns: 200 });
+  });
+});
+
+describe('emptyBodyFrame', () => {
+  it('writes the same bytes as the generated encoder for Ping, Pong and Ack, for any id', () => {
+    fc.assert(fc.property(fc.constantFrom('ping', 'pong', 'ack' as const), fc.nat({ max: 2 ** 53 - 1 }), (body, id) => {
+      const want = encodeFrame({ id, [body]: {} });
+      expect(emptyBodyFrame(id, body).equals(want)).toBe(true);
+      const env = decodeEnvelope(emptyBodyFrame(id, body).subarray(4));
+      expect([env.id, env.body]).toEqual([id, body]);
+    }), { numRuns: 300 });
+  });
+
+  it('is what encodeReply sends for the shared PONG and ACK; other replies go through protobufjs', () => {
+    expect(encodeReply(7, PONG).equals(encodeFrame({ id: 7, pong: {} }))).toBe(true);
+    expect(encodeReply(2 ** 40, ACK).equals(encodeFrame({ id: 2 ** 40, ack: {} }))).toBe(true);
+    const other = { lookupOk: { hitTokens: 512, hitChunks: 2, leaseId: 9 } };
+    expect(encodeReply(3, other).equals(encodeFrame({ id: 3, ...other }))).toBe(true);
+  });
+});
+
+describe('plainPingId', () => {
+  it('reads the id of every plain Ping frame, and -1 for any other payload', () => {
+    fc.assert(fc.property(fc.nat({ max: 2 ** 53 - 1 }), (id) => {
+      expect(plainPingId(encodeFrame({ id, ping: {} }).subarray(4))).toBe(id);
+      expect(plainPingId(encodeFrame({ id, pong: {} }).subarray(4))).toBe(-1);
+      expect(plainPingId(encodeFrame({ id, releaseLease: { leaseId: 1 } }).subarray(4))).toBe(-1);
+    }), { numRuns: 300 });
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 16 }), (bytes) => {
+      const got = plainPingId(Buffer.from(bytes));
+      if (got < 0) return;
+      // Whatever it accepts decodes as exactly that Ping.
+      const env = decodeEnvelope(Buffer.from(bytes));
+      expect([env.body, env.id]).toEqual(['ping', got]);
+    }), { numRuns: 2000 });
+    expect(plainPingId(Buffer.from([0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x62, 0x00]))).toBe(-1);
   });
 });
 
