@@ -2,6 +2,7 @@
 SchedulerOutput, ForwardContext; real torch CPU KV tensors in /dev/shm; a real
 kvtierd): sharing a prefix between two engine instances, and the failure paths."""
 import logging
+import time
 
 import pytest
 import torch
@@ -587,3 +588,34 @@ def test_a_daemon_that_ignores_seeds_makes_keyed_requests_bypass(daemon, alloc, 
         assert a.run(req("r2", PREFIX + [1] * 30)).finished_sending == {"r2"}, "unkeyed requests go on"
     finally:
         a.close()
+
+
+def test_connector_stats_count_disk_hits_after_a_daemon_restart(daemon_factory, alloc, tmp_path):
+    """A daemon restarted over a warm local_disk: the second engine's hit is
+    counted as disk chunks in vLLM's stats, not as host or Valkey ones."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    d = daemon_factory(f"local_disk: file://{disk}/\nmax_local_disk_size: 0.1\n")
+    from kvtier.client import KvtierClient
+    from kvtier.hashing import Fingerprint
+
+    a = MiniEngine(d.socket, alloc, "A")
+    try:
+        a.run(req("r1", PREFIX + [4] * 20))
+    finally:
+        a.close()
+    with KvtierClient(d.socket, Fingerprint(model="stats-probe", dtype="float16", kv_layout="kv-NHD-x2"), "pytest", timeout=5.0) as c:
+        deadline = time.monotonic() + 20
+        while c.stats()["disk"]["entries"] < 3:
+            assert time.monotonic() < deadline, c.stats()["disk"]
+            time.sleep(0.05)
+    d.kill()
+    d.start()
+    b = MiniEngine(d.socket, alloc, "B")
+    try:
+        s = b.run(req("r2", PREFIX + [3] * 20))
+        assert s.external_tokens == 768 and s.load_errors == set()
+        st = b.scheduler.get_kv_connector_stats().data
+        assert (st["hit_chunks_host"], st["hit_chunks_disk"], st["hit_chunks_valkey"]) == (0, 3, 0)
+    finally:
+        b.close()

@@ -15,7 +15,7 @@ prometheus_client adds `_total` to counters:
 
   vllm:kvtier_lookups_total                  Lookups the scheduler made
   vllm:kvtier_hit_tokens_total               prompt tokens claimed from kvtier
-  vllm:kvtier_hit_chunks_total{tier}         claimed chunks by tier (host, valkey)
+  vllm:kvtier_hit_chunks_total{tier}         claimed chunks by tier (host, disk, valkey)
   vllm:kvtier_bypassed_requests_total{reason}  requests kvtier could not key
   vllm:kvtier_loads_total, _loaded_chunks_total, _failed_load_blocks_total
   vllm:kvtier_saves_total, _stored_chunks_total, _failed_saves_total

@@ -162,7 +162,7 @@ class SchedulerSide:
             if full:
                 packed = u32_array(tokens)
                 pending = {g: self.clients[g].submit_lookup(packed, seed, self.s.lease_ttl_ms) for g in full}
-                tiers = (0, 0)
+                tiers = (0, 0, 0)
                 complete = True
                 for g, p in pending.items():
                     _, ok = p.wait(self.s.lookup_timeout_s)[0]
@@ -170,12 +170,13 @@ class SchedulerSide:
                     hit_tokens = min(hit_tokens, ok.hit_tokens)
                     hit_chunks = min(hit_chunks, ok.hit_chunks)
                     if g == full[0]:
-                        tiers = (ok.host_chunks, ok.valkey_chunks)
+                        tiers = (ok.host_chunks, ok.disk_chunks, ok.valkey_chunks)
                 if not complete:
                     self._release(_Lookup(0, 0, leases))
                     return None
                 self.interval.add("hit_chunks_host", tiers[0])
-                self.interval.add("hit_chunks_valkey", tiers[1])
+                self.interval.add("hit_chunks_disk", tiers[1])
+                self.interval.add("hit_chunks_valkey", tiers[2])
             usable = min(hit_tokens, hit_chunks * cs, len(tokens) - 1)
             base: dict[int, int] = {}
             sliding = [g for g in self.clients if self._kind(g) == "sliding"]

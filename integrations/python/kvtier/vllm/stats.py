@@ -9,7 +9,7 @@ connector class's `build_kv_connector_stats(data)`, so everything lives in
 
 Counters (sums over the interval and over workers):
   lookups, hit_tokens            scheduler: Lookups made, tokens claimed from kvtier
-  hit_chunks_host, hit_chunks_valkey   scheduler: of the claimed chunks, per tier
+  hit_chunks_host, _disk, _valkey   scheduler: of the claimed chunks, per tier
   loads, loaded_chunks, failed_load_blocks, load_time_s   workers
   saves, stored_chunks, failed_saves, save_time_s          workers
   bypassed                       scheduler: requests neither looked up nor saved
@@ -27,7 +27,7 @@ from typing import Any, Union
 
 from .compat import StatsBase
 
-COUNTERS = ("lookups", "hit_tokens", "hit_chunks_host", "hit_chunks_valkey", "bypassed",
+COUNTERS = ("lookups", "hit_tokens", "hit_chunks_host", "hit_chunks_disk", "hit_chunks_valkey", "bypassed",
             "loads", "loaded_chunks", "failed_load_blocks", "load_time_s",
             "saves", "stored_chunks", "failed_saves", "save_time_s")
 DURATIONS = {"load": "load_durations_s", "save": "save_durations_s"}
