@@ -44,9 +44,8 @@ sys.path.insert(0, os.path.join(REPO, "integrations", "python"))
 
 import torch  # noqa: E402
 
-from kvtier import KvtierClient  # noqa: E402
-from kvtier.hashing import Fingerprint  # noqa: E402
 from kvtier.refengine import RefEngine  # noqa: E402
+from kvtier.refengine.drain import wait_write_behind  # noqa: E402
 from kvtier.refengine.model import ModelConfig  # noqa: E402
 
 WARM_TOKENS = 300
@@ -60,21 +59,6 @@ def progress(msg: str) -> None:
 def prompt(n: int, seed: int) -> list[int]:
     rng = random.Random(seed)
     return [rng.randrange(ModelConfig().vocab) for _ in range(n)]
-
-
-def wait_written(sock: str, timeout: float = 120.0) -> None:
-    """Until the daemon's write-behind queue towards Valkey is empty."""
-    c = KvtierClient(sock, Fingerprint("x", "x", "x"), "tool", timeout=5.0)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            wb = c.stats()["writeBehind"]
-            if wb["queuedJobs"] == 0 and wb["inFlight"] == 0:
-                return
-            time.sleep(0.05)
-        raise SystemExit(f"stall_engine: write-behind not drained after {timeout} s: {wb}")
-    finally:
-        c.close()
 
 
 def produce(sock: str, tokens: list[int], num_blocks: int, model: ModelConfig) -> torch.Tensor:
@@ -170,7 +154,7 @@ def main() -> int:
     want = produce(args.socket_a, long_prompt, num_blocks, model)
     warm_prompt = prompt(WARM_TOKENS, 2)
     produce(args.socket_a, warm_prompt, 64, model)
-    wait_written(args.socket_a)
+    wait_write_behind(args.socket_a, 'stall_engine')
 
     pauser = ValkeyPauser(args.valkey_pid, args.pause_ms / 1e3, args.pauses, args.gap_ms / 1e3)
     e = RefEngine(args.socket_b, num_blocks=num_blocks, extra=EXTRA, model=model,

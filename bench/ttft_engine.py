@@ -45,6 +45,7 @@ DAEMON_MAIN = os.path.join(REPO, "dist", "src", "cli", "main.js")
 import torch  # noqa: E402
 
 from kvtier.refengine import RefEngine  # noqa: E402
+from kvtier.refengine.drain import wait_write_behind  # noqa: E402
 from kvtier.refengine.model import ModelConfig  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -156,24 +157,6 @@ def timed(sock: str, args: Any, contexts: list[int], n: int, rid: str) -> tuple[
     return r, e
 
 
-def wait_written(sock: str, timeout: float = 120.0) -> None:
-    """Until daemon A's write-behind queue towards Valkey is empty."""
-    from kvtier import KvtierClient
-    from kvtier.hashing import Fingerprint
-
-    c = KvtierClient(sock, Fingerprint("x", "x", "x"), "tool", timeout=5.0)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            wb = c.stats()["writeBehind"]
-            if wb["queuedJobs"] == 0 and wb["inFlight"] == 0:
-                return
-            time.sleep(0.05)
-        raise SystemExit(f"ttft_engine: write-behind not drained after {timeout} s: {wb}")
-    finally:
-        c.close()
-
-
 def child_main(args: Any) -> None:
     """The second engine process: its own daemon B (given by --socket), Valkey hits."""
     contexts = [int(c) for c in args.contexts.split(",")]
@@ -254,7 +237,7 @@ def main() -> int:
                          "loaded_tokens": last.external_tokens, "computed_tokens": last.computed_tokens_total,
                          "samples": len(samples), "ttft_ms_samples": samples})
             progress(f"{n} tokens: host_hit {statistics.median(samples):.1f} ms ({last.external_tokens} loaded)")
-        wait_written(sock_a)
+        wait_write_behind(sock_a, 'ttft_engine')
         child_out = os.path.join(tmp, "valkey.pt")
         progress("second engine process (own kvtierd B, shared Valkey)")
         cmd = [sys.executable, os.path.abspath(__file__), "--contexts", args.contexts, "--dtype", args.dtype,
