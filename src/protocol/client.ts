@@ -127,7 +127,7 @@ export class KvtierClient {
     if (tokens != null && tokens.byteLength > 0 && (address.keys == null || address.keys.length === 0)) {
       // The scheduler's hot call: the prompt's token bytes go out without a copy.
       const env = await new Promise<Envelope>((resolve, reject) =>
-        this.#start('lookup', (id) => lookupFrameParts(id, tokens, ttl, noLease), this.#timeoutMs, { resolve, reject }));
+        this.#start('lookup', (id) => lookupFrameParts(id, tokens, ttl, noLease, address.seed), this.#timeoutMs, { resolve, reject }));
       return env.lookupOk as kvtier.v1.LookupOk;
     }
     return (await this.request({ lookup: { address, leaseTtlMs: ttl, noLease } })).lookupOk as kvtier.v1.LookupOk;

@@ -124,11 +124,18 @@ function varint(out: number[], v: number): void {
  * A Lookup by tokens as frame pieces that reference the caller's token bytes
  * instead of copying them into a fresh frame: [length, envelope head][tokens]
  * [tail]. The bytes are a valid encoding of
- * Envelope{id, lookup{address{tokens}, lease_ttl_ms, no_lease}}; a 128K-token
+ * Envelope{id, lookup{address{tokens, seed}, lease_ttl_ms, no_lease}}; a 128K-token
  * prompt is 512 KiB, and allocating that per lookup was what made the client's
  * p99 (V8 collects for external memory pressure).
  */
-export function lookupFrameParts(id: number, tokens: Uint8Array, leaseTtlMs: number, noLease: boolean): Buffer[] {
+export function lookupFrameParts(id: number, tokens: Uint8Array, leaseTtlMs: number, noLease: boolean, seed?: Uint8Array | null): Buffer[] {
+  // After the tokens, still inside the address: ChunkAddress.seed = 3, bytes.
+  const seedPart: number[] = [];
+  if (seed != null && seed.byteLength > 0) {
+    seedPart.push(0x1a);
+    varint(seedPart, seed.byteLength);
+    for (let i = 0; i < seed.byteLength; i++) seedPart.push(seed[i]);
+  }
   const tail: number[] = [];
   if (leaseTtlMs > 0) {
     tail.push(0x10); // Lookup.lease_ttl_ms = 2, varint
@@ -137,10 +144,11 @@ export function lookupFrameParts(id: number, tokens: Uint8Array, leaseTtlMs: num
   if (noLease) tail.push(0x18, 0x01); // Lookup.no_lease = 3
   const tokensHead: number[] = [0x0a]; // ChunkAddress.tokens = 1, bytes
   varint(tokensHead, tokens.byteLength);
-  const addressLength = tokensHead.length + tokens.byteLength;
+  const addressLength = tokensHead.length + tokens.byteLength + seedPart.length;
   const lookupHead: number[] = [0x0a]; // Lookup.address = 1, message
   varint(lookupHead, addressLength);
-  const lookupLength = lookupHead.length + addressLength + tail.length;
+  tail.unshift(...seedPart);
+  const lookupLength = lookupHead.length + addressLength + tail.length - seedPart.length;
   const head: number[] = [0, 0, 0, 0, 0x08]; // frame length (patched), Envelope.id = 1
   varint(head, id);
   head.push(0xa2, 0x01); // Envelope.lookup = 20, message

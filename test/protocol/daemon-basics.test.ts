@@ -73,6 +73,18 @@ describe('daemon over a real Unix socket', () => {
     }
   });
 
+  it('a per-request seed (cache_salt, LoRA, images) keys the chunks: the same seed hits, another one or none misses', async () => {
+    const c = await d.connect({ fingerprint: { model: 'seed-test' } });
+    expect(c.hello!.addressSeed).toBe(true);
+    const t = tokens(512, 8);
+    const seed = Buffer.from('tenant-a');
+    await (await c.store({ address: { tokens: t, seed }, chunks: [payload(1), payload(2)] })).committed;
+    // Tokens only, no keys: the client's zero-copy Lookup frame, which must carry the seed.
+    expect((await c.lookup({ tokens: t, seed }, { noLease: true })).hitChunks).toBe(2);
+    expect((await c.lookup({ tokens: t, seed: Buffer.from('tenant-b') }, { noLease: true })).hitChunks).toBe(0);
+    expect((await c.lookup({ tokens: t }, { noLease: true })).hitChunks).toBe(0);
+  });
+
   it('put/get/exists by opaque key', async () => {
     const c = await d.connect({ fingerprint: { model: 'kv' } });
     const k = (i: number): Buffer => Buffer.from(`page-${i}`);

@@ -5,14 +5,15 @@ import { FrameDecoder } from '../../src/protocol/framing.js';
 import { ACK, PONG, decodeEnvelope, emptyBodyFrame, encodeFrame, encodeReply, lookupFrameParts, plainPingId } from '../../src/protocol/messages.js';
 
 describe('lookupFrameParts', () => {
-  it('decodes to the same Lookup as encodeFrame, for any tokens, ttl, no_lease and id', () => {
+  it('decodes to the same Lookup as encodeFrame, for any tokens, seed, ttl, no_lease and id', () => {
     fc.assert(fc.property(
       fc.uint8Array({ minLength: 4, maxLength: 70_000 }).map((b) => b.subarray(0, b.length & ~3)),
       fc.oneof(fc.constant(0), fc.nat({ max: 2 ** 31 - 1 })),
       fc.boolean(),
       fc.nat({ max: 2 ** 40 }),
-      (tokens, ttl, noLease, id) => {
-        const parts = lookupFrameParts(id, tokens, ttl, noLease);
+      fc.option(fc.uint8Array({ minLength: 0, maxLength: 300 })),
+      (tokens, ttl, noLease, id, seed) => {
+        const parts = lookupFrameParts(id, tokens, ttl, noLease, seed);
         const frames = new FrameDecoder(1 << 30).push(Buffer.concat(parts));
         expect(frames.length).toBe(1);
         const got = decodeEnvelope(frames[0]);
@@ -22,6 +23,7 @@ describe('lookupFrameParts', () => {
         expect(Buffer.from(got.lookup!.address!.tokens!).equals(Buffer.from(tokens))).toBe(true);
         expect(got.lookup!.leaseTtlMs).toBe(want.lookup!.leaseTtlMs);
         expect(got.lookup!.noLease).toBe(want.lookup!.noLease);
+        expect(Buffer.from(got.lookup!.address!.seed ?? []).equals(Buffer.from(seed ?? []))).toBe(true);
         // The token bytes are the caller's, not a copy.
         expect(parts[1].buffer).toBe(tokens.buffer);
       },
