@@ -398,31 +398,30 @@ def test_without_alibi_a_swap_only_reorders_a_sum(daemon):
 
 def _pause_during_first_load(daemon: Any, seconds: Optional[float], until: Optional[Any] = None,
                              cap: float = 30.0) -> dict[str, Any]:
-    """Hooks that SIGSTOP the daemon right after the worker sent the first load's Retrieve
-    (and SIGCONT it `seconds` later, when given): the load is in flight that long. With
-    `until`, the daemon stays stopped past `seconds` until until() is true (at most `cap`
-    seconds): on a loaded machine a test can wait for what it needs to see, not for a clock."""
-    state: dict[str, Any] = {"armed": False, "paused_at": None}
+    """Hooks that SIGSTOP the daemon once the scheduler has scheduled the first load, before
+    the worker sends its Retrieve (and SIGCONT it `seconds` later, when given): the load is in
+    flight that long. Stopping it after the Retrieve was sent raced the daemon, which on a quiet
+    machine had answered a host hit before the signal landed. With `until`, the daemon stays
+    stopped past `seconds` until until() is true (at most `cap` seconds): on a loaded machine a
+    test can wait for what it needs to see, not for a clock."""
+    state: dict[str, Any] = {"paused_at": None}
 
     def after_build_meta(meta: Any) -> None:
-        if meta.loads and state["paused_at"] is None:
-            state["armed"] = True
-
-    def after_start_load() -> None:
-        if state["armed"]:
-            state["armed"] = False
-            daemon.pause()
-            state["paused_at"] = time.perf_counter()
-            if seconds is not None:
-                def resume_later() -> None:
-                    t0 = state["paused_at"]
-                    while time.perf_counter() - t0 < cap and (
-                            time.perf_counter() - t0 < seconds or (until is not None and not until())):
-                        time.sleep(0.02)
+        if not meta.loads or state["paused_at"] is not None:
+            return
+        daemon.pause()
+        state["paused_at"] = time.perf_counter()
+        if seconds is not None:
+            def resume_later() -> None:
+                t0 = state["paused_at"]
+                while time.perf_counter() - t0 < cap and (
+                        time.perf_counter() - t0 < seconds or (until is not None and not until())):
+                    time.sleep(0.02)
+                if daemon.proc is not None:
                     daemon.resume()
-                threading.Thread(target=resume_later, daemon=True).start()
+            threading.Thread(target=resume_later, daemon=True).start()
 
-    state["hooks"] = {"after_build_meta": after_build_meta, "after_start_load": after_start_load}
+    state["hooks"] = {"after_build_meta": after_build_meta}
     return state
 
 
