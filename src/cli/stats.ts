@@ -40,6 +40,7 @@ export function formatStats(s: DaemonStats): string {
     ['lookups', `${c.lookups}; chunk hit rate ${pct(c.hitChunks, c.lookupChunks)} (host ${c.hostHitChunks}${s.disk ? `, disk ${c.diskHitChunks}` : ''}, valkey ${c.remoteHitChunks}); tokens served ${c.hitTokens}`],
     ['token hit rate', tokenRates(s)],
     ['miss reasons', missLine(s)],
+    ['bypassed', bypassLine(s)],
     ['lookup latency', `p50 ${s.lookupLatencyUs.p50} us, p99 ${s.lookupLatencyUs.p99} us, max ${s.lookupLatencyUs.max} us (last 256)`],
     ['stored', `${c.storedChunks} chunks, ${fmtBytes(c.storedBytes)}; ${c.presentChunks} already present; ${c.skippedChunks} skipped (${s.host.skippedWarming ?? 0} while the pool warmed, ${s.host.skippedFull} with the pool full of pinned chunks)`],
     ['retrieved', `${c.retrievedChunks} chunks, ${fmtBytes(c.retrievedBytes)}; ${c.failedRetrieveChunks} failed (recomputed by the worker)`],
@@ -67,6 +68,12 @@ function warming(s: DaemonStats): string {
 function missLine(s: DaemonStats): string {
   if (s.misses === undefined) return '-';
   return `${Object.entries(s.misses).map(([k, n]) => `${k} ${n}`).join(', ')} (chunks; lookup-time reasons once per lookup)`;
+}
+
+function bypassLine(s: DaemonStats): string {
+  const b = Object.entries(s.bypassed ?? {});
+  if (b.length === 0) return 'none (requests clients kept away from kvtier, by reason)';
+  return `${b.map(([k, n]) => `${k} ${n}`).join(', ')} (requests clients kept away from kvtier)`;
 }
 
 function paceLine(s: DaemonStats): string {

@@ -82,6 +82,7 @@ export class DaemonMetrics {
     counter(METRICS.failedRetrieveChunks, () => c.failedRetrieveChunks);
     counter(METRICS.skippedStoreChunks, () => c.skippedChunks);
     counter(METRICS.requestErrors, () => Object.entries(r.errors).map(([op, n]): [Record<string, string>, number] => [{ op }, n]));
+    counter(METRICS.bypassedRequests, () => [...r.bypasses].map(([reason, n]): [Record<string, string>, number] => [{ reason }, n]));
 
     gauge(METRICS.poolCapacityBytes, () => src.memory().capacityBytes);
     gauge(METRICS.poolUsedBytes, () => src.memory().usedBytes);

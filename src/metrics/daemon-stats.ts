@@ -35,6 +35,8 @@ export interface DaemonStats {
   /** The slowest of the last 256 lookups, stores and retrieves each, slowest first. */
   slowOps: SlowOp[];
   registeredWorkers: number;
+  /** Requests clients kept away from kvtier (Bypass), by reason. */
+  bypassed: Record<string, number>;
   /** Connections the daemon closed itself: broken framing, idle past idle_connection_timeout_ms. */
   closedConnections: { badFrame: number; idle: number };
   /** Prompt tokens looked up and found per tier, and tokens handed back by Retrieve. */
@@ -83,6 +85,7 @@ export function daemonStats(src: StatsSources): DaemonStats {
     lookupLatencyUs: r.ring.latencyUs(LOOKUP),
     slowOps: r.ring.slowest(5),
     registeredWorkers: r.registeredWorkers,
+    bypassed: Object.fromEntries(r.bypasses),
     closedConnections: { ...src.closedConnections() },
     tokens: {
       lookup: c.lookupTokens, hostHit: c.hostHitTokens, valkeyLookup: c.remoteLookupTokens,

@@ -34,6 +34,7 @@ export const METRICS = {
   failedRetrieveChunks: def('kvtier_retrieve_failed_chunks_total', 'counter', [], 'Leased chunks that could not be handed back (the worker recomputes them).'),
   skippedStoreChunks: def('kvtier_store_skipped_chunks_total', 'counter', [], 'Chunks not stored because the host pool was full of pinned chunks, or still warming with its ready part full.'),
   requestErrors: def('kvtier_request_errors_total', 'counter', ['op'], 'Lookup/store/retrieve requests that ended in an error frame.'),
+  bypassedRequests: def('kvtier_bypassed_requests_total', 'counter', ['reason'], 'Requests a client kept away from kvtier because it cannot key them (Bypass), by reason.'),
   lookupSeconds: def('kvtier_lookup_duration_seconds', 'histogram', [], 'Time the daemon spent on a Lookup (hashing, host index, Valkey EXISTS, leasing).'),
   storeSeconds: def('kvtier_store_duration_seconds', 'histogram', ['form'], 'Time from a Store request to StoreCopied (the copy into the host pool); form is inline or blocks.'),
   retrieveSeconds: def('kvtier_retrieve_duration_seconds', 'histogram', ['form'], 'Time from a Retrieve request to RetrieveDone, waiting for Valkey prefetches included.'),

@@ -26,6 +26,9 @@ export interface RequestHistograms {
   retrieve: Histogram<'form'>;
 }
 
+/** Distinct bypass reasons kept; later ones count as "other". */
+export const MAX_BYPASS_REASONS = 32;
+
 /** Indices into slow-ops.ts OPS. */
 export const LOOKUP = 0;
 const STORE = 1;
@@ -35,6 +38,8 @@ export class RequestMetrics {
   readonly ring = new SlowOpRing();
   /** Requests that ended in an error frame, by op. */
   readonly errors: Record<Op, number> = { lookup: 0, store: 0, retrieve: 0 };
+  /** Requests clients kept away from kvtier, by reason (at most MAX_BYPASS_REASONS + "other"). */
+  readonly bypasses = new Map<string, number>();
   #registered = 0;
   readonly #lookup: Observe;
   readonly #store: Record<Form, Observe>;
@@ -68,6 +73,12 @@ export class RequestMetrics {
 
   failed(op: Op): void {
     this.errors[op]++;
+  }
+
+  bypassed(reason: string): void {
+    // Reasons come from clients: bounded, so a client cannot grow the map or the metric's series.
+    const key = this.bypasses.has(reason) || this.bypasses.size < MAX_BYPASS_REASONS ? reason : 'other';
+    this.bypasses.set(key, (this.bypasses.get(key) ?? 0) + 1);
   }
 
   kvRegistered(): void {

@@ -50,6 +50,8 @@ export interface RequestObserver {
   retrieveDone(form: TransferForm, seconds: number, chunks: number, bytes: number): void;
   /** A Lookup, Store (or Put) or Retrieve that ended in an error frame. */
   failed(op: ObservedOp): void;
+  /** A request the client kept away from kvtier (Bypass), by reason. */
+  bypassed(reason: string): void;
   kvRegistered(): void;
   kvReleased(): void;
 }
@@ -141,6 +143,10 @@ export class Dispatcher {
         return admin.clear(m, env.clear!);
       case 'pin':
         return admin.pin(m, this.#namespace(), env.pin!);
+      case 'bypass':
+        this.#namespace();
+        this.#obs.bypassed(bypassReason(env.bypass!.reason));
+        return ACK;
       // These two need no namespace, but like every request they wait for Hello.
       case 'registerKv':
         this.#namespace();
@@ -320,4 +326,13 @@ export class Dispatcher {
     this.#obs.kvRegistered();
     return { registerKvOk: { chunkBytes: this.#kv.chunkBytes, backend: this.#kv.backend } };
   }
+}
+
+const BYPASS_REASON = /^[a-z0-9_]{1,48}$/;
+
+function bypassReason(reason: string | null | undefined): string {
+  if (typeof reason !== 'string' || !BYPASS_REASON.test(reason)) {
+    throw new BadRequestError(`Bypass.reason must be 1-48 characters of [a-z0-9_], got ${JSON.stringify(String(reason ?? '')).slice(0, 60)}`);
+  }
+  return reason;
 }

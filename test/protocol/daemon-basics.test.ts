@@ -116,6 +116,24 @@ describe('daemon over a real Unix socket', () => {
     await expect(raw.registerKv({ regions: [], planes: [], numBlocks: 0, blockSize: 16 })).rejects.toMatchObject({ code: expect.stringMatching(/KVT_BAD_LAYOUT|KVT_NATIVE/) });
   });
 
+  it('counts bypassed requests by reason; a bad reason is KVT_BAD_REQUEST, and reasons are bounded', async () => {
+    const c = await d.connect({ fingerprint: { model: 'bypass-test' } });
+    await c.request({ bypass: { reason: 'prompt_embeds' } });
+    await c.request({ bypass: { reason: 'prompt_embeds' } });
+    await c.request({ bypass: { reason: 'lora_unnamed' } });
+    for (const bad of ['', 'Has Space', 'x'.repeat(49), 'a:b']) {
+      await expect(c.request({ bypass: { reason: bad } })).rejects.toMatchObject({ code: 'KVT_BAD_REQUEST' });
+    }
+    for (let i = 0; i < 40; i++) await c.request({ bypass: { reason: `r${i}` } });
+    const b = d.daemon.stats().bypassed;
+    expect(b.prompt_embeds).toBe(2);
+    expect(b.lora_unnamed).toBe(1);
+    // 32 reasons kept, the rest counted together; nothing a client sends grows it further.
+    expect(Object.keys(b).length).toBe(33);
+    expect(b.other).toBe(40 - 30);
+    await c.ping();
+  });
+
   it('requires Hello before anything else', async () => {
     const sock = connect(d.socket);
     await new Promise((r) => sock.once('connect', r));

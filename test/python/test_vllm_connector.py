@@ -179,9 +179,14 @@ def test_local_prefix_cache_hit_is_not_overwritten(daemon, alloc):
         b.close()
 
 
-@pytest.mark.parametrize("attr,value", [("mm_features", ["image without a hash"]),
-                                        ("lora_request", object()), ("prompt_embeds", object())])
-def test_requests_whose_kv_is_not_keyed_by_tokens_bypass_kvtier(daemon, alloc, attr, value):
+@pytest.mark.parametrize("attr,value,reason", [("mm_features", ["image without a hash"], "multimodal_unhashed"),
+                                               ("lora_request", object(), "lora_unnamed"),
+                                               ("prompt_embeds", object(), "prompt_embeds")])
+def test_requests_whose_kv_is_not_keyed_by_tokens_bypass_kvtier(daemon, alloc, attr, value, reason):
+    """Neither looked up nor saved, and counted by reason in the daemon's stats (kvtier stats)."""
+    from kvtier.client import KvtierClient
+    from kvtier.hashing import Fingerprint
+
     a = MiniEngine(daemon.socket, alloc, "A")
     b = MiniEngine(daemon.socket, alloc, "B")
     try:
@@ -191,6 +196,13 @@ def test_requests_whose_kv_is_not_keyed_by_tokens_bypass_kvtier(daemon, alloc, a
         s = b.run(special)
         assert s.external_tokens == 0
         assert s.finished_sending == set() and not b.held
+        fp = Fingerprint(model="stats-probe", dtype="float16", kv_layout="kv-NHD-x2")
+        with KvtierClient(daemon.socket, fp, "pytest", timeout=5.0) as c:
+            deadline = time.monotonic() + 5
+            while c.stats().get("bypassed", {}).get(reason) != 1:
+                assert time.monotonic() < deadline, c.stats().get("bypassed")
+                time.sleep(0.02)
+            assert c.stats()["bypassed"] == {reason: 1}
     finally:
         a.close()
         b.close()

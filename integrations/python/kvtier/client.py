@@ -301,6 +301,11 @@ class KvtierClient:
         rid = next(self._ids)
         return conn.send_parts(rid, lookup_frame_parts(rid, packed, lease_ttl_ms, no_lease, seed), 1)
 
+    def report_bypass(self, reason: str) -> None:
+        """Tells the daemon a request was kept away from kvtier (counted by reason in `kvtier
+        stats`); does not wait for the Ack. reason: [a-z0-9_], 1-48 characters."""
+        self.submit(proto.Bypass(reason=reason))
+
     def release_lease(self, lease_id: int, wait: bool = False) -> None:
         """Unpins a lease; by default does not wait for the Ack."""
         if not lease_id:

@@ -90,6 +90,8 @@ class Envelope(Message):
     def pin(self) -> Pin: ...
     @property
     def pin_ok(self) -> PinOk: ...
+    @property
+    def bypass(self) -> Bypass: ...
     def __init__(
         self,
         *,
@@ -129,6 +131,7 @@ class Envelope(Message):
         clear_ok: Optional[ClearOk] = ...,
         pin: Optional[Pin] = ...,
         pin_ok: Optional[PinOk] = ...,
+        bypass: Optional[Bypass] = ...,
     ) -> None: ...
 
 class Error(Message):
@@ -645,4 +648,12 @@ class PinOk(Message):
         over_budget_chunks: int = ...,
         pinned_bytes: int = ...,
         budget_bytes: int = ...,
+    ) -> None: ...
+
+class Bypass(Message):
+    reason: str
+    def __init__(
+        self,
+        *,
+        reason: str = ...,
     ) -> None: ...

@@ -126,6 +126,7 @@ class SchedulerSide:
                 self._bypass_counted.add(req_id)
                 self.interval.add("bypassed")
                 self.interval.add("bypassed_" + reason.split(":")[0])
+                self._report_bypass(reason.split(":")[0])
             return 0, False
         if (not self.s.load or req_id in self._loading or req_id in self._load_failed
                 or not self.health.ready()):
@@ -393,6 +394,16 @@ class SchedulerSide:
         if seed and self.health.ready() and not self._daemon_seeds():
             return "daemon_without_seed"
         return None
+
+    def _report_bypass(self, reason: str) -> None:
+        """The same count in the daemon's stats, for operators who do not read vLLM's: best
+        effort, never waited for (a daemon that is down just misses the count)."""
+        if not self.health.ready():
+            return
+        try:
+            next(iter(self.clients.values())).report_bypass(reason)
+        except KvtierError:
+            pass
 
     def _daemon_seeds(self) -> bool:
         """Whether the daemon honours ChunkAddress.seed (HelloOk.address_seed); an older one would
