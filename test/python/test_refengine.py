@@ -50,7 +50,10 @@ def assert_matches(got: torch.Tensor, prompt: list[int], dtype: torch.dtype = to
 
 
 def engine(sock: str, **kw: Any) -> RefEngine:
-    extra = {"kvtier_timeout_s": 3.0, "kvtier_retry_interval_s": 0.2,
+    # The tests of load semantics count on a Lookup answered in the step that asked it (2 s
+    # here, not the default 5 ms, which a loaded CI machine can miss): the polling across
+    # steps is tested with the default in test_a_lookup_to_a_stopped_daemon_does_not_hold_the_batch.
+    extra = {"kvtier_timeout_s": 3.0, "kvtier_retry_interval_s": 0.2, "kvtier_lookup_wait_ms": 2000,
              **kw.pop("extra", {})}
     kw.setdefault("num_blocks", 160)
     return RefEngine(sock, extra=extra, **kw)
@@ -649,3 +652,41 @@ def test_tp2_worker_processes_store_and_load_their_own_shard_and_match_recompute
             b.close()
     finally:
         a.close()
+
+
+def test_a_lookup_to_a_stopped_daemon_does_not_hold_the_batch(daemon):
+    """The daemon is stopped when a long prompt arrives: its Lookup goes unanswered, and the
+    scheduler answers vLLM "not yet" (None) each step instead of waiting, so the running
+    requests keep decoding. With the lookup timeout at 10 s a waiting scheduler would stall a
+    step for 10 s. Once the daemon is back the Lookup's answer is used: a hit, loaded, and the
+    logits equal a recompute's."""
+    produce(daemon.socket)
+    b = engine(daemon.socket, extra={"kvtier_lookup_timeout_s": 10.0, "kvtier_lookup_wait_ms": 5})
+    try:
+        shorts = [b.add_request(f"s{i}", [_rng.randrange(1024) for _ in range(100)], max_new_tokens=400)
+                  for i in range(4)]
+        for _ in range(4):
+            b.step()
+        daemon.pause()
+        try:
+            long = b.add_request("long", P2)
+            n0, out0 = len(b.step_times), len(shorts[0].output_token_ids)
+            for _ in range(5):
+                b.step()
+            assert long.status == "WAITING", "the Lookup is unanswered: the request waits, unscheduled"
+        finally:
+            daemon.resume()
+        steps = [dt for _, dt, _ in b.step_times[n0:]]
+        assert len(shorts[0].output_token_ids) >= out0 + 5, "the batch decoded while the Lookup waited"
+        assert max(steps) < 3.0, f"a step waited for the Lookup: {steps}"
+        t0 = time.monotonic()
+        while long.status != "FINISHED":
+            b.step()
+            assert time.monotonic() - t0 < 60
+        for r in shorts:
+            b.abort(r.request_id)
+    finally:
+        daemon.resume()
+        b.close()
+    assert long.external_tokens == 768 and long.load_error_blocks == set()
+    assert_matches(long.first_logits, P2)

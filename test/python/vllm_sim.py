@@ -128,6 +128,11 @@ class MiniEngine:
     def run(self, req: Request, *, before_worker: Any = None, after_start_load: Any = None) -> StepResult:
         rid = req.request_id
         ext, load_async = self.scheduler.get_num_new_matched_tokens(req, 0)
+        deadline = time.monotonic() + 30
+        while ext is None:                 # vLLM asks again in its next step
+            assert not load_async and time.monotonic() < deadline
+            time.sleep(0.001)
+            ext, load_async = self.scheduler.get_num_new_matched_tokens(req, 0)
         assert load_async == (ext > 0), "a hit is loaded asynchronously, a miss is not"
         n = len(req.prompt_token_ids)
         assert ext < n, "the connector must leave at least one token to compute"

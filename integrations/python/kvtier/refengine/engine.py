@@ -356,6 +356,10 @@ class RefEngine:
                 local = 0                                   # no local prefix cache in this engine
                 if self.scheduler is not None:
                     ext, load_async = self.scheduler.get_num_new_matched_tokens(req, local)
+                    if ext is None:                 # vLLM: not determined yet, ask again next step
+                        assert not load_async
+                        skipped.append(req)
+                        continue
                     assert local + ext < req.num_tokens, "the connector claimed the last prompt token"
                     assert ext or not load_async, "async must be False when nothing is matched"
                 computed = local + ext

@@ -49,12 +49,13 @@ neither looked up nor saved, and counted with the reason.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import proto
 from ..client import KvtierClient, address
-from ..errors import KvtierError
+from ..errors import KvtierError, RequestTimeout
 from ..framing import NO_BLOCK, u32_array
 from ..session import Session, release_lease
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
@@ -80,6 +81,30 @@ class _Lookup:
     base: dict[int, int] = field(default_factory=dict)   # sliding group -> absolute chunk of lease chunk 0
 
 
+@dataclass
+class _Asked:
+    """One request's Lookups in flight, sent when vLLM first asked about it."""
+    pending: dict[int, Any]                      # group -> Pending LookupOk
+    computed: int                                # num_computed_tokens they were sent for
+    t0: float
+
+    def answered(self, wait_s: float) -> bool:
+        """Whether every answer is in, waiting at most wait_s for the rest."""
+        deadline = time.monotonic() + wait_s
+        for p in self.pending.values():
+            while not p.done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                try:
+                    p.wait(left)
+                except RequestTimeout:
+                    return False
+                except KvtierError:
+                    break                        # failed: _lookup raises it
+        return True
+
+
 class SchedulerSide:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
@@ -99,6 +124,15 @@ class SchedulerSide:
                               lookup_ranks=ranks if len(ranks) > 1 else ())
             for g, group in enumerate(self.groups)}
         self.health = session.health
+        # Connected at engine start, so that no scheduler step waits for a Hello: a Lookup's
+        # answer is polled across steps (vLLM's None), but a Hello is a round trip of its own.
+        # A daemon that is down now is connected to lazily, by the first Lookup after it is back.
+        try:
+            for c in self.clients.values():
+                c.connect()
+            self.health.ok()
+        except KvtierError as exc:
+            self.health.failed(exc)
         self._lookups: dict[str, _Lookup] = {}
         self._to_load: list[LoadSpec] = []
         self._loading: set[str] = set()            # LoadSpec sent, finished_recving not seen
@@ -108,6 +142,8 @@ class SchedulerSide:
         self._load_blocks: dict[tuple[str, int], tuple[int, list[int]]] = {}  # (req, group) -> (first chunk, ids)
         self.interval = KVTierConnectorStats()     # taken by get_kv_connector_stats
         self._bypass_counted: set[str] = set()     # a request is counted once, not per lookup
+        self._asked: dict[str, _Asked] = {}        # Lookups sent, answers not all in yet
+        self._orphans: list[_Asked] = []           # given up on: leases released when answered
         # Sliding-window groups: running requests' block tables (from the SchedulerOutput) and
         # the next chunk to store per group, for the saves made during the steps.
         self._sliding = [g for g in range(len(self.groups)) if self._kind(g) == "sliding"]
@@ -117,9 +153,13 @@ class SchedulerSide:
 
     # -- vLLM hooks -----------------------------------------------------------
 
-    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
+    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[Optional[int], bool]:
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
+        asked = self._asked.get(req_id)
+        if asked is not None and asked.computed != num_computed_tokens:
+            self._drop_asked(req_id)      # vLLM's local prefix moved on: ask anew
+            asked = None
         reason = self._bypass_reason(request)
         if reason:
             if req_id not in self._bypass_counted:
@@ -136,7 +176,15 @@ class SchedulerSide:
             return 0, False
         seed, _ = request_seed(request)
         try:
-            lk = self._lookup(tokens, num_computed_tokens, seed)
+            if asked is None:
+                asked = self._asked[req_id] = self._ask(tokens, num_computed_tokens, seed)
+            if not asked.answered(self.s.lookup_wait_s):
+                if time.monotonic() - asked.t0 < self.s.lookup_timeout_s:
+                    return None, False    # vLLM asks again next step; the batch does not wait
+                self._drop_asked(req_id)
+                raise RequestTimeout(f"Lookup unanswered after {self.s.lookup_timeout_s:.3f}s")
+            del self._asked[req_id]
+            lk = self._lookup(tokens, num_computed_tokens, seed, asked.pending)
             self.health.ok()
         except KvtierError as exc:
             self.health.failed(exc)
@@ -152,17 +200,46 @@ class SchedulerSide:
         group = self.groups[g]
         return "full" if group is None else group.kind
 
-    def _lookup(self, tokens: list[int], num_computed: int, seed: bytes = b"") -> Optional[_Lookup]:
-        """Leases on every (rank, group) for the longest prefix all of them can restore: one
-        Lookup per group answers for every rank, the prompt packed once for all of them."""
+    def _ask(self, tokens: list[int], num_computed: int, seed: bytes) -> "_Asked":
+        """Sends one Lookup per full-attention group (each answers for every rank), the prompt
+        packed once for all of them; the answers are collected by _lookup."""
+        full = [g for g in self.clients if self._kind(g) != "sliding"]
+        packed = u32_array(tokens) if full else None
+        pending = {g: self.clients[g].submit_lookup(packed, seed, self.s.lease_ttl_ms) for g in full}
+        return _Asked(pending, num_computed, time.monotonic())
+
+    def _drop_asked(self, req_id: str) -> None:
+        """A Lookup given up on (timed out, or its request moved on or finished): its leases
+        are released once its answers arrive (build_connector_meta polls them)."""
+        asked = self._asked.pop(req_id, None)
+        if asked is not None:
+            self._orphans.append(asked)
+
+    def _release_orphans(self) -> None:
+        keep = []
+        for asked in self._orphans:
+            if not all(p.done() for p in asked.pending.values()):
+                keep.append(asked)
+                continue
+            for g, p in asked.pending.items():
+                try:
+                    _, ok = p.wait(0)[0]
+                except KvtierError:
+                    continue
+                for lease in (list(ok.lease_ids) or [ok.lease_id]):
+                    release_lease(self.clients.get(g), lease)
+        self._orphans = keep
+
+    def _lookup(self, tokens: list[int], num_computed: int, seed: bytes,
+                pending: dict[int, Any]) -> Optional[_Lookup]:
+        """Leases on every (rank, group) for the longest prefix all of them can restore, from
+        the answers of _ask (and, for sliding-window groups, their windows' Lookups)."""
         cs = self.s.chunk_size
         leases: dict[tuple[int, int], int] = {}
         try:
-            full = [g for g in self.clients if self._kind(g) != "sliding"]
+            full = list(pending)
             hit_tokens, hit_chunks = len(tokens), len(tokens) // cs
             if full:
-                packed = u32_array(tokens)
-                pending = {g: self.clients[g].submit_lookup(packed, seed, self.s.lease_ttl_ms) for g in full}
                 tiers = (0, 0, 0)
                 complete = True
                 for g, p in pending.items():
@@ -252,6 +329,7 @@ class SchedulerSide:
         self._add_load(req_id, lk, _groups(_block_ids(blocks), len(self.groups)))
 
     def build_connector_meta(self, scheduler_output: Any) -> KVTierConnectorMetadata:
+        self._release_orphans()
         meta = KVTierConnectorMetadata()
         meta.loads, self._to_load = self._to_load, []
         self._loading.update(ld.req_id for ld in meta.loads)
@@ -336,6 +414,7 @@ class SchedulerSide:
         """SupportsHMA: one SaveSpec per KV cache group for the request's full chunks."""
         req_id = request.request_id
         self._release(self._lookups.pop(req_id, None))
+        self._drop_asked(req_id)
         loaded = self._loaded_chunks.pop(req_id, 0)
         for g in range(len(self.groups)):
             self._load_blocks.pop((req_id, g), None)

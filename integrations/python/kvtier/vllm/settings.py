@@ -11,7 +11,11 @@ kvtier_chunk_size         256                  must equal the daemon's chunk_siz
 kvtier_lease_ttl_ms       30000                lease on looked-up chunks until loaded
 kvtier_timeout_s          5.0                  per-request timeout (worker side): a load
                                                unanswered this long is failed
-kvtier_lookup_timeout_s   0.5                  Lookup timeout: the scheduler never waits longer
+kvtier_lookup_timeout_s   0.5                  Lookup timeout: a request's Lookup unanswered this long
+                                               (over every scheduler step it was polled in) is a miss
+kvtier_lookup_wait_ms     5                    how long one scheduler step waits for a Lookup's answer;
+                                               past it the request is asked about again next step
+                                               (vLLM's (None, False)) and the batch goes on
 kvtier_retry_interval_s   1.0                  back-off after the daemon was unreachable
 kvtier_kv_layout          from the model       layout descriptor (kv-NHD-x2, mla-NC-x1, ...)
 kvtier_model              model_config.model   namespace model name
@@ -93,6 +97,7 @@ class Settings:
     lease_ttl_ms: int
     timeout_s: float
     lookup_timeout_s: float
+    lookup_wait_s: float
     retry_interval_s: float
     load: bool
     save: bool
@@ -159,6 +164,7 @@ def settings_from_vllm(vllm_config: Any, kv_cache_config: Any = None) -> Setting
         lease_ttl_ms=int(extra.get("kvtier_lease_ttl_ms", 30000)),
         timeout_s=float(extra.get("kvtier_timeout_s", 5.0)),
         lookup_timeout_s=float(extra.get("kvtier_lookup_timeout_s", 0.5)),
+        lookup_wait_s=float(extra.get("kvtier_lookup_wait_ms", 5)) / 1000,
         retry_interval_s=float(extra.get("kvtier_retry_interval_s", 1.0)),
         load=role in ("kv_both", "kv_consumer"), save=role in ("kv_both", "kv_producer"),
         fingerprint=fp, tp_rank=rank("kvtier_tp_rank"), pp_rank=rank("kvtier_pp_rank"),
