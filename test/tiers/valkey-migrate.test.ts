@@ -116,6 +116,9 @@ describe('a slot migrated while the tier reads and writes it (native data path)'
       expect(before).toMatchObject({ failures: 0, redirects: 0 });
 
       let stop = false;
+      /** Set: the workers wait at the top of their loop (idle counts them). */
+      let hold = false;
+      let idle = 0;
       const wrong: string[] = [];
       const failedPuts: string[] = [];
       const slow: string[] = [];
@@ -133,6 +136,11 @@ describe('a slot migrated while the tier reads and writes it (native data path)'
         while (!stop) {
           // A macrotask turn each round: calls that settle at once (a miss, a skipped put) must not starve the timers.
           await sleep(1);
+          if (hold) {
+            idle++;
+            while (hold) await sleep(5);
+            idle--;
+          }
           const got = await timed('get', () => tier.get(k));
           gets++;
           if (got === null) misses++;
@@ -175,18 +183,32 @@ describe('a slot migrated while the tier reads and writes it (native data path)'
         await sleep(30);
       }
       expect(askSeen).toBe(true);
+      // Every key moved: the old owner answers ASK for each until the handover. Every ASK
+      // also refreshes the tier's map, so a fetch in flight across SETSLOT NODE could pick
+      // up the new owner before any job meets MOVED. The workers pause for the handover
+      // only, and the map fetches settle, so the first job after it meets MOVED.
+      hold = true;
+      await until('workers paused', () => idle === chunks.length);
+      let quiet = (tier.stats().native as NativeStats).mapRefreshes;
+      for (;;) {
+        await sleep(150);
+        const now = (tier.stats().native as NativeStats).mapRefreshes;
+        if (now === quiet) break;
+        quiet = now;
+      }
       const atHandover = tier.stats().native as NativeStats;
       expect(atHandover.redirects).toBeGreaterThan(0);
       for (const node of [to.node, from.node, ...cluster.nodes.filter((n) => n !== to.node && n !== from.node)]) {
         await node.cli(['CLUSTER', 'SETSLOT', String(slot), 'NODE', to.id]);
       }
       expect(ownerOf(await masters(), slot).id).toBe(to.id);
+      hold = false;
       // Handed over: the old owner answers MOVED until the tier's map names the new one.
       await until('a native job answered MOVED', () => redirectLines('MOVED') > 0);
       await until('the slot map refreshed after the handover', () => (tier.stats().native as NativeStats).mapRefreshes > atHandover.mapRefreshes);
-      // A refresh already in flight may have landed first; the next one follows the MOVED (at most one fetch at a time).
+      // From here the workers' chunks go native to the new owner: jobs go on, redirects stop
+      // (after the jobs that were already on their way to the old owner).
       await sleep(200);
-      // From here the workers' chunks go native to the new owner: jobs go on, redirects stop.
       const settled = tier.stats().native as NativeStats;
       await sleep(500);
       const later = tier.stats().native as NativeStats;
@@ -219,7 +241,7 @@ describe('a slot migrated while the tier reads and writes it (native data path)'
       expect(tier.counters).toMatchObject({ errors: 0, corrupt: 0, skipped: 0 });
       expect(unhandled).toEqual([]);
       // Recorded for the report: how much of the run met a half-moved slot.
-      console.log(JSON.stringify({ slot, gets, misses, puts, moved, native: after, askLines: redirectLines('ASK'), movedLines: redirectLines('MOVED') }));
+      console.log(JSON.stringify({ slot, gets, misses, puts, moved, counters: tier.counters, native: after, info: lines.filter((l) => !l.includes("refused: ASK")), askLines: redirectLines('ASK'), movedLines: redirectLines('MOVED') }));
     } finally {
       await tier.close();
     }
