@@ -22,6 +22,9 @@ import type { LogFn, ValkeyCommand, ValkeyPool, ValkeyReply } from './valkey-poo
 
 export function noop(): void {}
 
+/** A cluster redirect as glide words it ("Moved: 14916 host:port") or the server does ("MOVED ...", "ASK ...", "TRYAGAIN ..."). */
+const REDIRECT_REPLY = /\b(moved|ask|tryagain)\b/i;
+
 export function isReplyError(r: ValkeyReply): r is Error {
   return r instanceof Error;
 }
@@ -113,26 +116,41 @@ export class ValkeyIo {
 
   async set(key: string, value: Buffer, ttlSecs: number | undefined): Promise<boolean> {
     const cmd: ValkeyCommand = ttlSecs === undefined ? { op: 'set', key, value } : { op: 'set', key, value, ttlSecs };
-    const out = await this.run([cmd], value.length);
-    if (!out) return false;
-    const r = out[0];
-    if (isReplyError(r)) {
+    return (await this.#runOne(cmd, value.length, () => `SET ${key} (${value.length} bytes)`)) !== 'down';
+  }
+
+  /**
+   * One command's reply; 'down' when there is no answer to trust (counted
+   * and logged when the server refused it). glide can hand back a
+   * MOVED/ASK/TRYAGAIN reply around a slot's handover instead of following
+   * it (seen on a real reshard: test/tiers/valkey-migrate.test.ts): that is
+   * sent once more. The callers never take an error reply for an absent
+   * key: that would make a stored chunk's segments look evicted and get
+   * the chunk deleted.
+   */
+  async #runOne(cmd: ValkeyCommand, bytes: number, what: () => string): Promise<ValkeyReply | 'down'> {
+    for (let attempt = 0; ; attempt++) {
+      const out = await this.run([cmd], bytes);
+      if (!out) return 'down';
+      const r = out[0];
+      if (!isReplyError(r)) return r;
+      if (attempt === 0 && REDIRECT_REPLY.test(r.message)) continue;
       this.counters.errors++;
-      this.warnFailure(`SET ${key} (${value.length} bytes) refused: ${r.message.trim()}`);
-      return false;
+      this.warnFailure(`${what()} refused: ${r.message.trim()}`);
+      return 'down';
     }
-    return true;
   }
 
   async getValue(base: string): Promise<Buffer | null> {
-    const out = await this.run([{ op: 'get', key: base }]);
-    return out ? asBuffer(out[0]) : null;
+    const got = await this.#runOne({ op: 'get', key: base }, 0, () => `GET ${base}`);
+    return got === 'down' ? null : asBuffer(got);
   }
 
-  /** One segment's bytes, null when absent, 'down' when Valkey did not answer; never rejects. */
+  /** One segment's bytes, null when absent, 'down' when Valkey did not answer (or refused); never rejects. */
   async fetchSegment(base: string, index: number, segBytes: number | undefined): Promise<Buffer | null | 'down'> {
-    const out = await this.run([{ op: 'get', key: segmentRedisKey(base, index) }], segBytes);
-    return out ? asBuffer(out[0]) : 'down';
+    const key = segmentRedisKey(base, index);
+    const got = await this.#runOne({ op: 'get', key }, segBytes ?? 0, () => `GET ${key}`);
+    return got === 'down' ? got : asBuffer(got);
   }
 
   async deleteKeys(base: string, segments: number): Promise<number> {
