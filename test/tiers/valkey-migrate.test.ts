@@ -22,8 +22,9 @@ import type { NativeStats } from '../../src/tiers/valkey-native.js';
 import { hungServerBoundMs } from '../../src/tiers/valkey-options.js';
 import { keyHashSlot } from '../../src/tiers/valkey-slots.js';
 import type { ChunkId } from '../../src/tiers/chunk-id.js';
-import { startValkeyCluster, stopAllValkey, type ValkeyCluster, type ValkeyServer } from '../../bench/valkey-server.js';
+import { startValkeyCluster, stopAllValkey, type ValkeyCluster } from '../../bench/valkey-server.js';
 import { randomChunkKey } from './tier-contract.js';
+import { clusterMasters, ownerOf, type Master } from './cluster-nodes.js';
 
 let cluster: ValkeyCluster;
 const unhandled: unknown[] = [];
@@ -46,33 +47,7 @@ const SEG = 64 << 10;
 /** Five segments and a manifest: six keys per chunk to move. */
 const VALUE_BYTES = (5 * SEG) - 17;
 
-interface Master {
-  node: ValkeyServer;
-  id: string;
-  ranges: [number, number][];
-}
-
-/** Who serves what, from CLUSTER NODES text (independent of the tier's parser). */
-async function masters(): Promise<Master[]> {
-  const out = await cluster.nodes[0].cli(['CLUSTER', 'NODES']);
-  const result: Master[] = [];
-  for (const line of out.trim().split('\n')) {
-    const f = line.trim().split(' ');
-    if (!f[2].includes('master')) continue;
-    const port = Number(f[1].split('@')[0].split(':')[1]);
-    const node = cluster.nodes.find((n) => n.port === port)!;
-    const ranges = f.slice(8).filter((r) => !r.startsWith('[')).map((r) => {
-      const [a, b] = r.split('-').map(Number);
-      return [a, b ?? a] as [number, number];
-    });
-    result.push({ node, id: f[0], ranges });
-  }
-  return result;
-}
-
-function ownerOf(all: Master[], slot: number): Master {
-  return all.find((m) => m.ranges.some(([a, b]) => slot >= a && slot <= b))!;
-}
+const masters = (): Promise<Master[]> => clusterMasters(cluster);
 
 async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValkeyTier } from '../../src/tiers/valkey-tier.js';
 import type { NativeStats } from '../../src/tiers/valkey-native.js';
 import { crc16, keyHashSlot, parseClusterSlots, splitAddress } from '../../src/tiers/valkey-slots.js';
-import { startValkeyCluster, stopAllValkey, type ValkeyCluster, type ValkeyServer } from '../../bench/valkey-server.js';
+import { startValkeyCluster, stopAllValkey, type ValkeyCluster } from '../../bench/valkey-server.js';
 import { randomChunkKey } from './tier-contract.js';
+import { clusterMasters, ownerOf, type Master } from './cluster-nodes.js';
 
 let cluster: ValkeyCluster;
 
@@ -25,33 +26,7 @@ afterAll(async () => {
 
 const quiet = (): void => undefined;
 
-interface Master {
-  node: ValkeyServer;
-  id: string;
-  ranges: [number, number][];
-}
-
-/** Who serves what, from CLUSTER NODES text (independent of the tier's own parser). */
-async function masters(): Promise<Master[]> {
-  const out = await cluster.nodes[0].cli(['CLUSTER', 'NODES']);
-  const result: Master[] = [];
-  for (const line of out.trim().split('\n')) {
-    const f = line.trim().split(' ');
-    if (!f[2].includes('master')) continue;
-    const port = Number(f[1].split('@')[0].split(':')[1]);
-    const node = cluster.nodes.find((n) => n.port === port)!;
-    const ranges = f.slice(8).filter((r) => !r.startsWith('[')).map((r) => {
-      const [a, b] = r.split('-').map(Number);
-      return [a, b ?? a] as [number, number];
-    });
-    result.push({ node, id: f[0], ranges });
-  }
-  return result;
-}
-
-function ownerOf(all: Master[], slot: number): Master {
-  return all.find((m) => m.ranges.some(([a, b]) => slot >= a && slot <= b))!;
-}
+const masters = (): Promise<Master[]> => clusterMasters(cluster);
 
 /** Moves `slot` with its keys from its owner to `to`, as valkey-cli --cluster reshard does. */
 async function migrateSlot(slot: number, to: Master): Promise<void> {
