@@ -193,7 +193,8 @@ function leaseOf(p: ManagerParts, ns: Namespace, leaseId: number, first: number,
   const lease = p.leases.get(leaseId, ns.id);
   if (lease === undefined) {
     const expired = p.leases.expiredChunks(leaseId);
-    if (expired > 0) p.counters.misses.lease_expired += num === 0 ? Math.max(0, expired - first) : Math.min(num, Math.max(0, expired - first));
+    // num 0: every chunk from `first` on.
+    if (expired > 0) p.counters.misses.lease_expired += Math.min(num || Infinity, Math.max(0, expired - first));
     throw new LeaseNotFoundError(leaseId);
   }
   return lease;

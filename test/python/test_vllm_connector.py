@@ -184,9 +184,6 @@ def test_local_prefix_cache_hit_is_not_overwritten(daemon, alloc):
                                                ("prompt_embeds", object(), "prompt_embeds")])
 def test_requests_whose_kv_is_not_keyed_by_tokens_bypass_kvtier(daemon, alloc, attr, value, reason):
     """Neither looked up nor saved, and counted by reason in the daemon's stats (kvtier stats)."""
-    from kvtier.client import KvtierClient
-    from kvtier.hashing import Fingerprint
-
     a = MiniEngine(daemon.socket, alloc, "A")
     b = MiniEngine(daemon.socket, alloc, "B")
     try:
@@ -196,13 +193,8 @@ def test_requests_whose_kv_is_not_keyed_by_tokens_bypass_kvtier(daemon, alloc, a
         s = b.run(special)
         assert s.external_tokens == 0
         assert s.finished_sending == set() and not b.held
-        fp = Fingerprint(model="stats-probe", dtype="float16", kv_layout="kv-NHD-x2")
-        with KvtierClient(daemon.socket, fp, "pytest", timeout=5.0) as c:
-            deadline = time.monotonic() + 5
-            while c.stats().get("bypassed", {}).get(reason) != 1:
-                assert time.monotonic() < deadline, c.stats().get("bypassed")
-                time.sleep(0.02)
-            assert c.stats()["bypassed"] == {reason: 1}
+        st = wait_daemon_stats(daemon.socket, lambda st: st.get("bypassed", {}).get(reason) == 1, 5.0)
+        assert st["bypassed"] == {reason: 1}
     finally:
         a.close()
         b.close()
@@ -298,15 +290,29 @@ def test_tp2_each_rank_stores_and_loads_only_its_own_shard(daemon, alloc):
         b.close()
 
 
-def daemon_lookups(sock: str) -> int:
-    """Lookups the daemon has answered (kvtier stats), read through a probe connection."""
+def daemon_stats(sock: str) -> dict:
+    """The daemon's `kvtier stats`, read through a probe connection."""
     from kvtier import Fingerprint, KvtierClient
 
     c = KvtierClient(sock, Fingerprint(model="probe", dtype="x", kv_layout="x"), "probe", timeout=3.0)
     try:
-        return int(c.stats()["counters"]["lookups"])
+        return c.stats()
     finally:
         c.close()
+
+
+def wait_daemon_stats(sock: str, ready, timeout: float) -> dict:
+    """The daemon's stats once ready(stats) holds (the daemon counts after it answered)."""
+    deadline = time.monotonic() + timeout
+    while not ready(st := daemon_stats(sock)):
+        assert time.monotonic() < deadline, st
+        time.sleep(0.02)
+    return st
+
+
+def daemon_lookups(sock: str) -> int:
+    """Lookups the daemon has answered (kvtier stats)."""
+    return int(daemon_stats(sock)["counters"]["lookups"])
 
 
 def test_tp2_rank_1_alone_never_gets_rank_0s_chunks(daemon, alloc):
@@ -608,19 +614,12 @@ def test_connector_stats_count_disk_hits_after_a_daemon_restart(daemon_factory, 
     disk = tmp_path / "disk"
     disk.mkdir()
     d = daemon_factory(f"local_disk: file://{disk}/\nmax_local_disk_size: 0.1\n")
-    from kvtier.client import KvtierClient
-    from kvtier.hashing import Fingerprint
-
     a = MiniEngine(d.socket, alloc, "A")
     try:
         a.run(req("r1", PREFIX + [4] * 20))
     finally:
         a.close()
-    with KvtierClient(d.socket, Fingerprint(model="stats-probe", dtype="float16", kv_layout="kv-NHD-x2"), "pytest", timeout=5.0) as c:
-        deadline = time.monotonic() + 20
-        while c.stats()["disk"]["entries"] < 3:
-            assert time.monotonic() < deadline, c.stats()["disk"]
-            time.sleep(0.05)
+    wait_daemon_stats(d.socket, lambda st: st["disk"]["entries"] >= 3, 20.0)
     d.kill()
     d.start()
     b = MiniEngine(d.socket, alloc, "B")
