@@ -15,12 +15,14 @@
  * evicting it. A Lookup for 8 ranks pins 8 entries per chunk; re-inserting
  * each at its pin was a quarter of that Lookup's time. The index is keyed by ChunkId.hostKey; this is the
  * tier's only API (synchronous, for the manager's hot path), not the async
- * Tier contract of the shared tiers. A second index by chain hash holds every
- * rank's entry of a chunk position (hash version 2: ranks share the hash), so
- * a Lookup for N ranks hashes one key string per position, not N (entriesAt).
+ * Tier contract of the shared tiers. A second index by chain hash
+ * (host-groups.ts) holds every rank's entry of a chunk position (hash
+ * version 2: ranks share the hash) and is read from the request's raw hash
+ * bytes, so a Lookup for N ranks makes one probe per position and no string.
  */
 import type { ChunkId } from './chunk-id.js';
 import { EvictedIds } from './evicted-ids.js';
+import { HostGroups, type HostGroup } from './host-groups.js';
 import type { HostMemory, Slab } from './host-memory.js';
 
 export interface HostEntry {
@@ -47,19 +49,12 @@ export interface HostTierStats {
   skippedWarming: number;
 }
 
-/** The entry of namespace `namespaceId` among one chain hash's entries (HostTier.entriesAt). */
-export function entryIn(list: readonly HostEntry[] | undefined, namespaceId: string): HostEntry | undefined {
-  if (list === undefined) return undefined;
-  for (let k = 0; k < list.length; k++) if (list[k].id.namespaceId === namespaceId) return list[k];
-  return undefined;
-}
-
 export class HostTier {
   readonly name = 'host' as const;
   readonly memory: HostMemory;
   #index = new Map<string, HostEntry>();
-  /** Entries by ChunkId.hash: one per namespace holding that chain hash (a few, one per rank). */
-  #byHash = new Map<string, HostEntry[]>();
+  /** Entries by chain hash: one per namespace holding it (a few, one per rank). */
+  readonly #groups = new HostGroups();
   #usedBytes = 0;
   #pinnedEntries = 0;
   #pinnedBytes = 0;
@@ -82,9 +77,9 @@ export class HostTier {
     return this.#index.has(id.hostKey);
   }
 
-  /** Every namespace's entry of `id`'s chain hash (a multi-rank Lookup reads it once per position; entryIn picks a rank's). */
-  entriesAt(id: ChunkId): readonly HostEntry[] | undefined {
-    return this.#byHash.get(id.hash);
+  /** Every namespace's entry of the chain hash at `hashes[offset..offset+32]` (a Lookup reads it once per position; entryIn picks a rank's). */
+  groupAt(hashes: Uint8Array, offset: number): HostGroup | undefined {
+    return this.#groups.find(hashes, offset);
   }
 
   /** Whether this tier evicted the chunk recently (bounded memory: evicted-ids.ts). */
@@ -105,7 +100,7 @@ export class HostTier {
     return entry;
   }
 
-  /** Pins and touches an entry found by peek or entriesAt (still indexed). */
+  /** Pins and touches an entry found by peek or groupAt (still indexed). */
   pinFound(entry: HostEntry): void {
     entry.used = true;
     this.pinEntry(entry);
@@ -151,9 +146,7 @@ export class HostTier {
     }
     const entry: HostEntry = { id, slab, pins: 0, doomed: false, storedAt: Date.now(), used: false };
     this.#index.set(id.hostKey, entry);
-    const list = this.#byHash.get(id.hash);
-    if (list === undefined) this.#byHash.set(id.hash, [entry]);
-    else list.push(entry);
+    this.#groups.add(entry);
     this.#evicted.forget(id.hostKey);
     this.#usedBytes += slab.buf.length;
     return entry;
@@ -195,7 +188,7 @@ export class HostTier {
     const entry = this.#index.get(key);
     if (entry === undefined) return false;
     this.#index.delete(key);
-    this.#unhash(entry);
+    this.#groups.remove(entry);
     entry.doomed = true;
     if (entry.pins === 0) this.#free(entry);
     return true;
@@ -214,7 +207,7 @@ export class HostTier {
         continue;
       }
       this.#index.delete(key);
-      this.#unhash(entry);
+      this.#groups.remove(entry);
       this.#evictions++;
       this.#evictedBytes += entry.slab.buf.length;
       this.#evicted.add(key);
@@ -223,14 +216,6 @@ export class HostTier {
       return true;
     }
     return false;
-  }
-
-  #unhash(entry: HostEntry): void {
-    const list = this.#byHash.get(entry.id.hash);
-    if (list === undefined) return;
-    const k = list.indexOf(entry);
-    if (k >= 0) list.splice(k, 1);
-    if (list.length === 0) this.#byHash.delete(entry.id.hash);
   }
 
   #free(entry: HostEntry): void {
