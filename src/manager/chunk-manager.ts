@@ -195,9 +195,15 @@ export class ChunkManager {
   }
 
   #unpinLease(lease: Lease): void {
-    for (let i = 0; i < lease.group.positions; i++) {
-      const entry = leasedEntry(lease, i);
-      if (entry !== null) this.host.unpin(entry);
+    const group = lease.group;
+    if (group.perEntry) {
+      for (let i = 0; i < group.positions; i++) {
+        if (group.groups[i] !== null) continue;
+        const entry = leasedEntry(lease, i);
+        if (entry !== null) this.host.unpin(entry);
+      }
     }
+    if (--group.live > 0) return;
+    for (const g of group.groups) if (g !== null) this.host.unpinGroup(g);
   }
 }

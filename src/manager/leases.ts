@@ -15,10 +15,16 @@
  *   entries[i * stride + slot]   rank's chunk i (null: not in the host tier yet)
  *   pending[i * stride + slot]   its fetch in flight (the array only when one is)
  *
- * Each Lease still pins its own entries and releases, expires and is found
- * by id on its own; only the bookkeeping is shared. A per-chunk object per
- * rank was most of a TP=8 Lookup's extra cost over a TP=1 one.
+ * Each Lease releases, expires and is found by id on its own. Pins: a
+ * position every rank held in the host tier is pinned once for the whole
+ * group, as its chain-hash group's counter (host-tier.ts pinGroup), until the
+ * group's last lease goes; a position with a chunk still to fetch pins per
+ * lease and entry, as each lands. So a rank's chunks of a whole-host
+ * position stay pinned until every rank of its Lookup has released (they
+ * load together). Per-rank pins and one object per rank and chunk were most
+ * of a TP=8 Lookup's extra cost over a TP=1 one.
  */
+import type { HostGroup } from '../tiers/host-groups.js';
 import type { HostEntry } from '../tiers/host-tier.js';
 
 export class LeaseGroup {
@@ -29,13 +35,21 @@ export class LeaseGroup {
   readonly entries: Array<HostEntry | null>;
   /** Fetches into the host tier, same layout; settled ones are set to null. */
   pending: Array<Promise<void> | null> | null = null;
+  /** Per position: the chain-hash group pinned once for every lease, or null where each lease pins its entries. */
+  readonly groups: Array<HostGroup | null>;
+  /** Whether some position is pinned per lease and entry. */
+  readonly perEntry: boolean;
   readonly leases: Lease[] = [];
+  /** Leases not yet released: the group pins go with the last. */
+  live = 0;
   readonly #tokensOf: (i: number) => number;
 
-  constructor(positions: number, stride: number, entries: Array<HostEntry | null>, tokensOf: (i: number) => number) {
+  constructor(positions: number, stride: number, entries: Array<HostEntry | null>, groups: Array<HostGroup | null>, perEntry: boolean, tokensOf: (i: number) => number) {
     this.positions = positions;
     this.stride = stride;
     this.entries = entries;
+    this.groups = groups;
+    this.perEntry = perEntry;
     this.#tokensOf = tokensOf;
   }
 
@@ -93,6 +107,7 @@ export class LeaseTable {
     for (let k = 0; k < namespaceIds.length; k++) {
       const lease: Lease = { id: this.#nextId++, namespaceId: namespaceIds[k], owner, group, slot: slotOf[k], expiresAt, released: false };
       group.leases.push(lease);
+      group.live++;
       this.#leases.set(lease.id, lease);
     }
     return group.leases;

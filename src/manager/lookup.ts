@@ -25,7 +25,7 @@ import type { Namespace } from '../chunking/namespace.js';
 import { errorMessage } from '../errors.js';
 import { HASH_BYTES } from '../chunking/prefix-hash.js';
 import { ChunkId } from '../tiers/chunk-id.js';
-import { entryIn } from '../tiers/host-groups.js';
+import { entryIn, type HostGroup } from '../tiers/host-groups.js';
 import type { HostEntry } from '../tiers/host-tier.js';
 import { hashAddress, type ChunkAddress } from './address.js';
 import type { MissReason } from './counters.js';
@@ -172,6 +172,9 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   const fetches: Promise<HostEntry | null>[] = [];
   const fetchTokens: number[] = [];
   const fetching: Array<{ at: number; id: ChunkId; fetch: Promise<HostEntry | null> }> = [];
+  // The chain-hash group of each position every rank holds in the host tier: pinned once for all leases.
+  const groups: Array<HostGroup | null> = new Array(hit);
+  let perEntry = false;
   let learned = false;
   for (let i = 0; i < hit; i++) {
     let inHost = true;
@@ -199,6 +202,9 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
         fetchTokens.push(walked.tokensOf(i));
       }
     }
+    const g = inHost ? found[i * R]!.group : null;
+    groups[i] = g;
+    if (g === null) perEntry = true;
     if (inHost) hostChunks++;
     else if (inLocal) diskChunks++;
   }
@@ -206,14 +212,16 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   const leaseIds: number[] = [];
   if (opts.noLease !== true && hit > 0) {
     found.length = hit * R;
-    const group = new LeaseGroup(hit, R, found, walked.tokensOf);
+    const group = new LeaseGroup(hit, R, found, groups, perEntry, walked.tokensOf);
     const leases = p.leases.create(group, ranks.map((ns) => ns.id), slotOf, opts.owner, opts.ttlMs ?? p.leaseTtlMs);
+    for (const g of groups) if (g !== null) p.host.pinGroup(g);
     for (const lease of leases) {
-      for (let at = lease.slot; at < found.length; at += R) {
-        const entry = found[at];
+      leaseIds.push(lease.id);
+      if (!perEntry) continue;
+      for (let i = 0; i < hit; i++) {
+        const entry = groups[i] === null ? found[i * R + lease.slot] : null;
         if (entry !== null) p.host.pinFound(entry);
       }
-      leaseIds.push(lease.id);
     }
     if (fetching.length > 0) {
       const pending: Array<Promise<void> | null> = new Array(hit * R).fill(null);

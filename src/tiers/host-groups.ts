@@ -22,8 +22,21 @@ export interface HostGroup {
   readonly words: Int32Array;
   /** One entry per namespace holding this chain hash (a few: one per rank). */
   readonly entries: HostEntry[];
+  /**
+   * entries[k].id.namespaceId, beside them: a Lookup matches its ranks here
+   * without loading each entry and its id (two cache misses per rank and
+   * position on a large tier).
+   */
+  readonly names: string[];
   /** The next group whose hash has the same Map key. */
   next: HostGroup | null;
+  /** Group pins (host-tier.ts pinGroup): while > 0 no entry of the group is evicted or freed. */
+  pins: number;
+  /** Of `entries`, those with no pin of their own, and their bytes: what a group pin adds to the pinned stats. */
+  freeCount: number;
+  freeBytes: number;
+  /** Entries removed while the group was pinned: freed when its last pin goes. */
+  held: HostEntry[] | null;
 }
 
 const WORDS = HASH_BYTES / 4;
@@ -52,18 +65,22 @@ export class HostGroups {
     return undefined;
   }
 
-  add(entry: HostEntry): void {
+  /** Adds `entry` to its chain hash's group (made if new) and returns the group; null for an id that is not a chain hash. */
+  add(entry: HostEntry): HostGroup | null {
     const bytes = entry.id.bytes;
-    if (bytes.length !== HASH_BYTES) return;
+    if (bytes.length !== HASH_BYTES) return null;
     const found = this.find(bytes, 0);
     if (found !== undefined) {
       found.entries.push(entry);
-      return;
+      found.names.push(entry.id.namespaceId);
+      return found;
     }
     const words = new Int32Array(WORDS);
     for (let w = 0; w < WORDS; w++) words[w] = bytes.readInt32LE(w * 4);
     const key = keyOf(bytes, 0);
-    this.#heads.set(key, { words, entries: [entry], next: this.#heads.get(key) ?? null });
+    const group: HostGroup = { words, entries: [entry], names: [entry.id.namespaceId], next: this.#heads.get(key) ?? null, pins: 0, freeCount: 0, freeBytes: 0, held: null };
+    this.#heads.set(key, group);
+    return group;
   }
 
   remove(entry: HostEntry): void {
@@ -74,7 +91,10 @@ export class HostGroups {
     for (let g = this.#heads.get(key) ?? null; g !== null; prev = g, g = g.next) {
       if (!same(g.words, bytes, 0)) continue;
       const k = g.entries.indexOf(entry);
-      if (k >= 0) g.entries.splice(k, 1);
+      if (k >= 0) {
+        g.entries.splice(k, 1);
+        g.names.splice(k, 1);
+      }
       if (g.entries.length > 0) return;
       if (prev !== null) prev.next = g.next;
       else if (g.next !== null) this.#heads.set(key, g.next);
@@ -87,8 +107,8 @@ export class HostGroups {
 /** The entry of namespace `namespaceId` in `group`; `hint`: the index to try first (a rank's usual place). */
 export function entryIn(group: HostGroup | undefined, namespaceId: string, hint: number): HostEntry | undefined {
   if (group === undefined) return undefined;
-  const list = group.entries;
-  if (hint < list.length && list[hint].id.namespaceId === namespaceId) return list[hint];
-  for (let k = 0; k < list.length; k++) if (list[k].id.namespaceId === namespaceId) return list[k];
+  const names = group.names;
+  if (names[hint] === namespaceId) return group.entries[hint];
+  for (let k = 0; k < names.length; k++) if (names[k] === namespaceId) return group.entries[k];
   return undefined;
 }
