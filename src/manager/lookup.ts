@@ -23,7 +23,7 @@
  */
 import type { Namespace } from '../chunking/namespace.js';
 import { errorMessage } from '../errors.js';
-import { HASH_BYTES } from '../chunking/prefix-hash.js';
+import { chunkCount, HASH_BYTES } from '../chunking/prefix-hash.js';
 import { ChunkId } from '../tiers/chunk-id.js';
 import { entryIn, type HostGroup } from '../tiers/host-groups.js';
 import type { HostEntry } from '../tiers/host-tier.js';
@@ -63,19 +63,23 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   const R = spaces.length;
   // The chain hashes, set by the walk (the buffer it fills) before any probe.
   let hashes: Buffer = EMPTY;
-  // found[i * R + q]: slot q's host entry of position i, null when absent.
-  // One group probe per position whatever R is, from the raw hash bytes
-  // (host-groups.ts); filled in position order, so the array stays packed,
-  // and it becomes the lease group's entries as it is.
-  const found: Array<HostEntry | null> = [];
+  // found[i * R + q]: slot q's host entry of position i, null when absent;
+  // whole[i]: position i's chain-hash group when every slot is in it, else
+  // null. One group probe per position whatever R is, from the raw hash
+  // bytes (host-groups.ts); both arrays sized once, and found becomes the
+  // lease group's entries as it is.
+  const most = 'tokens' in address ? chunkCount(address.tokens.byteLength >>> 2, p.chunkSize, p.saveUnfullChunk) : address.keys.length;
+  const found = new Array<HostEntry | null>(most * R);
+  const whole = new Array<HostGroup | null>(most);
   const probe = (i: number): boolean => {
     const group = p.host.groupAt(hashes, i * HASH_BYTES);
-    let all = true;
+    let all = group !== undefined;
     for (let q = 0; q < R; q++) {
       const e = entryIn(group, spaces[q].id, q) ?? null;
       found[i * R + q] = e;
       if (e === null) all = false;
     }
+    whole[i] = all ? group! : null;
     return all;
   };
   // A chunk's id is printed (hex) only when a tier must be asked by name:
@@ -171,13 +175,22 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   let diskChunks = 0;
   const fetches: Promise<HostEntry | null>[] = [];
   const fetchTokens: number[] = [];
+  let learned = false;
   const fetching: Array<{ at: number; id: ChunkId; fetch: Promise<HostEntry | null> }> = [];
   // The chain-hash group of each position every rank holds in the host tier: pinned once for all leases.
-  const groups: Array<HostGroup | null> = new Array(hit);
+  const groups = whole.slice(0, hit);
   let perEntry = false;
-  let learned = false;
   for (let i = 0; i < hit; i++) {
-    let inHost = true;
+    const g = groups[i];
+    if (g !== null) {
+      hostChunks++;
+      if (!learned) {
+        learned = true;
+        p.pace.learnChunk(nsId, found[i * R]!.slab.buf.length, walked.tokensOf(i));
+      }
+      continue;
+    }
+    perEntry = true;
     let inLocal = true;
     for (let q = 0; q < R; q++) {
       const entry = found[i * R + q];
@@ -189,7 +202,6 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
         continue;
       }
       const id = idAt(q, i);
-      inHost = false;
       const onDisk = disk !== null && disk.has(id.hostKey);
       if (!onDisk) inLocal = false;
       if (opts.noLease === true) continue;
@@ -202,11 +214,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
         fetchTokens.push(walked.tokensOf(i));
       }
     }
-    const g = inHost ? found[i * R]!.group : null;
-    groups[i] = g;
-    if (g === null) perEntry = true;
-    if (inHost) hostChunks++;
-    else if (inLocal) diskChunks++;
+    if (inLocal) diskChunks++;
   }
   if (fetches.length > 0) measureFetches(p, nsId, fetches, fetchTokens, started);
   const leaseIds: number[] = [];
