@@ -12,7 +12,9 @@
  * entries in one flat array, position-major, and each rank's Lease a view
  * of it by slot (the rank's distinct namespace):
  *
- *   entries[i * stride + slot]   rank's chunk i (null: not in the host tier yet)
+ *   groups[i]                    position i's chain-hash group, when every rank's
+ *                                chunk was in the host tier (its entries are there)
+ *   entries[i * stride + slot]   else rank's chunk i (null: not in the host tier yet)
  *   pending[i * stride + slot]   its fetch in flight (the array only when one is)
  *
  * Each Lease releases, expires and is found by id on its own. Pins: a
@@ -24,7 +26,7 @@
  * load together). Per-rank pins and one object per rank and chunk were most
  * of a TP=8 Lookup's extra cost over a TP=1 one.
  */
-import type { HostGroup } from '../tiers/host-groups.js';
+import { groupEntry, type HostGroup } from '../tiers/host-groups.js';
 import type { HostEntry } from '../tiers/host-tier.js';
 
 export class LeaseGroup {
@@ -70,9 +72,15 @@ export interface Lease {
   released: boolean;
 }
 
-/** Chunk i's host entry for `lease` (null while fetched, or when the fetch missed). */
+/**
+ * Chunk i's host entry for `lease` (null while fetched, or when the fetch
+ * missed): of a whole-host position, the lease's namespace's entry in the
+ * pinned group (or the one removed meanwhile and held by the pin).
+ */
 export function leasedEntry(lease: Lease, i: number): HostEntry | null {
-  return lease.group.entries[i * lease.group.stride + lease.slot];
+  const g = lease.group.groups[i];
+  if (g !== null) return groupEntry(g, lease.namespaceId, lease.slot);
+  return lease.group.entries[i * lease.group.stride + lease.slot] ?? null;
 }
 
 /** Chunk i's fetch in flight for `lease`, or null. */

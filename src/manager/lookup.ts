@@ -63,36 +63,41 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   const R = spaces.length;
   // The chain hashes, set by the walk (the buffer it fills) before any probe.
   let hashes: Buffer = EMPTY;
-  // found[i * R + q]: slot q's host entry of position i, null when absent;
-  // whole[i]: position i's chain-hash group when every slot is in it, else
-  // null. One group probe per position whatever R is, from the raw hash
-  // bytes (host-groups.ts); both arrays sized once, and found becomes the
-  // lease group's entries as it is.
+  // whole[i]: position i's chain-hash group when every slot has its entry
+  // in it (the common case, checked against the names beside the group's
+  // entries, no entry loaded), else null; found[i * R + q]: slot q's entry
+  // of such a position, null when absent, made on the first one. One group
+  // probe per position whatever R is, from the raw hash bytes
+  // (host-groups.ts); a lease finds a whole position's entries in the group.
   const most = 'tokens' in address ? chunkCount(address.tokens.byteLength >>> 2, p.chunkSize, p.saveUnfullChunk) : address.keys.length;
-  const found = new Array<HostEntry | null>(most * R);
   const whole = new Array<HostGroup | null>(most);
+  let found: Array<HostEntry | null> | null = null;
   const probe = (i: number): boolean => {
     const group = p.host.groupAt(hashes, i * HASH_BYTES);
-    let all = group !== undefined;
-    for (let q = 0; q < R; q++) {
-      const e = entryIn(group, spaces[q].id, q) ?? null;
-      found[i * R + q] = e;
-      if (e === null) all = false;
+    if (group !== undefined && holdsAll(group, spaces)) {
+      whole[i] = group;
+      return true;
     }
-    whole[i] = all ? group! : null;
-    return all;
+    whole[i] = null;
+    found ??= new Array<HostEntry | null>(most * R);
+    for (let q = 0; q < R; q++) found[i * R + q] = entryIn(group, spaces[q].id, q) ?? null;
+    return false;
+  };
+  const entryAt = (q: number, i: number): HostEntry | null => {
+    const g = whole[i];
+    return g !== null ? entryIn(g, spaces[q].id, q)! : found![i * R + q];
   };
   // A chunk's id is printed (hex) only when a tier must be asked by name:
   // the disk index, the remote tier, a fetch, a miss reason.
   const printed: Array<ChunkId | undefined> = [];
   const idAt = (q: number, i: number): ChunkId => {
-    const e = found[i * R + q];
-    if (e !== null && e !== undefined) return e.id;
+    const e = entryAt(q, i);
+    if (e !== null) return e.id;
     let id = printed[i];
     if (id === undefined) printed[i] = id = ChunkId.at(nsId, hashes, i);
     return id.inNamespace(spaces[q].id);
   };
-  const localAt = (q: number, i: number): boolean => found[i * R + q] !== null || (disk !== null && disk.has(idAt(q, i).hostKey));
+  const localAt = (q: number, i: number): boolean => entryAt(q, i) !== null || (disk !== null && disk.has(idAt(q, i).hostKey));
   const allLocal = (i: number): boolean => {
     for (let q = 0; q < R; q++) if (!localAt(q, i)) return false;
     return true;
@@ -186,14 +191,14 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       hostChunks++;
       if (!learned) {
         learned = true;
-        p.pace.learnChunk(nsId, found[i * R]!.slab.buf.length, walked.tokensOf(i));
+        p.pace.learnChunk(nsId, g.entries[0].slab.buf.length, walked.tokensOf(i));
       }
       continue;
     }
     perEntry = true;
     let inLocal = true;
     for (let q = 0; q < R; q++) {
-      const entry = found[i * R + q];
+      const entry = found![i * R + q];
       if (entry !== null) {
         if (!learned) {
           learned = true;
@@ -219,15 +224,16 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   if (fetches.length > 0) measureFetches(p, nsId, fetches, fetchTokens, started);
   const leaseIds: number[] = [];
   if (opts.noLease !== true && hit > 0) {
-    found.length = hit * R;
-    const group = new LeaseGroup(hit, R, found, groups, perEntry, walked.tokensOf);
+    const entries = found ?? [];
+    if (entries.length > hit * R) entries.length = hit * R;
+    const group = new LeaseGroup(hit, R, entries, groups, perEntry, walked.tokensOf);
     const leases = p.leases.create(group, ranks.map((ns) => ns.id), slotOf, opts.owner, opts.ttlMs ?? p.leaseTtlMs);
     for (const g of groups) if (g !== null) p.host.pinGroup(g);
     for (const lease of leases) {
       leaseIds.push(lease.id);
       if (!perEntry) continue;
       for (let i = 0; i < hit; i++) {
-        const entry = groups[i] === null ? found[i * R + lease.slot] : null;
+        const entry = groups[i] === null ? entries[i * R + lease.slot] : null;
         if (entry !== null) p.host.pinFound(entry);
       }
     }
@@ -243,6 +249,17 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Whether `group` has an entry of every namespace of `spaces` (rank q's usually at index q). */
+function holdsAll(group: HostGroup, spaces: readonly Namespace[]): boolean {
+  const names = group.names;
+  if (names.length < spaces.length) return false;
+  for (let q = 0; q < spaces.length; q++) {
+    const id = spaces[q].id;
+    if (names[q] !== id && !names.includes(id)) return false;
+  }
+  return true;
+}
 
 /** The distinct namespaces of `ranks` (by id), and each rank's slot among them. */
 function distinct(ranks: readonly Namespace[]): { spaces: Namespace[]; slotOf: number[] } {

@@ -112,3 +112,12 @@ export function entryIn(group: HostGroup | undefined, namespaceId: string, hint:
   for (let k = 0; k < names.length; k++) if (names[k] === namespaceId) return group.entries[k];
   return undefined;
 }
+
+/** Namespace `namespaceId`'s entry of a pinned group: indexed, or removed while the pin held it; null when neither. */
+export function groupEntry(group: HostGroup, namespaceId: string, hint: number): HostEntry | null {
+  const e = entryIn(group, namespaceId, hint);
+  if (e !== undefined) return e;
+  const held = group.held;
+  if (held !== null) for (const h of held) if (h.id.namespaceId === namespaceId) return h;
+  return null;
+}

@@ -260,16 +260,16 @@ export class HostTier {
     this.#groups.remove(entry);
     entry.doomed = true;
     const g = entry.group;
-    if (entry.pins > 0) return true; // freed at its last unpin
-    if (g !== null) {
+    if (g !== null && entry.pins === 0) {
       g.freeCount--;
       g.freeBytes -= entry.slab.buf.length;
-      if (g.pins > 0) {
-        this.#hold(g, entry);
-        return true;
-      }
     }
-    this.#free(entry);
+    if (g !== null && g.pins > 0) {
+      // A lease of the pinned group still reads it (leases.ts leasedEntry).
+      this.#hold(g, entry);
+      return true;
+    }
+    if (entry.pins === 0) this.#free(entry);
     return true;
   }
 
