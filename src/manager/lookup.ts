@@ -183,7 +183,8 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   let learned = false;
   const fetching: Array<{ at: number; id: ChunkId; fetch: Promise<HostEntry | null> }> = [];
   // The chain-hash group of each position every rank holds in the host tier: pinned once for all leases.
-  const groups = whole.slice(0, hit);
+  const groups = whole;
+  groups.length = hit;
   let perEntry = false;
   for (let i = 0; i < hit; i++) {
     const g = groups[i];
