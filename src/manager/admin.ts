@@ -171,7 +171,7 @@ export async function inspect(
     return {
       namespaceId: id.namespaceId, chunkHash: id.hash, index: 'hash' in query ? 0 : i,
       inHost: e !== undefined, hostBytes: e?.slab.buf.length ?? 0, hostAgeS: e === undefined ? 0 : (now - e.storedAt) / 1000,
-      pinned: pins.has(id), pins: e?.pins ?? 0, inValkey: valkey[i] > 0, valkeyBytes: valkey[i],
+      pinned: pins.has(id), pins: e === undefined ? 0 : e.pins + (e.group?.pins ?? 0), inValkey: valkey[i] > 0, valkeyBytes: valkey[i],
       inDisk: p.disk?.has(id.hostKey) ?? false, diskBytes: p.disk?.disk.lengthOf(id.hostKey) ?? 0,
     };
   });

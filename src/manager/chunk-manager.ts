@@ -24,7 +24,7 @@ import * as admin from './admin.js';
 import type { AdminTier, ChunkInfo, NamespaceUsage, PinResult } from './admin.js';
 import { ManagerCounters } from './counters.js';
 import * as keyed from './keyed.js';
-import { LeaseTable, type Lease } from './leases.js';
+import { LeaseTable, leasedEntry, type Lease } from './leases.js';
 import { lookup, type LookupOptions, type LookupResult } from './lookup.js';
 import type { ManagerParts } from './parts.js';
 import { PrefixPins } from './pins.js';
@@ -195,11 +195,15 @@ export class ChunkManager {
   }
 
   #unpinLease(lease: Lease): void {
-    for (const chunk of lease.chunks) {
-      if (chunk.entry !== null) {
-        this.host.unpin(chunk.entry);
-        chunk.entry = null;
+    const group = lease.group;
+    if (group.perEntry) {
+      for (let i = 0; i < group.positions; i++) {
+        if (group.groups[i] !== null) continue;
+        const entry = leasedEntry(lease, i);
+        if (entry !== null) this.host.unpin(entry);
       }
     }
+    if (--group.live > 0) return;
+    for (const g of group.groups) if (g !== null) this.host.unpinGroup(g);
   }
 }

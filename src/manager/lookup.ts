@@ -15,17 +15,21 @@
  * own in its namespace, so its worker Retrieves and releases only its shard.
  * Ranks that share a namespace (MLA one copy) are checked and fetched once.
  *
- * Each chunk's host presence is asked once and its ChunkId built once
- * (address.ts); the lease keeps the ids for the fetches and the retrieves.
+ * A position's host presence is one probe of the chain-hash index from the
+ * raw hash bytes (host-groups.ts), whatever the rank count; a ChunkId is
+ * printed only for a chunk some tier must be asked about by name, so a warm
+ * host-tier Lookup builds no string per chunk. Its leases share one record
+ * (leases.ts LeaseGroup): one flat entries array, no object per chunk.
  */
 import type { Namespace } from '../chunking/namespace.js';
 import { errorMessage } from '../errors.js';
-import type { ChunkId } from '../tiers/chunk-id.js';
-import { entryIn, type HostEntry } from '../tiers/host-tier.js';
-import { chunkCount } from '../chunking/prefix-hash.js';
-import { resolveAddress, type ChunkAddress } from './address.js';
+import { chunkCount, HASH_BYTES } from '../chunking/prefix-hash.js';
+import { ChunkId } from '../tiers/chunk-id.js';
+import { entryIn, type HostGroup } from '../tiers/host-groups.js';
+import type { HostEntry } from '../tiers/host-tier.js';
+import { hashAddress, type ChunkAddress } from './address.js';
 import type { MissReason } from './counters.js';
-import type { Lease, LeasedChunk } from './leases.js';
+import { LeaseGroup } from './leases.js';
 import type { ManagerParts } from './parts.js';
 
 export interface LookupOptions {
@@ -57,43 +61,56 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   const { spaces, slotOf } = distinct(ranks);
   const nsId = spaces[0].id;
   const R = spaces.length;
-  // Rank r's chunk i: found in the host tier through the shared chain hash
-  // (host.entriesAt, one key string per position whatever R is) and asked once
-  // until the remote answer (the host may change while it is awaited); its
-  // ChunkId is built only when no host entry carries it.
-  let ids: ChunkId[] = [];
-  // asked[i * R + r]: undefined until asked, null when absent.
+  // The chain hashes, set by the walk (the buffer it fills) before any probe.
+  let hashes: Buffer = EMPTY;
+  // whole[i]: position i's chain-hash group when every slot has its entry
+  // in it (the common case, checked against the names beside the group's
+  // entries, no entry loaded), else null; found[i * R + q]: slot q's entry
+  // of such a position, null when absent, made on the first one. One group
+  // probe per position whatever R is, from the raw hash bytes
+  // (host-groups.ts); a lease finds a whole position's entries in the group.
   const most = 'tokens' in address ? chunkCount(address.tokens.byteLength >>> 2, p.chunkSize, p.saveUnfullChunk) : address.keys.length;
-  let asked = new Array<HostEntry | null | undefined>(most * R).fill(undefined);
-  const hostAt = (r: number, i: number): HostEntry | undefined => {
-    let e = asked[i * R + r];
-    if (e === undefined) {
-      const list = p.host.entriesAt(ids[i]);
-      for (let q = 0; q < R; q++) asked[i * R + q] = entryIn(list, spaces[q].id) ?? null;
-      e = asked[i * R + r];
+  const whole = new Array<HostGroup | null>(most);
+  let found: Array<HostEntry | null> | null = null;
+  const probe = (i: number): boolean => {
+    const group = p.host.groupAt(hashes, i * HASH_BYTES);
+    if (group !== undefined && holdsAll(group, spaces)) {
+      whole[i] = group;
+      return true;
     }
-    return e ?? undefined;
+    whole[i] = null;
+    found ??= new Array<HostEntry | null>(most * R);
+    for (let q = 0; q < R; q++) found[i * R + q] = entryIn(group, spaces[q].id, q) ?? null;
+    return false;
   };
-  const idAt = (r: number, i: number): ChunkId => (r === 0 ? ids[i] : (hostAt(r, i)?.id ?? ids[i].inNamespace(spaces[r].id)));
-  const localAt = (r: number, i: number): boolean => hostAt(r, i) !== undefined || (disk !== null && disk.has(idAt(r, i).hostKey));
-  const allHost = (i: number): boolean => {
-    for (let r = 0; r < R; r++) if (hostAt(r, i) === undefined) return false;
-    return true;
+  const entryAt = (q: number, i: number): HostEntry | null => {
+    const g = whole[i];
+    return g !== null ? entryIn(g, spaces[q].id, q)! : found![i * R + q];
   };
+  // A chunk's id is printed (hex) only when a tier must be asked by name:
+  // the disk index, the remote tier, a fetch, a miss reason.
+  const printed: Array<ChunkId | undefined> = [];
+  const idAt = (q: number, i: number): ChunkId => {
+    const e = entryAt(q, i);
+    if (e !== null) return e.id;
+    let id = printed[i];
+    if (id === undefined) printed[i] = id = ChunkId.at(nsId, hashes, i);
+    return id.inNamespace(spaces[q].id);
+  };
+  const localAt = (q: number, i: number): boolean => entryAt(q, i) !== null || (disk !== null && disk.has(idAt(q, i).hostKey));
   const allLocal = (i: number): boolean => {
-    for (let r = 0; r < R; r++) if (!localAt(r, i)) return false;
+    for (let q = 0; q < R; q++) if (!localAt(q, i)) return false;
     return true;
   };
-  let hostRun = 0;
   // The leading run held here (host or disk): never cut by the remote pace.
   let localRun = 0;
   let broken = false;
-  // Each chunk's host presence is asked once, here while hashing, for the
-  // leading run; the chunks past it once, after the remote answer.
-  const resolved = resolveAddress(p, spaces[0], address, (i, id) => {
-    ids.push(id);
-    if (!broken && allHost(i)) {
-      hostRun = localRun = i + 1;
+  // Each position is probed once while hashing; again after a remote answer.
+  const walked = hashAddress(p, spaces[0], address, (i, h) => {
+    hashes = h;
+    const all = probe(i);
+    if (!broken && all) {
+      localRun = i + 1;
       return false;
     }
     broken = true;
@@ -103,14 +120,15 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
     }
     return remote === null;
   });
-  ids = resolved.ids;
+  hashes = walked.hashes;
+  const count = walked.count;
   let hit = localRun;
   let remoteDown = remote === null && p.sync.configured;
   let slowCut = false;
-  if (remote !== null && localRun < resolved.count) {
-    // Every rank's rest in one pipelined call, position-major: rest[(i - localRun) * R + r].
+  if (remote !== null && localRun < count) {
+    // Every rank's rest in one pipelined call, position-major: rest[(i - localRun) * R + q].
     const rest: ChunkId[] = [];
-    for (let i = localRun; i < resolved.count; i++) for (let r = 0; r < R; r++) rest.push(idAt(r, i));
+    for (let i = localRun; i < count; i++) for (let q = 0; q < R; q++) rest.push(idAt(q, i));
     let remoteFound: boolean[] = [];
     try {
       remoteFound = await remote.contains(rest);
@@ -118,17 +136,17 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       remoteDown = true;
       p.log.warn('remote lookup failed; answering from the host tier', { error: errorMessage(e) });
     }
-    asked = asked.fill(undefined);
-    // The local run may have grown while the remote answered (a store, a fetch landing).
+    // The host may have changed while the remote answered (a store, a fetch landing, an eviction).
+    for (let i = 0; i < count; i++) probe(i);
     let cut = localRun;
     let localOnly = true;
-    while (hit < resolved.count) {
+    while (hit < count) {
       let held = true;
       let here = true;
-      for (let r = 0; r < R && held; r++) {
-        const l = localAt(r, hit);
+      for (let q = 0; q < R && held; q++) {
+        const l = localAt(q, hit);
         if (!l) here = false;
-        held = l || remoteFound[(hit - localRun) * R + r] === true;
+        held = l || remoteFound[(hit - localRun) * R + q] === true;
       }
       if (!held) break;
       if (!here) localOnly = false;
@@ -143,11 +161,11 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       slowCut = true;
     }
   }
-  if (hit < resolved.count) {
-    let missing = ids[hit];
-    for (let r = 0; r < R; r++) {
-      if (!localAt(r, hit)) {
-        missing = idAt(r, hit);
+  if (hit < count) {
+    let missing = idAt(0, hit);
+    for (let q = 0; q < R; q++) {
+      if (!localAt(q, hit)) {
+        missing = idAt(q, hit);
         break;
       }
     }
@@ -155,70 +173,93 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   }
 
   let hitTokens = 0;
-  for (let i = 0; i < hit; i++) hitTokens += resolved.tokensOf(i);
+  for (let i = 0; i < hit; i++) hitTokens += walked.tokensOf(i);
   // Per distinct namespace and position: the host entry, or the one fetch
-  // every lease of that namespace waits for (r * hit + i).
+  // every lease of that namespace waits for.
   let hostChunks = 0;
   let diskChunks = 0;
   const fetches: Promise<HostEntry | null>[] = [];
   const fetchTokens: number[] = [];
-  const entries: Array<HostEntry | undefined> = new Array(R * hit);
-  const pendings: Array<Promise<HostEntry | null> | null> = new Array(R * hit).fill(null);
-  const chunkIds: ChunkId[] = new Array(R * hit);
   let learned = false;
+  const fetching: Array<{ at: number; id: ChunkId; fetch: Promise<HostEntry | null> }> = [];
+  // The chain-hash group of each position every rank holds in the host tier: pinned once for all leases.
+  const groups = whole;
+  groups.length = hit;
+  let perEntry = false;
   for (let i = 0; i < hit; i++) {
-    let inHost = true;
+    const g = groups[i];
+    if (g !== null) {
+      hostChunks++;
+      if (!learned) {
+        learned = true;
+        p.pace.learnChunk(nsId, g.entries[0].slab.buf.length, walked.tokensOf(i));
+      }
+      continue;
+    }
+    perEntry = true;
     let inLocal = true;
-    for (let r = 0; r < R; r++) {
-      const entry = hostAt(r, i);
-      entries[r * hit + i] = entry;
-      if (entry !== undefined) {
-        chunkIds[r * hit + i] = entry.id;
+    for (let q = 0; q < R; q++) {
+      const entry = found![i * R + q];
+      if (entry !== null) {
         if (!learned) {
           learned = true;
-          p.pace.learnChunk(nsId, entry.slab.buf.length, resolved.tokensOf(i));
+          p.pace.learnChunk(nsId, entry.slab.buf.length, walked.tokensOf(i));
         }
         continue;
       }
-      const id = idAt(r, i);
-      chunkIds[r * hit + i] = id;
-      inHost = false;
+      const id = idAt(q, i);
       const onDisk = disk !== null && disk.has(id.hostKey);
       if (!onDisk) inLocal = false;
       if (opts.noLease === true) continue;
       if (onDisk) {
-        pendings[r * hit + i] = fetchLocalFirst(p, id);
+        fetching.push({ at: i * R + q, id, fetch: fetchLocalFirst(p, id) });
       } else {
         const f = fetchRemote(p, id);
-        pendings[r * hit + i] = f;
+        fetching.push({ at: i * R + q, id, fetch: f });
         fetches.push(f);
-        fetchTokens.push(resolved.tokensOf(i));
+        fetchTokens.push(walked.tokensOf(i));
       }
     }
-    if (inHost) hostChunks++;
-    else if (inLocal) diskChunks++;
+    if (inLocal) diskChunks++;
   }
   if (fetches.length > 0) measureFetches(p, nsId, fetches, fetchTokens, started);
   const leaseIds: number[] = [];
   if (opts.noLease !== true && hit > 0) {
-    for (let k = 0; k < ranks.length; k++) {
-      const base = slotOf[k] * hit;
-      const chunks: LeasedChunk[] = new Array(hit);
-      for (let i = 0; i < hit; i++) {
-        const entry = entries[base + i];
-        if (entry !== undefined) p.host.pinFound(entry);
-        chunks[i] = { id: chunkIds[base + i], tokens: resolved.tokensOf(i), entry: entry ?? null, pending: pendings[base + i] };
-      }
-      const lease = p.leases.create(ranks[k].id, opts.owner, chunks, opts.ttlMs ?? p.leaseTtlMs);
+    const entries = found ?? [];
+    if (entries.length > hit * R) entries.length = hit * R;
+    const group = new LeaseGroup(hit, R, entries, groups, perEntry, walked.tokensOf);
+    const leases = p.leases.create(group, ranks.map((ns) => ns.id), slotOf, opts.owner, opts.ttlMs ?? p.leaseTtlMs);
+    for (const g of groups) if (g !== null) p.host.pinGroup(g);
+    for (const lease of leases) {
       leaseIds.push(lease.id);
-      for (const chunk of chunks) {
-        if (chunk.pending !== null) chunk.pending = pinWhenFetched(p, lease, chunk, chunk.pending);
+      if (!perEntry) continue;
+      for (let i = 0; i < hit; i++) {
+        const entry = groups[i] === null ? entries[i * R + lease.slot] : null;
+        if (entry !== null) p.host.pinFound(entry);
       }
+    }
+    if (fetching.length > 0) {
+      const pending: Array<Promise<void> | null> = new Array(hit * R).fill(null);
+      group.pending = pending;
+      for (const f of fetching) pending[f.at] = pinWhenFetched(p, group, f.at, f.id, f.fetch);
     }
   }
   const askedTokens = 'tokens' in address ? address.tokens.byteLength >>> 2 : 0;
-  p.counters.recordLookup(resolved.count, hit, hostChunks, hitTokens, askedTokens, remote !== null, diskChunks);
+  p.counters.recordLookup(count, hit, hostChunks, hitTokens, askedTokens, remote !== null, diskChunks);
   return { hitTokens, hitChunks: hit, hostChunks, diskChunks, remoteChunks: hit - hostChunks - diskChunks, leaseId: leaseIds[0] ?? 0, leaseIds };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Whether `group` has an entry of every namespace of `spaces` (rank q's usually at index q). */
+function holdsAll(group: HostGroup, spaces: readonly Namespace[]): boolean {
+  const names = group.names;
+  if (names.length < spaces.length) return false;
+  for (let q = 0; q < spaces.length; q++) {
+    const id = spaces[q].id;
+    if (names[q] !== id && !names.includes(id)) return false;
+  }
+  return true;
 }
 
 /** The distinct namespaces of `ranks` (by id), and each rank's slot among them. */
@@ -276,12 +317,23 @@ function measureFetches(p: ManagerParts, namespaceId: string, fetches: Promise<H
   });
 }
 
-async function pinWhenFetched(p: ManagerParts, lease: Lease, chunk: LeasedChunk, pending: Promise<HostEntry | null>): Promise<HostEntry | null> {
-  const entry = await pending;
-  // The entry may have been evicted between the fetch and now: then it is a miss.
-  if (entry === null || lease.released || entry.doomed || p.host.peek(chunk.id) !== entry) return null;
-  p.host.pinEntry(entry);
-  chunk.entry = entry;
-  chunk.pending = null;
-  return entry;
+/**
+ * Lands a fetch in the group: chunk `at` becomes the fetched entry, pinned
+ * once by every lease of its slot still held (a released one has nothing to pin).
+ */
+function pinWhenFetched(p: ManagerParts, group: LeaseGroup, at: number, id: ChunkId, fetch: Promise<HostEntry | null>): Promise<void> {
+  const slot = at % group.stride;
+  const land = (entry: HostEntry | null): void => {
+    group.pending![at] = null;
+    // The entry may have been evicted between the fetch and now: then it is a miss.
+    if (entry === null || entry.doomed || p.host.peek(id) !== entry) return;
+    let held = false;
+    for (const lease of group.leases) {
+      if (lease.slot !== slot || lease.released) continue;
+      p.host.pinEntry(entry);
+      held = true;
+    }
+    if (held) group.entries[at] = entry;
+  };
+  return fetch.then(land, () => land(null));
 }

@@ -25,7 +25,7 @@ import type { ChunkId } from '../tiers/chunk-id.js';
 import type { Slab } from '../tiers/host-memory.js';
 import type { HostEntry } from '../tiers/host-tier.js';
 import { resolveAddress, type ChunkAddress } from './address.js';
-import type { Lease, LeasedChunk } from './leases.js';
+import { leasedEntry, leasedPending, type Lease } from './leases.js';
 import type { ManagerParts } from './parts.js';
 
 /** Copies between a worker's registered KV blocks and chunk buffers (native/). */
@@ -108,18 +108,18 @@ export async function retrieveInline(p: ManagerParts, ns: Namespace, leaseId: nu
   const lease = leaseOf(p, ns, leaseId, first, num);
   const entries = await leasedEntries(p, lease, first, num);
   const chunks = entries.map((e) => (e === null ? null : e.slab.buf));
-  p.counters.recordRetrieve(entries, (j) => lease.chunks[first + j].tokens);
+  p.counters.recordRetrieve(entries, (j) => lease.group.tokensOf(first + j));
   return { chunks, done: () => unpinAll(p, entries) };
 }
 
 export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: number, first: number, num: number, blockIds: Uint32Array, copier: BlockCopier): Promise<BlockRetrieveResult> {
   const lease = leaseOf(p, ns, leaseId, first, num);
-  const count = num === 0 ? lease.chunks.length - first : num;
+  const count = num === 0 ? lease.group.positions - first : num;
   const perChunk = copier.blocksPerChunk;
   if (blockIds.length !== count * perChunk) {
     throw new BadBlockIdError(`expected ${count * perChunk} block ids for ${count} chunks of ${perChunk} blocks, got ${blockIds.length}`);
   }
-  const slice = leasedSlice(lease, first, count);
+  leasedEnd(lease, first, count);
   const failed: number[] = [];
   const failChunk = (j: number): void => {
     for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) failed.push(b);
@@ -128,8 +128,8 @@ export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: nu
   const blockTokens = p.chunkSize / perChunk;
   let loaded = 0;
   let tokens = 0;
-  await inArrivalOrder(slice, async (batch) => {
-    const entries = batch.map((j) => pinLeased(p, lease, slice[j]));
+  await inArrivalOrder(lease, first, count, async (batch) => {
+    const entries = batch.map((j) => pinLeased(p, lease, first + j));
     const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
     const copied: number[] = [];
     entries.forEach((entry, k) => {
@@ -154,7 +154,7 @@ export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: nu
     for (const j of copied) {
       let written = 0;
       for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) written++;
-      tokens += Math.min(slice[j].tokens || p.chunkSize, written * blockTokens);
+      tokens += Math.min(lease.group.tokensOf(first + j) || p.chunkSize, written * blockTokens);
     }
   });
   p.counters.recordRetrieveCounts(loaded, loaded * copier.chunkBytes, count - loaded, tokens);
@@ -162,24 +162,26 @@ export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: nu
 }
 
 /**
- * Runs `copy` on the indexes of `slice` whose fetch has settled, a batch at
- * a time and never two at once, until every chunk has been in a batch.
+ * Runs `copy` on the indexes j of the lease's chunks [first, first + count)
+ * whose fetch has settled, a batch at a time and never two at once, until
+ * every chunk has been in a batch.
  */
-async function inArrivalOrder(slice: readonly LeasedChunk[], copy: (batch: number[]) => Promise<void>): Promise<void> {
+async function inArrivalOrder(lease: Lease, first: number, count: number, copy: (batch: number[]) => Promise<void>): Promise<void> {
   const ready: number[] = [];
   let wake: (() => void) | null = null;
-  slice.forEach((c, j) => {
-    if (c.pending === null) {
+  for (let j = 0; j < count; j++) {
+    const pending = leasedPending(lease, first + j);
+    if (pending === null) {
       ready.push(j);
-      return;
+      continue;
     }
     const settled = (): void => {
       ready.push(j);
       wake?.();
     };
-    c.pending.then(settled, settled);
-  });
-  for (let left = slice.length; left > 0; ) {
+    pending.then(settled, settled);
+  }
+  for (let left = count; left > 0; ) {
     if (ready.length === 0) await new Promise<void>((resolve) => (wake = resolve));
     wake = null;
     const batch = ready.splice(0);
@@ -200,18 +202,19 @@ function leaseOf(p: ManagerParts, ns: Namespace, leaseId: number, first: number,
   return lease;
 }
 
-/** The lease's chunks [first, first + num) (num 0: to the end), checked against its size. */
-function leasedSlice(lease: Lease, first: number, num: number): LeasedChunk[] {
-  const end = num === 0 ? lease.chunks.length : first + num;
-  if (!Number.isInteger(first) || first < 0 || end > lease.chunks.length || end < first) {
-    throw new BadRequestError(`expected chunks within the lease's ${lease.chunks.length}, got first_chunk ${first} num_chunks ${num}`);
+/** The end of the lease's chunks [first, first + num) (num 0: to the end), checked against its size. */
+function leasedEnd(lease: Lease, first: number, num: number): number {
+  const size = lease.group.positions;
+  const end = num === 0 ? size : first + num;
+  if (!Number.isInteger(first) || first < 0 || end > size || end < first) {
+    throw new BadRequestError(`expected chunks within the lease's ${size}, got first_chunk ${first} num_chunks ${num}`);
   }
-  return lease.chunks.slice(first, end);
+  return end;
 }
 
-/** A leased chunk's entry with one extra pin for the copy; null when it could not be had. */
-function pinLeased(p: ManagerParts, lease: Lease, c: LeasedChunk): HostEntry | null {
-  const e = c.entry;
+/** Leased chunk i's entry with one extra pin for the copy; null when it could not be had. */
+function pinLeased(p: ManagerParts, lease: Lease, i: number): HostEntry | null {
+  const e = leasedEntry(lease, i);
   if (e === null || lease.released) return null;
   p.host.pinEntry(e);
   return e;
@@ -219,9 +222,16 @@ function pinLeased(p: ManagerParts, lease: Lease, c: LeasedChunk): HostEntry | n
 
 /** Pinned entries (one extra pin each, for the copy) of a lease's chunks, once every fetch settled. */
 async function leasedEntries(p: ManagerParts, lease: Lease, first: number, num: number): Promise<Array<HostEntry | null>> {
-  const slice = leasedSlice(lease, first, num);
-  await Promise.all(slice.map((c) => c.pending));
-  return slice.map((c) => pinLeased(p, lease, c));
+  const end = leasedEnd(lease, first, num);
+  const waits: Promise<void>[] = [];
+  for (let i = first; i < end; i++) {
+    const pending = leasedPending(lease, i);
+    if (pending !== null) waits.push(pending);
+  }
+  if (waits.length > 0) await Promise.all(waits);
+  const entries: Array<HostEntry | null> = [];
+  for (let i = first; i < end; i++) entries.push(pinLeased(p, lease, i));
+  return entries;
 }
 
 export function unpinAll(p: ManagerParts, entries: Array<HostEntry | null>): void {

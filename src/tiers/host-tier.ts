@@ -3,31 +3,41 @@
  * buffers), an LRU index, and pin counts.
  *
  * Invariants:
- * - a pinned entry (pins > 0) is never evicted and its slab never reused;
- *   remove() of a pinned entry only marks it doomed, the slab goes back to
- *   the pool when the last pin is dropped;
+ * - a pinned entry (pins > 0, or its chain-hash group pinned) is never
+ *   evicted and its slab never reused; remove() of a pinned entry only
+ *   marks it doomed, the slab goes back to the pool when the last pin (its
+ *   own or its group's) is dropped;
  * - when every entry is pinned and the pool is full, reserve() returns null:
  *   the caller skips the store and counts it, memory is never overcommitted;
  *   while the pool still warms that count is skippedWarming, not skippedFull.
  * Eviction is LRU by second chance: the Map's insertion order is the age
  * order (oldest first), a pin only marks its entry used, and the eviction
  * scan moves a used entry to the young end (delete + set) instead of
- * evicting it. A Lookup for 8 ranks pins 8 entries per chunk; re-inserting
- * each at its pin was a quarter of that Lookup's time. The index is keyed by ChunkId.hostKey; this is the
+ * evicting it. Re-inserting each entry at its pin was a quarter of a TP=8
+ * Lookup's time. A Lookup pins a position's group once (pinGroup), whatever
+ * its rank count: pinning each rank's entry was most of what a TP=8 Lookup
+ * cost beyond a TP=1 one. The index is keyed by ChunkId.hostKey; this is the
  * tier's only API (synchronous, for the manager's hot path), not the async
- * Tier contract of the shared tiers. A second index by chain hash holds every
- * rank's entry of a chunk position (hash version 2: ranks share the hash), so
- * a Lookup for N ranks hashes one key string per position, not N (entriesAt).
+ * Tier contract of the shared tiers. A second index by chain hash
+ * (host-groups.ts) holds every rank's entry of a chunk position (hash
+ * version 2: ranks share the hash) and is read from the request's raw hash
+ * bytes, so a Lookup for N ranks makes one probe per position and no string.
  */
 import type { ChunkId } from './chunk-id.js';
 import { EvictedIds } from './evicted-ids.js';
+import { HostGroups, type HostGroup } from './host-groups.js';
 import type { HostMemory, Slab } from './host-memory.js';
 
 export interface HostEntry {
   readonly id: ChunkId;
   readonly slab: Slab;
+  /** Pins of its own (a Retrieve's copy, a fetch landing, `kvtier pin`); its group's are counted there. */
   pins: number;
   doomed: boolean;
+  /** Its chain hash's group (host-groups.ts), kept after removal; null for an id that is no chain hash. */
+  group: HostGroup | null;
+  /** Removed while its group was pinned: in group.held. */
+  held: boolean;
   /** Unix ms the entry was inserted (kvtier inspect). */
   readonly storedAt: number;
   /** Pinned since the eviction scan last passed it: it gets a second chance. */
@@ -47,19 +57,12 @@ export interface HostTierStats {
   skippedWarming: number;
 }
 
-/** The entry of namespace `namespaceId` among one chain hash's entries (HostTier.entriesAt). */
-export function entryIn(list: readonly HostEntry[] | undefined, namespaceId: string): HostEntry | undefined {
-  if (list === undefined) return undefined;
-  for (let k = 0; k < list.length; k++) if (list[k].id.namespaceId === namespaceId) return list[k];
-  return undefined;
-}
-
 export class HostTier {
   readonly name = 'host' as const;
   readonly memory: HostMemory;
   #index = new Map<string, HostEntry>();
-  /** Entries by ChunkId.hash: one per namespace holding that chain hash (a few, one per rank). */
-  #byHash = new Map<string, HostEntry[]>();
+  /** Entries by chain hash: one per namespace holding it (a few, one per rank). */
+  readonly #groups = new HostGroups();
   #usedBytes = 0;
   #pinnedEntries = 0;
   #pinnedBytes = 0;
@@ -82,9 +85,9 @@ export class HostTier {
     return this.#index.has(id.hostKey);
   }
 
-  /** Every namespace's entry of `id`'s chain hash (a multi-rank Lookup reads it once per position; entryIn picks a rank's). */
-  entriesAt(id: ChunkId): readonly HostEntry[] | undefined {
-    return this.#byHash.get(id.hash);
+  /** Every namespace's entry of the chain hash at `hashes[offset..offset+32]` (a Lookup reads it once per position; entryIn picks a rank's). */
+  groupAt(hashes: Uint8Array, offset: number): HostGroup | undefined {
+    return this.#groups.find(hashes, offset);
   }
 
   /** Whether this tier evicted the chunk recently (bounded memory: evicted-ids.ts). */
@@ -105,26 +108,78 @@ export class HostTier {
     return entry;
   }
 
-  /** Pins and touches an entry found by peek or entriesAt (still indexed). */
+  /** Pins and touches an entry found by peek or groupAt (still indexed). */
   pinFound(entry: HostEntry): void {
     entry.used = true;
     this.pinEntry(entry);
   }
 
   pinEntry(entry: HostEntry): void {
-    if (entry.pins++ === 0) {
+    if (entry.pins++ !== 0) return;
+    const g = entry.group;
+    const bytes = entry.slab.buf.length;
+    if (g !== null && !entry.doomed) {
+      g.freeCount--;
+      g.freeBytes -= bytes;
+    }
+    if (g === null || g.pins === 0) {
       this.#pinnedEntries++;
-      this.#pinnedBytes += entry.slab.buf.length;
+      this.#pinnedBytes += bytes;
     }
   }
 
   unpin(entry: HostEntry): void {
     if (entry.pins <= 0) throw new Error(`unpin of an unpinned host entry ${entry.id.hostKey}`);
-    if (--entry.pins === 0) {
-      this.#pinnedEntries--;
-      this.#pinnedBytes -= entry.slab.buf.length;
-      if (entry.doomed) this.#free(entry);
+    if (--entry.pins !== 0) return;
+    const g = entry.group;
+    const bytes = entry.slab.buf.length;
+    if (g !== null && !entry.doomed) {
+      g.freeCount++;
+      g.freeBytes += bytes;
     }
+    if (g !== null && g.pins > 0) {
+      // Still held by its group's pin: freed, if doomed, when that goes.
+      if (entry.doomed) this.#hold(g, entry);
+      return;
+    }
+    this.#pinnedEntries--;
+    this.#pinnedBytes -= bytes;
+    if (entry.doomed) this.#free(entry);
+  }
+
+  /**
+   * Pins every entry of a chain-hash group (one counter, whatever the rank
+   * count): none is evicted or freed until unpinGroup. Entries added
+   * meanwhile are held too.
+   */
+  pinGroup(g: HostGroup): void {
+    if (g.pins++ !== 0) return;
+    this.#pinnedEntries += g.freeCount;
+    this.#pinnedBytes += g.freeBytes;
+    for (const e of g.entries) e.used = true;
+  }
+
+  unpinGroup(g: HostGroup): void {
+    if (g.pins <= 0) throw new Error('unpin of an unpinned host group');
+    if (--g.pins !== 0) return;
+    this.#pinnedEntries -= g.freeCount;
+    this.#pinnedBytes -= g.freeBytes;
+    const held = g.held;
+    if (held === null) return;
+    g.held = null;
+    for (const e of held) {
+      e.held = false;
+      if (e.pins > 0) continue; // its own last unpin frees it
+      this.#pinnedEntries--;
+      this.#pinnedBytes -= e.slab.buf.length;
+      this.#free(e);
+    }
+  }
+
+  #hold(g: HostGroup, entry: HostEntry): void {
+    if (entry.held) return;
+    entry.held = true;
+    (g.held ??= []).push(entry);
   }
 
   /** A slab of `bytes`, evicting unpinned entries oldest first; null when all are pinned. */
@@ -149,11 +204,18 @@ export class HostTier {
       slab.release();
       return existing;
     }
-    const entry: HostEntry = { id, slab, pins: 0, doomed: false, storedAt: Date.now(), used: false };
+    const entry: HostEntry = { id, slab, pins: 0, doomed: false, storedAt: Date.now(), used: false, group: null, held: false };
     this.#index.set(id.hostKey, entry);
-    const list = this.#byHash.get(id.hash);
-    if (list === undefined) this.#byHash.set(id.hash, [entry]);
-    else list.push(entry);
+    const g = this.#groups.add(entry);
+    if (g !== null) {
+      entry.group = g;
+      g.freeCount++;
+      g.freeBytes += slab.buf.length;
+      if (g.pins > 0) {
+        this.#pinnedEntries++;
+        this.#pinnedBytes += slab.buf.length;
+      }
+    }
     this.#evicted.forget(id.hostKey);
     this.#usedBytes += slab.buf.length;
     return entry;
@@ -195,15 +257,25 @@ export class HostTier {
     const entry = this.#index.get(key);
     if (entry === undefined) return false;
     this.#index.delete(key);
-    this.#unhash(entry);
+    this.#groups.remove(entry);
     entry.doomed = true;
+    const g = entry.group;
+    if (g !== null && entry.pins === 0) {
+      g.freeCount--;
+      g.freeBytes -= entry.slab.buf.length;
+    }
+    if (g !== null && g.pins > 0) {
+      // A lease of the pinned group still reads it (leases.ts leasedEntry).
+      this.#hold(g, entry);
+      return true;
+    }
     if (entry.pins === 0) this.#free(entry);
     return true;
   }
 
   #evictOne(): boolean {
     for (const [key, entry] of this.#index) {
-      if (entry.pins > 0) continue;
+      if (entry.pins > 0 || (entry.group !== null && entry.group.pins > 0)) continue;
       if (entry.used) {
         // Re-inserted under the entry's own (old) key string: a young string
         // stored in the long-lived index is promoted by every scavenge. A Map
@@ -214,7 +286,11 @@ export class HostTier {
         continue;
       }
       this.#index.delete(key);
-      this.#unhash(entry);
+      this.#groups.remove(entry);
+      if (entry.group !== null) {
+        entry.group.freeCount--;
+        entry.group.freeBytes -= entry.slab.buf.length;
+      }
       this.#evictions++;
       this.#evictedBytes += entry.slab.buf.length;
       this.#evicted.add(key);
@@ -223,14 +299,6 @@ export class HostTier {
       return true;
     }
     return false;
-  }
-
-  #unhash(entry: HostEntry): void {
-    const list = this.#byHash.get(entry.id.hash);
-    if (list === undefined) return;
-    const k = list.indexOf(entry);
-    if (k >= 0) list.splice(k, 1);
-    if (list.length === 0) this.#byHash.delete(entry.id.hash);
   }
 
   #free(entry: HostEntry): void {

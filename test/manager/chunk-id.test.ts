@@ -1,7 +1,10 @@
 /**
- * The chunk identity is computed once per chunk: a Lookup of 512 chunks
- * builds 512 ChunkIds and asks the host index once per chunk, and the ids a
- * Store builds are the ones the host tier and the write-behind keep.
+ * The chunk identity is computed once per chunk, and only where it is
+ * needed: a warm Lookup of 512 chunks builds no ChunkId (the host tier is
+ * read from the raw hash bytes) and probes the chain-hash index once per
+ * position for all its ranks; a Lookup that misses prints the id of the
+ * chunk it must name; the ids a Store builds are the ones the host tier and
+ * the write-behind keep.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { makeNamespace, rankNamespace } from '../../src/chunking/namespace.js';
@@ -27,21 +30,28 @@ function manager(remote: RemoteTier | null = null): ChunkManager {
 afterEach(() => vi.restoreAllMocks());
 
 describe('ChunkId: one per chunk', () => {
-  it('a lookup of 512 chunks builds each id once and asks the host index once per chunk', async () => {
+  it('a warm lookup of 512 chunks builds no id and probes the host index once per chunk', async () => {
     const m = manager();
     const tokens = packTokens(Array.from({ length: 512 * 16 }, (_, i) => i));
     const chunks = Array.from({ length: 512 }, () => Buffer.alloc(8, 1));
     await m.store(ns, { tokens }, { kind: 'inline', chunks }, 0);
     const at = vi.spyOn(ChunkId, 'at');
-    const asked = vi.spyOn(m.host, 'entriesAt');
+    const asked = vi.spyOn(m.host, 'groupAt');
     const r = await m.lookup(ns, { tokens }, { owner: 1 });
     expect(r.hitChunks).toBe(512);
-    expect(at).toHaveBeenCalledTimes(512);
-    expect(asked.mock.calls.length).toBeLessThanOrEqual(512);
+    expect(at).toHaveBeenCalledTimes(0);
+    expect(asked).toHaveBeenCalledTimes(512);
+    // Half the prompt gone from the host tier: the first missing chunk is named (its miss reason), no other.
+    for (let i = 256; i < 512; i++) m.host.remove(ChunkId.at(ns.id, hashTokenChunks(ns.root, tokens, 16, false).hashes, i));
+    at.mockClear();
+    const half = await m.lookup(ns, { tokens }, { owner: 1 });
+    expect(half.hitChunks).toBe(256);
+    expect(at).toHaveBeenCalledTimes(1);
+    expect(m.counters.misses.not_stored).toBe(1);
     await m.close();
   });
 
-  it('a lookup for 8 ranks hashes once: 512 ids, and the host index asked once per position for all ranks', async () => {
+  it('a lookup for 8 ranks hashes once, builds no id, and probes the host index once per position for all ranks', async () => {
     const m = manager();
     const tokens = packTokens(Array.from({ length: 512 * 16 }, (_, i) => i));
     const chunks = Array.from({ length: 512 }, () => Buffer.alloc(8, 1));
@@ -49,12 +59,14 @@ describe('ChunkId: one per chunk', () => {
     const ranks = Array.from({ length: 8 }, (_, r) => rankNamespace(engine, r, 0));
     for (const rank of ranks) await m.store(rank, { tokens }, { kind: 'inline', chunks }, 0);
     const at = vi.spyOn(ChunkId, 'at');
-    const asked = vi.spyOn(m.host, 'entriesAt');
+    const asked = vi.spyOn(m.host, 'groupAt');
     const r = await m.lookup(ranks, { tokens }, { owner: 1 });
     expect(r.hitChunks).toBe(512);
     expect(r.leaseIds.length).toBe(8);
-    expect(at).toHaveBeenCalledTimes(512);
-    expect(asked.mock.calls.length).toBeLessThanOrEqual(512);
+    expect(at).toHaveBeenCalledTimes(0);
+    expect(asked).toHaveBeenCalledTimes(512);
+    // Every rank's chunk is pinned by its own lease: 8 x 512 entries.
+    expect(m.host.stats().pinnedEntries).toBe(8 * 512);
     await m.close();
   });
 

@@ -108,6 +108,30 @@ describe('one Lookup answers for every rank (host tier)', () => {
     expect((await w1.lookup({ tokens: t }, { noLease: true })).hitChunks).toBe(0);
   });
 
+  it('TP=2: a rank\'s leased chunks invalidated meanwhile still load from its lease; they go when the last lease of the Lookup goes', async () => {
+    const fp = engine('ranks-held', 2);
+    const workers = [await d.connect({ fingerprint: { ...fp, tpRank: 0 } }), await d.connect({ fingerprint: { ...fp, tpRank: 1 } })];
+    const sched = await d.connect({ fingerprint: fp, lookupRanks: ranks(2) });
+    const host = async (): Promise<{ entries: number; pinnedEntries: number }> => ((await sched.stats()) as { host: { entries: number; pinnedEntries: number } }).host;
+    const before = await host();
+    const t = tokens(3 * 256, 5);
+    const shards = await storeShards(workers, t, [3, 3]);
+    const l = await sched.lookup({ tokens: t });
+    expect(l.hitChunks).toBe(3);
+    expect((await host()).pinnedEntries).toBe(before.pinnedEntries + 6);
+    expect(await workers[0].invalidate({ tokens: t })).toBe(3);
+    expect((await sched.lookup({ tokens: t }, { noLease: true })).hitChunks).toBe(0);
+    const got = await workers[0].retrieve({ leaseId: l.leaseIds[0] });
+    expect(got.loadedChunks).toBe(3);
+    got.chunks.forEach((c, i) => expect(Buffer.from(c).equals(shards[0][i])).toBe(true));
+    await workers[0].releaseLease(Number(l.leaseIds[0]));
+    // Rank 0's lease is gone; rank 1's still holds the Lookup's pins (the ranks load together).
+    await expect(workers[0].retrieve({ leaseId: l.leaseIds[0] })).rejects.toMatchObject({ code: 'KVT_LEASE_NOT_FOUND' });
+    expect((await workers[1].retrieve({ leaseId: l.leaseIds[1] })).loadedChunks).toBe(3);
+    await workers[1].releaseLease(Number(l.leaseIds[1]));
+    expect(await host()).toMatchObject({ entries: before.entries + 3, pinnedEntries: before.pinnedEntries });
+  });
+
   it('lookup_ranks outside tp_size x pp_size are a bad request', async () => {
     await expect(d.connect({ fingerprint: engine('ranks-bad', 2), lookupRanks: [{ tpRank: 2, ppRank: 0 }] })).rejects.toMatchObject({ code: 'KVT_BAD_REQUEST' });
     await expect(d.connect({ fingerprint: engine('ranks-bad', 2), lookupRanks: ranks(3).map((r) => ({ ...r, tpRank: 0 })) })).rejects.toMatchObject({ code: 'KVT_BAD_REQUEST' });

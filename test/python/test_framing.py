@@ -31,6 +31,11 @@ def test_lookup_frame_parts_are_the_encoded_envelope():
 def test_pack_u32_is_little_endian():
     assert pack_u32([1, 0xFFFFFFFF, 0x01020304]) == b"\x01\x00\x00\x00\xff\xff\xff\xff\x04\x03\x02\x01"
     assert unpack_u32(pack_u32([5, 6, 7])) == [5, 6, 7]
+    # A list (packed by fromlist), a tuple and a range pack alike; a list's bad value still raises.
+    assert u32_array([1, 0xFFFFFFFF]).tobytes() == u32_array((1, 0xFFFFFFFF)).tobytes() == pack_u32(iter([1, 0xFFFFFFFF]))
+    for bad in ([-1], [1 << 32]):
+        with pytest.raises(OverflowError):
+            u32_array(bad)
     with pytest.raises(ProtocolError):
         unpack_u32(b"\x00\x01\x02")
 

@@ -654,6 +654,47 @@ def test_tp2_worker_processes_store_and_load_their_own_shard_and_match_recompute
         a.close()
 
 
+def test_the_first_lookup_after_a_daemon_restart_does_not_hold_the_batch(daemon):
+    """The daemon is restarted while a batch decodes and hangs (SIGSTOP) once it is back: the
+    scheduler's connection is gone, and the next long prompt's Lookup has to dial and say
+    Hello again. That dial happens off the step loop: the scheduler answers vLLM "not yet"
+    (None) while it is under way, so the running requests keep decoding, where a Hello inside
+    the step would hold it for the client timeout (3 s here). Once the daemon answers, the
+    prompt is a hit, loaded, and its logits equal a recompute's."""
+    b = engine(daemon.socket, extra={"kvtier_lookup_wait_ms": 5})
+    try:
+        shorts = [b.add_request(f"s{i}", [_rng.randrange(1024) for _ in range(100)], max_new_tokens=400)
+                  for i in range(4)]
+        for _ in range(4):
+            b.step()
+        daemon.kill()
+        daemon.start()
+        produce(daemon.socket)
+        daemon.pause()
+        try:
+            long = b.add_request("long", P2)
+            n0, out0 = len(b.step_times), len(shorts[0].output_token_ids)
+            for _ in range(5):
+                b.step()
+            assert long.status == "WAITING", "the Hello is unanswered: the request waits, unscheduled"
+        finally:
+            daemon.resume()
+        steps = [dt for _, dt, _ in b.step_times[n0:]]
+        assert len(shorts[0].output_token_ids) >= out0 + 5, "the batch decoded while the scheduler redialled"
+        assert max(steps) < 1.5, f"a step waited for the Hello: {steps}"
+        t0 = time.monotonic()
+        while long.status != "FINISHED":
+            b.step()
+            assert time.monotonic() - t0 < 60
+        for r in shorts:
+            b.abort(r.request_id)
+    finally:
+        daemon.resume()
+        b.close()
+    assert long.external_tokens == 768 and long.load_error_blocks == set()
+    assert_matches(long.first_logits, P2)
+
+
 def test_a_lookup_to_a_stopped_daemon_does_not_hold_the_batch(daemon):
     """The daemon is stopped when a long prompt arrives: its Lookup goes unanswered, and the
     scheduler answers vLLM "not yet" (None) each step instead of waiting, so the running

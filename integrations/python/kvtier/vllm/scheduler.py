@@ -49,13 +49,14 @@ neither looked up nor saved, and counted with the reason.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import proto
 from ..client import KvtierClient, address
-from ..errors import KvtierError, RequestTimeout
+from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
 from ..framing import NO_BLOCK, u32_array
 from ..session import Session, release_lease
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
@@ -105,6 +106,28 @@ class _Asked:
         return True
 
 
+class _Dial:
+    """A client's connect (dial, Hello) on a thread of its own: after a daemon restart the
+    first Lookup has to say Hello again, and a daemon that accepts but does not answer yet
+    (hung, busy starting) holds that Hello for the client timeout, which no step may wait."""
+
+    def __init__(self, client: KvtierClient) -> None:
+        self.error: Optional[KvtierError] = None
+        self._thread = threading.Thread(target=self._run, args=(client,), name="kvtier-dial", daemon=True)
+        self._thread.start()
+
+    def _run(self, client: KvtierClient) -> None:
+        try:
+            client.connect()
+        except KvtierError as exc:
+            self.error = exc
+        except Exception as exc:  # an OSError the client did not wrap is a daemon away too
+            self.error = DaemonUnavailable(f"connect failed: {exc}")
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+
 class SchedulerSide:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
@@ -144,6 +167,7 @@ class SchedulerSide:
         self._bypass_counted: set[str] = set()     # a request is counted once, not per lookup
         self._asked: dict[str, _Asked] = {}        # Lookups sent, answers not all in yet
         self._orphans: list[_Asked] = []           # given up on: leases released when answered
+        self._dials: dict[int, _Dial] = {}         # clients being reconnected off the step loop
         # Sliding-window groups: running requests' block tables (from the SchedulerOutput) and
         # the next chunk to store per group, for the saves made during the steps.
         self._sliding = [g for g in range(len(self.groups)) if self._kind(g) == "sliding"]
@@ -171,12 +195,18 @@ class SchedulerSide:
         if (not self.s.load or req_id in self._loading or req_id in self._load_failed
                 or not self.health.ready()):
             return 0, False
-        tokens = list(request.prompt_token_ids or [])
+        # vLLM's own list, read and never copied: this runs at every step a request waits
+        # (a 128K-token copy is ~0.3 ms), and u32_array packs a list fastest.
+        tokens = request.prompt_token_ids or []
+        if not isinstance(tokens, list):
+            tokens = list(tokens)
         if len(tokens) <= self.s.chunk_size:
             return 0, False
         seed, _ = request_seed(request)
         try:
             if asked is None:
+                if not self._dialled():
+                    return None, False    # reconnecting off the step loop: vLLM asks again next step
                 asked = self._asked[req_id] = self._ask(tokens, num_computed_tokens, seed)
             if not asked.answered(self.s.lookup_wait_s):
                 if time.monotonic() - asked.t0 < self.s.lookup_timeout_s:
@@ -195,6 +225,28 @@ class SchedulerSide:
         self.interval.add("lookups")
         self.interval.add("hit_tokens", lk.usable_tokens - num_computed_tokens)
         return lk.usable_tokens - num_computed_tokens, True
+
+    def _dialled(self) -> bool:
+        """Whether every client is connected. One that is not (the daemon restarted) is
+        dialled on a thread (_Dial) and this answers False until that is done; a dial that
+        failed raises its error (a miss, and the health back-off)."""
+        ready = True
+        for g, c in self.clients.items():
+            if c.connected:
+                continue
+            d = self._dials.get(g)
+            if d is None:
+                self._dials[g] = _Dial(c)
+                ready = False
+                continue
+            if not d.done():
+                ready = False
+                continue
+            del self._dials[g]
+            if d.error is not None:
+                raise d.error
+            ready = ready and c.connected
+        return ready
 
     def _kind(self, g: int) -> str:
         group = self.groups[g]
@@ -477,10 +529,11 @@ class SchedulerSide:
     def _report_bypass(self, reason: str) -> None:
         """The same count in the daemon's stats, for operators who do not read vLLM's: best
         effort, never waited for (a daemon that is down just misses the count)."""
-        if not self.health.ready():
-            return
+        client = next(iter(self.clients.values()))
+        if not self.health.ready() or not client.connected:
+            return                        # never a dial inside the step (_dialled does that)
         try:
-            next(iter(self.clients.values())).report_bypass(reason)
+            client.report_bypass(reason)
         except KvtierError:
             pass
 
