@@ -44,7 +44,7 @@ export interface Binding extends DiskBinding {
   peerCredentials(fd: number): PeerCredentials;
   setCudaCopy(mode: string): boolean;
   ValkeyLink: new (host: string, port: number, username: string, password: string, db: number, connections: number, connectTimeoutMs: number, pipelineBytes: number, tls: boolean, tlsCaPem: string, tlsInsecure: boolean) => ValkeyLinkBinding;
-  xxh64(bytes: Uint8Array): string;
+  xxh64(bytes: Uint8Array, pieceBytes: number): string;
 }
 
 /** What a native read job found: the manifest (when asked for) and each segment. */

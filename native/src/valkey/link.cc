@@ -227,23 +227,34 @@ bool ValkeyLink::writeSegments(RespConn& conn, const JobPart& part, Clock::time_
   ValkeyJob& job = *part.job;
   const size_t n = part.end - part.begin;
   if (n == 0) return true;
-  std::vector<std::string> heads(n);
   const std::string tail = setTail(job.segmentTtl);
-  std::vector<struct iovec> iov;
-  iov.reserve(n * 3);
-  for (size_t k = 0; k < n; ++k) {
-    SegmentIo& s = job.segments[part.begin + k];
-    // Each part sums its own segments: disjoint bytes of the manifest.
-    s.sum = xxh64(s.data, s.length);
-    const size_t i = part.begin + k;
-    if (i < job.sumOffsets.size()) xxh64Hex(s.sum, reinterpret_cast<char*>(job.manifest.data() + job.sumOffsets[i]));
-    heads[k] = setHead(s.key, s.length, job.segmentTtl);
-    iov.push_back({heads[k].data(), heads[k].size()});
-    iov.push_back({s.data, s.length});
-    iov.push_back({const_cast<char*>(tail.data()), tail.size()});
-  }
   std::string error;
-  if (!conn.writeAll(iov.data(), static_cast<int>(iov.size()), deadline, &error)) return ioFailed(addr_, error, code, message);
+  // Each segment goes out in pieces, and each piece is hashed right after
+  // the kernel copied it (still in cache) while the server reads it: the
+  // connection never waits for a hash, and the last piece's hash overlaps
+  // the server's SET. Each part sums its own segments: disjoint bytes of
+  // the manifest.
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = part.begin + k;
+    SegmentIo& s = job.segments[i];
+    std::string head = setHead(s.key, s.length, job.segmentTtl);
+    Xxh64 h;
+    size_t at = 0;
+    do {
+      const size_t len = std::min(kHashPiece, s.length - at);
+      const bool last = at + len == s.length;
+      struct iovec iov[3];
+      int count = 0;
+      if (at == 0) iov[count++] = {head.data(), head.size()};
+      iov[count++] = {s.data + at, len};
+      if (last) iov[count++] = {const_cast<char*>(tail.data()), tail.size()};
+      if (!conn.writeAll(iov, count, deadline, &error)) return ioFailed(addr_, error, code, message);
+      h.update(s.data + at, len);
+      at += len;
+    } while (at < s.length);
+    s.sum = h.digest();
+    if (i < job.sumOffsets.size()) xxh64Hex(s.sum, reinterpret_cast<char*>(job.manifest.data() + job.sumOffsets[i]));
+  }
   bool ok = true;
   for (size_t k = 0; k < n; ++k) {
     Reply r;
@@ -289,10 +300,11 @@ bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, Clock::time_p
   for (size_t i = part.begin; i < part.end; ++i) {
     SegmentIo& s = job.segments[i];
     Reply r;
-    if (!conn.readReply(&r, s.data, s.length, static_cast<int64_t>(s.length), deadline, &error)) return ioFailed(addr_, error, code, message);
+    Xxh64 h;  // fed as the bytes land (resp-conn.h)
+    if (!conn.readReply(&r, s.data, s.length, static_cast<int64_t>(s.length), deadline, &error, &h)) return ioFailed(addr_, error, code, message);
     if (r.kind == ReplyKind::Bulk) {
       s.got = r.integer;
-      s.sum = xxh64(s.data, s.length);
+      s.sum = h.digest();
     } else if (r.kind == ReplyKind::TooLong) {
       s.got = -2;
     } else if (r.kind == ReplyKind::Error && ok) {
