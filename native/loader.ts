@@ -65,7 +65,8 @@ export interface ValkeyReadResult {
  */
 export interface ValkeyLinkBinding {
   write(segKeys: string[], src: Uint8Array, segBytes: number, segTtl: number, manifestKey: string, manifest: Uint8Array, sumOffsets: Uint32Array, manifestTtl: number, timeoutMs: number): Promise<void>;
-  read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Uint8Array, segBytes: number, timeoutMs: number): Promise<ValkeyReadResult>;
+  /** `asking`: ASKING before each GET (a retry at the node an ASK redirect named). */
+  read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Uint8Array, segBytes: number, timeoutMs: number, asking: boolean): Promise<ValkeyReadResult>;
   stats(): { jobs: number; failures: number; reconnects: number; bytesOut: number; bytesIn: number };
   /** Fails every queued part and wakes running ones (their sockets are shut down); the count of queued parts. */
   abort(why: string): number;

@@ -101,7 +101,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     return start(env, std::move(job), {src}, [](Napi::Env env, ValkeyJob&) { return env.Undefined(); });
   }
 
-  // read(manifestKey ('' for none), manifestCap, segKeys, dest, segBytes, timeoutMs)
+  // read(manifestKey ('' for none), manifestCap, segKeys, dest, segBytes, timeoutMs, asking)
   //   -> { manifest: Buffer | null, manifestState: 'ok'|'nil'|'too-long'|'none', got: Float64Array, sums: string[] }
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -114,6 +114,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     size_t seg = static_cast<size_t>(args::integer(info, 4, "segment bytes"));
     layoutSegments(env, job.get(), std::move(keys), dest.Data(), dest.ByteLength(), seg);
     job->timeout = timeoutArg(info, 5);
+    job->asking = args::boolean(info, 6, "asking");
     const bool wantManifest = !job->manifestKey.empty();
     return start(env, std::move(job), {dest}, [wantManifest](Napi::Env env, ValkeyJob& j) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);

@@ -284,13 +284,25 @@ bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, Clock::time_p
   ValkeyJob& job = *part.job;
   std::string commands;
   const bool manifest = part.first && !job.manifestKey.empty();
-  if (manifest) commands += getCommand(job.manifestKey);
-  for (size_t i = part.begin; i < part.end; ++i) commands += getCommand(job.segments[i].key);
+  // ASKING lasts one command, so one before each GET.
+  static const std::string kAsking = "*1\r\n$6\r\nASKING\r\n";
+  const std::string& ask = job.asking ? kAsking : std::string();
+  if (manifest) commands += ask + getCommand(job.manifestKey);
+  for (size_t i = part.begin; i < part.end; ++i) commands += ask + getCommand(job.segments[i].key);
   std::string error;
   struct iovec iov = {commands.data(), commands.size()};
   if (!conn.writeAll(&iov, 1, deadline, &error)) return ioFailed(addr_, error, code, message);
   bool ok = true;
+  // Each ASKING's reply; read so the connection stays in step.
+  auto asked = [&]() {
+    if (!job.asking) return true;
+    Reply r;
+    if (!conn.readReply(&r, nullptr, 0, -1, deadline, &error)) return ioFailed(addr_, error, code, message);
+    if (r.kind != ReplyKind::Status && ok) ok = refused("ASKING", r, code, message);
+    return true;
+  };
   if (manifest) {
+    if (!asked()) return false;
     Reply r;
     if (!conn.readReply(&r, job.manifest.data(), job.manifest.size(), -1, deadline, &error)) return ioFailed(addr_, error, code, message);
     if (r.kind == ReplyKind::Bulk) job.manifestGot = r.integer;
@@ -299,6 +311,7 @@ bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, Clock::time_p
   }
   for (size_t i = part.begin; i < part.end; ++i) {
     SegmentIo& s = job.segments[i];
+    if (!asked()) return false;
     Reply r;
     Xxh64 h;  // fed as the bytes land (resp-conn.h)
     if (!conn.readReply(&r, s.data, s.length, static_cast<int64_t>(s.length), deadline, &error, &h)) return ioFailed(addr_, error, code, message);

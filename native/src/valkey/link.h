@@ -55,6 +55,9 @@ struct ValkeyJob {
   std::vector<uint32_t> sumOffsets;
   int64_t manifestTtl = 0;
   int64_t manifestGot = -1;  // read: bytes of the manifest reply; -1 nil; -2 too long
+  // read: each GET is preceded by ASKING, for a retry at the node an ASK
+  // redirect named (a slot being imported there).
+  bool asking = false;
   // Time each part (and the manifest write) gets once it starts: a job
   // queued behind others does not spend its time waiting.
   std::chrono::milliseconds timeout{0};
