@@ -109,7 +109,8 @@ describe.skipIf(!nativeAvailable())(`${CONTEXT_GIB} GiB of contexts read from Va
   let writer: TestDaemon;
   let reader: DaemonProcess;
   beforeAll(async () => {
-    valkey = await startValkey({ maxmemory: `${CONTEXT_GIB * 1024 + 512}mb`, maxmemoryPolicy: 'noeviction' });
+    // A 1 MiB segment takes a 1.25 MiB allocation in the server (jemalloc size classes).
+    valkey = await startValkey({ maxmemory: `${CONTEXT_GIB * 1536 + 512}mb`, maxmemoryPolicy: 'noeviction' });
     // The writer stores one context at a time and waits until Valkey has it.
     writer = await startTestDaemon({ remote_url: valkey.url, max_local_cpu_size: 0.5 });
     reader = await spawnDaemon({ KVTIER_REMOTE_URL: valkey.url, KVTIER_MAX_LOCAL_CPU_SIZE: String(POOL_GB) });
