@@ -229,30 +229,52 @@ bool ValkeyLink::writeSegments(RespConn& conn, const JobPart& part, Clock::time_
   if (n == 0) return true;
   const std::string tail = setTail(job.segmentTtl);
   std::string error;
-  // Each segment goes out in pieces, and each piece is hashed right after
-  // the kernel copied it (still in cache) while the server reads it: the
-  // connection never waits for a hash, and the last piece's hash overlaps
-  // the server's SET. Each part sums its own segments: disjoint bytes of
-  // the manifest.
+  // The part goes out in writes of about kHashPiece payload bytes (several
+  // small segments share one write, a large one is cut), and each write's
+  // payload is hashed right after the kernel copied it (still in cache)
+  // while the server reads it: the connection never waits for a hash, and
+  // the last piece's hash overlaps the server's SET. Each part sums its own
+  // segments: disjoint bytes of the manifest.
+  std::vector<std::string> heads(n);
+  std::vector<Xxh64> sums(n);
+  std::vector<struct iovec> iov;
+  struct Piece {
+    size_t k;
+    const uint8_t* data;
+    size_t len;
+  };
+  std::vector<Piece> pieces;
+  size_t pending = 0;
+  auto flush = [&]() {
+    if (iov.empty()) return true;
+    if (!conn.writeAll(iov.data(), static_cast<int>(iov.size()), deadline, &error)) return false;
+    for (const Piece& p : pieces) sums[p.k].update(p.data, p.len);
+    iov.clear();
+    pieces.clear();
+    pending = 0;
+    return true;
+  };
+  for (size_t k = 0; k < n; ++k) {
+    SegmentIo& s = job.segments[part.begin + k];
+    heads[k] = setHead(s.key, s.length, job.segmentTtl);
+    iov.push_back({heads[k].data(), heads[k].size()});
+    size_t at = 0;
+    while (at < s.length) {
+      const size_t len = std::min(kHashPiece - pending, s.length - at);
+      iov.push_back({s.data + at, len});
+      pieces.push_back({k, s.data + at, len});
+      pending += len;
+      at += len;
+      if (pending == kHashPiece && at < s.length && !flush()) return ioFailed(addr_, error, code, message);
+    }
+    iov.push_back({const_cast<char*>(tail.data()), tail.size()});
+    if (pending >= kHashPiece && !flush()) return ioFailed(addr_, error, code, message);
+  }
+  if (!flush()) return ioFailed(addr_, error, code, message);
   for (size_t k = 0; k < n; ++k) {
     const size_t i = part.begin + k;
     SegmentIo& s = job.segments[i];
-    std::string head = setHead(s.key, s.length, job.segmentTtl);
-    Xxh64 h;
-    size_t at = 0;
-    do {
-      const size_t len = std::min(kHashPiece, s.length - at);
-      const bool last = at + len == s.length;
-      struct iovec iov[3];
-      int count = 0;
-      if (at == 0) iov[count++] = {head.data(), head.size()};
-      iov[count++] = {s.data + at, len};
-      if (last) iov[count++] = {const_cast<char*>(tail.data()), tail.size()};
-      if (!conn.writeAll(iov, count, deadline, &error)) return ioFailed(addr_, error, code, message);
-      h.update(s.data + at, len);
-      at += len;
-    } while (at < s.length);
-    s.sum = h.digest();
+    s.sum = sums[k].digest();
     if (i < job.sumOffsets.size()) xxh64Hex(s.sum, reinterpret_cast<char*>(job.manifest.data() + job.sumOffsets[i]));
   }
   bool ok = true;
