@@ -56,7 +56,9 @@ export async function clusterReference(cluster: ValkeyCluster, size: number, n: 
   const setRps = parse(await run('valkey-benchmark', setArgs, 120_000)).get('SET') ?? 0;
   const value = randomBytes(size);
   const perNode = Math.max(1, Math.round(clients / cluster.nodes.length));
-  const requests = Math.max(1, Math.ceil(n / cluster.nodes.length));
+  // At least 256 MiB per master: the per-master runs start a few ms apart,
+  // and their rates are summed, so each must run long against that skew.
+  const requests = Math.max(Math.ceil(n / cluster.nodes.length), Math.ceil((256 << 20) / size));
   const keys = await Promise.all(cluster.nodes.map(async (node) => {
     const key = await keyOn(node);
     const c = await GlideClient.createClient({ addresses: [{ host: node.host, port: node.port }], requestTimeout: 30_000, defaultDecoder: Decoder.Bytes });
