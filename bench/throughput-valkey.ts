@@ -7,9 +7,11 @@
  *   node dist/bench/throughput-valkey.js [--url valkey://...] [--sizes 4194304,33554432]
  *        [--total-mb 256] [--connections 4] [--segment-bytes 1048576] [--inflight 4]
  *        [--bulk-per-connection 1]
- *        [--serde naive] [--ref-clients 1] [--rounds 3] [--tls] [--json]
+ *        [--serde naive] [--ref-clients 1] [--rounds 3] [--tls | --cluster] [--json]
  *
- * Without --url it starts its own valkey-server on a free loopback port.
+ * Without --url it starts its own valkey-server on a free loopback port;
+ * with --cluster a 3-master loopback cluster instead, and the reference is
+ * valkey-benchmark against the cluster (bench/valkey-cluster-reference.ts).
  * runValkeyThroughput() is what `kvtier bench throughput --tier valkey` calls.
  */
 
@@ -26,7 +28,8 @@ import { ChunkId } from '../src/tiers/chunk-id.js';
 import { ValkeyTier } from '../src/tiers/valkey-tier.js';
 import { parseValkeyUrl } from '../src/tiers/valkey-url.js';
 import { makeTestCertificates } from './tls-certs.js';
-import { startValkey, stopAllValkey } from './valkey-server.js';
+import { clusterReference } from './valkey-cluster-reference.js';
+import { startValkey, startValkeyCluster, stopAllValkey, type ValkeyCluster } from './valkey-server.js';
 
 export interface ValkeyThroughputOptions {
   /** Use this Valkey instead of starting one (it must allow FLUSHDB-free writes under the prefix). */
@@ -52,6 +55,11 @@ export interface ValkeyThroughputOptions {
    * both data paths and valkey-benchmark --tls against it. Not with `url`.
    */
   tls?: boolean;
+  /**
+   * Start the bench's own 3-master cluster and run both data paths and the
+   * cluster reference against it. Not with `url` or `tls`.
+   */
+  cluster?: boolean;
 }
 
 export interface ValkeyThroughputRow {
@@ -59,6 +67,8 @@ export interface ValkeyThroughputRow {
   tier: 'valkey';
   /** Which code moved the segment bytes: the addon's I/O threads or valkey-glide. */
   path: DataPathName;
+  /** Masters the chunks went to: 1, or 3 with --cluster. */
+  masters: number;
   chunk_bytes: number;
   chunks: number;
   rounds: number;
@@ -265,11 +275,16 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
   const serde = options.serde ?? 'naive';
   const rounds = options.rounds ?? 3;
   if (options.tls && options.url) throw new Error('--tls starts its own TLS valkey-server: do not give --url with it');
+  if (options.cluster && (options.url || options.tls)) throw new Error('--cluster starts its own plain 3-master cluster: not with --url or --tls');
   const certs = options.tls ? makeTestCertificates() : null;
-  const own = options.url ? null : await startValkey({
-    maxmemory: `${Math.ceil((totalBytes * 1.5) / MiB) + 256}mb`, maxmemoryPolicy: 'allkeys-lru', ...(certs ? { tls: certs.server } : {}),
-  });
-  const url = options.url ?? own!.url;
+  const maxmemory = `${Math.ceil((totalBytes * 1.5) / MiB) + 256}mb`;
+  // Every master gets the whole budget: a chunk's keys share one slot, and the slots of a run need not spread evenly.
+  const cluster: ValkeyCluster | null = options.cluster ? await startValkeyCluster({ maxmemory, maxmemoryPolicy: 'allkeys-lru' }) : null;
+  const own = options.url || cluster ? null : await startValkey({ maxmemory, maxmemoryPolicy: 'allkeys-lru', ...(certs ? { tls: certs.server } : {}) });
+  const url = options.url ?? cluster?.url ?? own!.url;
+  const masters = cluster?.nodes.length ?? 1;
+  const benchmark = (size: number, count: number, clients: number): Promise<ValkeyThroughputRow['reference']> =>
+    cluster ? clusterReference(cluster, size, count, clients, run, parseBenchmarkCsv) : reference(url, size, count, clients, caFile);
   const caFile = certs?.caFile ?? null;
   const rows: ValkeyThroughputRow[] = [];
   const bulkPerConnection = options.bulkPerConnection ?? 1;
@@ -298,10 +313,10 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
       for (let r = 0; r < rounds; r++) {
         for (const p of paths) passes.get(p)!.push(await tierPass(tiers.get(p)!, size, n, inflight));
         if (!options.noReference) {
-          refs.push((await reference(url, size, n, options.refClients ?? 1, caFile))!);
+          refs.push((await benchmark(size, n, options.refClients ?? 1))!);
           const segCount = Math.ceil((n * size) / valueBytes);
           const sweep: NonNullable<ValkeyThroughputRow['reference']>[] = [];
-          for (const c of [1, 4, 8]) sweep.push((await reference(url, valueBytes, segCount, c, caFile))!);
+          for (const c of [1, 4, 8]) sweep.push((await benchmark(valueBytes, segCount, c))!);
           sweeps.push(sweep);
           if (segmented) segRefs.push(sweep.find((x) => x.what.includes(` -c ${connections} `)) ?? sweep[1]);
         }
@@ -327,6 +342,7 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
           bench: 'throughput',
           tier: 'valkey',
           path: p,
+          masters,
           chunk_bytes: size,
           chunks: n,
           rounds,
@@ -354,16 +370,17 @@ export async function runValkeyThroughput(options: ValkeyThroughputOptions = {})
   } finally {
     for (const t of tiers.values()) await t.close();
     await own?.stop();
+    await cluster?.stop();
     certs?.remove();
   }
   return rows;
 }
 
 function table(rows: ValkeyThroughputRow[]): string {
-  const lines = ['chunk MiB | path   | store GB/s (best ref) | retrieve GB/s (best ref) | ratio store/retrieve'];
+  const lines = ['chunk MiB | masters | path   | store GB/s (best ref) | retrieve GB/s (best ref) | ratio store/retrieve'];
   for (const r of rows) {
     const ref = r.best_reference;
-    lines.push(`${(r.chunk_bytes / MiB).toFixed(1).padStart(9)} | ${r.path.padEnd(6)} | ${r.store_gbps.toFixed(2)} (${ref?.store_gbps.toFixed(2) ?? '-'}) | ${r.retrieve_gbps.toFixed(2)} (${ref?.retrieve_gbps.toFixed(2) ?? '-'}) | ${r.ratio ? `${r.ratio.store} / ${r.ratio.retrieve}` : '-'}`);
+    lines.push(`${(r.chunk_bytes / MiB).toFixed(1).padStart(9)} | ${String(r.masters).padStart(7)} | ${r.path.padEnd(6)} | ${r.store_gbps.toFixed(2)} (${ref?.store_gbps.toFixed(2) ?? '-'}) | ${r.retrieve_gbps.toFixed(2)} (${ref?.retrieve_gbps.toFixed(2) ?? '-'}) | ${r.ratio ? `${r.ratio.store} / ${r.ratio.retrieve}` : '-'}`);
   }
   return lines.join('\n');
 }
@@ -397,6 +414,7 @@ function parseArgs(argv: string[]): { options: ValkeyThroughputOptions; json: bo
       case '--rounds': options.rounds = num(); break;
       case '--no-reference': options.noReference = true; break;
       case '--tls': options.tls = true; break;
+      case '--cluster': options.cluster = true; break;
       default: throw new Error(`unknown flag ${a}`);
     }
   }

@@ -19,8 +19,14 @@ export function chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: nu
   load().chainHashes(prev, tokens, chunkBytes, count, out);
 }
 
-/** xxh64 as 16 hex digits, computed by the addon (tests compare it with checksum.ts). */
-export function nativeXxh64(bytes: Uint8Array): string {
-  return load().xxh64(bytes);
+/**
+ * xxh64 as 16 hex digits, computed by the addon (tests compare it with
+ * checksum.ts). With `pieceBytes` the addon feeds the bytes to its streaming
+ * hasher in pieces of that size, as the Valkey I/O threads do with each
+ * send and recv.
+ */
+export function nativeXxh64(bytes: Uint8Array, pieceBytes = 0): string {
+  if (!Number.isSafeInteger(pieceBytes) || pieceBytes < 0) throw badRequest(`expected a non-negative integer for pieceBytes, got ${pieceBytes}`);
+  return load().xxh64(bytes, pieceBytes);
 }
 

@@ -44,7 +44,7 @@ export interface Binding extends DiskBinding {
   peerCredentials(fd: number): PeerCredentials;
   setCudaCopy(mode: string): boolean;
   ValkeyLink: new (host: string, port: number, username: string, password: string, db: number, connections: number, connectTimeoutMs: number, pipelineBytes: number, tls: boolean, tlsCaPem: string, tlsInsecure: boolean) => ValkeyLinkBinding;
-  xxh64(bytes: Uint8Array): string;
+  xxh64(bytes: Uint8Array, pieceBytes: number): string;
 }
 
 /** What a native read job found: the manifest (when asked for) and each segment. */
@@ -65,7 +65,8 @@ export interface ValkeyReadResult {
  */
 export interface ValkeyLinkBinding {
   write(segKeys: string[], src: Uint8Array, segBytes: number, segTtl: number, manifestKey: string, manifest: Uint8Array, sumOffsets: Uint32Array, manifestTtl: number, timeoutMs: number): Promise<void>;
-  read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Uint8Array, segBytes: number, timeoutMs: number): Promise<ValkeyReadResult>;
+  /** `asking`: ASKING before each GET (a retry at the node an ASK redirect named). */
+  read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Uint8Array, segBytes: number, timeoutMs: number, asking: boolean): Promise<ValkeyReadResult>;
   stats(): { jobs: number; failures: number; reconnects: number; bytesOut: number; bytesIn: number };
   /** Fails every queued part and wakes running ones (their sockets are shut down); the count of queued parts. */
   abort(why: string): number;

@@ -106,10 +106,11 @@ export function registerBench(program: Command): void {
     .option('--url <url>', 'valkey tier: use this Valkey instead of starting one on a free loopback port')
     .option('--sizes <mib>', 'valkey and disk tiers: chunk sizes in MiB, comma separated', '4,32')
     .option('--tls', 'valkey tier: start the bench Valkey TLS-only (a throwaway CA); both data paths and valkey-benchmark use TLS')
+    .option('--cluster', 'valkey tier: start a 3-master loopback cluster; both data paths and valkey-benchmark --cluster run against it')
     .option('--source <source>', 'host tier: where the worker KV lives: cuda (device memory via CUDA IPC), shm, sglang (an SGLang host pool through the HiCache backend), or auto (cuda when a device is visible)', 'auto')
     .option('--cuda-copy <mode>', 'host tier with --source cuda: staged or kernel (default: KVTIER_CUDA_COPY, else staged)')
     .option('--json', 'print one JSON object')
-    .action(async (opts: { tier: string; url?: string; dir?: string; sizes: string; source: string; cudaCopy?: string; tls?: boolean; json?: boolean }) => {
+    .action(async (opts: { tier: string; url?: string; dir?: string; sizes: string; source: string; cudaCopy?: string; tls?: boolean; cluster?: boolean; json?: boolean }) => {
       const log = progress(opts.json === true);
       if (opts.tier !== 'host' && opts.tier !== 'valkey' && opts.tier !== 'disk') usage(`expected host, disk or valkey for --tier, got ${opts.tier}`);
       if (!['auto', 'shm', 'cuda', 'sglang'].includes(opts.source)) usage(`expected auto, shm, cuda or sglang for --source, got ${opts.source}`);
@@ -175,7 +176,8 @@ export function registerBench(program: Command): void {
         if (native !== null && native.nativeAvailable()) native.tuneMalloc();
         const { runValkeyThroughput } = await import('../../bench/throughput-valkey.js');
         if (opts.tls === true && opts.url !== undefined) usage('--tls starts its own TLS Valkey: give it without --url');
-        const rows = await runValkeyThroughput({ url: opts.url, sizes, tls: opts.tls === true });
+        if (opts.cluster === true && (opts.url !== undefined || opts.tls === true)) usage('--cluster starts its own plain 3-master cluster: give it without --url or --tls');
+        const rows = await runValkeyThroughput({ url: opts.url, sizes, tls: opts.tls === true, cluster: opts.cluster === true });
         if (opts.json === true) process.stdout.write(`${JSON.stringify(rows.length === 1 ? rows[0] : { bench: 'throughput', tier: 'valkey', rows })}\n`);
         else for (const r of rows) process.stdout.write(`${(r.chunk_bytes / (1 << 20)).toFixed(0)} MiB chunks, ${r.path}: store ${r.store_gbps} GB/s, retrieve ${r.retrieve_gbps} GB/s; best valkey-benchmark SET ${r.best_reference?.store_gbps ?? '-'} GET ${r.best_reference?.retrieve_gbps ?? '-'} GB/s\n`);
       }

@@ -105,7 +105,7 @@ export class ValkeyIo {
   nativeFailed(native: NativeDataPath, what: string, e: unknown): boolean {
     const f = native.failed(e);
     if (f.redirect) {
-      this.log('info', `${what}: ${f.message.trim()}; slot map refresh, this chunk through glide`);
+      this.log('info', `${what}: ${f.message.trim()}; this chunk through glide`);
       return true;
     }
     this.counters.errors++;

@@ -14,9 +14,19 @@
  * Single node: one link. Cluster: one link per master, opened when a chunk
  * first goes to it and closed when the node leaves the slot map; a chunk is
  * one slot (valkey-slots.ts), so one job on one link. The map comes from
- * glide (CLUSTER SLOTS), refreshed after a MOVED/ASK or a lost node, at most
+ * glide (CLUSTER SLOTS), refreshed after a MOVED or a lost node, at most
  * one fetch in flight; without a map, or for a slot without a node, the
- * chunk goes through glide. TLS runs on node's own OpenSSL (the addon links
+ * chunk goes through glide. A redirected job is retried natively once
+ * (#followOnce), and only then does its chunk go through glide:
+ *   MOVED  the slot has a new owner, so every key of the chunk is there:
+ *          the map is refreshed and the whole job runs again at that node.
+ *   ASK    the slot is half moved, keys on both nodes: no map refresh. A
+ *          read runs again at the named node with ASKING before each GET,
+ *          and counts only if every key was there (a nil there may be a
+ *          key not moved yet, never an eviction). A write is not retried:
+ *          a whole chunk SET at the importing node would put keys there
+ *          that the old owner still holds (MIGRATE then fails, BUSYKEY);
+ *          glide follows ASK command by command. TLS runs on node's own OpenSSL (the addon links
  * none of its own); inline (unsegmented) values stay on glide. Why a tier is
  * on glide is in `info.reason`, which stats and doctor show.
  */
@@ -47,7 +57,21 @@ const FIXSTR16 = 0xb0 | 16;
  */
 const PIPELINE_BYTES = 1 << 20;
 /** A server's redirect as a native job reports it: "<cmd> <key> refused: MOVED <slot> <host:port>". */
-const REDIRECT = /refused: (MOVED|ASK) /;
+const REDIRECT = /refused: (MOVED|ASK) (\d+) (\S+)/;
+
+/** Where a server redirected a job, parsed from its failure. */
+export interface Redirect {
+  kind: 'MOVED' | 'ASK';
+  slot: number;
+  /** host:port of the node to ask instead. */
+  addr: string;
+}
+
+export function redirectOf(e: unknown): Redirect | null {
+  if ((e as { code?: unknown } | null)?.code !== ErrorCode.KVT_VALKEY_REFUSED) return null;
+  const m = REDIRECT.exec(errorMessage(e));
+  return m ? { kind: m[1] as Redirect['kind'], slot: Number(m[2]), addr: m[3] } : null;
+}
 
 /** A failed native job: `code` says whether the connection (not just this chunk) is in doubt. */
 export interface NativeFailure {
@@ -80,8 +104,14 @@ export interface NativeStats {
   bytesIn: number;
   /** Links open now (one per node in use). */
   nodes: number;
-  /** Jobs a cluster node answered with MOVED/ASK (then done through glide). */
+  /** Jobs a cluster node answered with MOVED/ASK. */
   redirects: number;
+  /** Of those, ASK (no map refresh). */
+  askRedirects: number;
+  /** Redirected jobs run again natively at the named node. */
+  redirectRetries: number;
+  /** Redirected chunks then carried by glide: an ASKed write, a retry that was redirected or found a key not moved yet. */
+  redirectsToGlide: number;
   /** Slot maps fetched and installed. */
   mapRefreshes: number;
 }
@@ -94,7 +124,7 @@ export interface NativeOpenOptions {
   log?: (level: 'info' | 'warn' | 'error', message: string) => void;
 }
 
-type LinkCounters = Omit<NativeStats, 'nodes' | 'redirects' | 'mapRefreshes'>;
+type LinkCounters = Omit<NativeStats, 'nodes' | 'redirects' | 'askRedirects' | 'redirectRetries' | 'redirectsToGlide' | 'mapRefreshes'>;
 
 export class NativeDataPath {
   readonly #openLink: (host: string, port: number) => ValkeyLinkBinding;
@@ -114,6 +144,9 @@ export class NativeDataPath {
   /** Counters of links already closed, so stats never go backwards. */
   #retired: LinkCounters = { jobs: 0, failures: 0, reconnects: 0, bytesOut: 0, bytesIn: 0 };
   #redirects = 0;
+  #askRedirects = 0;
+  #redirectRetries = 0;
+  #redirectsToGlide = 0;
   #mapRefreshes = 0;
 
   private constructor(openLink: (host: string, port: number) => ValkeyLinkBinding, connections: number, single: string | null, tls: boolean, options: NativeOpenOptions) {
@@ -181,7 +214,71 @@ export class NativeDataPath {
     if (map === null || this.#closed) return null;
     const i = map.owner[keyHashSlot(key)];
     if (i < 0) return null;
-    const addr = map.nodes[i];
+    return this.#linkAt(map.nodes[i]);
+  }
+
+  /**
+   * The segments of `stored`, then its manifest (`manifest`, packed with
+   * placeholderSums(); `sumOffsets` from sumOffsets()). null: no node known
+   * for the chunk's slot, nothing sent (the caller writes through glide).
+   */
+  write(segKeys: string[], stored: Buffer, segBytes: number, segTtl: number, manifestKey: string, manifest: Buffer, sumOffsets: Uint32Array, ttl: number, timeoutMs: number): Promise<void> | null {
+    const link = this.#linkFor(manifestKey);
+    const job = (l: ValkeyLinkBinding): Promise<void> => l.write(segKeys, stored, segBytes, segTtl, manifestKey, manifest, sumOffsets, ttl, timeoutMs);
+    return link && this.#followOnce(job(link), (r) => (r.kind === 'MOVED' ? job(this.#linkAt(r.addr)) : null));
+  }
+
+  /**
+   * Segments into `dest` (and the manifest, up to manifestCap bytes, when
+   * manifestKey is not ''). null: no node known for the chunk's slot.
+   */
+  read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Buffer, segBytes: number, timeoutMs: number): Promise<ValkeyReadResult> | null {
+    const link = this.#linkFor(manifestKey !== '' ? manifestKey : (segKeys[0] ?? ''));
+    if (link === null) return null;
+    return this.#followOnce(link.read(manifestKey, manifestCap, segKeys, dest, segBytes, timeoutMs, false), (r, first) => {
+      const asking = r.kind === 'ASK';
+      return this.#linkAt(r.addr).read(manifestKey, manifestCap, segKeys, dest, segBytes, timeoutMs, asking).then((res) => {
+        // At an importing node a nil is a key still at the old owner: glide follows ASK per key.
+        if (asking && (res.manifestState === 'nil' || res.got.some((g) => g === -1))) throw first;
+        return res;
+      });
+    });
+  }
+
+  /**
+   * `job`, and after a MOVED/ASK the retry `again` makes (null: none; then
+   * the redirect is the caller's, who sends the chunk through glide). A
+   * MOVED refreshes the map, in the background: the retry already knows
+   * its node.
+   */
+  async #followOnce<T>(job: Promise<T>, again: (r: Redirect, first: unknown) => Promise<T> | null): Promise<T> {
+    try {
+      return await job;
+    } catch (e) {
+      const r = this.#single ? null : redirectOf(e);
+      if (r === null) throw e;
+      this.#redirects++;
+      if (r.kind === 'ASK') this.#askRedirects++;
+      else void this.refresh(true);
+      const retry = this.#closed ? null : again(r, e);
+      if (retry === null) {
+        this.#redirectsToGlide++;
+        throw e;
+      }
+      this.#redirectRetries++;
+      this.#log('info', `valkey native path: ${errorMessage(e).trim()}; retried natively at ${r.addr}${r.kind === 'ASK' ? ' (ASKING)' : ''}`);
+      try {
+        return await retry;
+      } catch (e2) {
+        // Redirected again (or found a key not moved yet): glide carries the chunk.
+        if (redirectOf(e2) !== null) this.#redirectsToGlide++;
+        throw e2;
+      }
+    }
+  }
+
+  /** The link to `addr` (host:port), opened if none is: a redirect's node, perhaps not in the map yet. */
+  #linkAt(addr: string): ValkeyLinkBinding {
     let link = this.#links.get(addr);
     if (link === undefined) {
       const { host, port } = splitAddress(addr);
@@ -192,33 +289,13 @@ export class NativeDataPath {
   }
 
   /**
-   * The segments of `stored`, then its manifest (`manifest`, packed with
-   * placeholderSums(); `sumOffsets` from sumOffsets()). null: no node known
-   * for the chunk's slot, nothing sent (the caller writes through glide).
-   */
-  write(segKeys: string[], stored: Buffer, segBytes: number, segTtl: number, manifestKey: string, manifest: Buffer, sumOffsets: Uint32Array, ttl: number, timeoutMs: number): Promise<void> | null {
-    const link = this.#linkFor(manifestKey);
-    return link && link.write(segKeys, stored, segBytes, segTtl, manifestKey, manifest, sumOffsets, ttl, timeoutMs);
-  }
-
-  /**
-   * Segments into `dest` (and the manifest, up to manifestCap bytes, when
-   * manifestKey is not ''). null: no node known for the chunk's slot.
-   */
-  read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Buffer, segBytes: number, timeoutMs: number): Promise<ValkeyReadResult> | null {
-    const link = this.#linkFor(manifestKey !== '' ? manifestKey : (segKeys[0] ?? ''));
-    return link && link.read(manifestKey, manifestCap, segKeys, dest, segBytes, timeoutMs);
-  }
-
-  /**
-   * What a failed job means: a redirect or a lost node makes a cluster's
-   * slot map suspect, so it is fetched again (the chunk itself is the
-   * caller's: glide after a redirect, a skip or miss otherwise).
+   * What a failed job means (after #followOnce): a lost node makes a
+   * cluster's slot map suspect, so it is fetched again. The chunk itself
+   * is the caller's: glide after a redirect, a skip or miss otherwise.
    */
   failed(e: unknown): NativeFailure {
     const f = failureOf(e);
-    if (f.redirect) this.#redirects++;
-    if (this.#fetchSlots && (f.redirect || f.code === ErrorCode.KVT_VALKEY_UNAVAILABLE)) void this.refresh(true);
+    if (this.#fetchSlots && f.code === ErrorCode.KVT_VALKEY_UNAVAILABLE) void this.refresh(true);
     return f;
   }
 
@@ -286,7 +363,10 @@ export class NativeDataPath {
       const s = link.stats();
       for (const k of Object.keys(sum) as (keyof LinkCounters)[]) sum[k] += s[k];
     }
-    return { ...sum, nodes: this.#allLinks().length, redirects: this.#redirects, mapRefreshes: this.#mapRefreshes };
+    return {
+      ...sum, nodes: this.#allLinks().length, redirects: this.#redirects, askRedirects: this.#askRedirects,
+      redirectRetries: this.#redirectRetries, redirectsToGlide: this.#redirectsToGlide, mapRefreshes: this.#mapRefreshes,
+    };
   }
 
   close(): void {

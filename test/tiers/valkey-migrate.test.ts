@@ -6,10 +6,12 @@
  *
  * While the slot is half moved the old owner answers ASK for the keys it no
  * longer has (reads of moved segments, writes of keys that left); once it
- * is handed over it answers MOVED. Either way the native job fails before a
- * manifest is written, the chunk goes through glide (which follows ASK and
- * MOVED itself), and the slot map is refreshed, so the next chunk of that
- * slot goes native to the new owner. What a user would check: no get ever
+ * is handed over it answers MOVED. The native path's rule: ASK does not
+ * refresh the slot map, and a read runs again natively at the named node
+ * with ASKING (glide takes the chunk when a key was not moved yet, and
+ * takes every ASKed write); MOVED refreshes the map and the job runs again
+ * natively at the named node, so no chunk that met MOVED goes through
+ * glide. No manifest is written before its segments. What a user would check: no get ever
  * returns other bytes than the chunk's last store, every put succeeds and
  * reads back byte-exact, no call outlasts the tier's bound, and the native
  * path serves the slot again afterwards.
@@ -69,7 +71,7 @@ describe.each(['native', 'glide'] as const)('a slot migrated while the tier read
     const tier = await ValkeyTier.create(options);
     try {
       expect(tier.dataPath.path).toBe(dataPath);
-      const nativeStats = (): NativeStats => (tier.stats().native as NativeStats | null) ?? { jobs: 0, failures: 0, reconnects: 0, bytesOut: 0, bytesIn: 0, nodes: 0, redirects: 0, mapRefreshes: 0 };
+      const nativeStats = (): NativeStats => (tier.stats().native as NativeStats | null) ?? { jobs: 0, failures: 0, reconnects: 0, bytesOut: 0, bytesIn: 0, nodes: 0, redirects: 0, askRedirects: 0, redirectRetries: 0, redirectsToGlide: 0, mapRefreshes: 0 };
       // Three chunks in one slot, so the slot holds 18 keys to move a few at a time.
       const first = randomChunkKey('ns-migrate');
       const slot = keyHashSlot(tier.keyOf(first));
@@ -141,6 +143,7 @@ describe.each(['native', 'glide'] as const)('a slot migrated while the tier read
       const redirectLines = (kind: 'ASK' | 'MOVED'): number => lines.filter((l) => l.includes(`refused: ${kind} ${slot} `)).length;
 
       // The reshard, as valkey-cli does it: importing first, then migrating.
+      const mapsBeforeAsk = nativeStats().mapRefreshes;
       await to.node.cli(['CLUSTER', 'SETSLOT', String(slot), 'IMPORTING', from.id]);
       await from.node.cli(['CLUSTER', 'SETSLOT', String(slot), 'MIGRATING', to.id]);
       let moved = 0;
@@ -155,17 +158,22 @@ describe.each(['native', 'glide'] as const)('a slot migrated while the tier read
         moved += keys.length;
         if (!askSeen && moved >= 6) {
           // Half way: hold the slot here until a native job met ASK (glide: a while of traffic).
-          if (native) await until('a native job answered ASK', () => redirectLines('ASK') > 0);
-          else await sleep(300);
+          if (native) {
+            await until('a native job answered ASK', () => redirectLines('ASK') > 0);
+            // ASK is not a new owner: the map stays as it was.
+            expect(nativeStats()).toMatchObject({ mapRefreshes: mapsBeforeAsk });
+            expect(nativeStats().askRedirects).toBeGreaterThan(0);
+          } else {
+            await sleep(300);
+          }
           askSeen = true;
         }
         await sleep(30);
       }
       expect(askSeen).toBe(true);
-      // Every key moved: the old owner answers ASK for each until the handover. Every ASK
-      // also refreshes the tier's map, so a fetch in flight across SETSLOT NODE could pick
-      // up the new owner before any job meets MOVED. The workers pause for the handover
-      // only, and the map fetches settle, so the first job after it meets MOVED.
+      // Every key moved: the old owner answers ASK for each until the handover. The
+      // workers pause for the handover only, and any map fetch settles, so the first
+      // job after it meets MOVED.
       hold = true;
       await until('workers paused', () => idle === chunks.length);
       let quiet = nativeStats().mapRefreshes;
@@ -211,6 +219,14 @@ describe.each(['native', 'glide'] as const)('a slot migrated while the tier read
       if (native) {
         expect(after.redirects).toBeGreaterThan(atHandover.redirects);
         expect(after.mapRefreshes).toBeGreaterThan(before.mapRefreshes);
+        // The whole reshard refreshed the map only for MOVED (and at most one fetch follows one in flight).
+        expect(after.mapRefreshes - mapsBeforeAsk).toBeLessThanOrEqual(2 * (after.redirects - after.askRedirects));
+        // Every MOVED job ran again natively at the named node; none of those chunks went through glide.
+        expect(lines.filter((l) => l.includes('refused: MOVED') && l.includes('retried natively at')).length).toBe(after.redirects - after.askRedirects);
+        expect(lines.filter((l) => l.includes('refused: MOVED') && l.includes('through glide'))).toEqual([]);
+        // ASKed reads ran again natively with ASKING.
+        expect(lines.filter((l) => l.includes('refused: ASK') && l.includes('(ASKING)')).length).toBeGreaterThan(0);
+        expect(after.redirectRetries).toBeGreaterThan(0);
       }
 
       // Native: the slot map names the new owner, each chunk's put and get are one native job each, no redirect.

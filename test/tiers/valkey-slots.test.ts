@@ -114,7 +114,7 @@ describe('cluster slots', () => {
     }
   });
 
-  it('a slot migrated under the tier: MOVED, that chunk through glide byte-exact, the map refreshed, the next job native on the new owner', async () => {
+  it('a slot migrated under the tier: MOVED, that chunk retried natively at the named node byte-exact, the map refreshed, never glide', async () => {
     const lines: string[] = [];
     const tier = await ValkeyTier.create({ url: cluster.url, dataPath: 'native', segmentBytes: 64 << 10, log: (_l, m) => lines.push(m) });
     try {
@@ -127,30 +127,30 @@ describe('cluster slots', () => {
       const s0 = nativeStats(tier);
       expect(s0).toMatchObject({ jobs: 3, failures: 0, redirects: 0 });
 
-      // Read after a migration: the old owner answers MOVED.
+      // Read after a migration: the old owner answers MOVED; the same job runs again at the node it names.
       const first = ownerOf(await masters(), slot);
       const second = (await masters()).find((m) => m.id !== first.id)!;
       await migrateSlot(slot, second);
       expect((await tier.get(k))!.equals(v1)).toBe(true);
-      expect(nativeStats(tier)).toMatchObject({ jobs: 4, failures: 1, redirects: 1 });
-      expect(lines.join('\n')).toMatch(/MOVED \d+ /);
+      expect(nativeStats(tier)).toMatchObject({ jobs: 5, failures: 1, redirects: 1, askRedirects: 0, redirectRetries: 1, redirectsToGlide: 0 });
+      expect(lines.join('\n')).toMatch(new RegExp(`MOVED ${slot} ${second.node.host}:${second.node.port}; retried natively at ${second.node.host}:${second.node.port}`));
       await until('slot map refreshed', () => nativeStats(tier).mapRefreshes > s0.mapRefreshes);
       const refreshed = nativeStats(tier).mapRefreshes;
       expect((await tier.get(k))!.equals(v1)).toBe(true);
-      expect(nativeStats(tier)).toMatchObject({ jobs: 5, failures: 1, redirects: 1 });
+      expect(nativeStats(tier)).toMatchObject({ jobs: 6, failures: 1, redirects: 1 });
 
-      // Write after a migration back: MOVED, written through glide, manifest last.
+      // Write after a migration back: MOVED, the whole write again natively at the named node, manifest last.
       await migrateSlot(slot, first);
       const v2 = randomBytes((300 << 10) + 11);
       expect(await tier.put(k, v2)).toBe(true);
-      expect(nativeStats(tier)).toMatchObject({ jobs: 6, failures: 2, redirects: 2 });
+      expect(nativeStats(tier)).toMatchObject({ jobs: 8, failures: 2, redirects: 2, redirectRetries: 2, redirectsToGlide: 0 });
       expect((await first.node.cli(['EXISTS', tier.keyOf(k)])).trim()).toBe('1');
       await until('slot map refreshed again', () => nativeStats(tier).mapRefreshes > refreshed);
       expect((await tier.get(k))!.equals(v2)).toBe(true);
       const v3 = randomBytes((300 << 10) + 11);
       expect(await tier.put(k, v3)).toBe(true);
       expect((await tier.get(k))!.equals(v3)).toBe(true);
-      expect(nativeStats(tier)).toMatchObject({ jobs: 9, failures: 2, redirects: 2 });
+      expect(nativeStats(tier)).toMatchObject({ jobs: 11, failures: 2, redirects: 2, askRedirects: 0, redirectRetries: 2, redirectsToGlide: 0 });
       expect(tier.counters).toMatchObject({ errors: 0, corrupt: 0, skipped: 0 });
     } finally {
       await tier.close();

@@ -102,7 +102,7 @@ describe.skipIf(!nativeAvailable())('native TLS connections check what they talk
   const probe = async (host: string, tls: { caPem?: string; insecure: boolean } | undefined): Promise<string> => {
     const link = openValkeyLink({ host, port: server.port, connections: 1, connectTimeoutMs: 3000, pipelineBytes: 1 << 20, ...(tls ? { tls } : {}) });
     try {
-      const r = await link.read(`{probe}:${randomBytes(8).toString('hex')}`, 1024, [], Buffer.alloc(0), 1 << 20, 3000);
+      const r = await link.read(`{probe}:${randomBytes(8).toString('hex')}`, 1024, [], Buffer.alloc(0), 1 << 20, 3000, false);
       return r.manifestState;
     } catch (e) {
       const err = e as { code?: string; message: string };

@@ -101,7 +101,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     return start(env, std::move(job), {src}, [](Napi::Env env, ValkeyJob&) { return env.Undefined(); });
   }
 
-  // read(manifestKey ('' for none), manifestCap, segKeys, dest, segBytes, timeoutMs)
+  // read(manifestKey ('' for none), manifestCap, segKeys, dest, segBytes, timeoutMs, asking)
   //   -> { manifest: Buffer | null, manifestState: 'ok'|'nil'|'too-long'|'none', got: Float64Array, sums: string[] }
   Napi::Value Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -114,6 +114,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     size_t seg = static_cast<size_t>(args::integer(info, 4, "segment bytes"));
     layoutSegments(env, job.get(), std::move(keys), dest.Data(), dest.ByteLength(), seg);
     job->timeout = timeoutArg(info, 5);
+    job->asking = args::boolean(info, 6, "asking");
     const bool wantManifest = !job->manifestKey.empty();
     return start(env, std::move(job), {dest}, [wantManifest](Napi::Env env, ValkeyJob& j) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
@@ -194,8 +195,13 @@ Napi::Function defineValkeyLink(Napi::Env env) { return LinkWrap::Define(env); }
 
 Napi::Value Xxh64Hex(const Napi::CallbackInfo& info) {
   Napi::Uint8Array bytes = args::bytes(info, 0, "bytes");
+  // pieceBytes 0: one update of every byte.
+  const size_t piece = static_cast<size_t>(args::integer(info, 1, "pieceBytes"));
+  Xxh64 h;
+  const size_t n = bytes.ByteLength();
+  for (size_t at = 0; at < n; at += piece == 0 ? n : piece) h.update(bytes.Data() + at, std::min(n - at, piece == 0 ? n : piece));
   char hex[16];
-  xxh64Hex(xxh64(bytes.Data(), bytes.ByteLength()), hex);
+  xxh64Hex(h.digest(), hex);
   return Napi::String::New(info.Env(), hex, 16);
 }
 

@@ -227,23 +227,56 @@ bool ValkeyLink::writeSegments(RespConn& conn, const JobPart& part, Clock::time_
   ValkeyJob& job = *part.job;
   const size_t n = part.end - part.begin;
   if (n == 0) return true;
-  std::vector<std::string> heads(n);
   const std::string tail = setTail(job.segmentTtl);
+  std::string error;
+  // The part goes out in writes of about kHashPiece payload bytes (several
+  // small segments share one write, a large one is cut), and each write's
+  // payload is hashed right after the kernel copied it (still in cache)
+  // while the server reads it: the connection never waits for a hash, and
+  // the last piece's hash overlaps the server's SET. Each part sums its own
+  // segments: disjoint bytes of the manifest.
+  std::vector<std::string> heads(n);
+  std::vector<Xxh64> sums(n);
   std::vector<struct iovec> iov;
-  iov.reserve(n * 3);
+  struct Piece {
+    size_t k;
+    const uint8_t* data;
+    size_t len;
+  };
+  std::vector<Piece> pieces;
+  size_t pending = 0;
+  auto flush = [&]() {
+    if (iov.empty()) return true;
+    if (!conn.writeAll(iov.data(), static_cast<int>(iov.size()), deadline, &error)) return false;
+    for (const Piece& p : pieces) sums[p.k].update(p.data, p.len);
+    iov.clear();
+    pieces.clear();
+    pending = 0;
+    return true;
+  };
   for (size_t k = 0; k < n; ++k) {
     SegmentIo& s = job.segments[part.begin + k];
-    // Each part sums its own segments: disjoint bytes of the manifest.
-    s.sum = xxh64(s.data, s.length);
-    const size_t i = part.begin + k;
-    if (i < job.sumOffsets.size()) xxh64Hex(s.sum, reinterpret_cast<char*>(job.manifest.data() + job.sumOffsets[i]));
     heads[k] = setHead(s.key, s.length, job.segmentTtl);
     iov.push_back({heads[k].data(), heads[k].size()});
-    iov.push_back({s.data, s.length});
+    size_t at = 0;
+    while (at < s.length) {
+      const size_t len = std::min(kHashPiece - pending, s.length - at);
+      iov.push_back({s.data + at, len});
+      pieces.push_back({k, s.data + at, len});
+      pending += len;
+      at += len;
+      if (pending == kHashPiece && at < s.length && !flush()) return ioFailed(addr_, error, code, message);
+    }
     iov.push_back({const_cast<char*>(tail.data()), tail.size()});
+    if (pending >= kHashPiece && !flush()) return ioFailed(addr_, error, code, message);
   }
-  std::string error;
-  if (!conn.writeAll(iov.data(), static_cast<int>(iov.size()), deadline, &error)) return ioFailed(addr_, error, code, message);
+  if (!flush()) return ioFailed(addr_, error, code, message);
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = part.begin + k;
+    SegmentIo& s = job.segments[i];
+    s.sum = sums[k].digest();
+    if (i < job.sumOffsets.size()) xxh64Hex(s.sum, reinterpret_cast<char*>(job.manifest.data() + job.sumOffsets[i]));
+  }
   bool ok = true;
   for (size_t k = 0; k < n; ++k) {
     Reply r;
@@ -273,13 +306,25 @@ bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, Clock::time_p
   ValkeyJob& job = *part.job;
   std::string commands;
   const bool manifest = part.first && !job.manifestKey.empty();
-  if (manifest) commands += getCommand(job.manifestKey);
-  for (size_t i = part.begin; i < part.end; ++i) commands += getCommand(job.segments[i].key);
+  // ASKING lasts one command, so one before each GET.
+  static const std::string kAsking = "*1\r\n$6\r\nASKING\r\n";
+  const std::string& ask = job.asking ? kAsking : std::string();
+  if (manifest) commands += ask + getCommand(job.manifestKey);
+  for (size_t i = part.begin; i < part.end; ++i) commands += ask + getCommand(job.segments[i].key);
   std::string error;
   struct iovec iov = {commands.data(), commands.size()};
   if (!conn.writeAll(&iov, 1, deadline, &error)) return ioFailed(addr_, error, code, message);
   bool ok = true;
+  // Each ASKING's reply; read so the connection stays in step.
+  auto asked = [&]() {
+    if (!job.asking) return true;
+    Reply r;
+    if (!conn.readReply(&r, nullptr, 0, -1, deadline, &error)) return ioFailed(addr_, error, code, message);
+    if (r.kind != ReplyKind::Status && ok) ok = refused("ASKING", r, code, message);
+    return true;
+  };
   if (manifest) {
+    if (!asked()) return false;
     Reply r;
     if (!conn.readReply(&r, job.manifest.data(), job.manifest.size(), -1, deadline, &error)) return ioFailed(addr_, error, code, message);
     if (r.kind == ReplyKind::Bulk) job.manifestGot = r.integer;
@@ -288,11 +333,13 @@ bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, Clock::time_p
   }
   for (size_t i = part.begin; i < part.end; ++i) {
     SegmentIo& s = job.segments[i];
+    if (!asked()) return false;
     Reply r;
-    if (!conn.readReply(&r, s.data, s.length, static_cast<int64_t>(s.length), deadline, &error)) return ioFailed(addr_, error, code, message);
+    Xxh64 h;  // fed as the bytes land (resp-conn.h)
+    if (!conn.readReply(&r, s.data, s.length, static_cast<int64_t>(s.length), deadline, &error, &h)) return ioFailed(addr_, error, code, message);
     if (r.kind == ReplyKind::Bulk) {
       s.got = r.integer;
-      s.sum = xxh64(s.data, s.length);
+      s.sum = h.digest();
     } else if (r.kind == ReplyKind::TooLong) {
       s.got = -2;
     } else if (r.kind == ReplyKind::Error && ok) {

@@ -6,14 +6,15 @@
 // one connection far more slowly than the same values spread over several
 // (a 32 MiB chunk as one 32-segment pipeline ran at half the server's rate).
 //
-//   write job: xxh64 of every segment on the I/O thread, the sums patched
-//              into the manifest JS packed, SET every segment (pipelined,
-//              writev from the slab), then SET the manifest: last, so a
-//              reader never sees a half-written chunk.
+//   write job: SET every segment (pipelined, writev from the slab in
+//              kHashPiece pieces, each hashed with xxh64 just after it is
+//              sent), the sums patched into the manifest JS packed, then SET
+//              the manifest: last, so a reader never sees a half-written
+//              chunk.
 //   read job:  GET the manifest (optional) and every segment, pipelined;
-//              each segment lands in its place in the destination slab, and
-//              its xxh64 is computed there. JS verifies the manifest and
-//              compares the sums.
+//              each segment lands in its place in the destination slab and
+//              is hashed piece by piece as it lands. JS verifies the
+//              manifest and compares the sums.
 //
 // One completion per job. Connection errors and timeouts fail the job with
 // KVT_VALKEY_UNAVAILABLE and close that connection only; the next job on it
@@ -54,6 +55,9 @@ struct ValkeyJob {
   std::vector<uint32_t> sumOffsets;
   int64_t manifestTtl = 0;
   int64_t manifestGot = -1;  // read: bytes of the manifest reply; -1 nil; -2 too long
+  // read: each GET is preceded by ASKING, for a retry at the node an ASK
+  // redirect named (a slot being imported there).
+  bool asking = false;
   // Time each part (and the manifest write) gets once it starts: a job
   // queued behind others does not spend its time waiting.
   std::chrono::milliseconds timeout{0};

@@ -252,16 +252,21 @@ bool RespConn::readLine(std::string* line, Clock::time_point deadline, std::stri
   }
 }
 
-bool RespConn::readExact(uint8_t* dest, size_t n, Clock::time_point deadline, std::string* error) {
+bool RespConn::readExact(uint8_t* dest, size_t n, Clock::time_point deadline, std::string* error, Xxh64* hash) {
   size_t have = std::min(n, rend_ - rpos_);
   std::memcpy(dest, rbuf_ + rpos_, have);
   rpos_ += have;
+  if (hash != nullptr) hash->update(dest, have);
   size_t got = have;
-  // The rest goes straight from the socket into place.
+  // The rest goes straight from the socket into place. When hashing, in
+  // pieces small enough to still be in cache when hashed, and hashed while
+  // the server keeps filling the socket buffer.
   while (got < n) {
     short events = 0;
-    ssize_t r = recvSome(dest + got, n - got, &events, error);
+    const size_t want = hash != nullptr ? std::min(n - got, kHashPiece) : n - got;
+    ssize_t r = recvSome(dest + got, want, &events, error);
     if (r > 0) {
+      if (hash != nullptr) hash->update(dest + got, static_cast<size_t>(r));
       got += static_cast<size_t>(r);
       continue;
     }
@@ -283,7 +288,7 @@ bool RespConn::skip(size_t n, Clock::time_point deadline, std::string* error) {
 }
 
 bool RespConn::readReply(Reply* out, uint8_t* dest, size_t cap, int64_t expect, Clock::time_point deadline,
-                         std::string* error) {
+                         std::string* error, Xxh64* hash) {
   std::string line;
   if (!readLine(&line, deadline, error)) return false;
   if (line.empty()) return fail(error, "empty reply line");
@@ -317,7 +322,7 @@ bool RespConn::readReply(Reply* out, uint8_t* dest, size_t cap, int64_t expect, 
         return skip(static_cast<size_t>(len) + 2, deadline, error);
       }
       out->kind = ReplyKind::Bulk;
-      if (!readExact(dest, static_cast<size_t>(len), deadline, error)) return false;
+      if (!readExact(dest, static_cast<size_t>(len), deadline, error, hash)) return false;
       uint8_t crlf[2];
       if (!readExact(crlf, 2, deadline, error)) return false;
       if (crlf[0] != '\r' || crlf[1] != '\n') return fail(error, "bulk reply not followed by CRLF");

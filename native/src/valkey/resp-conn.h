@@ -22,10 +22,15 @@
 #include <string>
 
 #include "tls.h"
+#include "xxh64.h"
 
 namespace kvtier {
 
 using Clock = std::chrono::steady_clock;
+
+// Bytes of a segment sent or received per syscall when it is also hashed:
+// small enough to stay in L2 between the kernel's copy and the hash.
+constexpr size_t kHashPiece = 256 * 1024;
 
 struct NodeAddress {
   std::string host;  // numeric IPv4/IPv6 or a name getaddrinfo resolves
@@ -72,14 +77,15 @@ class RespConn {
   bool writeAll(struct iovec* iov, int count, Clock::time_point deadline, std::string* error);
   // Reads one reply. A bulk reply of exactly `expect` bytes (or, with
   // expect < 0, at most `cap`) is stored in dest; any other bulk is read and
-  // discarded and reported as TooLong with its length in `integer`.
+  // discarded and reported as TooLong with its length in `integer`. With
+  // `hash`, a stored bulk is fed to it piece by piece as it lands.
   bool readReply(Reply* out, uint8_t* dest, size_t cap, int64_t expect, Clock::time_point deadline,
-                 std::string* error);
+                 std::string* error, Xxh64* hash = nullptr);
 
  private:
   bool fill(Clock::time_point deadline, std::string* error);  // more bytes into rbuf_
   bool readLine(std::string* line, Clock::time_point deadline, std::string* error);
-  bool readExact(uint8_t* dest, size_t n, Clock::time_point deadline, std::string* error);
+  bool readExact(uint8_t* dest, size_t n, Clock::time_point deadline, std::string* error, Xxh64* hash = nullptr);
   bool skip(size_t n, Clock::time_point deadline, std::string* error);
   bool wait(short events, Clock::time_point deadline, std::string* error);
   bool fail(std::string* error, const std::string& why);

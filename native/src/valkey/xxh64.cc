@@ -1,6 +1,7 @@
-// XXH64 as specified in xxhash's doc/xxhash_spec.md (seed 0).
+// XXH64 as specified in xxhash's doc/xxhash_spec.md (seed 0), streaming.
 #include "xxh64.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace kvtier {
@@ -32,31 +33,52 @@ inline uint64_t merge(uint64_t acc, uint64_t v) {
   acc ^= round(0, v);
   return acc * P1 + P4;
 }
+// Whole 32-byte stripes of [p, p + len); returns the bytes consumed.
+inline size_t stripes(uint64_t* v, const uint8_t* p, size_t len) {
+  const uint8_t* start = p;
+  uint64_t v1 = v[0], v2 = v[1], v3 = v[2], v4 = v[3];
+  for (; len >= 32; len -= 32, p += 32) {
+    v1 = round(v1, read64(p));
+    v2 = round(v2, read64(p + 8));
+    v3 = round(v3, read64(p + 16));
+    v4 = round(v4, read64(p + 24));
+  }
+  v[0] = v1, v[1] = v2, v[2] = v3, v[3] = v4;
+  return static_cast<size_t>(p - start);
+}
 
 }  // namespace
 
-uint64_t xxh64(const uint8_t* p, size_t len) {
-  const uint8_t* end = p + len;
+Xxh64::Xxh64() : v_{P1 + P2, P2, 0, 0 - P1} {}
+
+void Xxh64::update(const uint8_t* p, size_t len) {
+  total_ += len;
+  if (carried_ > 0) {
+    size_t take = std::min(len, sizeof carry_ - carried_);
+    std::memcpy(carry_ + carried_, p, take);
+    carried_ += take;
+    p += take;
+    len -= take;
+    if (carried_ < sizeof carry_) return;
+    stripes(v_, carry_, sizeof carry_);
+    carried_ = 0;
+  }
+  size_t done = stripes(v_, p, len);
+  carried_ = len - done;
+  std::memcpy(carry_, p + done, carried_);
+}
+
+uint64_t Xxh64::digest() const {
   uint64_t h;
-  if (len >= 32) {
-    uint64_t v1 = P1 + P2, v2 = P2, v3 = 0, v4 = 0 - P1;
-    const uint8_t* limit = end - 32;
-    do {
-      v1 = round(v1, read64(p));
-      v2 = round(v2, read64(p + 8));
-      v3 = round(v3, read64(p + 16));
-      v4 = round(v4, read64(p + 24));
-      p += 32;
-    } while (p <= limit);
-    h = rotl(v1, 1) + rotl(v2, 7) + rotl(v3, 12) + rotl(v4, 18);
-    h = merge(h, v1);
-    h = merge(h, v2);
-    h = merge(h, v3);
-    h = merge(h, v4);
+  if (total_ >= 32) {
+    h = rotl(v_[0], 1) + rotl(v_[1], 7) + rotl(v_[2], 12) + rotl(v_[3], 18);
+    for (uint64_t v : v_) h = merge(h, v);
   } else {
     h = P5;
   }
-  h += static_cast<uint64_t>(len);
+  h += total_;
+  const uint8_t* p = carry_;
+  const uint8_t* end = carry_ + carried_;
   while (p + 8 <= end) {
     h ^= round(0, read64(p));
     h = rotl(h, 27) * P1 + P4;
@@ -78,6 +100,12 @@ uint64_t xxh64(const uint8_t* p, size_t len) {
   h *= P3;
   h ^= h >> 32;
   return h;
+}
+
+uint64_t xxh64(const uint8_t* p, size_t len) {
+  Xxh64 h;
+  h.update(p, len);
+  return h.digest();
 }
 
 void xxh64Hex(uint64_t h, char* out) {
