@@ -113,10 +113,23 @@ int openMaybeDirect(const std::string& path, int flags, bool direct, bool* used)
 // "Where a store's time went"): 1 MiB pieces through AIO and a fallocate
 // before the write were the two costs that put the tier under the reference;
 // the create, the header write, the close and the rename were not.
-CopyError writeChunkFile(DiskWrite& w) {
+CopyError sumChunkWrite(DiskWrite& w) {
   if (w.header.size() != kDiskBlock || w.sumOffset + 16 > kDiskBlock || w.headerSumOffset + 16 > kDiskBlock) {
     return {codes::kBadRequest, "expected a 4096-byte header with both checksum fields inside it"};
   }
+  PayloadSum sum;
+  sum.update(w.data, w.length);
+  char hex[16];
+  xxh64Hex(sum.digest(), hex);
+  std::memcpy(w.header.data() + w.sumOffset, hex, 16);
+  xxh64Hex(xxh64(w.header.data(), w.headerSumOffset), hex);
+  std::memcpy(w.header.data() + w.headerSumOffset, hex, 16);
+  w.summed = true;
+  return ok();
+}
+
+CopyError writeChunkFile(DiskWrite& w) {
+  if (!w.summed) return {codes::kNative, "a chunk write must be summed (sumChunkWrite) before it is written"};
   Aligned head = alignedBlock(kDiskBlock);
   Aligned tail = alignedBlock(kDiskBlock);
   if (!head || !tail) return {codes::kNative, "out of memory for disk bounce buffers"};
@@ -128,12 +141,9 @@ CopyError writeChunkFile(DiskWrite& w) {
   Fd fd(openMaybeDirect(w.tmpPath, O_WRONLY | O_CREAT | O_EXCL, direct, &used));
   if (fd.get() < 0) return sysError("open", w.tmpPath, errno);
   w.usedDirect = used;
-  // The sum first (one pass over the slab), then the payload and the tail
-  // block in one pwritev; the header, which holds the sum, last. The file is
-  // renamed into place only after all of it.
-  PayloadSum sum;
-  sum.update(w.data, bulk);
-  sum.update(tail.get(), rest);
+  // The payload and the tail block in one pwritev; the header, which holds
+  // the sum (sumChunkWrite filled it in), last. The file is renamed into
+  // place only after all of it.
   struct iovec body[2];
   int parts = 0;
   if (bulk > 0) body[parts++] = {const_cast<uint8_t*>(w.data), bulk};
@@ -146,11 +156,6 @@ CopyError writeChunkFile(DiskWrite& w) {
     err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != bodyBytes ? ENOSPC : 0;
   }
   if (err == 0) {
-    char hex[16];
-    xxh64Hex(sum.digest(), hex);
-    std::memcpy(w.header.data() + w.sumOffset, hex, 16);
-    xxh64Hex(xxh64(w.header.data(), w.headerSumOffset), hex);
-    std::memcpy(w.header.data() + w.headerSumOffset, hex, 16);
     std::memcpy(head.get(), w.header.data(), kDiskBlock);
     struct iovec iov = {head.get(), kDiskBlock};
     int64_t got = fullIo(fd.get(), &iov, 1, 0, true);
@@ -198,14 +203,16 @@ CopyError readChunkFile(DiskRead& r) {
   if (got < 0) return sysError("read", r.path, static_cast<int>(-got));
   if (static_cast<size_t>(got) != want) return ok();  // shrank under us
   if (rest > 0) std::memcpy(r.data + bulk, tail.get(), rest);
-  // Every payload byte is hashed once it has landed; TypeScript compares the
-  // sum with the header's before the chunk counts as a hit.
-  PayloadSum sum;
-  sum.update(r.data, r.length);
   r.header.assign(head.get(), head.get() + kDiskBlock);
-  r.sum = sum.digest();
   r.complete = true;
   return ok();
+}
+
+void sumChunkRead(DiskRead& r) {
+  if (!r.complete) return;
+  PayloadSum sum;
+  sum.update(r.data, r.length);
+  r.sum = sum.digest();
 }
 
 CopyError writePlain(const std::string& path, const uint8_t* data, size_t length, uint64_t offset, bool direct) {
