@@ -318,4 +318,54 @@ describe('disk tier on failing filesystems', () => {
     expect(failedReads).toBeGreaterThan(0);
     expect(failedAfterOpen).toBe(failedReads);
   }, 120_000);
+
+  it.skipIf('why' in probe)(`the same block-device EIO under a daemon's disk reads (a Lookup's prefetch after a restart): every chunk retrieved is byte-exact or reported failed, the failures are counted, the daemon keeps serving${skipWhy(probe as { dir: string } | { why: string })}`, async () => {
+    const fs = nestedExt4() as NestedExt4;
+    const big = { tokens: prompt(4, 24).tokens, chunks: Array.from({ length: 24 }, () => randomBytes(4 << 20)) };
+    try {
+      const a = await startTestDaemon({ local_disk: fs.dir, disk_direct_io: true });
+      try {
+        const c = await a.connect({ fingerprint: fp });
+        await (await c.store({ address: { tokens: big.tokens }, chunks: big.chunks })).committed;
+        await a.daemon.manager.drain();
+        expect(a.daemon.stats().disk).toMatchObject({ entries: 24, ioErrors: 0 });
+      } finally {
+        await a.stop();
+      }
+      // Restarted: the host tier is empty, so every hit is a disk read, started when the Lookup is answered.
+      const b = await startTestDaemon({ local_disk: fs.dir, disk_direct_io: true });
+      try {
+        const c = await b.connect({ fingerprint: fp });
+        const shutdown = await armShutDown(fs.outerDir);
+        const l = await c.lookup({ tokens: big.tokens });
+        shutdown.fire();
+        await shutdown.done;
+        expect(l).toMatchObject({ hitChunks: 24, diskChunks: 24 });
+        const r = await c.retrieve({ leaseId: l.leaseId });
+        let loaded = 0;
+        r.chunks.forEach((got, i) => {
+          if (got.length === 0) return;
+          expect(Buffer.from(got).equals(big.chunks[i]), `chunk ${i}`).toBe(true);
+          loaded++;
+        });
+        expect(r.loadedChunks).toBe(loaded);
+        await c.releaseLease(l.leaseId);
+        const s = b.daemon.stats().disk!;
+        // The fault must have caught reads, or this proved nothing; each one is counted.
+        expect(loaded).toBeLessThan(24);
+        expect(s.ioErrors).toBe(24 - loaded);
+        expect(s.entries).toBe(loaded);
+        // Still serving: a new prompt is stored to the host tier (its disk write fails, counted) and retrieved exact.
+        const after = prompt(5, 2);
+        await (await c.store({ address: { tokens: after.tokens }, chunks: after.chunks })).committed;
+        await b.daemon.manager.drain();
+        expect(await served(c, after)).toEqual({ hit: 2, disk: 0, loaded: 2, wrong: 0 });
+        expect(b.daemon.stats().disk!.ioErrors + b.daemon.stats().disk!.skippedFull).toBeGreaterThanOrEqual(24 - loaded + 2);
+      } finally {
+        await b.stop();
+      }
+    } finally {
+      fs.close();
+    }
+  }, 120_000);
 });
