@@ -8,7 +8,8 @@
 // A chunk's checksum runs on a second pool of as many threads, before its
 // write or after its read, so the I/O threads only move bytes:
 //
-//   write: [sum pool] XXH3, header sums ─► [I/O pool] pwritev, header, rename ─► settle
+//   write: [sum pool] XXH3, header sums ─┐  (the two at once; the header waits for the sums)
+//          [I/O pool] pwritev payload ───┴─► header, close, rename ─► settle
 //   read:  [I/O pool] preadv header + payload ─► [sum pool] XXH3 ─► settle
 #include "binding.h"
 
@@ -72,7 +73,7 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
     w->headerSumOffset = static_cast<size_t>(args::integer(info, 5, "headerSumOffset"));
     w->direct = args::boolean(info, 6, "direct");
     w->sync = args::boolean(info, 7, "sync");
-    Stages stages{[w] { return sumChunkWrite(*w); }, [w] { return writeChunkFile(*w); }, nullptr};
+    Stages stages{[w] { return sumChunkWrite(*w); }, [w] { return writeChunkFile(*w); }, nullptr, true};
     return startStaged(env, {payload}, std::move(stages), [w](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("direct", w->usedDirect);
@@ -206,15 +207,19 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
     return deferred.Promise();
   }
 
-  // A chunk job: CPU work before its I/O, the I/O, CPU work after it (either CPU stage may be empty).
+  // A chunk job: CPU work before its I/O, the I/O, CPU work after it (either
+  // CPU stage may be empty). `beside`: `before` runs at the same time as `io`
+  // instead of first (io waits for it itself; writeChunkFile does).
   struct Stages {
     std::function<CopyError()> before;
     std::function<CopyError()> io;
     std::function<CopyError()> after;
+    bool beside = false;
   };
 
   // As start(), with `before` and `after` on the sum pool and only `io` on the
-  // I/O pool; a stage that fails settles the job at once.
+  // I/O pool; a stage that fails settles the job at once (a `beside` job
+  // settles through `io` alone).
   Napi::Value startStaged(Napi::Env env, std::vector<Napi::Uint8Array> buffers, Stages stages, Result result) {
     auto* data = env.GetInstanceData<AddonData>();
     auto deferred = Napi::Promise::Deferred::New(env);
@@ -238,7 +243,10 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
         sums->submit([job, settle] { settle(job->after()); });
       });
     };
-    if (!job->before) {
+    if (job->beside) {
+      sums->submit([job] { job->before(); });
+      runIo();
+    } else if (!job->before) {
       runIo();
     } else {
       sums->submit([job, settle, runIo] {

@@ -113,23 +113,53 @@ int openMaybeDirect(const std::string& path, int flags, bool direct, bool* used)
 // "Where a store's time went"): 1 MiB pieces through AIO and a fallocate
 // before the write were the two costs that put the tier under the reference;
 // the create, the header write, the close and the rename were not.
+namespace {
+
+bool headerFits(const DiskWrite& w) {
+  return w.header.size() == kDiskBlock && w.sumOffset + 16 <= kDiskBlock && w.headerSumOffset + 16 <= kDiskBlock;
+}
+
+// Blocks until sumChunkWrite has finished with the payload (or at once when
+// it already has): the write may neither use the header before its sums are
+// in nor settle while the sum thread still reads the caller's slab.
+CopyError awaitSum(DiskWrite& w) {
+  std::unique_lock<std::mutex> lock(w.sumMu);
+  w.sumCv.wait(lock, [&w] { return w.summed; });
+  return w.sumError;
+}
+
+struct AwaitSumOnExit {
+  DiskWrite& w;
+  ~AwaitSumOnExit() { awaitSum(w); }
+};
+
+}  // namespace
+
 CopyError sumChunkWrite(DiskWrite& w) {
-  if (w.header.size() != kDiskBlock || w.sumOffset + 16 > kDiskBlock || w.headerSumOffset + 16 > kDiskBlock) {
-    return {codes::kBadRequest, "expected a 4096-byte header with both checksum fields inside it"};
+  CopyError err = ok();
+  if (!headerFits(w)) {
+    err = {codes::kBadRequest, "expected a 4096-byte header with both checksum fields inside it"};
+  } else {
+    PayloadSum sum;
+    sum.update(w.data, w.length);
+    char hex[16];
+    xxh64Hex(sum.digest(), hex);
+    std::memcpy(w.header.data() + w.sumOffset, hex, 16);
+    xxh64Hex(xxh64(w.header.data(), w.headerSumOffset), hex);
+    std::memcpy(w.header.data() + w.headerSumOffset, hex, 16);
   }
-  PayloadSum sum;
-  sum.update(w.data, w.length);
-  char hex[16];
-  xxh64Hex(sum.digest(), hex);
-  std::memcpy(w.header.data() + w.sumOffset, hex, 16);
-  xxh64Hex(xxh64(w.header.data(), w.headerSumOffset), hex);
-  std::memcpy(w.header.data() + w.headerSumOffset, hex, 16);
-  w.summed = true;
-  return ok();
+  {
+    std::lock_guard<std::mutex> lock(w.sumMu);
+    w.summed = true;
+    w.sumError = err;
+  }
+  w.sumCv.notify_all();
+  return err;
 }
 
 CopyError writeChunkFile(DiskWrite& w) {
-  if (!w.summed) return {codes::kNative, "a chunk write must be summed (sumChunkWrite) before it is written"};
+  AwaitSumOnExit settledAfterSum{w};
+  if (!headerFits(w)) return {codes::kBadRequest, "expected a 4096-byte header with both checksum fields inside it"};
   Aligned head = alignedBlock(kDiskBlock);
   Aligned tail = alignedBlock(kDiskBlock);
   if (!head || !tail) return {codes::kNative, "out of memory for disk bounce buffers"};
@@ -141,9 +171,9 @@ CopyError writeChunkFile(DiskWrite& w) {
   Fd fd(openMaybeDirect(w.tmpPath, O_WRONLY | O_CREAT | O_EXCL, direct, &used));
   if (fd.get() < 0) return sysError("open", w.tmpPath, errno);
   w.usedDirect = used;
-  // The payload and the tail block in one pwritev; the header, which holds
-  // the sum (sumChunkWrite filled it in), last. The file is renamed into
-  // place only after all of it.
+  // The payload and the tail block in one pwritev, while sumChunkWrite
+  // hashes the same bytes on a sum thread; the header, which holds the sum,
+  // last. The file is renamed into place only after all of it.
   struct iovec body[2];
   int parts = 0;
   if (bulk > 0) body[parts++] = {const_cast<uint8_t*>(w.data), bulk};
@@ -156,6 +186,11 @@ CopyError writeChunkFile(DiskWrite& w) {
     err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != bodyBytes ? ENOSPC : 0;
   }
   if (err == 0) {
+    CopyError summed = awaitSum(w);
+    if (!summed.code.empty()) {
+      ::unlink(w.tmpPath.c_str());
+      return summed;
+    }
     std::memcpy(head.get(), w.header.data(), kDiskBlock);
     struct iovec iov = {head.get(), kDiskBlock};
     int64_t got = fullIo(fd.get(), &iov, 1, 0, true);

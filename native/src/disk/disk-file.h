@@ -16,7 +16,9 @@
 // (src/tiers/disk-format.ts): here we only fill in the two checksum fields.
 #pragma once
 #include <cstddef>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,8 +38,13 @@ struct DiskWrite {
   size_t headerSumOffset = 0;  // then 16 hex digits of xxh64(header[0, headerSumOffset))
   bool direct = false;
   bool sync = false;
-  bool summed = false;      // sumChunkWrite has filled in both checksum fields
   bool usedDirect = false;  // out
+  // sumChunkWrite runs beside writeChunkFile, on another thread: it sets
+  // `summed` (and `sumError`) when it is done with the payload and the header.
+  std::mutex sumMu;
+  std::condition_variable sumCv;
+  bool summed = false;
+  CopyError sumError;
 };
 
 struct DiskRead {
@@ -65,7 +72,9 @@ struct DiskScanEntry {
 // different threads (binding.cc): an I/O thread only moves bytes, as the
 // plain reference does, and the device's queue stays as deep as the thread
 // count while the previous chunk is hashed.
-//   write: sumChunkWrite (XXH3 of the payload, header checksums) ─► writeChunkFile
+//   write: sumChunkWrite (XXH3 of the payload, header checksums) beside
+//          writeChunkFile (payload, then waits for the sums, header, rename);
+//          writeChunkFile returns only once sumChunkWrite is done with the slab
 //   read:  readChunkFile (header, payload, tail) ─► sumChunkRead (XXH3 of what landed)
 // Errors carry code KVT_DISK_IO and a message "<ERRNO>: <what> <path>: <strerror>".
 CopyError sumChunkWrite(DiskWrite& w);
