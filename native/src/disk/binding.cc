@@ -5,7 +5,7 @@
 // live in) are held until the job settles. diskProbe and diskLock are
 // synchronous: the daemon calls them once, before it serves.
 //
-// A chunk's checksum runs on a second pool of as many threads, before its
+// A chunk's checksum runs on a second pool of as many threads, beside its
 // write or after its read, so the I/O threads only move bytes:
 //
 //   write: [sum pool] XXH3, header sums ─┐  (the two at once; the header waits for the sums)
@@ -73,7 +73,7 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
     w->headerSumOffset = static_cast<size_t>(args::integer(info, 5, "headerSumOffset"));
     w->direct = args::boolean(info, 6, "direct");
     w->sync = args::boolean(info, 7, "sync");
-    Stages stages{[w] { return sumChunkWrite(*w); }, [w] { return writeChunkFile(*w); }, nullptr, true};
+    Stages stages{[w] { return sumChunkWrite(*w); }, [w] { return writeChunkFile(*w); }, nullptr};
     return startStaged(env, {payload}, std::move(stages), [w](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("direct", w->usedDirect);
@@ -207,19 +207,18 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
     return deferred.Promise();
   }
 
-  // A chunk job: CPU work before its I/O, the I/O, CPU work after it (either
-  // CPU stage may be empty). `beside`: `before` runs at the same time as `io`
-  // instead of first (io waits for it itself; writeChunkFile does).
+  // A chunk job: CPU work beside its I/O (started at the same time; `io`
+  // waits for what it needs of it and settles only after it, as
+  // writeChunkFile does), the I/O, CPU work after it. Either CPU stage may be empty.
   struct Stages {
-    std::function<CopyError()> before;
+    std::function<CopyError()> beside;
     std::function<CopyError()> io;
     std::function<CopyError()> after;
-    bool beside = false;
   };
 
-  // As start(), with `before` and `after` on the sum pool and only `io` on the
-  // I/O pool; a stage that fails settles the job at once (a `beside` job
-  // settles through `io` alone).
+  // As start(), with `beside` and `after` on the sum pool and only `io` on
+  // the I/O pool; a failed `io` settles the job at once, and `beside`'s
+  // result reaches the job through `io`.
   Napi::Value startStaged(Napi::Env env, std::vector<Napi::Uint8Array> buffers, Stages stages, Result result) {
     auto* data = env.GetInstanceData<AddonData>();
     auto deferred = Napi::Promise::Deferred::New(env);
@@ -236,25 +235,12 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
       if (pending->result.code.empty() && result) pending->value = result;
       completions->finished(pending);
     };
-    auto runIo = [io, sums, job, settle] {
-      io->submit([sums, job, settle] {
-        CopyError e = job->io();
-        if (!e.code.empty() || !job->after) return settle(std::move(e));
-        sums->submit([job, settle] { settle(job->after()); });
-      });
-    };
-    if (job->beside) {
-      sums->submit([job] { job->before(); });
-      runIo();
-    } else if (!job->before) {
-      runIo();
-    } else {
-      sums->submit([job, settle, runIo] {
-        CopyError e = job->before();
-        if (!e.code.empty()) return settle(std::move(e));
-        runIo();
-      });
-    }
+    if (job->beside) sums->submit([job] { job->beside(); });
+    io->submit([sums, job, settle] {
+      CopyError e = job->io();
+      if (!e.code.empty() || !job->after) return settle(std::move(e));
+      sums->submit([job, settle] { settle(job->after()); });
+    });
     return deferred.Promise();
   }
 
