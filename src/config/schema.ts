@@ -122,7 +122,7 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   }),
   diskIoThreads: entry('disk_io_threads', {
     check: c.integer(1, 64), default: 4,
-    doc: "Threads of the disk tier's own I/O pool (file I/O and checksums: Linux AIO on O_DIRECT files, else preadv/pwritev; never the JS thread or the copy threads).",
+    doc: "Threads of the disk tier's own I/O pool (one pwritev/preadv per chunk, O_DIRECT where taken), and as many more for its checksums, so hashing never empties the device queue; never the JS thread or the copy threads.",
   }),
   diskDirectIo: entry('disk_direct_io', {
     check: c.autoBoolean(), default: 'auto', defaultText: 'auto',

@@ -3,8 +3,8 @@
  * bounded by max_local_disk_size (docs/disk.md has the format and the
  * crash-safety argument).
  *
- *   write(key, slab) ─► reserve bytes (evict LRU) ─► native: payload pieces to tmp (XXH3 each), header last, rename ─► index
- *   readInto(key, slab) ─► native: header, then the payload into the slab in 1 MiB pieces (AIO on O_DIRECT), XXH3 as they land ─► verify ─► hit
+ *   write(key, slab) ─► reserve bytes (evict LRU) ─► native: XXH3 (sum thread), one pwritev to tmp, header last, rename (I/O thread) ─► index
+ *   readInto(key, slab) ─► native: one preadv of header + payload into the slab (I/O thread), XXH3 (sum thread) ─► verify ─► hit
  *
  * Invariants:
  * - only a complete, renamed file is ever indexed, and every read is checked

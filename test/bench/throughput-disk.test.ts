@@ -1,6 +1,6 @@
 /**
  * bench throughput --tier disk at a small size: every row's bytes come back
- * verified (through the tier: header, XXH3 pieces, AIO on O_DIRECT), the
+ * verified (through the tier: header, XXH3, O_DIRECT where taken), the
  * reference is measured in the same run with the same flags, and the ratios
  * are what the rows' figures say. No speed is asserted (benchmarks, not
  * timed tests).
@@ -12,7 +12,7 @@ const MiB = 1 << 20;
 
 describe('bench throughput --tier disk', () => {
   it('stores and retrieves verified chunks beside a same-run plain I/O reference', async () => {
-    // 2.5 MiB: whole pieces and a half one (the O_DIRECT reference needs whole 4 KiB blocks).
+    // 2.5 MiB: whole 4 KiB blocks, as the O_DIRECT reference needs.
     const r = await runDiskThroughput({ sizes: [MiB, 2.5 * MiB], roundBytes: 8 * MiB, rounds: 2, threads: 2 });
     expect(r).toMatchObject({ bench: 'throughput', tier: 'disk', io_threads: 2, rounds: 2 });
     expect(r.rows.map((x) => x.chunk_bytes)).toEqual([MiB, 2.5 * MiB]);

@@ -45,11 +45,11 @@ describe('DiskIo', () => {
 
   it.each([
     ['through the page cache (heap buffers)', false],
-    ['with O_DIRECT, through Linux AIO where the kernel offers it (page-aligned pool slabs)', true],
-  ])('hashes and moves a payload in 1 MiB pieces %s: every length around a piece edge is byte-exact with its XXH3 sum', async (_how, direct) => {
+    ['with O_DIRECT (page-aligned pool slabs)', true],
+  ])('moves a payload and its tail block in one transfer each way %s: every length around a block edge is byte-exact with its XXH3 sum', async (_how, direct) => {
     const MiB = 1 << 20;
     const pool = new NativePool(64 * MiB);
-    // 21 MiB + 17: more pieces than the AIO queue holds at once.
+    // 21 MiB + 17: larger than one block-layer request (max_sectors_kb), with a tail.
     for (const length of [0, 1, DISK_BLOCK, MiB - 1, MiB, MiB + 1, MiB + DISK_BLOCK, 3 * MiB + 17, 21 * MiB + 17]) {
       const payload = direct ? pool.allocate(Math.max(1, length))!.buf.subarray(0, length) : Buffer.alloc(length);
       randomBytes(length).copy(payload);

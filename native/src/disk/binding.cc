@@ -4,6 +4,13 @@
 // as copy.cc and the Valkey binding do. The Buffers (and the pool memory they
 // live in) are held until the job settles. diskProbe and diskLock are
 // synchronous: the daemon calls them once, before it serves.
+//
+// A chunk's checksum runs on a second pool of as many threads, beside its
+// write or after its read, so the I/O threads only move bytes:
+//
+//   write: [sum pool] XXH3, header sums ─┐  (the two at once; the header waits for the sums)
+//          [I/O pool] pwritev payload ───┴─► header, close, rename ─► settle
+//   read:  [I/O pool] preadv header + payload ─► [sum pool] XXH3 ─► settle
 #include "binding.h"
 
 #include <sys/file.h>
@@ -41,6 +48,7 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
     double n = args::integer(info, 0, "threads");
     if (n < 1 || n > 64) args::bad(info.Env(), "expected 1..64 for disk I/O threads");
     pool_ = std::make_unique<ThreadPool>(static_cast<size_t>(n));
+    sums_ = std::make_unique<ThreadPool>(static_cast<size_t>(n));
   }
 
  private:
@@ -65,7 +73,8 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
     w->headerSumOffset = static_cast<size_t>(args::integer(info, 5, "headerSumOffset"));
     w->direct = args::boolean(info, 6, "direct");
     w->sync = args::boolean(info, 7, "sync");
-    return start(env, {payload}, [w] { return writeChunkFile(*w); }, [w](Napi::Env env) -> Napi::Value {
+    Stages stages{[w] { return sumChunkWrite(*w); }, [w] { return writeChunkFile(*w); }, nullptr};
+    return startStaged(env, {payload}, std::move(stages), [w](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("direct", w->usedDirect);
       return o;
@@ -83,7 +92,8 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
     r->length = dest.ByteLength();
     r->direct = args::boolean(info, 2, "direct");
     r->dropCache = args::boolean(info, 3, "dropCache");
-    return start(env, {dest}, [r] { return readChunkFile(*r); }, [r](Napi::Env env) -> Napi::Value {
+    Stages stages{nullptr, [r] { return readChunkFile(*r); }, [r] { sumChunkRead(*r); return CopyError{"", ""}; }};
+    return startStaged(env, {dest}, std::move(stages), [r](Napi::Env env) -> Napi::Value {
       Napi::Object o = Napi::Object::New(env);
       o.Set("complete", r->complete);
       o.Set("fileSize", static_cast<double>(r->fileSize));
@@ -172,6 +182,7 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
   // Runs what is queued, then joins the threads (the caller awaits its jobs first).
   Napi::Value Close(const Napi::CallbackInfo& info) {
     pool_.reset();
+    sums_.reset();
     return info.Env().Undefined();
   }
 
@@ -196,7 +207,45 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
     return deferred.Promise();
   }
 
+  // A chunk job: CPU work beside its I/O (started at the same time; `io`
+  // waits for what it needs of it and settles only after it, as
+  // writeChunkFile does), the I/O, CPU work after it. Either CPU stage may be empty.
+  struct Stages {
+    std::function<CopyError()> beside;
+    std::function<CopyError()> io;
+    std::function<CopyError()> after;
+  };
+
+  // As start(), with `beside` and `after` on the sum pool and only `io` on
+  // the I/O pool; a failed `io` settles the job at once, and `beside`'s
+  // result reaches the job through `io`.
+  Napi::Value startStaged(Napi::Env env, std::vector<Napi::Uint8Array> buffers, Stages stages, Result result) {
+    auto* data = env.GetInstanceData<AddonData>();
+    auto deferred = Napi::Promise::Deferred::New(env);
+    HeldBuffers held = holdBuffers(env, buffers, "io", Value());
+    auto* pending = new PendingCopy{deferred, Napi::Persistent(held.keep), {}, {}};
+    CompletionQueue* completions = data->completions.get();
+    completions->started(env);
+    ThreadPool* io = pool_.get();
+    ThreadPool* sums = sums_.get();
+    auto job = std::make_shared<Stages>(std::move(stages));
+    auto pools = std::make_shared<std::vector<std::shared_ptr<PoolMemory>>>(std::move(held.pools));
+    auto settle = [pending, completions, result, pools](CopyError e) {
+      pending->result = std::move(e);
+      if (pending->result.code.empty() && result) pending->value = result;
+      completions->finished(pending);
+    };
+    if (job->beside) sums->submit([job] { job->beside(); });
+    io->submit([sums, job, settle] {
+      CopyError e = job->io();
+      if (!e.code.empty() || !job->after) return settle(std::move(e));
+      sums->submit([job, settle] { settle(job->after()); });
+    });
+    return deferred.Promise();
+  }
+
   std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<ThreadPool> sums_;
 };
 
 // diskProbe(dir, direct) -> '' or why the directory cannot be used

@@ -16,7 +16,6 @@
 
 #include "../constants.h"
 #include "../valkey/xxh64.h"
-#include "disk-aio.h"
 #include "disk-sum.h"
 
 namespace kvtier {
@@ -107,44 +106,60 @@ int openMaybeDirect(const std::string& path, int flags, bool direct, bool* used)
 
 }  // namespace
 
-// The payload moves in 1 MiB pieces, each hashed right before it is written
-// or right after it has landed: the hash reads it while it is in cache, not
-// in a second pass over memory. On an O_DIRECT file the pieces go through
-// Linux AIO (disk-aio.h), up to kAioDepth in flight, so hashing overlaps the
-// transfer and the device keeps a queue as deep as one large pwrite/pread
-// would give it; elsewhere (the page cache) they are moved one by one.
-constexpr size_t kPieceBytes = size_t{1} << 20;
-
+// A chunk moves in one vectored call each way, as the bench's reference does:
+// one large O_DIRECT pwritev/preadv is split by the block layer into
+// max_sectors_kb requests that are all in flight at once, so the device gets
+// the whole chunk as its queue. Measured on the build VM (docs/disk.md,
+// "Where a store's time went"): 1 MiB pieces through AIO and a fallocate
+// before the write were the two costs that put the tier under the reference;
+// the create, the header write, the close and the rename were not.
 namespace {
 
-// Writes/reads `len` bytes at `offset` in pieces, feeding each piece to
-// `sum` in file order (before a write, after a read). Bytes moved, or -errno.
-int64_t piecewise(int fd, uint8_t* data, size_t len, uint64_t offset, bool write, bool direct, PayloadSum* sum) {
-  const size_t piece = kPieceBytes;
-  if (direct) {
-    AioResult r = aioPieces(fd, data, len, offset, piece, write, [sum](const uint8_t* p, size_t n) { sum->update(p, n); });
-    if (r.ran) return r.bytes;
-  }
-  int64_t total = 0;
-  for (size_t o = 0; o < len; o += piece) {
-    const size_t n = std::min(piece, len - o);
-    if (write) sum->update(data + o, n);
-    struct iovec iov = {data + o, n};
-    int64_t got = fullIo(fd, &iov, 1, offset + o, write);
-    if (got < 0) return got;
-    total += got;
-    if (static_cast<size_t>(got) != n) return total;
-    if (!write) sum->update(data + o, n);
-  }
-  return total;
+bool headerFits(const DiskWrite& w) {
+  return w.header.size() == kDiskBlock && w.sumOffset + 16 <= kDiskBlock && w.headerSumOffset + 16 <= kDiskBlock;
 }
+
+// Blocks until sumChunkWrite has finished with the payload (or at once when
+// it already has): the write may neither use the header before its sums are
+// in nor settle while the sum thread still reads the caller's slab.
+CopyError awaitSum(DiskWrite& w) {
+  std::unique_lock<std::mutex> lock(w.sumMu);
+  w.sumCv.wait(lock, [&w] { return w.summed; });
+  return w.sumError;
+}
+
+struct AwaitSumOnExit {
+  DiskWrite& w;
+  ~AwaitSumOnExit() { awaitSum(w); }
+};
 
 }  // namespace
 
-CopyError writeChunkFile(DiskWrite& w) {
-  if (w.header.size() != kDiskBlock || w.sumOffset + 16 > kDiskBlock || w.headerSumOffset + 16 > kDiskBlock) {
-    return {codes::kBadRequest, "expected a 4096-byte header with both checksum fields inside it"};
+CopyError sumChunkWrite(DiskWrite& w) {
+  CopyError err = ok();
+  if (!headerFits(w)) {
+    err = {codes::kBadRequest, "expected a 4096-byte header with both checksum fields inside it"};
+  } else {
+    PayloadSum sum;
+    sum.update(w.data, w.length);
+    char hex[16];
+    xxh64Hex(sum.digest(), hex);
+    std::memcpy(w.header.data() + w.sumOffset, hex, 16);
+    xxh64Hex(xxh64(w.header.data(), w.headerSumOffset), hex);
+    std::memcpy(w.header.data() + w.headerSumOffset, hex, 16);
   }
+  {
+    std::lock_guard<std::mutex> lock(w.sumMu);
+    w.summed = true;
+    w.sumError = err;
+  }
+  w.sumCv.notify_all();
+  return err;
+}
+
+CopyError writeChunkFile(DiskWrite& w) {
+  AwaitSumOnExit settledAfterSum{w};
+  if (!headerFits(w)) return {codes::kBadRequest, "expected a 4096-byte header with both checksum fields inside it"};
   Aligned head = alignedBlock(kDiskBlock);
   Aligned tail = alignedBlock(kDiskBlock);
   if (!head || !tail) return {codes::kNative, "out of memory for disk bounce buffers"};
@@ -156,32 +171,29 @@ CopyError writeChunkFile(DiskWrite& w) {
   Fd fd(openMaybeDirect(w.tmpPath, O_WRONLY | O_CREAT | O_EXCL, direct, &used));
   if (fd.get() < 0) return sysError("open", w.tmpPath, errno);
   w.usedDirect = used;
-  const size_t want = kDiskBlock + bulk + (rest > 0 ? kDiskBlock : 0);
-  // The whole file's blocks at once: no extending writes, and ENOSPC before any byte moves.
-  if (fallocate(fd.get(), 0, 0, static_cast<off_t>(want)) != 0 && errno == ENOSPC) {
-    ::unlink(w.tmpPath.c_str());
-    return sysError("fallocate", w.tmpPath, ENOSPC);
-  }
-  // Payload first, hashed piece by piece on its way out; the header, which
-  // holds the sum, last. The file is renamed into place only after all of it.
-  PayloadSum sum;
-  int64_t got = piecewise(fd.get(), const_cast<uint8_t*>(w.data), bulk, kDiskBlock, true, used, &sum);
-  int err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != bulk ? ENOSPC : 0;
-  if (err == 0 && rest > 0) {
-    sum.update(tail.get(), rest);
-    struct iovec iov = {tail.get(), kDiskBlock};
-    got = fullIo(fd.get(), &iov, 1, kDiskBlock + bulk, true);
-    err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != kDiskBlock ? ENOSPC : 0;
+  // The payload and the tail block in one pwritev, while sumChunkWrite
+  // hashes the same bytes on a sum thread; the header, which holds the sum,
+  // last. The file is renamed into place only after all of it.
+  struct iovec body[2];
+  int parts = 0;
+  if (bulk > 0) body[parts++] = {const_cast<uint8_t*>(w.data), bulk};
+  if (rest > 0) body[parts++] = {tail.get(), kDiskBlock};
+  const size_t bodyBytes = bulk + (rest > 0 ? kDiskBlock : 0);
+  int err = 0;
+  if (parts > 0) {
+    int64_t got = fullIo(fd.get(), body, parts, kDiskBlock, true);
+    // A short write that made no progress is a full disk (fullIo stops there).
+    err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != bodyBytes ? ENOSPC : 0;
   }
   if (err == 0) {
-    char hex[16];
-    xxh64Hex(sum.digest(), hex);
-    std::memcpy(w.header.data() + w.sumOffset, hex, 16);
-    xxh64Hex(xxh64(w.header.data(), w.headerSumOffset), hex);
-    std::memcpy(w.header.data() + w.headerSumOffset, hex, 16);
+    CopyError summed = awaitSum(w);
+    if (!summed.code.empty()) {
+      ::unlink(w.tmpPath.c_str());
+      return summed;
+    }
     std::memcpy(head.get(), w.header.data(), kDiskBlock);
     struct iovec iov = {head.get(), kDiskBlock};
-    got = fullIo(fd.get(), &iov, 1, 0, true);
+    int64_t got = fullIo(fd.get(), &iov, 1, 0, true);
     err = got < 0 ? static_cast<int>(-got) : static_cast<size_t>(got) != kDiskBlock ? ENOSPC : 0;
   }
   if (err == 0 && w.sync && fdatasync(fd.get()) != 0) err = errno;
@@ -215,28 +227,27 @@ CopyError readChunkFile(DiskRead& r) {
   const size_t want = kDiskBlock + bulk + (rest > 0 ? kDiskBlock : 0);
   if (r.fileSize != want) return ok();  // torn or truncated: not complete
   if (!used && r.dropCache) posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
-  struct iovec iov = {head.get(), kDiskBlock};
-  int64_t got = fullIo(fd.get(), &iov, 1, 0, false);
+  // Header, payload and tail block in one preadv from offset 0: the header
+  // costs no round trip of its own before the payload.
+  struct iovec iov[3];
+  int count = 0;
+  iov[count++] = {head.get(), kDiskBlock};
+  if (bulk > 0) iov[count++] = {r.data, bulk};
+  if (rest > 0) iov[count++] = {tail.get(), kDiskBlock};
+  int64_t got = fullIo(fd.get(), iov, count, 0, false);
   if (got < 0) return sysError("read", r.path, static_cast<int>(-got));
-  if (static_cast<size_t>(got) != kDiskBlock) return ok();
-  // Every payload byte is hashed as its piece lands; TypeScript compares the
-  // sum with the header's before the chunk counts as a hit.
-  PayloadSum sum;
-  got = piecewise(fd.get(), r.data, bulk, kDiskBlock, false, used, &sum);
-  if (got < 0) return sysError("read", r.path, static_cast<int>(-got));
-  if (static_cast<size_t>(got) != bulk) return ok();
-  if (rest > 0) {
-    iov = {tail.get(), kDiskBlock};
-    got = fullIo(fd.get(), &iov, 1, kDiskBlock + bulk, false);
-    if (got < 0) return sysError("read", r.path, static_cast<int>(-got));
-    if (static_cast<size_t>(got) != kDiskBlock) return ok();
-    std::memcpy(r.data + bulk, tail.get(), rest);
-    sum.update(r.data + bulk, rest);
-  }
+  if (static_cast<size_t>(got) != want) return ok();  // shrank under us
+  if (rest > 0) std::memcpy(r.data + bulk, tail.get(), rest);
   r.header.assign(head.get(), head.get() + kDiskBlock);
-  r.sum = sum.digest();
   r.complete = true;
   return ok();
+}
+
+void sumChunkRead(DiskRead& r) {
+  if (!r.complete) return;
+  PayloadSum sum;
+  sum.update(r.data, r.length);
+  r.sum = sum.digest();
 }
 
 CopyError writePlain(const std::string& path, const uint8_t* data, size_t length, uint64_t offset, bool direct) {

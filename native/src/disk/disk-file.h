@@ -5,10 +5,9 @@
 //   [ header 4096 ][ payload bulk: floor(len/4096) blocks ][ tail block, zero padded ]
 //    bounce buffer   straight from/to the caller's slab     bounce buffer
 //
-// The payload moves in 1 MiB pieces, each hashed (XXH3-64, disk-sum.h) right
-// beside its transfer, through Linux AIO on O_DIRECT files (disk-aio.h); a
-// write sends the header, which holds the sum, last, into a file fallocated
-// to its full size first (no extending writes; ENOSPC before a byte moves).
+// The payload moves in one pwritev/preadv (with the tail block; a read takes
+// the header in the same call), hashed with XXH3-64 (disk-sum.h) in a pass
+// of its own; a write sends the header, which holds the sum, last.
 // O_DIRECT is used only where asked for
 // and the slab address is 4 KiB aligned (pool slabs are); otherwise the same
 // I/O goes through the page cache. A write goes to a temporary name and is
@@ -17,7 +16,9 @@
 // (src/tiers/disk-format.ts): here we only fill in the two checksum fields.
 #pragma once
 #include <cstddef>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,12 @@ struct DiskWrite {
   bool direct = false;
   bool sync = false;
   bool usedDirect = false;  // out
+  // sumChunkWrite runs beside writeChunkFile, on another thread: it sets
+  // `summed` (and `sumError`) when it is done with the payload and the header.
+  std::mutex sumMu;
+  std::condition_variable sumCv;
+  bool summed = false;
+  CopyError sumError;
 };
 
 struct DiskRead {
@@ -61,9 +68,19 @@ struct DiskScanEntry {
   std::vector<uint8_t> head;  // the first bytes of the file (fewer when it is shorter)
 };
 
+// A chunk's checksum work is split from its I/O so that the two run on
+// different threads (binding.cc): an I/O thread only moves bytes, as the
+// plain reference does, and the device's queue stays as deep as the thread
+// count while the previous chunk is hashed.
+//   write: sumChunkWrite (XXH3 of the payload, header checksums) beside
+//          writeChunkFile (payload, then waits for the sums, header, rename);
+//          writeChunkFile returns only once sumChunkWrite is done with the slab
+//   read:  readChunkFile (header, payload, tail) ─► sumChunkRead (XXH3 of what landed)
 // Errors carry code KVT_DISK_IO and a message "<ERRNO>: <what> <path>: <strerror>".
+CopyError sumChunkWrite(DiskWrite& w);
 CopyError writeChunkFile(DiskWrite& w);
 CopyError readChunkFile(DiskRead& r);
+void sumChunkRead(DiskRead& r);
 // Plain I/O at an offset of one file: the bench's reference.
 CopyError writePlain(const std::string& path, const uint8_t* data, size_t length, uint64_t offset, bool direct);
 CopyError readPlain(const std::string& path, uint8_t* data, size_t length, uint64_t offset, bool direct, bool dropCache);
