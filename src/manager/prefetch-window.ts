@@ -57,6 +57,8 @@ export class PrefetchWindow {
   readonly #resolve: Array<(() => void) | undefined>;
   readonly #queue: number[] = [];
   #head = 0;
+  /** Ranges block Retrieves wait on (want()). */
+  readonly #wanted: Array<{ slot: number; first: number; end: number }> = [];
   /** Per position and lease (i * leases + lease.index): read out, or released with its lease. */
   #taken: Uint8Array | null = null;
   /** While the Lookup starts its first window: the remote fetches started, for the pace model. */
@@ -114,6 +116,22 @@ export class PrefetchWindow {
     }
   }
 
+  /**
+   * A block Retrieve of `lease` waits on positions [first, end) until the
+   * returned function is called. While nothing is in flight and the window
+   * is held by chunks nobody reads yet (a worker reading a later range
+   * first), one fetch of that range starts past the window, so a Retrieve
+   * always progresses.
+   */
+  want(lease: Lease, first: number, end: number): () => void {
+    const w = { slot: lease.slot, first, end };
+    this.#wanted.push(w);
+    this.#pump();
+    return () => {
+      this.#wanted.splice(this.#wanted.indexOf(w), 1);
+    };
+  }
+
   /** `lease` has copied position i out (or had its turn at it): its pin goes, and the share once every lease of the slot is done. */
   consume(lease: Lease, i: number): void {
     const at = i * this.#group.stride + lease.slot;
@@ -164,6 +182,14 @@ export class PrefetchWindow {
       if (this.#unit === 0 && this.#inFlight > 0) break;
       this.#head++;
       this.#launch(at);
+    }
+    if (this.#inFlight > 0) return;
+    const stride = this.#group.stride;
+    for (const w of this.#wanted) {
+      for (let i = w.first; i < w.end; i++) {
+        const at = i * stride + w.slot;
+        if (this.#state[at] === QUEUED) return this.#launch(at);
+      }
     }
   }
 

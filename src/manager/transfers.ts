@@ -139,39 +139,44 @@ export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: nu
   const blockTokens = p.chunkSize / perChunk;
   let loaded = 0;
   let tokens = 0;
-  await inArrivalOrder(lease, first, count, async (batch) => {
-    const entries = batch.map((j) => pinLeased(p, lease, first + j));
-    const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
-    const copied: number[] = [];
-    entries.forEach((entry, k) => {
-      const j = batch[k];
-      if (entry === null || entry.slab.buf.length !== copier.chunkBytes) {
-        failChunk(j);
-      } else {
-        jobs.push({ blockIds: blockIds.subarray(j * perChunk, (j + 1) * perChunk), src: entry.slab.buf });
-        copied.push(j);
+  const unwant = lease.group.window?.want(lease, first, first + count);
+  try {
+    await inArrivalOrder(lease, first, count, async (batch) => {
+      const entries = batch.map((j) => pinLeased(p, lease, first + j));
+      const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
+      const copied: number[] = [];
+      entries.forEach((entry, k) => {
+        const j = batch[k];
+        if (entry === null || entry.slab.buf.length !== copier.chunkBytes) {
+          failChunk(j);
+        } else {
+          jobs.push({ blockIds: blockIds.subarray(j * perChunk, (j + 1) * perChunk), src: entry.slab.buf });
+          copied.push(j);
+        }
+      });
+      try {
+        if (jobs.length > 0) await copier.scatter(jobs);
+      } catch (e) {
+        p.log.warn('scatter failed; the worker recomputes these chunks', { error: errorMessage(e) });
+        for (const j of copied) failChunk(j);
+        return;
+      } finally {
+        // Each chunk of the batch had its turn (copied, or failed for the
+        // worker to recompute): its window share goes to the next fetch.
+        const window = lease.group.window;
+        if (window !== null) for (const j of batch) window.consume(lease, first + j);
+        unpinAll(p, entries);
+      }
+      loaded += copied.length;
+      for (const j of copied) {
+        let written = 0;
+        for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) written++;
+        tokens += Math.min(lease.group.tokensOf(first + j) || p.chunkSize, written * blockTokens);
       }
     });
-    try {
-      if (jobs.length > 0) await copier.scatter(jobs);
-    } catch (e) {
-      p.log.warn('scatter failed; the worker recomputes these chunks', { error: errorMessage(e) });
-      for (const j of copied) failChunk(j);
-      return;
-    } finally {
-      // Each chunk of the batch had its turn (copied, or failed for the
-      // worker to recompute): its window share goes to the next fetch.
-      const window = lease.group.window;
-      if (window !== null) for (const j of batch) window.consume(lease, first + j);
-      unpinAll(p, entries);
-    }
-    loaded += copied.length;
-    for (const j of copied) {
-      let written = 0;
-      for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) written++;
-      tokens += Math.min(lease.group.tokensOf(first + j) || p.chunkSize, written * blockTokens);
-    }
-  });
+  } finally {
+    unwant?.();
+  }
   p.counters.recordRetrieveCounts(loaded, loaded * copier.chunkBytes, count - loaded, tokens);
   return { loaded, failed: count - loaded, failedBlocks: Uint32Array.from(failed) };
 }

@@ -1,0 +1,89 @@
+/**
+ * The prefetch window (src/manager/prefetch-window.ts), through two daemons
+ * and a real valkey-server: daemon A stores chunks, daemon B (a 1 MiB window,
+ * 512 KiB chunks: two fetches at a time) finds them only in Valkey.
+ *
+ * What a user would check: a Lookup past the window still loads every chunk
+ * byte-exact; a chunk read out once is a failed chunk on a second Retrieve
+ * (never another chunk's bytes from a reused slab); a released lease with
+ * fetches still queued starts no more Valkey reads and leaves nothing pinned
+ * (`kvtier stats`: host pinned bytes, Valkey fetched chunks).
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packTokens } from '../../src/chunking/tokens.js';
+import type { KvtierClient } from '../../src/protocol/client.js';
+import { startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
+import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
+
+const KiB = 1 << 10;
+const CHUNKS = 16;
+const fp = { model: 'window-model', dtype: 'bfloat16', kvLayout: 'test' };
+const tokens = (seed: number): Buffer => packTokens(Array.from({ length: CHUNKS * 256 }, (_, i) => (i * 104729 + seed) % 128_000));
+
+interface Stats {
+  host: { pinnedBytes: number };
+  counters: { remoteFetchedChunks: number };
+}
+const stats = async (c: KvtierClient): Promise<Stats> => (await c.stats()) as unknown as Stats;
+
+describe('a Lookup fetches from Valkey a window at a time', () => {
+  let valkey: ValkeyServer;
+  let a: TestDaemon;
+  let b: TestDaemon;
+  let ca: KvtierClient;
+  let cb: KvtierClient;
+  beforeAll(async () => {
+    valkey = await startValkey({ maxmemory: '256mb', maxmemoryPolicy: 'noeviction' });
+    a = await startTestDaemon({ remote_url: valkey.url });
+    b = await startTestDaemon({ remote_url: valkey.url, prefetch_window_mb: 1 });
+    ca = await a.connect({ fingerprint: fp });
+    cb = await b.connect({ fingerprint: fp });
+  }, 30_000);
+  afterAll(async () => {
+    await b?.stop();
+    await a?.stop();
+    await stopAllValkey();
+  });
+
+  /** CHUNKS chunks of 512 KiB into Valkey through A; their bytes. */
+  async function storeInValkey(seed: number): Promise<Buffer[]> {
+    const chunks = Array.from({ length: CHUNKS }, () => randomBytes(512 * KiB));
+    const s = await ca.store({ address: { tokens: tokens(seed) }, chunks });
+    expect((await s.committed).committedChunks).toBe(CHUNKS);
+    return chunks;
+  }
+
+  it('loads every chunk of a context eight times the window, byte-exact, and reads each only once', async () => {
+    const chunks = await storeInValkey(1);
+    const l = await cb.lookup({ tokens: tokens(1) });
+    expect({ hit: l.hitChunks, valkey: l.valkeyChunks }).toEqual({ hit: CHUNKS, valkey: CHUNKS });
+    // One chunk at a time, as a worker reading in order would.
+    for (let i = 0; i < CHUNKS; i++) {
+      const r = await cb.retrieve({ leaseId: l.leaseId, firstChunk: i, numChunks: 1 });
+      expect({ chunk: i, loaded: r.loadedChunks, same: Buffer.from(r.chunks[0]).equals(chunks[i]) }).toEqual({ chunk: i, loaded: 1, same: true });
+    }
+    // Read out: its lease pin is gone and its slab may be reused, so a second read is a failed chunk.
+    const again = await cb.retrieve({ leaseId: l.leaseId, firstChunk: 3, numChunks: 2 });
+    expect({ loaded: again.loadedChunks, failed: again.failedChunks, bytes: again.chunks.map((c) => c.length) }).toEqual({ loaded: 0, failed: 2, bytes: [0, 0] });
+    expect((await stats(cb)).host.pinnedBytes).toBe(0);
+    await cb.releaseLease(l.leaseId);
+  });
+
+  it('a released lease with fetches queued starts no more and leaves nothing pinned', async () => {
+    await storeInValkey(2);
+    const before = (await stats(cb)).counters.remoteFetchedChunks;
+    const l = await cb.lookup({ tokens: tokens(2) });
+    expect(l.valkeyChunks).toBe(CHUNKS);
+    // The window (1 MiB) holds two of the 512 KiB chunks; nothing reads them out.
+    await waitFor(async () => (await stats(cb)).counters.remoteFetchedChunks - before >= 2, 'the first window lands');
+    const held = await stats(cb);
+    expect(held.counters.remoteFetchedChunks - before).toBe(2);
+    expect(held.host.pinnedBytes).toBe(1024 * KiB);
+    await cb.releaseLease(l.leaseId);
+    // A queued fetch would start within a few ms of the release; give it ten times that.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const after = await stats(cb);
+    expect({ fetched: after.counters.remoteFetchedChunks - before, pinned: after.host.pinnedBytes }).toEqual({ fetched: 2, pinned: 0 });
+  });
+});
