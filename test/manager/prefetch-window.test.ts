@@ -46,10 +46,10 @@ describe('a Lookup fetches from Valkey a window at a time', () => {
     await stopAllValkey();
   });
 
-  /** CHUNKS chunks of 512 KiB into Valkey through A; their bytes. */
-  async function storeInValkey(seed: number): Promise<Buffer[]> {
+  /** CHUNKS chunks of 512 KiB into Valkey through A (or `via`); their bytes. */
+  async function storeInValkey(seed: number, via = ca): Promise<Buffer[]> {
     const chunks = Array.from({ length: CHUNKS }, () => randomBytes(512 * KiB));
-    const s = await ca.store({ address: { tokens: tokens(seed) }, chunks });
+    const s = await via.store({ address: { tokens: tokens(seed) }, chunks });
     expect((await s.committed).committedChunks).toBe(CHUNKS);
     return chunks;
   }
@@ -85,5 +85,37 @@ describe('a Lookup fetches from Valkey a window at a time', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     const after = await stats(cb);
     expect({ fetched: after.counters.remoteFetchedChunks - before, pinned: after.host.pinnedBytes }).toEqual({ fetched: 2, pinned: 0 });
+  });
+
+  it('an expired lease with fetches queued starts no more and leaves nothing pinned', async () => {
+    await storeInValkey(4);
+    const before = (await stats(cb)).counters.remoteFetchedChunks;
+    const l = await cb.lookup({ tokens: tokens(4) }, { leaseTtlMs: 300 });
+    expect(l.valkeyChunks).toBe(CHUNKS);
+    await waitFor(async () => (await stats(cb)).counters.remoteFetchedChunks - before >= 2, 'the first window lands');
+    // The expiry sweep runs once a second.
+    await waitFor(async () => (await stats(cb)).host.pinnedBytes === 0, 'the expired lease unpinned', 3000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await stats(cb)).counters.remoteFetchedChunks - before).toBe(2);
+    await expect(cb.retrieve({ leaseId: l.leaseId })).rejects.toMatchObject({ code: 'KVT_LEASE_NOT_FOUND' });
+  });
+
+  it('MLA one copy: a chunk read out by one rank still loads for the other rank of its slot, and is unpinned once both have it', async () => {
+    const mla = { ...fp, model: 'window-mla', tpSize: 2, ppSize: 1, mla: true };
+    const chunks = await storeInValkey(3, await a.connect({ fingerprint: { ...mla, tpRank: 0 } }));
+    const sched = await b.connect({ fingerprint: mla, lookupRanks: [{ tpRank: 0, ppRank: 0 }, { tpRank: 0, ppRank: 0 }] });
+    // Both ranks load rank 0's one copy, in rank 0's namespace.
+    const workers = [await b.connect({ fingerprint: { ...mla, tpRank: 0 } }), await b.connect({ fingerprint: { ...mla, tpRank: 0 } })];
+    const l = await sched.lookup({ tokens: tokens(3) });
+    expect({ hit: l.hitChunks, valkey: l.valkeyChunks, leases: l.leaseIds.length }).toEqual({ hit: CHUNKS, valkey: CHUNKS, leases: 2 });
+    for (let r = 0; r < 2; r++) {
+      for (let i = 0; i < CHUNKS; i++) {
+        const got = await workers[r].retrieve({ leaseId: l.leaseIds[r], firstChunk: i, numChunks: 1 });
+        expect({ rank: r, chunk: i, loaded: got.loadedChunks, same: Buffer.from(got.chunks[0]).equals(chunks[i]) }).toEqual({ rank: r, chunk: i, loaded: 1, same: true });
+      }
+      // Rank 0 done: rank 1's lease still holds every chunk; both done: nothing.
+      expect({ rank: r, pinned: (await stats(cb)).host.pinnedBytes }).toEqual({ rank: r, pinned: r === 0 ? CHUNKS * 512 * KiB : 0 });
+    }
+    for (const id of l.leaseIds) await sched.releaseLease(Number(id));
   });
 });
