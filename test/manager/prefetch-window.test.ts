@@ -11,10 +11,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nativeAvailable, type KvLayoutSpec } from '../../native/index.js';
 import { packTokens } from '../../src/chunking/tokens.js';
 import type { KvtierClient } from '../../src/protocol/client.js';
 import { startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
 import { startTestDaemon, waitFor, type TestDaemon } from '../helpers/daemon.js';
+import { flashAttn } from '../native/shm-fixture.js';
 
 const KiB = 1 << 10;
 const CHUNKS = 16;
@@ -117,5 +119,36 @@ describe('a Lookup fetches from Valkey a window at a time', () => {
       expect({ rank: r, pinned: (await stats(cb)).host.pinnedBytes }).toEqual({ rank: r, pinned: r === 0 ? CHUNKS * 512 * KiB : 0 });
     }
     for (const id of l.leaseIds) await sched.releaseLease(Number(id));
+  });
+
+  // 2 MiB chunks through the 1 MiB window: one fetch at a time.
+  it.skipIf(!nativeAvailable())('a block Retrieve of a later range first still loads, while the window holds a chunk it does not read', async () => {
+    const shape = { layers: 2, numBlocks: CHUNKS * 16, blockSize: 16, heads: 8, headDim: 128, elemBytes: 2, chunkTokens: 256 };
+    const src = flashAttn(shape);
+    const dst = flashAttn(shape);
+    const fpb = { ...fp, model: 'window-blocks' };
+    const register = (c: KvtierClient, spec: KvLayoutSpec) =>
+      c.registerKv({ regions: spec.regions.map((r) => ({ regionId: r.regionId, sizeBytes: r.sizeBytes, shmPath: r.shmPath })), planes: spec.planes, numBlocks: spec.numBlocks, blockSize: spec.blockSize });
+    const u32 = (from: number, n: number): Buffer => Buffer.from(Uint32Array.from({ length: n }, (_, i) => from + i).buffer);
+    try {
+      const w = await a.connect({ fingerprint: fpb });
+      await register(w, src.spec);
+      const s = await w.store({ address: { tokens: tokens(5) }, blockIds: u32(0, CHUNKS * 16) });
+      expect((await s.committed).committedChunks).toBe(CHUNKS);
+      const r = await b.connect({ fingerprint: fpb });
+      await register(r, dst.spec);
+      const l = await r.lookup({ tokens: tokens(5) });
+      expect(l.valkeyChunks).toBe(CHUNKS);
+      // The first window is chunk 0; the worker asks for the second half first.
+      const late = await r.retrieve({ leaseId: l.leaseId, firstChunk: CHUNKS / 2, numChunks: CHUNKS / 2, blockIds: u32((CHUNKS / 2) * 16, (CHUNKS / 2) * 16) });
+      const early = await r.retrieve({ leaseId: l.leaseId, firstChunk: 0, numChunks: CHUNKS / 2, blockIds: u32(0, (CHUNKS / 2) * 16) });
+      expect({ late: [late.loadedChunks, late.failedChunks], early: [early.loadedChunks, early.failedChunks] }).toEqual({ late: [CHUNKS / 2, 0], early: [CHUNKS / 2, 0] });
+      await r.releaseLease(l.leaseId);
+      const want = src.read();
+      dst.read().forEach((region, k) => expect(region.equals(want[k]), `layer ${k}`).toBe(true));
+    } finally {
+      src.cleanup();
+      dst.cleanup();
+    }
   });
 });
