@@ -58,7 +58,7 @@ export class PrefetchWindow {
   readonly #queue: number[] = [];
   #head = 0;
   /** Ranges block Retrieves wait on (want()). */
-  readonly #wanted: Array<{ slot: number; first: number; end: number }> = [];
+  readonly #wanted: Array<{ lease: Lease; first: number; end: number }> = [];
   /** Per position and lease (i * leases + lease.index): read out, or released with its lease. */
   #taken: Uint8Array | null = null;
   /** While the Lookup starts its first window: the remote fetches started, for the pace model. */
@@ -118,13 +118,13 @@ export class PrefetchWindow {
 
   /**
    * A block Retrieve of `lease` waits on positions [first, end) until the
-   * returned function is called. While nothing is in flight and the window
-   * is held by chunks nobody reads yet (a worker reading a later range
-   * first), one fetch of that range starts past the window, so a Retrieve
-   * always progresses.
+   * returned function is called. When the window is held by chunks it does
+   * not read (a worker reading a later range first) and none of its range
+   * is in flight or landed, one fetch of that range starts past the window,
+   * so a Retrieve always progresses, by one chunk at a time at worst.
    */
   want(lease: Lease, first: number, end: number): () => void {
-    const w = { slot: lease.slot, first, end };
+    const w = { lease, first, end };
     this.#wanted.push(w);
     this.#pump();
     return () => {
@@ -183,14 +183,20 @@ export class PrefetchWindow {
       this.#head++;
       this.#launch(at);
     }
-    if (this.#inFlight > 0) return;
+    if (this.#head < q.length) for (const w of this.#wanted) this.#unblock(w);
+  }
+
+  /** Starts, past the window, the first queued chunk of a wanted range that has nothing in flight or landed for its lease to read. */
+  #unblock(w: { lease: Lease; first: number; end: number }): void {
     const stride = this.#group.stride;
-    for (const w of this.#wanted) {
-      for (let i = w.first; i < w.end; i++) {
-        const at = i * stride + w.slot;
-        if (this.#state[at] === QUEUED) return this.#launch(at);
-      }
+    let next = -1;
+    for (let i = w.first; i < w.end; i++) {
+      const at = i * stride + w.lease.slot;
+      const state = this.#state[at];
+      if (state === IN_FLIGHT || (state === LANDED && !this.taken(w.lease, i))) return;
+      if (state === QUEUED && next < 0) next = at;
     }
+    if (next >= 0) this.#launch(next);
   }
 
   #launch(at: number): void {
