@@ -27,6 +27,7 @@ import { resolveAddress, type ChunkAddress } from './address.js';
 import type { MissReason } from './counters.js';
 import type { Lease, LeasedChunk } from './leases.js';
 import type { ManagerParts } from './parts.js';
+import { chunkTokens } from './remote-pace.js';
 
 export interface LookupOptions {
   owner: number;
@@ -176,7 +177,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
         chunkIds[r * hit + i] = entry.id;
         if (!learned) {
           learned = true;
-          p.pace.learnChunk(nsId, entry.slab.buf.length, resolved.tokensOf(i));
+          p.pace.learnChunk(nsId, entry.slab.buf.length, chunkTokens(resolved.tokensOf(i), spaces[0].fingerprint.blockSize));
         }
         continue;
       }
@@ -192,7 +193,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
         const f = fetchRemote(p, id);
         pendings[r * hit + i] = f;
         fetches.push(f);
-        fetchTokens.push(resolved.tokensOf(i));
+        fetchTokens.push(chunkTokens(resolved.tokensOf(i), spaces[0].fingerprint.blockSize));
       }
     }
     if (inHost) hostChunks++;
