@@ -9,8 +9,12 @@ block (pages through the registered shm staging region, ids on the socket)
 and inline (page bytes in the socket frames, kvtier_staging_pages: 0).
 
 The reference makes the copies the block form cannot avoid, with the same
-bytes in the same run: host pool -> staging (one index_select) and staging ->
-another buffer (the daemon's slab), and back. Every page loaded is compared
+bytes in the same run, one after the other on one thread: host pool ->
+staging and staging -> another buffer (the daemon's slab), and back, the
+pool side with the block form's own page copies (block_form.gather and
+scatter), so a faster page copy speeds the reference alike and the ratio
+shows only what the block form adds or overlaps (it pipelines the two
+copies over two processes). Every page loaded is compared
 with the page stored (outside the timed part). Figures are medians over the
 rounds, ratios medians of per-round ratios (each round times block, inline
 and the reference back to back), with every sample in samples_ms; beside
