@@ -166,7 +166,9 @@ def page_runs(pages: Any) -> List[tuple[int, int, int]]:
 
 
 # Bytes per piece of a pipelined batch: the daemon copies piece k+1 while this process copies
-# piece k, so the batch costs about max(daemon copy, our copy) plus one piece, not their sum.
+# piece k, so where memory bandwidth allows both copies at once the batch costs about
+# max(daemon copy, our copy) plus one piece, not their sum (on the 2-core VM it does not:
+# docs/benchmarks.md measured no gain there, and no loss).
 # 16 MiB keeps the unhidden first piece a few ms and the per-request overhead (~0.1 ms) small.
 PIECE_BYTES = 16 << 20
 
