@@ -31,6 +31,7 @@ import { hashAddress, type ChunkAddress } from './address.js';
 import type { MissReason } from './counters.js';
 import { LeaseGroup } from './leases.js';
 import type { ManagerParts } from './parts.js';
+import { chunkTokens } from './remote-pace.js';
 
 export interface LookupOptions {
   owner: number;
@@ -192,7 +193,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       hostChunks++;
       if (!learned) {
         learned = true;
-        p.pace.learnChunk(nsId, g.entries[0].slab.buf.length, walked.tokensOf(i));
+        p.pace.learnChunk(nsId, g.entries[0].slab.buf.length, chunkTokens(walked.tokensOf(i), spaces[0].fingerprint.blockSize));
       }
       continue;
     }
@@ -203,7 +204,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       if (entry !== null) {
         if (!learned) {
           learned = true;
-          p.pace.learnChunk(nsId, entry.slab.buf.length, walked.tokensOf(i));
+          p.pace.learnChunk(nsId, entry.slab.buf.length, chunkTokens(walked.tokensOf(i), spaces[0].fingerprint.blockSize));
         }
         continue;
       }
@@ -217,7 +218,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
         const f = fetchRemote(p, id);
         fetching.push({ at: i * R + q, id, fetch: f });
         fetches.push(f);
-        fetchTokens.push(walked.tokensOf(i));
+        fetchTokens.push(chunkTokens(walked.tokensOf(i), spaces[0].fingerprint.blockSize));
       }
     }
     if (inLocal) diskChunks++;
