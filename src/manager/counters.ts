@@ -52,6 +52,8 @@ export class ManagerCounters {
   remoteSkippedDown = 0;
   /** Valkey-only chunks a Lookup did not report because recomputing them is faster (recompute_tokens_per_s). */
   remoteSlowSkippedChunks = 0;
+  /** Key-addressed Gets not sent to the remote tier for the same reason (whether it held the chunk is not asked). */
+  remoteSlowSkippedGets = 0;
   /** Miss reasons counted by the manager (verification_failed comes from the Valkey tier). */
   readonly misses = { not_stored: 0, evicted: 0, valkey_down: 0, slow_skip: 0, lease_expired: 0 } satisfies Partial<Record<MissReason, number>>;
   /**

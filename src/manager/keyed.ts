@@ -11,6 +11,7 @@ import { ChunkId, chunkIds } from '../tiers/chunk-id.js';
 import { resolveAddress, type ChunkAddress } from './address.js';
 import { fetchLocalFirst } from './lookup.js';
 import type { ManagerParts } from './parts.js';
+import { chunkTokens } from './remote-pace.js';
 import { store } from './transfers.js';
 
 export async function put(p: ManagerParts, ns: Namespace, key: Uint8Array, value: Buffer): Promise<boolean> {
@@ -18,11 +19,27 @@ export async function put(p: ManagerParts, ns: Namespace, key: Uint8Array, value
   return r.stored + r.present === 1;
 }
 
+/**
+ * One chunk by key: host, disk, then the remote tier. Like a Lookup, a Get does not read a
+ * chunk only the remote tier could have when that is slower than recomputing it (remote-pace.ts),
+ * and its remote read is a read-rate sample.
+ */
 export async function get(p: ManagerParts, ns: Namespace, key: Uint8Array): Promise<Buffer | null> {
   const id = ChunkId.at(ns.id, hashKeys(ns.root, [key]), 0);
   let entry = p.host.pin(id) ?? null;
   if (entry === null) {
+    const remote = !(p.disk?.has(id.hostKey) ?? false);
+    if (remote && !p.pace.pays(ns.id)) {
+      // Not counted as a skipped chunk: without asking the remote tier, whether it holds it is unknown.
+      p.counters.remoteSlowSkippedGets++;
+      return null;
+    }
+    const started = process.hrtime.bigint();
     const fetched = await fetchLocalFirst(p, id);
+    if (remote && fetched !== null) {
+      p.pace.learnChunk(ns.id, fetched.slab.buf.length, chunkTokens(0, ns.fingerprint.blockSize));
+      p.pace.recordRead(fetched.slab.buf.length, Number(process.hrtime.bigint() - started) / 1e6);
+    }
     entry = fetched !== null && !fetched.doomed && p.host.peek(id) === fetched ? fetched : null;
     if (entry !== null) p.host.pinEntry(entry);
   }

@@ -34,6 +34,7 @@ import type { MissReason } from './counters.js';
 import { LeaseGroup } from './leases.js';
 import type { ManagerParts } from './parts.js';
 import { PrefetchWindow } from './prefetch-window.js';
+import { chunkTokens } from './remote-pace.js';
 
 export interface LookupOptions {
   owner: number;
@@ -193,7 +194,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       hostChunks++;
       if (!learned) {
         learned = true;
-        p.pace.learnChunk(nsId, g.entries[0].slab.buf.length, walked.tokensOf(i));
+        p.pace.learnChunk(nsId, g.entries[0].slab.buf.length, chunkTokens(walked.tokensOf(i), spaces[0].fingerprint.blockSize));
       }
       continue;
     }
@@ -204,7 +205,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       if (entry !== null) {
         if (!learned) {
           learned = true;
-          p.pace.learnChunk(nsId, entry.slab.buf.length, walked.tokensOf(i));
+          p.pace.learnChunk(nsId, entry.slab.buf.length, chunkTokens(walked.tokensOf(i), spaces[0].fingerprint.blockSize));
         }
         continue;
       }
@@ -232,12 +233,13 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
     }
     if (fetching.length > 0) {
       const fetch = (id: ChunkId, onDisk: boolean): Promise<HostEntry | null> => (onDisk ? fetchLocalFirst(p, id) : fetchRemote(p, id));
-      const tokens = walked.tokensOf(fetching[0].at / R | 0);
-      const window = new PrefetchWindow(group, p.host, p.prefetchWindowBytes, p.pace.chunkBytes(nsId, tokens), fetch);
+      // Opaque keys cover no tokens: the pace model counts them as a block's worth.
+      const tokensAt = (at: number): number => chunkTokens(walked.tokensOf((at / R) | 0), spaces[0].fingerprint.blockSize);
+      const window = new PrefetchWindow(group, p.host, p.prefetchWindowBytes, p.pace.chunkBytes(nsId, tokensAt(fetching[0].at)), fetch);
       group.window = window;
       for (const f of fetching) window.add(f.at, f.id, f.onDisk);
       const first = window.start();
-      if (first.length > 0) measureFetches(p, nsId, first.map((f) => f.fetch), first.map((f) => walked.tokensOf(f.at / R | 0)), started);
+      if (first.length > 0) measureFetches(p, nsId, first.map((f) => f.fetch), first.map((f) => tokensAt(f.at)), started);
     }
   }
   const askedTokens = 'tokens' in address ? address.tokens.byteLength >>> 2 : 0;

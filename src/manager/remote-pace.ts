@@ -8,12 +8,20 @@
  *
  * The read rate is what lookups experienced: the bytes of one lookup's
  * remote chunks over the time from that lookup to the last of them landing
- * in the host tier, smoothed (EWMA). Bytes per token are learned per
- * namespace from the chunks this daemon handles. Without a recompute speed
+ * in the host tier, smoothed (EWMA); a key-addressed Get's remote read is a
+ * sample too. Bytes per token are learned per namespace from the chunks this
+ * daemon handles. A key-addressed chunk (SGLang's page) carries no token
+ * count, so it is taken to cover the namespace's block_size tokens, which
+ * the SGLang backend sets to its page size (chunkTokens). Without a recompute speed
  * in the config, a rate or a namespace's size, remote hits are offered as
  * before. An estimate older than PROBE_AFTER_MS is dropped, so a remote that
  * got faster gets tried again.
  */
+
+/** Tokens chunk i covers, for the pace: its own count, or for a key-addressed chunk (0) the namespace's block_size. */
+export function chunkTokens(tokens: number, blockSize: number): number {
+  return tokens > 0 ? tokens : blockSize;
+}
 
 /** A read-rate estimate expires after this long without a new sample. */
 export const PROBE_AFTER_MS = 30_000;

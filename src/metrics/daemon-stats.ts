@@ -78,7 +78,7 @@ export function daemonStats(src: StatsSources): DaemonStats {
       remoteHitChunks: c.remoteHitChunks, hitTokens: c.hitTokens, storedChunks: c.storedChunks, storedBytes: c.storedBytes,
       presentChunks: c.presentChunks, skippedChunks: c.skippedChunks, retrievedChunks: c.retrievedChunks,
       retrievedBytes: c.retrievedBytes, failedRetrieveChunks: c.failedRetrieveChunks, remoteFetchedChunks: c.remoteFetchedChunks,
-      remoteFetchMisses: c.remoteFetchMisses, remoteSkippedDown: c.remoteSkippedDown, remoteSlowSkippedChunks: c.remoteSlowSkippedChunks,
+      remoteFetchMisses: c.remoteFetchMisses, remoteSkippedDown: c.remoteSkippedDown, remoteSlowSkippedChunks: c.remoteSlowSkippedChunks, remoteSlowSkippedGets: c.remoteSlowSkippedGets,
     },
     misses: missReasons(m),
     pins: m.pinStats(),

@@ -96,3 +96,69 @@ describe('a Valkey slower than recompute is not offered', () => {
     expect(slowGpu.daemon.stats().counters.remoteSlowSkippedChunks).toBe(0);
   });
 });
+
+/**
+ * The same guard for key-addressed pages (SGLang's HiCache backend): a key carries no token
+ * count, so the daemon takes the namespace's block_size (the backend sends its page size) as
+ * the tokens a page covers. A keyed Lookup's and a Get's remote reads are rate samples.
+ */
+describe('key-addressed pages from a Valkey slower than recompute are not offered', () => {
+  let valkey: ValkeyServer;
+  let producer: TestDaemon;
+  let fastGpu: TestDaemon;
+  let slowGpu: TestDaemon;
+  const pageFp = { ...fp, model: 'pace-pages', blockSize: 64 };
+  const pages = [0, 1, 2, 3].map(() => randomBytes(MiB));
+  const keys = (set: number): Buffer[] => [0, 1, 2, 3].map((i) => Buffer.from(`page-${set}-${i}`));
+
+  beforeAll(async () => {
+    valkey = await startValkey({});
+    producer = await startTestDaemon({ remote_url: valkey.url, valkey_connections: 2 });
+    fastGpu = await startTestDaemon({ remote_url: valkey.url, valkey_connections: 2, recompute_tokens_per_s: 1e9 });
+    slowGpu = await startTestDaemon({ remote_url: valkey.url, valkey_connections: 2, recompute_tokens_per_s: 1 });
+    const c = await producer.connect({ fingerprint: pageFp });
+    for (const set of [1, 2, 3, 4]) for (const [i, k] of keys(set).entries()) await c.put(k, pages[i]);
+    const seen = await fastGpu.connect({ fingerprint: pageFp });
+    await waitFor(async () => (await seen.exists(keys(4))).found.every(Boolean), 'the pages in Valkey', 10_000);
+  });
+  afterAll(async () => {
+    await producer?.stop();
+    await fastGpu?.stop();
+    await slowGpu?.stop();
+    await stopAllValkey();
+  });
+
+  async function firstLoadMeasures(d: TestDaemon): Promise<void> {
+    const c = await d.connect({ fingerprint: pageFp });
+    const l = await c.lookup({ keys: keys(1) });
+    expect(l).toMatchObject({ hitChunks: 4, valkeyChunks: 4 }); // nothing measured yet: offered
+    const r = await c.retrieve({ leaseId: l.leaseId });
+    r.chunks.forEach((x, i) => expect(Buffer.from(x).equals(pages[i])).toBe(true));
+    await c.releaseLease(l.leaseId);
+    await waitFor(() => d.daemon.stats().remote.pace.readBytesPerS !== null, 'a read rate', 10_000);
+  }
+
+  it('fast prefill: Valkey-only pages are neither offered by a keyed Lookup nor read by Get', async () => {
+    await firstLoadMeasures(fastGpu);
+    const c = await fastGpu.connect({ fingerprint: pageFp });
+    expect(await c.lookup({ keys: keys(2) }, { noLease: true })).toMatchObject({ hitChunks: 0, valkeyChunks: 0 });
+    expect(fastGpu.daemon.stats().counters.remoteSlowSkippedChunks).toBe(4);
+    expect(await c.get(keys(3)[0])).toBeNull();
+    expect(fastGpu.daemon.stats().counters.remoteSlowSkippedGets).toBe(1);
+    // Pages the first load promoted to the host tier still pay, by Lookup and by Get.
+    expect(await c.lookup({ keys: keys(1) }, { noLease: true })).toMatchObject({ hitChunks: 4, hostChunks: 4 });
+    expect((await c.get(keys(1)[2]))?.equals(pages[2])).toBe(true);
+  });
+
+  it('slow prefill: Valkey-only pages are offered and read byte-exact, and a Get alone yields a read rate', async () => {
+    const c = await slowGpu.connect({ fingerprint: pageFp });
+    expect(slowGpu.daemon.stats().remote.pace.readBytesPerS).toBeNull();
+    expect((await c.get(keys(3)[1]))?.equals(pages[1])).toBe(true);
+    expect(slowGpu.daemon.stats().remote.pace.readBytesPerS).toBeGreaterThan(0);
+    const l = await c.lookup({ keys: keys(2) });
+    expect(l).toMatchObject({ hitChunks: 4, valkeyChunks: 4 });
+    const r = await c.retrieve({ leaseId: l.leaseId });
+    r.chunks.forEach((x, i) => expect(Buffer.from(x).equals(pages[i])).toBe(true));
+    expect(slowGpu.daemon.stats().counters).toMatchObject({ remoteSlowSkippedChunks: 0, remoteSlowSkippedGets: 0 });
+  });
+});

@@ -2,12 +2,15 @@
 real kvtierd processes and a real valkey-server: SGLang plans its prefetch from that number, so a
 page counted but not loadable becomes a prefetch that loads nothing while the prefix is not
 computed either. Cases: a gap, a side-pool part missing under all_pages, another TP rank's
-side-pool shard."""
+side-pool shard, and Valkey-only pages when the daemon measured that recomputing them is faster."""
 from __future__ import annotations
 
 import os
 import sys
+import time
 from types import SimpleNamespace
+
+from kvtier.refengine.drain import wait_write_behind
 
 from kvtier.sglang import KVTierHiCacheStorage
 
@@ -67,3 +70,26 @@ def test_another_ranks_side_pool_shard_does_not_count(daemon):
     assert r1.batch_exists(keys) == 4, "the shared KV pages"
     assert r0.batch_exists_v2(keys, probe).kv_hit_pages == 4
     assert r1.batch_exists_v2(keys, probe).kv_hit_pages == 2
+
+
+def test_valkey_only_pages_slower_than_recompute_are_not_counted(daemon_factory, valkey):
+    """The consumer's GPU recomputes 1e9 tokens/s (recompute_tokens_per_s): once one load from
+    Valkey has given the daemon a read rate, Valkey-only pages are neither counted by
+    batch_exists nor returned by get; pages the first load brought to the host tier still are."""
+    url = f"remote_url: valkey://127.0.0.1:{valkey}\n"
+    producer, consumer = daemon_factory(url), daemon_factory(url + "recompute_tokens_per_s: 1000000000\n")
+    src = make_pool("mha", "page_first", 33)
+    a = backend(producer.socket, src)
+    first, second = [f"pace-a{i}" for i in range(3)], [f"pace-b{i}" for i in range(3)]
+    assert a.batch_set_v1(first + second, host_indices([0, 1, 2, 3, 4, 5])) == [True] * 6
+    wait_write_behind(producer.socket, "producer", timeout=20)
+    b = backend(consumer.socket, make_pool("mha", "page_first", zero=True))
+    assert b.batch_exists(first) == 3                  # no read rate yet: offered
+    assert b.batch_get_v1(first, host_indices([0, 1, 2])) == [True] * 3
+    deadline = time.monotonic() + 10
+    while b.batch_exists(second) != 0 and time.monotonic() < deadline:   # the rate lands after the load
+        time.sleep(0.05)
+    assert b.batch_exists(second) == 0
+    assert b.get(second[0]) is None
+    assert b.batch_exists(first) == 3                  # in the host tier now
+    assert b.get(first[1]) is not None

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kvtier.shm import ShmAllocator
-from vllm_sim import BLOCK, MiniEngine, Request
+from vllm_sim import BLOCK, MiniEngine, Request, matched_tokens
 
 PREFIX = [(i * 7919 + 13) % 32000 for i in range(1000)]
 
@@ -163,7 +163,7 @@ def test_local_prefix_cache_hit_is_not_overwritten(daemon, alloc):
     try:
         a.run(req("r1", PREFIX + [4] * 20))
         r = req("r2", PREFIX + [3] * 20)
-        ext, _ = b.scheduler.get_num_new_matched_tokens(r, 512)
+        ext, _ = matched_tokens(b.scheduler, r, 512)
         assert ext == 256
         from vllm_sim import CachedRequestData, KVCacheBlocks, NewRequestData, SchedulerOutput
         table = list(range(100, 100 + 64))
@@ -412,7 +412,7 @@ def test_handle_preemptions_takes_the_metadata_or_a_set_and_waits_for_an_infligh
     try:
         a.run(req("r1", PREFIX + [4] * 20))
         r = req("r2", PREFIX + [3] * 20)
-        ext, _ = b.scheduler.get_num_new_matched_tokens(r, 0)
+        ext, _ = matched_tokens(b.scheduler, r, 0)
         assert ext == 768
         table = [b.free.pop(0) for _ in range(-(-len(r.prompt_token_ids) // BLOCK))]
         b.scheduler.update_state_after_alloc(r, KVCacheBlocks(table), ext)

@@ -127,12 +127,7 @@ class MiniEngine:
 
     def run(self, req: Request, *, before_worker: Any = None, after_start_load: Any = None) -> StepResult:
         rid = req.request_id
-        ext, load_async = self.scheduler.get_num_new_matched_tokens(req, 0)
-        deadline = time.monotonic() + 30
-        while ext is None:                 # vLLM asks again in its next step
-            assert not load_async and time.monotonic() < deadline
-            time.sleep(0.001)
-            ext, load_async = self.scheduler.get_num_new_matched_tokens(req, 0)
+        ext, load_async = matched_tokens(self.scheduler, req, 0)
         assert load_async == (ext > 0), "a hit is loaded asynchronously, a miss is not"
         n = len(req.prompt_token_ids)
         assert ext < n, "the connector must leave at least one token to compute"
@@ -283,3 +278,15 @@ class MiniEngine:
 
 def quiet_kvtier_logs() -> None:
     logging.getLogger("kvtier").setLevel(logging.DEBUG)
+
+
+def matched_tokens(scheduler: Any, req: Any, num_computed_tokens: int) -> tuple[int, bool]:
+    """get_num_new_matched_tokens asked as vLLM asks it: again in a later step while it answers
+    (None, False), i.e. while the Lookup's answer has not come within kvtier_lookup_wait_ms."""
+    ext, load_async = scheduler.get_num_new_matched_tokens(req, num_computed_tokens)
+    deadline = time.monotonic() + 30
+    while ext is None:
+        assert not load_async and time.monotonic() < deadline
+        time.sleep(0.001)
+        ext, load_async = scheduler.get_num_new_matched_tokens(req, num_computed_tokens)
+    return ext, load_async

@@ -337,8 +337,12 @@ describe('disk tier on failing filesystems', () => {
       try {
         const c = await b.connect({ fingerprint: fp });
         const shutdown = await armShutDown(fs.outerDir);
-        const l = await c.lookup({ tokens: big.tokens });
+        // Fired as the Lookup is sent, not once it is answered: the daemon answers from its
+        // in-memory index and then reads 96 MiB, and on a loaded machine those reads could all
+        // finish before a shutdown fired after the answer (this test once passed vacuously so).
+        const asked = c.lookup({ tokens: big.tokens });
         shutdown.fire();
+        const l = await asked;
         await shutdown.done;
         expect(l).toMatchObject({ hitChunks: 24, diskChunks: 24 });
         const r = await c.retrieve({ leaseId: l.leaseId });

@@ -20,11 +20,20 @@ page p: a whole batch then moves with one index_select (set) or one
 index_copy_ (get). The view is checked once against the pool's own
 get_data_page; a pool it does not fit goes page by page through the slots.
 BlockFormMixin holds the v1 transfers themselves: Store by slot ids (an
-Exists for a batch the daemon partly skipped), Lookup + Retrieve into slots.
+Exists for a piece the daemon partly skipped), Lookup + Retrieve into slots,
+both pipelined in pieces of about 16 MiB so that the daemon's copy of one
+piece runs on another core while this process copies the next (set) or the
+previous one (get):
+
+    get   daemon slabs->slots  ██1██2██3██4
+          scatter slots->pool       ██1██2██3██4
+    set   gather pool->slots   ██1██2██3██4
+          daemon slots->slabs       ██1██2██3██4
 """
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, List, Optional
 
 from .. import proto, shm
@@ -120,22 +129,65 @@ def gather(pool: Any, view: Optional[Any], pages: Any, dst: Any) -> None:
 
 
 def scatter(pool: Any, view: Optional[Any], pages: Any, src: Any) -> None:
-    """src[:n] into host pages `pages`: one index_copy_ when there is a view."""
+    """src[:n] into host pages `pages`: a copy_ per run of consecutive pages, or one index_copy_."""
     n = int(pages.numel())
     if view is not None:
-        view.index_copy_(0, pages, src[:n].view(n, *view.shape[1:]))
+        src = src[:n].view(n, *view.shape[1:])
+        runs = page_runs(pages)
+        # index_copy_ over a strided page view ran at half memcpy speed here (2.5 against 5 GB/s,
+        # 8 MiB page_first pages); copy_ of a slice is a memcpy per contiguous piece. Runs pay a
+        # Python call each, so scattered small pages keep the one index_copy_.
+        if len(runs) == 1 or n * src[0].numel() * src.element_size() >= len(runs) * _RUN_BYTES:
+            for a, b, j in runs:
+                view[a:b].copy_(src[j:j + b - a])
+        else:
+            view.index_copy_(0, pages, src)
         return
     page = int(pool.page_size)
     for j in range(n):
         pool.set_from_flat_data_page(int(pages[j]) * page, src[j])
 
 
+# A copy_ call per run is worth it when runs average at least this many bytes.
+_RUN_BYTES = 1 << 20
+
+
+def page_runs(pages: Any) -> List[tuple[int, int, int]]:
+    """(first page, end page, index into pages) of each run of consecutive page numbers."""
+    ids = pages.tolist()
+    runs: List[tuple[int, int, int]] = []
+    for j, p in enumerate(ids):
+        if runs and runs[-1][1] == p:
+            a, _, k = runs[-1]
+            runs[-1] = (a, p + 1, k)
+        else:
+            runs.append((p, p + 1, j))
+    return runs
+
+
+# Bytes per piece of a pipelined batch: the daemon copies piece k+1 while this process copies
+# piece k, so where memory bandwidth allows both copies at once the batch costs about
+# max(daemon copy, our copy) plus one piece, not their sum (on the 2-core VM it does not:
+# docs/benchmarks.md measured no gain there, and no loss).
+# 16 MiB keeps the unhidden first piece a few ms and the per-request overhead (~0.1 ms) small.
+PIECE_BYTES = 16 << 20
+
+
+def pieces(n: int, page_bytes: int, piece_bytes: int = PIECE_BYTES) -> List[tuple[int, int]]:
+    """[start, end) ranges of n pages, each about piece_bytes (at least one page)."""
+    step = max(1, piece_bytes // max(1, page_bytes))
+    return [(a, min(n, a + step)) for a in range(0, n, step)]
+
+
 class BlockFormMixin:
-    """v1 pages by slot id. Needs `_staging`, `_view`, `mem_pool_host`, `timeout`, `counters`,
-    `health` and `_failed()` (storage.py)."""
+    """v1 pages by slot id, pipelined in pieces. Needs `_staging`, `_view`, `_piece_bytes`,
+    `mem_pool_host`, `timeout`, `counters`, `health` and `_failed()` (storage.py)."""
 
     def _set_blocks(self, client: Any, keys: List[str], pages: Any) -> List[bool]:
-        """Pages into the set half of the staging region, then Store by slot id, a half at a time."""
+        """Pages into the set half of the staging region, a piece at a time; each piece's Store
+        by slot id is sent as soon as its pages are in, so the daemon copies it into slabs while
+        the next piece is gathered. Then every piece's StoreCopied is awaited (the slots are
+        reusable after it) before the half is given back."""
         staging = self._staging
         assert staging is not None
         first, half, lock = staging.half(True)
@@ -143,22 +195,33 @@ class BlockFormMixin:
         with lock:
             for s in range(0, len(keys), staging.slots):
                 part = keys[s:s + staging.slots]
-                n = len(part)
-                try:
-                    gather(self.mem_pool_host, self._view, pages[s:s + n], half)
-                    body = proto.Store(address=proto.ChunkAddress(keys=[k.encode() for k in part]),
-                                       block_ids=pack_u32(range(first, first + n)))
-                    copied = client.submit(body, expect=2).wait(self.timeout, count=1)[0][1]
-                    self.counters["block_form_batches"] += 1
-                    self.health.ok()
-                except KvtierError as exc:
-                    self._failed(exc)
-                    ok.extend([False] * (len(keys) - s))
-                    break
-                if copied.stored_chunks + copied.present_chunks == n:
-                    ok.extend([True] * n)
-                else:  # some were skipped (host tier full of pinned chunks): which ones?
-                    ok.extend(self._held(client, part))
+                ok.extend(self._set_part(client, part, pages[s:s + len(part)], first, half))
+        return ok
+
+    def _set_part(self, client: Any, keys: List[str], pages: Any, first: int, half: Any) -> List[bool]:
+        sent: List[tuple[int, int, Any]] = []
+        deadline = time.monotonic() + self.timeout  # the whole part, as one Store had before
+        try:
+            for a, b in pieces(len(keys), self._staging.page_bytes, self._piece_bytes):
+                gather(self.mem_pool_host, self._view, pages[a:b], half[a:b])
+                body = proto.Store(address=proto.ChunkAddress(keys=[k.encode() for k in keys[a:b]]),
+                                   block_ids=pack_u32(range(first + a, first + b)))
+                sent.append((a, b, client.submit(body, expect=2)))
+        except KvtierError as exc:
+            self._failed(exc)
+        ok = [False] * len(keys)
+        for a, b, pending in sent:
+            try:
+                copied = pending.wait(_left(deadline), count=1)[0][1]
+            except KvtierError as exc:
+                self._failed(exc)
+                continue
+            self.counters["block_form_batches"] += 1
+            self.health.ok()
+            if copied.stored_chunks + copied.present_chunks == b - a:
+                ok[a:b] = [True] * (b - a)
+            else:  # some were skipped (host tier full of pinned chunks): which ones?
+                ok[a:b] = self._held(client, keys[a:b])
         return ok
 
     def _held(self, client: Any, keys: List[str]) -> List[bool]:
@@ -169,8 +232,9 @@ class BlockFormMixin:
             return [False] * len(keys)
 
     def _get_blocks(self, client: Any, keys: List[str], pages: Any) -> List[bool]:
-        """Lookup (a lease on the leading run), Retrieve into the get half by slot id, release,
-        then the loaded slots into the host pool with one scatter."""
+        """Lookup (a lease on the leading run), then Retrieve into the get half by slot id in
+        pieces, all sent at once: the daemon fills piece k+1's slots while piece k is scattered
+        into the host pool. A page counts as loaded only once its bytes are in the host pool."""
         staging = self._staging
         assert staging is not None
         first, half, lock = staging.half(False)
@@ -178,30 +242,58 @@ class BlockFormMixin:
         with lock:
             for s in range(0, len(keys), staging.slots):
                 part = keys[s:s + staging.slots]
-                loaded = self._retrieve(client, part, first) if all(ok) else 0
-                if loaded:
-                    scatter(self.mem_pool_host, self._view, pages[s:s + loaded], half)
+                loaded = self._get_part(client, part, pages[s:s + len(part)], first, half) if all(ok) else 0
                 ok.extend([True] * loaded + [False] * (len(part) - loaded))
         return ok
 
-    def _retrieve(self, client: Any, keys: List[str], first: int) -> int:
-        """How many leading pages of `keys` landed in slots first, first+1, ..."""
+    def _get_part(self, client: Any, keys: List[str], pages: Any, first: int, half: Any) -> int:
+        """How many leading pages of `keys` are now in the host pool."""
         try:
             found = client.lookup(keys=[k.encode() for k in keys])
-            hit, lease = int(found.hit_chunks), int(found.lease_id)
-            if hit == 0:
-                return 0
-            try:
-                done = client.retrieve_blocks(lease, 0, hit, list(range(first, first + hit))).wait(self.timeout)[0][1]
-            finally:
-                client.release_lease(lease)
-            self.counters["block_form_batches"] += 1
-            self.health.ok()
         except KvtierError as exc:
             self._failed(exc)
             return 0
-        failed = set(unpack_u32(done.failed_block_ids))
-        n = 0
-        while n < hit and first + n not in failed:
-            n += 1
-        return n
+        hit, lease = int(found.hit_chunks), int(found.lease_id)
+        if hit == 0:
+            return 0
+        sent: List[tuple[int, int, Any]] = []
+        loaded, broken = 0, False
+        deadline = time.monotonic() + self.timeout  # the whole part, as one Retrieve had before
+        try:
+            try:
+                for a, b in pieces(hit, self._staging.page_bytes, self._piece_bytes):
+                    sent.append((a, b, client.retrieve_blocks(lease, a, b - a, list(range(first + a, first + b)))))
+            except KvtierError as exc:
+                self._failed(exc)
+            # Every piece sent is waited for, even after a failure, so no copy of this call is
+            # still writing into the slots when the half goes to the next caller.
+            for a, b, pending in sent:
+                try:
+                    done = pending.wait(_left(deadline))[0][1]
+                except KvtierError as exc:
+                    self._failed(exc)
+                    broken = True
+                    continue
+                if broken:
+                    continue
+                self.counters["block_form_batches"] += 1
+                self.health.ok()
+                failed = set(unpack_u32(done.failed_block_ids))
+                n = 0
+                while a + n < b and first + a + n not in failed:
+                    n += 1
+                if n:
+                    scatter(self.mem_pool_host, self._view, pages[a:a + n], half[a:a + n])
+                loaded += n
+                broken = a + n < b
+        finally:
+            try:
+                client.release_lease(lease)
+            except KvtierError as exc:  # the lease then expires by its TTL
+                self._failed(exc)
+        return loaded
+
+
+def _left(deadline: float) -> float:
+    """Seconds to a deadline; a piece whose answer is already here still gets it after it."""
+    return max(0.001, deadline - time.monotonic())

@@ -24,10 +24,10 @@ from typing import Any, List, Optional
 
 from .. import proto
 from ..client import KvtierClient, Pending
-from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
+from ..errors import ConfigError, DaemonUnavailable, KvtierError, RequestTimeout
 from ..hashing import Fingerprint
 from ..session import Session
-from .block_form import BlockFormMixin, Staging, page_view
+from .block_form import PIECE_BYTES, BlockFormMixin, Staging, page_view
 from .pools_v2 import PoolsV2Mixin
 
 log = logging.getLogger("kvtier.sglang")
@@ -76,6 +76,7 @@ class KVTierHiCacheStorage(BlockFormMixin, PoolsV2Mixin, _Base):  # type: ignore
         self._block_form = bool(self.extra.get("kvtier_block_form", True))
         self._registered = False
         self._staging_pages = int(self.extra.get("kvtier_staging_pages", 32))
+        self._piece_bytes = _positive(self.extra, "kvtier_piece_bytes", PIECE_BYTES)
         self.counters = {"pages_set": 0, "pages_stored": 0, "pages_not_stored": 0, "pages_get": 0,
                          "pages_loaded": 0, "pages_missed": 0, "block_form_batches": 0, "inline_batches": 0}
         pool = kwargs.get("mem_pool_host") or next((a for a in args if hasattr(a, "page_size")), None)
@@ -343,6 +344,14 @@ class KVTierHiCacheStorage(BlockFormMixin, PoolsV2Mixin, _Base):  # type: ignore
                 self._failed(exc)
                 ok.append(False)
         return ok
+
+
+def _positive(extra: dict, key: str, default: int) -> int:
+    """An extra_config integer that must be > 0; ConfigError (KVT_CONFIG) otherwise."""
+    value = extra.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"expected a positive integer for extra_config {key}, got {value!r}")
+    return value
 
 
 def ok_all(flags: List[bool]) -> bool:
