@@ -28,6 +28,7 @@ import { SocketServer } from './protocol/server.js';
 import { HeapMemory, type HostMemory, type HostMemoryInfo } from './tiers/host-memory.js';
 import { fitHostCapacity, memAvailableBytes } from './tiers/host-fit.js';
 import { HostTier } from './tiers/host-tier.js';
+import { prefetchWindowBytes } from './manager/prefetch-window.js';
 
 import { VERSION } from './package-info.js';
 
@@ -115,6 +116,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     disk,
     writeBehindQueueBytes: config.writeBehindQueueBytes,
     pinBudgetBytes: config.pinBudgetBytes,
+    prefetchWindowBytes: prefetchWindowBytes(config.prefetchWindowMb, capacity),
     writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
     logger: log,
     recomputeTokensPerS: config.recomputeTokensPerS,

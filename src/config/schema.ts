@@ -40,6 +40,7 @@ export interface KvtierConfig {
   metricsHost: string;
   maxFrameBytes: number;
   leaseTtlMs: number;
+  prefetchWindowMb: number | null;
   idleConnectionTimeoutMs: number;
   recomputeTokensPerS: number | null;
   hostMemory: 'auto' | 'native' | 'heap';
@@ -224,6 +225,10 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   leaseTtlMs: entry('lease_ttl_ms', {
     check: c.integer(1, MAX_TIMER_MS), default: 30000,
     doc: 'How long a lease pins chunks before it expires unreleased.',
+  }),
+  prefetchWindowMb: entry('prefetch_window_mb', {
+    check: c.nullable(c.integer(1, 1 << 20)), default: null,
+    doc: "MiB of one Lookup's disk and Valkey fetches into the host tier that may be in flight, or landed and not yet retrieved, at once; the rest start in position order as Retrieves read chunks out, so a context larger than the host pool loads in one lease. null: a quarter of max_local_cpu_size, at most 1024.",
   }),
   idleConnectionTimeoutMs: entry('idle_connection_timeout_ms', {
     check: c.integer(0, MAX_TIMER_MS), default: 0,

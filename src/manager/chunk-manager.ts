@@ -3,6 +3,7 @@
  *
  *   address.ts    address ─► ChunkId per chunk (built once, passed down)
  *   lookup.ts     Lookup: host run, remote contains, lease, prefetch
+ *   prefetch-window.ts  a Lookup's fetches, a window of bytes at a time
  *   transfers.ts  Store and Retrieve (inline or block form)
  *   keyed.ts      Put / Get / Exists / Invalidate by key
  *   admin.ts      kvtier ls / inspect / clear / pin (pins.ts holds the pins)
@@ -28,6 +29,7 @@ import { LeaseTable, leasedEntry, type Lease } from './leases.js';
 import { lookup, type LookupOptions, type LookupResult } from './lookup.js';
 import type { ManagerParts } from './parts.js';
 import { PrefixPins } from './pins.js';
+import { prefetchWindowBytes } from './prefetch-window.js';
 import { RemotePace, type RemotePaceSnapshot } from './remote-pace.js';
 import { RemoteSync } from './remote-sync.js';
 import type { DiskSync } from './disk-sync.js';
@@ -57,6 +59,8 @@ export interface ManagerOptions {
   chain?: ChainFn | null;
   /** pin_budget_bytes: host bytes `kvtier pin` may hold (absent: 0, pinning off). */
   pinBudgetBytes?: number;
+  /** Bytes of one Lookup's fetches in flight or landed and unread (absent: a quarter of the host pool, at most 1 GiB). */
+  prefetchWindowBytes?: number;
 }
 
 export class ChunkManager {
@@ -87,6 +91,7 @@ export class ChunkManager {
       chunkSize: opts.chunkSize,
       saveUnfullChunk: opts.saveUnfullChunk,
       leaseTtlMs: opts.leaseTtlMs,
+      prefetchWindowBytes: opts.prefetchWindowBytes ?? prefetchWindowBytes(null, opts.host.memory.capacityBytes),
       chain: opts.chain ?? null,
     };
   }
@@ -196,13 +201,15 @@ export class ChunkManager {
 
   #unpinLease(lease: Lease): void {
     const group = lease.group;
+    const window = group.window;
     if (group.perEntry) {
       for (let i = 0; i < group.positions; i++) {
-        if (group.groups[i] !== null) continue;
+        if (group.groups[i] !== null || window?.covers(i * group.stride + lease.slot) === true) continue;
         const entry = leasedEntry(lease, i);
         if (entry !== null) this.host.unpin(entry);
       }
     }
+    window?.leaseGone(lease);
     if (--group.live > 0) return;
     for (const g of group.groups) if (g !== null) this.host.unpinGroup(g);
   }

@@ -15,19 +15,22 @@
  *   groups[i]                    position i's chain-hash group, when every rank's
  *                                chunk was in the host tier (its entries are there)
  *   entries[i * stride + slot]   else rank's chunk i (null: not in the host tier yet)
- *   pending[i * stride + slot]   its fetch in flight (the array only when one is)
+ *   pending[i * stride + slot]   its fetch queued or in flight (the array only when
+ *                                the Lookup fetches something; prefetch-window.ts)
  *
  * Each Lease releases, expires and is found by id on its own. Pins: a
  * position every rank held in the host tier is pinned once for the whole
  * group, as its chain-hash group's counter (host-tier.ts pinGroup), until the
  * group's last lease goes; a position with a chunk still to fetch pins per
- * lease and entry, as each lands. So a rank's chunks of a whole-host
+ * lease and entry, as each lands, and each such pin goes once that lease
+ * has read the chunk out (prefetch-window.ts). So a rank's chunks of a whole-host
  * position stay pinned until every rank of its Lookup has released (they
  * load together). Per-rank pins and one object per rank and chunk were most
  * of a TP=8 Lookup's extra cost over a TP=1 one.
  */
 import { groupEntry, type HostGroup } from '../tiers/host-groups.js';
 import type { HostEntry } from '../tiers/host-tier.js';
+import type { PrefetchWindow } from './prefetch-window.js';
 
 export class LeaseGroup {
   /** Chunk positions leased (every lease of the group has them all). */
@@ -37,6 +40,8 @@ export class LeaseGroup {
   readonly entries: Array<HostEntry | null>;
   /** Fetches into the host tier, same layout; settled ones are set to null. */
   pending: Array<Promise<void> | null> | null = null;
+  /** What starts those fetches, a window at a time, and drops their pins once read (null: nothing fetched). */
+  window: PrefetchWindow | null = null;
   /** Per position: the chain-hash group pinned once for every lease, or null where each lease pins its entries. */
   readonly groups: Array<HostGroup | null>;
   /** Whether some position is pinned per lease and entry. */
@@ -66,6 +71,8 @@ export interface Lease {
   readonly namespaceId: string;
   readonly owner: number;
   readonly group: LeaseGroup;
+  /** This lease's place in group.leases. */
+  readonly index: number;
   /** This lease's column of group.entries. */
   readonly slot: number;
   expiresAt: number;
@@ -113,7 +120,7 @@ export class LeaseTable {
   create(group: LeaseGroup, namespaceIds: readonly string[], slotOf: readonly number[], owner: number, ttlMs: number): Lease[] {
     const expiresAt = Date.now() + ttlMs;
     for (let k = 0; k < namespaceIds.length; k++) {
-      const lease: Lease = { id: this.#nextId++, namespaceId: namespaceIds[k], owner, group, slot: slotOf[k], expiresAt, released: false };
+      const lease: Lease = { id: this.#nextId++, namespaceId: namespaceIds[k], owner, group, index: group.leases.length, slot: slotOf[k], expiresAt, released: false };
       group.leases.push(lease);
       group.live++;
       this.#leases.set(lease.id, lease);

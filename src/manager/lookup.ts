@@ -5,8 +5,10 @@
  *   the chunks past it (without a remote, stop at the first chunk neither
  *   holds) ─► one pipelined remote `contains` for the rest ─► pace check
  *   (remote-pace.ts, for remote-only chunks) ─► pin the host chunks under a
- *   lease and start fetching the others into the host tier: disk chunks
- *   from disk (promoted), remote-only ones from the remote tier.
+ *   lease and queue fetches of the others into the host tier, in position
+ *   order: disk chunks from disk (promoted), remote-only ones from the remote
+ *   tier. prefetch-window.ts starts them a window of bytes at a time and
+ *   starts more as Retrieves read the landed ones out.
  *
  * One Lookup answers for every rank of a TP/PP engine (Hello.lookup_ranks):
  * the prompt is hashed once (in the first rank's namespace), a chunk position
@@ -31,6 +33,7 @@ import { hashAddress, type ChunkAddress } from './address.js';
 import type { MissReason } from './counters.js';
 import { LeaseGroup } from './leases.js';
 import type { ManagerParts } from './parts.js';
+import { PrefetchWindow } from './prefetch-window.js';
 import { chunkTokens } from './remote-pace.js';
 
 export interface LookupOptions {
@@ -179,10 +182,8 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   // every lease of that namespace waits for.
   let hostChunks = 0;
   let diskChunks = 0;
-  const fetches: Promise<HostEntry | null>[] = [];
-  const fetchTokens: number[] = [];
   let learned = false;
-  const fetching: Array<{ at: number; id: ChunkId; fetch: Promise<HostEntry | null> }> = [];
+  const fetching: Array<{ at: number; id: ChunkId; onDisk: boolean }> = [];
   // The chain-hash group of each position every rank holds in the host tier: pinned once for all leases.
   const groups = whole;
   groups.length = hit;
@@ -211,19 +212,10 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       const id = idAt(q, i);
       const onDisk = disk !== null && disk.has(id.hostKey);
       if (!onDisk) inLocal = false;
-      if (opts.noLease === true) continue;
-      if (onDisk) {
-        fetching.push({ at: i * R + q, id, fetch: fetchLocalFirst(p, id) });
-      } else {
-        const f = fetchRemote(p, id);
-        fetching.push({ at: i * R + q, id, fetch: f });
-        fetches.push(f);
-        fetchTokens.push(chunkTokens(walked.tokensOf(i), spaces[0].fingerprint.blockSize));
-      }
+      if (opts.noLease !== true) fetching.push({ at: i * R + q, id, onDisk });
     }
     if (inLocal) diskChunks++;
   }
-  if (fetches.length > 0) measureFetches(p, nsId, fetches, fetchTokens, started);
   const leaseIds: number[] = [];
   if (opts.noLease !== true && hit > 0) {
     const entries = found ?? [];
@@ -240,9 +232,14 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       }
     }
     if (fetching.length > 0) {
-      const pending: Array<Promise<void> | null> = new Array(hit * R).fill(null);
-      group.pending = pending;
-      for (const f of fetching) pending[f.at] = pinWhenFetched(p, group, f.at, f.id, f.fetch);
+      const fetch = (id: ChunkId, onDisk: boolean): Promise<HostEntry | null> => (onDisk ? fetchLocalFirst(p, id) : fetchRemote(p, id));
+      // Opaque keys cover no tokens: the pace model counts them as a block's worth.
+      const tokensAt = (at: number): number => chunkTokens(walked.tokensOf((at / R) | 0), spaces[0].fingerprint.blockSize);
+      const window = new PrefetchWindow(group, p.host, p.prefetchWindowBytes, p.pace.chunkBytes(nsId, tokensAt(fetching[0].at)), fetch);
+      group.window = window;
+      for (const f of fetching) window.add(f.at, f.id, f.onDisk);
+      const first = window.start();
+      if (first.length > 0) measureFetches(p, nsId, first.map((f) => f.fetch), first.map((f) => tokensAt(f.at)), started);
     }
   }
   const askedTokens = 'tokens' in address ? address.tokens.byteLength >>> 2 : 0;
@@ -304,7 +301,11 @@ function missReason(p: ManagerParts, id: ChunkId, slowCut: boolean, remoteDown: 
   return p.host.wasEvicted(id) ? 'evicted' : 'not_stored';
 }
 
-/** The read rate this lookup saw: its remote chunks' bytes over the time until the last one landed. */
+/**
+ * The read rate this lookup saw: the remote chunks of its first window,
+ * their bytes over the time until the last one landed (later ones wait on
+ * the worker reading earlier ones out, which says nothing about the remote).
+ */
 function measureFetches(p: ManagerParts, namespaceId: string, fetches: Promise<HostEntry | null>[], tokens: number[], started: bigint): void {
   void Promise.all(fetches).then((entries) => {
     let bytes = 0;
@@ -316,25 +317,4 @@ function measureFetches(p: ManagerParts, namespaceId: string, fetches: Promise<H
     }
     p.pace.recordRead(bytes, Number(process.hrtime.bigint() - started) / 1e6);
   });
-}
-
-/**
- * Lands a fetch in the group: chunk `at` becomes the fetched entry, pinned
- * once by every lease of its slot still held (a released one has nothing to pin).
- */
-function pinWhenFetched(p: ManagerParts, group: LeaseGroup, at: number, id: ChunkId, fetch: Promise<HostEntry | null>): Promise<void> {
-  const slot = at % group.stride;
-  const land = (entry: HostEntry | null): void => {
-    group.pending![at] = null;
-    // The entry may have been evicted between the fetch and now: then it is a miss.
-    if (entry === null || entry.doomed || p.host.peek(id) !== entry) return;
-    let held = false;
-    for (const lease of group.leases) {
-      if (lease.slot !== slot || lease.released) continue;
-      p.host.pinEntry(entry);
-      held = true;
-    }
-    if (held) group.entries[at] = entry;
-  };
-  return fetch.then(land, () => land(null));
 }

@@ -25,6 +25,8 @@ export interface ManagerParts {
   readonly chunkSize: number;
   readonly saveUnfullChunk: boolean;
   readonly leaseTtlMs: number;
+  /** Bytes of one Lookup's fetches in flight or landed and unread (prefetch-window.ts). */
+  readonly prefetchWindowBytes: number;
   /** The prefix-hash chain backend; null: the JavaScript chain. */
   readonly chain: ChainFn | null;
 }

@@ -62,6 +62,12 @@ export class RemotePace {
     this.#bytesPerToken.set(namespaceId, bytes / tokens);
   }
 
+  /** The bytes of a chunk of `tokens` tokens in this namespace, as learned; 0 when not known yet. */
+  chunkBytes(namespaceId: string, tokens: number): number {
+    const bpt = this.#bytesPerToken.get(namespaceId);
+    return bpt === undefined ? 0 : Math.round(bpt * tokens);
+  }
+
   /** False only when all three are known and recomputing is the faster way. */
   pays(namespaceId: string): boolean {
     const tps = this.recomputeTokensPerS;

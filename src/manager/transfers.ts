@@ -15,6 +15,10 @@
  *
  *                fetch  ██████████████████████████
  *                copy     ██ ████ ██████ ████████ ██   (one batch at a time)
+ *
+ *              Each fetched chunk copied out (or failed) is consumed: its
+ *              lease pin goes and the prefetch window starts the next fetch
+ *              (prefetch-window.ts), so a context larger than the pool loads.
  * Every slab a copy reads or writes is pinned for the duration of the copy,
  * independently of the lease, so an expiring lease cannot free it mid-copy.
  */
@@ -109,7 +113,14 @@ export async function retrieveInline(p: ManagerParts, ns: Namespace, leaseId: nu
   const entries = await leasedEntries(p, lease, first, num);
   const chunks = entries.map((e) => (e === null ? null : e.slab.buf));
   p.counters.recordRetrieve(entries, (j) => lease.group.tokensOf(first + j));
-  return { chunks, done: () => unpinAll(p, entries) };
+  return {
+    chunks,
+    done: () => {
+      const window = lease.group.window;
+      if (window !== null) for (let j = 0; j < entries.length; j++) window.consume(lease, first + j);
+      unpinAll(p, entries);
+    },
+  };
 }
 
 export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: number, first: number, num: number, blockIds: Uint32Array, copier: BlockCopier): Promise<BlockRetrieveResult> {
@@ -128,35 +139,44 @@ export async function retrieveBlocks(p: ManagerParts, ns: Namespace, leaseId: nu
   const blockTokens = p.chunkSize / perChunk;
   let loaded = 0;
   let tokens = 0;
-  await inArrivalOrder(lease, first, count, async (batch) => {
-    const entries = batch.map((j) => pinLeased(p, lease, first + j));
-    const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
-    const copied: number[] = [];
-    entries.forEach((entry, k) => {
-      const j = batch[k];
-      if (entry === null || entry.slab.buf.length !== copier.chunkBytes) {
-        failChunk(j);
-      } else {
-        jobs.push({ blockIds: blockIds.subarray(j * perChunk, (j + 1) * perChunk), src: entry.slab.buf });
-        copied.push(j);
+  const unwant = lease.group.window?.want(lease, first, first + count);
+  try {
+    await inArrivalOrder(lease, first, count, async (batch) => {
+      const entries = batch.map((j) => pinLeased(p, lease, first + j));
+      const jobs: Array<{ blockIds: Uint32Array; src: Buffer }> = [];
+      const copied: number[] = [];
+      entries.forEach((entry, k) => {
+        const j = batch[k];
+        if (entry === null || entry.slab.buf.length !== copier.chunkBytes) {
+          failChunk(j);
+        } else {
+          jobs.push({ blockIds: blockIds.subarray(j * perChunk, (j + 1) * perChunk), src: entry.slab.buf });
+          copied.push(j);
+        }
+      });
+      try {
+        if (jobs.length > 0) await copier.scatter(jobs);
+      } catch (e) {
+        p.log.warn('scatter failed; the worker recomputes these chunks', { error: errorMessage(e) });
+        for (const j of copied) failChunk(j);
+        return;
+      } finally {
+        // Each chunk of the batch had its turn (copied, or failed for the
+        // worker to recompute): its window share goes to the next fetch.
+        const window = lease.group.window;
+        if (window !== null) for (const j of batch) window.consume(lease, first + j);
+        unpinAll(p, entries);
+      }
+      loaded += copied.length;
+      for (const j of copied) {
+        let written = 0;
+        for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) written++;
+        tokens += Math.min(lease.group.tokensOf(first + j) || p.chunkSize, written * blockTokens);
       }
     });
-    try {
-      if (jobs.length > 0) await copier.scatter(jobs);
-    } catch (e) {
-      p.log.warn('scatter failed; the worker recomputes these chunks', { error: errorMessage(e) });
-      for (const j of copied) failChunk(j);
-      return;
-    } finally {
-      unpinAll(p, entries);
-    }
-    loaded += copied.length;
-    for (const j of copied) {
-      let written = 0;
-      for (const b of blockIds.subarray(j * perChunk, (j + 1) * perChunk)) if (b !== SKIP_BLOCK) written++;
-      tokens += Math.min(lease.group.tokensOf(first + j) || p.chunkSize, written * blockTokens);
-    }
-  });
+  } finally {
+    unwant?.();
+  }
   p.counters.recordRetrieveCounts(loaded, loaded * copier.chunkBytes, count - loaded, tokens);
   return { loaded, failed: count - loaded, failedBlocks: Uint32Array.from(failed) };
 }
@@ -215,7 +235,8 @@ function leasedEnd(lease: Lease, first: number, num: number): number {
 /** Leased chunk i's entry with one extra pin for the copy; null when it could not be had. */
 function pinLeased(p: ManagerParts, lease: Lease, i: number): HostEntry | null {
   const e = leasedEntry(lease, i);
-  if (e === null || lease.released) return null;
+  // Read out once already: its slab may have been evicted and reused since.
+  if (e === null || lease.released || lease.group.window?.taken(lease, i) === true) return null;
   p.host.pinEntry(e);
   return e;
 }
@@ -223,6 +244,8 @@ function pinLeased(p: ManagerParts, lease: Lease, i: number): HostEntry | null {
 /** Pinned entries (one extra pin each, for the copy) of a lease's chunks, once every fetch settled. */
 async function leasedEntries(p: ManagerParts, lease: Lease, first: number, num: number): Promise<Array<HostEntry | null>> {
   const end = leasedEnd(lease, first, num);
+  // One reply carries them all, so they are fetched together (the frame limit bounds them), not a window at a time.
+  lease.group.window?.demand(lease, first, end);
   const waits: Promise<void>[] = [];
   for (let i = first; i < end; i++) {
     const pending = leasedPending(lease, i);

@@ -10,13 +10,13 @@
  * in VmRSS (as RssShmem) at the full KV size whatever the daemon does. The
  * host pool and everything else the daemon allocates stay in the figure.
  *
- * 1 GiB in all: 8 contexts of 16 chunks of 8 MiB (128 MiB each), one after
- * another, through a 256 MiB pool. Each context is smaller than the pool:
- * a Lookup starts every Valkey fetch of its context at once into the pool,
- * so one context larger than the pool loads only what fits (the rest is a
- * miss the worker recomputes). About 25 s here. KVTIER_MEMORY_TEST_GIB=5
- * reads 5 GiB (40 contexts) the same way: about 70 s and 8 GiB of RAM for
- * Valkey, so opt-in.
+ * 1 GiB in all: 2 contexts of 64 chunks of 8 MiB (512 MiB each, the whole
+ * worker KV), one after another, through a 128 MiB pool: each context is four
+ * times the pool, read by one Lookup and one block Retrieve, every chunk
+ * loaded (no failed block) and byte-exact. The Lookup's prefetch window
+ * (a quarter of the pool) starts fetches as the Retrieve scatters the landed
+ * ones out. KVTIER_MEMORY_TEST_GIB=5 reads 5 GiB (10 contexts) the same way:
+ * 8 GiB of RAM for Valkey, so opt-in.
  */
 import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,12 +30,12 @@ import { flashAttn, type KvFixture, type Shape } from '../native/shm-fixture.js'
 
 const MiB = 1 << 20;
 const CONTEXT_GIB = Number(process.env.KVTIER_MEMORY_TEST_GIB ?? '1');
-const POOL_GB = 0.25;
+const POOL_GB = 0.125;
 /** 16 planes (8 layers, K and V) x 32 KiB per block; 16 blocks a chunk: 8 MiB chunks, a 512 MiB KV. */
 const shape: Shape = { layers: 8, numBlocks: 1024, blockSize: 16, heads: 8, headDim: 128, elemBytes: 2, chunkTokens: 256 };
 const B = shape.chunkTokens / shape.blockSize;
-/** Chunks per context; the worker's KV holds SLOTS contexts side by side. */
-const CONTEXT_CHUNKS = 16;
+/** Chunks per context (four times the pool); the worker's KV holds SLOTS contexts side by side. */
+const CONTEXT_CHUNKS = 64;
 const SLOTS = shape.numBlocks / (B * CONTEXT_CHUNKS);
 const CONTEXTS = Math.round((CONTEXT_GIB * 1024) / (CONTEXT_CHUNKS * 8));
 const fp = { model: 'fleet-memory', dtype: 'bfloat16', kvLayout: 'test' };
