@@ -661,38 +661,13 @@ def test_the_first_lookup_after_a_daemon_restart_does_not_hold_the_batch(daemon)
     (None) while it is under way, so the running requests keep decoding, where a Hello inside
     the step would hold it for the client timeout (3 s here). Once the daemon answers, the
     prompt is a hit, loaded, and its logits equal a recompute's."""
-    b = engine(daemon.socket, extra={"kvtier_lookup_wait_ms": 5})
-    try:
-        shorts = [b.add_request(f"s{i}", [_rng.randrange(1024) for _ in range(100)], max_new_tokens=400)
-                  for i in range(4)]
-        for _ in range(4):
-            b.step()
+    def restart() -> None:
         daemon.kill()
         daemon.start()
         produce(daemon.socket)
-        daemon.pause()
-        try:
-            long = b.add_request("long", P2)
-            n0, out0 = len(b.step_times), len(shorts[0].output_token_ids)
-            for _ in range(5):
-                b.step()
-            assert long.status == "WAITING", "the Hello is unanswered: the request waits, unscheduled"
-        finally:
-            daemon.resume()
-        steps = [dt for _, dt, _ in b.step_times[n0:]]
-        assert len(shorts[0].output_token_ids) >= out0 + 5, "the batch decoded while the scheduler redialled"
-        assert max(steps) < 1.5, f"a step waited for the Hello: {steps}"
-        t0 = time.monotonic()
-        while long.status != "FINISHED":
-            b.step()
-            assert time.monotonic() - t0 < 60
-        for r in shorts:
-            b.abort(r.request_id)
-    finally:
-        daemon.resume()
-        b.close()
-    assert long.external_tokens == 768 and long.load_error_blocks == set()
-    assert_matches(long.first_logits, P2)
+
+    _long_prompt_while_the_daemon_is_paused(daemon, engine(daemon.socket, extra={"kvtier_lookup_wait_ms": 5}),
+                                            restart, "the Hello", max_step_s=1.5)
 
 
 def test_a_lookup_to_a_stopped_daemon_does_not_hold_the_batch(daemon):
@@ -702,24 +677,34 @@ def test_a_lookup_to_a_stopped_daemon_does_not_hold_the_batch(daemon):
     step for 10 s. Once the daemon is back the Lookup's answer is used: a hit, loaded, and the
     logits equal a recompute's."""
     produce(daemon.socket)
-    b = engine(daemon.socket, extra={"kvtier_lookup_timeout_s": 10.0, "kvtier_lookup_wait_ms": 5})
+    _long_prompt_while_the_daemon_is_paused(
+        daemon, engine(daemon.socket, extra={"kvtier_lookup_timeout_s": 10.0, "kvtier_lookup_wait_ms": 5}),
+        lambda: None, "the Lookup", max_step_s=3.0)
+
+
+def _long_prompt_while_the_daemon_is_paused(daemon: Any, b: Any, before_pause: Any, what: str, *, max_step_s: float) -> None:
+    """Four short requests decode; then `before_pause`, the daemon is paused (SIGSTOP) and the
+    long prompt P2 arrives. For five steps it must stay WAITING while the batch decodes and no
+    step lasts `max_step_s`; once the daemon is resumed, P2 is a 768-token hit whose logits
+    equal a recompute's."""
     try:
         shorts = [b.add_request(f"s{i}", [_rng.randrange(1024) for _ in range(100)], max_new_tokens=400)
                   for i in range(4)]
         for _ in range(4):
             b.step()
+        before_pause()
         daemon.pause()
         try:
             long = b.add_request("long", P2)
             n0, out0 = len(b.step_times), len(shorts[0].output_token_ids)
             for _ in range(5):
                 b.step()
-            assert long.status == "WAITING", "the Lookup is unanswered: the request waits, unscheduled"
+            assert long.status == "WAITING", f"{what} is unanswered: the request waits, unscheduled"
         finally:
             daemon.resume()
         steps = [dt for _, dt, _ in b.step_times[n0:]]
-        assert len(shorts[0].output_token_ids) >= out0 + 5, "the batch decoded while the Lookup waited"
-        assert max(steps) < 3.0, f"a step waited for the Lookup: {steps}"
+        assert len(shorts[0].output_token_ids) >= out0 + 5, f"the batch decoded while {what} waited"
+        assert max(steps) < max_step_s, f"a step waited for {what}: {steps}"
         t0 = time.monotonic()
         while long.status != "FINISHED":
             b.step()
