@@ -182,7 +182,15 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   // every lease of that namespace waits for.
   let hostChunks = 0;
   let diskChunks = 0;
+  // Tokens position i covers, for the pace model: opaque keys cover none, so a block's worth.
+  const paceTokens = (i: number): number => chunkTokens(walked.tokensOf(i), spaces[0].fingerprint.blockSize);
+  // The namespace's bytes per token, from the first chunk this Lookup finds in the host tier.
   let learned = false;
+  const learn = (entry: HostEntry, i: number): void => {
+    if (learned) return;
+    learned = true;
+    p.pace.learnChunk(nsId, entry.slab.buf.length, paceTokens(i));
+  };
   const fetching: Array<{ at: number; id: ChunkId; onDisk: boolean }> = [];
   // The chain-hash group of each position every rank holds in the host tier: pinned once for all leases.
   const groups = whole;
@@ -192,10 +200,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
     const g = groups[i];
     if (g !== null) {
       hostChunks++;
-      if (!learned) {
-        learned = true;
-        p.pace.learnChunk(nsId, g.entries[0].slab.buf.length, chunkTokens(walked.tokensOf(i), spaces[0].fingerprint.blockSize));
-      }
+      learn(g.entries[0], i);
       continue;
     }
     perEntry = true;
@@ -203,10 +208,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
     for (let q = 0; q < R; q++) {
       const entry = found![i * R + q];
       if (entry !== null) {
-        if (!learned) {
-          learned = true;
-          p.pace.learnChunk(nsId, entry.slab.buf.length, chunkTokens(walked.tokensOf(i), spaces[0].fingerprint.blockSize));
-        }
+        learn(entry, i);
         continue;
       }
       const id = idAt(q, i);
@@ -233,8 +235,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
     }
     if (fetching.length > 0) {
       const fetch = (id: ChunkId, onDisk: boolean): Promise<HostEntry | null> => (onDisk ? fetchLocalFirst(p, id) : fetchRemote(p, id));
-      // Opaque keys cover no tokens: the pace model counts them as a block's worth.
-      const tokensAt = (at: number): number => chunkTokens(walked.tokensOf((at / R) | 0), spaces[0].fingerprint.blockSize);
+      const tokensAt = (at: number): number => paceTokens((at / R) | 0);
       const window = new PrefetchWindow(group, p.host, p.prefetchWindowBytes, p.pace.chunkBytes(nsId, tokensAt(fetching[0].at)), fetch);
       group.window = window;
       for (const f of fetching) window.add(f.at, f.id, f.onDisk);

@@ -26,8 +26,9 @@
  *          key not moved yet, never an eviction). A write is not retried:
  *          a whole chunk SET at the importing node would put keys there
  *          that the old owner still holds (MIGRATE then fails, BUSYKEY);
- *          glide follows ASK command by command. TLS runs on node's own OpenSSL (the addon links
- * none of its own); inline (unsegmented) values stay on glide. Why a tier is
+ *          glide follows ASK command by command.
+ * TLS runs on node's own OpenSSL (the addon links none of its own); inline
+ * (unsegmented) values stay on glide. Why a tier is
  * on glide is in `info.reason`, which stats and doctor show.
  */
 
@@ -93,7 +94,7 @@ export function failureOf(e: unknown): NativeFailure {
   const code = (e as { code?: unknown } | null)?.code;
   const c = typeof code === 'string' ? code : ErrorCode.KVT_NATIVE;
   const message = errorMessage(e);
-  return { code: c, message, redirect: c === ErrorCode.KVT_VALKEY_REFUSED && REDIRECT.test(message) };
+  return { code: c, message, redirect: redirectOf(e) !== null };
 }
 
 export interface NativeStats {
