@@ -28,6 +28,7 @@ import { SocketServer } from './protocol/server.js';
 import { HeapMemory, type HostMemory, type HostMemoryInfo } from './tiers/host-memory.js';
 import { fitHostCapacity, memAvailableBytes } from './tiers/host-fit.js';
 import { HostTier } from './tiers/host-tier.js';
+import { prefetchBudgetBytes } from './manager/prefetch-budget.js';
 import { prefetchWindowBytes } from './manager/prefetch-window.js';
 
 import { VERSION } from './package-info.js';
@@ -117,6 +118,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     writeBehindQueueBytes: config.writeBehindQueueBytes,
     pinBudgetBytes: config.pinBudgetBytes,
     prefetchWindowBytes: prefetchWindowBytes(config.prefetchWindowMb, capacity),
+    prefetchBudgetBytes: prefetchBudgetBytes(config.prefetchBudgetMb, capacity),
     writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
     logger: log,
     recomputeTokensPerS: config.recomputeTokensPerS,

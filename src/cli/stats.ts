@@ -44,6 +44,7 @@ export function formatStats(s: DaemonStats): string {
     ['lookup latency', `p50 ${s.lookupLatencyUs.p50} us, p99 ${s.lookupLatencyUs.p99} us, max ${s.lookupLatencyUs.max} us (last 256)`],
     ['stored', `${c.storedChunks} chunks, ${fmtBytes(c.storedBytes)}; ${c.presentChunks} already present; ${c.skippedChunks} skipped (${s.host.skippedWarming ?? 0} while the pool warmed, ${s.host.skippedFull} with the pool full of pinned chunks)`],
     ['retrieved', `${c.retrievedChunks} chunks, ${fmtBytes(c.retrievedBytes)}; ${c.failedRetrieveChunks} failed (recomputed by the worker)`],
+    ['prefetch', s.prefetch === undefined ? '-' : `${fmtBytes(s.prefetch.chargedBytes)} of ${fmtBytes(s.prefetch.budgetBytes)} prefetch_budget_mb in flight or unread; ${s.prefetch.waitingLookups} Lookups waiting, ${s.prefetch.waits} waits so far`],
     ['write-behind', `${s.writeBehind.queuedJobs} queued (${fmtBytes(s.writeBehind.queuedBytes)}), ${s.writeBehind.inFlight} in flight, ${s.writeBehind.written} written, ${s.writeBehind.failed} failed, ${s.writeBehind.dropped} dropped`],
     ['bytes per tier', tierBytes(s)],
     ['disk', diskLine(s)],

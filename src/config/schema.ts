@@ -41,6 +41,7 @@ export interface KvtierConfig {
   maxFrameBytes: number;
   leaseTtlMs: number;
   prefetchWindowMb: number | null;
+  prefetchBudgetMb: number | null;
   idleConnectionTimeoutMs: number;
   recomputeTokensPerS: number | null;
   hostMemory: 'auto' | 'native' | 'heap';
@@ -229,6 +230,10 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   prefetchWindowMb: entry('prefetch_window_mb', {
     check: c.nullable(c.integer(1, 1 << 20)), default: null,
     doc: "MiB of one Lookup's disk and Valkey fetches into the host tier that may be in flight, or landed and not yet retrieved, at once; the rest start in position order as Retrieves read chunks out, so a context larger than the host pool loads in one lease. null: a quarter of max_local_cpu_size, at most 1024.",
+  }),
+  prefetchBudgetMb: entry('prefetch_budget_mb', {
+    check: c.nullable(c.integer(1, 1 << 20)), default: null,
+    doc: "MiB of every Lookup's disk and Valkey fetches, in flight or landed and not yet retrieved, summed over the Lookups of the daemon; a Lookup's fetches past it wait, in the order they came, for bytes to be read out, so concurrent large Lookups do not fill the host pool with chunks nobody reads yet. null: half of max_local_cpu_size.",
   }),
   idleConnectionTimeoutMs: entry('idle_connection_timeout_ms', {
     check: c.integer(0, MAX_TIMER_MS), default: 0,

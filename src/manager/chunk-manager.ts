@@ -29,6 +29,7 @@ import { LeaseTable, leasedEntry, type Lease } from './leases.js';
 import { lookup, type LookupOptions, type LookupResult } from './lookup.js';
 import type { ManagerParts } from './parts.js';
 import { PrefixPins } from './pins.js';
+import { PrefetchBudget, prefetchBudgetBytes, type PrefetchBudgetStats } from './prefetch-budget.js';
 import { prefetchWindowBytes } from './prefetch-window.js';
 import { RemotePace, type RemotePaceSnapshot } from './remote-pace.js';
 import { RemoteSync } from './remote-sync.js';
@@ -61,6 +62,8 @@ export interface ManagerOptions {
   pinBudgetBytes?: number;
   /** Bytes of one Lookup's fetches in flight or landed and unread (absent: a quarter of the host pool, at most 1 GiB). */
   prefetchWindowBytes?: number;
+  /** Those bytes over every Lookup at once (absent: half the host pool). */
+  prefetchBudgetBytes?: number;
 }
 
 export class ChunkManager {
@@ -92,6 +95,7 @@ export class ChunkManager {
       saveUnfullChunk: opts.saveUnfullChunk,
       leaseTtlMs: opts.leaseTtlMs,
       prefetchWindowBytes: opts.prefetchWindowBytes ?? prefetchWindowBytes(null, opts.host.memory.capacityBytes),
+      prefetchBudget: new PrefetchBudget(opts.prefetchBudgetBytes ?? prefetchBudgetBytes(null, opts.host.memory.capacityBytes)),
       chain: opts.chain ?? null,
     };
   }
@@ -163,6 +167,11 @@ export class ChunkManager {
   }
 
   /** Pinned by `kvtier pin`: chunks and bytes, and the budget. */
+  /** The daemon-wide prefetch budget and what it holds now. */
+  prefetchStats(): PrefetchBudgetStats {
+    return this.#p.prefetchBudget.stats();
+  }
+
   pinStats(): { chunks: number; bytes: number; budgetBytes: number } {
     return { chunks: this.#pins.count, bytes: this.#pins.bytes, budgetBytes: this.#pins.budgetBytes };
   }

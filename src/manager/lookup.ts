@@ -236,7 +236,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
     if (fetching.length > 0) {
       const fetch = (id: ChunkId, onDisk: boolean): Promise<HostEntry | null> => (onDisk ? fetchLocalFirst(p, id) : fetchRemote(p, id));
       const tokensAt = (at: number): number => paceTokens((at / R) | 0);
-      const window = new PrefetchWindow(group, p.host, p.prefetchWindowBytes, p.pace.chunkBytes(nsId, tokensAt(fetching[0].at)), fetch);
+      const window = new PrefetchWindow(group, p.host, p.prefetchWindowBytes, p.prefetchBudget, p.pace.chunkBytes(nsId, tokensAt(fetching[0].at)), fetch);
       group.window = window;
       for (const f of fetching) window.add(f.at, f.id, f.onDisk);
       const first = window.start();

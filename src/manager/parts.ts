@@ -10,6 +10,7 @@ import type { HostTier } from '../tiers/host-tier.js';
 import type { DiskSync } from './disk-sync.js';
 import type { ManagerCounters } from './counters.js';
 import type { LeaseTable } from './leases.js';
+import type { PrefetchBudget } from './prefetch-budget.js';
 import type { RemotePace } from './remote-pace.js';
 import type { RemoteSync } from './remote-sync.js';
 
@@ -27,6 +28,8 @@ export interface ManagerParts {
   readonly leaseTtlMs: number;
   /** Bytes of one Lookup's fetches in flight or landed and unread (prefetch-window.ts). */
   readonly prefetchWindowBytes: number;
+  /** Those bytes over every Lookup of the daemon (prefetch-budget.ts). */
+  readonly prefetchBudget: PrefetchBudget;
   /** The prefix-hash chain backend; null: the JavaScript chain. */
   readonly chain: ChainFn | null;
 }

@@ -16,10 +16,13 @@
  * several leases (MLA: ranks with one namespace) frees its share only when
  * each of them has read it or gone. A gone lease's slot starts nothing more.
  * Whole-host positions (group pins) are not the window's business.
+ * Every window also charges the daemon-wide PrefetchBudget, and waits there
+ * when the sum over Lookups is full.
  */
 import type { ChunkId } from '../tiers/chunk-id.js';
 import type { HostEntry, HostTier } from '../tiers/host-tier.js';
 import type { Lease, LeaseGroup } from './leases.js';
+import type { BudgetWaiter, PrefetchBudget } from './prefetch-budget.js';
 
 const MiB = 1 << 20;
 /** The default window: a quarter of the host pool, at most this. */
@@ -38,10 +41,11 @@ const IN_FLIGHT = 2;
 const LANDED = 3;
 const DONE = 4;
 
-export class PrefetchWindow {
+export class PrefetchWindow implements BudgetWaiter {
   readonly #group: LeaseGroup;
   readonly #host: HostTier;
   readonly #budget: number;
+  readonly #daemon: PrefetchBudget;
   readonly #fetch: Fetcher;
   /** Bytes charged to a fetch before it lands: a chunk's size when known, else 0 (then one at a time until one lands). */
   #unit: number;
@@ -64,11 +68,12 @@ export class PrefetchWindow {
   /** While the Lookup starts its first window: the remote fetches started, for the pace model. */
   #first: Array<{ at: number; fetch: Promise<HostEntry | null> }> | null = [];
 
-  constructor(group: LeaseGroup, host: HostTier, budgetBytes: number, unitBytes: number, fetch: Fetcher) {
+  constructor(group: LeaseGroup, host: HostTier, budgetBytes: number, daemon: PrefetchBudget, unitBytes: number, fetch: Fetcher) {
     const n = group.positions * group.stride;
     this.#group = group;
     this.#host = host;
     this.#budget = budgetBytes;
+    this.#daemon = daemon;
     this.#unit = unitBytes;
     this.#fetch = fetch;
     this.#state = new Uint8Array(n);
@@ -169,7 +174,14 @@ export class PrefetchWindow {
     return false;
   }
 
-  #pump(): void {
+  /** The daemon budget has room again: start what fits; whether this window parked again. */
+  resume(): boolean {
+    return this.#pump();
+  }
+
+  /** Starts queued fetches while both budgets allow; returns whether it parked for the daemon's. */
+  #pump(): boolean {
+    let parked = false;
     const q = this.#queue;
     while (this.#head < q.length) {
       const at = q[this.#head];
@@ -180,10 +192,21 @@ export class PrefetchWindow {
       // Something held or in flight: start more only while it fits; of unknown size, one at a time.
       if (this.#charged > 0 && this.#charged + this.#unit > this.#budget) break;
       if (this.#unit === 0 && this.#inFlight > 0) break;
+      if (!this.#daemon.fits(this.#unit)) {
+        this.#daemon.park(this);
+        parked = true;
+        break;
+      }
       this.#head++;
       this.#launch(at);
     }
     if (this.#head < q.length) for (const w of this.#wanted) this.#unblock(w);
+    return parked;
+  }
+
+  #charge(delta: number): void {
+    this.#charged += delta;
+    this.#daemon.charge(delta);
   }
 
   /** Starts, past the window, the first queued chunk of a wanted range that has nothing in flight or landed for its lease to read. */
@@ -203,7 +226,7 @@ export class PrefetchWindow {
     this.#state[at] = IN_FLIGHT;
     this.#inFlight++;
     this.#share[at] = this.#unit;
-    this.#charged += this.#unit;
+    this.#charge(this.#unit);
     const fetch = this.#fetch(this.#ids[at]!, this.#onDisk[at] === 1);
     if (this.#first !== null && this.#onDisk[at] === 0) this.#first.push({ at, fetch });
     fetch.then((e) => this.#land(at, e), () => this.#land(at, null));
@@ -228,7 +251,7 @@ export class PrefetchWindow {
       group.entries[at] = entry;
       this.#left[at] = held;
       this.#state[at] = LANDED;
-      this.#charged += entry!.slab.buf.length - this.#share[at];
+      this.#charge(entry!.slab.buf.length - this.#share[at]);
       this.#share[at] = entry!.slab.buf.length;
     } else {
       this.#free(at);
@@ -238,7 +261,7 @@ export class PrefetchWindow {
   }
 
   #free(at: number): void {
-    this.#charged -= this.#share[at];
+    this.#charge(-this.#share[at]);
     this.#share[at] = 0;
     this.#state[at] = DONE;
   }

@@ -93,6 +93,8 @@ export class DaemonMetrics {
     counter(METRICS.evictions, () => m.host.stats().evictions);
     counter(METRICS.evictedBytes, () => m.host.stats().evictedBytes);
 
+    gauge(METRICS.prefetchChargedBytes, () => m.prefetchStats().chargedBytes);
+    counter(METRICS.prefetchWaits, () => m.prefetchStats().waits);
     gauge(METRICS.writeBehindQueueBytes, () => m.writeBehindStats().queuedBytes);
     gauge(METRICS.writeBehindQueueJobs, () => m.writeBehindStats().queuedJobs);
     gauge(METRICS.writeBehindInFlight, () => m.writeBehindStats().inFlight);

@@ -30,6 +30,8 @@ export interface DaemonStats {
   misses: Record<MissReason, number>;
   /** Host chunks held by `kvtier pin`, and pin_budget_bytes. */
   pins: ReturnType<ChunkManager['pinStats']>;
+  /** The daemon-wide prefetch budget (prefetch_budget_mb) and what every Lookup's fetches hold of it. */
+  prefetch: ReturnType<ChunkManager['prefetchStats']>;
   /** Of the last 256 lookups. */
   lookupLatencyUs: { p50: number; p99: number; max: number };
   /** The slowest of the last 256 lookups, stores and retrieves each, slowest first. */
@@ -82,6 +84,7 @@ export function daemonStats(src: StatsSources): DaemonStats {
     },
     misses: missReasons(m),
     pins: m.pinStats(),
+    prefetch: m.prefetchStats(),
     lookupLatencyUs: r.ring.latencyUs(LOOKUP),
     slowOps: r.ring.slowest(5),
     registeredWorkers: r.registeredWorkers,

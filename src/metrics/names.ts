@@ -46,6 +46,8 @@ export const METRICS = {
   leases: def('kvtier_leases', 'gauge', [], 'Leases open (looked-up prefixes not yet released or expired).'),
   evictions: def('kvtier_host_evictions_total', 'counter', [], 'Host chunks evicted (LRU) to make room.'),
   evictedBytes: def('kvtier_host_evicted_bytes_total', 'counter', [], 'Bytes of host chunks evicted.'),
+  prefetchChargedBytes: def('kvtier_prefetch_charged_bytes', 'gauge', [], "Bytes of every Lookup's disk and Valkey fetches in flight or landed and not yet retrieved (bounded by prefetch_budget_mb)."),
+  prefetchWaits: def('kvtier_prefetch_budget_waits_total', 'counter', [], 'Times a Lookup\'s fetches waited for the daemon-wide prefetch budget.'),
   writeBehindQueueBytes: def('kvtier_write_behind_queue_bytes', 'gauge', [], 'Bytes queued towards Valkey, not yet sent.'),
   writeBehindQueueJobs: def('kvtier_write_behind_queue_chunks', 'gauge', [], 'Chunks queued towards Valkey, not yet sent.'),
   writeBehindInFlight: def('kvtier_write_behind_in_flight_chunks', 'gauge', [], 'Chunk writes to Valkey in flight.'),

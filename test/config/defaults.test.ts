@@ -38,6 +38,7 @@ describe('defaults', () => {
       maxFrameBytes: 268435456,
       leaseTtlMs: 30000,
       prefetchWindowMb: null,
+      prefetchBudgetMb: null,
       idleConnectionTimeoutMs: 0,
       recomputeTokensPerS: null,
       hostMemory: 'auto',
@@ -54,8 +55,8 @@ describe('defaults', () => {
 
   it('has one table row per key, with env names and LMCache aliases', () => {
     const rows = configTable();
-    expect(rows).toHaveLength(36);
-    expect(new Set(rows.map((r) => r.key)).size).toBe(36);
+    expect(rows).toHaveLength(37);
+    expect(new Set(rows.map((r) => r.key)).size).toBe(37);
     expect(rows.find((r) => r.key === 'chunk_size')).toMatchObject({
       env: 'KVTIER_CHUNK_SIZE', lmcacheAlias: 'chunk_size', default: '256',
     });

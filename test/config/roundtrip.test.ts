@@ -36,6 +36,7 @@ const valid = {
   max_frame_bytes: int(4096, 2147483647),
   lease_ttl_ms: int(1, 2 ** 31 - 1),
   prefetch_window_mb: fc.option(int(1, 1 << 20)),
+  prefetch_budget_mb: fc.option(int(1, 1 << 20)),
   idle_connection_timeout_ms: int(0, 2 ** 31 - 1),
   host_memory: fc.constantFrom('auto', 'native', 'heap'),
   log_level: fc.constantFrom('debug', 'info', 'warn', 'error'),

@@ -152,3 +152,104 @@ describe('a Lookup fetches from Valkey a window at a time', () => {
     }
   });
 });
+
+describe('the prefetch budget bounds every Lookup of a daemon together', () => {
+  let valkey: ValkeyServer;
+  let a: TestDaemon;
+  let c: TestDaemon;
+  beforeAll(async () => {
+    valkey = await startValkey({ maxmemory: '256mb', maxmemoryPolicy: 'noeviction' });
+    a = await startTestDaemon({ remote_url: valkey.url });
+    // Each Lookup alone may hold four 512 KiB chunks; all of them together two.
+    c = await startTestDaemon({ remote_url: valkey.url, prefetch_window_mb: 2, prefetch_budget_mb: 1 });
+  }, 30_000);
+  afterAll(async () => {
+    await c?.stop();
+    await a?.stop();
+    await stopAllValkey();
+  });
+
+  interface Budget { prefetch: { budgetBytes: number; chargedBytes: number; waitingLookups: number; waits: number } }
+
+  it('three concurrent Lookups hold the budget, not three windows, and each still loads every chunk byte-exact', async () => {
+    const ca = await a.connect({ fingerprint: fp });
+    const cc = await c.connect({ fingerprint: fp });
+    const stored: Buffer[][] = [];
+    for (const seed of [11, 12, 13]) {
+      const chunks = Array.from({ length: CHUNKS }, () => randomBytes(512 * KiB));
+      expect((await (await ca.store({ address: { tokens: tokens(seed) }, chunks })).committed).committedChunks).toBe(CHUNKS);
+      stored.push(chunks);
+    }
+    // A host hit teaches the daemon this model's chunk size, so each fetch is charged from its start.
+    expect((await (await cc.store({ address: { tokens: tokens(10) }, chunks: [randomBytes(512 * KiB)] })).committed).committedChunks).toBe(1);
+    const warm = await cc.lookup({ tokens: tokens(10) });
+    expect(warm.hostChunks).toBe(1);
+    await cc.releaseLease(warm.leaseId);
+    const before = (await stats(cc)).counters.remoteFetchedChunks;
+    const leases = await Promise.all([11, 12, 13].map((seed) => cc.lookup({ tokens: tokens(seed) })));
+    expect(leases.map((l) => l.valkeyChunks)).toEqual([CHUNKS, CHUNKS, CHUNKS]);
+    await waitFor(async () => (await stats(cc)).counters.remoteFetchedChunks - before >= 2, 'the budget fills');
+    // Ten times what a further fetch would need to start and land.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const held = (await stats(cc)) as Stats & Budget;
+    // Three windows alone would hold 12 chunks (6 MiB) now; each of the three has more queued.
+    expect({ fetched: held.counters.remoteFetchedChunks - before, pinned: held.host.pinnedBytes, charged: held.prefetch.chargedBytes, waiting: held.prefetch.waitingLookups })
+      .toEqual({ fetched: 2, pinned: 1024 * KiB, charged: 1024 * KiB, waiting: 3 });
+    // The last Lookup first: nothing of it is in flight, so its Retrieve starts its own, a chunk at a time.
+    for (const k of [2, 0, 1]) {
+      for (let i = 0; i < CHUNKS; i++) {
+        const r = await cc.retrieve({ leaseId: leases[k].leaseId, firstChunk: i, numChunks: 1 });
+        expect({ lookup: k, chunk: i, loaded: r.loadedChunks, same: Buffer.from(r.chunks[0]).equals(stored[k][i]) }).toEqual({ lookup: k, chunk: i, loaded: 1, same: true });
+      }
+    }
+    for (const l of leases) await cc.releaseLease(l.leaseId);
+    const after = (await stats(cc)) as Stats & Budget;
+    expect({ pinned: after.host.pinnedBytes, charged: after.prefetch.chargedBytes, waiting: after.prefetch.waitingLookups, budget: after.prefetch.budgetBytes })
+      .toEqual({ pinned: 0, charged: 0, waiting: 0, budget: 1024 * KiB });
+    expect(after.prefetch.waits).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('the default prefetch budget: more concurrent large Lookups than the pool holds windows for', () => {
+  const LOOKUPS = 5;
+  const N = 32;
+  const longTokens = (seed: number): Buffer => packTokens(Array.from({ length: N * 256 }, (_, i) => (i * 7919 + seed) % 128_000));
+  let valkey: ValkeyServer;
+  let a: TestDaemon;
+  let c: TestDaemon;
+  beforeAll(async () => {
+    valkey = await startValkey({ maxmemory: '256mb', maxmemoryPolicy: 'noeviction' });
+    a = await startTestDaemon({ remote_url: valkey.url });
+    // A 32 MiB pool: each Lookup's window is 8 MiB, five of them 40 MiB; the budget is 16 MiB.
+    c = await startTestDaemon({ remote_url: valkey.url, max_local_cpu_size: 32 / 1024 });
+  }, 30_000);
+  afterAll(async () => {
+    await c?.stop();
+    await a?.stop();
+    await stopAllValkey();
+  });
+
+  it('five Lookups of 16 MiB each, read chunk by chunk in turn, all load byte-exact', async () => {
+    const ca = await a.connect({ fingerprint: fp });
+    const cc = await c.connect({ fingerprint: fp });
+    const stored: Buffer[][] = [];
+    for (let k = 0; k < LOOKUPS; k++) {
+      const chunks = Array.from({ length: N }, () => randomBytes(512 * KiB));
+      expect((await (await ca.store({ address: { tokens: longTokens(k) }, chunks })).committed).committedChunks).toBe(N);
+      stored.push(chunks);
+    }
+    const leases = await Promise.all(stored.map((_, k) => cc.lookup({ tokens: longTokens(k) })));
+    expect(leases.map((l) => l.valkeyChunks)).toEqual(stored.map(() => N));
+    const failed: string[] = [];
+    for (let i = 0; i < N; i++) {
+      // Five workers' Retrieves at once, a chunk each.
+      const got = await Promise.all(leases.map((l) => cc.retrieve({ leaseId: l.leaseId, firstChunk: i, numChunks: 1 })));
+      got.forEach((r, k) => {
+        if (r.loadedChunks !== 1 || !Buffer.from(r.chunks[0]).equals(stored[k][i])) failed.push(`lookup ${k} chunk ${i}`);
+      });
+    }
+    expect(failed).toEqual([]);
+    for (const l of leases) await cc.releaseLease(l.leaseId);
+    expect((await stats(cc)).host.pinnedBytes).toBe(0);
+  }, 60_000);
+});
