@@ -5,6 +5,7 @@ give the logits of a full recompute, bit for bit (float32)."""
 from __future__ import annotations
 
 import random
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -119,3 +120,57 @@ def test_a_group_kvtier_cannot_restore_makes_the_prefix_a_miss(daemon):
         assert st.data["bypassed"] == 1 and st.data["bypassed_kv_cache_group"] == 1
     finally:
         s.shutdown()
+
+
+def test_a_window_lookup_to_a_paused_daemon_does_not_hold_the_batch(daemon):
+    """The full-attention group's Lookup is answered, then the daemon is paused (SIGSTOP) just
+    as the sliding group's window Lookup goes out. The scheduler must poll that second round
+    across steps, answering vLLM "not yet", so the running requests keep decoding; with the
+    lookup timeout at 10 s, a scheduler that waited for the window would stall a step for 10 s.
+    Once the daemon is resumed the hit is 768 tokens, loaded, logits equal to a recompute's."""
+    a = engine(daemon.socket)
+    try:
+        a.generate("producer", P1)
+        a.drain()
+    finally:
+        a.close()
+    b = engine(daemon.socket, extra={"kvtier_lookup_timeout_s": 10.0, "kvtier_lookup_wait_ms": 5})
+    sched = b.scheduler._scheduler
+    sliding = [g for g in sched.clients if sched._kind(g) == "sliding"]
+    assert sliding == [1]
+    client = sched.clients[1]
+    send, paused = client.submit, []
+
+    def pause_then_send(body, *a, **kw):
+        if not paused:
+            paused.append(time.monotonic())
+            daemon.pause()
+        return send(body, *a, **kw)
+
+    client.submit = pause_then_send
+    try:
+        shorts = [b.add_request(f"s{i}", [_rng.randrange(1024) for _ in range(100)], max_new_tokens=400)
+                  for i in range(4)]
+        for _ in range(4):
+            b.step()
+        long = b.add_request("long", P2)
+        n0, out0 = len(b.step_times), len(shorts[0].output_token_ids)
+        for _ in range(6):
+            b.step()
+        assert paused, "the window Lookup was sent"
+        assert long.status == "WAITING", "the window Lookup is unanswered: the request waits"
+        daemon.resume()
+        steps = [dt for _, dt, _ in b.step_times[n0:]]
+        assert len(shorts[0].output_token_ids) >= out0 + 5, "the batch decoded while the window Lookup waited"
+        assert max(steps) < 3.0, f"a step waited for the window Lookup: {steps}"
+        t0 = time.monotonic()
+        while long.status != "FINISHED":
+            b.step()
+            assert time.monotonic() - t0 < 60
+        for r in shorts:
+            b.abort(r.request_id)
+    finally:
+        daemon.resume()
+        b.close()
+    assert long.external_tokens == 768 and long.load_error_blocks == set()
+    assert torch.equal(long.first_logits, recompute(P2))

@@ -630,3 +630,40 @@ def test_connector_stats_count_disk_hits_after_a_daemon_restart(daemon_factory, 
         assert (st["hit_chunks_host"], st["hit_chunks_disk"], st["hit_chunks_valkey"]) == (0, 3, 0)
     finally:
         b.close()
+
+
+def test_a_reconnect_during_a_load_never_waits_in_the_step(daemon, alloc):
+    """The worker's connection drops and the daemon is paused (SIGSTOP) just before a step
+    that starts a load: start_load_kv must not dial (a Hello to a paused daemon waits for the
+    full timeout). The dial runs on a thread, the load is held until it is done and then
+    issued: no error, the KV equals the producer's."""
+    import threading
+    import time
+
+    a = MiniEngine(daemon.socket, alloc, "A")
+    b = MiniEngine(daemon.socket, alloc, "B", extra={"kvtier_timeout_s": 3.0})
+    timing: dict[str, float] = {}
+
+    def drop_and_pause():
+        b.workers[0]._worker.client._conn.close()
+        daemon.pause()
+        threading.Timer(1.0, daemon.resume).start()
+        timing["before"] = time.monotonic()
+
+    def started():
+        timing["after"] = time.monotonic()
+
+    try:
+        a.run(req("r1", PREFIX + [5] * 100))
+        r2 = req("r2", PREFIX + [6] * 50)
+        s = b.run(r2, before_worker=drop_and_pause, after_start_load=started)
+        assert timing["after"] - timing["before"] < 0.5, "start_load_kv waited for the dial"
+        assert s.external_tokens == 768
+        assert s.load_errors == set(), "the held load is issued once the dial is done"
+        for pos in (0, 255, 500, 767):
+            assert all(torch.equal(g, w) for g, w in zip(b.token_kv(s.block_table, pos),
+                                                         b.expected_kv(r2.prompt_token_ids, pos)))
+    finally:
+        daemon.resume()
+        a.close()
+        b.close()

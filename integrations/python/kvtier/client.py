@@ -179,14 +179,18 @@ class KvtierClient:
     """Talks to one kvtierd for one namespace. Thread-safe; connects lazily.
 
     `timeout` is the default per-request timeout in seconds; every call takes
-    its own `timeout=` as well.
+    its own `timeout=` as well. With `dial_on_request=False` a request over no
+    live connection raises DaemonUnavailable instead of dialling: the engine
+    hooks that run inside a step connect only through connect(), on a thread
+    of their own (session.Dial), so a hung daemon's Hello never holds a step.
     """
 
     def __init__(self, socket_path: str, fingerprint: Fingerprint, client_kind: str = "python",
                  timeout: float = 5.0, connect_timeout: float = 1.0,
                  max_frame: int = CLIENT_MAX_FRAME_BYTES,
-                 lookup_ranks: Sequence[tuple[int, int]] = ()) -> None:
+                 lookup_ranks: Sequence[tuple[int, int]] = (), dial_on_request: bool = True) -> None:
         self.socket_path = socket_path
+        self.dial_on_request = dial_on_request
         self.fingerprint = fingerprint
         # Hello.lookup_ranks: (tp_rank, pp_rank) per worker this client's Lookups answer for
         # (a scheduler); LookupOk.lease_ids then holds one lease per entry, in this order.
@@ -254,12 +258,18 @@ class KvtierClient:
     # -- generic requests ---------------------------------------------------
 
     def submit(self, body: Any, expect: int = 1) -> Pending:
-        """Sends one request (connecting on demand) and returns its Pending."""
-        self.connect()
+        """Sends one request (connecting on demand, unless dial_on_request is off) and returns
+        its Pending."""
+        return self._live().send(next(self._ids), body, expect)
+
+    def _live(self) -> "_Connection":
+        """The live connection: dialled now if there is none and dial_on_request is set."""
+        if self.dial_on_request:
+            self.connect()
         conn = self._conn
-        if conn is None:
+        if conn is None or not conn.alive:
             raise DaemonUnavailable("not connected")
-        return conn.send(next(self._ids), body, expect)
+        return conn
 
     def call(self, body: Any, expect_field: str, timeout: Optional[float] = None) -> Any:
         """Sends one request and waits for its single response of type `expect_field`."""
@@ -294,10 +304,7 @@ class KvtierClient:
                       no_lease: bool = False) -> Pending:
         """The scheduler's hot call: a Lookup around `packed` (u32_array of the prompt's tokens,
         packed once by the caller and sent as it is, for any number of clients); its Pending."""
-        self.connect()
-        conn = self._conn
-        if conn is None:
-            raise DaemonUnavailable("not connected")
+        conn = self._live()
         rid = next(self._ids)
         return conn.send_parts(rid, lookup_frame_parts(rid, packed, lease_ttl_ms, no_lease, seed), 1)
 

@@ -15,11 +15,12 @@ connection: the daemon drops a connection's leases with it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 from .client import KvtierClient
-from .errors import KvtierError
+from .errors import DaemonUnavailable, KvtierError
 from .hashing import Fingerprint
 from .health import Health
 
@@ -38,11 +39,36 @@ class Session:
         self.health = Health(f"kvtierd at {socket}", log, retry_interval)
 
     def client(self, fingerprint: Fingerprint, kind: str,
-               lookup_ranks: Sequence[tuple[int, int]] = ()) -> KvtierClient:
-        """A client for one namespace (connects lazily, on its first request); `lookup_ranks`:
-        the (tp, pp) ranks its Lookups answer for (Hello.lookup_ranks, a scheduler's)."""
+               lookup_ranks: Sequence[tuple[int, int]] = (), dial_on_request: bool = True) -> KvtierClient:
+        """A client for one namespace (connects lazily, on its first request, unless
+        dial_on_request is off: then only connect() dials); `lookup_ranks`: the (tp, pp) ranks
+        its Lookups answer for (Hello.lookup_ranks, a scheduler's)."""
         return KvtierClient(self.socket, fingerprint, kind, timeout=self.timeout,
-                            connect_timeout=min(self.timeout, MAX_CONNECT_TIMEOUT_S), lookup_ranks=lookup_ranks)
+                            connect_timeout=min(self.timeout, MAX_CONNECT_TIMEOUT_S), lookup_ranks=lookup_ranks,
+                            dial_on_request=dial_on_request)
+
+
+class Dial:
+    """A connect (dial, Hello, RegisterKv) on a thread of its own, for the engine hooks that
+    run inside a step: after a daemon restart the first request has to say Hello again, and
+    a daemon that accepts but does not answer yet (hung, busy starting) holds that Hello for
+    the client timeout, which no step may wait. `connect` raises a KvtierError or returns."""
+
+    def __init__(self, connect: Callable[[], object]) -> None:
+        self.error: Optional[KvtierError] = None
+        self._thread = threading.Thread(target=self._run, args=(connect,), name="kvtier-dial", daemon=True)
+        self._thread.start()
+
+    def _run(self, connect: Callable[[], object]) -> None:
+        try:
+            connect()
+        except KvtierError as exc:
+            self.error = exc
+        except Exception as exc:  # an OSError the client did not wrap is a daemon away too
+            self.error = DaemonUnavailable(f"connect failed: {exc}")
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
 
 
 def release_lease(client: Optional[KvtierClient], lease_id: int) -> None:

@@ -32,14 +32,18 @@ OffloadingConnector moves every group's blocks of an offloaded range.
                      before the next forward, since vLLM may reuse those blocks
                      then). A chunk's bytes outside that window are never read by
                      any later hit and may be the null block's. Looked up for the
-                     window before the hit end only; a window not all cached
-                     shortens the hit until it is
+                     window before the hit end only, once the full-attention
+                     groups answered; a window not all cached shortens the hit
+                     until it is. Each round is polled across steps like the
+                     first Lookup, never waited for inside one
     anything else    (mamba state, chunked-local): the model is never looked up
                      nor saved (bypassed, counted); a half-restored state is wrong
 A hit restores every group's KV the first computed token needs, or is shortened
 (at worst to a miss).
 
-Never raises into vLLM: an unreachable daemon is a miss (warned once).
+Never raises into vLLM: an unreachable daemon is a miss (warned once). Never
+dials inside a step: the clients connect at engine start, and again after a
+daemon restart on a thread of their own (session.Dial).
 A request's cache_salt, LoRA adapter and multimodal hashes seed its chunk hash
 chain (kvtier.vllm.keys, ChunkAddress.seed): other salts, adapters or images
 never share its chunks. Requests still not keyable (prompt embeddings, a
@@ -49,16 +53,15 @@ neither looked up nor saved, and counted with the reason.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import proto
 from ..client import KvtierClient, address
-from ..errors import DaemonUnavailable, KvtierError, RequestTimeout
+from ..errors import KvtierError, RequestTimeout
 from ..framing import NO_BLOCK, u32_array
-from ..session import Session, release_lease
+from ..session import Dial, Session, release_lease
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
 from ..hashing import chunk_hashes
 from .settings import KvGroup, Settings, group_fingerprint, rank_index
@@ -84,13 +87,22 @@ class _Lookup:
 
 @dataclass
 class _Asked:
-    """One request's Lookups in flight, sent when vLLM first asked about it."""
-    pending: dict[int, Any]                      # group -> Pending LookupOk
+    """One request's Lookups, sent when vLLM first asked about it and polled at each step
+    after: first one per full-attention group, then, where the model has sliding-window
+    groups, rounds of window Lookups (a window not all cached shortens the hit and asks
+    again). No round is waited for beyond lookup_wait_s inside a step."""
+    pending: dict[int, Any]                      # group -> Pending LookupOk of this round
     computed: int                                # num_computed_tokens they were sent for
-    t0: float
+    t0: float                                    # when this round was sent
+    leases: dict[tuple[int, int], int] = field(default_factory=dict)   # taken from answers so far
+    usable: int = -1                             # window rounds: the hit they check
+    first: dict[int, int] = field(default_factory=dict)  # window rounds: group -> first chunk asked
+    rounds: int = 0                              # window rounds sent
+    keys: Optional[list[bytes]] = None           # the sliding-window chain, hashed once
+    result: Optional["_Lookup"] = None           # the outcome once no round is left (None: a miss)
 
     def answered(self, wait_s: float) -> bool:
-        """Whether every answer is in, waiting at most wait_s for the rest."""
+        """Whether every answer of this round is in, waiting at most wait_s for the rest."""
         deadline = time.monotonic() + wait_s
         for p in self.pending.values():
             while not p.done():
@@ -102,30 +114,8 @@ class _Asked:
                 except RequestTimeout:
                     return False
                 except KvtierError:
-                    break                        # failed: _lookup raises it
+                    break                        # failed: _advance raises it
         return True
-
-
-class _Dial:
-    """A client's connect (dial, Hello) on a thread of its own: after a daemon restart the
-    first Lookup has to say Hello again, and a daemon that accepts but does not answer yet
-    (hung, busy starting) holds that Hello for the client timeout, which no step may wait."""
-
-    def __init__(self, client: KvtierClient) -> None:
-        self.error: Optional[KvtierError] = None
-        self._thread = threading.Thread(target=self._run, args=(client,), name="kvtier-dial", daemon=True)
-        self._thread.start()
-
-    def _run(self, client: KvtierClient) -> None:
-        try:
-            client.connect()
-        except KvtierError as exc:
-            self.error = exc
-        except Exception as exc:  # an OSError the client did not wrap is a daemon away too
-            self.error = DaemonUnavailable(f"connect failed: {exc}")
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
 
 
 class SchedulerSide:
@@ -144,7 +134,7 @@ class SchedulerSide:
         ranks = [(settings.namespace_tp_rank(tp), pp) for pp in range(fp.pp_size) for tp in range(fp.tp_size)]
         self.clients: dict[int, KvtierClient] = {
             g: session.client(group_fingerprint(fp, group, n).replace(tp_rank=0, pp_rank=0), "vllm-scheduler",
-                              lookup_ranks=ranks if len(ranks) > 1 else ())
+                              lookup_ranks=ranks if len(ranks) > 1 else (), dial_on_request=False)
             for g, group in enumerate(self.groups)}
         self.health = session.health
         # Connected at engine start, so that no scheduler step waits for a Hello: a Lookup's
@@ -167,7 +157,7 @@ class SchedulerSide:
         self._bypass_counted: set[str] = set()     # a request is counted once, not per lookup
         self._asked: dict[str, _Asked] = {}        # Lookups sent, answers not all in yet
         self._orphans: list[_Asked] = []           # given up on: leases released when answered
-        self._dials: dict[int, _Dial] = {}         # clients being reconnected off the step loop
+        self._dials: dict[int, Dial] = {}          # clients being reconnected off the step loop
         # Sliding-window groups: running requests' block tables (from the SchedulerOutput) and
         # the next chunk to store per group, for the saves made during the steps.
         self._sliding = [g for g in range(len(self.groups)) if self._kind(g) == "sliding"]
@@ -207,16 +197,23 @@ class SchedulerSide:
             if asked is None:
                 if not self._dialled():
                     return None, False    # reconnecting off the step loop: vLLM asks again next step
+                if seed and not self._daemon_seeds():
+                    return None, False    # connected just now: the next call sees whether to bypass
                 asked = self._asked[req_id] = self._ask(tokens, num_computed_tokens, seed)
-            if not asked.answered(self.s.lookup_wait_s):
-                if time.monotonic() - asked.t0 < self.s.lookup_timeout_s:
-                    return None, False    # vLLM asks again next step; the batch does not wait
-                self._drop_asked(req_id)
-                raise RequestTimeout(f"Lookup unanswered after {self.s.lookup_timeout_s:.3f}s")
+            deadline = time.monotonic() + self.s.lookup_wait_s
+            while True:
+                if not asked.answered(max(0.0, deadline - time.monotonic())):
+                    if time.monotonic() - asked.t0 < self.s.lookup_timeout_s:
+                        return None, False    # vLLM asks again next step; the batch does not wait
+                    self._drop_asked(req_id)
+                    raise RequestTimeout(f"Lookup unanswered after {self.s.lookup_timeout_s:.3f}s")
+                if not self._advance(asked, tokens, seed):
+                    break                 # no round left: asked.result is the outcome
             del self._asked[req_id]
-            lk = self._lookup(tokens, num_computed_tokens, seed, asked.pending)
+            lk = asked.result
             self.health.ok()
         except KvtierError as exc:
+            self._drop_asked(req_id)      # its other answers' leases are released as they come
             self.health.failed(exc)
             return 0, False
         if lk is None:
@@ -228,7 +225,7 @@ class SchedulerSide:
 
     def _dialled(self) -> bool:
         """Whether every client is connected. One that is not (the daemon restarted) is
-        dialled on a thread (_Dial) and this answers False until that is done; a dial that
+        dialled on a thread (Dial) and this answers False until that is done; a dial that
         failed raises its error (a miss, and the health back-off)."""
         ready = True
         for g, c in self.clients.items():
@@ -236,7 +233,7 @@ class SchedulerSide:
                 continue
             d = self._dials.get(g)
             if d is None:
-                self._dials[g] = _Dial(c)
+                self._dials[g] = Dial(c.connect)
                 ready = False
                 continue
             if not d.done():
@@ -273,6 +270,7 @@ class SchedulerSide:
             if not all(p.done() for p in asked.pending.values()):
                 keep.append(asked)
                 continue
+            self._release(_Lookup(0, 0, asked.leases))
             for g, p in asked.pending.items():
                 try:
                     _, ok = p.wait(0)[0]
@@ -282,43 +280,60 @@ class SchedulerSide:
                     release_lease(self.clients.get(g), lease)
         self._orphans = keep
 
-    def _lookup(self, tokens: list[int], num_computed: int, seed: bytes,
-                pending: dict[int, Any]) -> Optional[_Lookup]:
-        """Leases on every (rank, group) for the longest prefix all of them can restore, from
-        the answers of _ask (and, for sliding-window groups, their windows' Lookups)."""
-        cs = self.s.chunk_size
-        leases: dict[tuple[int, int], int] = {}
+    def _advance(self, asked: _Asked, tokens: list[int], seed: bytes) -> bool:
+        """Takes the answers of asked's round (all in). True when that sent another round: the
+        sliding-window groups' window Lookups for the hit the full-attention groups agree on,
+        or those again for a shorter hit. False when asked.result is the outcome: leases on
+        every (rank, group) for the longest prefix all of them can restore, or None (a miss)."""
+        cs, computed = self.s.chunk_size, asked.computed
+        sliding = [g for g in self.clients if self._kind(g) == "sliding"]
         try:
-            full = list(pending)
-            hit_tokens, hit_chunks = len(tokens), len(tokens) // cs
-            if full:
-                tiers = (0, 0, 0)
-                complete = True
-                for g, p in pending.items():
-                    _, ok = p.wait(self.s.lookup_timeout_s)[0]
-                    complete = self._take_leases(g, ok, leases) and complete
-                    hit_tokens = min(hit_tokens, ok.hit_tokens)
-                    hit_chunks = min(hit_chunks, ok.hit_chunks)
-                    if g == full[0]:
-                        tiers = (ok.host_chunks, ok.disk_chunks, ok.valkey_chunks)
-                if not complete:
-                    self._release(_Lookup(0, 0, leases))
-                    return None
-                self.interval.add("hit_chunks_host", tiers[0])
-                self.interval.add("hit_chunks_disk", tiers[1])
-                self.interval.add("hit_chunks_valkey", tiers[2])
-            usable = min(hit_tokens, hit_chunks * cs, len(tokens) - 1)
-            base: dict[int, int] = {}
-            sliding = [g for g in self.clients if self._kind(g) == "sliding"]
-            if sliding and usable > num_computed:
-                usable = self._lookup_windows(tokens, num_computed, usable, sliding, leases, base, seed)
+            if asked.usable < 0:
+                usable = self._take_full(asked, len(tokens))
+            else:
+                usable, agreed = self._take_windows(asked)
+                if agreed:
+                    asked.result = _Lookup(-(-usable // cs), usable, asked.leases, computed, dict(asked.first))
+                    asked.leases = {}
+                    return False
+            if sliding and usable > computed:
+                if asked.rounds < 4:
+                    self._ask_windows(asked, tokens, usable, sliding, seed)
+                    return True
+                usable = computed         # still not agreed: a miss, never half restored
         except KvtierError:
-            self._release(_Lookup(0, 0, leases))
+            self._release(_Lookup(0, 0, asked.leases))
+            asked.leases = {}
             raise
-        if usable <= num_computed:
-            self._release(_Lookup(0, 0, leases))
-            return None
-        return _Lookup(-(-usable // cs), usable, leases, num_computed, base)
+        if usable <= computed:
+            self._release(_Lookup(0, 0, asked.leases))
+            asked.leases, asked.result = {}, None
+            return False
+        asked.result = _Lookup(-(-usable // cs), usable, asked.leases, computed)
+        asked.leases = {}
+        return False
+
+    def _take_full(self, asked: _Asked, n_tokens: int) -> int:
+        """The full-attention groups' answers: the hit all of them restore on every rank (0
+        unless every rank of every group got a lease)."""
+        cs = self.s.chunk_size
+        hit_tokens, hit_chunks = n_tokens, n_tokens // cs
+        if asked.pending:
+            tiers = (0, 0, 0)
+            complete = True
+            for i, g in enumerate(list(asked.pending)):
+                _, ok = asked.pending.pop(g).wait(0)[0]
+                complete = self._take_leases(g, ok, asked.leases) and complete
+                hit_tokens = min(hit_tokens, ok.hit_tokens)
+                hit_chunks = min(hit_chunks, ok.hit_chunks)
+                if i == 0:
+                    tiers = (ok.host_chunks, ok.disk_chunks, ok.valkey_chunks)
+            if not complete:
+                return 0
+            self.interval.add("hit_chunks_host", tiers[0])
+            self.interval.add("hit_chunks_disk", tiers[1])
+            self.interval.add("hit_chunks_valkey", tiers[2])
+        return min(hit_tokens, hit_chunks * cs, n_tokens - 1)
 
     def _take_leases(self, g: int, ok: Any, leases: dict[tuple[int, int], int]) -> bool:
         """Files group g's LookupOk leases under each rank; False unless every rank got one (no
@@ -332,40 +347,38 @@ class SchedulerSide:
         release_lease(self.clients.get(g), ok.lease_id)
         return False
 
-    def _lookup_windows(self, tokens: list[int], num_computed: int, usable: int,
-                        sliding: list[int], leases: dict[tuple[int, int], int],
-                        base: dict[int, int], seed: bytes = b"") -> int:
-        """Leases the chunks each sliding-window group needs for a hit of `usable` tokens: those
-        holding tokens [usable - window + 1, usable) not computed locally. A window not all
-        cached shortens the hit to the end of what is, and the windows are looked up again."""
+    def _ask_windows(self, asked: _Asked, tokens: list[int], usable: int, sliding: list[int],
+                     seed: bytes) -> None:
+        """A round of window Lookups: per sliding-window group, the chunks holding tokens
+        [usable - window + 1, usable) not computed locally."""
         cs = self.s.chunk_size
-        keys = chunk_hashes(SLIDING_CHAIN_ROOT, tokens, cs)
-        for _ in range(4):
-            end = -(-usable // cs)
-            first: dict[int, int] = {}
-            pending = {}
-            for g in sliding:
-                group = self.groups[g]
-                assert group is not None
-                f = max(max(0, usable - group.window + 1) // cs, num_computed // cs)
-                first[g] = f
-                body = proto.Lookup(address=address(None, keys[f:end], seed), lease_ttl_ms=self.s.lease_ttl_ms)
-                pending[g] = self.clients[g].submit(body)
-            got: dict[int, int] = {}
-            for g, p in pending.items():
-                _, ok = p.wait(self.s.lookup_timeout_s)[0]
-                got[g] = ok.hit_chunks if self._take_leases(g, ok, leases) else 0
-            short = min((first[g] + got[g]) * cs for g in sliding)
-            if all(first[g] + got[g] >= end for g in sliding):
-                base.update(first)
-                return usable
-            for g in sliding:                     # shorten the hit, look the windows up again
-                for idx in self.rank_keys:
-                    release_lease(self.clients.get(g), leases.pop((idx, g), 0))
-            usable = min(usable, short)
-            if usable <= num_computed:
-                return usable
-        return num_computed                       # still not agreed: a miss, never half restored
+        if asked.keys is None:
+            asked.keys = chunk_hashes(SLIDING_CHAIN_ROOT, tokens, cs)
+        end = -(-usable // cs)
+        asked.usable, asked.first, asked.rounds, asked.t0 = usable, {}, asked.rounds + 1, time.monotonic()
+        for g in sliding:
+            group = self.groups[g]
+            assert group is not None
+            f = max(max(0, usable - group.window + 1) // cs, asked.computed // cs)
+            asked.first[g] = f
+            body = proto.Lookup(address=address(None, asked.keys[f:end], seed), lease_ttl_ms=self.s.lease_ttl_ms)
+            asked.pending[g] = self.clients[g].submit(body)
+
+    def _take_windows(self, asked: _Asked) -> tuple[int, bool]:
+        """A window round's answers: (usable, True) when every window is cached; else the
+        round's leases are released and the hit shortens to the end of what is cached."""
+        cs = self.s.chunk_size
+        end = -(-asked.usable // cs)
+        reach: dict[int, int] = {}
+        for g in list(asked.pending):
+            _, ok = asked.pending.pop(g).wait(0)[0]
+            reach[g] = asked.first[g] + (ok.hit_chunks if self._take_leases(g, ok, asked.leases) else 0)
+        if all(r >= end for r in reach.values()):
+            return asked.usable, True
+        for g in reach:
+            for idx in self.rank_keys:
+                release_lease(self.clients.get(g), asked.leases.pop((idx, g), 0))
+        return min(asked.usable, min(r * cs for r in reach.values())), False
 
     def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int) -> None:
         """Decides from num_external_tokens alone (base.py): blocks may be non-empty when it is 0,
@@ -481,8 +494,10 @@ class SchedulerSide:
             return False, None
         if not self.s.save or not self.health.ready() or self._bypass_reason(request):
             return False, None
-        tables = _groups(block_ids, len(self.groups))
         seed, _ = request_seed(request)
+        if seed and not self._daemon_seeds():
+            return False, None            # not known to honour the seed: a salted save would be shared
+        tables = _groups(block_ids, len(self.groups))
         tokens = list(getattr(request, "all_token_ids", None) or request.prompt_token_ids or [])
         computed = min(int(getattr(request, "num_computed_tokens", len(tokens))), len(tokens))
         publishable = getattr(request, "num_publishable_block_hashes", None)
@@ -521,8 +536,9 @@ class SchedulerSide:
         seed, why = request_seed(request)
         if why is not None:
             return why
-        # (daemon down: not a bypass, the request is a miss like every other until it is back)
-        if seed and self.health.ready() and not self._daemon_seeds():
+        # (daemon down, or not connected yet: not a bypass, the request is a miss like every
+        # other until it is back)
+        if seed and self.health.ready() and self._daemon_seeds() is False:
             return "daemon_without_seed"
         return None
 
@@ -537,14 +553,13 @@ class SchedulerSide:
         except KvtierError:
             pass
 
-    def _daemon_seeds(self) -> bool:
+    def _daemon_seeds(self) -> Optional[bool]:
         """Whether the daemon honours ChunkAddress.seed (HelloOk.address_seed); an older one would
-        ignore it and share a salted request's chunks with everyone. Unknown (not connected,
-        unreachable): False, the request is bypassed."""
-        try:
-            return all(bool(getattr(c.connect(), "address_seed", False)) for c in self.clients.values())
-        except KvtierError:
-            return False
+        ignore it and share a salted request's chunks with everyone. None while a client is not
+        connected: never a dial here (the step loop), _dialled connects off it."""
+        if not all(c.connected for c in self.clients.values()):
+            return None
+        return all(bool(getattr(c.hello_ok, "address_seed", False)) for c in self.clients.values())
 
     def take_stats(self) -> Optional[KVTierConnectorStats]:
         if self.interval.is_empty():

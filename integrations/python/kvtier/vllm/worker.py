@@ -37,7 +37,7 @@ from ..errors import BadLayoutError, DaemonUnavailable, KvtierError, ProtocolErr
 from ..framing import NO_BLOCK, unpack_u32
 from ..layout import (KvLayout, LayoutError, backend_dim_names, cross_layer_logical_view, derive_cross_layer_layout,
                       derive_layout)
-from ..session import Session, release_lease
+from ..session import Dial, Session, release_lease
 from ..torch_copy import TorchBlockCopier
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
 from .settings import KvGroup, Settings, group_fingerprint, rank_index, worker_ranks
@@ -78,6 +78,8 @@ class WorkerSide:
         self.session = Session(settings.socket, settings.timeout_s, settings.retry_interval_s, log)
         self.health = self.session.health
         self.client: Optional[KvtierClient] = None
+        self._dial: Optional[Dial] = None   # a reconnect under way, off the step loop
+        self._held: list[Any] = []          # LoadSpecs and SaveSpecs that arrived during it
         self.layout: Optional[KvLayout] = None
         self.codec: Optional[TorchBlockCopier] = None
         self.mode = "off"            # "blocks" | "inline" | "off"
@@ -143,21 +145,26 @@ class WorkerSide:
         self.codec = TorchBlockCopier(layout, self.s.chunk_size)
         self.client = self.session.client(
             fp.replace(tp_rank=self.s.namespace_tp_rank(self.tp_rank), pp_rank=self.pp_rank, kv_layout=descriptor),
-            "vllm-worker")
-        self._ensure_registered()
+            "vllm-worker", dial_on_request=False)
+        # Engine start, not a step: the one connect that may wait (a second at most for a
+        # daemon that is away). After it, only a Dial thread connects (_ready).
+        try:
+            self._connect()
+            self.health.ok()
+        except KvtierError as exc:
+            self.health.failed(exc)
 
-    def _ensure_registered(self) -> bool:
-        """Registers KV memory once the daemon is reachable; decides blocks vs inline mode."""
-        if self.client is None or self.layout is None:
-            return False
-        if self.mode != "off":
-            return True
-        if not self.health.ready():
-            return False
-        if any(not r.shm_path and not r.cuda_ipc_handle for r in self.layout.regions):
+    def _connect(self) -> None:
+        """Connects and, the first time, registers KV memory, which decides blocks vs inline
+        mode (a reconnect re-sends the registration itself). Raises the KvtierError of a
+        daemon away."""
+        assert self.client is not None and self.layout is not None
+        if self.mode == "off" and any(not r.shm_path and not r.cuda_ipc_handle for r in self.layout.regions):
             self.mode = "inline"
             log.info("kvtier: KV tensors are not in shared memory; using inline transfers")
-            return True
+        if self.mode != "off":
+            self.client.connect()
+            return
         try:
             ok = self.client.register_kv(self.layout.to_register())
             expected = self.layout.chunk_bytes(self.s.chunk_size)
@@ -167,35 +174,79 @@ class WorkerSide:
             self.mode = "blocks"
             log.info("kvtier: registered KV memory with kvtierd (%s backend, %d bytes per chunk)",
                      ok.backend, ok.chunk_bytes)
-        except (DaemonUnavailable, RequestTimeout) as exc:
-            self.health.failed(exc)
-            if self.client is not None:
-                self.client.close()
-            return False
+        except (DaemonUnavailable, RequestTimeout):
+            self.client.close()
+            raise
         except KvtierError as exc:
             self.mode = "inline"
             log.warning("kvtier: RegisterKv refused (%s); using inline transfers", exc)
+
+    def _ready(self) -> bool:
+        """Whether the daemon is connected (and KV memory registered). Never waits: a client
+        that is not connected (the daemon restarted, or was away at engine start) is
+        reconnected on a Dial thread, and this answers False until that is done; this step's
+        loads fail meanwhile (their blocks are recomputed) and its saves are skipped."""
+        if self.client is None or self.layout is None:
+            return False
+        if self.mode != "off" and self.client.connected and self._dial is None:
+            return True
+        if self._dial is None:
+            if self.health.ready():
+                self._dial = Dial(self._connect)
+            return False
+        if not self._dial.done():
+            return False
+        dial, self._dial = self._dial, None
+        if dial.error is not None:
+            self.health.failed(dial.error)
+            return False
         self.health.ok()
-        return True
+        return self.mode != "off" and self.client.connected
 
     # -- per step ------------------------------------------------------------------
 
     def start_load_kv(self, meta: Optional[KVTierConnectorMetadata]) -> None:
         self._wait_step_saves()
+        self._issue_held()
         if meta is None:
             return
-        ready = self._ensure_registered()
+        ready = self._ready()
+        # A reconnect under way (a millisecond for a daemon that is back) holds this step's
+        # loads and saves until it ends rather than failing them: vLLM keeps their blocks
+        # until get_finished reports them, and no step waits for it.
+        hold = not ready and self._dial is not None
         for save in meta.saves:
             if save.group != self.group_index:
                 continue
             if save.step:
                 if ready and not (self.s.mla_one_copy and self.tp_rank != 0):
                     self._step_queue.append(save)
+            elif hold:
+                self._held.append(save)
             else:
                 self._issue_save(save, ready)
         for load in meta.loads:
-            if load.group == self.group_index:
+            if load.group != self.group_index:
+                continue
+            if hold:
+                self._held.append(load)
+            else:
                 self._issue_load(load, ready)
+
+    def _issue_held(self) -> None:
+        """Issues the loads and saves held for a reconnect once it ended; if it failed, the
+        loads fail (their blocks are recomputed) and the saves are skipped."""
+        if not self._held:
+            return
+        ready = self._ready()
+        if not ready and self._dial is not None:
+            return
+        held, self._held = self._held, []
+        for spec in held:
+            if isinstance(spec, LoadSpec):
+                self._issue_load(spec, ready)
+            else:
+                self._issue_save(spec, ready)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         """Nothing to wait for: a loading request is not in this step's batch."""
@@ -245,6 +296,7 @@ class WorkerSide:
         self._step_inflight = []
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[Optional[set[str]], Optional[set[str]]]:
+        self._issue_held()
         recving = self._poll_loads()
         self._finished_seen |= set(finished_req_ids or ())
         done: set[str] = set()
