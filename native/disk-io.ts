@@ -24,7 +24,7 @@ export interface DiskReadResult {
   fileSize: number;
   /** The 4096-byte header block, when complete. */
   header: Buffer | null;
-  /** xxh64 (16 hex digits) of the payload bytes that landed, when complete. */
+  /** XXH3-64 (16 hex digits) of the payload bytes that landed, when complete. */
   sum: string;
   /** O_DIRECT was used (asked for, the filesystem took it, the buffer is aligned). */
   direct: boolean;
@@ -69,7 +69,7 @@ export interface ChunkWrite {
   /** DISK_BLOCK bytes; the two checksum fields are filled in off-thread. */
   header: Uint8Array;
   payload: Uint8Array;
-  /** Where the 16 hex digits of xxh64(payload) go. */
+  /** Where the 16 hex digits of XXH3-64(payload) go. */
   sumOffset: number;
   /** Where the 16 hex digits of xxh64(header[0, headerSumOffset)) go, after the payload's. */
   headerSumOffset: number;

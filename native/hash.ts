@@ -1,6 +1,6 @@
 /**
  * Hashing in the addon: the prefix hash chain (same results as the
- * JavaScript chain in src/chunking/prefix-hash.ts) and xxh64.
+ * JavaScript chain in src/chunking/prefix-hash.ts) and the payload checksum.
  */
 import { badRequest } from './errors.js';
 import { load } from './loader.js';
@@ -20,13 +20,13 @@ export function chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: nu
 }
 
 /**
- * xxh64 as 16 hex digits, computed by the addon (tests compare it with
- * checksum.ts). With `pieceBytes` the addon feeds the bytes to its streaming
- * hasher in pieces of that size, as the Valkey I/O threads do with each
- * send and recv.
+ * The payload checksum (XXH3-64) as 16 hex digits, computed by the addon
+ * (tests compare it with src/tiers/checksum.ts). With `pieceBytes` the addon
+ * feeds the bytes to its streaming hasher in pieces of that size, as the I/O
+ * threads do with each send and recv.
  */
-export function nativeXxh64(bytes: Uint8Array, pieceBytes = 0): string {
+export function nativePayloadSum(bytes: Uint8Array, pieceBytes = 0): string {
   if (!Number.isSafeInteger(pieceBytes) || pieceBytes < 0) throw badRequest(`expected a non-negative integer for pieceBytes, got ${pieceBytes}`);
-  return load().xxh64(bytes, pieceBytes);
+  return load().payloadSum(bytes, pieceBytes);
 }
 

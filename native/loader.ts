@@ -44,7 +44,7 @@ export interface Binding extends DiskBinding {
   peerCredentials(fd: number): PeerCredentials;
   setCudaCopy(mode: string): boolean;
   ValkeyLink: new (host: string, port: number, username: string, password: string, db: number, connections: number, connectTimeoutMs: number, pipelineBytes: number, tls: boolean, tlsCaPem: string, tlsInsecure: boolean) => ValkeyLinkBinding;
-  xxh64(bytes: Uint8Array, pieceBytes: number): string;
+  payloadSum(bytes: Uint8Array, pieceBytes: number): string;
 }
 
 /** What a native read job found: the manifest (when asked for) and each segment. */
@@ -53,7 +53,7 @@ export interface ValkeyReadResult {
   manifest: Buffer | null;
   /** Per segment: bytes landed in place, -1 absent, -2 a value of another length. */
   got: Float64Array;
-  /** Per segment: xxh64 (16 hex digits) of the bytes that landed. */
+  /** Per segment: XXH3-64 (16 hex digits) of the bytes that landed. */
   sums: string[];
 }
 

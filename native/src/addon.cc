@@ -486,7 +486,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   exports.Set("setCudaCopy", Napi::Function::New(env, SetCudaCopy));
   exports.Set("ValkeyLink", defineValkeyLink(env));
-  exports.Set("xxh64", Napi::Function::New(env, Xxh64Hex));
+  exports.Set("payloadSum", Napi::Function::New(env, PayloadSumHex));
   defineDiskIo(env, exports);
   Napi::Object testing = cudaTestingExports(env);
   testing.Set("segments", Napi::Function::New(env, ListSegments));

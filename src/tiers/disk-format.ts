@@ -11,7 +11,7 @@
  *           | namespace id | hash hex | 16 hex xxh64(header bytes before this field)
  *
  * Version 2 changed the payload checksum from xxh64 to XXH3-64 (faster on
- * every byte read; native/src/disk/disk-sum.h). Files of version 1 fail the
+ * every byte read; native/src/checksum.h). Files of version 1 fail the
  * version check at start and are deleted like any unreadable file: a
  * disk cache does not survive that upgrade, it is rebuilt.
  *
@@ -22,8 +22,7 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { xxh3 } from '@node-rs/xxhash';
-import { checksum } from './checksum.js';
+import { headerChecksum } from './checksum.js';
 
 export const DISK_FORMAT_VERSION = 2;
 export const HEADER_BYTES = 4096;
@@ -34,16 +33,6 @@ const PAYLOAD_SUM_AT = 36;
 const NAME_RE = /^([0-9a-f]{32})-([0-9a-f]{64})\.kvc$/;
 const TMP_RE = /^[0-9a-f]{32}-[0-9a-f]{64}\.kvc\.[0-9]+-[0-9]+\.tmp$/;
 const SUBDIR_RE = /^[0-9a-f]{2}$/;
-
-/**
- * The payload checksum (XXH3-64, seed 0) as the header holds it, from
- * @node-rs/xxhash: an implementation independent of the addon's, which
- * computes it on the I/O threads. For tests and tools; the tier never hashes
- * payloads on the JS thread.
- */
-export function payloadChecksum(bytes: Uint8Array): string {
-  return xxh3.xxh64(bytes).toString(16).padStart(16, '0');
-}
 
 /** Bytes a chunk of `length` takes on disk: the header block and the padded payload. */
 export function fileBytes(length: number): number {
@@ -139,7 +128,7 @@ export function decodeHeader(head: Uint8Array): DecodedHeader | string {
   const sumAt = FIXED + nsLen + hashLen;
   if (sumAt + 16 > b.length) return 'header fields overrun the header';
   const want = b.toString('latin1', sumAt, sumAt + 16);
-  if (checksum(b.subarray(0, sumAt)) !== want) return 'header checksum mismatch';
+  if (headerChecksum(b.subarray(0, sumAt)) !== want) return 'header checksum mismatch';
   return {
     namespaceId: b.toString('utf8', FIXED, FIXED + nsLen),
     hash: b.toString('utf8', FIXED + nsLen, sumAt),

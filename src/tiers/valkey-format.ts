@@ -1,5 +1,5 @@
 /**
- * How a chunk is laid out in Valkey (format version 1).
+ * How a chunk is laid out in Valkey (format version 2).
  *
  *   key   <prefix>:{<namespace id>:<hash hex>}        the chunk (inline or manifest)
  *         <prefix>:{<namespace id>:<hash hex>}:s<i>   segment i of a large chunk
@@ -19,7 +19,7 @@ import { CorruptValueError, errorMessage } from '../errors.js';
 import type { ChunkId } from './chunk-id.js';
 import { SERDE_NAMES, type SerdeName } from './serde.js';
 
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 const MAGIC = [0x4b, 0x56, 0x54, FORMAT_VERSION] as const;
 const PREAMBLE = 8;
 const MAX_HEADER = 1 << 20;
@@ -35,11 +35,11 @@ export interface ChunkHeader {
   raw: number;
   /** Length of the stored (serde-encoded) payload. */
   len: number;
-  /** xxh64 of the payload: inline values only. */
+  /** XXH3-64 of the payload (checksum.ts): inline values only. */
   sum?: string;
   /** Segment size in bytes: manifests only. */
   seg?: number;
-  /** xxh64 of each segment, in order: manifests only. */
+  /** XXH3-64 of each segment, in order: manifests only. */
   segs?: string[];
 }
 
@@ -122,7 +122,7 @@ function checkHeader(h: unknown): ChunkHeader {
 /** Parses a value; throws CorruptValueError for anything not written by encodeValue. */
 export function decodeValue(value: Buffer): DecodedValue {
   if (value.length < PREAMBLE || MAGIC.some((b, i) => value[i] !== b)) {
-    throw new CorruptValueError('value does not start with the kvtier v1 magic');
+    throw new CorruptValueError(`value does not start with the kvtier v${FORMAT_VERSION} magic`);
   }
   const headLen = value.readUInt32LE(4);
   if (headLen > MAX_HEADER || PREAMBLE + headLen > value.length) {

@@ -4,7 +4,7 @@
  * (native/src/valkey/), one completion per chunk, no JS Buffer per segment.
  *
  *   write  JS packs the manifest with placeholder checksums; the I/O threads
- *          compute each segment's xxh64, patch it in, SET the segments
+ *          compute each segment's sum (XXH3-64), patch it in, SET the segments
  *          (writev from the slab, in parts spread over the connections) and
  *          then the manifest, once every part succeeded.
  *   read   GETs (manifest +) segments pipelined; each segment's bytes land in
@@ -180,7 +180,7 @@ export class NativeDataPath {
     try {
       const mod = await import('../../native/index.js');
       // Loads the addon now: a cluster opens its links only when chunks go to them.
-      mod.nativeXxh64(Buffer.alloc(0));
+      mod.nativePayloadSum(Buffer.alloc(0));
       const openLink = (host: string, port: number): ValkeyLinkBinding => mod.openValkeyLink({
         host, port, username: endpoint.username, password: endpoint.password,
         // A cluster has only db 0 (no SELECT).

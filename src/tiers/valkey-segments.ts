@@ -10,7 +10,7 @@
  * is a miss. valkey-native-io.ts runs the same read natively and judges it here.
  */
 import { CorruptValueError } from '../errors.js';
-import { checksum } from './checksum.js';
+import { payloadChecksum } from './checksum.js';
 import { segmentRange, type ChunkHeader } from './valkey-format.js';
 import type { ValkeyIo } from './valkey-io.js';
 
@@ -56,7 +56,7 @@ export async function readSegments(io: ValkeyIo, base: string, header: ChunkHead
     if (!part) return 'missing' as const;
     const [s, e] = segmentRange(header, i);
     if (part.length !== e - s) return `segment ${i} is ${part.length} bytes, expected ${e - s}`;
-    if (checksum(part) !== sum) return `segment ${i}: checksum mismatch`;
+    if (payloadChecksum(part) !== sum) return `segment ${i}: checksum mismatch`;
     part.copy(joined, s);
     return 'ok' as const;
   });

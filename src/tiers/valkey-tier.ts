@@ -18,7 +18,7 @@
  */
 
 import { CorruptValueError, errorMessage, KvtierError, ValkeyAuthError } from '../errors.js';
-import { checksum } from './checksum.js';
+import { payloadChecksum } from './checksum.js';
 import type { ChunkId } from './chunk-id.js';
 import type { Slab } from './host-memory.js';
 import { encode, type SerdeName } from './serde.js';
@@ -192,7 +192,7 @@ export class ValkeyTier implements RemoteTier {
     const ttl = this.#ttl;
     let ok: boolean;
     if (stored.length <= this.#segmentBytes) {
-      header.sum = checksum(stored);
+      header.sum = payloadChecksum(stored);
       ok = await this.#io.set(base, encodeValue(header, stored), ttl);
     } else {
       const n = segmentCount(stored.length, this.#segmentBytes);
@@ -212,7 +212,7 @@ export class ValkeyTier implements RemoteTier {
       for (let i = 0; i < n; i++) {
         const [s, e] = segmentRange(header, i);
         const part = stored.subarray(s, e);
-        header.segs.push(checksum(part));
+        header.segs.push(payloadChecksum(part));
         // Segments outlive their manifest by a minute so that an expiring
         // chunk disappears manifest first.
         writes.push(this.#io.set(segmentRedisKey(base, i), part, ttl === undefined ? undefined : ttl + 60));
@@ -318,7 +318,7 @@ export class ValkeyTier implements RemoteTier {
         }
         result = direct ?? (await this.#io.decodeInto(header, stored, take, allocate !== undefined));
       } else {
-        if (checksum(payload) !== header.sum) throw new CorruptValueError(`${base}: checksum mismatch`);
+        if (payloadChecksum(payload) !== header.sum) throw new CorruptValueError(`${base}: checksum mismatch`);
         result = await this.#io.decodeInto(header, payload, take, allocate !== undefined);
       }
       if (!result) return this.#io.miss();

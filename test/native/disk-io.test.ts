@@ -12,7 +12,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { DISK_BLOCK, DiskIo } from '../../native/disk-io.js';
 import { NativePool } from '../../native/index.js';
 import { BadRequestError, DiskIoError, diskErrno } from '../../src/errors.js';
-import { decodeHeader, encodeHeader, fileBytes, payloadChecksum } from '../../src/tiers/disk-format.js';
+import { decodeHeader, encodeHeader, fileBytes } from '../../src/tiers/disk-format.js';
+import { payloadChecksum } from '../../src/tiers/checksum.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kvtier-diskio-'));
 const io = new DiskIo(2);

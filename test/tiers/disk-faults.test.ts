@@ -25,7 +25,8 @@ import { packTokens } from '../../src/chunking/tokens.js';
 import type { KvtierClient } from '../../src/protocol/client.js';
 import { createLogger } from '../../src/log.js';
 import { DiskTier } from '../../src/tiers/disk-tier.js';
-import { encodeHeader, payloadChecksum } from '../../src/tiers/disk-format.js';
+import { encodeHeader } from '../../src/tiers/disk-format.js';
+import { payloadChecksum } from '../../src/tiers/checksum.js';
 import { startTestDaemon } from '../helpers/daemon.js';
 import { openDisk } from './disk-helpers.js';
 

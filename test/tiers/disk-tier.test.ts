@@ -9,7 +9,7 @@ import { existsSync, readdirSync, renameSync, statSync, truncateSync, writeFileS
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { NativePool } from '../../native/index.js';
-import { checksum } from '../../src/tiers/checksum.js';
+import { headerChecksum } from '../../src/tiers/checksum.js';
 import { chunkPath, fileBytes } from '../../src/tiers/disk-format.js';
 import type { DiskTier } from '../../src/tiers/disk-tier.js';
 import { randomChunkKey, runTierContract } from './tier-contract.js';
@@ -99,7 +99,7 @@ describe('disk tier', () => {
     readSync(fd, head, 0, 4096, 0);
     head.writeUInt32LE(1, 8);
     const sumAt = 52 + head.readUInt16LE(32) + head.readUInt16LE(34);
-    head.write(checksum(head.subarray(0, sumAt)), sumAt, 'latin1');
+    head.write(headerChecksum(head.subarray(0, sumAt)), sumAt, 'latin1');
     writeSync(fd, head, 0, 4096, 0);
     closeSync(fd);
     const again = await tier(dir);

@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BadRequestError, CorruptValueError } from '../../src/errors.js';
-import { checksum } from '../../src/tiers/checksum.js';
+import { payloadChecksum } from '../../src/tiers/checksum.js';
 import { decode, encode, parseSerde, shuffle2, unshuffle2, SERDE_NAMES } from '../../src/tiers/serde.js';
 import { ChunkId } from '../../src/tiers/chunk-id.js';
 import { chunkRedisKey, decodeValue, encodeValue, FORMAT_VERSION, segmentCount, segmentRedisKey } from '../../src/tiers/valkey-format.js';
@@ -23,10 +23,10 @@ describe('valkey value layout', () => {
   it('inline values round-trip', () => {
     fc.assert(fc.property(fc.uint8Array({ maxLength: 2048 }), fc.constantFrom(...SERDE_NAMES), (bytes, serde) => {
       const payload = Buffer.from(bytes);
-      const v = encodeValue({ v: FORMAT_VERSION, ns: 'n', serde, raw: payload.length, len: payload.length, sum: checksum(payload) }, payload);
+      const v = encodeValue({ v: FORMAT_VERSION, ns: 'n', serde, raw: payload.length, len: payload.length, sum: payloadChecksum(payload) }, payload);
       const d = decodeValue(v);
       expect(d.payload.equals(payload)).toBe(true);
-      expect(d.header).toMatchObject({ ns: 'n', serde, sum: checksum(payload) });
+      expect(d.header).toMatchObject({ ns: 'n', serde, sum: payloadChecksum(payload) });
     }));
   });
 

@@ -107,6 +107,27 @@ describe('valkey getInto (reads into caller slabs)', () => {
   });
 });
 
+describe('valkey values of another format version (a fleet upgraded from format 1)', () => {
+  it.each(['native', 'glide'] as const)('%s data path: a format-1 chunk is a miss, its keys deleted', async (dataPath) => {
+    const tier = await ValkeyTier.create({ url: single.url, dataPath, segmentBytes: 256 << 10, log: quiet });
+    try {
+      for (const size of [1000, (1 << 20) + 7]) {
+        const k = randomChunkKey();
+        await tier.put(k, randomBytes(size));
+        // Format 1 differed in its checksum (xxh64) and in the magic's last byte.
+        await single.cli(['SETRANGE', tier.keyOf(k), '3', '\x01']);
+        expect(await tier.get(k), `${size} bytes`).toBeNull();
+        // No manifest, no chunk. An unreadable manifest does not say how many
+        // segments it had: those are left to eviction (or the next put).
+        expect((await single.cli(['EXISTS', tier.keyOf(k)])).trim()).toBe('0');
+      }
+      expect(tier.stats().corrupt).toBe(2);
+    } finally {
+      await tier.close();
+    }
+  });
+});
+
 describe('valkey reads of a namespace not read before (a fresh daemon)', () => {
   it('one read learns the chunk shape; the reads waiting on it take one native job each', async () => {
     const writer = await ValkeyTier.create({ url: single.url, log: quiet });

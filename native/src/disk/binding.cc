@@ -24,7 +24,7 @@
 #include "../napi-args.h"
 #include "../constants.h"
 #include "../thread-pool.h"
-#include "../valkey/xxh64.h"
+#include "../checksum.h"
 #include "disk-file.h"
 
 namespace kvtier {
@@ -101,7 +101,7 @@ class DiskIoWrap : public Napi::ObjectWrap<DiskIoWrap> {
       if (r->complete) {
         o.Set("header", Napi::Buffer<uint8_t>::Copy(env, r->header.data(), r->header.size()));
         char hex[16];
-        xxh64Hex(r->sum, hex);
+        sumHex(r->sum, hex);
         o.Set("sum", Napi::String::New(env, hex, 16));
       } else {
         o.Set("header", env.Null());

@@ -15,8 +15,7 @@
 #include <memory>
 
 #include "../constants.h"
-#include "../valkey/xxh64.h"
-#include "disk-sum.h"
+#include "../checksum.h"
 
 namespace kvtier {
 namespace {
@@ -143,9 +142,9 @@ CopyError sumChunkWrite(DiskWrite& w) {
     PayloadSum sum;
     sum.update(w.data, w.length);
     char hex[16];
-    xxh64Hex(sum.digest(), hex);
+    sumHex(sum.digest(), hex);
     std::memcpy(w.header.data() + w.sumOffset, hex, 16);
-    xxh64Hex(xxh64(w.header.data(), w.headerSumOffset), hex);
+    sumHex(xxh64(w.header.data(), w.headerSumOffset), hex);
     std::memcpy(w.header.data() + w.headerSumOffset, hex, 16);
   }
   {

@@ -6,7 +6,7 @@
 //    bounce buffer   straight from/to the caller's slab     bounce buffer
 //
 // The payload moves in one pwritev/preadv (with the tail block; a read takes
-// the header in the same call), hashed with XXH3-64 (disk-sum.h) in a pass
+// the header in the same call), hashed with XXH3-64 (../checksum.h) in a pass
 // of its own; a write sends the header, which holds the sum, last.
 // O_DIRECT is used only where asked for
 // and the slab address is 4 KiB aligned (pool slabs are); otherwise the same

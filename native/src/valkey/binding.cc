@@ -11,7 +11,7 @@
 #include "../addon-data.h"
 #include "../napi-args.h"
 #include "link.h"
-#include "xxh64.h"
+#include "../checksum.h"
 #include "../constants.h"
 
 namespace kvtier {
@@ -133,7 +133,7 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
       char hex[16];
       for (size_t i = 0; i < j.segments.size(); ++i) {
         got[i] = static_cast<double>(j.segments[i].got);
-        xxh64Hex(j.segments[i].sum, hex);
+        sumHex(j.segments[i].sum, hex);
         sums.Set(static_cast<uint32_t>(i), Napi::String::New(env, hex, 16));
       }
       o.Set("got", got);
@@ -193,15 +193,15 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
 
 Napi::Function defineValkeyLink(Napi::Env env) { return LinkWrap::Define(env); }
 
-Napi::Value Xxh64Hex(const Napi::CallbackInfo& info) {
+Napi::Value PayloadSumHex(const Napi::CallbackInfo& info) {
   Napi::Uint8Array bytes = args::bytes(info, 0, "bytes");
   // pieceBytes 0: one update of every byte.
   const size_t piece = static_cast<size_t>(args::integer(info, 1, "pieceBytes"));
-  Xxh64 h;
+  PayloadSum h;
   const size_t n = bytes.ByteLength();
   for (size_t at = 0; at < n; at += piece == 0 ? n : piece) h.update(bytes.Data() + at, std::min(n - at, piece == 0 ? n : piece));
   char hex[16];
-  xxh64Hex(h.digest(), hex);
+  sumHex(h.digest(), hex);
   return Napi::String::New(info.Env(), hex, 16);
 }
 

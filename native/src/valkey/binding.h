@@ -1,11 +1,13 @@
-// N-API side of the native Valkey data plane (class ValkeyLink) and xxh64.
+// N-API side of the native Valkey data plane (class ValkeyLink) and the payload checksum.
 #pragma once
 #include <napi.h>
 
 namespace kvtier {
 
 Napi::Function defineValkeyLink(Napi::Env env);
-// xxh64(bytes: Uint8Array): 16 hex digits, as src/tiers/checksum.ts writes them.
-Napi::Value Xxh64Hex(const Napi::CallbackInfo& info);
+// payloadSum(bytes, pieceBytes): XXH3-64 (checksum.h) as 16 hex digits, as
+// src/tiers/checksum.ts writes them; fed in pieces of pieceBytes (0: one
+// update), as the I/O threads feed it with each send and recv.
+Napi::Value PayloadSumHex(const Napi::CallbackInfo& info);
 
 }  // namespace kvtier

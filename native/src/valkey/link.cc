@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <thread>
 
-#include "xxh64.h"
+#include "../checksum.h"
 #include "../constants.h"
 
 namespace kvtier {
@@ -236,7 +236,7 @@ bool ValkeyLink::writeSegments(RespConn& conn, const JobPart& part, Clock::time_
   // the last piece's hash overlaps the server's SET. Each part sums its own
   // segments: disjoint bytes of the manifest.
   std::vector<std::string> heads(n);
-  std::vector<Xxh64> sums(n);
+  std::vector<PayloadSum> sums(n);
   std::vector<struct iovec> iov;
   struct Piece {
     size_t k;
@@ -275,7 +275,7 @@ bool ValkeyLink::writeSegments(RespConn& conn, const JobPart& part, Clock::time_
     const size_t i = part.begin + k;
     SegmentIo& s = job.segments[i];
     s.sum = sums[k].digest();
-    if (i < job.sumOffsets.size()) xxh64Hex(s.sum, reinterpret_cast<char*>(job.manifest.data() + job.sumOffsets[i]));
+    if (i < job.sumOffsets.size()) sumHex(s.sum, reinterpret_cast<char*>(job.manifest.data() + job.sumOffsets[i]));
   }
   bool ok = true;
   for (size_t k = 0; k < n; ++k) {
@@ -335,7 +335,7 @@ bool ValkeyLink::readSegments(RespConn& conn, const JobPart& part, Clock::time_p
     SegmentIo& s = job.segments[i];
     if (!asked()) return false;
     Reply r;
-    Xxh64 h;  // fed as the bytes land (resp-conn.h)
+    PayloadSum h;  // fed as the bytes land (resp-conn.h)
     if (!conn.readReply(&r, s.data, s.length, static_cast<int64_t>(s.length), deadline, &error, &h)) return ioFailed(addr_, error, code, message);
     if (r.kind == ReplyKind::Bulk) {
       s.got = r.integer;

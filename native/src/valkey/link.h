@@ -7,7 +7,7 @@
 // (a 32 MiB chunk as one 32-segment pipeline ran at half the server's rate).
 //
 //   write job: SET every segment (pipelined, writev from the slab in
-//              kHashPiece pieces, each hashed with xxh64 just after it is
+//              kHashPiece pieces, each hashed (XXH3-64, checksum.h) just after it is
 //              sent), the sums patched into the manifest JS packed, then SET
 //              the manifest: last, so a reader never sees a half-written
 //              chunk.

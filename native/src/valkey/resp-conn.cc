@@ -252,7 +252,7 @@ bool RespConn::readLine(std::string* line, Clock::time_point deadline, std::stri
   }
 }
 
-bool RespConn::readExact(uint8_t* dest, size_t n, Clock::time_point deadline, std::string* error, Xxh64* hash) {
+bool RespConn::readExact(uint8_t* dest, size_t n, Clock::time_point deadline, std::string* error, PayloadSum* hash) {
   size_t have = std::min(n, rend_ - rpos_);
   std::memcpy(dest, rbuf_ + rpos_, have);
   rpos_ += have;
@@ -288,7 +288,7 @@ bool RespConn::skip(size_t n, Clock::time_point deadline, std::string* error) {
 }
 
 bool RespConn::readReply(Reply* out, uint8_t* dest, size_t cap, int64_t expect, Clock::time_point deadline,
-                         std::string* error, Xxh64* hash) {
+                         std::string* error, PayloadSum* hash) {
   std::string line;
   if (!readLine(&line, deadline, error)) return false;
   if (line.empty()) return fail(error, "empty reply line");

@@ -22,7 +22,7 @@
 #include <string>
 
 #include "tls.h"
-#include "xxh64.h"
+#include "../checksum.h"
 
 namespace kvtier {
 
@@ -80,12 +80,12 @@ class RespConn {
   // discarded and reported as TooLong with its length in `integer`. With
   // `hash`, a stored bulk is fed to it piece by piece as it lands.
   bool readReply(Reply* out, uint8_t* dest, size_t cap, int64_t expect, Clock::time_point deadline,
-                 std::string* error, Xxh64* hash = nullptr);
+                 std::string* error, PayloadSum* hash = nullptr);
 
  private:
   bool fill(Clock::time_point deadline, std::string* error);  // more bytes into rbuf_
   bool readLine(std::string* line, Clock::time_point deadline, std::string* error);
-  bool readExact(uint8_t* dest, size_t n, Clock::time_point deadline, std::string* error, Xxh64* hash = nullptr);
+  bool readExact(uint8_t* dest, size_t n, Clock::time_point deadline, std::string* error, PayloadSum* hash = nullptr);
   bool skip(size_t n, Clock::time_point deadline, std::string* error);
   bool wait(short events, Clock::time_point deadline, std::string* error);
   bool fail(std::string* error, const std::string& why);
