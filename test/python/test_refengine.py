@@ -262,6 +262,36 @@ def test_request_cache_salt_keys_the_chunks(daemon):
         b.close()
 
 
+
+def test_a_producer_reconnects_after_a_daemon_restart_and_saves_salted_requests(daemon):
+    """A kv_producer never looks up, so no Lookup reconnects its scheduler after a daemon
+    restart; the steps must (off the step loop), or the scheduler never learns whether the new
+    daemon honours seeds and skips every salted save for good. After the restart and a few
+    steps, a salted request's chunks are saved: a consumer under that salt hits them."""
+    a = engine(daemon.socket, role="kv_producer")
+    try:
+        a.generate("before", P1, cache_salt="tenant-x")
+        a.drain()
+        daemon.kill()
+        daemon.start()
+        clients = a.scheduler._scheduler.clients.values()
+        t0 = time.monotonic()
+        while not all(c.connected for c in clients):
+            assert time.monotonic() - t0 < 10, "the producer's scheduler never reconnected"
+            a.step()
+            time.sleep(0.05)
+        a.generate("after", P1, cache_salt="tenant-x")
+        a.drain()
+    finally:
+        a.close()
+    b = engine(daemon.socket)
+    try:
+        r = b.generate("consumer", P2, cache_salt="tenant-x")
+        assert r.external_tokens == 768 and r.load_error_blocks == set()
+        assert_matches(r.first_logits, P2)
+    finally:
+        b.close()
+
 # -- every layout ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -181,9 +181,13 @@ class SchedulerSide:
                 self.interval.add("bypassed")
                 self.interval.add("bypassed_" + reason.split(":")[0])
                 self._report_bypass(reason.split(":")[0])
+            self._drop_asked(req_id)
             return 0, False
         if (not self.s.load or req_id in self._loading or req_id in self._load_failed
                 or not self.health.ready()):
+            # A Lookup still out for it (health failed meanwhile) must not be reused later,
+            # with an old t0 and leases past their TTL: its leases are released as it lands.
+            self._drop_asked(req_id)
             return 0, False
         # vLLM's own list, read and never copied: this runs at every step a request waits
         # (a 128K-token copy is ~0.3 ms), and u32_array packs a list fastest.
@@ -191,6 +195,7 @@ class SchedulerSide:
         if not isinstance(tokens, list):
             tokens = list(tokens)
         if len(tokens) <= self.s.chunk_size:
+            self._drop_asked(req_id)
             return 0, False
         seed, _ = request_seed(request)
         try:
@@ -244,6 +249,18 @@ class SchedulerSide:
                 raise d.error
             ready = ready and c.connected
         return ready
+
+    def _redial(self) -> None:
+        """Starts the reconnect of clients the daemon dropped, never waiting for it: every step
+        passes here, so the scheduler reconnects even when no request reaches a Lookup (load
+        off, a producer) and saves of seeded requests, which need the daemon's answer on
+        seeds, resume."""
+        if not self.health.ready():
+            return
+        try:
+            self._dialled()
+        except KvtierError as exc:
+            self.health.failed(exc)
 
     def _kind(self, g: int) -> str:
         group = self.groups[g]
@@ -395,6 +412,7 @@ class SchedulerSide:
 
     def build_connector_meta(self, scheduler_output: Any) -> KVTierConnectorMetadata:
         self._release_orphans()
+        self._redial()
         meta = KVTierConnectorMetadata()
         meta.loads, self._to_load = self._to_load, []
         self._loading.update(ld.req_id for ld in meta.loads)
@@ -437,6 +455,8 @@ class SchedulerSide:
             req = self._requests.get(req_id)
             if req is None or self._bypass_reason(req):
                 continue
+            if request_seed(req)[0] and self._daemon_seeds() is not True:
+                continue                  # not known to honour the seed: a salted save would be shared
             tokens = list(getattr(req, "all_token_ids", None) or req.prompt_token_ids or [])
             end = min(computed + int(so.num_scheduled_tokens.get(req_id, 0)), len(tokens)) // cs
             nxt = self._next_chunk.setdefault(req_id, {})

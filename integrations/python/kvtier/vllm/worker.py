@@ -316,11 +316,17 @@ class WorkerSide:
         self._wait_step_saves()
         if self._copier is not None:
             self._copier.shutdown(wait=True)
-        if self.client is not None:
-            self.client.close()
+        # Leases before the close, while there is a connection to release them on (a copy
+        # still under way is pinned by the daemon on its own).
         for ld in self._loads.values():
             if ld.pending is not None:
                 self._release(ld.lease)
+        for spec in self._held:
+            if isinstance(spec, LoadSpec) and spec.leases.get(self.rank):
+                self._release(spec.leases[self.rank])
+        self._held = []
+        if self.client is not None:
+            self.client.close()
 
     # -- loads ---------------------------------------------------------------------
 
