@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "addon-data.h"
+#include "checksum.h"
+#include "napi-args.h"
 #include "completion-queue.h"
 #include "copy.h"
 #include "cuda-backend.h"
@@ -466,6 +468,22 @@ Napi::Value ChainHashes(const Napi::CallbackInfo& info) {
   chainHashes(prev.Data(), tokens.Data(), tokens.ByteLength(), static_cast<size_t>(chunkBytes), static_cast<size_t>(count),
               out.Data());
   return env.Undefined();
+}
+
+// payloadSum(bytes, pieceBytes): XXH3-64 (checksum.h) as 16 hex digits, as
+// src/tiers/checksum.ts writes them, fed in pieces of pieceBytes (0: one
+// update) as the I/O threads feed it with each send and recv. For tests, and
+// for valkey-native.ts, whose first call of it loads the addon.
+Napi::Value PayloadSumHex(const Napi::CallbackInfo& info) {
+  Napi::Uint8Array bytes = args::bytes(info, 0, "bytes");
+  // pieceBytes 0: one update of every byte.
+  const size_t piece = static_cast<size_t>(args::integer(info, 1, "pieceBytes"));
+  PayloadSum h;
+  const size_t n = bytes.ByteLength();
+  for (size_t at = 0; at < n; at += piece == 0 ? n : piece) h.update(bytes.Data() + at, std::min(n - at, piece == 0 ? n : piece));
+  char hex[16];
+  sumHex(h.digest(), hex);
+  return Napi::String::New(info.Env(), hex, 16);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -5,7 +5,6 @@ give the logits of a full recompute, bit for bit (float32)."""
 from __future__ import annotations
 
 import random
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +15,7 @@ from kvtier.refengine.vllm_shapes import (FullAttentionSpec, KVCacheConfig, KVCa
                                           SlidingWindowSpec)
 from kvtier.vllm import KVTierConnector
 from kvtier.vllm.compat import Role, SupportsHMA
+from paused_daemon import long_prompt_while_paused
 
 _rng = random.Random(7)
 P1 = [_rng.randrange(1024) for _ in range(1000)]
@@ -143,34 +143,11 @@ def test_a_window_lookup_to_a_paused_daemon_does_not_hold_the_batch(daemon):
 
     def pause_then_send(body, *a, **kw):
         if not paused:
-            paused.append(time.monotonic())
+            paused.append(True)
             daemon.pause()
         return send(body, *a, **kw)
 
     client.submit = pause_then_send
-    try:
-        shorts = [b.add_request(f"s{i}", [_rng.randrange(1024) for _ in range(100)], max_new_tokens=400)
-                  for i in range(4)]
-        for _ in range(4):
-            b.step()
-        long = b.add_request("long", P2)
-        n0, out0 = len(b.step_times), len(shorts[0].output_token_ids)
-        for _ in range(6):
-            b.step()
-        assert paused, "the window Lookup was sent"
-        assert long.status == "WAITING", "the window Lookup is unanswered: the request waits"
-        daemon.resume()
-        steps = [dt for _, dt, _ in b.step_times[n0:]]
-        assert len(shorts[0].output_token_ids) >= out0 + 5, "the batch decoded while the window Lookup waited"
-        assert max(steps) < 3.0, f"a step waited for the window Lookup: {steps}"
-        t0 = time.monotonic()
-        while long.status != "FINISHED":
-            b.step()
-            assert time.monotonic() - t0 < 60
-        for r in shorts:
-            b.abort(r.request_id)
-    finally:
-        daemon.resume()
-        b.close()
-    assert long.external_tokens == 768 and long.load_error_blocks == set()
+    long = long_prompt_while_paused(daemon, b, P2, "the window Lookup", max_step_s=3.0, pause=False)
+    assert paused, "the window Lookup was sent"
     assert torch.equal(long.first_logits, recompute(P2))

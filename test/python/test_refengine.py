@@ -20,6 +20,7 @@ import torch
 from kvtier import Fingerprint, KvtierClient
 from kvtier.hashing import chunk_hashes
 from kvtier.refengine import LAYOUTS, RefEngine
+from paused_daemon import long_prompt_while_paused
 
 BF16_ATOL = 2e-2
 _rng = random.Random(1)
@@ -696,8 +697,9 @@ def test_the_first_lookup_after_a_daemon_restart_does_not_hold_the_batch(daemon)
         daemon.start()
         produce(daemon.socket)
 
-    _long_prompt_while_the_daemon_is_paused(daemon, engine(daemon.socket, extra={"kvtier_lookup_wait_ms": 5}),
-                                            restart, "the Hello", max_step_s=1.5)
+    long = long_prompt_while_paused(daemon, engine(daemon.socket, extra={"kvtier_lookup_wait_ms": 5}), P2,
+                                    "the Hello", max_step_s=1.5, before_pause=restart)
+    assert_matches(long.first_logits, P2)
 
 
 def test_a_lookup_to_a_stopped_daemon_does_not_hold_the_batch(daemon):
@@ -707,42 +709,8 @@ def test_a_lookup_to_a_stopped_daemon_does_not_hold_the_batch(daemon):
     step for 10 s. Once the daemon is back the Lookup's answer is used: a hit, loaded, and the
     logits equal a recompute's."""
     produce(daemon.socket)
-    _long_prompt_while_the_daemon_is_paused(
-        daemon, engine(daemon.socket, extra={"kvtier_lookup_timeout_s": 10.0, "kvtier_lookup_wait_ms": 5}),
-        lambda: None, "the Lookup", max_step_s=3.0)
-
-
-def _long_prompt_while_the_daemon_is_paused(daemon: Any, b: Any, before_pause: Any, what: str, *, max_step_s: float) -> None:
-    """Four short requests decode; then `before_pause`, the daemon is paused (SIGSTOP) and the
-    long prompt P2 arrives. For five steps it must stay WAITING while the batch decodes and no
-    step lasts `max_step_s`; once the daemon is resumed, P2 is a 768-token hit whose logits
-    equal a recompute's."""
-    try:
-        shorts = [b.add_request(f"s{i}", [_rng.randrange(1024) for _ in range(100)], max_new_tokens=400)
-                  for i in range(4)]
-        for _ in range(4):
-            b.step()
-        before_pause()
-        daemon.pause()
-        try:
-            long = b.add_request("long", P2)
-            n0, out0 = len(b.step_times), len(shorts[0].output_token_ids)
-            for _ in range(5):
-                b.step()
-            assert long.status == "WAITING", f"{what} is unanswered: the request waits, unscheduled"
-        finally:
-            daemon.resume()
-        steps = [dt for _, dt, _ in b.step_times[n0:]]
-        assert len(shorts[0].output_token_ids) >= out0 + 5, f"the batch decoded while {what} waited"
-        assert max(steps) < max_step_s, f"a step waited for {what}: {steps}"
-        t0 = time.monotonic()
-        while long.status != "FINISHED":
-            b.step()
-            assert time.monotonic() - t0 < 60
-        for r in shorts:
-            b.abort(r.request_id)
-    finally:
-        daemon.resume()
-        b.close()
-    assert long.external_tokens == 768 and long.load_error_blocks == set()
+    long = long_prompt_while_paused(
+        daemon, engine(daemon.socket, extra={"kvtier_lookup_timeout_s": 10.0, "kvtier_lookup_wait_ms": 5}), P2,
+        "the Lookup", max_step_s=3.0)
     assert_matches(long.first_logits, P2)
+

@@ -71,6 +71,39 @@ class Dial:
         return not self._thread.is_alive()
 
 
+class Reconnect:
+    """One client's reconnects, for the engine hooks that run inside a step (the vLLM
+    scheduler's and workers'): poll() never waits. `connected` says whether the client is
+    usable; `connect` makes it so (a Dial runs it)."""
+
+    def __init__(self, connected: Callable[[], bool], connect: Callable[[], object]) -> None:
+        self._connected, self._connect = connected, connect
+        self._dial: Optional[Dial] = None
+
+    @property
+    def dialling(self) -> bool:
+        return self._dial is not None
+
+    def poll(self, health: Health) -> bool:
+        """Whether the client is connected. If it is not, starts a Dial (when health allows a
+        try) and answers False until the Dial has ended; its outcome goes to health (a failed
+        one starts the back-off and is warned once)."""
+        if self._dial is None:
+            if self._connected():
+                return True
+            if health.ready():
+                self._dial = Dial(self._connect)
+            return False
+        if not self._dial.done():
+            return False
+        dial, self._dial = self._dial, None
+        if dial.error is not None:
+            health.failed(dial.error)
+            return False
+        health.ok()
+        return self._connected()
+
+
 def release_lease(client: Optional[KvtierClient], lease_id: int) -> None:
     """Unpins a lease without waiting; nothing when there is no live connection (the daemon
     released the connection's leases when it closed) and never raises."""

@@ -193,16 +193,5 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
 
 Napi::Function defineValkeyLink(Napi::Env env) { return LinkWrap::Define(env); }
 
-Napi::Value PayloadSumHex(const Napi::CallbackInfo& info) {
-  Napi::Uint8Array bytes = args::bytes(info, 0, "bytes");
-  // pieceBytes 0: one update of every byte.
-  const size_t piece = static_cast<size_t>(args::integer(info, 1, "pieceBytes"));
-  PayloadSum h;
-  const size_t n = bytes.ByteLength();
-  for (size_t at = 0; at < n; at += piece == 0 ? n : piece) h.update(bytes.Data() + at, std::min(n - at, piece == 0 ? n : piece));
-  char hex[16];
-  sumHex(h.digest(), hex);
-  return Napi::String::New(info.Env(), hex, 16);
-}
 
 }  // namespace kvtier

@@ -43,7 +43,7 @@ A hit restores every group's KV the first computed token needs, or is shortened
 
 Never raises into vLLM: an unreachable daemon is a miss (warned once). Never
 dials inside a step: the clients connect at engine start, and again after a
-daemon restart on a thread of their own (session.Dial).
+daemon restart on a thread of their own (session.Reconnect).
 A request's cache_salt, LoRA adapter and multimodal hashes seed its chunk hash
 chain (kvtier.vllm.keys, ChunkAddress.seed): other salts, adapters or images
 never share its chunks. Requests still not keyable (prompt embeddings, a
@@ -61,7 +61,7 @@ from .. import proto
 from ..client import KvtierClient, address
 from ..errors import KvtierError, RequestTimeout
 from ..framing import NO_BLOCK, u32_array
-from ..session import Dial, Session, release_lease
+from ..session import Reconnect, Session, release_lease
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
 from ..hashing import chunk_hashes
 from .settings import KvGroup, Settings, group_fingerprint, rank_index
@@ -139,7 +139,7 @@ class SchedulerSide:
         self.health = session.health
         # Connected at engine start, so that no scheduler step waits for a Hello: a Lookup's
         # answer is polled across steps (vLLM's None), but a Hello is a round trip of its own.
-        # A daemon that is down now is connected to lazily, by the first Lookup after it is back.
+        # A daemon that is down now is reconnected to off the step loop once it is back (_dialled).
         try:
             for c in self.clients.values():
                 c.connect()
@@ -157,7 +157,8 @@ class SchedulerSide:
         self._bypass_counted: set[str] = set()     # a request is counted once, not per lookup
         self._asked: dict[str, _Asked] = {}        # Lookups sent, answers not all in yet
         self._orphans: list[_Asked] = []           # given up on: leases released when answered
-        self._dials: dict[int, Dial] = {}          # clients being reconnected off the step loop
+        # reconnects of clients the daemon dropped, off the step loop
+        self._reconnects = [Reconnect(lambda c=c: c.connected, c.connect) for c in self.clients.values()]
         # Sliding-window groups: running requests' block tables (from the SchedulerOutput) and
         # the next chunk to store per group, for the saves made during the steps.
         self._sliding = [g for g in range(len(self.groups)) if self._kind(g) == "sliding"]
@@ -230,37 +231,9 @@ class SchedulerSide:
 
     def _dialled(self) -> bool:
         """Whether every client is connected. One that is not (the daemon restarted) is
-        dialled on a thread (Dial) and this answers False until that is done; a dial that
-        failed raises its error (a miss, and the health back-off)."""
-        ready = True
-        for g, c in self.clients.items():
-            if c.connected:
-                continue
-            d = self._dials.get(g)
-            if d is None:
-                self._dials[g] = Dial(c.connect)
-                ready = False
-                continue
-            if not d.done():
-                ready = False
-                continue
-            del self._dials[g]
-            if d.error is not None:
-                raise d.error
-            ready = ready and c.connected
-        return ready
-
-    def _redial(self) -> None:
-        """Starts the reconnect of clients the daemon dropped, never waiting for it: every step
-        passes here, so the scheduler reconnects even when no request reaches a Lookup (load
-        off, a producer) and saves of seeded requests, which need the daemon's answer on
-        seeds, resume."""
-        if not self.health.ready():
-            return
-        try:
-            self._dialled()
-        except KvtierError as exc:
-            self.health.failed(exc)
+        reconnected on a thread (session.Reconnect) and this answers False until that is done;
+        a reconnect that failed starts the health back-off (a miss until it ends)."""
+        return all([r.poll(self.health) for r in self._reconnects])   # a list: poll every one
 
     def _kind(self, g: int) -> str:
         group = self.groups[g]
@@ -412,7 +385,10 @@ class SchedulerSide:
 
     def build_connector_meta(self, scheduler_output: Any) -> KVTierConnectorMetadata:
         self._release_orphans()
-        self._redial()
+        # Every step, so that the scheduler reconnects even when no request reaches a Lookup
+        # (load off: a producer), and seeded requests' saves, which need the daemon's answer
+        # on seeds, resume.
+        self._dialled()
         meta = KVTierConnectorMetadata()
         meta.loads, self._to_load = self._to_load, []
         self._loading.update(ld.req_id for ld in meta.loads)

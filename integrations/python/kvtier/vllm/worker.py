@@ -37,7 +37,7 @@ from ..errors import BadLayoutError, DaemonUnavailable, KvtierError, ProtocolErr
 from ..framing import NO_BLOCK, unpack_u32
 from ..layout import (KvLayout, LayoutError, backend_dim_names, cross_layer_logical_view, derive_cross_layer_layout,
                       derive_layout)
-from ..session import Dial, Session, release_lease
+from ..session import Reconnect, Session, release_lease
 from ..torch_copy import TorchBlockCopier
 from .metadata import KVTierConnectorMetadata, LoadSpec, SaveSpec
 from .settings import KvGroup, Settings, group_fingerprint, rank_index, worker_ranks
@@ -78,8 +78,8 @@ class WorkerSide:
         self.session = Session(settings.socket, settings.timeout_s, settings.retry_interval_s, log)
         self.health = self.session.health
         self.client: Optional[KvtierClient] = None
-        self._dial: Optional[Dial] = None   # a reconnect under way, off the step loop
-        self._held: list[Any] = []          # LoadSpecs and SaveSpecs that arrived during it
+        self._reconnect: Optional[Reconnect] = None   # made with the client
+        self._held: list[Any] = []          # LoadSpecs and SaveSpecs that arrived during a reconnect
         self.layout: Optional[KvLayout] = None
         self.codec: Optional[TorchBlockCopier] = None
         self.mode = "off"            # "blocks" | "inline" | "off"
@@ -146,8 +146,10 @@ class WorkerSide:
         self.client = self.session.client(
             fp.replace(tp_rank=self.s.namespace_tp_rank(self.tp_rank), pp_rank=self.pp_rank, kv_layout=descriptor),
             "vllm-worker", dial_on_request=False)
+        client = self.client
+        self._reconnect = Reconnect(lambda: self.mode != "off" and client.connected, self._connect)
         # Engine start, not a step: the one connect that may wait (a second at most for a
-        # daemon that is away). After it, only a Dial thread connects (_ready).
+        # daemon that is away). After it, only a Reconnect's thread connects (_ready).
         try:
             self._connect()
             self.health.ok()
@@ -184,24 +186,12 @@ class WorkerSide:
     def _ready(self) -> bool:
         """Whether the daemon is connected (and KV memory registered). Never waits: a client
         that is not connected (the daemon restarted, or was away at engine start) is
-        reconnected on a Dial thread, and this answers False until that is done; this step's
-        loads fail meanwhile (their blocks are recomputed) and its saves are skipped."""
-        if self.client is None or self.layout is None:
-            return False
-        if self.mode != "off" and self.client.connected and self._dial is None:
-            return True
-        if self._dial is None:
-            if self.health.ready():
-                self._dial = Dial(self._connect)
-            return False
-        if not self._dial.done():
-            return False
-        dial, self._dial = self._dial, None
-        if dial.error is not None:
-            self.health.failed(dial.error)
-            return False
-        self.health.ok()
-        return self.mode != "off" and self.client.connected
+        reconnected on a thread (session.Reconnect), and this answers False until that is done
+        (start_load_kv holds the loads and saves that arrive meanwhile)."""
+        return self._reconnect is not None and self._reconnect.poll(self.health)
+
+    def _reconnecting(self) -> bool:
+        return self._reconnect is not None and self._reconnect.dialling
 
     # -- per step ------------------------------------------------------------------
 
@@ -214,7 +204,7 @@ class WorkerSide:
         # A reconnect under way (a millisecond for a daemon that is back) holds this step's
         # loads and saves until it ends rather than failing them: vLLM keeps their blocks
         # until get_finished reports them, and no step waits for it.
-        hold = not ready and self._dial is not None
+        hold = not ready and self._reconnecting()
         for save in meta.saves:
             if save.group != self.group_index:
                 continue
@@ -239,7 +229,7 @@ class WorkerSide:
         if not self._held:
             return
         ready = self._ready()
-        if not ready and self._dial is not None:
+        if not ready and self._reconnecting():
             return
         held, self._held = self._held, []
         for spec in held:
