@@ -18,6 +18,8 @@ net.createServer((s) => s.on('data', (d) => s.write(d))).listen(process.argv[1],
 `;
 
 export interface EchoFloor {
+  /** The echo server's process (bench lookup pins it beside the daemon). */
+  pid: number;
   /** One round trip of `frame`: resolves when as many bytes came back. */
   roundTrip(): Promise<void>;
   stop(): Promise<void>;
@@ -47,6 +49,7 @@ export async function startEchoFloor(frame: Buffer): Promise<EchoFloor> {
     }
   });
   return {
+    pid: child.pid!,
     roundTrip: () => new Promise<void>((resolve) => {
       want = frame.length;
       done = resolve;

@@ -14,6 +14,14 @@
  * (integrations/python, /usr/bin/python3), null where that cannot run. The
  * daemon runs in its own process. Both sides are warmed up first (JIT): a
  * daemon in service has answered many requests already.
+ *
+ * rtt_us and echo_us run where the OS puts them; placed_us measures both
+ * again with the bench, the echo server and the daemon pinned (same CPU,
+ * then two CPUs: placement.ts says why), null where nothing can be pinned.
+ * chain_us is the prompt's prefix-hash chain in this process, hashed in
+ * full (SHA-256, memo off) and from the chain memo, alternating: what the
+ * daemon's memo (chain_memo_mb) saves a warm Lookup; chain_memo is the
+ * daemon's own memo counts after the run.
  */
 import { randomInt } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,6 +34,8 @@ import { spawnDaemon } from './daemon-process.js';
 import { runBenchPython } from './python.js';
 import { startEchoFloor } from './echo-floor.js';
 import { nowUs, percentiles } from './stats.js';
+import { canPin, place, unpin, type Placement } from './placement.js';
+import { hashTokenChunks } from '../src/chunking/prefix-hash.js';
 
 export interface LookupBenchOptions {
   tokens: number;
@@ -53,6 +63,12 @@ export interface LookupBenchResult {
   ranks_lookup_us: Percentiles;
   /** ranks_lookup_us / lookup_us. */
   ranks_over_one: { p50: number; p99: number };
+  /** rtt and echo with the processes pinned: one CPU for all, or the bench on another CPU than the servers. */
+  placed_us: Record<Placement, { rtt_us: Percentiles; echo_us: Percentiles; rtt_over_echo: number }> | null;
+  /** The prompt's chain hashed in this process: every chunk by SHA-256, and every chunk from the memo. */
+  chain_us: { sha256: Percentiles; memo: Percentiles } | null;
+  /** The daemon's chain memo after the run (kvtier stats' chainMemo). */
+  chain_memo: { hits: number; misses: number; slots: number } | null;
   /** The Python client's Lookup of the same prompt; null without /usr/bin/python3 and protobuf. */
   python_lookup_us: { p50: number; p99: number; max: number; chunks_hit: number } | null;
   python_error?: string;
@@ -89,19 +105,41 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
       await client.ping();
       await echo.roundTrip();
     }
-    const rtt: number[] = [];
-    const floor: number[] = [];
-    const perBlock = Math.ceil((opts.iterations * 5) / RTT_BLOCKS);
-    for (let b = 0; b < RTT_BLOCKS; b++) {
-      for (let i = 0; i < perBlock; i++) {
-        const t = nowUs();
-        await echo.roundTrip();
-        floor.push(nowUs() - t);
+    const roundTrips = async (perBlock: number): Promise<{ rtt: number[]; floor: number[] }> => {
+      const rtt: number[] = [];
+      const floor: number[] = [];
+      for (let b = 0; b < RTT_BLOCKS; b++) {
+        for (let i = 0; i < perBlock; i++) {
+          const t = nowUs();
+          await echo.roundTrip();
+          floor.push(nowUs() - t);
+        }
+        for (let i = 0; i < perBlock; i++) {
+          const t = nowUs();
+          await client!.ping();
+          rtt.push(nowUs() - t);
+        }
       }
-      for (let i = 0; i < perBlock; i++) {
-        const t = nowUs();
-        await client.ping();
-        rtt.push(nowUs() - t);
+      return { rtt, floor };
+    };
+    const { rtt, floor } = await roundTrips(Math.ceil((opts.iterations * 5) / RTT_BLOCKS));
+    let placed: LookupBenchResult['placed_us'] = null;
+    const pinnable = daemon !== null && canPin();
+    if (pinnable) {
+      const pids = [process.pid, daemon.child.pid!, echo.pid];
+      try {
+        const out: Partial<NonNullable<LookupBenchResult['placed_us']>> = {};
+        for (const where of ['same_cpu', 'cross_cpu'] as const) {
+          place(where, process.pid, [daemon.child.pid!, echo.pid]);
+          await roundTrips(100);
+          const m = await roundTrips(Math.ceil((opts.iterations * 2) / RTT_BLOCKS));
+          const r = percentiles(m.rtt);
+          const e = percentiles(m.floor);
+          out[where] = { rtt_us: r, echo_us: e, rtt_over_echo: Math.round((r.p50 / e.p50) * 100) / 100 };
+        }
+        placed = out as NonNullable<LookupBenchResult['placed_us']>;
+      } finally {
+        unpin(pids);
       }
     }
     const ranks = opts.ranks;
@@ -147,7 +185,8 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
       for (let i = 0; i < perLookupBlock; i++) lookup.push(await one());
       for (let i = 0; i < perLookupBlock; i++) rankLookup.push(await all());
     }
-    const stats = (await client.stats()) as { lookupLatencyUs: Percentiles };
+    const stats = (await client.stats()) as { lookupLatencyUs: Percentiles; chainMemo: { hits: number; misses: number; slots: number } | null };
+    const chain = native !== null && native.nativeAvailable() ? chainTimes(native, tokens, chunkSize, opts.iterations) : null;
     progress('measuring the Python client\'s lookup');
     const py = await pythonLookup(socket, tokens, chunkSize, opts.iterations);
     const lookupUs = percentiles(lookup);
@@ -158,6 +197,9 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
       rtt_us: percentiles(rtt), echo_us: percentiles(floor), echo_frame_bytes: frame.length,
       lookup_us: lookupUs, daemon_lookup_us: stats.lookupLatencyUs,
       ranks_per_lookup: ranks, ranks_lookup_us: ranksUs, ranks_over_one: { p50: ratio(ranksUs.p50, lookupUs.p50), p99: ratio(ranksUs.p99, lookupUs.p99) },
+      placed_us: placed,
+      chain_us: chain,
+      chain_memo: memoOf(stats.chainMemo ?? null),
       python_lookup_us: py.result, ...(py.error !== undefined ? { python_error: py.error } : {}),
     };
   } finally {
@@ -166,6 +208,36 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
     await echo.stop();
     if (daemon !== null) await daemon.stop();
   }
+}
+
+const memoOf = (m: { hits: number; misses: number; slots: number } | null): LookupBenchResult['chain_memo'] => (m === null ? null : { hits: m.hits, misses: m.misses, slots: m.slots });
+
+/**
+ * The prompt's chain in this process (the daemon's code and the same
+ * 32-byte root size), alternating a memo-less hash of every chunk with a
+ * memo-served one. The memo is this process's, not the daemon's.
+ */
+function chainTimes(native: typeof import('../native/index.js'), tokens: Uint8Array, chunkSize: number, iterations: number): { sha256: Percentiles; memo: Percentiles } {
+  const root = Buffer.alloc(32, 1);
+  const full: number[] = [];
+  const memo: number[] = [];
+  const run = (into: number[] | null): void => {
+    const t = nowUs();
+    hashTokenChunks(root, tokens, chunkSize, false, undefined, native.chainHashes);
+    into?.push(nowUs() - t);
+  };
+  try {
+    for (let i = 0; i < Math.min(iterations, 200); i++) {
+      native.setChainMemo(0);
+      run(full);
+      native.setChainMemo(32 << 20);
+      run(null);
+      run(memo);
+    }
+  } finally {
+    native.setChainMemo(0);
+  }
+  return { sha256: percentiles(full), memo: percentiles(memo) };
 }
 
 async function pythonLookup(socket: string, tokens: Uint8Array, chunkSize: number, iterations: number): Promise<{ result: LookupBenchResult['python_lookup_us']; error?: string }> {

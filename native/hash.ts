@@ -3,7 +3,7 @@
  * JavaScript chain in src/chunking/prefix-hash.ts) and the payload checksum.
  */
 import { badRequest } from './errors.js';
-import { load } from './loader.js';
+import { load, type ChainMemoStats } from './loader.js';
 
 /**
  * The prefix hash chain for `count` chunks of `chunkBytes` bytes of `tokens`
@@ -17,6 +17,20 @@ export function chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: nu
     throw badRequest(`expected ${count} chunks to fit ${tokens.byteLength} token bytes and ${out.byteLength} output bytes`);
   }
   load().chainHashes(prev, tokens, chunkBytes, count, out);
+}
+
+/**
+ * Sizes chainHashes' memo of chain steps (native/src/prefix-hash.h) to at
+ * most `bytes`, dropping what it held; 0 turns it off. 32 MiB until set.
+ */
+export function setChainMemo(bytes: number): void {
+  if (!Number.isSafeInteger(bytes) || bytes < 0) throw badRequest(`expected a non-negative integer for bytes, got ${bytes}`);
+  load().setChainMemo(bytes);
+}
+
+/** The chain memo's table size and its hits and misses since the addon loaded. */
+export function chainMemoStats(): ChainMemoStats {
+  return load().chainMemoStats();
 }
 
 /**

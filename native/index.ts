@@ -13,9 +13,9 @@
  * from src/.
  */
 export { NativeCodedError } from './errors.js';
-export { addonPath, type PeerCredentials, type ValkeyLinkBinding, type ValkeyReadResult } from './loader.js';
+export { addonPath, type ChainMemoStats, type PeerCredentials, type ValkeyLinkBinding, type ValkeyReadResult } from './loader.js';
 export { cudaCopyGpuMs, nativeAvailable, nativeInfo, setCudaCopyMode, tuneMalloc, type CudaCopyMode, type NativeInfo } from './info.js';
-export { chainHashes, nativePayloadSum } from './hash.js';
+export { chainHashes, chainMemoStats, nativePayloadSum, setChainMemo } from './hash.js';
 export { peerCredentials } from './peer-cred.js';
 export { openValkeyLink, type ValkeyLinkOptions } from './valkey-link.js';
 export { DISK_BLOCK, DiskIo, lockDiskDir, probeDiskDir, unlockDiskDir, type ChunkWrite, type DiskReadResult, type DiskScanResult } from './disk-io.js';

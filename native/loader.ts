@@ -40,11 +40,21 @@ export interface Binding extends DiskBinding {
   };
   copyBlocks(scatter: boolean, regions: BindingRegion[], buffers: Uint8Array[], blockIds: Uint32Array[], planes: Float64Array, numBlocks: number): Promise<void>;
   chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: number, count: number, out: Uint8Array): void;
+  setChainMemo(bytes: number): void;
+  chainMemoStats(): ChainMemoStats;
   tuneMalloc(): boolean;
   peerCredentials(fd: number): PeerCredentials;
   setCudaCopy(mode: string): boolean;
   ValkeyLink: new (host: string, port: number, username: string, password: string, db: number, connections: number, connectTimeoutMs: number, pipelineBytes: number, tls: boolean, tlsCaPem: string, tlsInsecure: boolean) => ValkeyLinkBinding;
   payloadSum(bytes: Uint8Array, pieceBytes: number): string;
+}
+
+/** The chain memo (native/src/prefix-hash.h): its table for the chunk size hashed last, and its counts. */
+export interface ChainMemoStats {
+  bytes: number;
+  slots: number;
+  hits: number;
+  misses: number;
 }
 
 /** What a native read job found: the manifest (when asked for) and each segment. */

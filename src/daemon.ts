@@ -16,6 +16,7 @@ import type { KvtierConfig } from './config/load.js';
 import { ConfigError, ForbiddenError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import type { ChainFn } from './chunking/prefix-hash.js';
+import type { ChainMemoStats } from '../native/index.js';
 import { ChunkManager } from './manager/chunk-manager.js';
 import { DiskSync } from './manager/disk-sync.js';
 import type { RemoteTier } from './tiers/tier.js';
@@ -62,7 +63,6 @@ interface NativeModule {
   RegisteredKv: new (spec: import('../native/index.js').KvLayoutSpec, options?: import('../native/index.js').RegisteredKvOptions) => import('../native/index.js').RegisteredKv;
   nativeInfo(): { backend: string; reason: string };
   peerCredentials(fd: number): PeerCredentials;
-  chainHashes: ChainFn;
 }
 
 async function loadNative(log: Logger): Promise<{ mod: NativeModule | null; detail: string }> {
@@ -77,9 +77,17 @@ async function loadNative(log: Logger): Promise<{ mod: NativeModule | null; deta
   }
 }
 
-/** With host_memory: heap the addon was not loaded for memory; the prefix-hash chain still runs in it when it loads. */
-async function loadChain(): Promise<ChainFn | null> {
-  return import('../native/index.js').then((m) => (m.nativeAvailable() ? m.chainHashes : null), () => null);
+/**
+ * The addon's prefix-hash chain with its memo sized to chain_memo_mb, or
+ * null (the JavaScript chain) where the addon does not load; also with
+ * host_memory: heap, which does not load it for memory.
+ */
+async function loadChain(memoMb: number): Promise<{ fn: ChainFn; memo: () => ChainMemoStats } | null> {
+  return import('../native/index.js').then((m) => {
+    if (!m.nativeAvailable()) return null;
+    m.setChainMemo(memoMb * 1024 * 1024);
+    return { fn: m.chainHashes, memo: m.chainMemoStats };
+  }, () => null);
 }
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
@@ -106,6 +114,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     memory.close();
     throw e;
   }
+  const chain = await loadChain(config.chainMemoMb);
   const remote = opts.remote !== undefined ? opts.remote : await buildRemote(config, log);
   const manager = new ChunkManager({
     chunkSize: config.chunkSize,
@@ -122,7 +131,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     writeBehindConcurrency: Math.max(2, config.valkeyConnections * 2),
     logger: log,
     recomputeTokensPerS: config.recomputeTokensPerS,
-    chain: native.mod?.chainHashes ?? (await loadChain()),
+    chain: chain?.fn ?? null,
   });
   let server: SocketServer;
   const metrics = new DaemonMetrics({ version: VERSION, manager, memory: () => memory.info(), connections: () => server.connectionCount, closedConnections: () => server.closedConnections });
@@ -136,6 +145,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     version: VERSION, socket: config.socketPath, started, manager, memory, requests: metrics.requests,
     connections: () => server.connectionCount, closedConnections: () => server.closedConnections,
     native: { loaded: native.mod !== null, detail: native.detail },
+    chainMemo: chain?.memo ?? null,
   });
   server = new SocketServer({
     path: config.socketPath,

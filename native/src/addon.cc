@@ -470,6 +470,23 @@ Napi::Value ChainHashes(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// setChainMemo(bytes): the chain memo's budget (prefix-hash.h); 0 turns it off.
+Napi::Value SetChainMemo(const Napi::CallbackInfo& info) {
+  setChainMemoBytes(static_cast<size_t>(args::integer(info, 0, "bytes")));
+  return info.Env().Undefined();
+}
+
+// chainMemoStats(): {bytes, slots, hits, misses} of the chain memo.
+Napi::Value ChainMemoStatsJs(const Napi::CallbackInfo& info) {
+  const ChainMemoStats s = chainMemoStats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("bytes", static_cast<double>(s.bytes));
+  o.Set("slots", static_cast<double>(s.slots));
+  o.Set("hits", static_cast<double>(s.hits));
+  o.Set("misses", static_cast<double>(s.misses));
+  return o;
+}
+
 // payloadSum(bytes, pieceBytes): XXH3-64 (checksum.h) as 16 hex digits, as
 // src/tiers/checksum.ts writes them, fed in pieces of pieceBytes (0: one
 // update) as the I/O threads feed it with each send and recv. For tests, and
@@ -501,6 +518,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCreds));
   exports.Set("chainHashes", Napi::Function::New(env, ChainHashes));
+  exports.Set("setChainMemo", Napi::Function::New(env, SetChainMemo));
+  exports.Set("chainMemoStats", Napi::Function::New(env, ChainMemoStatsJs));
   exports.Set("tuneMalloc", Napi::Function::New(env, TuneMalloc));
   exports.Set("setCudaCopy", Napi::Function::New(env, SetCudaCopy));
   exports.Set("ValkeyLink", defineValkeyLink(env));

@@ -43,6 +43,10 @@ export function registerBench(program: Command): void {
         process.stdout.write(`lookup of ${r.tokens} tokens (${r.chunks_hit} chunks hit), ${r.iterations} iterations\n`);
         process.stdout.write(`  socket rtt      p50 ${r.rtt_us.p50} us   p99 ${r.rtt_us.p99} us\n`);
         process.stdout.write(`  echo floor      p50 ${r.echo_us.p50} us   p99 ${r.echo_us.p99} us  (plain Node Unix-socket echo, ${r.echo_frame_bytes}-byte frame, same run)\n`);
+        for (const [where, m] of Object.entries(r.placed_us ?? {})) {
+          process.stdout.write(`  pinned, ${where.replace('_', ' ')}: rtt p50 ${m.rtt_us.p50} us, echo p50 ${m.echo_us.p50} us (${m.rtt_over_echo}x)\n`);
+        }
+        if (r.chain_us !== null) process.stdout.write(`  prompt chain here: SHA-256 p50 ${r.chain_us.sha256.p50} us, from the memo p50 ${r.chain_us.memo.p50} us\n`);
         process.stdout.write(`  lookup (client) p50 ${r.lookup_us.p50} us   p99 ${r.lookup_us.p99} us\n`);
         process.stdout.write(`  lookup (daemon) p50 ${r.daemon_lookup_us.p50} us   p99 ${r.daemon_lookup_us.p99} us\n`);
         process.stdout.write(`  lookup, ${r.ranks_per_lookup} ranks p50 ${r.ranks_lookup_us.p50} us   p99 ${r.ranks_lookup_us.p99} us  (${r.ranks_over_one.p50}x / ${r.ranks_over_one.p99}x one rank, same run)\n`);

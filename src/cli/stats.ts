@@ -42,6 +42,7 @@ export function formatStats(s: DaemonStats): string {
     ['miss reasons', missLine(s)],
     ['bypassed', bypassLine(s)],
     ['lookup latency', `p50 ${s.lookupLatencyUs.p50} us, p99 ${s.lookupLatencyUs.p99} us, max ${s.lookupLatencyUs.max} us (last 256)`],
+    ['hash memo', memoLine(s)],
     ['stored', `${c.storedChunks} chunks, ${fmtBytes(c.storedBytes)}; ${c.presentChunks} already present; ${c.skippedChunks} skipped (${s.host.skippedWarming ?? 0} while the pool warmed, ${s.host.skippedFull} with the pool full of pinned chunks)`],
     ['retrieved', `${c.retrievedChunks} chunks, ${fmtBytes(c.retrievedBytes)}; ${c.failedRetrieveChunks} failed (recomputed by the worker)`],
     ['prefetch', s.prefetch === undefined ? '-' : `${fmtBytes(s.prefetch.chargedBytes)} of ${fmtBytes(s.prefetch.budgetBytes)} prefetch_budget_mb in flight or unread; ${s.prefetch.waitingLookups} Lookups waiting, ${s.prefetch.waits} waits so far`],
@@ -64,6 +65,13 @@ function warming(s: DaemonStats): string {
   if (!m.warm) return `in progress: ${ready}, ${fmtBytes(m.lockedBytes)} locked; stores that find no ready room are skipped`;
   if (m.kind === 'heap') return 'none needed (heap memory)';
   return m.pinned ? `done: ${ready}, all page-locked` : `done: ${ready}, NOT page-locked (${fmtBytes(m.lockedBytes)} locked): ${m.detail}`;
+}
+
+function memoLine(s: DaemonStats): string {
+  const m = s.chainMemo;
+  if (m === undefined || m === null) return 'none (the JavaScript chain)';
+  if (m.bytes === 0) return `off (chain_memo_mb: 0) or nothing hashed yet; ${m.misses} chunks hashed`;
+  return `${pct(m.hits, m.hits + m.misses)} of chunk steps from the memo (${m.hits} of ${m.hits + m.misses}), ${m.slots} slots, ${fmtBytes(m.bytes)}`;
 }
 
 function missLine(s: DaemonStats): string {

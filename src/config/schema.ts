@@ -42,6 +42,7 @@ export interface KvtierConfig {
   leaseTtlMs: number;
   prefetchWindowMb: number | null;
   prefetchBudgetMb: number | null;
+  chainMemoMb: number;
   idleConnectionTimeoutMs: number;
   recomputeTokensPerS: number | null;
   hostMemory: 'auto' | 'native' | 'heap';
@@ -234,6 +235,10 @@ export const SCHEMA: { readonly [F in Field]: Entry<KvtierConfig[F]> } = {
   prefetchBudgetMb: entry('prefetch_budget_mb', {
     check: c.nullable(c.integer(1, 1 << 20)), default: null,
     doc: "MiB of every Lookup's disk and Valkey fetches, in flight or landed and not yet retrieved, summed over the Lookups of the daemon; a Lookup's fetches past it wait, in the order they came, for bytes to be read out, so concurrent large Lookups do not fill the host pool with chunks nobody reads yet. null: half of max_local_cpu_size.",
+  }),
+  chainMemoMb: entry('chain_memo_mb', {
+    check: c.integer(0, 4096), default: 32,
+    doc: 'MiB of the memo of prefix-hash steps (native addon only): a chunk this daemon hashed before is recognised by its parent hash and a byte comparison of its tokens instead of two SHA-256 calls; 32 MiB holds 16384 chunks of 256 tokens. 0: hash every chunk.',
   }),
   idleConnectionTimeoutMs: entry('idle_connection_timeout_ms', {
     check: c.integer(0, MAX_TIMER_MS), default: 0,

@@ -13,6 +13,7 @@ import type { HostTier } from '../tiers/host-tier.js';
 import { remoteView } from './remote-view.js';
 import { LOOKUP, type RequestMetrics } from './request-metrics.js';
 import type { SlowOp } from './slow-ops.js';
+import type { ChainMemoStats } from '../../native/index.js';
 
 export interface DaemonStats {
   version: string;
@@ -45,6 +46,8 @@ export interface DaemonStats {
   tokens: { lookup: number; hostHit: number; valkeyLookup: number; valkeyHit: number; prefillSaved: number };
   remote: { configured: boolean; available: boolean; detail: Record<string, unknown> | null; pace: ReturnType<ChunkManager['remotePace']> };
   native: { loaded: boolean; detail: string };
+  /** The native chain's memo of hash steps (chain_memo_mb); null: the JavaScript chain, no memo. */
+  chainMemo: ChainMemoStats | null;
 }
 
 export interface StatsSources {
@@ -58,6 +61,7 @@ export interface StatsSources {
   connections(): number;
   closedConnections(): { badFrame: number; idle: number };
   native: { loaded: boolean; detail: string };
+  chainMemo: (() => ChainMemoStats) | null;
 }
 
 export function daemonStats(src: StatsSources): DaemonStats {
@@ -96,5 +100,6 @@ export function daemonStats(src: StatsSources): DaemonStats {
     },
     remote: { configured: remote.configured, available: remote.available, detail: remote.detail(), pace: m.remotePace() },
     native: src.native,
+    chainMemo: src.chainMemo?.() ?? null,
   };
 }

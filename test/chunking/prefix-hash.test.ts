@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { canonicalChain, canonicalFingerprint, makeNamespace, rankNamespace, type NamespaceFingerprint } from '../../src/chunking/namespace.js';
 import { hashKeys, hashTokenChunks, hashHex, chunkCount, seededRoot } from '../../src/chunking/prefix-hash.js';
-import { chainHashes, nativeAvailable } from '../../native/index.js';
+import { chainHashes, chainMemoStats, nativeAvailable, setChainMemo } from '../../native/index.js';
 import { packTokens, unpackTokens } from '../../src/chunking/tokens.js';
 
 interface RawFingerprint {
@@ -134,6 +134,58 @@ describe('prefix hash chain properties', () => {
       expect(native.count).toBe(js.count);
       expect(native.hashes.equals(js.hashes)).toBe(true);
     }), { numRuns: 100 });
+  });
+  describe.skipIf(!nativeAvailable())('the native chain memo (a step found by parent hash and every token byte)', () => {
+    const root = makeNamespace(small).root;
+    const chained = (tokens: number[], partial = true): Buffer => hashTokenChunks(root, packTokens(tokens), 16, partial, undefined, chainHashes).hashes;
+    const reference = (tokens: number[], partial = true): Buffer => hashTokenChunks(root, packTokens(tokens), 16, partial, undefined, null).hashes;
+    afterEach(() => setChainMemo(32 << 20));
+
+    it('answers a prompt hashed before from the memo, with the same hashes', () => {
+      const tokens = Array.from({ length: 16 * 40 + 5 }, (_, i) => (i * 2654435761) >>> 0);
+      const first = chained(tokens);
+      const before = chainMemoStats();
+      const again = chained(tokens);
+      const after = chainMemoStats();
+      expect(again.equals(first)).toBe(true);
+      expect(again.equals(reference(tokens))).toBe(true);
+      expect(after.hits - before.hits).toBe(41);
+      expect(after.misses - before.misses).toBe(0);
+    });
+    it('never answers a changed token, a changed parent or a shorter chunk from a step of another', () => {
+      // Prompts that share prefixes and differ by one token, one chunk of
+      // another root, or a shorter last chunk: each hashed after the others
+      // filled the memo must still equal the JavaScript chain.
+      fc.assert(fc.property(fc.array(fc.nat({ max: 50 }), { minLength: 16, maxLength: 16 * 12 }), fc.nat(), fc.nat(15), (tokens, pick, cut) => {
+        const pos = pick % tokens.length;
+        const changed = tokens.slice();
+        changed[pos] = (changed[pos] + 1) >>> 0;
+        const shorter = tokens.slice(0, Math.max(1, tokens.length - cut));
+        for (const t of [tokens, changed, shorter, tokens, changed]) expect(chained(t).equals(reference(t))).toBe(true);
+        const salted = makeNamespace({ ...small, cacheSalt: 'tenant-b' }).root;
+        const other = hashTokenChunks(salted, packTokens(tokens), 16, true, undefined, chainHashes).hashes;
+        expect(other.equals(hashTokenChunks(salted, packTokens(tokens), 16, true, undefined, null).hashes)).toBe(true);
+        expect(other.subarray(0, 32).equals(chained(tokens).subarray(0, 32))).toBe(false);
+      }), { numRuns: 150 });
+    });
+    it('a full memo replaces steps and stays right; off (0), every step is hashed', () => {
+      setChainMemo(64 * 192); // the smallest table: 64 slots of 72 + 64 bytes, rounded to 192
+      const prompts = Array.from({ length: 20 }, (_, p) => Array.from({ length: 16 * 20 }, (_, i) => (p * 7919 + i) >>> 0));
+      for (let round = 0; round < 2; round++) for (const t of prompts) expect(chained(t, false).equals(reference(t, false))).toBe(true);
+      expect(chainMemoStats().slots).toBe(64);
+      setChainMemo(0);
+      const before = chainMemoStats();
+      for (const t of prompts) expect(chained(t, false).equals(reference(t, false))).toBe(true);
+      expect(chainMemoStats().hits).toBe(before.hits);
+      expect(chainMemoStats().bytes).toBe(0);
+    });
+    it('a larger chunk size gets a table of its own', () => {
+      const tokens = Array.from({ length: 64 * 5 }, (_, i) => i);
+      chained(tokens);
+      const big = hashTokenChunks(root, packTokens(tokens), 64, false, undefined, chainHashes).hashes;
+      expect(big.equals(hashTokenChunks(root, packTokens(tokens), 64, false, undefined, null).hashes)).toBe(true);
+      expect(hashTokenChunks(root, packTokens(tokens), 16, false, undefined, chainHashes).hashes.equals(reference(tokens, false))).toBe(true);
+    });
   });
   it.skipIf(!nativeAvailable())('the native chain refuses out-of-bounds arguments', () => {
     const out = Buffer.alloc(64);

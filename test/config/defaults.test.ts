@@ -39,6 +39,7 @@ describe('defaults', () => {
       leaseTtlMs: 30000,
       prefetchWindowMb: null,
       prefetchBudgetMb: null,
+      chainMemoMb: 32,
       idleConnectionTimeoutMs: 0,
       recomputeTokensPerS: null,
       hostMemory: 'auto',
@@ -55,8 +56,8 @@ describe('defaults', () => {
 
   it('has one table row per key, with env names and LMCache aliases', () => {
     const rows = configTable();
-    expect(rows).toHaveLength(37);
-    expect(new Set(rows.map((r) => r.key)).size).toBe(37);
+    expect(rows).toHaveLength(38);
+    expect(new Set(rows.map((r) => r.key)).size).toBe(38);
     expect(rows.find((r) => r.key === 'chunk_size')).toMatchObject({
       env: 'KVTIER_CHUNK_SIZE', lmcacheAlias: 'chunk_size', default: '256',
     });
