@@ -16,6 +16,9 @@ export function chainHashes(prev: Uint8Array, tokens: Uint8Array, chunkBytes: nu
   if (!Number.isSafeInteger(count) || count < 0 || out.byteLength < count * 32 || (count > 0 && (count - 1) * chunkBytes >= tokens.byteLength)) {
     throw badRequest(`expected ${count} chunks to fit ${tokens.byteLength} token bytes and ${out.byteLength} output bytes`);
   }
+  if (out.buffer === tokens.buffer && out.byteOffset < tokens.byteOffset + tokens.byteLength && tokens.byteOffset < out.byteOffset + count * 32) {
+    throw badRequest('expected the output hashes not to overlap the tokens they are hashed from');
+  }
   load().chainHashes(prev, tokens, chunkBytes, count, out);
 }
 

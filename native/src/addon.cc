@@ -465,6 +465,12 @@ Napi::Value ChainHashes(const Napi::CallbackInfo& info) {
                   count >= 0 && count == static_cast<double>(static_cast<size_t>(count)) &&
                   static_cast<double>(out.ByteLength()) >= count * 32 && (count == 0 || (count - 1) * chunkBytes < tokenBytes);
   if (!ok) throw Napi::RangeError::New(env, "chainHashes: out of bounds");
+  // out must not overlap the tokens it is hashed from (or prev, read first anyway).
+  const uint8_t* t0 = tokens.Data();
+  const uint8_t* o0 = out.Data();
+  if (o0 < t0 + tokens.ByteLength() && t0 < o0 + static_cast<size_t>(count) * 32) {
+    throw Napi::RangeError::New(env, "chainHashes: out overlaps tokens");
+  }
   chainHashes(prev.Data(), tokens.Data(), tokens.ByteLength(), static_cast<size_t>(chunkBytes), static_cast<size_t>(count),
               out.Data());
   return env.Undefined();

@@ -1,9 +1,10 @@
 #include "prefix-hash.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
+
+#include <sys/mman.h>
 
 // SHA256_* come from the OpenSSL bundled in the node binary (Node ships its
 // headers); they are resolved when the addon loads. The low-level calls, not
@@ -24,14 +25,15 @@ void sha256(const uint8_t* data, size_t len, uint8_t* out) {
 }
 
 // Default budget: 32 MiB holds 16384 steps of 256-token chunks (4M tokens of
-// distinct prefixes). calloc'd: pages cost RSS only once slots fill.
+// distinct prefixes). An anonymous mapping, not malloc: its pages cost RSS
+// only as slots fill, and a dropped table goes back to the system (the
+// daemon's malloc settings, tuneMalloc, would keep a 32 MiB calloc on the
+// heap, touched and never trimmed).
 constexpr size_t kDefaultMemoBytes = 32u << 20;
 constexpr size_t kSlotHead = 32 + 32 + 8;  // parent, child, token byte count (0: empty)
-constexpr size_t kMinSlots = 64;
 
 class ChainMemo {
  public:
-  ~ChainMemo() { std::free(table_); }
 
   void setBudget(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -60,15 +62,20 @@ class ChainMemo {
           std::memcmp(slot + kSlotHead, chunk, len) == 0) {
         std::memcpy(h, slot + 32, 32);
         hits_++;
+      } else if (slot != nullptr) {
+        // The slot's copy of the tokens is what gets hashed, so the stored
+        // step is (these bytes -> their hash) even if the caller's bytes
+        // change meanwhile (out overlapping tokens, a shared buffer).
+        std::memcpy(slot + kSlotHead, chunk, len);
+        sha256(slot + kSlotHead, len, pair + 32);
+        sha256(pair, sizeof pair, h);
+        std::memcpy(slot, pair, 32);
+        std::memcpy(slot + 32, h, 32);
+        store64(slot + 64, len);
+        misses_++;
       } else {
         sha256(chunk, len, pair + 32);
         sha256(pair, sizeof pair, h);
-        if (slot != nullptr) {
-          std::memcpy(slot, pair, 32);
-          std::memcpy(slot + 32, h, 32);
-          store64(slot + 64, len);
-          std::memcpy(slot + kSlotHead, chunk, len);
-        }
         misses_++;
       }
       std::memcpy(pair, h, 32);
@@ -96,19 +103,21 @@ class ChainMemo {
   bool fit(size_t chunkBytes) {
     if (table_ != nullptr && chunkBytes <= slotBytes_ - kSlotHead) return true;
     drop();
+    if (chunkBytes > budget_) return false;  // also keeps the sizes below from wrapping
     const size_t slotBytes = (kSlotHead + chunkBytes + 63) & ~size_t{63};
-    size_t slots = kMinSlots;
-    while (slots * 2 * slotBytes <= budget_) slots *= 2;
-    if (budget_ == 0 || slots * slotBytes > budget_) return false;
-    table_ = static_cast<uint8_t*>(std::calloc(slots, slotBytes));
-    if (table_ == nullptr) return false;
+    if (slotBytes > budget_) return false;
+    size_t slots = 1;  // a power of two; one slot is allowed (tests force every step into it)
+    while (slots <= budget_ / (2 * slotBytes)) slots *= 2;
+    void* table = mmap(nullptr, slots * slotBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (table == MAP_FAILED) return false;
+    table_ = static_cast<uint8_t*>(table);
     slots_ = slots;
     slotBytes_ = slotBytes;
     return true;
   }
 
   void drop() {
-    std::free(table_);
+    if (table_ != nullptr) munmap(table_, slots_ * slotBytes_);
     table_ = nullptr;
     slots_ = 0;
     slotBytes_ = 0;
@@ -123,9 +132,10 @@ class ChainMemo {
   uint64_t misses_ = 0;
 };
 
+// Never destroyed: no exit-time free under a thread still hashing.
 ChainMemo& memo() {
-  static ChainMemo m;
-  return m;
+  static ChainMemo* m = new ChainMemo();
+  return *m;
 }
 }  // namespace
 

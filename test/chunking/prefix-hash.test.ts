@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -179,12 +180,56 @@ describe('prefix hash chain properties', () => {
       expect(chainMemoStats().hits).toBe(before.hits);
       expect(chainMemoStats().bytes).toBe(0);
     });
-    it('a larger chunk size gets a table of its own', () => {
+    it('a larger chunk size gets a table of its own, and the smaller one then fits in it', () => {
       const tokens = Array.from({ length: 64 * 5 }, (_, i) => i);
       chained(tokens);
+      expect(chainMemoStats().slots).toBe(131072); // 32 MiB of 72 + 64 bytes, rounded to 192: 174762, down to a power of two
       const big = hashTokenChunks(root, packTokens(tokens), 64, false, undefined, chainHashes).hashes;
+      expect(chainMemoStats().slots).toBe(65536); // 72 + 256 bytes, rounded to 384
       expect(big.equals(hashTokenChunks(root, packTokens(tokens), 64, false, undefined, null).hashes)).toBe(true);
+      const before = chainMemoStats().hits;
+      expect(hashTokenChunks(root, packTokens(tokens), 64, false, undefined, chainHashes).hashes.equals(big)).toBe(true);
+      expect(chainMemoStats().hits - before).toBe(5);
       expect(hashTokenChunks(root, packTokens(tokens), 16, false, undefined, chainHashes).hashes.equals(reference(tokens, false))).toBe(true);
+      expect(chainMemoStats().slots).toBe(65536);
+    });
+    it('with one slot, every step meets the one before it there and is still told apart', () => {
+      // One slot (192 bytes for 16-token chunks): each step below lands in
+      // the slot the previous one filled, so only the byte comparisons stand
+      // between it and the previous step's hash.
+      setChainMemo(192);
+      const step = (prev: Buffer, tokens: Buffer): Buffer => {
+        const out = Buffer.alloc(32);
+        chainHashes(prev, tokens, 64, 1, out);
+        return out;
+      };
+      const sha = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
+      const expected = (prev: Buffer, tokens: Buffer): Buffer => sha(Buffer.concat([prev, sha(tokens)]));
+      const flip = (b: Buffer, i: number): Buffer => {
+        const c = Buffer.from(b);
+        c[i] ^= 1;
+        return c;
+      };
+      const a = Buffer.from(root.subarray(0, 32));
+      const t = packTokens(Array.from({ length: 16 }, (_, i) => 1000 + i));
+      const steps: Array<[Buffer, Buffer]> = [
+        [a, t], [a, t], // the same step twice: a hit
+        [flip(a, 31), t], [flip(a, 0), t], [a, t], // parents that differ in one byte
+        [a, flip(t, 63)], [a, flip(t, 0)], [a, t], // tokens that differ in their last or first byte
+        [a, t.subarray(0, 60)], [a, t], [a, t.subarray(0, 4)], // a partial chunk that is a prefix of the full one
+      ];
+      let hits = 0;
+      for (const [prev, tokens] of steps) {
+        const before = chainMemoStats().hits;
+        expect(step(prev, tokens).equals(expected(prev, tokens))).toBe(true);
+        hits += chainMemoStats().hits - before;
+      }
+      expect(chainMemoStats().slots).toBe(1);
+      expect(hits).toBe(1);
+    });
+    it('refuses output that overlaps the tokens', () => {
+      const buf = Buffer.alloc(256);
+      expect(() => chainHashes(Buffer.alloc(32), buf.subarray(0, 128), 64, 2, buf.subarray(64, 128))).toThrow(/overlap/);
     });
   });
   it.skipIf(!nativeAvailable())('the native chain refuses out-of-bounds arguments', () => {
