@@ -164,7 +164,7 @@ async function lmcacheReference(url: string, size: number, n: number): Promise<V
   return JSON.parse(await run('/usr/bin/python3', [script, a.host, String(a.port), String(size), String(n), '8'], 300_000)) as ValkeyThroughputRow['lmcache_reference'];
 }
 
-async function reference(url: string, size: number, n: number, clients: number, caFile: string | null): Promise<ValkeyThroughputRow['reference']> {
+export async function reference(url: string, size: number, n: number, clients: number, caFile: string | null): Promise<ValkeyThroughputRow['reference']> {
   const ep = parseValkeyUrl(url);
   const addr = ep.addresses[0];
   const args = ['-h', addr.host, '-p', String(addr.port), '-t', 'set,get', '-d', String(size), '-n', String(n), '-c', String(clients), '-P', '1', '--csv'];

@@ -17,7 +17,11 @@
  *               needs the native addon; skipped when the temp dir lacks space)
  *   (stop A; start daemon B, empty, same Valkey: another instance of the fleet)
  *   valkey_hit  daemon B: Lookup (chunks found in Valkey, prefetch starts) +
- *               Retrieve + modelled prefill of the question
+ *               Retrieve + modelled prefill of the question; beside it, in
+ *               the same run, valkey-benchmark GET of segment-sized values
+ *               on the same server (-c 4 and 8, the better one), and the
+ *               TTFT the hit would have if its bytes moved at that rate:
+ *               the server's own ceiling for this row
  *
  * Pools are sized to the context (+16 MiB), the write-behind queue to
  * all of it, leases to 10 minutes; a combination whose memory estimate does
@@ -31,6 +35,7 @@ import { packTokens } from '../src/chunking/tokens.js';
 import { UsageError } from '../src/errors.js';
 import { KvtierClient } from '../src/protocol/client.js';
 import { startValkey, type ValkeyServer } from './valkey-server.js';
+import { reference as valkeyBenchmark } from './throughput-valkey.js';
 import type { DaemonProcess } from './daemon-process.js';
 import { startBenchDaemon } from './ttft-daemon.js';
 import { SHAPES, describePrefill, kvBytesPerToken, prefillMs, type ModelShape, type PrefillModel } from './ttft-shapes.js';
@@ -53,6 +58,27 @@ const NATIVE_POOL_MAX = Number.POSITIVE_INFINITY;
 const INLINE_WINDOW = 7;
 /** Daemons running now, killed if the bench is interrupted. */
 const live = new Set<DaemonProcess>();
+
+const moved = (row: TtftRow): number => row.bytes_moved as number;
+
+/**
+ * valkey-benchmark's GET rate on the bench's server, right after the
+ * valkey_hit (1 MiB values, the segment size; -c 4 and 8, the better), and
+ * what the hit's TTFT would be at that rate; null where valkey-benchmark is
+ * missing. Its one key stays until the bench's FLUSHALL.
+ */
+async function serverReference(url: string, bytes: number, tailMs: number, recomputeMs: number, progress: (m: string) => void): Promise<TtftRow['server_reference']> {
+  try {
+    const runs = [await valkeyBenchmark(url, MiB, 2048, 4, null), await valkeyBenchmark(url, MiB, 2048, 8, null)].filter((r) => r !== null);
+    if (runs.length === 0) return null;
+    const best = runs.reduce((a, b) => (b.retrieve_gbps > a.retrieve_gbps ? b : a));
+    const ttft = bytes / (best.retrieve_gbps * 1e6) + tailMs;
+    return { what: best.what, get_gbps: best.retrieve_gbps, ttft_ms_at_get_rate: round(ttft), ratio_at_get_rate: round(ttft / recomputeMs, 3) };
+  } catch (e) {
+    progress(`valkey-benchmark reference skipped: ${e instanceof Error ? e.message : String(e)}`);
+    return null;
+  }
+}
 
 async function daemon(env: Record<string, string>): Promise<DaemonProcess> {
   const d = await startBenchDaemon(env);
@@ -303,6 +329,7 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
       rows.push(hitRow('valkey_hit', t, 1, t.verified));
       const last = rows[rows.length - 1];
       progress(`${label}: valkey_hit ${last.ttft_ms} ms (${last.gbps} GB/s)`);
+      last.server_reference = await serverReference(valkey.url, moved(last), tail, full, progress);
     } finally {
       await wb.close();
     }
