@@ -134,7 +134,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     chain: chain?.fn ?? null,
   });
   let server: SocketServer;
-  const metrics = new DaemonMetrics({ version: VERSION, manager, memory: () => memory.info(), connections: () => server.connectionCount, closedConnections: () => server.closedConnections });
+  const metrics = new DaemonMetrics({ version: VERSION, manager, memory: () => memory.info(), connections: () => server.connectionCount, closedConnections: () => server.closedConnections, chainMemo: chain?.memo ?? null });
   const nativeMod = native.mod;
   const registrar: KvRegistrar | null = nativeMod === null ? null : async (layout, peer) => {
     // Without the peer's uid there is no owner to check files against: refuse.

@@ -15,6 +15,7 @@ import type { HostMemoryInfo } from '../tiers/host-memory.js';
 import { LOOKUP_BUCKETS, METRICS, TRANSFER_BUCKETS, type MetricDef } from './names.js';
 import { remoteView } from './remote-view.js';
 import { RequestMetrics } from './request-metrics.js';
+import type { ChainMemoStats } from '../../native/index.js';
 
 export interface MetricsSources {
   version: string;
@@ -22,6 +23,8 @@ export interface MetricsSources {
   memory(): HostMemoryInfo;
   connections(): number;
   closedConnections(): { badFrame: number; idle: number };
+  /** The native chain's memo counts; null with the JavaScript chain. */
+  chainMemo: (() => ChainMemoStats) | null;
 }
 
 type Values = Array<[Record<string, string>, number]>;
@@ -95,6 +98,8 @@ export class DaemonMetrics {
 
     gauge(METRICS.prefetchChargedBytes, () => m.prefetchStats().chargedBytes);
     counter(METRICS.prefetchWaits, () => m.prefetchStats().waits);
+    counter(METRICS.chainMemoHits, () => src.chainMemo?.().hits ?? 0);
+    counter(METRICS.chainHashed, () => src.chainMemo?.().misses ?? 0);
     gauge(METRICS.writeBehindQueueBytes, () => m.writeBehindStats().queuedBytes);
     gauge(METRICS.writeBehindQueueJobs, () => m.writeBehindStats().queuedJobs);
     gauge(METRICS.writeBehindInFlight, () => m.writeBehindStats().inFlight);

@@ -47,6 +47,8 @@ export const METRICS = {
   evictions: def('kvtier_host_evictions_total', 'counter', [], 'Host chunks evicted (LRU) to make room.'),
   evictedBytes: def('kvtier_host_evicted_bytes_total', 'counter', [], 'Bytes of host chunks evicted.'),
   prefetchChargedBytes: def('kvtier_prefetch_charged_bytes', 'gauge', [], "Bytes of every Lookup's disk and Valkey fetches in flight or landed and not yet retrieved (bounded by prefetch_budget_mb)."),
+  chainMemoHits: def('kvtier_chain_memo_hits_total', 'counter', [], 'Chunk steps of the prefix-hash chain answered from the chain memo (chain_memo_mb) instead of SHA-256.'),
+  chainHashed: def('kvtier_chain_hashed_chunks_total', 'counter', [], 'Chunk steps of the prefix-hash chain the native chain computed by SHA-256 (memo misses, or every step with chain_memo_mb 0); 0 with the JavaScript chain.'),
   prefetchWaits: def('kvtier_prefetch_budget_waits_total', 'counter', [], 'Times a Lookup\'s fetches waited for the daemon-wide prefetch budget.'),
   writeBehindQueueBytes: def('kvtier_write_behind_queue_bytes', 'gauge', [], 'Bytes queued towards Valkey, not yet sent.'),
   writeBehindQueueJobs: def('kvtier_write_behind_queue_chunks', 'gauge', [], 'Chunks queued towards Valkey, not yet sent.'),

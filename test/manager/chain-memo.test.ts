@@ -10,6 +10,8 @@ import { formatStats } from '../../src/cli/stats.js';
 import type { DaemonStats } from '../../src/daemon.js';
 import { nativeAvailable } from '../../native/index.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { freePort } from '../../bench/valkey-server.js';
+import { parseMetrics } from '../metrics/parse.js';
 
 const CHUNKS = 8;
 const prompt = (change?: number): number[] => {
@@ -27,14 +29,23 @@ describe.skipIf(!nativeAvailable())('chain memo in the daemon', () => {
   const memo = async (): Promise<NonNullable<DaemonStats['chainMemo']>> => ((await (await d!.connect()).stats()) as unknown as DaemonStats).chainMemo!;
 
   it('a warm Lookup hashes nothing, and a one-token change still misses from its chunk on', async () => {
-    d = await startTestDaemon({ chain_memo_mb: 32 });
+    const port = await freePort();
+    d = await startTestDaemon({ chain_memo_mb: 32, metrics_port: port });
+    const scrape = async (): Promise<{ hits: number; hashed: number }> => {
+      const m = parseMetrics(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+      return { hits: m.value('kvtier_chain_memo_hits_total'), hashed: m.value('kvtier_chain_hashed_chunks_total') };
+    };
     const c = await d.connect({ fingerprint: { model: 'chain-memo' } });
     await (await c.store({ address: { tokens: packTokens(prompt()) }, chunks: Array.from({ length: CHUNKS }, (_, i) => Buffer.alloc(4096, i)) })).committed;
     const before = await memo();
+    const scrapedBefore = await scrape();
     expect((await c.lookup({ tokens: packTokens(prompt()) }, { noLease: true })).hitChunks).toBe(CHUNKS);
     const after = await memo();
     expect(after.hits - before.hits).toBe(CHUNKS);
     expect(after.misses - before.misses).toBe(0);
+    const scrapedAfter = await scrape();
+    expect(scrapedAfter.hits - scrapedBefore.hits).toBe(CHUNKS);
+    expect(scrapedAfter.hashed).toBe(scrapedBefore.hashed);
     // Token 5 * 256 + 3 changed: chunks 0-4 are the stored ones, chunk 5 on are another prompt's.
     expect((await c.lookup({ tokens: packTokens(prompt(5 * 256 + 3)) }, { noLease: true })).hitChunks).toBe(5);
     expect((await c.lookup({ tokens: packTokens(prompt(5 * 256 + 3)) }, { noLease: true })).hitChunks).toBe(5);
