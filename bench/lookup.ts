@@ -36,6 +36,7 @@ import { startEchoFloor } from './echo-floor.js';
 import { nowUs, percentiles } from './stats.js';
 import { canPin, place, unpin, type Placement } from './placement.js';
 import { hashTokenChunks } from '../src/chunking/prefix-hash.js';
+import type { ChainMemoStats } from '../native/index.js';
 
 export interface LookupBenchOptions {
   tokens: number;
@@ -68,7 +69,7 @@ export interface LookupBenchResult {
   /** The prompt's chain hashed in this process: every chunk by SHA-256, and every chunk from the memo. */
   chain_us: { sha256: Percentiles; memo: Percentiles } | null;
   /** The daemon's chain memo after the run (kvtier stats' chainMemo). */
-  chain_memo: { hits: number; misses: number; slots: number } | null;
+  chain_memo: ChainMemoStats | null;
   /** The Python client's Lookup of the same prompt; null without /usr/bin/python3 and protobuf. */
   python_lookup_us: { p50: number; p99: number; max: number; chunks_hit: number } | null;
   python_error?: string;
@@ -185,7 +186,7 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
       for (let i = 0; i < perLookupBlock; i++) lookup.push(await one());
       for (let i = 0; i < perLookupBlock; i++) rankLookup.push(await all());
     }
-    const stats = (await client.stats()) as { lookupLatencyUs: Percentiles; chainMemo: { hits: number; misses: number; slots: number } | null };
+    const stats = (await client.stats()) as { lookupLatencyUs: Percentiles; chainMemo?: ChainMemoStats | null };
     const chain = native !== null && native.nativeAvailable() ? chainTimes(native, tokens, chunkSize, opts.iterations) : null;
     progress('measuring the Python client\'s lookup');
     const py = await pythonLookup(socket, tokens, chunkSize, opts.iterations);
@@ -199,7 +200,7 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
       ranks_per_lookup: ranks, ranks_lookup_us: ranksUs, ranks_over_one: { p50: ratio(ranksUs.p50, lookupUs.p50), p99: ratio(ranksUs.p99, lookupUs.p99) },
       placed_us: placed,
       chain_us: chain,
-      chain_memo: memoOf(stats.chainMemo ?? null),
+      chain_memo: stats.chainMemo ?? null,
       python_lookup_us: py.result, ...(py.error !== undefined ? { python_error: py.error } : {}),
     };
   } finally {
@@ -209,8 +210,6 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
     if (daemon !== null) await daemon.stop();
   }
 }
-
-const memoOf = (m: { hits: number; misses: number; slots: number } | null): LookupBenchResult['chain_memo'] => (m === null ? null : { hits: m.hits, misses: m.misses, slots: m.slots });
 
 /**
  * The prompt's chain in this process (the daemon's code and the same

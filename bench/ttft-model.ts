@@ -59,8 +59,6 @@ const INLINE_WINDOW = 7;
 /** Daemons running now, killed if the bench is interrupted. */
 const live = new Set<DaemonProcess>();
 
-const moved = (row: TtftRow): number => row.bytes_moved as number;
-
 /**
  * valkey-benchmark's GET rate on the bench's server, right after the
  * valkey_hit (1 MiB values, the segment size; -c 4 and 8, the better), and
@@ -329,7 +327,7 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
       rows.push(hitRow('valkey_hit', t, 1, t.verified));
       const last = rows[rows.length - 1];
       progress(`${label}: valkey_hit ${last.ttft_ms} ms (${last.gbps} GB/s)`);
-      last.server_reference = await serverReference(valkey.url, moved(last), tail, full, progress);
+      last.server_reference = await serverReference(valkey.url, last.bytes_moved as number, tail, full, progress);
     } finally {
       await wb.close();
     }

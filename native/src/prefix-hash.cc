@@ -62,20 +62,20 @@ class ChainMemo {
           std::memcmp(slot + kSlotHead, chunk, len) == 0) {
         std::memcpy(h, slot + 32, 32);
         hits_++;
-      } else if (slot != nullptr) {
-        // The slot's copy of the tokens is what gets hashed, so the stored
-        // step is (these bytes -> their hash) even if the caller's bytes
-        // change meanwhile (out overlapping tokens, a shared buffer).
-        std::memcpy(slot + kSlotHead, chunk, len);
-        sha256(slot + kSlotHead, len, pair + 32);
-        sha256(pair, sizeof pair, h);
-        std::memcpy(slot, pair, 32);
-        std::memcpy(slot + 32, h, 32);
-        store64(slot + 64, len);
-        misses_++;
       } else {
-        sha256(chunk, len, pair + 32);
+        // With a slot, the slot's copy of the tokens is what gets hashed, so
+        // the stored step is (these bytes -> their hash) even if the
+        // caller's bytes change meanwhile (out overlapping tokens, a shared
+        // buffer).
+        const uint8_t* hashed = chunk;
+        if (slot != nullptr) hashed = static_cast<uint8_t*>(std::memcpy(slot + kSlotHead, chunk, len));
+        sha256(hashed, len, pair + 32);
         sha256(pair, sizeof pair, h);
+        if (slot != nullptr) {
+          std::memcpy(slot, pair, 32);
+          std::memcpy(slot + 32, h, 32);
+          store64(slot + 64, len);
+        }
         misses_++;
       }
       std::memcpy(pair, h, 32);
