@@ -272,32 +272,33 @@ export class KvtierClient {
   }
 
   #onData(data: Buffer): void {
-    let frames: Buffer[];
     try {
-      frames = this.#decoder.push(data);
+      this.#decoder.push(data, this.#frameHandler);
     } catch (e) {
       this.#failAll(e instanceof Error ? e : new Error(String(e)));
       this.#socket.destroy();
-      return;
     }
-    for (const frame of frames) {
-      const env = decodeEnvelope(frame);
-      const p = this.#pending.get(env.id);
-      if (p === undefined) continue;
-      if (env.body === 'error') {
-        this.#pending.delete(env.id);
-        const e = new KvtierError((env.error?.code ?? ErrorCode.KVT_INTERNAL) as ErrorCode, env.error?.message ?? "");
-        p.first.reject(e);
-        p.second?.reject(e);
-      } else if (env.body === 'storeCopied' && p.second !== undefined) {
-        p.first.resolve(env);
-      } else if (env.body === 'storeCommitted' && p.second !== undefined) {
-        this.#pending.delete(env.id);
-        p.second.resolve(env);
-      } else {
-        this.#pending.delete(env.id);
-        p.first.resolve(env);
-      }
+  }
+
+  readonly #frameHandler = (frame: Buffer): void => this.#onFrame(frame);
+
+  #onFrame(frame: Buffer): void {
+    const env = decodeEnvelope(frame);
+    const p = this.#pending.get(env.id);
+    if (p === undefined) return;
+    if (env.body === 'error') {
+      this.#pending.delete(env.id);
+      const e = new KvtierError((env.error?.code ?? ErrorCode.KVT_INTERNAL) as ErrorCode, env.error?.message ?? "");
+      p.first.reject(e);
+      p.second?.reject(e);
+    } else if (env.body === 'storeCopied' && p.second !== undefined) {
+      p.first.resolve(env);
+    } else if (env.body === 'storeCommitted' && p.second !== undefined) {
+      this.#pending.delete(env.id);
+      p.second.resolve(env);
+    } else {
+      this.#pending.delete(env.id);
+      p.first.resolve(env);
     }
   }
 

@@ -77,8 +77,7 @@ export class Connection {
     this.#closedCounts = init.closed;
     this.#log = ctx.logger.child({ conn: id });
     this.#dispatcher = new Dispatcher(ctx, { owner: id, peer: init.peer, log: this.#log, send: (msg) => this.#send(msg) });
-    this.#decoder = new FrameDecoder(ctx.maxFrameBytes);
-    socket.on('data', (data: Buffer) => this.#onData(data));
+    this.#decoder = new FrameDecoder(ctx.maxFrameBytes, { lent: true });
     socket.on('error', (e) => this.#log.debug('socket error', { error: e.message }));
     socket.on('drain', () => this.#flow());
     socket.on('close', () => {
@@ -117,21 +116,25 @@ export class Connection {
     socket.resume();
   }
 
-  #onData(data: Buffer): void {
+  /**
+   * Bytes read from the socket (server.ts: its read callback, or 'data').
+   * They may be the shared read buffer: used here, in this turn, and copied
+   * where kept (#onFrame).
+   */
+  receive(data: Buffer): void {
     if (this.#broken) return;
-    let frames: Buffer[];
     try {
-      frames = this.#decoder.push(data);
+      this.#decoder.push(data, this.#frameHandler);
     } catch (e) {
       // The stream can no longer be split into frames: answer once, then close.
       this.#send({ id: 0, error: this.#errorBody(e) });
       this.#broken = true;
       this.#closedCounts.badFrame++;
       this.end();
-      return;
     }
-    for (const frame of frames) this.#onFrame(frame);
   }
+
+  readonly #frameHandler = (frame: Buffer): void => this.#onFrame(frame);
 
   #onTimeout(): void {
     if (this.#inFlight > 0 || this.#dispatcher.holdsKv || this.#ending) return;
@@ -151,6 +154,12 @@ export class Connection {
     let env: Envelope;
     try {
       env = decodeEnvelope(frame);
+      // The frame's memory is lent (framing.ts) and its Envelope's bytes
+      // fields are views of it. A Lookup reads its tokens and seed only in
+      // the synchronous part of dispatch() (hashing happens before the first
+      // await) and is served from the loan: 512 KiB not copied per prompt.
+      // Every other request may keep bytes past this turn, so it gets a copy.
+      if (env.body !== 'lookup' && this.#decoder.lends(frame)) env = decodeEnvelope(Buffer.from(frame));
     } catch (e) {
       this.#send({ id: 0, error: this.#errorBody(new BadFrameError(`undecodable envelope: ${errorMessage(e)}`)) });
       return;
@@ -159,10 +168,6 @@ export class Connection {
     let handled: Reply | Promise<Reply>;
     try {
       handled = this.#dispatcher.dispatch(env);
-      // A Lookup reads its token bytes only in the synchronous part of
-      // dispatch() (hashing happens before the first await): its frame's
-      // memory can go back to the decoder now. Other requests keep theirs.
-      if (env.body === 'lookup') this.#decoder.reclaim(frame);
       if (!(handled instanceof Promise)) {
         // Answered without waiting (Ping, Hello, Stats, ReleaseLease): sent
         // in this turn, with no promise hops in between.
@@ -170,7 +175,6 @@ export class Connection {
         return;
       }
     } catch (e) {
-      if (env.body === 'lookup') this.#decoder.reclaim(frame);
       this.#send({ id, error: this.#errorBody(e) });
       return;
     }

@@ -1,107 +1,146 @@
 /**
  * Splits a byte stream into frames: [u32 LE length][payload].
  *
- * Chunks from the socket are kept as a list and only joined when a frame
- * straddles them, so a frame that arrives whole is handed on as a view of
- * the socket's own buffer. A length above maxFrameBytes is reported before
- * any of its payload is buffered: the caller answers and closes.
+ * Each frame is handed to the caller's callback as soon as its last byte is
+ * pushed. A frame that arrives within one push is a view of the pushed
+ * bytes; one that straddles pushes is copied into an assembly buffer as its
+ * pieces arrive, so the decoder never keeps a view of pushed data past the
+ * push. A length above maxFrameBytes is reported before any of its payload
+ * is buffered: the caller answers and closes.
  *
- * A frame that straddles reads (a 128K-token Lookup is 512 KiB, read 64 KiB
- * at a time) is assembled in a scratch buffer that is lent to the caller;
- * a caller done with the frame's bytes hands it back with reclaim(), and the
- * next such frame reuses it. Unreclaimed, it stays the frame's and a new one
- * is made: allocating 512 KiB per lookup made V8 collect for external memory
- * pressure, which showed up in the lookup p99.
+ * Two ways to own a frame:
+ * - Kept (the default): a frame is the caller's for good. Straddling frames
+ *   get a buffer of their own, sized from the length up front (the client
+ *   trusts its daemon's lengths).
+ * - Lent (the daemon): a frame is valid only until the callback returns. The
+ *   daemon's reads land in one buffer shared by every connection (server.ts),
+ *   and straddling frames up to SCRATCH_MAX are assembled in one buffer per
+ *   connection, reused for every frame: a 128K-token Lookup (512 KiB, read in
+ *   pieces) then allocates nothing. Allocating per read and per frame made V8
+ *   run an incremental mark-compact every ~40 ms for that external memory
+ *   (88 in one `kvtier bench lookup`), which was the lookup p99. An
+ *   assembly buffer grows as bytes arrive, never from the claimed length
+ *   alone: a peer that claims 4 GiB and sends nothing costs nothing.
+ *   `lends(frame)` says whether a frame is such a loan (the caller copies
+ *   what it keeps) or a buffer the caller may keep.
  */
 import { FrameTooLargeError } from '../errors.js';
 import { FRAME_HEADER_BYTES } from './messages.js';
 
-const SCRATCH_MIN = 1 << 20;
+/** Lent mode: straddling frames up to this size are assembled in the connection's reused buffer. */
 const SCRATCH_MAX = 4 << 20;
+/** Lent mode: the first allocation of an assembly buffer. */
+const GROW_MIN = 64 << 10;
 const EMPTY = Buffer.alloc(0);
+
+export interface FrameDecoderOptions {
+  /** Frames are valid only until the callback returns (see the file comment). */
+  lent?: boolean;
+}
 
 export class FrameDecoder {
   readonly #maxFrameBytes: number;
-  #chunks: Buffer[] = [];
-  #buffered = 0;
+  readonly #lentMode: boolean;
+  /** The header being read, when it straddles pushes. */
+  readonly #header = Buffer.alloc(FRAME_HEADER_BYTES);
+  #headerFill = 0;
+  /** The length of the frame being assembled; -1 while none is. */
+  #want = -1;
+  #body: Buffer = EMPTY;
+  #bodyFill = 0;
+  /** Lent mode: the reused assembly buffer. */
   #scratch: Buffer | null = null;
-  #lent: Buffer | null = null;
+  /** Lent mode: the data of the push in progress, whose views are loans. */
+  #pushing: Buffer | null = null;
 
-  constructor(maxFrameBytes: number) {
+  constructor(maxFrameBytes: number, opts: FrameDecoderOptions = {}) {
     this.#maxFrameBytes = maxFrameBytes;
+    this.#lentMode = opts.lent === true;
   }
 
+  /** Bytes of an unfinished frame held (its header included). */
   get bufferedBytes(): number {
-    return this.#buffered;
+    return this.#headerFill + (this.#want >= 0 ? FRAME_HEADER_BYTES + this.#bodyFill : 0);
   }
 
-  /** Appends data and returns every complete frame payload. Throws FrameTooLargeError. */
-  push(data: Buffer): Buffer[] {
-    if (this.#lent !== null) {
-      // Not handed back: the frame keeps that memory.
-      this.#scratch = null;
-      this.#lent = null;
+  /** Appends data and calls onFrame with every frame it completes, in order. Throws FrameTooLargeError. */
+  push(data: Buffer, onFrame: (frame: Buffer) => void): void {
+    this.#pushing = data;
+    try {
+      this.#split(data, onFrame);
+    } finally {
+      this.#pushing = null;
     }
-    this.#chunks.push(data);
-    this.#buffered += data.length;
-    const frames: Buffer[] = [];
-    for (;;) {
-      if (this.#buffered < FRAME_HEADER_BYTES) break;
-      const length = this.#peekLength();
-      if (length > this.#maxFrameBytes) throw new FrameTooLargeError(length, this.#maxFrameBytes);
-      if (this.#buffered < FRAME_HEADER_BYTES + length) break;
-      this.#consume(FRAME_HEADER_BYTES);
-      frames.push(this.#consume(length));
-    }
-    return frames;
-  }
-
-  /** The caller no longer reads `frame`'s bytes: its scratch memory may be reused. */
-  reclaim(frame: Buffer): void {
-    if (this.#lent !== null && frame.buffer === this.#lent.buffer) this.#lent = null;
-  }
-
-  #assemblyBuffer(n: number): Buffer {
-    if (this.#lent !== null || n > SCRATCH_MAX) return Buffer.allocUnsafe(n);
-    if (this.#scratch === null || this.#scratch.length < n) this.#scratch = Buffer.allocUnsafeSlow(Math.max(n, SCRATCH_MIN));
-    this.#lent = this.#scratch.subarray(0, n);
-    return this.#lent;
-  }
-
-  #peekLength(): number {
-    const first = this.#chunks[0];
-    if (first.length >= FRAME_HEADER_BYTES) return first.readUInt32LE(0);
-    const head = Buffer.concat(this.#chunks, FRAME_HEADER_BYTES);
-    return head.readUInt32LE(0);
   }
 
   /**
-   * Removes n bytes from the front; a view when they lie in one chunk. An
-   * empty frame whose header ended a read leaves no chunk to view: n = 0
-   * must not look at the list.
+   * Lent mode: whether `frame` (handed to onFrame, asked before it returns)
+   * is memory the decoder or the reader will reuse. False for a frame in a
+   * buffer of its own, which the caller may keep.
    */
-  #consume(n: number): Buffer {
-    if (n === 0) return EMPTY;
-    this.#buffered -= n;
-    const first = this.#chunks[0];
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
+  lends(frame: Buffer): boolean {
+    if (!this.#lentMode) return false;
+    return frame.buffer === this.#pushing?.buffer || frame.buffer === this.#scratch?.buffer;
+  }
+
+  #split(data: Buffer, onFrame: (frame: Buffer) => void): void {
+    const end = data.length;
+    let off = 0;
+    while (off < end) {
+      if (this.#want < 0) {
+        let length: number;
+        if (this.#headerFill === 0 && end - off >= FRAME_HEADER_BYTES) {
+          length = data.readUInt32LE(off);
+          off += FRAME_HEADER_BYTES;
+        } else {
+          const take = Math.min(FRAME_HEADER_BYTES - this.#headerFill, end - off);
+          data.copy(this.#header, this.#headerFill, off, off + take);
+          this.#headerFill += take;
+          off += take;
+          if (this.#headerFill < FRAME_HEADER_BYTES) return;
+          this.#headerFill = 0;
+          length = this.#header.readUInt32LE(0);
+        }
+        if (length > this.#maxFrameBytes) throw new FrameTooLargeError(length, this.#maxFrameBytes);
+        if (end - off >= length) {
+          onFrame(length === 0 ? EMPTY : data.subarray(off, off + length));
+          off += length;
+          continue;
+        }
+        this.#want = length;
+        this.#body = this.#startBody(length, end - off);
+        this.#bodyFill = 0;
+      }
+      const take = Math.min(this.#want - this.#bodyFill, end - off);
+      if (this.#bodyFill + take > this.#body.length) this.#grow(this.#bodyFill + take);
+      data.copy(this.#body, this.#bodyFill, off, off + take);
+      this.#bodyFill += take;
+      off += take;
+      if (this.#bodyFill === this.#want) {
+        const frame = this.#body.subarray(0, this.#want);
+        this.#want = -1;
+        this.#body = EMPTY;
+        this.#bodyFill = 0;
+        onFrame(frame);
+      }
     }
-    if (first.length === n) {
-      this.#chunks.shift();
-      return first;
-    }
-    const out = this.#assemblyBuffer(n);
-    let filled = 0;
-    while (filled < n) {
-      const chunk = this.#chunks[0];
-      const take = Math.min(chunk.length, n - filled);
-      chunk.copy(out, filled, 0, take);
-      filled += take;
-      if (take === chunk.length) this.#chunks.shift();
-      else this.#chunks[0] = chunk.subarray(take);
-    }
-    return out;
+  }
+
+  /** The buffer a straddling frame of `length` bytes is assembled in; `arrived` of them are here. */
+  #startBody(length: number, arrived: number): Buffer {
+    if (!this.#lentMode) return Buffer.allocUnsafeSlow(length);
+    if (this.#scratch !== null) return this.#scratch;
+    const first = Buffer.allocUnsafeSlow(Math.min(length, Math.max(GROW_MIN, arrived)));
+    if (first.length <= SCRATCH_MAX) this.#scratch = first;
+    return first;
+  }
+
+  /** A larger assembly buffer (lent mode only), at least `need` bytes, the bytes so far copied over. */
+  #grow(need: number): void {
+    const size = Math.min(this.#want, Math.max(need, 2 * this.#body.length));
+    const next = Buffer.allocUnsafeSlow(size);
+    this.#body.copy(next, 0, 0, this.#bodyFill);
+    this.#body = next;
+    if (size <= SCRATCH_MAX) this.#scratch = next;
   }
 }

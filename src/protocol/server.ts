@@ -11,7 +11,7 @@
  * and handed to its Connection: RegisterKv maps only files that uid owns.
  */
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { Socket as NetSocket, createConnection, createServer, type Server, type Socket } from 'node:net';
 import { ErrorCode, KvtierError, SocketInUseError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Connection, type ClosedConnectionCounts, type ConnectionContext } from './connection.js';
@@ -49,9 +49,12 @@ export class SocketServer {
   async listen(): Promise<void> {
     const { path, mode } = this.#opts;
     await removeStaleSocket(path);
-    const server = createServer({ allowHalfOpen: false }, (socket) => {
-      const conn = new Connection(this.#nextId++, socket, this.#opts.context, {
-        peer: this.#peer(socket),
+    const server = createServer({ allowHalfOpen: false, pauseOnConnect: true }, (accepted) => {
+      const peer = this.#peer(accepted);
+      let conn: Connection | null = null;
+      const socket = readingIntoShared(accepted, (data) => conn!.receive(data));
+      conn = new Connection(this.#nextId++, socket, this.#opts.context, {
+        peer,
         closed: this.#closed,
         onClose: (c) => this.#connections.delete(c),
       });
@@ -101,6 +104,42 @@ export class SocketServer {
       // Already gone: nothing to clean.
     }
   }
+}
+
+/**
+ * Every connection's reads land in this one buffer (net's `onread`), each
+ * consumed before the next read: Node otherwise reads into a fresh 64 KiB
+ * ArrayBuffer per read, 512 KiB of garbage per 128K-token Lookup, and V8
+ * collected for that external memory every ~40 ms (framing.ts).
+ */
+const SHARED_READ = Buffer.allocUnsafeSlow(256 << 10);
+
+/**
+ * `accepted` (paused, not yet read) as a socket that reads into SHARED_READ
+ * and hands each read to `onRead`. net.Server has no `onread` option, so the
+ * accepted handle moves to a Socket made with one: `_handle` is Node's
+ * undocumented handle field (peer.ts reads its fd the same way), and the
+ * empty `accepted` is destroyed at once, which settles the server's
+ * connection count. Where Node has no such field the socket is used as it
+ * is, its 'data' chunks fed to the same `onRead`.
+ */
+function readingIntoShared(accepted: Socket, onRead: (data: Buffer) => void): Socket {
+  const raw = accepted as unknown as { _handle?: object | null };
+  const handle = raw._handle;
+  if (handle === null || typeof handle !== 'object') {
+    accepted.on('data', onRead);
+    accepted.resume();
+    return accepted;
+  }
+  raw._handle = null;
+  accepted.destroy();
+  return new NetSocket({
+    handle,
+    readable: true,
+    writable: true,
+    allowHalfOpen: false,
+    onread: { buffer: SHARED_READ, callback: (n: number, buf: Uint8Array) => { onRead((buf as Buffer).subarray(0, n)); } },
+  } as unknown as ConstructorParameters<typeof NetSocket>[0]);
 }
 
 /** Unlinks `path` if it is a socket nobody answers on; throws if a daemon is live there. */

@@ -24,7 +24,7 @@ async function sendRaw(path: string, bytes: Buffer, quietMs = 60): Promise<{ rep
   const replies: ReturnType<typeof decodeEnvelope>[] = [];
   let closed = false;
   sock.on('data', (d: Buffer) => {
-    for (const f of decoder.push(d)) replies.push(decodeEnvelope(f));
+    decoder.push(d, (f) => replies.push(decodeEnvelope(f)));
   });
   sock.on('error', () => {});
   const done = new Promise<void>((r) => sock.once('close', () => {

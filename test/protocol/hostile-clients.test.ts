@@ -45,7 +45,7 @@ async function exchange(path: string, bytes: Buffer, ms = 2000, hangUp: HangUp =
   const decoder = new FrameDecoder(1 << 30);
   const replies: Reply[] = [];
   sock.on('data', (d: Buffer) => {
-    for (const f of decoder.push(d)) replies.push(decodeEnvelope(f));
+    decoder.push(d, (f) => replies.push(decodeEnvelope(f)));
   });
   sock.on('error', () => {});
   const ended = new Promise<boolean>((resolve) => {
@@ -81,7 +81,7 @@ async function ask(path: string, frames: Buffer[], count: number): Promise<Reply
   const done = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`only ${replies.length} of ${count} replies: ${JSON.stringify(replies.map((r) => r.error ?? r.body))}`)), 5000);
     sock.on('data', (d: Buffer) => {
-      for (const f of decoder.push(d)) replies.push(decodeEnvelope(f));
+      decoder.push(d, (f) => replies.push(decodeEnvelope(f)));
       if (replies.length >= count) {
         clearTimeout(timer);
         resolve();
