@@ -235,14 +235,22 @@ export class KvtierClient {
     this.#pending.set(id, { first, second, deadline, what, timeoutMs });
     if (deadline < this.#timerAt) this.#arm(deadline);
     const frame = encode(id);
-    if (Buffer.isBuffer(frame)) {
-      this.#socket.write(frame);
-    } else {
+    // Corked for the rest of the turn: requests made together (a lease
+    // released per rank) leave in one writev, as the daemon's answers do.
+    if (!this.#corked) {
+      this.#corked = true;
       this.#socket.cork();
-      for (const part of frame) this.#socket.write(part);
-      this.#socket.uncork();
+      process.nextTick(this.#uncork);
     }
+    if (Buffer.isBuffer(frame)) this.#socket.write(frame);
+    else for (const part of frame) this.#socket.write(part);
   }
+
+  #corked = false;
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.#socket.uncork();
+  };
 
   /** (Re)arms the timeout timer for `at`. Unref'd: the open socket is what keeps a process alive. */
   #arm(at: number): void {

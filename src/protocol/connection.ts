@@ -224,11 +224,29 @@ export class Connection {
     this.#write(encodeFrame(msg));
   }
 
+  /**
+   * Writes are corked for the rest of the turn: the answers to every frame
+   * of one read (a scheduler releasing eight ranks' leases at once, a
+   * pipelining client) leave in one writev. A write syscall that wakes the
+   * peer cost tens of microseconds of daemon time on the VMs measured here.
+   */
   #write(frame: Buffer): void {
-    if (this.#closed || this.#socket.destroyed || !this.#socket.writable) return;
-    this.#socket.write(frame);
+    const socket = this.#socket;
+    if (this.#closed || socket.destroyed || !socket.writable) return;
+    if (!this.#corked) {
+      this.#corked = true;
+      socket.cork();
+      process.nextTick(this.#uncork);
+    }
+    socket.write(frame);
     this.#flow();
   }
+
+  #corked = false;
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.#socket.uncork();
+  };
 
   #errorBody(e: unknown): { code: string; message: string } {
     if (isKvtierError(e)) return { code: e.code, message: e.message };
