@@ -41,6 +41,7 @@ import { startBenchDaemon } from './ttft-daemon.js';
 import { SHAPES, describePrefill, kvBytesPerToken, prefillMs, type ModelShape, type PrefillModel } from './ttft-shapes.js';
 import { blocksPath, inlinePath, type LoadTiming, type WorkerPath } from './ttft-worker.js';
 import type { TtftRow } from './ttft-types.js';
+import type { NativeStats } from '../src/tiers/valkey-native.js';
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
@@ -58,6 +59,31 @@ const NATIVE_POOL_MAX = Number.POSITIVE_INFINITY;
 const INLINE_WINDOW = 7;
 /** Daemons running now, killed if the bench is interrupted. */
 const live = new Set<DaemonProcess>();
+
+type LinkCounts = Pick<NativeStats, 'connections' | 'parts' | 'busyMs' | 'waitMs' | 'bytesIn'>;
+
+/** Daemon B's native Valkey link counters (Stats remote.detail.native); null on the glide path. */
+async function linkStats(c: KvtierClient): Promise<LinkCounts | null> {
+  const s = (await c.stats()) as { remote?: { detail?: { native?: LinkCounts | null } } };
+  return s.remote?.detail?.native ?? null;
+}
+
+/**
+ * What the native link did during a hit of `ms`: how busy its connections
+ * were (1: every connection ran a part the whole time, the link or the
+ * server is the limit; well below 1 with short waits: the link was not fed)
+ * and how long a part waited for a connection.
+ */
+function linkUse(a: LinkCounts, b: LinkCounts, ms: number): Record<string, number> {
+  const parts = b.parts - a.parts;
+  return {
+    connections: b.connections,
+    parts,
+    busy_fraction: round((b.busyMs - a.busyMs) / (b.connections * ms), 3),
+    wait_ms_per_part: parts > 0 ? round((b.waitMs - a.waitMs) / parts, 2) : 0,
+    bytes_in: b.bytesIn - a.bytesIn,
+  };
+}
 
 /**
  * valkey-benchmark's GET rate on the bench's server, right after the
@@ -323,9 +349,14 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
     const wb = await KvtierClient.connect({ path: b.socket, clientKind: 'bench-ttft', fingerprint: { model: shape.name }, timeoutMs: 600_000 });
     try {
       await kv.attach(wb);
+      const before = await linkStats(wb);
+      const t0 = performance.now();
       const t = await kv.load(wb, tokens, chunks, true);
+      const loadMs = performance.now() - t0;
+      const after = await linkStats(wb);
       rows.push(hitRow('valkey_hit', t, 1, t.verified));
       const last = rows[rows.length - 1];
+      if (before !== null && after !== null) last.link = linkUse(before, after, loadMs);
       progress(`${label}: valkey_hit ${last.ttft_ms} ms (${last.gbps} GB/s)`);
       last.server_reference = await serverReference(valkey.url, last.bytes_moved as number, tail, full, progress);
     } finally {

@@ -77,7 +77,8 @@ export interface ValkeyLinkBinding {
   write(segKeys: string[], src: Uint8Array, segBytes: number, segTtl: number, manifestKey: string, manifest: Uint8Array, sumOffsets: Uint32Array, manifestTtl: number, timeoutMs: number): Promise<void>;
   /** `asking`: ASKING before each GET (a retry at the node an ASK redirect named). */
   read(manifestKey: string, manifestCap: number, segKeys: string[], dest: Uint8Array, segBytes: number, timeoutMs: number, asking: boolean): Promise<ValkeyReadResult>;
-  stats(): { jobs: number; failures: number; reconnects: number; bytesOut: number; bytesIn: number };
+  /** busyMs: time connections spent running parts, summed; waitMs: time parts waited for a connection, summed. */
+  stats(): { jobs: number; failures: number; reconnects: number; bytesOut: number; bytesIn: number; parts: number; busyMs: number; waitMs: number };
   /** Fails every queued part and wakes running ones (their sockets are shut down); the count of queued parts. */
   abort(why: string): number;
   close(): void;

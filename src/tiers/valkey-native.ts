@@ -103,6 +103,14 @@ export interface NativeStats {
   reconnects: number;
   bytesOut: number;
   bytesIn: number;
+  /** Parts of jobs (pipelined segment runs) a connection took. */
+  parts: number;
+  /** Time the links' connections spent running parts, summed over connections: near connections x wall time when the link is saturated. */
+  busyMs: number;
+  /** Time parts waited between submit and a connection taking them, summed over parts. */
+  waitMs: number;
+  /** Connections per link (valkey_connections). */
+  connections: number;
   /** Links open now (one per node in use). */
   nodes: number;
   /** Jobs a cluster node answered with MOVED/ASK. */
@@ -125,7 +133,7 @@ export interface NativeOpenOptions {
   log?: (level: 'info' | 'warn' | 'error', message: string) => void;
 }
 
-type LinkCounters = Omit<NativeStats, 'nodes' | 'redirects' | 'askRedirects' | 'redirectRetries' | 'redirectsToGlide' | 'mapRefreshes'>;
+type LinkCounters = Omit<NativeStats, 'connections' | 'nodes' | 'redirects' | 'askRedirects' | 'redirectRetries' | 'redirectsToGlide' | 'mapRefreshes'>;
 
 export class NativeDataPath {
   readonly #openLink: (host: string, port: number) => ValkeyLinkBinding;
@@ -143,7 +151,7 @@ export class NativeDataPath {
   #fetchFailing = false;
   #closed = false;
   /** Counters of links already closed, so stats never go backwards. */
-  #retired: LinkCounters = { jobs: 0, failures: 0, reconnects: 0, bytesOut: 0, bytesIn: 0 };
+  #retired: LinkCounters = { jobs: 0, failures: 0, reconnects: 0, bytesOut: 0, bytesIn: 0, parts: 0, busyMs: 0, waitMs: 0 };
   #redirects = 0;
   #askRedirects = 0;
   #redirectRetries = 0;
@@ -365,7 +373,7 @@ export class NativeDataPath {
       for (const k of Object.keys(sum) as (keyof LinkCounters)[]) sum[k] += s[k];
     }
     return {
-      ...sum, nodes: this.#allLinks().length, redirects: this.#redirects, askRedirects: this.#askRedirects,
+      ...sum, connections: this.#connections, nodes: this.#allLinks().length, redirects: this.#redirects, askRedirects: this.#askRedirects,
       redirectRetries: this.#redirectRetries, redirectsToGlide: this.#redirectsToGlide, mapRefreshes: this.#mapRefreshes,
     };
   }

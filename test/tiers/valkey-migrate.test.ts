@@ -71,7 +71,7 @@ describe.each(['native', 'glide'] as const)('a slot migrated while the tier read
     const tier = await ValkeyTier.create(options);
     try {
       expect(tier.dataPath.path).toBe(dataPath);
-      const nativeStats = (): NativeStats => (tier.stats().native as NativeStats | null) ?? { jobs: 0, failures: 0, reconnects: 0, bytesOut: 0, bytesIn: 0, nodes: 0, redirects: 0, askRedirects: 0, redirectRetries: 0, redirectsToGlide: 0, mapRefreshes: 0 };
+      const nativeStats = (): NativeStats => (tier.stats().native as NativeStats | null) ?? { jobs: 0, failures: 0, reconnects: 0, bytesOut: 0, bytesIn: 0, parts: 0, busyMs: 0, waitMs: 0, connections: 0, nodes: 0, redirects: 0, askRedirects: 0, redirectRetries: 0, redirectsToGlide: 0, mapRefreshes: 0 };
       // Three chunks in one slot, so the slot holds 18 keys to move a few at a time.
       const first = randomChunkKey('ns-migrate');
       const slot = keyHashSlot(tier.keyOf(first));

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeAvailable } from '../../native/index.js';
 import type { Slab } from '../../src/tiers/host-memory.js';
 import { ValkeyTier } from '../../src/tiers/valkey-tier.js';
+import type { NativeStats } from '../../src/tiers/valkey-native.js';
 import { startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
 import { randomChunkKey } from './tier-contract.js';
 
@@ -116,4 +117,29 @@ describe.skipIf(!nativeAvailable())('native data path', () => {
       await tier.close();
     }
   }, 60_000);
+  it('counts where its time goes: parts run, connection busy time and queue waits grow with the reads, bounded by wall time', async () => {
+    const tier = await ValkeyTier.create({ url: server.url, dataPath: 'native', connections: 2, log: quiet });
+    try {
+      const items = Array.from({ length: 6 }, () => ({ k: randomChunkKey('ns-busy'), v: randomBytes(3 * MiB) }));
+      for (const { k, v } of items) expect(await tier.put(k, v)).toBe(true);
+      const native = (): NativeStats => tier.stats().native as NativeStats;
+      const a = native();
+      const t0 = performance.now();
+      // Six chunks at once over two connections: parts queue for a connection.
+      const got = await Promise.all(items.map(({ k }) => tier.get(k)));
+      const wall = performance.now() - t0;
+      const b = native();
+      got.forEach((g, i) => expect(g!.equals(items[i].v)).toBe(true));
+      expect(b.connections).toBe(2);
+      // At least one part per segment read (1 MiB segments: 3 per chunk), and the manifests.
+      expect(b.parts - a.parts).toBeGreaterThanOrEqual(6 * 3);
+      expect(b.busyMs - a.busyMs).toBeGreaterThan(0);
+      // Busy time is per connection: never more than the connections times the wall time.
+      expect(b.busyMs - a.busyMs).toBeLessThanOrEqual(2 * wall + 1);
+      expect(b.waitMs - a.waitMs).toBeGreaterThan(0);
+      expect(b.bytesIn - a.bytesIn).toBeGreaterThanOrEqual(6 * 3 * MiB);
+    } finally {
+      await tier.close();
+    }
+  });
 });

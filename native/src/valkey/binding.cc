@@ -151,6 +151,9 @@ class LinkWrap : public Napi::ObjectWrap<LinkWrap> {
     o.Set("reconnects", static_cast<double>(s.reconnects));
     o.Set("bytesOut", static_cast<double>(s.bytesOut));
     o.Set("bytesIn", static_cast<double>(s.bytesIn));
+    o.Set("parts", static_cast<double>(s.parts));
+    o.Set("busyMs", static_cast<double>(s.busyNs) / 1e6);
+    o.Set("waitMs", static_cast<double>(s.waitNs) / 1e6);
     return o;
   }
 

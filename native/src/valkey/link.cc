@@ -57,7 +57,7 @@ void ValkeyLink::submit(std::unique_ptr<ValkeyJob> job) {
   do {
     size_t end = begin, bytes = 0;
     while (end < n && (end == begin || bytes + job->segments[end].length <= pipelineBytes_)) bytes += job->segments[end++].length;
-    parts.push_back({job.get(), begin, end, begin == 0});
+    parts.push_back({job.get(), begin, end, begin == 0, Clock::time_point{}});
     begin = end;
   } while (begin < n);
   job->partsLeft = parts.size();
@@ -65,7 +65,11 @@ void ValkeyLink::submit(std::unique_ptr<ValkeyJob> job) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!closed_) {
       job.release();  // owned by its parts until the last one finishes
-      for (auto& p : parts) queue_.push_back(p);
+      const auto now = Clock::now();
+      for (auto& p : parts) {
+        p.queued = now;
+        queue_.push_back(p);
+      }
       if (parts.size() == 1) cv_.notify_one();
       else cv_.notify_all();
       return;
@@ -110,16 +114,23 @@ void ValkeyLink::loop(size_t index) {
   RespConn& conn = *conns_[index];
   for (;;) {
     JobPart part;
+    Clock::time_point started;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return closed_ || !queue_.empty(); });
       if (closed_) break;
       part = queue_.front();
       queue_.pop_front();
+      started = Clock::now();
+      stats_.parts++;
+      stats_.waitNs += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(started - part.queued).count());
     }
     std::string code, message;
-    bool ok = run(conn, part, Clock::now() + part.job->timeout, &code, &message);
+    bool ok = run(conn, part, started + part.job->timeout, &code, &message);
     finishPart(conn, part, ok, std::move(code), std::move(message));
+    const auto busy = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count();
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.busyNs += static_cast<uint64_t>(busy);
   }
   conn.close();
 }

@@ -75,10 +75,16 @@ struct JobPart {
   ValkeyJob* job;
   size_t begin, end;
   bool first;
+  Clock::time_point queued;  // when submit() queued it
 };
 
+// Where a link's time goes, to tell a starved link from a saturated one:
+// busyNs is the sum over connections of time spent running parts (the
+// link's connections x wall time, when every connection is always busy);
+// waitNs the sum over parts of time from submit to a connection taking it.
 struct LinkStats {
   uint64_t jobs = 0, failures = 0, reconnects = 0, bytesOut = 0, bytesIn = 0;
+  uint64_t parts = 0, busyNs = 0, waitNs = 0;
 };
 
 class ValkeyLink : public std::enable_shared_from_this<ValkeyLink> {
