@@ -110,6 +110,9 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
   let localRun = 0;
   let broken = false;
   // Each position is probed once while hashing; again after a remote answer.
+  // The address's bytes (tokens, seed, keys) are read here only, before the
+  // first await: they are a loan of the connection's read buffer
+  // (connection.ts), reused once this turn ends.
   const walked = hashAddress(p, spaces[0], address, (i, h) => {
     hashes = h;
     const all = probe(i);
@@ -243,7 +246,7 @@ export async function lookup(p: ManagerParts, ranks: readonly Namespace[], addre
       if (first.length > 0) measureFetches(p, nsId, first.map((f) => f.fetch), first.map((f) => tokensAt(f.at)), started);
     }
   }
-  const askedTokens = 'tokens' in address ? address.tokens.byteLength >>> 2 : 0;
+  const askedTokens = 'tokens' in address ? address.tokens.byteLength >>> 2 : 0; // a length, not the loaned bytes
   p.counters.recordLookup(count, hit, hostChunks, hitTokens, askedTokens, remote !== null, diskChunks);
   return { hitTokens, hitChunks: hit, hostChunks, diskChunks, remoteChunks: hit - hostChunks - diskChunks, leaseId: leaseIds[0] ?? 0, leaseIds };
 }
