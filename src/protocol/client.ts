@@ -120,6 +120,7 @@ export class KvtierClient {
     await new Promise<Envelope>((resolve, reject) => this.#start('ping', (id) => emptyBodyFrame(id, 'ping'), this.#timeoutMs, { resolve, reject }));
   }
 
+  /** `address.tokens` is sent without a copy, at the end of this turn (writes are corked): leave its bytes unchanged until then. */
   async lookup(address: kvtier.v1.IChunkAddress, opts: { leaseTtlMs?: number; noLease?: boolean } = {}): Promise<kvtier.v1.LookupOk> {
     const ttl = opts.leaseTtlMs ?? 0;
     const noLease = opts.noLease ?? false;
@@ -214,8 +215,9 @@ export class KvtierClient {
     });
   }
 
-  /** Ends the connection at once, as a killed client would. */
+  /** Ends the connection at once, as a killed client would: what was already sent (this turn's corked writes too) goes out first. */
   destroy(): void {
+    this.#uncork();
     this.#socket.destroy();
   }
 

@@ -69,6 +69,8 @@ export class Connection {
   #ending = false;
   /** Everyone waiting in idle(): server.close() and #release() may both wait at once. */
   #idleWaiters: Array<() => void> = [];
+  /** Resolves once the socket has closed and what the connection held is released. */
+  readonly closed: Promise<void>;
 
   constructor(id: number, socket: Socket, ctx: ConnectionContext, init: ConnectionInit) {
     this.id = id;
@@ -80,8 +82,13 @@ export class Connection {
     this.#decoder = new FrameDecoder(ctx.maxFrameBytes, { lent: true });
     socket.on('error', (e) => this.#log.debug('socket error', { error: e.message }));
     socket.on('drain', () => this.#flow());
-    socket.on('close', () => {
-      void this.#release().finally(() => init.onClose(this));
+    this.closed = new Promise((resolve) => {
+      socket.on('close', () => {
+        void this.#release().finally(() => {
+          init.onClose(this);
+          resolve();
+        });
+      });
     });
     if (ctx.idleTimeoutMs > 0) {
       // Node's socket timer: re-armed by every read and write, no timer per request.
@@ -122,7 +129,8 @@ export class Connection {
    * where kept (#onFrame).
    */
   receive(data: Buffer): void {
-    if (this.#broken) return;
+    // Ending (shutdown, idle, a broken stream): no new request starts.
+    if (this.#broken || this.#ending) return;
     try {
       this.#decoder.push(data, this.#frameHandler);
     } catch (e) {

@@ -8,8 +8,8 @@
  * socket's round trip: no promise in between) and returns a Promise for the
  * rest. It throws or rejects with domain errors; connection.ts turns those
  * into Error frames. A Lookup reads its token bytes before its first await,
- * which is what lets connection.ts hand the frame back to the decoder as
- * soon as dispatch() returns.
+ * which is what lets connection.ts serve it from the frame's loaned bytes
+ * (framing.ts) instead of a copy.
  */
 import { BadRequestError, ErrorCode, KvtierError, NamespaceMismatchError, NotHelloError, NotRegisteredError, ProtocolVersionError, UnknownMessageError } from '../errors.js';
 import type { Logger } from '../log.js';

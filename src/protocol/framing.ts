@@ -8,19 +8,21 @@
  * push. A length above maxFrameBytes is reported before any of its payload
  * is buffered: the caller answers and closes.
  *
+ * An assembly buffer is allocated when body bytes arrive and grows by
+ * doubling with them, never from the claimed length alone: a peer (or a
+ * socket that is not kvtier's) claiming 1 GiB and sending nothing costs
+ * nothing.
+ *
  * Two ways to own a frame:
  * - Kept (the default): a frame is the caller's for good. Straddling frames
- *   get a buffer of their own, sized from the length up front (the client
- *   trusts its daemon's lengths).
+ *   get a buffer of their own.
  * - Lent (the daemon): a frame is valid only until the callback returns. The
  *   daemon's reads land in one buffer shared by every connection (server.ts),
  *   and straddling frames up to SCRATCH_MAX are assembled in one buffer per
  *   connection, reused for every frame: a 128K-token Lookup (512 KiB, read in
  *   pieces) then allocates nothing. Allocating per read and per frame made V8
  *   run an incremental mark-compact every ~40 ms for that external memory
- *   (88 in one `kvtier bench lookup`), which was the lookup p99. An
- *   assembly buffer grows as bytes arrive, never from the claimed length
- *   alone: a peer that claims 4 GiB and sends nothing costs nothing.
+ *   (88 in one `kvtier bench lookup`), which was the lookup p99.
  *   `lends(frame)` says whether a frame is such a loan (the caller copies
  *   what it keeps) or a buffer the caller may keep.
  */
@@ -29,7 +31,7 @@ import { FRAME_HEADER_BYTES } from './messages.js';
 
 /** Lent mode: straddling frames up to this size are assembled in the connection's reused buffer. */
 const SCRATCH_MAX = 4 << 20;
-/** Lent mode: the first allocation of an assembly buffer. */
+/** The first allocation of an assembly buffer, at least. */
 const GROW_MIN = 64 << 10;
 const EMPTY = Buffer.alloc(0);
 
@@ -108,7 +110,7 @@ export class FrameDecoder {
           continue;
         }
         this.#want = length;
-        this.#body = this.#startBody(length, end - off);
+        this.#body = this.#lentMode && this.#scratch !== null ? this.#scratch : EMPTY;
         this.#bodyFill = 0;
       }
       const take = Math.min(this.#want - this.#bodyFill, end - off);
@@ -126,21 +128,12 @@ export class FrameDecoder {
     }
   }
 
-  /** The buffer a straddling frame of `length` bytes is assembled in; `arrived` of them are here. */
-  #startBody(length: number, arrived: number): Buffer {
-    if (!this.#lentMode) return Buffer.allocUnsafeSlow(length);
-    if (this.#scratch !== null) return this.#scratch;
-    const first = Buffer.allocUnsafeSlow(Math.min(length, Math.max(GROW_MIN, arrived)));
-    if (first.length <= SCRATCH_MAX) this.#scratch = first;
-    return first;
-  }
-
-  /** A larger assembly buffer (lent mode only), at least `need` bytes, the bytes so far copied over. */
+  /** A larger assembly buffer, at least `need` bytes, the bytes so far copied over. */
   #grow(need: number): void {
-    const size = Math.min(this.#want, Math.max(need, 2 * this.#body.length));
+    const size = Math.min(this.#want, Math.max(need, 2 * this.#body.length, GROW_MIN));
     const next = Buffer.allocUnsafeSlow(size);
     this.#body.copy(next, 0, 0, this.#bodyFill);
     this.#body = next;
-    if (size <= SCRATCH_MAX) this.#scratch = next;
+    if (this.#lentMode && size <= SCRATCH_MAX) this.#scratch = next;
   }
 }

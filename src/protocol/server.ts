@@ -5,8 +5,9 @@
  * narrowing the umask around listen(), so there is no window in which it is
  * world-accessible; a stale file left by a dead daemon is replaced; a file
  * with a live daemon behind it is never stolen (SocketInUseError).
- * close() stops accepting, lets every in-flight request finish, then ends the
- * connections and unlinks the socket.
+ * close() stops accepting, lets every in-flight request finish, ends the
+ * connections, waits until each has closed and released what it held, then
+ * unlinks the socket.
  * Each accepted socket's peer credentials (SO_PEERCRED) are read once, here,
  * and handed to its Connection: RegisterKv maps only files that uid owns.
  */
@@ -96,7 +97,11 @@ export class SocketServer {
     this.#server = null;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     await Promise.all([...this.#connections].map((c) => c.idle()));
-    for (const c of this.#connections) c.end();
+    // The server's own count no longer tracks the connections (the handles
+    // moved, readingIntoShared): wait for each one's close and release.
+    const connections = [...this.#connections];
+    for (const c of connections) c.end();
+    await Promise.all(connections.map((c) => c.closed));
     await closed;
     try {
       unlinkSync(this.#opts.path);

@@ -1,4 +1,6 @@
 /**
+ * Shutdown waits for every connection, and only for what is bounded.
+ *
  * Regression: shutdown hung when a worker disconnected while a Store waited
  * for its commit. server.close() and the connection's own release both wait
  * in Connection.idle(); a single resolver kept only the last waiter, so
@@ -6,7 +8,9 @@
  * with SIGSTOP (the write-behind put to it cannot finish until SIGCONT or the
  * request timeout).
  */
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeFrame, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import { packTokens } from '../../src/chunking/tokens.js';
 import { startValkey, stopAllValkey, type ValkeyServer } from '../../bench/valkey-server.js';
 import { startTestDaemon, waitFor } from '../helpers/daemon.js';
@@ -55,6 +59,32 @@ describe('shutdown while a commit is pending', () => {
     } finally {
       if (stopped) process.kill(pid, 'SIGCONT');
       await Promise.race([d.stop(), new Promise((r) => setTimeout(r, 2000).unref())]);
+    }
+  }, 30_000);
+});
+
+describe('shutdown with a client that stops reading', () => {
+  it('close() returns only after every connection has closed, so nothing is dispatched against a closed manager', async () => {
+    const d = await startTestDaemon({});
+    const sock = connect(d.socket);
+    await new Promise<void>((resolve, reject) => {
+      sock.once('connect', () => resolve());
+      sock.once('error', reject);
+    });
+    sock.on('error', () => {});
+    // Hello, then Stats requests whose answers this client never reads: the
+    // daemon's writes back up, so its end() waits for FLUSH_MS before the socket goes.
+    sock.pause();
+    const hello = encodeFrame({ id: 1, hello: { protocolVersion: PROTOCOL_VERSION, clientKind: 'slow-reader', fingerprint: { model: 'shutdown' } } });
+    const stats = Array.from({ length: 2000 }, (_, i) => encodeFrame({ id: 2 + i, stats: {} }));
+    sock.write(Buffer.concat([hello, ...stats]));
+    await waitFor(() => d.daemon.server.connectionCount === 1, 'the connection to be accepted');
+    await new Promise((r) => setTimeout(r, 200));
+    try {
+      await d.stop(); // daemon.close(), and throws on any internal error logged
+      expect(d.daemon.server.connectionCount).toBe(0);
+    } finally {
+      sock.destroy();
     }
   }, 30_000);
 });
