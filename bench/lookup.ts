@@ -82,6 +82,8 @@ export interface LookupBenchResult {
 }
 
 const ratio = (a: number, b: number): number => Math.round((a / b) * 100) / 100;
+/** A TP engine's lookup against a one-rank lookup's, at p50 and p99. */
+const overOne = (all: Percentiles, one: Percentiles): { p50: number; p99: number } => ({ p50: ratio(all.p50, one.p50), p99: ratio(all.p99, one.p99) });
 
 const RTT_BLOCKS = 10;
 const LOOKUP_BLOCKS = 10;
@@ -197,7 +199,7 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
           const all = percentiles(l.all);
           out[where] = {
             rtt_us: r, echo_us: e, rtt_over_echo: ratio(r.p50, e.p50),
-            lookup_us: one, ranks_lookup_us: all, ranks_over_one: { p50: ratio(all.p50, one.p50), p99: ratio(all.p99, one.p99) },
+            lookup_us: one, ranks_lookup_us: all, ranks_over_one: overOne(all, one),
           };
         }
         placed = out as NonNullable<LookupBenchResult['placed_us']>;
@@ -215,7 +217,7 @@ export async function runLookupBench(opts: LookupBenchOptions, progress: (msg: s
       bench: 'lookup', tokens: opts.tokens, chunks_hit: hit, iterations: lookup.length,
       rtt_us: percentiles(rtt), echo_us: percentiles(floor), echo_frame_bytes: frame.length,
       lookup_us: lookupUs, daemon_lookup_us: stats.lookupLatencyUs,
-      ranks_per_lookup: ranks, ranks_lookup_us: ranksUs, ranks_over_one: { p50: ratio(ranksUs.p50, lookupUs.p50), p99: ratio(ranksUs.p99, lookupUs.p99) },
+      ranks_per_lookup: ranks, ranks_lookup_us: ranksUs, ranks_over_one: overOne(ranksUs, lookupUs),
       placed_us: placed,
       chain_us: chain,
       chain_memo: stats.chainMemo ?? null,

@@ -14,6 +14,7 @@ import { createConnection, type Socket } from 'node:net';
 import { ConnectionClosedError, ErrorCode, KvtierError, TimeoutError } from '../errors.js';
 import type { NamespaceFingerprint } from '../chunking/namespace.js';
 import { FrameDecoder } from './framing.js';
+import { TurnCork } from './turn-cork.js';
 import { PROTOCOL_VERSION, decodeEnvelope, emptyBodyFrame, encodeFrame, lookupFrameParts, type Envelope, type EnvelopeInit } from './messages.js';
 import type { kvtier } from './gen/kvtier.js';
 
@@ -50,6 +51,7 @@ export interface StoreHandle {
 
 export class KvtierClient {
   readonly #socket: Socket;
+  readonly #cork: TurnCork;
   readonly #pending = new Map<number, Pending>();
   readonly #decoder = new FrameDecoder(0x7fffffff);
   readonly #timeoutMs: number;
@@ -62,6 +64,7 @@ export class KvtierClient {
 
   private constructor(socket: Socket, timeoutMs: number) {
     this.#socket = socket;
+    this.#cork = new TurnCork(socket);
     this.#timeoutMs = timeoutMs;
     socket.on('data', (d: Buffer) => this.#onData(d));
     socket.on('close', () => this.#failAll(new ConnectionClosedError('connection to kvtierd closed')));
@@ -217,7 +220,7 @@ export class KvtierClient {
 
   /** Ends the connection at once, as a killed client would: what was already sent (this turn's corked writes too) goes out first. */
   destroy(): void {
-    this.#uncork();
+    this.#cork.flush();
     this.#socket.destroy();
   }
 
@@ -237,22 +240,11 @@ export class KvtierClient {
     this.#pending.set(id, { first, second, deadline, what, timeoutMs });
     if (deadline < this.#timerAt) this.#arm(deadline);
     const frame = encode(id);
-    // Corked for the rest of the turn: requests made together (a lease
-    // released per rank) leave in one writev, as the daemon's answers do.
-    if (!this.#corked) {
-      this.#corked = true;
-      this.#socket.cork();
-      process.nextTick(this.#uncork);
-    }
+    // Requests made together (a lease released per rank) leave in one writev.
+    this.#cork.hold();
     if (Buffer.isBuffer(frame)) this.#socket.write(frame);
     else for (const part of frame) this.#socket.write(part);
   }
-
-  #corked = false;
-  readonly #uncork = (): void => {
-    this.#corked = false;
-    this.#socket.uncork();
-  };
 
   /** (Re)arms the timeout timer for `at`. Unref'd: the open socket is what keeps a process alive. */
   #arm(at: number): void {
