@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "sigbus-guard.h"
+#include "stream-copy.h"
 #include "thread-pool.h"
 #include "constants.h"
 
@@ -18,6 +19,11 @@ static constexpr size_t kPieceMax = 1 << 20;
 // multi-MiB segment over many SMs.
 static constexpr size_t kCudaPieceMax = 64 << 10;
 static constexpr size_t kBytesPerThread = 256 << 10;
+// Batches at least this large copy with stores that bypass the cache
+// (stream-copy.h): many times a core's L2, so the cache would not have kept
+// their bytes anyway. A smaller batch (one small chunk) stays in cache for
+// whoever reads it next.
+static constexpr uint64_t kStreamBatchBytes = 8 << 20;
 static constexpr double kMaxExact = 9007199254740991.0;  // 2^53 - 1
 
 // A round trip through uint64_t tests integrality: std::floor is a libm call
@@ -198,6 +204,7 @@ struct CpuRun {
   // Pieces claimed per fetch_add: about 256 KiB of them, so threads sharing
   // the counter do not trade its cache line once per 32 KiB block.
   size_t claim = 1;
+  bool stream = false;  // non-temporal stores (kStreamBatchBytes)
   std::atomic<size_t> tasksLeft{0};
   std::atomic<bool> failed{false};
   std::mutex mu;
@@ -217,7 +224,14 @@ bool copyClaimedPieces(void* ctx) {
   size_t first = run->next.fetch_add(run->claim, std::memory_order_relaxed);
   if (first >= pieces.size()) return false;
   size_t end = std::min(pieces.size(), first + run->claim);
-  for (size_t i = first; i < end; ++i) std::memcpy(pieces[i].dst, pieces[i].src, pieces[i].len);
+  if (run->stream) {
+    for (size_t i = first; i < end; ++i) streamCopy(pieces[i].dst, pieces[i].src, pieces[i].len);
+    // Non-temporal stores are weakly ordered: drain them before the last
+    // task's done() can tell JS the bytes are there.
+    streamFence();
+  } else {
+    for (size_t i = first; i < end; ++i) std::memcpy(pieces[i].dst, pieces[i].src, pieces[i].len);
+  }
   return true;
 }
 
@@ -262,6 +276,7 @@ void runCopy(std::shared_ptr<CopyBatch> batch, std::function<void(const CopyErro
   const size_t count = run->batch->pieces.size();
   const size_t avg = std::max<size_t>(1, run->batch->totalBytes / std::max<size_t>(1, count));
   run->claim = std::clamp<size_t>((256 << 10) / avg, 1, std::max<size_t>(1, count / (tasks * 4)));
+  run->stream = run->batch->totalBytes >= kStreamBatchBytes;
   run->tasksLeft.store(tasks);
   for (size_t t = 0; t < tasks; ++t) submitCopyTask([run] { cpuTask(run); });
 }

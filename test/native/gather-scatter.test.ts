@@ -1,5 +1,6 @@
 // Gather and scatter against real shm files in the four layouts vLLM uses;
 // every byte is compared with a reference model built from the tensor shape.
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { afterAll, describe, expect, test } from 'vitest';
 
 import { NativePool, RegisteredKv, SKIP_BLOCK } from '../../native/index.js';
@@ -108,5 +109,32 @@ test('many concurrent gathers all complete with the right bytes', async () => {
   const bufs = jobs.map(() => Buffer.alloc(kv.chunkBytes));
   await Promise.all(jobs.map((ids, i) => kv.gather([{ blockIds: Uint32Array.from(ids), dst: bufs[i] }])));
   jobs.forEach((ids, i) => expect(bufs[i].equals(expectedChunk(fx, data, ids))).toBe(true));
+  await kv.close();
+});
+
+// A batch of 8 MiB or more is copied with stores that bypass the cache
+// (native/src/stream-copy.h); the small batches above never are. Blocks of
+// 555 bytes in shuffled order put every piece at an odd offset and length,
+// so the aligned body, the head and the tail of each piece all run.
+test('batches large enough to write around the cache move the same bytes both ways', async () => {
+  const big: Shape = { layers: 4, numBlocks: 2048, blockSize: 5, heads: 3, headDim: 37, elemBytes: 1, chunkTokens: 20 };
+  const fx = flashAttn(big);
+  fixtures.push(fx);
+  const kv = new RegisteredKv(fx.spec);
+  const ids = Array.from({ length: big.numBlocks }, (_, i) => (i * 1237) % big.numBlocks);
+  const jobs = Array.from({ length: big.numBlocks / 4 }, (_, c) => ids.slice(c * 4, c * 4 + 4));
+  expect(jobs.length * kv.chunkBytes).toBeGreaterThanOrEqual(8 << 20);
+  const before = fx.read();
+  const bufs = jobs.map(() => Buffer.alloc(kv.chunkBytes));
+  await kv.gather(jobs.map((j, i) => ({ blockIds: Uint32Array.from(j), dst: bufs[i] })));
+  jobs.forEach((j, i) => expect(bufs[i].equals(expectedChunk(fx, before, j))).toBe(true));
+  // Zero the files in place (the addon has them mapped), then put every block back.
+  fx.files.forEach((f, r) => {
+    const fd = openSync(f, 'r+');
+    writeSync(fd, Buffer.alloc(before[r].length), 0, before[r].length, 0);
+    closeSync(fd);
+  });
+  await kv.scatter(jobs.map((j, i) => ({ blockIds: Uint32Array.from(j), src: bufs[i] })));
+  fx.read().forEach((b, r) => expect(b.equals(before[r])).toBe(true));
   await kv.close();
 });

@@ -226,7 +226,7 @@ bool RespConn::fill(Clock::time_point deadline, std::string* error) {
   }
   for (;;) {
     short events = 0;
-    ssize_t n = recvSome(rbuf_ + rend_, kReadBuf - rend_, &events, error);
+    ssize_t n = recvSome(rbuf_ + rend_, std::min(kFillBytes, kReadBuf - rend_), &events, error);
     if (n > 0) {
       rend_ += static_cast<size_t>(n);
       return true;
