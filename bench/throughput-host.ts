@@ -8,7 +8,10 @@
  *                file (num_blocks, layers, 2, block, heads, head_dim), a block is
  *                one 2 MiB piece across every layer
  * beside plain memcpy of the same bytes with the same thread count
- * (worker_threads doing Buffer.copy between SharedArrayBuffers) in the same
+ * (worker_threads doing Buffer.copy between SharedArrayBuffers) and beside
+ * the addon's own copy loop over contiguous bytes (its stores bypass the
+ * cache, native/src/stream-copy.h, which memcpy's do not at these sizes
+ * here, so the layouts can beat memcpy; this one they cannot) in the same
  * run: rounds interleave both layouts and the reference, and each reported
  * ratio is the median of per-round ratios, so it means something on a noisy
  * machine. The top-level gather/scatter figures are the per_layer row.
@@ -36,8 +39,9 @@ export interface HostThroughputResult {
   pool: { pinned: boolean; huge_pages: boolean };
   gather_gbps: number;
   scatter_gbps: number;
-  reference: { what: string; memcpy_gbps: number; single_thread_buffer_copy_gbps: number };
+  reference: { what: string; memcpy_gbps: number; single_thread_buffer_copy_gbps: number; stream_copy_what: string; stream_copy_gbps: number };
   ratio: { gather: number; scatter: number };
+  ratio_to_stream_copy: { gather: number; scatter: number };
   layouts: HostLayoutRow[];
 }
 
@@ -48,6 +52,7 @@ export interface HostLayoutRow {
   gather_gbps: number;
   scatter_gbps: number;
   ratio: { gather: number; scatter: number };
+  ratio_to_stream_copy: { gather: number; scatter: number };
 }
 
 interface BenchLayout {
@@ -158,7 +163,11 @@ export async function runHostThroughput(opts: HostThroughputOptions = {}): Promi
     // Interleaved rounds: a neighbour's load hits both layouts and the reference alike.
     const g = kvs.map((): number[] => []), sc = kvs.map((): number[] => []);
     const rg = kvs.map((): number[] => []), rs = kvs.map((): number[] => []);
-    const m: number[] = [], one: number[] = [];
+    const m: number[] = [], one: number[] = [], st: number[] = [];
+    const sg = kvs.map((): number[] => []), ss = kvs.map((): number[] => []);
+    // The cross-layer file's blocks in order are contiguous bytes: the same copy loop with nothing to scatter.
+    const cross = kvs[layouts.findIndex((l) => l.name === 'cross_layer')];
+    const inOrder = slabs.map((_, c) => Uint32Array.from({ length: blocksPerChunk }, (_, i) => c * blocksPerChunk + i));
     for (let r = 0; r < rounds; r++) {
       // Alternate which layout goes first, so neither always follows the reference's cache state.
       const turn = r % 2 === 0 ? [...kvs.entries()] : [...kvs.entries()].reverse();
@@ -168,9 +177,12 @@ export async function runHostThroughput(opts: HostThroughputOptions = {}): Promi
       }
       m.push(gbps(batchBytes * iters, await timeIt(iters, memcpy.round)));
       one.push(gbps(batchBytes * iters, await timeIt(iters, async () => { a.copy(b); })));
+      st.push(gbps(batchBytes * iters, await timeIt(iters, () => cross.gather(inOrder.map((blockIds, c) => ({ blockIds, dst: slabs[c].buf }))))));
       kvs.forEach((_, i) => {
         rg[i].push(g[i][r] / m[r]);
         rs[i].push(sc[i][r] / m[r]);
+        sg[i].push(g[i][r] / st[r]);
+        ss[i].push(sc[i][r] / st[r]);
       });
     }
     await memcpy.close();
@@ -182,6 +194,7 @@ export async function runHostThroughput(opts: HostThroughputOptions = {}): Promi
     const rows: HostLayoutRow[] = layouts.map((l, i) => ({
       layout: l.name, pieces_per_block: l.piecesPerBlock, piece_bytes: l.pieceBytes,
       gather_gbps: median(g[i]), scatter_gbps: median(sc[i]), ratio: { gather: ratio(rg[i]), scatter: ratio(rs[i]) },
+      ratio_to_stream_copy: { gather: ratio(sg[i]), scatter: ratio(ss[i]) },
     }));
     return {
       bench: 'throughput',
@@ -195,8 +208,10 @@ export async function runHostThroughput(opts: HostThroughputOptions = {}): Promi
       pool: { pinned: info.pinned, huge_pages: info.hugePages },
       gather_gbps: rows[0].gather_gbps,
       scatter_gbps: rows[0].scatter_gbps,
-      reference: { what: `memcpy of ${batchBytes} contiguous bytes on ${threads} worker threads (Buffer.copy)`, memcpy_gbps: median(m), single_thread_buffer_copy_gbps: median(one) },
+      reference: { what: `memcpy of ${batchBytes} contiguous bytes on ${threads} worker threads (Buffer.copy)`, memcpy_gbps: median(m), single_thread_buffer_copy_gbps: median(one),
+        stream_copy_what: `the addon's gather of ${batchBytes} contiguous bytes (the cross-layer file's blocks in order, pieces of up to 1 MiB) on ${threads} copy threads`, stream_copy_gbps: median(st) },
       ratio: rows[0].ratio,
+      ratio_to_stream_copy: rows[0].ratio_to_stream_copy,
       layouts: rows,
     };
   } finally {
@@ -222,6 +237,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
         [`scatter ${l.layout}`, { gbps: l.scatter_gbps, ratio_to_memcpy: l.ratio.scatter }],
       ])),
       memcpy: { gbps: r.reference.memcpy_gbps, ratio_to_memcpy: 1 },
+      'addon copy, contiguous': { gbps: r.reference.stream_copy_gbps, ratio_to_memcpy: '' },
       'buffer.copy (1 thread)': { gbps: r.reference.single_thread_buffer_copy_gbps, ratio_to_memcpy: '' },
     });
   }

@@ -38,6 +38,7 @@ import { startValkey, type ValkeyServer } from './valkey-server.js';
 import { reference as valkeyBenchmark } from './throughput-valkey.js';
 import type { DaemonProcess } from './daemon-process.js';
 import { startBenchDaemon } from './ttft-daemon.js';
+import { cpuSnapshot, cpuUse } from './cpu-use.js';
 import { SHAPES, describePrefill, kvBytesPerToken, prefillMs, type ModelShape, type PrefillModel } from './ttft-shapes.js';
 import { blocksPath, inlinePath, type LoadTiming, type WorkerPath } from './ttft-worker.js';
 import type { TtftRow } from './ttft-types.js';
@@ -350,13 +351,19 @@ async function runOne(shape: ModelShape, context: number, kv: WorkerPath, valkey
     try {
       await kv.attach(wb);
       const before = await linkStats(wb);
-      const t0 = performance.now();
-      const t = await kv.load(wb, tokens, chunks, true);
-      const loadMs = performance.now() - t0;
+      // Counters over the Lookup and Retrieves alone (not the zeroing and the check around them).
+      const pids = { daemon: b.child.pid, valkey_server: valkey.pid, bench: process.pid };
+      let cpu0: ReturnType<typeof cpuSnapshot> = null, cpu1: ReturnType<typeof cpuSnapshot> = null;
+      let t0 = 0, loadMs = 0;
+      const t = await kv.load(wb, tokens, chunks, true, {
+        start: () => { cpu0 = cpuSnapshot(pids); t0 = performance.now(); },
+        end: () => { loadMs = performance.now() - t0; cpu1 = cpuSnapshot(pids); },
+      });
       const after = await linkStats(wb);
       rows.push(hitRow('valkey_hit', t, 1, t.verified));
       const last = rows[rows.length - 1];
       if (before !== null && after !== null) last.link = linkUse(before, after, loadMs);
+      last.cpu = cpuUse(cpu0, cpu1);
       progress(`${label}: valkey_hit ${last.ttft_ms} ms (${last.gbps} GB/s)`);
       last.server_reference = await serverReference(valkey.url, last.bytes_moved as number, tail, full, progress);
     } finally {

@@ -221,6 +221,12 @@ export async function lookupAndLoadInline(client: KvtierClient, kv: InlineKv, to
   return { lookupMs, retrieveMs, hitChunks: l.hitChunks, hostChunks: l.hostChunks, diskChunks: l.diskChunks, valkeyChunks: l.valkeyChunks, loaded, failed, windows, verified };
 }
 
+/** Called around the timed part of a load, for counters read over exactly that span. */
+export interface LoadSpan {
+  start(): void;
+  end(): void;
+}
+
 /** One way for the bench's worker to move its KV: block form (shm + native) or inline. */
 export interface WorkerPath {
   readonly path: 'blocks' | 'inline';
@@ -233,9 +239,10 @@ export interface WorkerPath {
   /**
    * A timed Lookup + Retrieve of every hit chunk; with `check`, the worker's
    * memory is cleared first and the bytes that arrived are compared
-   * (untimed). Without, `verified` is null.
+   * (untimed). Without, `verified` is null. `span` is told when the timed
+   * part starts and ends (the inline path's checks fall inside it).
    */
-  load(client: KvtierClient, tokens: Buffer, chunks: number, check: boolean): Promise<LoadTiming & { verified: boolean | null }>;
+  load(client: KvtierClient, tokens: Buffer, chunks: number, check: boolean, span?: LoadSpan): Promise<LoadTiming & { verified: boolean | null }>;
   cleanup(): void;
 }
 
@@ -245,9 +252,11 @@ export function blocksPath(shape: ModelShape, regionBytes: number, tag: string):
     path: 'blocks', chunkBytes: kv.chunkBytes, window: kv.window, env: {},
     attach: (c) => kv.register(c),
     store: (c, tokens, chunks) => storeAll(c, kv, tokens, chunks),
-    load: async (c, tokens, chunks, check) => {
+    load: async (c, tokens, chunks, check, span) => {
       if (check) kv.zero();
+      span?.start();
       const t = await lookupAndLoad(c, kv, tokens);
+      span?.end();
       return { ...t, verified: check ? kv.verify(chunks) : null };
     },
     cleanup: () => kv.cleanup(),
@@ -260,7 +269,12 @@ export function inlinePath(shape: ModelShape, window: number): WorkerPath {
     path: 'inline', chunkBytes: kv.chunkBytes, window, env: { KVTIER_HOST_MEMORY: 'heap' },
     attach: async () => {},
     store: (c, tokens, chunks) => storeAllInline(c, kv, tokens, chunks),
-    load: (c, tokens, _chunks, check) => lookupAndLoadInline(c, kv, tokens, check),
+    load: async (c, tokens, _chunks, check, span) => {
+      span?.start();
+      const t = await lookupAndLoadInline(c, kv, tokens, check);
+      span?.end();
+      return t;
+    },
     cleanup: () => {},
   };
 }
