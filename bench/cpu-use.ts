@@ -44,13 +44,13 @@ export function cpuSnapshot(pids: Record<string, number | undefined>): Snapshot 
 
 export interface CpuUse {
   cpus: number;
-  /** Of all CPUs' time in the span: not idle, not iowait. */
+  /** Of all CPUs' time in the span: not idle, not iowait (steal counts as busy: the CPU was not ours). */
   busy_fraction: number;
   /** Of all CPUs' time in the span: taken by the hypervisor. */
   steal_fraction: number;
   /** Cores each process used on average over the span. */
   cores: Record<string, number>;
-  /** Cores used by everything else (busy minus the named processes). */
+  /** Cores used by everything else in this VM (busy less steal, minus the named processes). */
   other_cores: number;
 }
 
@@ -61,8 +61,10 @@ export function cpuUse(a: Snapshot | null, b: Snapshot | null): CpuUse | null {
   if (all <= 0) return null;
   const idle = d[3] + d[4];
   const seconds = (b.at - a.at) / 1000;
+  if (seconds <= 0) return null;
   const round = (v: number): number => Math.round(v * 100) / 100;
-  const cores = Object.fromEntries(Object.keys(b.procs).map((k) => [k, round((b.procs[k] - (a.procs[k] ?? 0)) / TICKS_PER_S / seconds)]));
+  // A process that exited in the span reads 0 at its end: counted as 0, not negative.
+  const cores = Object.fromEntries(Object.keys(b.procs).map((k) => [k, round(Math.max(0, b.procs[k] - (a.procs[k] ?? 0)) / TICKS_PER_S / seconds)]));
   const n = cpus().length;
   const busyCores = ((all - idle - d[7]) / all) * n;
   return {

@@ -39,7 +39,7 @@ export interface HostThroughputResult {
   pool: { pinned: boolean; huge_pages: boolean };
   gather_gbps: number;
   scatter_gbps: number;
-  reference: { what: string; memcpy_gbps: number; single_thread_buffer_copy_gbps: number; stream_copy_what: string; stream_copy_gbps: number };
+  reference: { what: string; memcpy_gbps: number; single_thread_buffer_copy_gbps: number; stream_copy_what: string; stream_copy_gather_gbps: number; stream_copy_scatter_gbps: number };
   ratio: { gather: number; scatter: number };
   ratio_to_stream_copy: { gather: number; scatter: number };
   layouts: HostLayoutRow[];
@@ -163,7 +163,7 @@ export async function runHostThroughput(opts: HostThroughputOptions = {}): Promi
     // Interleaved rounds: a neighbour's load hits both layouts and the reference alike.
     const g = kvs.map((): number[] => []), sc = kvs.map((): number[] => []);
     const rg = kvs.map((): number[] => []), rs = kvs.map((): number[] => []);
-    const m: number[] = [], one: number[] = [], st: number[] = [];
+    const m: number[] = [], one: number[] = [], st: number[] = [], st2: number[] = [];
     const sg = kvs.map((): number[] => []), ss = kvs.map((): number[] => []);
     // The cross-layer file's blocks in order are contiguous bytes: the same copy loop with nothing to scatter.
     const cross = kvs[layouts.findIndex((l) => l.name === 'cross_layer')];
@@ -178,11 +178,12 @@ export async function runHostThroughput(opts: HostThroughputOptions = {}): Promi
       m.push(gbps(batchBytes * iters, await timeIt(iters, memcpy.round)));
       one.push(gbps(batchBytes * iters, await timeIt(iters, async () => { a.copy(b); })));
       st.push(gbps(batchBytes * iters, await timeIt(iters, () => cross.gather(inOrder.map((blockIds, c) => ({ blockIds, dst: slabs[c].buf }))))));
+      st2.push(gbps(batchBytes * iters, await timeIt(iters, () => cross.scatter(inOrder.map((blockIds, c) => ({ blockIds, src: slabs[c].buf }))))));
       kvs.forEach((_, i) => {
         rg[i].push(g[i][r] / m[r]);
         rs[i].push(sc[i][r] / m[r]);
         sg[i].push(g[i][r] / st[r]);
-        ss[i].push(sc[i][r] / st[r]);
+        ss[i].push(sc[i][r] / st2[r]);
       });
     }
     await memcpy.close();
@@ -209,7 +210,7 @@ export async function runHostThroughput(opts: HostThroughputOptions = {}): Promi
       gather_gbps: rows[0].gather_gbps,
       scatter_gbps: rows[0].scatter_gbps,
       reference: { what: `memcpy of ${batchBytes} contiguous bytes on ${threads} worker threads (Buffer.copy)`, memcpy_gbps: median(m), single_thread_buffer_copy_gbps: median(one),
-        stream_copy_what: `the addon's gather of ${batchBytes} contiguous bytes (the cross-layer file's blocks in order, pieces of up to 1 MiB) on ${threads} copy threads`, stream_copy_gbps: median(st) },
+        stream_copy_what: `the addon's gather and scatter of ${batchBytes} contiguous bytes (the cross-layer file's blocks in order, pieces of up to 1 MiB) on ${threads} copy threads`, stream_copy_gather_gbps: median(st), stream_copy_scatter_gbps: median(st2) },
       ratio: rows[0].ratio,
       ratio_to_stream_copy: rows[0].ratio_to_stream_copy,
       layouts: rows,
@@ -237,7 +238,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
         [`scatter ${l.layout}`, { gbps: l.scatter_gbps, ratio_to_memcpy: l.ratio.scatter }],
       ])),
       memcpy: { gbps: r.reference.memcpy_gbps, ratio_to_memcpy: 1 },
-      'addon copy, contiguous': { gbps: r.reference.stream_copy_gbps, ratio_to_memcpy: '' },
+      'addon gather, contiguous': { gbps: r.reference.stream_copy_gather_gbps, ratio_to_memcpy: '' },
+      'addon scatter, contiguous': { gbps: r.reference.stream_copy_scatter_gbps, ratio_to_memcpy: '' },
       'buffer.copy (1 thread)': { gbps: r.reference.single_thread_buffer_copy_gbps, ratio_to_memcpy: '' },
     });
   }

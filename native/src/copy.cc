@@ -20,9 +20,11 @@ static constexpr size_t kPieceMax = 1 << 20;
 static constexpr size_t kCudaPieceMax = 64 << 10;
 static constexpr size_t kBytesPerThread = 256 << 10;
 // Batches at least this large copy with stores that bypass the cache
-// (stream-copy.h): many times a core's L2, so the cache would not have kept
-// their bytes anyway. A smaller batch (one small chunk) stays in cache for
-// whoever reads it next.
+// (stream-copy.h): several times a core's L2. Up to the L3's size a
+// memcpy'd batch could still be partly in L3 for whoever reads it next (a
+// Store's hash and Valkey send); 8 MiB keeps a single 10 MiB chunk's
+// scatter on the faster path, which the TTFT bench measured (benchmarks.md).
+// A smaller batch stays on memcpy and in cache.
 static constexpr uint64_t kStreamBatchBytes = 8 << 20;
 static constexpr double kMaxExact = 9007199254740991.0;  // 2^53 - 1
 
@@ -247,6 +249,9 @@ void cpuTask(const std::shared_ptr<CpuRun>& run) {
     run->fail({codes::kRegionUnavailable,
                "a region became unreadable during the copy (SIGBUS: its file was truncated)"});
   }
+  // A SIGBUS leaves copyClaimedPieces mid-group, past its own fence: drain
+  // what it issued before the slab can be released and reused.
+  if (run->stream) streamFence();
   if (run->tasksLeft.fetch_sub(1) == 1) {
     CopyError result;
     {

@@ -17,9 +17,9 @@ namespace kvtier {
 void streamCopy(void* dst, const void* src, size_t len) {
   auto* d = static_cast<uint8_t*>(dst);
   auto* s = static_cast<const uint8_t*>(src);
-  // Plain stores up to a 16-byte aligned destination, then 64 bytes (one
-  // line) per step, then the tail.
-  const size_t head = std::min(len, static_cast<size_t>((16 - (reinterpret_cast<uintptr_t>(d) & 15)) & 15));
+  // Plain stores up to a cache-line aligned destination (so each step fills
+  // one write-combining line), then 64 bytes per step, then the tail.
+  const size_t head = std::min(len, static_cast<size_t>((64 - (reinterpret_cast<uintptr_t>(d) & 63)) & 63));
   std::memcpy(d, s, head);
   d += head;
   s += head;

@@ -29,11 +29,14 @@ describe.skipIf(!built)('bench ttft model mode', () => {
       expect(row.ttft_ms).toBeGreaterThan(Number(row.prefill_ms));
     }
     expect(r.rows[3].valkey_chunks).toBe(2);
-    // Where the CPU went during the hit, per process (a 2-chunk hit is too short for the tick counts to mean much).
-    const cpu = r.rows[3].cpu as { cpus: number; busy_fraction: number; steal_fraction: number; cores: Record<string, number> };
-    expect(cpu.cpus).toBe(cpus().length);
-    expect(Object.keys(cpu.cores).sort()).toEqual(['bench', 'daemon', 'valkey_server']);
-    for (const f of [cpu.busy_fraction, cpu.steal_fraction]) expect(f >= 0 && f <= 1).toBe(true);
+    // Where the CPU went during the hit, per process. A 2-chunk hit is a few
+    // 10 ms ticks at most: null when not one passed, and no figure means much.
+    const cpu = r.rows[3].cpu as { cpus: number; busy_fraction: number; steal_fraction: number; cores: Record<string, number> } | null;
+    if (cpu !== null) {
+      expect(cpu.cpus).toBe(cpus().length);
+      expect(Object.keys(cpu.cores).sort()).toEqual(['bench', 'daemon', 'valkey_server']);
+      for (const f of [cpu.busy_fraction, cpu.steal_fraction]) expect(f >= 0 && f <= 1).toBe(true);
+    }
     expect(r.rows[2]).toMatchObject({ host_chunks: 0, disk_chunks: 2, valkey_chunks: 0 }); // every chunk came from disk
     expect(r.rows[1].host_chunks).toBe(2);
     expect(r.rows[0].ttft_ms).toBeCloseTo(prefillMs(SHAPES['llama-3.3-70b-tp8'], 0, 576, prefill), 0);

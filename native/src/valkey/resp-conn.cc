@@ -216,7 +216,7 @@ bool RespConn::writeAll(struct iovec* iov, int count, Clock::time_point deadline
   return true;
 }
 
-bool RespConn::fill(Clock::time_point deadline, std::string* error) {
+bool RespConn::fill(Clock::time_point deadline, std::string* error, size_t most) {
   if (rpos_ == rend_) rpos_ = rend_ = 0;
   if (rend_ == kReadBuf) {
     std::memmove(rbuf_, rbuf_ + rpos_, rend_ - rpos_);
@@ -226,7 +226,7 @@ bool RespConn::fill(Clock::time_point deadline, std::string* error) {
   }
   for (;;) {
     short events = 0;
-    ssize_t n = recvSome(rbuf_ + rend_, std::min(kFillBytes, kReadBuf - rend_), &events, error);
+    ssize_t n = recvSome(rbuf_ + rend_, std::min(most, kReadBuf - rend_), &events, error);
     if (n > 0) {
       rend_ += static_cast<size_t>(n);
       return true;
@@ -279,7 +279,8 @@ bool RespConn::readExact(uint8_t* dest, size_t n, Clock::time_point deadline, st
 
 bool RespConn::skip(size_t n, Clock::time_point deadline, std::string* error) {
   while (n > 0) {
-    if (rpos_ == rend_ && !fill(deadline, error)) return false;
+    // A value being discarded: whole read buffers at a time.
+    if (rpos_ == rend_ && !fill(deadline, error, kReadBuf)) return false;
     size_t take = std::min(n, rend_ - rpos_);
     rpos_ += take;
     n -= take;

@@ -83,7 +83,8 @@ class RespConn {
                  std::string* error, PayloadSum* hash = nullptr);
 
  private:
-  bool fill(Clock::time_point deadline, std::string* error);  // more bytes into rbuf_
+  // More bytes into rbuf_, at most `most` per recv.
+  bool fill(Clock::time_point deadline, std::string* error, size_t most = kFillBytes);
   bool readLine(std::string* line, Clock::time_point deadline, std::string* error);
   bool readExact(uint8_t* dest, size_t n, Clock::time_point deadline, std::string* error, PayloadSum* hash = nullptr);
   bool skip(size_t n, Clock::time_point deadline, std::string* error);
