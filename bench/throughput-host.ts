@@ -163,7 +163,7 @@ export async function runHostThroughput(opts: HostThroughputOptions = {}): Promi
     // Interleaved rounds: a neighbour's load hits both layouts and the reference alike.
     const g = kvs.map((): number[] => []), sc = kvs.map((): number[] => []);
     const rg = kvs.map((): number[] => []), rs = kvs.map((): number[] => []);
-    const m: number[] = [], one: number[] = [], st: number[] = [], st2: number[] = [];
+    const m: number[] = [], one: number[] = [], cg: number[] = [], cs: number[] = [];
     const sg = kvs.map((): number[] => []), ss = kvs.map((): number[] => []);
     // The cross-layer file's blocks in order are contiguous bytes: the same copy loop with nothing to scatter.
     const cross = kvs[layouts.findIndex((l) => l.name === 'cross_layer')];
@@ -177,13 +177,13 @@ export async function runHostThroughput(opts: HostThroughputOptions = {}): Promi
       }
       m.push(gbps(batchBytes * iters, await timeIt(iters, memcpy.round)));
       one.push(gbps(batchBytes * iters, await timeIt(iters, async () => { a.copy(b); })));
-      st.push(gbps(batchBytes * iters, await timeIt(iters, () => cross.gather(inOrder.map((blockIds, c) => ({ blockIds, dst: slabs[c].buf }))))));
-      st2.push(gbps(batchBytes * iters, await timeIt(iters, () => cross.scatter(inOrder.map((blockIds, c) => ({ blockIds, src: slabs[c].buf }))))));
+      cg.push(gbps(batchBytes * iters, await timeIt(iters, () => cross.gather(inOrder.map((blockIds, c) => ({ blockIds, dst: slabs[c].buf }))))));
+      cs.push(gbps(batchBytes * iters, await timeIt(iters, () => cross.scatter(inOrder.map((blockIds, c) => ({ blockIds, src: slabs[c].buf }))))));
       kvs.forEach((_, i) => {
         rg[i].push(g[i][r] / m[r]);
         rs[i].push(sc[i][r] / m[r]);
-        sg[i].push(g[i][r] / st[r]);
-        ss[i].push(sc[i][r] / st2[r]);
+        sg[i].push(g[i][r] / cg[r]);
+        ss[i].push(sc[i][r] / cs[r]);
       });
     }
     await memcpy.close();
@@ -210,7 +210,7 @@ export async function runHostThroughput(opts: HostThroughputOptions = {}): Promi
       gather_gbps: rows[0].gather_gbps,
       scatter_gbps: rows[0].scatter_gbps,
       reference: { what: `memcpy of ${batchBytes} contiguous bytes on ${threads} worker threads (Buffer.copy)`, memcpy_gbps: median(m), single_thread_buffer_copy_gbps: median(one),
-        stream_copy_what: `the addon's gather and scatter of ${batchBytes} contiguous bytes (the cross-layer file's blocks in order, pieces of up to 1 MiB) on ${threads} copy threads`, stream_copy_gather_gbps: median(st), stream_copy_scatter_gbps: median(st2) },
+        stream_copy_what: `the addon's gather and scatter of ${batchBytes} contiguous bytes (the cross-layer file's blocks in order, pieces of up to 1 MiB) on ${threads} copy threads`, stream_copy_gather_gbps: median(cg), stream_copy_scatter_gbps: median(cs) },
       ratio: rows[0].ratio,
       ratio_to_stream_copy: rows[0].ratio_to_stream_copy,
       layouts: rows,

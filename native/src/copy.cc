@@ -228,9 +228,6 @@ bool copyClaimedPieces(void* ctx) {
   size_t end = std::min(pieces.size(), first + run->claim);
   if (run->stream) {
     for (size_t i = first; i < end; ++i) streamCopy(pieces[i].dst, pieces[i].src, pieces[i].len);
-    // Non-temporal stores are weakly ordered: drain them before the last
-    // task's done() can tell JS the bytes are there.
-    streamFence();
   } else {
     for (size_t i = first; i < end; ++i) std::memcpy(pieces[i].dst, pieces[i].src, pieces[i].len);
   }
@@ -249,8 +246,9 @@ void cpuTask(const std::shared_ptr<CpuRun>& run) {
     run->fail({codes::kRegionUnavailable,
                "a region became unreadable during the copy (SIGBUS: its file was truncated)"});
   }
-  // A SIGBUS leaves copyClaimedPieces mid-group, past its own fence: drain
-  // what it issued before the slab can be released and reused.
+  // Non-temporal stores are weakly ordered: drain this thread's before the
+  // last task's done() can tell JS the bytes are there (or, after a SIGBUS
+  // mid-piece, before the slab can be released and reused).
   if (run->stream) streamFence();
   if (run->tasksLeft.fetch_sub(1) == 1) {
     CopyError result;
