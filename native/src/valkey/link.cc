@@ -127,17 +127,22 @@ void ValkeyLink::loop(size_t index) {
     }
     std::string code, message;
     bool ok = run(conn, part, started + part.job->timeout, &code, &message);
-    finishPart(conn, part, ok, std::move(code), std::move(message));
-    const auto busy = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count();
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.busyNs += static_cast<uint64_t>(busy);
+    finishPart(conn, part, ok, std::move(code), std::move(message), &started);
   }
   conn.close();
 }
 
 // The first failure of a job is the one reported; the last part to finish
 // writes the manifest of a write that fully succeeded, then settles the job.
-void ValkeyLink::finishPart(RespConn& conn, const JobPart& part, bool ok, std::string code, std::string message) {
+// A part a connection ran (started set) adds its busy time before the job
+// settles, so a caller that reads the stats after its job sees all of it.
+void ValkeyLink::finishPart(RespConn& conn, const JobPart& part, bool ok, std::string code, std::string message,
+                            const Clock::time_point* started) {
+  auto addBusy = [&] {
+    if (started != nullptr)
+      stats_.busyNs +=
+          static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - *started).count());
+  };
   ValkeyJob* job = part.job;
   bool last;
   {
@@ -147,6 +152,7 @@ void ValkeyLink::finishPart(RespConn& conn, const JobPart& part, bool ok, std::s
       job->message = std::move(message);
     }
     last = --job->partsLeft == 0;
+    if (!last) addBusy();
   }
   if (!last) return;
   std::unique_ptr<ValkeyJob> owned(job);
@@ -159,6 +165,7 @@ void ValkeyLink::finishPart(RespConn& conn, const JobPart& part, bool ok, std::s
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
+    addBusy();
     stats_.jobs++;
     if (!owned->code.empty()) {
       stats_.failures++;

@@ -112,7 +112,8 @@ class ValkeyLink : public std::enable_shared_from_this<ValkeyLink> {
   bool writeManifest(RespConn& conn, ValkeyJob& job, std::string* code, std::string* message);
   bool readSegments(RespConn& conn, const JobPart& part, Clock::time_point deadline, std::string* code,
                     std::string* message);
-  void finishPart(RespConn& conn, const JobPart& part, bool ok, std::string code, std::string message);
+  void finishPart(RespConn& conn, const JobPart& part, bool ok, std::string code, std::string message,
+                  const Clock::time_point* started = nullptr);
   void fail(std::unique_ptr<ValkeyJob> job, const std::string& message);
 
   const NodeAddress addr_;
